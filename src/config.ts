@@ -1,0 +1,84 @@
+// The engine's configuration: plain frozen data, built and validated by the CLI (the only reader of argv,
+// environment and files), so the engine never sees yargs.
+import { isIP } from 'node:net';
+import { formatHostPort, parseHostPort, regionFromEndpoint, type HostPort } from './aws/endpoint.js';
+
+export interface InstanceConfig {
+  /** The RDS endpoint: what tokens are signed for and what the certificate must name. */
+  readonly endpoint: HostPort;
+  /** Where the TCP connection goes (a tunnel, a pinned address); the endpoint by default. */
+  readonly connectTo: HostPort;
+  readonly listen: HostPort;
+  readonly region: string;
+  readonly caFile: string | undefined;
+  readonly dbUser: string | undefined;
+}
+
+export interface ProxyConfig {
+  readonly instances: readonly InstanceConfig[];
+  readonly startupTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+  /** Per instance; surplus clients get FATAL 53300. */
+  readonly maxConnections: number | undefined;
+  readonly shutdownGraceMs: number;
+}
+
+/** An instance as the user described it, before defaults and validation. */
+export interface InstanceInput {
+  endpoint: string;
+  listen?: string | undefined;
+  connectTo?: string | undefined;
+  region?: string | undefined;
+  caFile?: string | undefined;
+  dbUser?: string | undefined;
+}
+
+export const DEFAULT_LISTEN = '127.0.0.1:5432';
+
+/** A bad configuration: the CLI prints the message and exits 2. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/**
+ * Validate one instance and fill its defaults. `envRegion` is AWS_REGION (or AWS_DEFAULT_REGION), the
+ * last resort for the signing region (PROTOCOL.md F1). Returns warnings worth logging at start.
+ */
+export function resolveInstance(input: InstanceInput, envRegion?: string): { instance: InstanceConfig; warnings: string[] } {
+  const warnings: string[] = [];
+  const endpoint = wrap(() => parseHostPort(input.endpoint, 'endpoint'));
+  const listen = wrap(() => parseHostPort(input.listen ?? DEFAULT_LISTEN, '--listen'));
+  const connectTo = input.connectTo ? wrap(() => parseHostPort(input.connectTo!, '--connect-to')) : endpoint;
+  const region = input.region ?? regionFromEndpoint(endpoint.host) ?? envRegion;
+  if (!region) {
+    throw new ConfigError(
+      `cannot tell the signing region for ${endpoint.host}: it is not an RDS endpoint name (NAME.ID.REGION.rds.amazonaws.com); pass --region or set AWS_REGION`,
+    );
+  }
+  if (!/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) throw new ConfigError(`--region: "${region}" is not an AWS region name (e.g. us-east-1)`);
+  if (isIP(endpoint.host)) {
+    warnings.push(
+      `endpoint ${endpoint.host} is an IP address: RDS accepts only tokens signed for the endpoint name, and its certificate names that too. Pass the RDS endpoint name and --connect-to ${formatHostPort(endpoint)}.`,
+    );
+  } else if (!regionFromEndpoint(endpoint.host)) {
+    warnings.push(`endpoint ${endpoint.host} is not an *.rds.amazonaws.com name: tokens for a CNAME or custom domain are rejected by RDS.`);
+  }
+  if (input.dbUser !== undefined && (input.dbUser === '' || Buffer.byteLength(input.dbUser) > 63)) {
+    throw new ConfigError('--db-user: a PostgreSQL user name of 1 to 63 bytes');
+  }
+  return {
+    instance: Object.freeze({ endpoint, connectTo, listen, region, caFile: input.caFile, dbUser: input.dbUser }),
+    warnings,
+  };
+}
+
+function wrap<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+}

@@ -1,0 +1,64 @@
+// The backend's messages the proxy reads before the splice (PROTOCOL.md D2): framing with a size cap,
+// and decoding of the few it acts on. Error fields are decoded by pg-protocol's own parser.
+import { Parser } from 'pg-protocol/dist/parser.js';
+import type { BackendMessage, DatabaseError } from 'pg-protocol/dist/messages.js';
+import { AuthCode, BackendCode, CODE_SIZE, HEADER_SIZE, LENGTH_SIZE, SqlState } from './constants.js';
+import { WireError } from './errors.js';
+
+/** Largest pre-auth backend message accepted: real ones (errors, parameter status) are far smaller. */
+export const MAX_PREAUTH_MESSAGE = 64 * 1024;
+
+export interface BackendFrame {
+  readonly code: number;
+  /** The whole message, header included. */
+  readonly bytes: Buffer;
+}
+
+/** One backend message from the front of `buf`, or null until it is complete. */
+export function readBackendFrame(buf: Buffer): BackendFrame | null {
+  if (buf.length < HEADER_SIZE) return null;
+  const length = buf.readUInt32BE(CODE_SIZE);
+  if (length < LENGTH_SIZE || length > MAX_PREAUTH_MESSAGE) {
+    throw new WireError(SqlState.ProtocolViolation, `the server sent an invalid message (length ${length}) during startup`, {
+      reason: 'upstream_protocol',
+    });
+  }
+  const size = CODE_SIZE + length;
+  if (buf.length < size) return null;
+  return { code: buf[0]!, bytes: buf.subarray(0, size) };
+}
+
+/** The request code of an Authentication ('R') message. */
+export function authCode(frame: BackendFrame): number {
+  if (frame.bytes.length < HEADER_SIZE + 4) {
+    throw new WireError(SqlState.ProtocolViolation, 'the server sent a truncated authentication request', {
+      reason: 'upstream_protocol',
+    });
+  }
+  return frame.bytes.readInt32BE(HEADER_SIZE);
+}
+
+export const authMethodName = (code: number): string =>
+  ({
+    [AuthCode.KerberosV5]: 'Kerberos V5',
+    [AuthCode.CleartextPassword]: 'cleartext password',
+    [AuthCode.MD5Password]: 'MD5 password',
+    [AuthCode.GSS]: 'GSSAPI',
+    [AuthCode.SSPI]: 'SSPI',
+    [AuthCode.SASL]: 'SCRAM-SHA-256 (SASL) password',
+  })[code] ?? `unknown (${code})`;
+
+/** Decode an ErrorResponse or NoticeResponse with pg-protocol's parser. */
+export function decodeError(frame: BackendFrame): DatabaseError {
+  let decoded: BackendMessage | undefined;
+  new Parser().parse(frame.bytes, (msg) => (decoded = msg));
+  return decoded as DatabaseError;
+}
+
+/** BackendKeyData: pid and a secret key of 4 bytes (3.0) or up to 256 (3.2); pg-protocol reads only 4. */
+export function decodeBackendKey(frame: BackendFrame): Buffer {
+  // Keep pid + key as the bytes a CancelRequest carries after its code.
+  return frame.bytes.subarray(HEADER_SIZE);
+}
+
+export { BackendCode };

@@ -1,0 +1,81 @@
+// Wire constants of the PostgreSQL frontend/backend protocol, as named in the PostgreSQL docs
+// ("Message Formats") and src/include/libpq/pqcomm.h. Derived constants are built from the base ones.
+
+/** Bytes of the int32 length that starts every message. */
+export const LENGTH_SIZE = 4;
+/** Bytes of the one-letter message code of a regular (non-startup) message. */
+export const CODE_SIZE = 1;
+/** A regular message header: code + length. */
+export const HEADER_SIZE = CODE_SIZE + LENGTH_SIZE;
+
+/** Request codes carried where a StartupMessage carries its protocol version (pqcomm.h). */
+export const RequestCode = {
+  CancelRequest: 80877102, // 1234.5678
+  SSLRequest: 80877103, // 1234.5679
+  GSSENCRequest: 80877104, // 1234.5680
+} as const;
+
+/** Protocol versions: major << 16 | minor. */
+export const ProtocolVersion = {
+  V3_0: 196608, // 3.0
+  V3_2: 196610, // 3.2 (PostgreSQL 18: variable-length cancel keys)
+} as const;
+export const SUPPORTED_MAJOR = 3;
+
+/** A startup-phase packet is length + code at least; PostgreSQL's MAX_STARTUP_PACKET_LENGTH is 10000
+ * bytes of body, so with the length and code words the whole packet is at most 10004 (PROTOCOL.md B1). */
+export const MIN_STARTUP_PACKET = LENGTH_SIZE + 4;
+export const MAX_STARTUP_PACKET = 10000 + LENGTH_SIZE;
+/** SSLRequest and GSSENCRequest are exactly length + code. */
+export const NEGOTIATION_REQUEST_SIZE = LENGTH_SIZE + 4;
+/** CancelRequest: length, code, int32 pid, then the secret key: 4 bytes in 3.0, up to 256 in 3.2. */
+export const CANCEL_HEADER_SIZE = LENGTH_SIZE + 4 + 4;
+export const MIN_CANCEL_KEY = 4;
+export const MAX_CANCEL_KEY = 256;
+/** PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes; a longer user would be signed untruncated. */
+export const MAX_IDENTIFIER_BYTES = 63;
+
+/** First byte of a TLS record carrying a ClientHello: a PG17+ client with sslnegotiation=direct. */
+export const TLS_HANDSHAKE_RECORD = 0x16;
+
+/** Single-byte answers to SSLRequest / GSSENCRequest. */
+export const NegotiationReply = {
+  Accept: 0x53, // S
+  Decline: 0x4e, // N
+  Error: 0x45, // E (a pre-3.0 server, or an error it refuses to explain over plaintext)
+} as const;
+
+/** Backend message codes the proxy reads before the splice. */
+export const BackendCode = {
+  Authentication: 0x52, // R
+  BackendKeyData: 0x4b, // K
+  ErrorResponse: 0x45, // E
+  NoticeResponse: 0x4e, // N
+  NegotiateProtocolVersion: 0x76, // v
+  ParameterStatus: 0x53, // S
+  ReadyForQuery: 0x5a, // Z
+} as const;
+
+/** Authentication request codes, the int32 after 'R'. */
+export const AuthCode = {
+  Ok: 0, // AuthenticationOk
+  KerberosV5: 2,
+  CleartextPassword: 3, // what RDS asks of an IAM user
+  MD5Password: 5,
+  GSS: 7,
+  SSPI: 9,
+  SASL: 10,
+} as const;
+
+/** SQLSTATE codes the proxy itself reports (Appendix A, PostgreSQL Error Codes). */
+export const SqlState = {
+  ConnectionFailure: '08006',
+  UnableToConnect: '08001', // sqlclient_unable_to_establish_sqlconnection
+  ProtocolViolation: '08P01',
+  FeatureNotSupported: '0A000',
+  InvalidAuthorization: '28000', // invalid_authorization_specification
+  TooManyConnections: '53300',
+  AdminShutdown: '57P01',
+  NameTooLong: '42622',
+} as const;
+export type SqlState = (typeof SqlState)[keyof typeof SqlState];

@@ -1,0 +1,239 @@
+// One client connection, phase by phase. Every failure is a WireError caught here, written to the
+// client as one FATAL ErrorResponse, then a close.
+import type { Socket } from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import type { TLSSocket } from 'node:tls';
+import { formatHostPort } from '../aws/endpoint.js';
+import type { IamToken, TokenScope, TokenSource } from '../aws/tokens.js';
+import { redactSecrets } from '../log.js';
+import { SqlState } from '../protocol/constants.js';
+import { WireError } from '../protocol/errors.js';
+import { withUser, type StartupMessage } from '../protocol/startup.js';
+import { CancelRegistry, forwardCancel } from './cancel.js';
+import { readClientStartup } from './client-startup.js';
+import { Inbox } from './inbox.js';
+import { splice } from './splice.js';
+import { connectUpstream, type UpstreamTarget } from './upstream-connect.js';
+import { IamRejected, loginUpstream, type LoginResult } from './upstream-auth.js';
+
+/** What a session needs from its instance. */
+export interface SessionContext {
+  readonly target: UpstreamTarget;
+  readonly region: string;
+  /** Log in as this DB user whatever the client sends (--db-user). */
+  readonly dbUser: string | undefined;
+  readonly tokens: TokenSource;
+  readonly cancels: CancelRegistry;
+  readonly startupTimeoutMs: number;
+  /** Delays before each retry of a login whose token was rejected; its length bounds the retries. */
+  readonly retryDelaysMs: readonly number[];
+  readonly log: Logger;
+}
+
+/** The single phase value of a session; everything else is derived from it. */
+export type Phase = 'startup' | 'login' | 'ready' | 'closed';
+
+/** Grace for a client to read a FATAL before its socket is destroyed. */
+const ERROR_LINGER_MS = 2_000;
+
+export class Session {
+  phase: Phase = 'startup';
+  private readonly started = performance.now();
+  private readonly log: Logger;
+  /** Aborted when the client goes away: stops upstream work done on its behalf. */
+  private readonly gone = new AbortController();
+  private startup: StartupMessage | undefined;
+
+  constructor(
+    private readonly client: Socket,
+    private readonly ctx: SessionContext,
+    id: number,
+    /** Set when the instance is over --max-connections: the client hears 53300 after its startup. */
+    private readonly refusal?: WireError,
+  ) {
+    this.log = ctx.log.child({ conn: id, client: `${client.remoteAddress ?? 'local'}:${client.remotePort ?? ''}` });
+    client.setNoDelay(true);
+    client.setKeepAlive(true, 60_000);
+    // Stays for the whole life of the socket: an error between phases must not crash the process.
+    client.on('error', (err) => this.gone.abort(err));
+    client.on('close', () => this.gone.abort(new Error('client closed the connection')));
+  }
+
+  /** Serve the client until the session ends; never rejects. */
+  async run(): Promise<void> {
+    try {
+      const inbox = new Inbox(this.client);
+      const timer = setTimeout(
+        () => inbox.fail(new WireError(SqlState.ProtocolViolation, `the client did not complete its startup within ${this.ctx.startupTimeoutMs / 1000} s`, { reason: 'startup_timeout' })),
+        this.ctx.startupTimeoutMs,
+      );
+      const packet = await readClientStartup(this.client, inbox).finally(() => clearTimeout(timer));
+      if (packet.kind === 'cancel') {
+        inbox.release();
+        this.client.destroy();
+        return await this.cancel(packet);
+      }
+      this.startup = packet;
+      this.log.debug({ startup: this.describeStartup() }, 'client startup received');
+      if (this.refusal) throw this.refusal;
+      // Bytes the client pipelined behind its startup wait here (bounded) and go first after login (B11).
+      const pipelined = inbox.release();
+      this.phase = 'login';
+      const { server, login } = await this.login(packet);
+      const forget = login.backendKey ? this.ctx.cancels.register(login.backendKey, this.ctx.target) : () => undefined;
+      this.phase = 'ready';
+      this.log.info(
+        { startup: this.describeStartup(), endpoint: formatHostPort(this.ctx.target.endpoint), readyMs: this.elapsedMs(), accessKeyId: login.token.accessKeyId },
+        login.failure ? `server ended the session at startup: ${login.failure}` : 'session opened',
+      );
+      const end = await splice(this.client, server, login.toClient, pipelined);
+      forget();
+      this.close(end.reason, end.error);
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private async cancel(request: Extract<Awaited<ReturnType<typeof readClientStartup>>, { kind: 'cancel' }>): Promise<void> {
+    const target = this.ctx.cancels.lookup(request);
+    if (!target) {
+      this.log.debug('cancel request for an unknown key: dropped');
+      return;
+    }
+    await forwardCancel(request, target).then(
+      () => this.log.info({ pid: request.pid }, 'cancel request forwarded'),
+      (err: unknown) => this.log.warn({ err, pid: request.pid }, 'cancel request could not be forwarded'),
+    );
+    this.phase = 'closed';
+  }
+
+  /** Connect and log in; a rejected token is retried with a fresh one while the client has heard nothing (D6). */
+  private async login(startup: StartupMessage): Promise<{ server: TLSSocket; login: LoginResult }> {
+    const user = this.ctx.dbUser ?? startup.user;
+    const bytes = this.ctx.dbUser ? withUser(startup, this.ctx.dbUser) : startup.bytes;
+    const scope: TokenScope = { host: this.ctx.target.endpoint.host, port: this.ctx.target.endpoint.port, region: this.ctx.region, user };
+    let rejected: IamRejected | undefined;
+    for (let attempt = 0; ; attempt++) {
+      // Sign while the connection is being made; a cache hit in the steady state.
+      const token = this.token(scope, rejected?.token);
+      token.catch(() => undefined);
+      const server = await connectUpstream(this.ctx.target, this.gone.signal);
+      try {
+        const login = await this.withLoginTimeout((signal) => loginUpstream(server, bytes, { user, token: () => token, signal }));
+        return { server, login };
+      } catch (err) {
+        server.destroy();
+        if (!(err instanceof IamRejected)) throw err;
+        rejected = err;
+        const delayMs = this.ctx.retryDelaysMs[attempt];
+        if (delayMs === undefined) throw this.explainRejection(err, scope, attempt + 1);
+        this.log.debug({ attempt: attempt + 1, accessKeyId: err.token.accessKeyId }, 'IAM token rejected; retrying with a fresh one');
+        await delay(delayMs, undefined, { signal: this.gone.signal });
+      }
+    }
+  }
+
+  private async token(scope: TokenScope, notThis: IamToken | undefined): Promise<IamToken> {
+    try {
+      return await this.ctx.tokens.get(scope, notThis);
+    } catch (err) {
+      throw new WireError(SqlState.UnableToConnect, `pg-iam-proxy could not sign an IAM token: ${redactSecrets((err as Error).message)}`, {
+        reason: 'no_credentials',
+        hint: 'The AWS SDK default chain was searched: environment variables, SSO and the shared config and credentials files (AWS_PROFILE), web identity (AWS_WEB_IDENTITY_TOKEN_FILE), the ECS container endpoint and EC2 instance metadata. Check that `aws sts get-caller-identity` works where the proxy runs.',
+        cause: err,
+      });
+    }
+  }
+
+  private async withLoginTimeout<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const ms = this.ctx.target.connectTimeoutMs;
+    const controller = new AbortController();
+    const timer = setTimeout(
+      () => controller.abort(new WireError(SqlState.UnableToConnect, `timed out after ${ms / 1000} s waiting for the server to complete the login`, { reason: 'upstream_timeout' })),
+      ms,
+    );
+    const onGone = () => controller.abort(this.gone.signal.reason);
+    this.gone.signal.addEventListener('abort', onGone, { once: true });
+    try {
+      return await work(controller.signal);
+    } catch (err) {
+      throw controller.signal.aborted ? controller.signal.reason : err;
+    } finally {
+      clearTimeout(timer);
+      this.gone.signal.removeEventListener('abort', onGone);
+    }
+  }
+
+  /** An IAM rejection keeps the server's words and adds what only the proxy knows (DESIGN.md "Errors"). */
+  private explainRejection(err: IamRejected, scope: TokenScope, attempts: number): WireError {
+    const { token } = err;
+    const quoted = `"${scope.user.replaceAll('"', '""')}"`;
+    return new WireError(SqlState.InvalidAuthorization, err.message, {
+      reason: 'iam_rejected',
+      detail: `pg-iam-proxy signed with access key ${token.accessKeyId} a token for ${scope.host}:${scope.port}, region ${scope.region}, user ${quoted}, signed ${new Date(token.signedAt).toISOString()}; the server rejected ${attempts} fresh token${attempts === 1 ? '' : 's'}.`,
+      hint: [
+        `Check, most likely first: 1) the user is granted rds_iam (GRANT rds_iam TO ${quoted};).`,
+        `2) The signing identity may rds-db:connect to arn:aws:rds-db:${scope.region}:<account-id>:dbuser:<DbiResourceId or cluster-resource-id>/${scope.user} (AmazonRDSFullAccess does not grant it).`,
+        '3) IAM database authentication is enabled on the instance or cluster.',
+        `4) ${scope.host} is the exact instance, cluster, reader or RDS Proxy endpoint (never an IP, CNAME or custom endpoint).`,
+        '5) The signing identity is the one you expect (`aws sts get-caller-identity`).',
+        '6) This machine\'s clock is right (tokens are valid for 15 minutes from signing).',
+        `7) The user name's case matches the database role exactly (${quoted}).`,
+      ].join(' '),
+    });
+  }
+
+  private fail(err: unknown): void {
+    const wire = err instanceof WireError ? err : undefined;
+    if (this.client.destroyed || this.gone.signal.aborted) {
+      this.close(wire ? `client went away during ${this.phase}: ${wire.message}` : `client went away during ${this.phase}`, wire ? undefined : (err as Error));
+      return;
+    }
+    if (!wire) {
+      // Not a failure the design foresaw: say so plainly rather than leave the client hanging.
+      this.log.error({ err }, 'unexpected error in session');
+      this.closeWith(new WireError(SqlState.ConnectionFailure, 'pg-iam-proxy internal error', { reason: 'internal' }));
+      this.close('internal error', err as Error);
+      return;
+    }
+    this.closeWith(wire);
+    this.close(wire.message, undefined, wire.reason);
+  }
+
+  /** Write the FATAL, let the client read it, then let the socket go. */
+  private closeWith(err: WireError): void {
+    const client = this.client;
+    client.resume(); // drain what the client still sends, so the close is a FIN, not a reset
+    if (err.silent) client.end();
+    else client.end(err.toBuffer());
+    const linger = setTimeout(() => client.destroy(), ERROR_LINGER_MS);
+    client.once('close', () => clearTimeout(linger));
+  }
+
+  private close(reason: string, err?: Error, failure?: string): void {
+    const phase = this.phase;
+    this.phase = 'closed';
+    const fields = {
+      startup: this.describeStartup(),
+      endpoint: formatHostPort(this.ctx.target.endpoint),
+      phase,
+      durationMs: this.elapsedMs(),
+      bytes: { fromClient: this.client.bytesRead, toClient: this.client.bytesWritten },
+      reason,
+      ...(failure ? { failure } : {}),
+      ...(err ? { err } : {}),
+    };
+    if (failure && failure !== 'bad_startup') this.log.warn(fields, 'session failed');
+    else this.log.info(fields, 'session closed');
+  }
+
+  private describeStartup() {
+    const s = this.startup;
+    return s && { user: s.user, database: s.database, application_name: s.applicationName, dbUser: this.ctx.dbUser };
+  }
+
+  private elapsedMs(): number {
+    return Math.round(performance.now() - this.started);
+  }
+}

@@ -1,0 +1,50 @@
+// Phase 4: bytes both ways with backpressure (PROTOCOL.md E1). Node's pipe() moves each chunk straight
+// from one socket to the other and pauses the reader while the writer is full; the proxy adds only the
+// cleanup, which runs once: the first side to end or fail decides the close reason.
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+
+export interface SpliceEnd {
+  /** Why the session ended, in the words a log reader wants ("client closed the connection"). */
+  readonly reason: string;
+  readonly error: Error | undefined;
+}
+
+/**
+ * Join the client and the logged-in server. `toClient` / `toServer` are the bytes each phase already read
+ * and still owes the other side; they go first. Resolves when both sockets are closed.
+ */
+export function splice(client: Socket, server: TLSSocket, toClient: Buffer, toServer: Buffer): Promise<SpliceEnd> {
+  return new Promise((resolve) => {
+    let end: SpliceEnd | undefined;
+    let open = 2;
+    const decide = (reason: string, error?: Error) => (end ??= { reason, error });
+    const closed = () => {
+      if (--open === 0) resolve(end ?? { reason: 'connection closed', error: undefined });
+    };
+    client.on('end', () => decide('client closed the connection'));
+    server.on('end', () => decide('server closed the connection'));
+    client.on('error', (err) => {
+      decide(`error on the client connection: ${err.message}`, err);
+      server.destroy();
+    });
+    server.on('error', (err) => {
+      decide(`error on the server connection: ${err.message}`, err);
+      client.destroy();
+    });
+    // A side that is gone takes the other with it; a half-close alone is passed on by pipe().
+    client.on('close', () => {
+      server.destroy();
+      closed();
+    });
+    server.on('close', () => {
+      // Let the client read what the server wrote last (e.g. a FATAL) before its socket goes.
+      client.end();
+      closed();
+    });
+    if (toClient.length > 0) client.write(toClient);
+    if (toServer.length > 0) server.write(toServer);
+    client.pipe(server);
+    server.pipe(client);
+  });
+}

@@ -1,0 +1,143 @@
+// Phase 3: log in upstream. Send the client's StartupMessage, answer the server's cleartext password
+// request (R/3) with an IAM token, then read up to ReadyForQuery (PROTOCOL.md D1-D6, E2).
+import type { TLSSocket } from 'node:tls';
+import { serialize } from 'pg-protocol';
+import { AuthCode, BackendCode, SqlState } from '../protocol/constants.js';
+import { WireError } from '../protocol/errors.js';
+import { authCode, authMethodName, decodeBackendKey, decodeError, readBackendFrame, type BackendFrame } from '../protocol/backend.js';
+import type { IamToken } from '../aws/tokens.js';
+import { Inbox } from './inbox.js';
+
+/** The server refused the token: SQLSTATE 28000 after the password message. Retryable while the client knows nothing. */
+export class IamRejected extends WireError {
+  constructor(
+    message: string,
+    readonly token: IamToken,
+  ) {
+    super(SqlState.InvalidAuthorization, message, { reason: 'iam_rejected' });
+    this.name = 'IamRejected';
+  }
+}
+
+/** An ErrorResponse the server sent before authentication, relayed byte for byte (D6). */
+export class UpstreamError extends WireError {
+  constructor(private readonly frame: Buffer, code: string, message: string) {
+    super(code, message, { reason: 'upstream_error' });
+    this.name = 'UpstreamError';
+  }
+  override toBuffer(): Buffer {
+    return this.frame;
+  }
+}
+
+export interface LoginResult {
+  /** Everything the client must receive, in order: held messages, AuthenticationOk ... ReadyForQuery. */
+  readonly toClient: Buffer;
+  /** pid + secret key from BackendKeyData, for cancel routing (E2). */
+  readonly backendKey: Buffer | undefined;
+  /** The server ended the login after AuthenticationOk (e.g. database does not exist): its message. */
+  readonly failure: string | undefined;
+  /** The token that logged in. */
+  readonly token: IamToken;
+}
+
+export interface LoginOptions {
+  readonly user: string;
+  /** The token to answer the password request with; called at most once. */
+  readonly token: () => Promise<IamToken>;
+  readonly signal?: AbortSignal | undefined;
+}
+
+async function nextFrame(inbox: Inbox): Promise<BackendFrame> {
+  for (;;) {
+    const frame = readBackendFrame(inbox.buffered);
+    if (frame) {
+      inbox.consume(frame.bytes.length);
+      return frame;
+    }
+    await inbox.fill(inbox.buffered.length + 1);
+  }
+}
+
+/**
+ * Log in on a fresh verified connection. On success the socket is paused with nothing left unread in
+ * the proxy: bytes after ReadyForQuery (none, in a sane server) are part of `toClient`.
+ */
+export async function loginUpstream(upstream: TLSSocket, startup: Buffer, options: LoginOptions): Promise<LoginResult> {
+  const inbox = new Inbox(upstream, 64 * 1024);
+  const stop = () => inbox.fail(options.signal!.reason);
+  options.signal?.addEventListener('abort', stop, { once: true });
+  try {
+    upstream.write(startup);
+    // Messages to pass on that came before the login finished (NegotiateProtocolVersion, notices): held,
+    // so that a retry stays invisible to the client.
+    const held: Buffer[] = [];
+    let sent: IamToken | undefined;
+    for (;;) {
+      const frame = await nextFrame(inbox).catch((err) => {
+        throw options.signal?.aborted ? err : closedEarly(err, 'authentication');
+      });
+      switch (frame.code) {
+        case BackendCode.Authentication: {
+          const code = authCode(frame);
+          if (code === AuthCode.Ok) return await afterAuthenticationOk(inbox, [...held, frame.bytes], sent!, options);
+          if (code !== AuthCode.CleartextPassword) throw notIamUser(options.user, code);
+          if (sent) throw protocol('the server asked for a password twice');
+          sent = await options.token();
+          upstream.write(serialize.password(sent.value));
+          break;
+        }
+        case BackendCode.ErrorResponse: {
+          const err = decodeError(frame);
+          if (sent && err.code === SqlState.InvalidAuthorization) throw new IamRejected(err.message, sent);
+          throw new UpstreamError(frame.bytes, err.code ?? SqlState.ConnectionFailure, err.message);
+        }
+        case BackendCode.NegotiateProtocolVersion: // D4
+        case BackendCode.NoticeResponse:
+          held.push(frame.bytes);
+          break;
+        default:
+          throw protocol(`the server sent message '${String.fromCharCode(frame.code)}' before authentication completed`);
+      }
+    }
+  } finally {
+    options.signal?.removeEventListener('abort', stop);
+    inbox.release();
+  }
+}
+
+/** After AuthenticationOk every byte is the client's (D5): collect up to ReadyForQuery, noting BackendKeyData. */
+async function afterAuthenticationOk(inbox: Inbox, toClient: Buffer[], token: IamToken, options: LoginOptions): Promise<LoginResult> {
+  let backendKey: Buffer | undefined;
+  for (;;) {
+    const frame = await nextFrame(inbox).catch((err) => {
+      throw options.signal?.aborted ? err : closedEarly(err, 'session startup');
+    });
+    toClient.push(frame.bytes);
+    if (frame.code === BackendCode.BackendKeyData) backendKey = Buffer.from(decodeBackendKey(frame));
+    if (frame.code === BackendCode.ReadyForQuery || frame.code === BackendCode.ErrorResponse) {
+      const failure = frame.code === BackendCode.ErrorResponse ? decodeError(frame).message : undefined;
+      toClient.push(inbox.buffered);
+      return { toClient: Buffer.concat(toClient), backendKey, failure, token };
+    }
+  }
+}
+
+function notIamUser(user: string, code: number): WireError {
+  const quoted = `"${user.replaceAll('"', '""')}"`;
+  return new WireError(SqlState.InvalidAuthorization, `user ${quoted} is not set up for IAM authentication: the server asked for ${authMethodName(code)} authentication`, {
+    reason: 'not_iam_user',
+    detail: 'An RDS user granted rds_iam is asked for a cleartext password, which pg-iam-proxy answers with an IAM token. Any other request means the user logs in with a password, which the proxy does not relay.',
+    hint: `As the master user: GRANT rds_iam TO ${quoted}; (CREATE USER ${quoted} first if it does not exist), and make sure IAM database authentication is enabled on the instance.`,
+  });
+}
+
+function closedEarly(err: unknown, during: string): WireError {
+  if (err instanceof WireError) return err;
+  return new WireError(SqlState.ConnectionFailure, `the server closed the connection during ${during}`, {
+    reason: 'upstream_closed',
+    cause: err,
+  });
+}
+
+const protocol = (message: string) => new WireError(SqlState.ProtocolViolation, message, { reason: 'upstream_protocol' });

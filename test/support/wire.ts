@@ -1,0 +1,101 @@
+// A raw protocol client for tests that need bytes pg and psql would never send.
+import { connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { decodeError, readBackendFrame } from '../../src/protocol/backend.js';
+
+export interface Message {
+  code: string;
+  bytes: Buffer;
+}
+
+export class WireClient {
+  private buf = Buffer.alloc(0);
+  private waiters: Array<() => void> = [];
+  readonly closed: Promise<void>;
+  ended = false;
+
+  private constructor(readonly socket: Socket) {
+    socket.on('data', (d) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      this.wake();
+    });
+    socket.on('error', () => undefined);
+    this.closed = once(socket, 'close').then(() => {
+      this.ended = true;
+      this.wake();
+    });
+  }
+
+  static async connect(port: number): Promise<WireClient> {
+    const socket = connect({ host: '127.0.0.1', port, noDelay: true });
+    await once(socket, 'connect');
+    return new WireClient(socket);
+  }
+
+  write(bytes: Buffer): void {
+    this.socket.write(bytes);
+  }
+
+  /** Write one byte at a time, each its own TCP segment as far as the OS allows. */
+  async trickle(bytes: Buffer): Promise<void> {
+    for (const b of bytes) {
+      await new Promise<void>((r) => this.socket.write(Buffer.from([b]), () => r()));
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  /** Exactly `n` raw bytes (e.g. the answer to SSLRequest). */
+  async bytes(n: number): Promise<Buffer> {
+    while (this.buf.length < n) await this.more();
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+
+  /** The next backend message, or undefined once the server has closed. */
+  async message(): Promise<Message | undefined> {
+    for (;;) {
+      const frame = readBackendFrame(this.buf);
+      if (frame) {
+        this.buf = this.buf.subarray(frame.bytes.length);
+        return { code: String.fromCharCode(frame.code), bytes: frame.bytes };
+      }
+      if (this.ended) return undefined;
+      await this.more();
+    }
+  }
+
+  /** Messages until ReadyForQuery or an ErrorResponse (inclusive), or the close. */
+  async untilReady(): Promise<Message[]> {
+    const out: Message[] = [];
+    for (;;) {
+      const m = await this.message();
+      if (!m) return out;
+      out.push(m);
+      if (m.code === 'Z' || m.code === 'E') return out;
+    }
+  }
+
+  /** Everything sent until the server closes. */
+  async rest(): Promise<Buffer> {
+    await this.closed;
+    return this.buf;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private more(): Promise<void> {
+    if (this.ended) return Promise.reject(new Error('connection closed'));
+    return new Promise((r) => this.waiters.push(r));
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const r of w) r();
+  }
+}
+
+export const errorOf = (m: Message | undefined) => (m && m.code === 'E' ? decodeError({ code: 0x45, bytes: m.bytes }) : undefined);
