@@ -28,6 +28,7 @@ export class CredentialsHolder {
   private current: AwsCredentialIdentity | undefined;
   private inflight: Promise<AwsCredentialIdentity> | undefined;
   private nextAttemptAt = 0;
+  private lastError: unknown;
   private retryMs: number;
   private readonly refreshAheadMs: number;
   private readonly minValidityMs: number;
@@ -57,6 +58,9 @@ export class CredentialsHolder {
       }
       return current;
     }
+    // Without usable credentials, a burst of clients must not become a burst of fetches: within the
+    // backoff after a failure, everyone hears that failure.
+    if (this.lastError !== undefined && this.now() < this.nextAttemptAt && !this.inflight) throw this.lastError;
     return this.refresh();
   }
 
@@ -79,6 +83,7 @@ export class CredentialsHolder {
       // forceRefresh: a memoizing provider would otherwise hand back the same expiring credentials.
       const creds = await this.provider({ forceRefresh: true });
       this.current = creds;
+      this.lastError = undefined;
       this.retryMs = this.baseRetryMs;
       this.nextAttemptAt = 0;
       this.options.onRefresh?.();
@@ -88,6 +93,7 @@ export class CredentialsHolder {
       );
       return creds;
     } catch (err) {
+      this.lastError = err;
       this.nextAttemptAt = this.now() + this.retryMs;
       this.retryMs = Math.min(this.retryMs * 2, this.maxRetryMs);
       const stillValid = this.peek();

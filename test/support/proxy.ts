@@ -25,7 +25,9 @@ export interface TestProxy {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-export interface TestProxyOptions extends Partial<InstanceInput> {
+export interface TestProxyOptions extends Partial<Omit<InstanceInput, 'caFile'>> {
+  /** The test CA by default; null for the bundled RDS CAs. */
+  caFile?: string | null;
   maxConnections?: number;
   startupTimeoutMs?: number;
   connectTimeoutMs?: number;
@@ -38,7 +40,7 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
     endpoint: options.endpoint ?? `${db.endpoint}:${db.port}`,
     connectTo: options.connectTo ?? `127.0.0.1:${db.port}`,
     listen: options.listen ?? '127.0.0.1:0',
-    caFile: options.caFile ?? db.caFile,
+    caFile: options.caFile === null ? undefined : (options.caFile ?? db.caFile),
     region: options.region,
     dbUser: options.dbUser,
   });
