@@ -69,6 +69,20 @@ t.test('serve: configured from flags and PG_IAM_PROXY_*, credentials from the en
   t.ok(p.lines.some((l) => l.msg === 'stopped'));
 });
 
+t.test('a second signal cuts the drain short: exit 128 + signal', async (t) => {
+  const p = await start([...serveArgs(), '--connect-to', `127.0.0.1:${db.port}`], withKeys());
+  const client = new pg.Client({ host: '127.0.0.1', port: p.port, user: 'iam_user', database: 'orders' });
+  await client.connect();
+  client.on('error', () => undefined);
+  p.child.kill('SIGTERM');
+  await new Promise<void>((resolve) => {
+    const check = () => (p.lines.some((l) => String(l.msg).startsWith('shutting down')) ? resolve() : setImmediate(check));
+    check();
+  });
+  p.child.kill('SIGTERM');
+  t.equal(await p.exit, 143);
+});
+
 t.test('no credentials: the client is told, the proxy keeps serving', async (t) => {
   const p = await start([...serveArgs(), '--connect-to', `127.0.0.1:${db.port}`], awsEnv({}));
   const client = new pg.Client({ host: '127.0.0.1', port: p.port, user: 'iam_user', database: 'orders' });
@@ -97,6 +111,7 @@ t.test('configuration errors exit 2 with the reason; a port in use exits 1', asy
   await once(busy, 'listening');
   const port = (busy.address() as { port: number }).port;
   t.match(await run([db.endpoint, '--listen', `127.0.0.1:${port}`, '--log-format', 'json']), { code: 1, stderr: /address in use/ });
+  t.match(await run([db.endpoint, '--listen', `127.0.0.1:${port}`, '--log-format', 'pretty']), { code: 1, stderr: /FATAL.*cannot listen: address in use/ });
   busy.close();
   t.match(await run(['--help']), { code: 0 });
 });

@@ -56,3 +56,16 @@ t.test('resolveInstance: defaults, precedence and errors', async (t) => {
   const tunnel = resolveInstance({ endpoint: 'a.b.us-east-1.rds.amazonaws.com', connectTo: '127.0.0.1:15432' }).instance;
   t.same(tunnel.connectTo, { host: '127.0.0.1', port: 15432 });
 });
+
+t.test('CA files: bundled by default, a file replaces them, a file without PEM is refused', async (t) => {
+  const { upstreamTls } = await import('../src/aws/ca.js');
+  const { writeFileSync, mkdtempSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  t.match(upstreamTls().source, { kind: 'bundled' });
+  t.ok((upstreamTls().source as { count: number }).count >= 100, 'RDS regional CAs and Amazon roots');
+  const dir = mkdtempSync(join(tmpdir(), 'ca-'));
+  writeFileSync(join(dir, 'empty.pem'), 'not a certificate\n');
+  t.throws(() => upstreamTls(join(dir, 'empty.pem')), /no PEM certificate in the file/);
+  t.throws(() => upstreamTls(join(dir, 'missing.pem')), /--ca-file .*missing\.pem: ENOENT/);
+});

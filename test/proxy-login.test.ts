@@ -121,6 +121,32 @@ t.test('the server closing a session at startup (database does not exist) reache
   t.match(err?.message, /database "nope" does not exist/);
 });
 
+t.test('the server terminating a session: the client hears why, the close reason is logged', async (t) => {
+  const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders', application_name: 'to-be-terminated' });
+  const errored = new Promise<Error>((resolve) => client.on('error', resolve));
+  await client.connect();
+  await db.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'to-be-terminated'");
+  t.match(await errored, { code: '57P01', message: /terminating connection due to administrator command/ });
+  await client.end().catch(() => undefined);
+  while (!proxy.logs().some((l) => l.msg === 'session closed' && (l.startup as { application_name?: string })?.application_name === 'to-be-terminated')) {
+    await new Promise((r) => setImmediate(r));
+  }
+  const line = proxy.logs().find((l) => (l.startup as { application_name?: string })?.application_name === 'to-be-terminated' && l.msg === 'session closed');
+  t.match(line, { reason: 'server closed the connection' });
+});
+
+t.test('a client that resets mid-session: the server side is closed too', async (t) => {
+  const c = await WireClient.connect(proxy.port);
+  c.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: 'resetter' }));
+  await c.untilReady();
+  c.socket.resetAndDestroy();
+  while ((await db.admin("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'resetter'")) !== '0') {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const line = proxy.logs().find((l) => (l.startup as { application_name?: string })?.application_name === 'resetter' && l.msg === 'session closed');
+  t.match(line, { reason: /error on the client connection: read ECONNRESET|client closed the connection/ });
+});
+
 t.test('one log line per session open and close, and never a token', async (t) => {
   const logs = proxy.logs();
   const opened = logs.filter((l) => l.msg === 'session opened');

@@ -23,10 +23,6 @@ export class CancelRegistry {
   lookup(request: CancelRequest): UpstreamTarget | undefined {
     return this.targets.get(request.bytes.subarray(CANCEL_KEY_OFFSET).toString('hex'));
   }
-
-  get size(): number {
-    return this.targets.size;
-  }
 }
 
 /** Send the CancelRequest, byte for byte, over a fresh verified connection; wait until the server closes it. */

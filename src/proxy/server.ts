@@ -73,17 +73,13 @@ export class ProxyInstance {
     return address;
   }
 
-  get address(): AddressInfo {
-    return this.server.address() as AddressInfo;
-  }
-
   /** Stop accepting; wait up to `graceMs` for open sessions to end, then close the rest. */
   async close(graceMs: number): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     if (this.sessions.size > 0) {
       const drained = new Promise<void>((resolve) => {
         const check = () => this.sessions.size === 0 && resolve();
-        for (const client of this.sessions.keys()) client.once('close', () => setImmediate(check));
+        for (const client of this.sessions.keys()) client.once('close', check);
       });
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs)));
