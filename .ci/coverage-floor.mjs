@@ -1,9 +1,9 @@
 // tap enforces 100% or nothing; this holds coverage at the level the suite has reached, so it can only
-// rise. What stays uncovered is listed by `npm test` (mostly branches of defensive paths: an upstream
-// that errors before authentication, an internal error in a session). Raise these as tests are added.
+// rise. What stays uncovered is listed by `npm test`: mostly branches of defensive paths (an internal
+// error in a session, TLS failures other than untrusted / wrong name). Raise these as tests are added.
 import { readFileSync } from 'node:fs';
 
-const FLOOR = { lines: 98, statements: 98, functions: 93, branches: 93 };
+const FLOOR = { lines: 99, statements: 99, functions: 96, branches: 94 };
 const { total } = JSON.parse(readFileSync('.tap/report/coverage-summary.json', 'utf8'));
 const low = Object.entries(FLOOR).filter(([kind, floor]) => total[kind].pct < floor);
 for (const [kind, floor] of low) console.error(`coverage: ${kind} ${total[kind].pct}% is below the floor of ${floor}%`);
