@@ -33,3 +33,12 @@ t.test('BackendKeyData keeps pid and a key of any length', async (t) => {
   const frame = readBackendFrame(new Bytes().int32(99).raw(key).join('K'))!;
   t.same(decodeBackendKey(frame), new Bytes().int32(99).raw(key).join().subarray(4));
 });
+
+t.test('a rejected-token error never serializes the token', async (t) => {
+  const { IamRejected } = await import('../src/proxy/upstream-auth.js');
+  const token = { value: 'host:5432/?X-Amz-Signature=abc', scope: { host: 'h', port: 1, region: 'r', user: 'u' }, accessKeyId: 'AKIA', signedAt: 0, expiresAt: 1 };
+  const err = new IamRejected('PAM authentication failed', token);
+  t.equal(err.token, token, 'still there for the retry');
+  t.notMatch(JSON.stringify({ ...err }), /X-Amz-Signature/);
+  t.notOk(Object.keys(err).includes('token'));
+});

@@ -9,7 +9,7 @@ import type { IamToken, TokenScope, TokenSource } from '../aws/tokens.js';
 import { redactSecrets } from '../log.js';
 import { SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
-import { withUser, type StartupMessage } from '../protocol/startup.js';
+import { withUser, type CancelRequest, type StartupMessage } from '../protocol/startup.js';
 import { CancelRegistry, forwardCancel } from './cancel.js';
 import { readClientStartup } from './client-startup.js';
 import { Inbox } from './inbox.js';
@@ -95,7 +95,7 @@ export class Session {
     }
   }
 
-  private async cancel(request: Extract<Awaited<ReturnType<typeof readClientStartup>>, { kind: 'cancel' }>): Promise<void> {
+  private async cancel(request: CancelRequest): Promise<void> {
     const target = this.ctx.cancels.lookup(request);
     if (!target) {
       this.log.debug('cancel request for an unknown key: dropped');

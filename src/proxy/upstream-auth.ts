@@ -10,12 +10,13 @@ import { Inbox } from './inbox.js';
 
 /** The server refused the token: SQLSTATE 28000 after the password message. Retryable while the client knows nothing. */
 export class IamRejected extends WireError {
-  constructor(
-    message: string,
-    readonly token: IamToken,
-  ) {
+  /** Not enumerable: an error object that is ever logged or serialized must not carry the token. */
+  declare readonly token: IamToken;
+
+  constructor(message: string, token: IamToken) {
     super(SqlState.InvalidAuthorization, message, { reason: 'iam_rejected' });
     this.name = 'IamRejected';
+    Object.defineProperty(this, 'token', { value: token, enumerable: false });
   }
 }
 
