@@ -1,10 +1,9 @@
 // The only reader of argv and the environment: turns them into a frozen ProxyConfig and runs the engine.
-import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
 import type { Logger } from 'pino';
 import yargs, { type Argv } from 'yargs';
-import { CredentialsHolder } from './aws/credentials.js';
-import { SharedTokens } from './aws/tokens.js';
-import { ConfigError, DEFAULT_LISTEN, resolveInstance, type ProxyConfig } from './config.js';
+import { announce, Identities } from './aws/identity.js';
+import { terminalMfa } from './aws/mfa.js';
+import { ConfigError, DEFAULT_LISTEN, resolveInstance, type InstanceConfig, type ProxyConfig } from './config.js';
 import { createLogger, type LogFormat } from './log.js';
 import { Proxy } from './proxy/server.js';
 
@@ -27,6 +26,11 @@ function serveOptions<T>(y: Argv<T>) {
     .option('ca-file', { type: 'string', describe: 'PEM bundle to trust for the server certificate instead of the bundled RDS CAs' })
     .option('region', { type: 'string', describe: 'signing region (default: from the endpoint name, else AWS_REGION)' })
     .option('db-user', { type: 'string', describe: 'log in as this DB user whatever the client sends' })
+    .option('profile', { type: 'string', describe: 'AWS profile to sign with (default: the SDK default chain, AWS_PROFILE)' })
+    .option('role-arn', { type: 'string', describe: 'IAM role to assume from the base credentials, and sign as' })
+    .option('role-session-name', { type: 'string', describe: 'session name for --role-arn (default: pg-iam-proxy@HOSTNAME)' })
+    .option('external-id', { type: 'string', describe: "external ID the role's trust policy demands" })
+    .option('mfa-serial', { type: 'string', describe: "MFA device the role's trust policy demands; the code is asked on the terminal" })
     .option('max-connections', { type: 'number', describe: 'clients beyond this get FATAL 53300 (default: unlimited)' })
     .option('startup-timeout', { type: 'number', default: 15, describe: 'seconds a client has to finish its startup' })
     .option('connect-timeout', { type: 'number', default: 10, describe: 'seconds to connect, handshake and log in upstream' })
@@ -52,6 +56,11 @@ export function serveConfig(args: ServeArgs, env: NodeJS.ProcessEnv): { config: 
       region: args.region,
       caFile: args['ca-file'],
       dbUser: args['db-user'],
+      profile: args.profile,
+      roleArn: args['role-arn'],
+      roleSessionName: args['role-session-name'],
+      externalId: args['external-id'],
+      mfaSerial: args['mfa-serial'],
     },
     env.AWS_REGION ?? env.AWS_DEFAULT_REGION,
   );
@@ -77,9 +86,9 @@ async function serve(args: ServeArgs, env: NodeJS.ProcessEnv): Promise<number> {
   const { config, warnings } = serveConfig(args, env);
   const log = createLogger(logOptions(args));
   for (const warning of warnings) log.warn(warning);
-  const credentials = new CredentialsHolder(fromNodeProviderChain(), { log });
-  const tokens = new SharedTokens(credentials);
-  const proxy = new Proxy(config, { tokens, log });
+  routeProcessWarnings(log);
+  const identities = new Identities({ log, mfa: terminalMfa() });
+  const proxy = new Proxy(config, { tokensFor: signerFor(identities), log });
   try {
     await proxy.listen();
   } catch (err) {
@@ -89,13 +98,34 @@ async function serve(args: ServeArgs, env: NodeJS.ProcessEnv): Promise<number> {
     return ExitCode.Failure;
   }
   // Fetch credentials now, so the first client does not wait; failure is not fatal: they may come later.
-  credentials.get().then(
-    (creds) => log.info({ accessKeyId: creds.accessKeyId, expiration: creds.expiration?.toISOString() }, 'AWS credentials ready'),
-    (err: unknown) => log.warn({ err }, 'no AWS credentials yet: clients will be told until they can be had'),
-  );
+  void announceAll(config, identities, log);
   const code = await untilSignal(proxy, log);
   await flush(log);
   return code;
+}
+
+/** Node's process warnings (the SDK's Node version notice among them) as log lines, not stray stderr text. */
+function routeProcessWarnings(log: Logger): void {
+  process.removeAllListeners('warning');
+  process.on('warning', (warning) => log.warn({ warning: { name: warning.name, message: warning.message } }, 'Node.js warning'));
+}
+
+/** Each instance signs as its identity; instances with the same identity share one holder and cache. */
+export function signerFor(identities: Identities) {
+  return (instance: InstanceConfig) => identities.for(instance.identity, instance.region).tokens;
+}
+
+/** Log who signs for each identity in use, once each. */
+export async function announceAll(config: ProxyConfig, identities: Identities, log: Logger): Promise<boolean[]> {
+  const seen = new Set<unknown>();
+  const jobs: Promise<boolean>[] = [];
+  for (const instance of config.instances) {
+    const identity = identities.for(instance.identity, instance.region);
+    if (seen.has(identity)) continue;
+    seen.add(identity);
+    jobs.push(announce(identity, instance.region, log));
+  }
+  return Promise.all(jobs);
 }
 
 /** First SIGINT/SIGTERM: drain and exit 0. A second: exit at once with 128 + signal. */

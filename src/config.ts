@@ -2,6 +2,7 @@
 // environment and files), so the engine never sees yargs.
 import { isIP } from 'node:net';
 import { formatHostPort, parseHostPort, regionFromEndpoint, type HostPort } from './aws/endpoint.js';
+import type { IdentitySpec } from './aws/identity.js';
 
 export interface InstanceConfig {
   /** The RDS endpoint: what tokens are signed for and what the certificate must name. */
@@ -12,6 +13,8 @@ export interface InstanceConfig {
   readonly region: string;
   readonly caFile: string | undefined;
   readonly dbUser: string | undefined;
+  /** Who signs the tokens: the default chain, a profile, a role assumed from either. */
+  readonly identity: IdentitySpec;
 }
 
 export interface ProxyConfig {
@@ -31,6 +34,11 @@ export interface InstanceInput {
   region?: string | undefined;
   caFile?: string | undefined;
   dbUser?: string | undefined;
+  profile?: string | undefined;
+  roleArn?: string | undefined;
+  roleSessionName?: string | undefined;
+  externalId?: string | undefined;
+  mfaSerial?: string | undefined;
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:5432';
@@ -69,10 +77,34 @@ export function resolveInstance(input: InstanceInput, envRegion?: string): { ins
   if (input.dbUser !== undefined && (input.dbUser === '' || Buffer.byteLength(input.dbUser) > 63)) {
     throw new ConfigError('--db-user: a PostgreSQL user name of 1 to 63 bytes');
   }
+  const identity = resolveIdentity(input);
   return {
-    instance: Object.freeze({ endpoint, connectTo, listen, region, caFile: input.caFile, dbUser: input.dbUser }),
+    instance: Object.freeze({ endpoint, connectTo, listen, region, caFile: input.caFile, dbUser: input.dbUser, identity }),
     warnings,
   };
+}
+
+/** The identity settings, checked against what STS and IAM accept, so a typo fails at start. */
+export function resolveIdentity(input: InstanceInput): IdentitySpec {
+  const { profile, roleArn, roleSessionName, externalId, mfaSerial } = input;
+  if (profile !== undefined && !/^[\w.+@-]{1,128}$/.test(profile)) throw new ConfigError(`--profile: "${profile}" is not a profile name`);
+  if (roleArn === undefined) {
+    for (const [name, value] of [['role-session-name', roleSessionName], ['external-id', externalId], ['mfa-serial', mfaSerial]] as const) {
+      if (value !== undefined) throw new ConfigError(`--${name} is a setting of --role-arn, which is not given (a profile sets role_arn and its settings in ~/.aws/config)`);
+    }
+  } else if (!/^arn:aws[\w-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/.test(roleArn)) {
+    throw new ConfigError(`--role-arn: "${roleArn}" is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)`);
+  }
+  if (roleSessionName !== undefined && !/^[\w+=,.@-]{2,64}$/.test(roleSessionName)) {
+    throw new ConfigError('--role-session-name: 2 to 64 characters of letters, digits and +=,.@_-');
+  }
+  if (externalId !== undefined && !/^[\w+=,.@:/-]{2,1224}$/.test(externalId)) {
+    throw new ConfigError('--external-id: 2 to 1224 characters of letters, digits and +=,.@:/_-');
+  }
+  if (mfaSerial !== undefined && !/^(arn:aws[\w-]*:iam::\d{12}:mfa\/[\w+=,.@/-]+|[\w+=/:,.@-]{9,256})$/.test(mfaSerial)) {
+    throw new ConfigError(`--mfa-serial: "${mfaSerial}" is not an MFA device ARN (arn:aws:iam::123456789012:mfa/NAME) or serial number`);
+  }
+  return Object.freeze({ profile, roleArn, roleSessionName, externalId, mfaSerial });
 }
 
 function wrap<T>(parse: () => T): T {

@@ -14,8 +14,10 @@ export interface CredentialsHolderOptions {
   maxRetryMs?: number;
   now?: Clock;
   log?: Logger | undefined;
-  /** Called after each successful fetch (metrics). */
-  onRefresh?: () => void;
+  /** Called after each successful fetch (metrics, the identity's expiry warnings). */
+  onRefresh?: (credentials: AwsCredentialIdentity) => void;
+  /** What the user can do when a refresh fails (e.g. `aws sso login`), added to the warning. */
+  advice?: () => string | undefined;
 }
 
 /**
@@ -28,6 +30,8 @@ export class CredentialsHolder {
   private current: AwsCredentialIdentity | undefined;
   private inflight: Promise<AwsCredentialIdentity> | undefined;
   private nextAttemptAt = 0;
+  /** When to refresh the current credentials behind the callers' backs. */
+  private refreshAt = Infinity;
   private lastError: unknown;
   private retryMs: number;
   private readonly refreshAheadMs: number;
@@ -52,7 +56,7 @@ export class CredentialsHolder {
     const current = this.current;
     const left = current ? this.msLeft(current) : 0;
     if (current && left > this.minValidityMs) {
-      if (left <= this.refreshAheadMs && this.now() >= this.nextAttemptAt) {
+      if (this.now() >= this.refreshAt && this.now() >= this.nextAttemptAt) {
         // Refresh behind the caller's back; failures are logged and retried later.
         this.refresh().catch(() => undefined);
       }
@@ -73,6 +77,18 @@ export class CredentialsHolder {
     return creds.expiration ? creds.expiration.getTime() - this.now() : Infinity;
   }
 
+  /**
+   * `refreshAheadMs` before expiry; credentials issued with less life than that (short STS sessions) are
+   * refreshed halfway through their usable time instead, so they are not fetched again on every call.
+   */
+  private refreshTime(creds: AwsCredentialIdentity): number {
+    if (!creds.expiration) return Infinity;
+    const end = creds.expiration.getTime();
+    const ahead = end - this.refreshAheadMs;
+    const now = this.now();
+    return ahead > now ? ahead : now + Math.max(0, end - this.minValidityMs - now) / 2;
+  }
+
   private refresh(): Promise<AwsCredentialIdentity> {
     this.inflight ??= this.fetch().finally(() => (this.inflight = undefined));
     return this.inflight;
@@ -83,10 +99,11 @@ export class CredentialsHolder {
       // forceRefresh: a memoizing provider would otherwise hand back the same expiring credentials.
       const creds = await this.provider({ forceRefresh: true });
       this.current = creds;
+      this.refreshAt = this.refreshTime(creds);
       this.lastError = undefined;
       this.retryMs = this.baseRetryMs;
       this.nextAttemptAt = 0;
-      this.options.onRefresh?.();
+      this.options.onRefresh?.(creds);
       this.options.log?.debug(
         { accessKeyId: creds.accessKeyId, expiration: creds.expiration?.toISOString() },
         'AWS credentials fetched',
@@ -97,8 +114,9 @@ export class CredentialsHolder {
       this.nextAttemptAt = this.now() + this.retryMs;
       this.retryMs = Math.min(this.retryMs * 2, this.maxRetryMs);
       const stillValid = this.peek();
+      const advice = this.options.advice?.();
       this.options.log?.warn(
-        { err, keepUsing: stillValid !== undefined },
+        { err, keepUsing: stillValid !== undefined, ...(stillValid?.expiration ? { expiration: stillValid.expiration.toISOString() } : {}), ...(advice ? { advice } : {}) },
         stillValid ? 'AWS credentials refresh failed; still using the current ones' : 'no AWS credentials',
       );
       if (stillValid) return stillValid;

@@ -16,7 +16,8 @@ import { Session, type SessionContext } from './session.js';
 export const LOGIN_RETRY_DELAYS_MS = [0, 250] as const;
 
 export interface EngineDeps {
-  readonly tokens: TokenSource;
+  /** The token source for an instance: one per identity, shared by the instances that sign as it. */
+  readonly tokensFor: (instance: InstanceConfig) => TokenSource;
   readonly log: Logger;
 }
 
@@ -39,7 +40,7 @@ export class ProxyInstance {
       target: { endpoint: config.endpoint, connectTo: config.connectTo, tls, connectTimeoutMs: proxy.connectTimeoutMs },
       region: config.region,
       dbUser: config.dbUser,
-      tokens: deps.tokens,
+      tokens: deps.tokensFor(config),
       cancels: new CancelRegistry(),
       startupTimeoutMs: proxy.startupTimeoutMs,
       retryDelaysMs: LOGIN_RETRY_DELAYS_MS,

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { TLSSocket } from 'node:tls';
 import { formatHostPort } from '../aws/endpoint.js';
 import type { IamToken, TokenScope, TokenSource } from '../aws/tokens.js';
+import { NoCredentialsError } from '../aws/identity.js';
 import { redactSecrets } from '../log.js';
 import { SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
@@ -138,9 +139,11 @@ export class Session {
     try {
       return await this.ctx.tokens.get(scope, notThis);
     } catch (err) {
+      const tried = err instanceof NoCredentialsError && err.tried.length > 0 ? err.describeTried() : undefined;
       throw new WireError(SqlState.UnableToConnect, `pg-iam-proxy could not sign an IAM token: ${redactSecrets((err as Error).message)}`, {
         reason: 'no_credentials',
-        hint: 'The AWS SDK default chain was searched: environment variables, SSO and the shared config and credentials files (AWS_PROFILE), web identity (AWS_WEB_IDENTITY_TOKEN_FILE), the ECS container endpoint and EC2 instance metadata. Check that `aws sts get-caller-identity` works where the proxy runs.',
+        ...(tried ? { detail: `Sources tried, in order: ${tried}.` } : {}),
+        hint: 'Check that `aws sts get-caller-identity` works where the proxy runs, with the same profile or role. The proxy keeps serving and signs as soon as credentials can be had.',
         cause: err,
       });
     }

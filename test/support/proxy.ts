@@ -72,7 +72,7 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
       return token;
     },
   };
-  const proxy = new Proxy(config, { tokens, log });
+  const proxy = new Proxy(config, { tokensFor: () => tokens, log });
   const [address] = await proxy.listen();
   const close = (graceMs = 1_000) => proxy.close(graceMs);
   return {

@@ -1,0 +1,326 @@
+// Which AWS identity signs: the SDK's credential sources (the default chain, a profile, a role assumed
+// from either), traced so a failure can name every source tried, held once per identity.
+import { hostname } from 'node:os';
+import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
+import { fromNodeProviderChain, fromTemporaryCredentials } from '@aws-sdk/credential-providers';
+import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-sdk/types';
+import type { Logger } from 'pino';
+import { redactSecrets } from '../log.js';
+import { CredentialsHolder, type CredentialsHolderOptions } from './credentials.js';
+import { SharedTokens, type SharedTokensOptions } from './tokens.js';
+
+/** An AWS identity as configured: `--profile`, `--role-arn` and the role's settings. */
+export interface IdentitySpec {
+  readonly profile?: string | undefined;
+  readonly roleArn?: string | undefined;
+  readonly roleSessionName?: string | undefined;
+  readonly externalId?: string | undefined;
+  /** The MFA device the role's trust policy demands (a profile names its own with mfa_serial). */
+  readonly mfaSerial?: string | undefined;
+}
+
+/** How people name an identity in logs and errors. */
+export function identityLabel(spec: IdentitySpec): string {
+  const base = spec.profile ? `profile ${spec.profile}` : 'the default credential chain';
+  return spec.roleArn ? `role ${spec.roleArn} assumed from ${base}` : base;
+}
+
+/** Two instances with the same identity share one credentials holder and one token cache. */
+export const identityKey = (spec: IdentitySpec): string =>
+  JSON.stringify([spec.profile, spec.roleArn, spec.roleSessionName, spec.externalId, spec.mfaSerial].map((v) => v ?? null));
+
+/** CloudTrail shows this for the assumed role's sessions; [\w+=,.@-]{2,64} as STS demands. */
+export function defaultRoleSessionName(host = hostname()): string {
+  return `pg-iam-proxy@${host}`.replace(/[^\w+=,.@-]/g, '-').slice(0, 64);
+}
+
+/** The SDK marks credentials with the feature that produced them (`$source`); these are their names. */
+const SOURCE_NAMES: ReadonlyArray<readonly [feature: string, name: string]> = [
+  ['CREDENTIALS_STS_ASSUME_ROLE', 'an assumed role'],
+  ['CREDENTIALS_PROFILE_SOURCE_PROFILE', 'a role profile (role_arn with source_profile)'],
+  ['CREDENTIALS_PROFILE_NAMED_PROVIDER', 'a role profile (role_arn with credential_source)'],
+  ['CREDENTIALS_PROFILE_SSO', 'AWS IAM Identity Center (SSO)'],
+  ['CREDENTIALS_SSO', 'AWS IAM Identity Center (SSO)'],
+  ['CREDENTIALS_PROFILE_SSO_LEGACY', 'AWS IAM Identity Center (SSO)'],
+  ['CREDENTIALS_SSO_LEGACY', 'AWS IAM Identity Center (SSO)'],
+  ['CREDENTIALS_PROFILE_LOGIN', 'an `aws login` session'],
+  ['CREDENTIALS_LOGIN', 'an `aws login` session'],
+  ['CREDENTIALS_PROFILE_STS_WEB_ID_TOKEN', 'a web identity token (profile web_identity_token_file)'],
+  ['CREDENTIALS_ENV_VARS_STS_WEB_ID_TOKEN', 'a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE)'],
+  ['CREDENTIALS_STS_ASSUME_ROLE_WEB_ID', 'a web identity token'],
+  ['CREDENTIALS_PROFILE_PROCESS', 'credential_process'],
+  ['CREDENTIALS_PROCESS', 'credential_process'],
+  ['CREDENTIALS_HTTP', 'the container credentials endpoint (ECS, EKS Pod Identity)'],
+  ['CREDENTIALS_IMDS', 'EC2 instance metadata (IMDSv2)'],
+  ['CREDENTIALS_ENV_VARS', 'environment variables (AWS_ACCESS_KEY_ID)'],
+  ['CREDENTIALS_PROFILE', 'the shared credentials file'],
+];
+
+/** The most specific source the SDK recorded on these credentials. */
+export function sourceOf(creds: AwsCredentialIdentity): string {
+  const features = (creds as { $source?: Record<string, string> }).$source ?? {};
+  return SOURCE_NAMES.find(([feature]) => feature in features)?.[1] ?? 'static credentials';
+}
+
+/** Sources whose credentials end when a person's session ends: the proxy cannot renew them alone. */
+export function renewalAdvice(source: string, spec: IdentitySpec): string | undefined {
+  const profile = spec.profile ? ` --profile ${spec.profile}` : '';
+  if (source.includes('SSO')) return `when the SSO session ends, run \`aws sso login${profile}\``;
+  if (source.includes('aws login')) return `when the session ends, run \`aws login${profile}\``;
+  if (source.includes('MFA code')) return 'each renewal asks for a new MFA code on the terminal';
+  return undefined;
+}
+
+/** One step of the SDK's default chain and why it gave nothing. */
+export interface SourceAttempt {
+  readonly source: string;
+  reason?: string;
+}
+
+const REMOTE = 'the container endpoint or EC2 instance metadata';
+
+/** The chain's debug lines name each provider as it starts; these are their names for people. */
+const CHAIN_STEPS: ReadonlyArray<readonly [marker: string, name: string]> = [
+  ['defaultProvider::fromEnv', 'environment variables'],
+  ['defaultProvider::fromSSO', 'SSO settings'],
+  ['defaultProvider::fromIni', 'the shared config and credentials files'],
+  ['defaultProvider::fromProcess', 'credential_process'],
+  ['defaultProvider::fromTokenFile', 'a web identity token file'],
+  ['defaultProvider::remoteProvider', REMOTE],
+  ['remoteProvider::fromHttp', 'the ECS/EKS container endpoint'],
+  ['remoteProvider::fromInstanceMetadata', 'EC2 instance metadata (IMDS)'],
+];
+const PROVIDER_ERROR = /^@smithy\/property-provider (?:->|\(!\)) (.*)$/s;
+
+/**
+ * Follows the SDK chain through its logger: which sources it tried, and each one's reason for passing.
+ * The SDK writes these at debug level; the proxy keeps them for the error a client sees.
+ */
+export class ChainTrace {
+  private attempts: SourceAttempt[] = [];
+
+  constructor(private readonly log?: Logger) {}
+
+  readonly logger = {
+    trace: () => undefined,
+    debug: (...args: unknown[]) => this.note(String(args[0])),
+    info: () => undefined,
+    warn: (...args: unknown[]) => this.log?.warn(redactSecrets(args.map(String).join(' '))),
+    error: () => undefined,
+  };
+
+  reset(): void {
+    this.attempts = [];
+  }
+
+  tried(): readonly SourceAttempt[] {
+    return this.attempts;
+  }
+
+  private note(line: string): void {
+    const step = CHAIN_STEPS.find(([marker]) => line.includes(marker));
+    const last = this.attempts.at(-1);
+    if (step) {
+      // The remote step names which remote source it chose in a second line: say that one.
+      if (step[0].startsWith('remoteProvider::') && last?.source === REMOTE && last.reason === undefined) this.attempts.pop();
+      this.attempts.push({ source: step[1] });
+      return;
+    }
+    const failure = PROVIDER_ERROR.exec(line);
+    if (failure && last && last.reason === undefined) last.reason = redactSecrets(failure[1]!).slice(0, 300);
+  }
+}
+
+/** No credentials could be had: the message names the identity, `tried` every source and its reason. */
+export class NoCredentialsError extends Error {
+  constructor(
+    readonly label: string,
+    readonly tried: readonly SourceAttempt[],
+    cause: unknown,
+  ) {
+    super(`no AWS credentials for ${label}: ${redactSecrets((cause as Error)?.message ?? String(cause))}`, { cause });
+    this.name = 'NoCredentialsError';
+  }
+
+  /** "environment variables (why); the shared files (why); ..." for DETAIL lines. */
+  describeTried(): string {
+    return this.tried.map((a) => (a.reason ? `${a.source} (${a.reason})` : a.source)).join('; ');
+  }
+}
+
+/** Asks a person for an MFA code; the SDK calls it with the device's serial or ARN. */
+export type MfaPrompt = (serial: string) => Promise<string>;
+
+export interface ProviderOptions {
+  /** Region for STS (assume role); the instance's signing region. */
+  readonly region: string;
+  readonly mfa?: MfaPrompt | undefined;
+  readonly log?: Logger | undefined;
+}
+
+export interface TracedProvider {
+  readonly provider: AwsCredentialIdentityProvider;
+  /** The base source of the last credentials fetched (for a role: what it was assumed from). */
+  source(): string | undefined;
+}
+
+/** The SDK provider for an identity, wrapped so failures say what was tried and successes say from where. */
+export function credentialProvider(spec: IdentitySpec, options: ProviderOptions): TracedProvider {
+  const label = identityLabel(spec);
+  const trace = new ChainTrace(options.log);
+  let mfaUsed = false;
+  const mfaCodeProvider: MfaPrompt = (serial) => {
+    mfaUsed = true;
+    return (options.mfa ?? noTerminal)(serial);
+  };
+  const withMfa = (source: string) => (mfaUsed ? `${source} with an MFA code` : source);
+  const chain = fromNodeProviderChain({
+    ...(spec.profile ? { profile: spec.profile } : {}),
+    mfaCodeProvider,
+    logger: trace.logger,
+  });
+  let baseSource: string | undefined;
+  const base: AwsCredentialIdentityProvider = async (props) => {
+    trace.reset();
+    try {
+      const creds = await chain(props);
+      baseSource = sourceOf(creds);
+      return creds;
+    } catch (err) {
+      throw new NoCredentialsError(label, trace.tried(), err);
+    }
+  };
+  if (!spec.roleArn) return { provider: base, source: () => baseSource && withMfa(baseSource) };
+  const assume = fromTemporaryCredentials({
+    masterCredentials: base,
+    params: {
+      RoleArn: spec.roleArn,
+      RoleSessionName: spec.roleSessionName ?? defaultRoleSessionName(),
+      ...(spec.externalId ? { ExternalId: spec.externalId } : {}),
+      ...(spec.mfaSerial ? { SerialNumber: spec.mfaSerial } : {}),
+    },
+    mfaCodeProvider,
+    clientConfig: { region: options.region, maxAttempts: 2 },
+  });
+  const provider: AwsCredentialIdentityProvider = async (props) => {
+    try {
+      return await assume(props);
+    } catch (err) {
+      if (err instanceof NoCredentialsError) throw err;
+      throw new NoCredentialsError(label, [{ source: `sts:AssumeRole ${spec.roleArn}`, reason: redactSecrets((err as Error).message) }], err);
+    }
+  };
+  return { provider, source: () => (baseSource ? withMfa(`${spec.roleArn} assumed from ${baseSource}`) : undefined) };
+}
+
+const noTerminal: MfaPrompt = async (serial) => {
+  throw new Error(`an MFA code is needed for ${serial}, but there is no terminal to ask on; run the proxy in a terminal, or use credentials that need no MFA code`);
+};
+
+/** Who the credentials belong to (sts:GetCallerIdentity) and the server's clock (its HTTP Date). */
+export interface CallerIdentity {
+  readonly arn: string;
+  readonly account: string;
+  readonly serverDate: Date | undefined;
+}
+
+export async function callerIdentity(credentials: AwsCredentialIdentity, region: string, timeoutMs = 5_000): Promise<CallerIdentity> {
+  const client = new STSClient({ region, credentials, maxAttempts: 1 });
+  let serverDate: Date | undefined;
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      const out = await next(args);
+      const date = (out.response as { headers?: Record<string, string> }).headers?.date;
+      if (date) serverDate = new Date(date);
+      return out;
+    },
+    { step: 'deserialize', name: 'pgIamProxyServerDate' },
+  );
+  try {
+    const out = await client.send(new GetCallerIdentityCommand({}), { abortSignal: AbortSignal.timeout(timeoutMs) });
+    return { arn: out.Arn ?? 'unknown', account: out.Account ?? 'unknown', serverDate };
+  } finally {
+    client.destroy();
+  }
+}
+
+/** An identity's credentials holder and token cache, shared by every instance that signs as it. */
+export interface SignerIdentity {
+  readonly spec: IdentitySpec;
+  readonly label: string;
+  readonly holder: CredentialsHolder;
+  readonly tokens: SharedTokens;
+  /** Where the credentials in hand came from, once fetched. */
+  source(): string | undefined;
+}
+
+export interface IdentitiesOptions {
+  readonly log?: Logger | undefined;
+  readonly mfa?: MfaPrompt | undefined;
+  readonly holder?: Omit<CredentialsHolderOptions, 'log' | 'advice'>;
+  readonly tokens?: SharedTokensOptions;
+  /** The seam tests use to swap the SDK; the real chain by default. */
+  readonly providerFor?: (spec: IdentitySpec, options: ProviderOptions) => TracedProvider;
+}
+
+/** One holder per identity: a hundred instances on one profile still fetch its credentials once. */
+export class Identities {
+  private readonly byKey = new Map<string, SignerIdentity>();
+
+  constructor(private readonly options: IdentitiesOptions = {}) {}
+
+  for(spec: IdentitySpec, region: string): SignerIdentity {
+    const key = identityKey(spec);
+    const known = this.byKey.get(key);
+    if (known) return known;
+    const label = identityLabel(spec);
+    const log = this.options.log?.child({ identity: label });
+    const traced = (this.options.providerFor ?? credentialProvider)(spec, { region, mfa: this.options.mfa, log });
+    const holder = new CredentialsHolder(traced.provider, {
+      ...this.options.holder,
+      log,
+      advice: () => renewalAdvice(traced.source() ?? '', spec),
+    });
+    const identity: SignerIdentity = { spec, label, holder, tokens: new SharedTokens(holder, this.options.tokens), source: traced.source };
+    this.byKey.set(key, identity);
+    return identity;
+  }
+
+  all(): readonly SignerIdentity[] {
+    return [...this.byKey.values()];
+  }
+}
+
+/**
+ * At start: fetch each identity's credentials and log who signs (the ARN when STS answers, else the
+ * source) and until when, with a warning when renewal will need the user. Failures are logged, not
+ * fatal: credentials may come later and clients are told until then.
+ */
+export async function announce(identity: SignerIdentity, region: string, log: Logger): Promise<boolean> {
+  let creds: AwsCredentialIdentity;
+  try {
+    creds = await identity.holder.get();
+  } catch (err) {
+    const tried = err instanceof NoCredentialsError ? err.describeTried() : undefined;
+    log.warn({ err, identity: identity.label, ...(tried ? { tried } : {}) }, 'no AWS credentials yet: clients are told so until they can be had');
+    return false;
+  }
+  const source = identity.source() ?? sourceOf(creds);
+  const fields = {
+    identity: identity.label,
+    source,
+    accessKeyId: creds.accessKeyId,
+    ...(creds.expiration ? { expiration: creds.expiration.toISOString() } : {}),
+  };
+  try {
+    const who = await callerIdentity(creds, region);
+    log.info({ ...fields, arn: who.arn, account: who.account }, 'AWS identity ready');
+  } catch (err) {
+    log.info({ ...fields, stsError: redactSecrets((err as Error).message) }, 'AWS credentials ready (sts:GetCallerIdentity did not answer)');
+  }
+  const advice = renewalAdvice(source, identity.spec);
+  if (advice && creds.expiration) {
+    log.warn({ identity: identity.label, expiration: creds.expiration.toISOString(), advice }, `AWS credentials from ${source} need you to renew them: ${advice}`);
+  }
+  return true;
+}

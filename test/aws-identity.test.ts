@@ -1,0 +1,192 @@
+// Identities without the network: configuration checks, source names, the chain trace, the MFA prompt,
+// one holder per identity, short-lived credentials, and what is logged at start.
+import t from 'tap';
+import { PassThrough, Writable } from 'node:stream';
+import type { AwsCredentialIdentity } from '@aws-sdk/types';
+import { CredentialsHolder } from '../src/aws/credentials.js';
+import {
+  announce,
+  ChainTrace,
+  defaultRoleSessionName,
+  Identities,
+  identityKey,
+  identityLabel,
+  NoCredentialsError,
+  renewalAdvice,
+  sourceOf,
+  type TracedProvider,
+} from '../src/aws/identity.js';
+import { terminalMfa } from '../src/aws/mfa.js';
+import { ConfigError, resolveIdentity } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+
+const ROLE = 'arn:aws:iam::123456789012:role/app-db';
+
+t.test('identity settings are checked at start, naming the option', async (t) => {
+  t.same(resolveIdentity({ endpoint: 'x' }), {}, 'the default chain');
+  t.same(resolveIdentity({ endpoint: 'x', profile: 'dev', roleArn: ROLE, roleSessionName: 'me@laptop', externalId: 'ext-42', mfaSerial: 'arn:aws:iam::123456789012:mfa/me' }), {
+    profile: 'dev',
+    roleArn: ROLE,
+    roleSessionName: 'me@laptop',
+    externalId: 'ext-42',
+    mfaSerial: 'arn:aws:iam::123456789012:mfa/me',
+  });
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ profile: 'has space' }, /--profile: "has space" is not a profile name/],
+    [{ roleArn: 'app-db' }, /--role-arn: "app-db" is not an IAM role ARN/],
+    [{ roleArn: 'arn:aws:iam::1234:role/x' }, /not an IAM role ARN/],
+    [{ roleSessionName: 'x' }, /--role-session-name is a setting of --role-arn/],
+    [{ externalId: 'xyz' }, /--external-id is a setting of --role-arn/],
+    [{ mfaSerial: 'arn:aws:iam::123456789012:mfa/me' }, /--mfa-serial is a setting of --role-arn/],
+    [{ roleArn: ROLE, roleSessionName: 'a b' }, /--role-session-name: 2 to 64/],
+    [{ roleArn: ROLE, externalId: 'x' }, /--external-id: 2 to 1224/],
+    [{ roleArn: ROLE, mfaSerial: 'me' }, /--mfa-serial: "me" is not an MFA device/],
+  ];
+  for (const [input, message] of bad) t.throws(() => resolveIdentity({ endpoint: 'x', ...input }), { name: 'ConfigError', message }, JSON.stringify(input));
+  t.type(new ConfigError('x'), Error);
+});
+
+t.test('labels, keys and session names', async (t) => {
+  t.equal(identityLabel({}), 'the default credential chain');
+  t.equal(identityLabel({ profile: 'dev' }), 'profile dev');
+  t.equal(identityLabel({ roleArn: ROLE }), `role ${ROLE} assumed from the default credential chain`);
+  t.equal(identityKey({}), identityKey({ profile: undefined }), 'unset and undefined are the same identity');
+  t.not(identityKey({ roleArn: ROLE }), identityKey({ roleArn: ROLE, externalId: 'e1' }));
+  t.equal(defaultRoleSessionName('build box.local'), 'pg-iam-proxy@build-box.local');
+  t.equal(defaultRoleSessionName('h'.repeat(100)).length, 64);
+  t.match(defaultRoleSessionName(), /^pg-iam-proxy@[\w+=,.@-]+$/);
+});
+
+t.test('the source of credentials, from the feature the SDK recorded', async (t) => {
+  const creds = (source?: Record<string, string>) => ({ accessKeyId: 'A', secretAccessKey: 'S', ...(source ? { $source: source } : {}) });
+  t.equal(sourceOf(creds()), 'static credentials');
+  t.equal(sourceOf(creds({ CREDENTIALS_IMDS: '0' })), 'EC2 instance metadata (IMDSv2)');
+  t.equal(sourceOf(creds({ CREDENTIALS_PROFILE: 'n', CREDENTIALS_PROFILE_SOURCE_PROFILE: 'o' })), 'a role profile (role_arn with source_profile)', 'the most specific wins');
+  t.equal(sourceOf(creds({ CREDENTIALS_PROFILE_SSO: 'r' })), 'AWS IAM Identity Center (SSO)');
+  t.equal(renewalAdvice('AWS IAM Identity Center (SSO)', { profile: 'dev' }), 'when the SSO session ends, run `aws sso login --profile dev`');
+  t.equal(renewalAdvice('an `aws login` session', {}), 'when the session ends, run `aws login`');
+  t.match(renewalAdvice('a role profile with an MFA code', {}), /new MFA code on the terminal/);
+  t.equal(renewalAdvice('EC2 instance metadata (IMDSv2)', {}), undefined, 'renewed without anyone');
+});
+
+t.test('the chain trace pairs each source the SDK tried with its reason', async (t) => {
+  let warned = '';
+  const sink = new Writable({ write: (c, _e, done) => ((warned += String(c)), done()) });
+  const trace = new ChainTrace(createLogger({ level: 'warn', format: 'json' }, sink));
+  const { logger } = trace;
+  logger.debug('@aws-sdk/credential-provider-node - defaultProvider::fromEnv');
+  logger.debug('@smithy/property-provider -> Unable to find environment variable credentials.');
+  logger.debug('@smithy/property-provider -> a second reason is ignored');
+  logger.debug('@aws-sdk/credential-provider-node - defaultProvider::fromIni');
+  logger.debug('something else entirely');
+  logger.debug('@aws-sdk/credential-provider-node - defaultProvider::remoteProvider');
+  logger.debug('@aws-sdk/credential-provider-node - remoteProvider::fromInstanceMetadata');
+  logger.debug('@smithy/property-provider (!) token https://x/?X-Amz-Signature=abc refused');
+  logger.trace();
+  logger.info();
+  logger.error();
+  logger.warn('both AWS_PROFILE and keys are set');
+  t.same(trace.tried(), [
+    { source: 'environment variables', reason: 'Unable to find environment variable credentials.' },
+    { source: 'the shared config and credentials files' },
+    { source: 'EC2 instance metadata (IMDS)', reason: 'token https://x/?X-Amz-Signature=[REDACTED] refused' },
+  ]);
+  const err = new NoCredentialsError('profile dev', trace.tried(), new Error('Could not load credentials from any providers'));
+  t.equal(err.message, 'no AWS credentials for profile dev: Could not load credentials from any providers');
+  t.match(err.describeTried(), /^environment variables \(Unable.*\); the shared config and credentials files; EC2 instance metadata \(IMDS\) \(token/);
+  t.match(warned, /both AWS_PROFILE and keys are set/);
+  trace.reset();
+  t.same(trace.tried(), []);
+  t.equal(new NoCredentialsError('x', [], 'plain').message, 'no AWS credentials for x: plain');
+});
+
+t.test('the MFA prompt: on a terminal only, six digits, one question at a time', async (t) => {
+  t.equal(terminalMfa(new PassThrough(), new PassThrough()), undefined, 'no terminal: no prompt, the SDK fails clearly');
+  const input = Object.assign(new PassThrough(), { isTTY: true });
+  let shown = '';
+  const output = new Writable({ write: (c, _e, done) => ((shown += String(c)), done()) });
+  const ask = terminalMfa(input, output)!;
+  const first = ask('arn:aws:iam::123456789012:mfa/me');
+  const second = ask('arn:aws:iam::123456789012:mfa/other');
+  input.write('12345\n'); // too short: asked again
+  input.write(' 123456 \n');
+  t.equal(await first, '123456');
+  input.write('654321\n');
+  t.equal(await second, '654321');
+  t.match(shown, /MFA code for arn:aws:iam::123456789012:mfa\/me: .*6 digits.*MFA code for arn:aws:iam::123456789012:mfa\/me: .*MFA code for arn:aws:iam::123456789012:mfa\/other/s);
+  const wrong = terminalMfa(input, output, 2)!;
+  const tries = wrong('dev');
+  input.write('no\nnope\n');
+  await t.rejects(tries, /no valid MFA code for dev after 2 tries/);
+  const closed = wrong('dev');
+  input.end();
+  await t.rejects(closed, /the terminal closed before an MFA code for dev was given/);
+});
+
+t.test('short-lived credentials are refreshed halfway, not on every call', async (t) => {
+  let now = 0;
+  let fetches = 0;
+  const holder = new CredentialsHolder(async () => ({ accessKeyId: `K${++fetches}`, secretAccessKey: 's', expiration: new Date(now + 5 * 60_000) }), { now: () => now });
+  await holder.get();
+  for (let i = 0; i < 50; i++) await holder.get();
+  await new Promise((r) => setImmediate(r));
+  t.equal(fetches, 1, '5-minute credentials are inside the 10-minute window, yet not refetched per call');
+  now = 2 * 60_000 + 1; // halfway through the 4 usable minutes
+  t.equal((await holder.get()).accessKeyId, 'K1');
+  await new Promise((r) => setImmediate(r));
+  t.equal(fetches, 2);
+  t.equal((await holder.get()).accessKeyId, 'K2');
+});
+
+/** A provider seam: no SDK, counts fetches per identity. */
+function fakeProviders() {
+  const fetches = new Map<string, number>();
+  const providerFor = (spec: { profile?: string | undefined }): TracedProvider => {
+    const name = spec.profile ?? 'default';
+    return {
+      provider: async () => {
+        fetches.set(name, (fetches.get(name) ?? 0) + 1);
+        if (name === 'broken') throw new NoCredentialsError('profile broken', [{ source: 'environment variables', reason: 'none' }], new Error('nothing'));
+        return { accessKeyId: `AKIA_${name}`, secretAccessKey: 's', expiration: new Date(Date.now() + 3_600_000) } as AwsCredentialIdentity;
+      },
+      source: () => (name === 'sso' ? 'AWS IAM Identity Center (SSO)' : undefined),
+    };
+  };
+  return { fetches, providerFor };
+}
+
+t.test('one holder and one token cache per identity, however many instances use it', async (t) => {
+  const { fetches, providerFor } = fakeProviders();
+  const identities = new Identities({ providerFor });
+  const a = identities.for({ profile: 'dev' }, 'us-east-1');
+  t.equal(identities.for({ profile: 'dev' }, 'eu-west-1'), a);
+  const b = identities.for({}, 'us-east-1');
+  t.not(b, a);
+  t.equal(identities.all().length, 2);
+  await Promise.all([a.holder.get(), a.holder.get(), b.holder.get()]);
+  t.same(Object.fromEntries(fetches), { dev: 1, default: 1 });
+  t.equal(a.label, 'profile dev');
+});
+
+t.test('at start: who signs, from where, until when; failures are warnings', async (t) => {
+  let out = '';
+  const sink = new Writable({ write: (c, _e, done) => ((out += String(c)), done()) });
+  const log = createLogger({ level: 'info', format: 'json' }, sink);
+  const { providerFor } = fakeProviders();
+  const identities = new Identities({ providerFor, log });
+  const env = { ...process.env };
+  t.teardown(() => void (process.env = env));
+  process.env.AWS_ENDPOINT_URL_STS = 'http://127.0.0.1:9'; // nothing listens: STS does not answer
+  t.equal(await announce(identities.for({ profile: 'sso' }, 'us-east-1'), 'us-east-1', log), true);
+  t.equal(await announce(identities.for({ profile: 'broken' }, 'us-east-1'), 'us-east-1', log), false);
+  const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.match(lines.find((l) => String(l.msg).startsWith('AWS credentials ready')), {
+    identity: 'profile sso',
+    source: 'AWS IAM Identity Center (SSO)',
+    accessKeyId: 'AKIA_sso',
+    msg: 'AWS credentials ready (sts:GetCallerIdentity did not answer)',
+  });
+  t.match(lines.find((l) => l.advice), { level: 40, advice: 'when the SSO session ends, run `aws sso login --profile sso`' });
+  t.match(lines.find((l) => l.identity === 'profile broken' && l.level === 40 && l.tried), { tried: 'environment variables (none)' });
+  t.notMatch(out, /"secretAccessKey"|"s"/);
+});
