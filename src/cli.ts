@@ -100,6 +100,7 @@ async function serve(args: ServeArgs, env: NodeJS.ProcessEnv): Promise<number> {
   // Fetch credentials now, so the first client does not wait; failure is not fatal: they may come later.
   void announceAll(config, identities, log);
   const code = await untilSignal(proxy, log);
+  identities.close();
   await flush(log);
   return code;
 }

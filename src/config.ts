@@ -104,7 +104,8 @@ export function resolveIdentity(input: InstanceInput): IdentitySpec {
   if (mfaSerial !== undefined && !/^(arn:aws[\w-]*:iam::\d{12}:mfa\/[\w+=,.@/-]+|[\w+=/:,.@-]{9,256})$/.test(mfaSerial)) {
     throw new ConfigError(`--mfa-serial: "${mfaSerial}" is not an MFA device ARN (arn:aws:iam::123456789012:mfa/NAME) or serial number`);
   }
-  return Object.freeze({ profile, roleArn, roleSessionName, externalId, mfaSerial });
+  const spec = { profile, roleArn, roleSessionName, externalId, mfaSerial };
+  return Object.freeze(Object.fromEntries(Object.entries(spec).filter(([, v]) => v !== undefined)) as IdentitySpec);
 }
 
 function wrap<T>(parse: () => T): T {

@@ -1,12 +1,18 @@
 // Identities without the network: configuration checks, source names, the chain trace, the MFA prompt,
 // one holder per identity, short-lived credentials, and what is logged at start.
 import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import type { AwsCredentialIdentity } from '@aws-sdk/types';
 import { CredentialsHolder } from '../src/aws/credentials.js';
+import { SharedTokens } from '../src/aws/tokens.js';
 import {
   announce,
+  callerIdentity,
   ChainTrace,
+  credentialProvider,
   defaultRoleSessionName,
   Identities,
   identityKey,
@@ -19,6 +25,7 @@ import {
 import { terminalMfa } from '../src/aws/mfa.js';
 import { ConfigError, resolveIdentity } from '../src/config.js';
 import { createLogger } from '../src/log.js';
+import { isolateAwsEnv, startSts } from './support/aws-stand-ins.js';
 
 const ROLE = 'arn:aws:iam::123456789012:role/app-db';
 
@@ -59,7 +66,7 @@ t.test('labels, keys and session names', async (t) => {
 
 t.test('the source of credentials, from the feature the SDK recorded', async (t) => {
   const creds = (source?: Record<string, string>) => ({ accessKeyId: 'A', secretAccessKey: 'S', ...(source ? { $source: source } : {}) });
-  t.equal(sourceOf(creds()), 'static credentials');
+  t.equal(sourceOf(creds()), undefined);
   t.equal(sourceOf(creds({ CREDENTIALS_IMDS: '0' })), 'EC2 instance metadata (IMDSv2)');
   t.equal(sourceOf(creds({ CREDENTIALS_PROFILE: 'n', CREDENTIALS_PROFILE_SOURCE_PROFILE: 'o' })), 'a role profile (role_arn with source_profile)', 'the most specific wins');
   t.equal(sourceOf(creds({ CREDENTIALS_PROFILE_SSO: 'r' })), 'AWS IAM Identity Center (SSO)');
@@ -89,11 +96,11 @@ t.test('the chain trace pairs each source the SDK tried with its reason', async 
   t.same(trace.tried(), [
     { source: 'environment variables', reason: 'Unable to find environment variable credentials.' },
     { source: 'the shared config and credentials files' },
-    { source: 'EC2 instance metadata (IMDS)', reason: 'token https://x/?X-Amz-Signature=[REDACTED] refused' },
+    { source: 'EC2 instance metadata (IMDSv2)', reason: 'token https://x/?X-Amz-Signature=[REDACTED] refused' },
   ]);
   const err = new NoCredentialsError('profile dev', trace.tried(), new Error('Could not load credentials from any providers'));
   t.equal(err.message, 'no AWS credentials for profile dev: Could not load credentials from any providers');
-  t.match(err.describeTried(), /^environment variables \(Unable.*\); the shared config and credentials files; EC2 instance metadata \(IMDS\) \(token/);
+  t.match(err.describeTried(), /^environment variables \(Unable.*\); the shared config and credentials files; EC2 instance metadata \(IMDSv2\) \(token/);
   t.match(warned, /both AWS_PROFILE and keys are set/);
   trace.reset();
   t.same(trace.tried(), []);
@@ -146,6 +153,7 @@ function fakeProviders() {
     return {
       provider: async () => {
         fetches.set(name, (fetches.get(name) ?? 0) + 1);
+        if (name === 'plain') throw new Error('not a chain error');
         if (name === 'broken') throw new NoCredentialsError('profile broken', [{ source: 'environment variables', reason: 'none' }], new Error('nothing'));
         return { accessKeyId: `AKIA_${name}`, secretAccessKey: 's', expiration: new Date(Date.now() + 3_600_000) } as AwsCredentialIdentity;
       },
@@ -166,6 +174,7 @@ t.test('one holder and one token cache per identity, however many instances use 
   await Promise.all([a.holder.get(), a.holder.get(), b.holder.get()]);
   t.same(Object.fromEntries(fetches), { dev: 1, default: 1 });
   t.equal(a.label, 'profile dev');
+  identities.close();
 });
 
 t.test('at start: who signs, from where, until when; failures are warnings', async (t) => {
@@ -179,6 +188,7 @@ t.test('at start: who signs, from where, until when; failures are warnings', asy
   process.env.AWS_ENDPOINT_URL_STS = 'http://127.0.0.1:9'; // nothing listens: STS does not answer
   t.equal(await announce(identities.for({ profile: 'sso' }, 'us-east-1'), 'us-east-1', log), true);
   t.equal(await announce(identities.for({ profile: 'broken' }, 'us-east-1'), 'us-east-1', log), false);
+  t.equal(await announce(identities.for({ profile: 'plain' }, 'us-east-1'), 'us-east-1', log), false);
   const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
   t.match(lines.find((l) => String(l.msg).startsWith('AWS credentials ready')), {
     identity: 'profile sso',
@@ -188,5 +198,83 @@ t.test('at start: who signs, from where, until when; failures are warnings', asy
   });
   t.match(lines.find((l) => l.advice), { level: 40, advice: 'when the SSO session ends, run `aws sso login --profile sso`' });
   t.match(lines.find((l) => l.identity === 'profile broken' && l.level === 40 && l.tried), { tried: 'environment variables (none)' });
+  t.match(lines.find((l) => l.identity === 'profile plain' && l.level === 40 && !('tried' in l)), { err: { message: 'not a chain error' } });
   t.notMatch(out, /"secretAccessKey"|"s"/);
+});
+
+t.test('idle credentials are renewed by a timer, and tokens follow the renewed credentials', async (t) => {
+  let fetches = 0;
+  let renewed: () => void = () => undefined;
+  const second = new Promise<void>((resolve) => (renewed = resolve));
+  // 61 s of life, 60 s of which are unusable: the holder wakes itself halfway through the last second.
+  const holder = new CredentialsHolder(async () => ({ accessKeyId: `K${++fetches}`, secretAccessKey: 's', expiration: new Date(Date.now() + 61_000) }), {
+    onRefresh: () => fetches === 2 && renewed(),
+  });
+  t.teardown(() => holder.close());
+  const tokens = new SharedTokens(holder, { sign: async (_scope, c) => `signed-by-${c.accessKeyId}` });
+  const scope = { host: 'h', port: 5432, region: 'us-east-1', user: 'u' };
+  t.equal((await tokens.get(scope)).accessKeyId, 'K1');
+  const keepAlive = setInterval(() => undefined, 1_000); // the holder's timer is unref'd by design
+  await second; // no caller asked: the timer did it
+  clearInterval(keepAlive);
+  t.equal(holder.peek()?.accessKeyId, 'K2');
+  t.equal((await tokens.get(scope)).value, 'signed-by-K2', 'a token signed with replaced credentials is not reused');
+});
+
+t.test('the real SDK in process: --role-arn with --mfa-serial, a role without base credentials, who am I', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'identity-'));
+  const sts = await startSts({ mfaTokenCode: '135790' });
+  const restore = isolateAwsEnv(dir, { AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL_STS: sts.url });
+  t.teardown(async () => {
+    restore();
+    await sts.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  // No base credentials at all: the role's error is the base chain's, with every source tried.
+  const orphan = credentialProvider({ roleArn: ROLE }, { region: 'us-east-1' });
+  await t.rejects(orphan.provider(), { name: 'NoCredentialsError', message: /no AWS credentials for role .* assumed from the default credential chain/ });
+  t.equal(orphan.source(), undefined, 'no source before a success');
+
+  process.env.AWS_ACCESS_KEY_ID = 'AKIABASEKEY000000001';
+  process.env.AWS_SECRET_ACCESS_KEY = 'base-secret';
+  const asked: string[] = [];
+  const traced = credentialProvider({ roleArn: ROLE, mfaSerial: 'arn:aws:iam::123456789012:mfa/bob', roleSessionName: 'bob' }, {
+    region: 'eu-west-1',
+    mfa: async (serial) => (asked.push(serial), '135790'),
+  });
+  const creds = await traced.provider();
+  t.same(asked, ['arn:aws:iam::123456789012:mfa/bob']);
+  t.match(sts.last({ action: 'AssumeRole' }), {
+    accessKeyId: 'AKIABASEKEY000000001',
+    signingRegion: 'eu-west-1',
+    params: { RoleArn: ROLE, RoleSessionName: 'bob', SerialNumber: 'arn:aws:iam::123456789012:mfa/bob', TokenCode: '135790' },
+  });
+  t.equal(traced.source(), `${ROLE} assumed from environment variables (AWS_ACCESS_KEY_ID) with an MFA code`);
+  t.equal(renewalAdvice(traced.source()!, {}), 'each renewal asks for a new MFA code on the terminal');
+
+  const who = await callerIdentity(creds, 'eu-west-1');
+  t.match(who, { arn: /^arn:aws:sts::123456789012:assumed-role\/app-db\/bob$/, account: '123456789012' });
+  t.ok(who.serverDate instanceof Date && Math.abs(who.serverDate.getTime() - Date.now()) < 5_000, 'the server clock, from its Date header');
+});
+
+t.test('a failed refresh names what the user can do', async (t) => {
+  let now = 0;
+  let fail = false;
+  let out = '';
+  const sink = new Writable({ write: (c, _e, done) => ((out += String(c)), done()) });
+  const holder = new CredentialsHolder(
+    async () => {
+      if (fail) throw new Error('The SSO session has expired');
+      return { accessKeyId: 'K', secretAccessKey: 's', expiration: new Date(now + 60 * 60_000) };
+    },
+    { now: () => now, log: createLogger({ level: 'warn', format: 'json' }, sink), advice: () => 'run `aws sso login`' },
+  );
+  t.teardown(() => holder.close());
+  await holder.get();
+  fail = true;
+  now = 55 * 60_000;
+  await holder.get();
+  await new Promise((r) => setImmediate(r));
+  t.match(JSON.parse(out.trim().split('\n')[0]!), { msg: 'AWS credentials refresh failed; still using the current ones', keepUsing: true, advice: 'run `aws sso login`', expiration: new Date(60 * 60_000).toISOString() });
 });

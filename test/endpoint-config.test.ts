@@ -42,6 +42,7 @@ t.test('resolveInstance: defaults, precedence and errors', async (t) => {
     region: 'us-east-1',
     caFile: undefined,
     dbUser: undefined,
+    identity: {},
   });
   t.ok(Object.isFrozen(instance));
   t.same(warnings, []);

@@ -32,6 +32,8 @@ export class CredentialsHolder {
   private nextAttemptAt = 0;
   /** When to refresh the current credentials behind the callers' backs. */
   private refreshAt = Infinity;
+  /** Wakes the holder at `refreshAt` (or the next retry) so idle credentials are renewed too. */
+  private timer: NodeJS.Timeout | undefined;
   private lastError: unknown;
   private retryMs: number;
   private readonly refreshAheadMs: number;
@@ -77,6 +79,20 @@ export class CredentialsHolder {
     return creds.expiration ? creds.expiration.getTime() - this.now() : Infinity;
   }
 
+  /** Stop the background refresh (at shutdown). */
+  close(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private wakeAt(at: number): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (!Number.isFinite(at)) return;
+    // unref: a pending refresh never keeps the process alive. The delay is capped at what timers take.
+    this.timer = setTimeout(() => this.refresh().catch(() => undefined), Math.min(Math.max(0, at - this.now()), 2 ** 31 - 1)).unref();
+  }
+
   /**
    * `refreshAheadMs` before expiry; credentials issued with less life than that (short STS sessions) are
    * refreshed halfway through their usable time instead, so they are not fetched again on every call.
@@ -98,11 +114,13 @@ export class CredentialsHolder {
     try {
       // forceRefresh: a memoizing provider would otherwise hand back the same expiring credentials.
       const creds = await this.provider({ forceRefresh: true });
+      if (this.lastError !== undefined) this.options.log?.info({ accessKeyId: creds.accessKeyId }, 'AWS credentials available again');
       this.current = creds;
       this.refreshAt = this.refreshTime(creds);
       this.lastError = undefined;
       this.retryMs = this.baseRetryMs;
       this.nextAttemptAt = 0;
+      this.wakeAt(this.refreshAt);
       this.options.onRefresh?.(creds);
       this.options.log?.debug(
         { accessKeyId: creds.accessKeyId, expiration: creds.expiration?.toISOString() },
@@ -114,10 +132,12 @@ export class CredentialsHolder {
       this.nextAttemptAt = this.now() + this.retryMs;
       this.retryMs = Math.min(this.retryMs * 2, this.maxRetryMs);
       const stillValid = this.peek();
+      // Retry on a timer: credentials come back (and readiness with them) without waiting for a client.
+      this.wakeAt(this.nextAttemptAt);
       const advice = this.options.advice?.();
       this.options.log?.warn(
         { err, keepUsing: stillValid !== undefined, ...(stillValid?.expiration ? { expiration: stillValid.expiration.toISOString() } : {}), ...(advice ? { advice } : {}) },
-        stillValid ? 'AWS credentials refresh failed; still using the current ones' : 'no AWS credentials',
+        stillValid ? 'AWS credentials refresh failed; still using the current ones' : 'AWS credentials fetch failed',
       );
       if (stillValid) return stillValid;
       throw err;

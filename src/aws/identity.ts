@@ -36,7 +36,6 @@ export function defaultRoleSessionName(host = hostname()): string {
 
 /** The SDK marks credentials with the feature that produced them (`$source`); these are their names. */
 const SOURCE_NAMES: ReadonlyArray<readonly [feature: string, name: string]> = [
-  ['CREDENTIALS_STS_ASSUME_ROLE', 'an assumed role'],
   ['CREDENTIALS_PROFILE_SOURCE_PROFILE', 'a role profile (role_arn with source_profile)'],
   ['CREDENTIALS_PROFILE_NAMED_PROVIDER', 'a role profile (role_arn with credential_source)'],
   ['CREDENTIALS_PROFILE_SSO', 'AWS IAM Identity Center (SSO)'],
@@ -50,16 +49,17 @@ const SOURCE_NAMES: ReadonlyArray<readonly [feature: string, name: string]> = [
   ['CREDENTIALS_STS_ASSUME_ROLE_WEB_ID', 'a web identity token'],
   ['CREDENTIALS_PROFILE_PROCESS', 'credential_process'],
   ['CREDENTIALS_PROCESS', 'credential_process'],
+  ['CREDENTIALS_STS_ASSUME_ROLE', 'an assumed role'],
   ['CREDENTIALS_HTTP', 'the container credentials endpoint (ECS, EKS Pod Identity)'],
   ['CREDENTIALS_IMDS', 'EC2 instance metadata (IMDSv2)'],
   ['CREDENTIALS_ENV_VARS', 'environment variables (AWS_ACCESS_KEY_ID)'],
   ['CREDENTIALS_PROFILE', 'the shared credentials file'],
 ];
 
-/** The most specific source the SDK recorded on these credentials. */
-export function sourceOf(creds: AwsCredentialIdentity): string {
+/** The most specific source the SDK recorded on these credentials (not every chain step records one). */
+export function sourceOf(creds: AwsCredentialIdentity): string | undefined {
   const features = (creds as { $source?: Record<string, string> }).$source ?? {};
-  return SOURCE_NAMES.find(([feature]) => feature in features)?.[1] ?? 'static credentials';
+  return SOURCE_NAMES.find(([feature]) => feature in features)?.[1];
 }
 
 /** Sources whose credentials end when a person's session ends: the proxy cannot renew them alone. */
@@ -88,7 +88,7 @@ const CHAIN_STEPS: ReadonlyArray<readonly [marker: string, name: string]> = [
   ['defaultProvider::fromTokenFile', 'a web identity token file'],
   ['defaultProvider::remoteProvider', REMOTE],
   ['remoteProvider::fromHttp', 'the ECS/EKS container endpoint'],
-  ['remoteProvider::fromInstanceMetadata', 'EC2 instance metadata (IMDS)'],
+  ['remoteProvider::fromInstanceMetadata', 'EC2 instance metadata (IMDSv2)'],
 ];
 const PROVIDER_ERROR = /^@smithy\/property-provider (?:->|\(!\)) (.*)$/s;
 
@@ -184,9 +184,13 @@ export function credentialProvider(spec: IdentitySpec, options: ProviderOptions)
     trace.reset();
     try {
       const creds = await chain(props);
-      baseSource = sourceOf(creds);
+      // The chain's last step tried is the one that answered.
+      baseSource = sourceOf(creds) ?? trace.tried().at(-1)?.source ?? 'static credentials';
       return creds;
     } catch (err) {
+      // A step that stops the chain (an MFA code that cannot be asked) says why only in its error.
+      const last = trace.tried().at(-1);
+      if (last && last.reason === undefined) last.reason = redactSecrets((err as Error).message).slice(0, 300);
       throw new NoCredentialsError(label, trace.tried(), err);
     }
   };
@@ -289,6 +293,11 @@ export class Identities {
   all(): readonly SignerIdentity[] {
     return [...this.byKey.values()];
   }
+
+  /** Stop every background refresh. */
+  close(): void {
+    for (const identity of this.byKey.values()) identity.holder.close();
+  }
 }
 
 /**
@@ -305,7 +314,7 @@ export async function announce(identity: SignerIdentity, region: string, log: Lo
     log.warn({ err, identity: identity.label, ...(tried ? { tried } : {}) }, 'no AWS credentials yet: clients are told so until they can be had');
     return false;
   }
-  const source = identity.source() ?? sourceOf(creds);
+  const source = identity.source() ?? sourceOf(creds) ?? 'static credentials';
   const fields = {
     identity: identity.label,
     source,

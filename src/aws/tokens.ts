@@ -77,9 +77,11 @@ export class SharedTokens implements TokenSource {
     return next;
   }
 
+  /** Young enough, valid long enough, and signed with the credentials in hand (not ones since replaced). */
   private fresh(token: IamToken): boolean {
     const now = this.now();
-    return now - token.signedAt < this.reuseMs && token.expiresAt - now > this.minValidityMs;
+    const current = this.credentials.peek();
+    return now - token.signedAt < this.reuseMs && token.expiresAt - now > this.minValidityMs && current?.accessKeyId === token.accessKeyId;
   }
 
   private async mint(scope: TokenScope): Promise<IamToken> {
