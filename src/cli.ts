@@ -1,10 +1,18 @@
 // The only reader of argv and the environment: turns them into a frozen ProxyConfig and runs the engine.
 import type { Logger } from 'pino';
 import yargs, { type Argv } from 'yargs';
-import { announce, Identities } from './aws/identity.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { regionFromEndpoint } from './aws/endpoint.js';
+import { Identities, NoCredentialsError } from './aws/identity.js';
+import { announceAll, signerFor } from './commands/engine.js';
+import { formatReport, runDoctor } from './commands/doctor.js';
+import { runWithProxy } from './commands/run.js';
+import { signToken } from './commands/token.js';
 import { terminalMfa } from './aws/mfa.js';
-import { ConfigError, DEFAULT_LISTEN, resolveInstance, type InstanceConfig, type ProxyConfig } from './config.js';
-import { createLogger, type LogFormat } from './log.js';
+import { ConfigError, DEFAULT_LISTEN, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
+import { createLogger, redactSecrets, type LogFormat } from './log.js';
 import { Proxy } from './proxy/server.js';
 
 /** Process exit codes a supervisor can act on. */
@@ -18,65 +26,106 @@ export const ExitCode = {
 
 const ENV_PREFIX = 'PG_IAM_PROXY';
 
-function serveOptions<T>(y: Argv<T>) {
+/** What every command needs to reach the database and sign: the endpoint, the dial address, the identity. */
+function targetOptions<T>(y: Argv<T>) {
   return y
     .positional('endpoint', { type: 'string', describe: 'RDS endpoint name[:port] that tokens are signed for and TLS verifies', demandOption: true })
-    .option('listen', { type: 'string', default: DEFAULT_LISTEN, describe: 'TCP listener ADDR:PORT (loopback by default)' })
     .option('connect-to', { type: 'string', describe: 'dial HOST:PORT instead of the endpoint (a tunnel); TLS and tokens stay for the endpoint' })
     .option('ca-file', { type: 'string', describe: 'PEM bundle to trust for the server certificate instead of the bundled RDS CAs' })
     .option('region', { type: 'string', describe: 'signing region (default: from the endpoint name, else AWS_REGION)' })
-    .option('db-user', { type: 'string', describe: 'log in as this DB user whatever the client sends' })
     .option('profile', { type: 'string', describe: 'AWS profile to sign with (default: the SDK default chain, AWS_PROFILE)' })
     .option('role-arn', { type: 'string', describe: 'IAM role to assume from the base credentials, and sign as' })
     .option('role-session-name', { type: 'string', describe: 'session name for --role-arn (default: pg-iam-proxy@HOSTNAME)' })
     .option('external-id', { type: 'string', describe: "external ID the role's trust policy demands" })
     .option('mfa-serial', { type: 'string', describe: "MFA device the role's trust policy demands; the code is asked on the terminal" })
+    .option('connect-timeout', { type: 'number', default: 10, describe: 'seconds to connect, handshake and log in upstream' });
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+/** The proxy's own options, shared by serve and run. */
+function proxyOptions<T>(y: Argv<T>, logLevel: string) {
+  return targetOptions(y)
+    .option('db-user', { type: 'string', describe: 'log in as this DB user whatever the client sends' })
     .option('max-connections', { type: 'number', describe: 'clients beyond this get FATAL 53300 (default: unlimited)' })
     .option('startup-timeout', { type: 'number', default: 15, describe: 'seconds a client has to finish its startup' })
-    .option('connect-timeout', { type: 'number', default: 10, describe: 'seconds to connect, handshake and log in upstream' })
-    .option('shutdown-grace', { type: 'number', default: 30, describe: 'on SIGTERM/SIGINT, seconds to wait for sessions to end' })
-    .option('log-level', { type: 'string', default: 'info', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] })
+    .option('log-level', { type: 'string', default: logLevel, choices: LOG_LEVELS })
     .option('log-format', { type: 'string', choices: ['json', 'pretty'], describe: 'default: pretty on a terminal, else json' });
 }
 
+function serveOptions<T>(y: Argv<T>) {
+  return proxyOptions(y, 'info')
+    .option('listen', { type: 'string', default: DEFAULT_LISTEN, describe: 'TCP listener ADDR:PORT (loopback by default)' })
+    .option('unix-socket', { type: 'string', describe: 'also listen on DIR/.s.PGSQL.<port>, for psql -h DIR' })
+    .option('unix-socket-mode', { type: 'string', default: '0600', describe: 'file mode of the unix socket (who may connect)' })
+    .option('shutdown-grace', { type: 'number', default: 30, describe: 'on SIGTERM/SIGINT, seconds to wait for sessions to end' });
+}
+
+function runOptions<T>(y: Argv<T>) {
+  return proxyOptions(y, 'warn')
+    .option('user', { type: 'string', describe: 'the DB user: sets PGUSER for the command' })
+    .usage('$0 run ENDPOINT[:PORT] [--user U] [options] -- CMD [ARGS...]');
+}
+
+function tokenOptions<T>(y: Argv<T>) {
+  return targetOptions(y).option('user', { type: 'string', demandOption: true, describe: 'the DB user the token is for' });
+}
+
+function doctorOptions<T>(y: Argv<T>) {
+  return targetOptions(y)
+    .option('user', { type: 'string', demandOption: true, describe: 'the DB user to log in as' })
+    .option('database', { type: 'string', default: 'postgres', describe: 'the database for the test login' })
+    .option('json', { type: 'boolean', default: false, describe: 'print one JSON document with every check' });
+}
+
+type TargetArgs = Awaited<ReturnType<typeof targetOptions>['argv']>;
 type ServeArgs = Awaited<ReturnType<typeof serveOptions>['argv']>;
+type RunArgs = Awaited<ReturnType<typeof runOptions>['argv']> & { '--'?: Array<string | number> };
+type TokenArgs = Awaited<ReturnType<typeof tokenOptions>['argv']>;
+type DoctorArgs = Awaited<ReturnType<typeof doctorOptions>['argv']>;
 
 const positiveSeconds = (name: string, value: number) => {
   if (!Number.isFinite(value) || value <= 0) throw new ConfigError(`--${name}: a number of seconds greater than 0`);
   return Math.round(value * 1000);
 };
 
+/** The instance as the command line and PG_IAM_PROXY_* describe it (yargs has merged the two). */
+function instanceInput(args: TargetArgs & Partial<ServeArgs>): InstanceInput {
+  return {
+    endpoint: args.endpoint,
+    listen: args.listen,
+    unixSocket: args['unix-socket'],
+    unixSocketMode: args['unix-socket-mode'],
+    connectTo: args['connect-to'],
+    region: args.region,
+    caFile: args['ca-file'],
+    dbUser: args['db-user'],
+    profile: args.profile,
+    roleArn: args['role-arn'],
+    roleSessionName: args['role-session-name'],
+    externalId: args['external-id'],
+    mfaSerial: args['mfa-serial'],
+  };
+}
+
+const envRegion = (env: NodeJS.ProcessEnv) => env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
+
 /** Cross-field validation in one place (STYLE.md): argv and env in, frozen config out. */
-export function serveConfig(args: ServeArgs, env: NodeJS.ProcessEnv): { config: ProxyConfig; warnings: string[] } {
-  const { instance, warnings } = resolveInstance(
-    {
-      endpoint: args.endpoint,
-      listen: args.listen,
-      connectTo: args['connect-to'],
-      region: args.region,
-      caFile: args['ca-file'],
-      dbUser: args['db-user'],
-      profile: args.profile,
-      roleArn: args['role-arn'],
-      roleSessionName: args['role-session-name'],
-      externalId: args['external-id'],
-      mfaSerial: args['mfa-serial'],
-    },
-    env.AWS_REGION ?? env.AWS_DEFAULT_REGION,
-  );
+export function serveConfig(args: TargetArgs & Partial<ServeArgs>, env: NodeJS.ProcessEnv, override: Partial<InstanceInput> = {}): { config: ProxyConfig; warnings: string[] } {
+  const { instance, warnings } = resolveInstance({ ...instanceInput(args), ...override }, envRegion(env));
   const max = args['max-connections'];
   if (max !== undefined && !(Number.isInteger(max) && max > 0)) throw new ConfigError('--max-connections: a whole number greater than 0');
   const config: ProxyConfig = Object.freeze({
     instances: Object.freeze([instance]),
-    startupTimeoutMs: positiveSeconds('startup-timeout', args['startup-timeout']),
+    startupTimeoutMs: positiveSeconds('startup-timeout', args['startup-timeout'] ?? 15),
     connectTimeoutMs: positiveSeconds('connect-timeout', args['connect-timeout']),
     maxConnections: max,
-    shutdownGraceMs: Math.max(0, Math.round(args['shutdown-grace'] * 1000)),
+    shutdownGraceMs: Math.max(0, Math.round((args['shutdown-grace'] ?? 2) * 1000)),
   });
   return { config, warnings };
 }
 
-function logOptions(args: ServeArgs) {
+function logOptions(args: { 'log-level': string; 'log-format'?: string | undefined }) {
   const format = (args['log-format'] as LogFormat | undefined) ?? (process.stderr.isTTY ? 'pretty' : 'json');
   return { level: args['log-level'], format };
 }
@@ -105,28 +154,74 @@ async function serve(args: ServeArgs, env: NodeJS.ProcessEnv): Promise<number> {
   return code;
 }
 
+/** `token`: one token on stdout and nothing else there; errors on stderr. */
+async function token(args: TokenArgs, env: NodeJS.ProcessEnv): Promise<number> {
+  const { instance, warnings } = resolveInstance({ ...instanceInput(args), listen: null }, envRegion(env));
+  const log = createLogger({ level: 'warn', format: process.stderr.isTTY ? 'pretty' : 'json' });
+  for (const warning of warnings) log.warn(warning);
+  routeProcessWarnings(log);
+  const identities = new Identities({ mfa: terminalMfa() });
+  try {
+    process.stdout.write(`${await signToken(instance, args.user, identities)}\n`);
+    return ExitCode.Ok;
+  } catch (err) {
+    const tried = err instanceof NoCredentialsError && err.tried.length > 0 ? `\n  sources tried: ${err.describeTried()}` : '';
+    process.stderr.write(`pg-iam-proxy: cannot sign a token: ${redactSecrets((err as Error).message)}${tried}\n`);
+    return ExitCode.Failure;
+  } finally {
+    identities.close();
+    await flush(log);
+  }
+}
+
+/** `run`: the proxy on a private unix socket for the life of one command. */
+async function run(args: RunArgs, env: NodeJS.ProcessEnv): Promise<number> {
+  const [command, ...commandArgs] = (args['--'] ?? []).map(String);
+  if (!command) throw new ConfigError('run: no command given: pg-iam-proxy run ENDPOINT [options] -- CMD [ARGS...]');
+  if (args.user !== undefined && (args.user === '' || Buffer.byteLength(args.user) > 63)) throw new ConfigError('--user: a PostgreSQL user name of 1 to 63 bytes');
+  const dir = await mkdtemp(join(tmpdir(), 'pg-iam-proxy-'));
+  try {
+    const { config, warnings } = serveConfig(args, env, { listen: null, unixSocket: dir, unixSocketMode: '0600' });
+    const log = createLogger(logOptions(args));
+    for (const warning of warnings) log.warn(warning);
+    routeProcessWarnings(log);
+    const identities = new Identities({ log, mfa: terminalMfa() });
+    const code = await runWithProxy(config, { command, args: commandArgs, user: args.user, env, log, identities });
+    identities.close();
+    await flush(log);
+    return code;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** `doctor`: every check in order, printed for people or as JSON; 0 only when a real login succeeded. */
+async function doctor(args: DoctorArgs, env: NodeJS.ProcessEnv): Promise<number> {
+  const { instance, warnings } = resolveInstance({ ...instanceInput(args), listen: null }, envRegion(env));
+  const log = createLogger({ level: 'silent', format: 'json' });
+  routeProcessWarnings(log);
+  const identities = new Identities({ mfa: terminalMfa() });
+  try {
+    const report = await runDoctor(instance, {
+      user: args.user,
+      database: args.database,
+      connectTimeoutMs: positiveSeconds('connect-timeout', args['connect-timeout']),
+      identities,
+      configWarnings: warnings,
+      regionSource: args.region ? 'flag' : regionFromEndpoint(instance.endpoint.host) ? 'endpoint' : 'env',
+    });
+    process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report, process.stdout.isTTY === true));
+    return report.ok ? ExitCode.Ok : ExitCode.Failure;
+  } finally {
+    identities.close();
+  }
+}
+
 /** Node's process warnings (the SDK's Node version notice among them) as log lines, not stray stderr text. */
 function routeProcessWarnings(log: Logger): void {
   process.removeAllListeners('warning');
-  process.on('warning', (warning) => log.warn({ warning: { name: warning.name, message: warning.message } }, 'Node.js warning'));
-}
-
-/** Each instance signs as its identity; instances with the same identity share one holder and cache. */
-export function signerFor(identities: Identities) {
-  return (instance: InstanceConfig) => identities.for(instance.identity, instance.region).tokens;
-}
-
-/** Log who signs for each identity in use, once each. */
-export async function announceAll(config: ProxyConfig, identities: Identities, log: Logger): Promise<boolean[]> {
-  const seen = new Set<unknown>();
-  const jobs: Promise<boolean>[] = [];
-  for (const instance of config.instances) {
-    const identity = identities.for(instance.identity, instance.region);
-    if (seen.has(identity)) continue;
-    seen.add(identity);
-    jobs.push(announce(identity, instance.region, log));
-  }
-  return Promise.all(jobs);
+  // At info: they are notices for operators (the SDK's Node version notice), not faults of the proxy.
+  process.on('warning', (warning) => log.info({ warning: { name: warning.name, message: warning.message } }, 'Node.js warning'));
 }
 
 /** First SIGINT/SIGTERM: drain and exit 0. A second: exit at once with 128 + signal. */
@@ -168,6 +263,30 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         (y) => serveOptions(y),
         async (args) => {
           code = await serve(args as ServeArgs, env);
+        },
+      )
+      .command(
+        'token <endpoint>',
+        'print one IAM token on stdout, like `aws rds generate-db-auth-token`',
+        (y) => tokenOptions(y),
+        async (args) => {
+          code = await token(args as TokenArgs, env);
+        },
+      )
+      .command(
+        'run <endpoint>',
+        'run CMD with the proxy on a private socket: PGHOST, PGPORT, PGUSER and PGSSLMODE=disable set; exit with its status',
+        (y) => runOptions(y).parserConfiguration({ 'populate--': true }),
+        async (args) => {
+          code = await run(args as RunArgs, env);
+        },
+      )
+      .command(
+        'doctor <endpoint>',
+        'check every link from credentials to a real login; say what is wrong and the fix',
+        (y) => doctorOptions(y),
+        async (args) => {
+          code = await doctor(args as DoctorArgs, env);
         },
       )
       .strict()

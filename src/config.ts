@@ -1,6 +1,7 @@
 // The engine's configuration: plain frozen data, built and validated by the CLI (the only reader of argv,
 // environment and files), so the engine never sees yargs.
 import { isIP } from 'node:net';
+import { isAbsolute, join } from 'node:path';
 import { formatHostPort, parseHostPort, regionFromEndpoint, type HostPort } from './aws/endpoint.js';
 import type { IdentitySpec } from './aws/identity.js';
 
@@ -9,12 +10,23 @@ export interface InstanceConfig {
   readonly endpoint: HostPort;
   /** Where the TCP connection goes (a tunnel, a pinned address); the endpoint by default. */
   readonly connectTo: HostPort;
-  readonly listen: HostPort;
+  /** The TCP listener; none for `run`, which listens only on a private unix socket. */
+  readonly listen: HostPort | undefined;
+  /** Also (or only) listen on DIR/.s.PGSQL.PORT, the way libpq looks for a server. */
+  readonly unixSocket: UnixSocket | undefined;
   readonly region: string;
   readonly caFile: string | undefined;
   readonly dbUser: string | undefined;
   /** Who signs the tokens: the default chain, a profile, a role assumed from either. */
   readonly identity: IdentitySpec;
+}
+
+export interface UnixSocket {
+  readonly dir: string;
+  /** The port in the socket's name; 0: the TCP listener's port. */
+  readonly port: number;
+  /** File mode of the socket: who may connect. Owner-only by default. */
+  readonly mode: number;
 }
 
 export interface ProxyConfig {
@@ -29,7 +41,11 @@ export interface ProxyConfig {
 /** An instance as the user described it, before defaults and validation. */
 export interface InstanceInput {
   endpoint: string;
-  listen?: string | undefined;
+  /** null: no TCP listener. */
+  listen?: string | null | undefined;
+  unixSocket?: string | undefined;
+  /** Octal text ('0660') or a number. */
+  unixSocketMode?: string | number | undefined;
   connectTo?: string | undefined;
   region?: string | undefined;
   caFile?: string | undefined;
@@ -58,7 +74,8 @@ export class ConfigError extends Error {
 export function resolveInstance(input: InstanceInput, envRegion?: string): { instance: InstanceConfig; warnings: string[] } {
   const warnings: string[] = [];
   const endpoint = wrap(() => parseHostPort(input.endpoint, 'endpoint'));
-  const listen = wrap(() => parseHostPort(input.listen ?? DEFAULT_LISTEN, '--listen'));
+  const listen = input.listen === null ? undefined : wrap(() => parseHostPort(input.listen ?? DEFAULT_LISTEN, '--listen'));
+  const unixSocket = input.unixSocket === undefined ? undefined : resolveUnixSocket(input.unixSocket, input.unixSocketMode, listen?.port ?? 5432);
   const connectTo = input.connectTo ? wrap(() => parseHostPort(input.connectTo!, '--connect-to')) : endpoint;
   const region = input.region ?? regionFromEndpoint(endpoint.host) ?? envRegion;
   if (!region) {
@@ -79,9 +96,20 @@ export function resolveInstance(input: InstanceInput, envRegion?: string): { ins
   }
   const identity = resolveIdentity(input);
   return {
-    instance: Object.freeze({ endpoint, connectTo, listen, region, caFile: input.caFile, dbUser: input.dbUser, identity }),
+    instance: Object.freeze({ endpoint, connectTo, listen, unixSocket, region, caFile: input.caFile, dbUser: input.dbUser, identity }),
     warnings,
   };
+}
+
+function resolveUnixSocket(dir: string, modeInput: string | number | undefined, port: number): UnixSocket {
+  if (!isAbsolute(dir)) throw new ConfigError(`--unix-socket: "${dir}" is not an absolute directory path`);
+  const mode = typeof modeInput === 'number' ? modeInput : modeInput === undefined ? 0o600 : /^0?[0-7]{3}$/.test(modeInput) ? parseInt(modeInput, 8) : NaN;
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0o777 || (mode & 0o200) === 0) {
+    throw new ConfigError(`--unix-socket-mode: "${modeInput}" is not a file mode the owner can connect with (e.g. 0600, 0660)`);
+  }
+  // 107 bytes: sun_path's size on Linux, less the terminating NUL.
+  if (Buffer.byteLength(join(dir, `.s.PGSQL.${port || 65535}`)) > 107) throw new ConfigError(`--unix-socket: "${dir}" is too long for a socket path`);
+  return Object.freeze({ dir, port, mode });
 }
 
 /** The identity settings, checked against what STS and IAM accept, so a typo fails at start. */

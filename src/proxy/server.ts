@@ -1,6 +1,8 @@
 // The engine: one listener per configured instance, sessions counted per instance, a shutdown that
 // stops accepting and waits for open sessions up to a deadline.
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { chmod, lstat, unlink } from 'node:fs/promises';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { once } from 'node:events';
 import type { Logger } from 'pino';
 import { formatHostPort } from '../aws/endpoint.js';
@@ -24,10 +26,12 @@ export interface EngineDeps {
 let nextSessionId = 1;
 
 export class ProxyInstance {
-  private readonly server: Server;
+  private readonly servers: { tcp?: Server; unix?: Server } = {};
   private readonly sessions = new Map<Socket, Session>();
   private readonly ctx: SessionContext;
   readonly name: string;
+  /** The unix socket's path once listening. */
+  socketPath: string | undefined;
 
   constructor(
     readonly config: InstanceConfig,
@@ -47,8 +51,7 @@ export class ProxyInstance {
       log: deps.log.child({ instance: this.name }),
     };
     const max = proxy.maxConnections ?? Infinity;
-    // allowHalfOpen: a client that shuts down its sending side still gets the server's last replies.
-    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
+    const accept = (client: Socket) => {
       const refusal =
         this.sessions.size >= max
           ? new WireError(SqlState.TooManyConnections, `sorry, too many clients already (pg-iam-proxy --max-connections ${max})`, { reason: 'max_connections' })
@@ -57,7 +60,10 @@ export class ProxyInstance {
       this.sessions.set(client, session);
       client.once('close', () => this.sessions.delete(client));
       void session.run();
-    });
+    };
+    // allowHalfOpen: a client that shuts down its sending side still gets the server's last replies.
+    if (config.listen) this.servers.tcp = createServer({ allowHalfOpen: true, noDelay: true }, accept);
+    if (config.unixSocket) this.servers.unix = createServer({ allowHalfOpen: true }, accept);
   }
 
   /** Number of client connections open, in any phase. */
@@ -65,18 +71,49 @@ export class ProxyInstance {
     return this.sessions.size;
   }
 
-  async listen(): Promise<AddressInfo> {
-    const { host, port } = this.config.listen;
-    this.server.listen({ host, port });
-    await once(this.server, 'listening');
-    const address = this.server.address() as AddressInfo;
-    this.ctx.log.info({ listen: formatHostPort({ host: address.address, port: address.port }), connectTo: formatHostPort(this.config.connectTo), region: this.config.region }, 'listening');
+  /** Listen on TCP and/or the unix socket; resolves to the TCP address when there is one. */
+  async listen(): Promise<AddressInfo | undefined> {
+    const { tcp, unix } = this.servers;
+    let address: AddressInfo | undefined;
+    if (tcp && this.config.listen) {
+      const { host, port } = this.config.listen;
+      tcp.listen({ host, port });
+      await once(tcp, 'listening');
+      address = tcp.address() as AddressInfo;
+    }
+    if (unix && this.config.unixSocket) {
+      const { dir, mode } = this.config.unixSocket;
+      // libpq's name for a port's socket; a TCP listener on port 0 lends its real port.
+      const port = this.config.unixSocket.port || address?.port || 5432;
+      const path = join(dir, `.s.PGSQL.${port}`);
+      await removeStaleSocket(path);
+      // Created owner-only (no window with the umask's mode), then given the configured mode.
+      const umask = process.umask(0o177);
+      try {
+        unix.listen({ path });
+      } finally {
+        process.umask(umask);
+      }
+      await once(unix, 'listening');
+      await chmod(path, mode);
+      this.socketPath = path;
+    }
+    this.ctx.log.info(
+      {
+        ...(address ? { listen: formatHostPort({ host: address.address, port: address.port }) } : {}),
+        ...(this.socketPath ? { unixSocket: this.socketPath } : {}),
+        connectTo: formatHostPort(this.config.connectTo),
+        region: this.config.region,
+      },
+      'listening',
+    );
     return address;
   }
 
   /** Stop accepting; wait up to `graceMs` for open sessions to end, then close the rest. */
   async close(graceMs: number): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const servers = [this.servers.tcp, this.servers.unix].filter((s): s is Server => s?.listening === true);
+    const closed = Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
     if (this.sessions.size > 0) {
       const drained = new Promise<void>((resolve) => {
         const check = () => this.sessions.size === 0 && resolve();
@@ -92,6 +129,22 @@ export class ProxyInstance {
     }
     await closed;
   }
+}
+
+/**
+ * A socket file left by a crashed run is replaced; one a live process listens on is not (EADDRINUSE),
+ * and neither is anything that is not a socket.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  const stat = await lstat(path).catch(() => undefined);
+  if (!stat) return;
+  if (!stat.isSocket()) throw Object.assign(new Error(`${path} exists and is not a socket: not replacing it`), { code: 'EEXIST' });
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = connect({ path }, () => (probe.destroy(), resolve(true)));
+    probe.once('error', () => resolve(false));
+  });
+  if (live) throw Object.assign(new Error(`another process is listening on ${path}`), { code: 'EADDRINUSE' });
+  await unlink(path);
 }
 
 /** All instances of one process. */
@@ -113,8 +166,8 @@ export class Proxy {
     this.instances = config.instances.map((instance) => new ProxyInstance(instance, config, tlsFor(instance.caFile), deps));
   }
 
-  async listen(): Promise<AddressInfo[]> {
-    const addresses: AddressInfo[] = [];
+  async listen(): Promise<Array<AddressInfo | undefined>> {
+    const addresses: Array<AddressInfo | undefined> = [];
     try {
       for (const instance of this.instances) addresses.push(await instance.listen());
     } catch (err) {

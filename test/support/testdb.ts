@@ -448,7 +448,7 @@ const EC: EcKeyGenParams & EcdsaParams = { name: 'ECDSA', namedCurve: 'P-256', h
 async function makeCertificates(): Promise<Certificates> {
   x509.cryptoProvider.set(webcrypto as unknown as Crypto);
   const notBefore = new Date(Date.now() - 3600_000); // tolerate small clock differences
-  const notAfter = new Date(Date.now() + 7 * 24 * 3600_000);
+  const notAfter = new Date(Date.now() + 400 * 24 * 3600_000); // as long-lived as RDS server certificates
 
   const makeCa = async (name: string): Promise<{ cert: x509.X509Certificate; keys: CryptoKeyPair }> => {
     const keys = (await webcrypto.subtle.generateKey(EC, false, ['sign', 'verify'])) as CryptoKeyPair;

@@ -1,0 +1,346 @@
+// `pg-iam-proxy doctor`: walk the chain the way the troubleshooting page does, one check at a time,
+// each PASS / WARN / FAIL with what was found and the fix; stop at the first failure that makes the
+// rest meaningless. Exit 0 only when a real login succeeded.
+import { lookup, resolveCname } from 'node:dns/promises';
+import { connect as tcpConnect, isIP, type Socket } from 'node:net';
+import { checkServerIdentity, connect as tlsConnect, type PeerCertificate } from 'node:tls';
+import type { AwsCredentialIdentity } from '@aws-sdk/types';
+import { upstreamTls, type UpstreamTls } from '../aws/ca.js';
+import { formatHostPort, isRdsEndpointName, regionFromEndpoint } from '../aws/endpoint.js';
+import { callerIdentity, NoCredentialsError, type CallerIdentity, type Identities, type SignerIdentity } from '../aws/identity.js';
+import type { IamToken } from '../aws/tokens.js';
+import type { InstanceConfig } from '../config.js';
+import { redactSecrets } from '../log.js';
+import { ProtocolVersion } from '../protocol/constants.js';
+import { WireError } from '../protocol/errors.js';
+import { startupMessage } from '../protocol/startup.js';
+import { SSL_REQUEST, connectUpstream } from '../proxy/upstream-connect.js';
+import { IamRejected, loginUpstream } from '../proxy/upstream-auth.js';
+
+export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
+
+export interface Check {
+  readonly id: string;
+  readonly title: string;
+  status: CheckStatus;
+  /** What was found, in a sentence. */
+  found: string;
+  /** What to do about a WARN or FAIL. */
+  fix?: string;
+  data?: Record<string, unknown>;
+}
+
+export interface DoctorReport {
+  /** True only when the real login succeeded. */
+  readonly ok: boolean;
+  readonly endpoint: string;
+  readonly connectTo: string;
+  readonly user: string;
+  readonly database: string;
+  readonly checks: Check[];
+}
+
+export interface DoctorOptions {
+  readonly user: string;
+  readonly database: string;
+  readonly connectTimeoutMs: number;
+  readonly identities: Identities;
+  /** Warnings the configuration already raised (an IP endpoint, a custom domain). */
+  readonly configWarnings: readonly string[];
+  /** Where the region came from. */
+  readonly regionSource: 'flag' | 'endpoint' | 'env';
+  readonly now?: () => number;
+}
+
+const CHECKS = [
+  ['credentials', 'AWS credentials and identity'],
+  ['endpoint', 'Region and endpoint name'],
+  ['dns', 'DNS resolution of the dial address'],
+  ['tcp', 'TCP connection'],
+  ['tls', 'TLS offered by the server'],
+  ['certificate', 'Server certificate'],
+  ['clock', 'Clock'],
+  ['token', 'IAM token'],
+  ['login', 'Login'],
+] as const;
+
+type CheckId = (typeof CHECKS)[number][0];
+
+/** A failure that makes the later checks meaningless. */
+class Stop extends Error {}
+
+const GLOBAL_BUNDLE = 'https://truststore.pem.s3.amazonaws.com/global-bundle.pem';
+
+export async function runDoctor(instance: InstanceConfig, options: DoctorOptions): Promise<DoctorReport> {
+  const checks: Check[] = CHECKS.map(([id, title]) => ({ id, title, status: 'skip', found: 'not checked: an earlier check failed' }));
+  const check = (id: CheckId) => checks.find((c) => c.id === id)!;
+  const set = (id: CheckId, status: CheckStatus, found: string, fix?: string, data?: Record<string, unknown>) => {
+    Object.assign(check(id), { status, found, ...(fix ? { fix } : {}), ...(data ? { data } : {}) });
+    if (status === 'fail') throw new Stop();
+  };
+  const { endpoint, connectTo, region } = instance;
+  const now = options.now ?? Date.now;
+  const ctx: Context = { instance, options, set, now };
+  let ok = false;
+  try {
+    const signer = options.identities.for(instance.identity, region);
+    const { creds, who } = await checkCredentials(ctx, signer);
+    await checkEndpoint(ctx);
+    await checkDns(ctx);
+    const tls = upstreamTls(instance.caFile);
+    await checkConnection(ctx, tls);
+    checkClock(ctx, who);
+    const token = await checkToken(ctx, signer, creds);
+    ok = await checkLogin(ctx, tls, token, who);
+  } catch (err) {
+    /* c8 ignore next 2 -- every check ends in set(); anything else is a bug worth a stack trace */
+    if (!(err instanceof Stop)) throw err;
+  }
+  return { ok, endpoint: formatHostPort(endpoint), connectTo: formatHostPort(connectTo), user: options.user, database: options.database, checks };
+}
+
+interface Context {
+  readonly instance: InstanceConfig;
+  readonly options: DoctorOptions;
+  readonly set: (id: CheckId, status: CheckStatus, found: string, fix?: string, data?: Record<string, unknown>) => void;
+  readonly now: () => number;
+}
+
+async function checkCredentials({ instance, set }: Context, signer: SignerIdentity): Promise<{ creds: AwsCredentialIdentity; who: CallerIdentity | undefined }> {
+  let creds: AwsCredentialIdentity;
+  try {
+    creds = await signer.holder.get();
+  } catch (err) {
+    const tried = err instanceof NoCredentialsError && err.tried.length > 0 ? ` Sources tried: ${err.describeTried()}.` : '';
+    set('credentials', 'fail', `${redactSecrets((err as Error).message)}.${tried}`, 'Make `aws sts get-caller-identity` work here with the same profile or role: environment variables, `--profile` (after `aws sso login` for SSO), or the instance, task or pod role.');
+  }
+  const source = signer.source() ?? 'static credentials';
+  const expires = creds!.expiration ? `, expiring ${creds!.expiration.toISOString()}` : '';
+  const data = { source, accessKeyId: creds!.accessKeyId, ...(creds!.expiration ? { expiration: creds!.expiration.toISOString() } : {}) };
+  try {
+    const who = await callerIdentity(creds!, instance.region);
+    set('credentials', 'pass', `${signer.label}: ${source}, access key ${creds!.accessKeyId}${expires}; signs as ${who.arn} (account ${who.account})`, undefined, { ...data, arn: who.arn, account: who.account });
+    return { creds: creds!, who };
+  } catch (err) {
+    const e = err as Error & { name: string };
+    if (/InvalidClientTokenId|ExpiredToken|SignatureDoesNotMatch|AccessDenied/.test(e.name)) {
+      set('credentials', 'fail', `STS refused the credentials from ${source} (access key ${creds!.accessKeyId}): ${redactSecrets(e.message)}`, 'The keys are wrong, revoked or expired: renew them (`aws sso login`, new access keys, a fresh session token).', data);
+    }
+    set('credentials', 'warn', `${signer.label}: ${source}, access key ${creds!.accessKeyId}${expires}; sts:GetCallerIdentity did not answer (${redactSecrets(e.message)}), so the identity is unconfirmed`, 'Check that STS is reachable from here (a VPC endpoint for STS, a proxy) if the login below fails.', data);
+    return { creds: creds!, who: undefined };
+  }
+}
+
+async function checkEndpoint({ instance, options, set }: Context): Promise<void> {
+  const { host } = instance.endpoint;
+  const named = regionFromEndpoint(host);
+  const from = { flag: 'from --region', endpoint: 'from the endpoint name', env: 'from AWS_REGION' }[options.regionSource];
+  const region = `region ${instance.region} (${from})`;
+  if (isIP(host)) {
+    set('endpoint', 'fail', `${region}; the endpoint ${host} is an IP address`, `Sign for the exact RDS endpoint: tokens and the certificate carry the endpoint name, never an address. Pass the name and dial the address with --connect-to ${host}:${instance.endpoint.port}.`);
+  }
+  if (!isRdsEndpointName(host)) {
+    const target = await cnameTarget(host);
+    if (target && isRdsEndpointName(target)) {
+      set('endpoint', 'fail', `${region}; ${host} is a CNAME for ${target}`, `Sign for the exact RDS endpoint: use ${target} as the endpoint (and --connect-to ${host}:${instance.endpoint.port} if you must dial the alias).`);
+    }
+    set('endpoint', 'warn', `${region}; ${host} is not an RDS endpoint name (NAME.ID.REGION.rds.amazonaws.com)`, 'Sign for the exact RDS endpoint: RDS rejects tokens signed for a custom domain or alias, and its certificate does not carry one.');
+    return;
+  }
+  if (named !== instance.region) {
+    set('endpoint', 'warn', `${region}, but the endpoint is in ${named}`, `Tokens must be signed for the database's own region: drop --region or pass --region ${named}.`);
+    return;
+  }
+  set('endpoint', 'pass', `${region}; ${host} is an RDS endpoint name`);
+}
+
+async function cnameTarget(host: string): Promise<string | undefined> {
+  let name = host;
+  for (let hop = 0; hop < 8; hop++) {
+    const next = (await resolveCname(name).catch(() => []))[0];
+    if (!next) break;
+    name = next;
+  }
+  return name === host ? undefined : name;
+}
+
+async function checkDns({ instance, set }: Context): Promise<void> {
+  const { host } = instance.connectTo;
+  const via = instance.connectTo === instance.endpoint ? '' : ' (--connect-to)';
+  if (isIP(host)) return set('dns', 'pass', `the dial address ${host}${via} is an IP address: nothing to resolve`);
+  try {
+    const addresses = await lookup(host, { all: true });
+    set('dns', 'pass', `${host}${via} resolves to ${addresses.map((a) => a.address).join(', ')}`);
+  } catch (err) {
+    set('dns', 'fail', `${host}${via} does not resolve: ${(err as NodeJS.ErrnoException).code}`, 'Check the endpoint name in the RDS console; a private endpoint resolves only inside its VPC (or through a tunnel: --connect-to).');
+  }
+}
+
+/** TCP, SSLRequest and the TLS handshake on one connection, each reported as its own check. */
+async function checkConnection({ instance, options, set }: Context, tls: UpstreamTls): Promise<void> {
+  const where = formatHostPort(instance.connectTo);
+  const started = performance.now();
+  const tcp = await new Promise<Socket | NodeJS.ErrnoException>((resolve) => {
+    const socket = tcpConnect({ host: instance.connectTo.host, port: instance.connectTo.port });
+    socket.setTimeout(options.connectTimeoutMs, () => socket.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
+    socket.once('connect', () => (socket.setTimeout(0), resolve(socket)));
+    socket.once('error', (err) => resolve(err));
+  });
+  if (!('write' in tcp)) {
+    set('tcp', 'fail', `could not connect to ${where}: ${tcp.code ?? tcp.message}`, "Check the database is running, its security group admits this host's address on this port, and it is reachable from this network (publicly accessible, same VPC, VPN, or a tunnel given as --connect-to).");
+  }
+  const socket = tcp as Socket;
+  try {
+    set('tcp', 'pass', `connected to ${where} in ${Math.round(performance.now() - started)} ms`);
+    socket.write(SSL_REQUEST);
+    const answer = await new Promise<Buffer | undefined>((resolve) => {
+      socket.setTimeout(options.connectTimeoutMs, () => resolve(undefined));
+      socket.once('data', (chunk: Buffer) => resolve(chunk));
+      socket.once('close', () => resolve(undefined));
+    });
+    socket.setTimeout(0);
+    if (answer?.toString('latin1') !== 'S') {
+      const what = answer === undefined ? 'no answer' : answer[0] === 0x4e ? "'N' (no TLS)" : `${JSON.stringify(answer.subarray(0, 16).toString('latin1'))}`;
+      set('tls', 'fail', `the server at ${where} answered the SSLRequest with ${what}`, 'RDS always offers TLS: the dial address is not the database (check --connect-to and the port). The proxy never falls back to plaintext.');
+    }
+    set('tls', 'pass', `the server accepts TLS`);
+    await checkCertificate(instance, tls, socket, set);
+  } finally {
+    socket.destroy();
+  }
+}
+
+async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, socket: Socket, set: Context['set']): Promise<void> {
+  const { host } = instance.endpoint;
+  const secure = tlsConnect({ socket, secureContext: tls.context, servername: isIP(host) ? undefined : host, rejectUnauthorized: false, minVersion: 'TLSv1.2' });
+  const outcome = await new Promise<PeerCertificate | Error>((resolve) => {
+    secure.once('secureConnect', () => resolve(secure.getPeerCertificate()));
+    secure.once('error', (err) => resolve(err));
+  });
+  secure.destroy();
+  if (outcome instanceof Error) return set('certificate', 'fail', `the TLS handshake failed: ${outcome.message}`);
+  const cert = outcome;
+  const subject = cert.subject?.CN ?? 'no CN';
+  const issuer = cert.issuer?.CN ?? cert.issuer?.O ?? 'unknown issuer';
+  const names = cert.subjectaltname ?? 'no subjectAltName';
+  const data = { subject, issuer, names, validTo: new Date(cert.valid_to).toISOString(), caSource: tls.source.kind === 'bundled' ? 'bundled RDS CAs' : tls.source.path };
+  // Node reports a name mismatch as an authorization error too (ERR_TLS_CERT_ALTNAME_INVALID): the chain first.
+  if (!secure.authorized && !String(secure.authorizationError).includes('ALTNAME')) {
+    const bundle = tls.source.kind === 'bundled' ? 'the bundled RDS CAs' : tls.source.path;
+    set(
+      'certificate',
+      'fail',
+      `the certificate for ${subject}, issued by ${issuer}, does not chain to ${bundle}: ${String(secure.authorizationError)}`,
+      tls.source.kind === 'bundled'
+        ? `The bundled CAs lack regions launched after mid-2022, GovCloud and China. Download AWS's global bundle (curl -o global-bundle.pem ${GLOBAL_BUNDLE}) and pass --ca-file global-bundle.pem.`
+        : `No CA in ${tls.source.path} signed it. AWS's global bundle (${GLOBAL_BUNDLE}) covers every commercial region; a man in the middle would also look like this.`,
+      data,
+    );
+  }
+  if (checkServerIdentity(host, cert)) {
+    set('certificate', 'fail', `the certificate does not match host name ${host}: it names ${names}`, 'Sign for the exact RDS endpoint the certificate names (instance, cluster, reader or RDS Proxy endpoint); dial any other address with --connect-to.', data);
+  }
+  const daysLeft = (Date.parse(cert.valid_to) - Date.now()) / 86_400_000;
+  if (daysLeft < 30) {
+    return set('certificate', 'warn', `trusted and names ${host}, but expires ${data.validTo}`, 'Rotate the instance to a current CA (the RDS console shows the certificate authority and its rotation).', data);
+  }
+  set('certificate', 'pass', `issued by ${issuer} to ${subject}, names ${host}, valid until ${data.validTo}`, undefined, data);
+}
+
+function checkClock({ set, now }: Context, who: CallerIdentity | undefined): void {
+  if (!who?.serverDate) {
+    set('clock', 'warn', 'no trustworthy clock was reached (STS did not answer), so the clock is unchecked', 'Tokens are dated by this clock: keep it synchronized (NTP, chrony).');
+    return;
+  }
+  const skewS = Math.round((now() - who.serverDate.getTime()) / 1000);
+  const found = `this clock is ${Math.abs(skewS)} s ${skewS >= 0 ? 'ahead of' : 'behind'} STS's`;
+  if (Math.abs(skewS) > 300) set('clock', 'fail', found, 'AWS rejects signatures more than 5 minutes off: synchronize the clock (NTP, chrony).');
+  else if (Math.abs(skewS) > 60) set('clock', 'warn', found, 'Synchronize the clock (NTP, chrony): tokens are dated by it.');
+  else set('clock', 'pass', found, undefined, { skewSeconds: skewS });
+}
+
+async function checkToken({ instance, options, set }: Context, signer: SignerIdentity, creds: AwsCredentialIdentity): Promise<IamToken> {
+  const scope = { host: instance.endpoint.host, port: instance.endpoint.port, region: instance.region, user: options.user };
+  let token: IamToken;
+  try {
+    token = await signer.tokens.get(scope);
+  } catch (err) {
+    set('token', 'fail', `signing failed: ${redactSecrets((err as Error).message)}`);
+  }
+  set(
+    'token',
+    'pass',
+    `signed with ${token!.accessKeyId} for ${scope.host}:${scope.port}, region ${scope.region}, user "${scope.user}"; valid until ${new Date(token!.expiresAt).toISOString()}`,
+    undefined,
+    { host: scope.host, port: scope.port, region: scope.region, user: scope.user, accessKeyId: creds.accessKeyId, expiresAt: new Date(token!.expiresAt).toISOString() },
+  );
+  return token!;
+}
+
+async function checkLogin({ instance, options, set }: Context, tls: UpstreamTls, token: IamToken, who: CallerIdentity | undefined): Promise<boolean> {
+  const { user, database } = options;
+  const target = { endpoint: instance.endpoint, connectTo: instance.connectTo, tls, connectTimeoutMs: options.connectTimeoutMs };
+  const signal = AbortSignal.timeout(options.connectTimeoutMs);
+  const startup = startupMessage(ProtocolVersion.V3_0, [
+    { name: 'user', value: Buffer.from(user) },
+    { name: 'database', value: Buffer.from(database) },
+    { name: 'application_name', value: Buffer.from('pg-iam-proxy doctor') },
+  ]);
+  try {
+    const server = await connectUpstream(target, signal);
+    try {
+      const login = await loginUpstream(server, startup, { user, token: async () => token, signal });
+      if (login.failure) {
+        const missingDb = /database ".*" does not exist/.test(login.failure);
+        set(
+          'login',
+          'fail',
+          `IAM authentication succeeded, then the server ended the session: ${login.failure}`,
+          missingDb ? `Pick an existing database with --database (e.g. postgres), or create it: CREATE DATABASE "${database}";` : undefined,
+        );
+      }
+      server.end(Buffer.from([0x58, 0, 0, 0, 4])); // Terminate
+      set('login', 'pass', `logged in as "${user}" to database "${database}" over verified TLS`);
+      return true;
+    } finally {
+      server.destroy();
+    }
+  } catch (err) {
+    if (err instanceof Stop) throw err;
+    if (err instanceof IamRejected) {
+      const account = who?.account ?? 'ACCOUNT';
+      const arn = `arn:aws:rds-db:${instance.region}:${account}:dbuser:DBI-RESOURCE-ID/${user}`;
+      set(
+        'login',
+        'fail',
+        `the server rejected the IAM token: ${err.message}`,
+        [
+          `1. The DB user must be in rds_iam: GRANT rds_iam TO "${user}"; (as the master user).`,
+          `2. The signing identity${who ? ` (${who.arn})` : ''} needs rds-db:connect on ${arn}; find the resource ID with: aws rds describe-db-instances --query "DBInstances[?Endpoint.Address=='${instance.endpoint.host}'].DbiResourceId" (clusters: describe-db-clusters, DbClusterResourceId). AmazonRDSFullAccess does not grant it.`,
+          '3. IAM database authentication must be enabled on the instance or cluster (aws rds modify-db-instance --enable-iam-database-authentication --apply-immediately).',
+          `4. The user name is case-sensitive: "${user}" must match the role exactly.`,
+        ].join('\n'),
+      );
+    }
+    const e = err as WireError;
+    set('login', 'fail', redactSecrets(e.message), e.hint);
+    /* c8 ignore next -- set('fail') always throws */
+    return false;
+  }
+}
+
+const COLORS: Record<CheckStatus, string> = { pass: '\x1b[32m', warn: '\x1b[33m', fail: '\x1b[31m', skip: '\x1b[2m' };
+
+/** The report for a terminal: one block per check; colour only when `color`. */
+export function formatReport(report: DoctorReport, color: boolean): string {
+  const paint = (status: CheckStatus, text: string) => (color ? `${COLORS[status]}${text}\x1b[0m` : text);
+  const lines = [`pg-iam-proxy doctor: ${report.endpoint}${report.connectTo === report.endpoint ? '' : ` via ${report.connectTo}`}, user "${report.user}", database "${report.database}"`, ''];
+  for (const check of report.checks) {
+    lines.push(`${paint(check.status, check.status.toUpperCase().padEnd(4))}  ${check.title}`);
+    lines.push(`      ${check.found}`);
+    if (check.fix) lines.push(...check.fix.split('\n').map((line, i) => `      ${i === 0 ? 'fix: ' : '     '}${line}`));
+  }
+  const failed = report.checks.find((c) => c.status === 'fail');
+  lines.push('', report.ok ? paint('pass', 'The login succeeded: the proxy will work with these settings.') : paint('fail', `Stopped at: ${failed?.title ?? 'the login'}.`));
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,75 @@
+// `pg-iam-proxy run ENDPOINT -- CMD`: the proxy on a private unix socket for the life of one command.
+import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
+import type { Logger } from 'pino';
+import type { Identities } from '../aws/identity.js';
+import type { ProxyConfig } from '../config.js';
+import { Proxy } from '../proxy/server.js';
+import { announceAll, signerFor } from './engine.js';
+
+export interface RunOptions {
+  readonly command: string;
+  readonly args: readonly string[];
+  /** PGUSER for the command, when given. */
+  readonly user: string | undefined;
+  readonly env: NodeJS.ProcessEnv;
+  readonly log: Logger;
+  readonly identities: Identities;
+  /** Whether signals like Ctrl-C reach the command from the terminal itself (default: stdin is a TTY). */
+  readonly terminal?: boolean;
+}
+
+/** Signals passed on to the command. SIGINT and SIGQUIT come from the terminal to both of us. */
+const FORWARDED: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
+const FROM_TERMINAL: readonly NodeJS.Signals[] = ['SIGINT', 'SIGQUIT'];
+
+/** libpq settings that would send the command somewhere other than the proxy. */
+const BYPASS = ['PGHOSTADDR', 'PGSERVICE', 'PGSERVICEFILE', 'PGSSLNEGOTIATION', 'PGREQUIRESSL'];
+
+/**
+ * Start the proxy, run the command against it, stop the proxy when the command ends. Resolves to the
+ * command's exit status (128 + N for a death by signal N; 127 when it cannot be found, 126 when it
+ * cannot be run).
+ */
+export async function runWithProxy(config: ProxyConfig, options: RunOptions): Promise<number> {
+  const { log, identities } = options;
+  const proxy = new Proxy(config, { tokensFor: signerFor(identities), log });
+  try {
+    await proxy.listen();
+  } catch (err) {
+    log.fatal({ err }, `cannot start the proxy: ${(err as Error).message}`);
+    return 1;
+  }
+  // Credentials first: an MFA prompt must not compete with the command for the terminal.
+  await announceAll(config, identities, log);
+  const instance = proxy.instances[0]!;
+  const socket = instance.socketPath!;
+  const env: NodeJS.ProcessEnv = {
+    ...Object.fromEntries(Object.entries(options.env).filter(([k]) => !BYPASS.includes(k))),
+    PGHOST: socket.slice(0, socket.lastIndexOf('/')),
+    PGPORT: socket.slice(socket.lastIndexOf('.') + 1),
+    PGSSLMODE: 'disable',
+    ...(options.user === undefined ? {} : { PGUSER: options.user }),
+  };
+  const terminal = options.terminal ?? process.stdin.isTTY === true;
+  const child = spawn(options.command, options.args, { env, stdio: 'inherit' });
+  const pass = (signal: NodeJS.Signals) => {
+    // Ctrl-C at a terminal reaches the whole foreground group: the command (psql cancels its query)
+    // and the proxy, which must stay up for that cancel. Sent to the proxy alone, it is passed on.
+    if (terminal && FROM_TERMINAL.includes(signal)) return;
+    child.kill(signal);
+  };
+  for (const signal of [...FORWARDED, ...FROM_TERMINAL]) process.on(signal, pass);
+  const status = await new Promise<number>((resolve) => {
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      log.error({ err }, `cannot run ${options.command}: ${err.message}`);
+      process.stderr.write(`pg-iam-proxy: cannot run ${options.command}: ${err.code === 'ENOENT' ? 'command not found' : err.message}\n`);
+      resolve(err.code === 'ENOENT' ? 127 : 126);
+    });
+    child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0)));
+  });
+  for (const signal of [...FORWARDED, ...FROM_TERMINAL]) process.off(signal, pass);
+  // The command is gone; anything it left behind (a background child's session) gets a short grace.
+  await proxy.close(Math.min(config.shutdownGraceMs, 2_000));
+  return status;
+}
