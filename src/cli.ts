@@ -4,7 +4,7 @@ import yargs, { type Argv } from 'yargs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { regionFromEndpoint } from './aws/endpoint.js';
+import { formatHostPort, parseHostPort, regionFromEndpoint, type HostPort } from './aws/endpoint.js';
 import { Identities, NoCredentialsError } from './aws/identity.js';
 import { announceAll, signerFor } from './commands/engine.js';
 import { formatReport, runDoctor } from './commands/doctor.js';
@@ -14,12 +14,16 @@ import { terminalMfa } from './aws/mfa.js';
 import { ConfigError, DEFAULT_LISTEN, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
 import { createLogger, redactSecrets, type LogFormat } from './log.js';
 import { Proxy } from './proxy/server.js';
+import { loadConfigFile } from './config-file.js';
+import { OpsServer } from './ops/http.js';
+import { Metrics } from './ops/metrics.js';
 
 /** Process exit codes a supervisor can act on. */
 export const ExitCode = {
   Ok: 0,
   Failure: 1, // could not start (a port in use, an unreadable CA file)
   Usage: 2, // bad configuration
+  NoCredentials: 3, // --require-credentials and none at start
   Interrupted: 130, // second SIGINT: 128 + 2
   Terminated: 143, // second SIGTERM: 128 + 15
 } as const;
@@ -29,7 +33,7 @@ const ENV_PREFIX = 'PG_IAM_PROXY';
 /** What every command needs to reach the database and sign: the endpoint, the dial address, the identity. */
 function targetOptions<T>(y: Argv<T>) {
   return y
-    .positional('endpoint', { type: 'string', describe: 'RDS endpoint name[:port] that tokens are signed for and TLS verifies', demandOption: true })
+    .positional('endpoint', { type: 'string', describe: 'RDS endpoint name[:port] that tokens are signed for and TLS verifies' })
     .option('connect-to', { type: 'string', describe: 'dial HOST:PORT instead of the endpoint (a tunnel); TLS and tokens stay for the endpoint' })
     .option('ca-file', { type: 'string', describe: 'PEM bundle to trust for the server certificate instead of the bundled RDS CAs' })
     .option('region', { type: 'string', describe: 'signing region (default: from the endpoint name, else AWS_REGION)' })
@@ -38,7 +42,7 @@ function targetOptions<T>(y: Argv<T>) {
     .option('role-session-name', { type: 'string', describe: 'session name for --role-arn (default: pg-iam-proxy@HOSTNAME)' })
     .option('external-id', { type: 'string', describe: "external ID the role's trust policy demands" })
     .option('mfa-serial', { type: 'string', describe: "MFA device the role's trust policy demands; the code is asked on the terminal" })
-    .option('connect-timeout', { type: 'number', default: 10, describe: 'seconds to connect, handshake and log in upstream' });
+    .option('connect-timeout', { type: 'number', describe: 'seconds to connect, handshake and log in upstream [default: 10]' });
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -48,17 +52,20 @@ function proxyOptions<T>(y: Argv<T>, logLevel: string) {
   return targetOptions(y)
     .option('db-user', { type: 'string', describe: 'log in as this DB user whatever the client sends' })
     .option('max-connections', { type: 'number', describe: 'clients beyond this get FATAL 53300 (default: unlimited)' })
-    .option('startup-timeout', { type: 'number', default: 15, describe: 'seconds a client has to finish its startup' })
-    .option('log-level', { type: 'string', default: logLevel, choices: LOG_LEVELS })
+    .option('startup-timeout', { type: 'number', describe: 'seconds a client has to finish its startup [default: 15]' })
+    .option('log-level', { type: 'string', choices: LOG_LEVELS, describe: `[default: ${logLevel}]` })
     .option('log-format', { type: 'string', choices: ['json', 'pretty'], describe: 'default: pretty on a terminal, else json' });
 }
 
 function serveOptions<T>(y: Argv<T>) {
   return proxyOptions(y, 'info')
-    .option('listen', { type: 'string', default: DEFAULT_LISTEN, describe: 'TCP listener ADDR:PORT (loopback by default)' })
+    .option('config', { type: 'string', describe: 'YAML file: several instances and global settings (see config.example.yaml)' })
+    .option('listen', { type: 'string', describe: `TCP listener ADDR:PORT [default: ${DEFAULT_LISTEN}]` })
     .option('unix-socket', { type: 'string', describe: 'also listen on DIR/.s.PGSQL.<port>, for psql -h DIR' })
-    .option('unix-socket-mode', { type: 'string', default: '0600', describe: 'file mode of the unix socket (who may connect)' })
-    .option('shutdown-grace', { type: 'number', default: 30, describe: 'on SIGTERM/SIGINT, seconds to wait for sessions to end' });
+    .option('unix-socket-mode', { type: 'string', describe: 'file mode of the unix socket (who may connect) [default: 0600]' })
+    .option('shutdown-grace', { type: 'number', describe: 'on SIGTERM/SIGINT, seconds to wait for sessions to end [default: 30]' })
+    .option('http', { type: 'string', describe: 'serve /healthz, /readyz and /metrics on ADDR:PORT' })
+    .option('require-credentials', { type: 'boolean', describe: 'exit 3 when no AWS credentials can be had at start, instead of serving and reporting not ready' });
 }
 
 function runOptions<T>(y: Argv<T>) {
@@ -92,7 +99,7 @@ const positiveSeconds = (name: string, value: number) => {
 /** The instance as the command line and PG_IAM_PROXY_* describe it (yargs has merged the two). */
 function instanceInput(args: TargetArgs & Partial<ServeArgs>): InstanceInput {
   return {
-    endpoint: args.endpoint,
+    endpoint: args.endpoint ?? '',
     listen: args.listen,
     unixSocket: args['unix-socket'],
     unixSocketMode: args['unix-socket-mode'],
@@ -110,48 +117,134 @@ function instanceInput(args: TargetArgs & Partial<ServeArgs>): InstanceInput {
 
 const envRegion = (env: NodeJS.ProcessEnv) => env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
 
-/** Cross-field validation in one place (STYLE.md): argv and env in, frozen config out. */
-export function serveConfig(args: TargetArgs & Partial<ServeArgs>, env: NodeJS.ProcessEnv, override: Partial<InstanceInput> = {}): { config: ProxyConfig; warnings: string[] } {
-  const { instance, warnings } = resolveInstance({ ...instanceInput(args), ...override }, envRegion(env));
-  const max = args['max-connections'];
-  if (max !== undefined && !(Number.isInteger(max) && max > 0)) throw new ConfigError('--max-connections: a whole number greater than 0');
-  const config: ProxyConfig = Object.freeze({
-    instances: Object.freeze([instance]),
-    startupTimeoutMs: positiveSeconds('startup-timeout', args['startup-timeout'] ?? 15),
-    connectTimeoutMs: positiveSeconds('connect-timeout', args['connect-timeout']),
-    maxConnections: max,
-    shutdownGraceMs: Math.max(0, Math.round((args['shutdown-grace'] ?? 2) * 1000)),
-  });
-  return { config, warnings };
+/** Settings that apply to one instance: with several instances in a file, they belong in the file. */
+const INSTANCE_FLAGS = ['listen', 'unix-socket', 'unix-socket-mode', 'connect-to', 'ca-file', 'db-user'] as const;
+const IDENTITY_KEYS = ['region', 'profile', 'roleArn', 'roleSessionName', 'externalId', 'mfaSerial'] as const;
+
+export interface ServeSettings {
+  readonly config: ProxyConfig;
+  readonly warnings: string[];
+  readonly http: HostPort | undefined;
+  readonly requireCredentials: boolean;
+  readonly log: { readonly level: string; readonly format: LogFormat | undefined };
 }
 
-function logOptions(args: { 'log-level': string; 'log-format'?: string | undefined }) {
-  const format = (args['log-format'] as LogFormat | undefined) ?? (process.stderr.isTTY ? 'pretty' : 'json');
-  return { level: args['log-level'], format };
+/**
+ * Cross-field validation in one place (STYLE.md): argv, PG_IAM_PROXY_* (merged by yargs) and the config
+ * file in, frozen config out. Precedence: flags > environment > file > defaults.
+ */
+export function serveConfig(args: TargetArgs & Partial<ServeArgs>, env: NodeJS.ProcessEnv, override: Partial<InstanceInput> = {}): ServeSettings {
+  const file = args.config ? loadConfigFile(args.config) : undefined;
+  const given = instanceInput(args);
+  const inputs: Array<InstanceInput & { line?: number }> = [];
+  if (file) {
+    if (args.endpoint) throw new ConfigError(`give the endpoint either on the command line or in ${args.config}'s instances, not both`);
+    const flagged = INSTANCE_FLAGS.filter((flag) => args[flag] !== undefined);
+    if (flagged.length > 0 && file.instances.length > 1) {
+      throw new ConfigError(`--${flagged.join(', --')}: ${args.config} has ${file.instances.length} instances; set this per instance in the file`);
+    }
+    for (const fromFile of file.instances) {
+      const merged: InstanceInput & { line?: number } = { ...fromFile };
+      // Identity and region: the flag, else the instance's own key, else the file's aws defaults.
+      for (const key of IDENTITY_KEYS) merged[key] = given[key] ?? fromFile[key] ?? file.aws?.[key];
+      for (const [key, value] of Object.entries(given)) if (value !== undefined && value !== '' && key !== 'endpoint') (merged as unknown as Record<string, unknown>)[key] = value;
+      inputs.push({ ...merged, ...override });
+    }
+  } else {
+    if (!args.endpoint) throw new ConfigError('an ENDPOINT (the RDS endpoint name) or --config FILE is needed');
+    inputs.push({ ...given, ...override });
+  }
+  const warnings: string[] = [];
+  const instances = inputs.map((input, i) => {
+    try {
+      const resolved = resolveInstance(input, envRegion(env));
+      warnings.push(...resolved.warnings);
+      return resolved.instance;
+    } catch (err) {
+      if (!(err instanceof ConfigError) || !file) throw err;
+      throw new ConfigError(`${args.config}:${input.line}: instances[${i}]: ${err.message}`);
+    }
+  });
+  const seen = new Map<string, number>();
+  instances.forEach((instance, i) => {
+    for (const where of [instance.listen && formatHostPort(instance.listen), instance.unixSocket && `${instance.unixSocket.dir} port ${instance.unixSocket.port}`]) {
+      if (!where || where.endsWith(':0')) continue;
+      const other = seen.get(where);
+      if (other !== undefined) throw new ConfigError(`instances[${other}] and instances[${i}] both listen on ${where}`);
+      seen.set(where, i);
+    }
+  });
+  const max = args['max-connections'] ?? file?.maxConnections;
+  if (max !== undefined && !(Number.isInteger(max) && max > 0)) throw new ConfigError('--max-connections: a whole number greater than 0');
+  const config: ProxyConfig = Object.freeze({
+    instances: Object.freeze(instances),
+    startupTimeoutMs: positiveSeconds('startup-timeout', args['startup-timeout'] ?? file?.startupTimeout ?? 15),
+    connectTimeoutMs: positiveSeconds('connect-timeout', args['connect-timeout'] ?? file?.connectTimeout ?? 10),
+    maxConnections: max,
+    shutdownGraceMs: Math.max(0, Math.round((args['shutdown-grace'] ?? file?.shutdownGrace ?? 30) * 1000)),
+  });
+  const httpText = args.http ?? file?.http;
+  const level = args['log-level'] ?? file?.log?.level ?? 'info';
+  if (!LOG_LEVELS.includes(level)) throw new ConfigError(`log level: "${level}" is not one of ${LOG_LEVELS.join(', ')}`);
+  const format = args['log-format'] ?? file?.log?.format;
+  if (format !== undefined && format !== 'json' && format !== 'pretty') throw new ConfigError(`log format: "${format}" is not json or pretty`);
+  return {
+    config,
+    warnings,
+    http: httpText === undefined ? undefined : wrapConfig(() => parseHostPort(httpText, '--http', null)),
+    requireCredentials: args['require-credentials'] ?? file?.requireCredentials ?? false,
+    log: { level, format },
+  };
+}
+
+function wrapConfig<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+}
+
+function logOptions(log: { level: string; format: string | undefined }) {
+  const format = (log.format as LogFormat | undefined) ?? (process.stderr.isTTY ? 'pretty' : 'json');
+  return { level: log.level, format };
 }
 
 /** Run the proxy until a signal; resolves to the exit code. */
 async function serve(args: ServeArgs, env: NodeJS.ProcessEnv): Promise<number> {
-  const { config, warnings } = serveConfig(args, env);
-  const log = createLogger(logOptions(args));
-  for (const warning of warnings) log.warn(warning);
+  const settings = serveConfig(args, env);
+  const { config } = settings;
+  const log = createLogger(logOptions(settings.log));
+  for (const warning of settings.warnings) log.warn(warning);
   routeProcessWarnings(log);
-  const identities = new Identities({ log, mfa: terminalMfa() });
-  const proxy = new Proxy(config, { tokensFor: signerFor(identities), log });
+  const metrics = new Metrics();
+  const identities = new Identities({ log, mfa: terminalMfa(), onRefresh: metrics.credentialsRefreshed, tokens: { onSigned: metrics.tokenSigned } });
+  const proxy = new Proxy(config, { tokensFor: signerFor(identities), log, observe: metrics.observe });
+  const ops = settings.http ? new OpsServer({ proxy, identities, metrics, log }) : undefined;
+  const stop = async (code: number) => {
+    identities.close();
+    await ops?.close();
+    await flush(log);
+    return code;
+  };
   try {
     await proxy.listen();
+    if (ops && settings.http) await ops.listen(settings.http);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     log.fatal({ err }, e.code === 'EADDRINUSE' ? `cannot listen: address in use (${e.message})` : `cannot start: ${e.message}`);
-    await flush(log);
-    return ExitCode.Failure;
+    await proxy.close(0);
+    return stop(ExitCode.Failure);
   }
-  // Fetch credentials now, so the first client does not wait; failure is not fatal: they may come later.
-  void announceAll(config, identities, log);
-  const code = await untilSignal(proxy, log);
-  identities.close();
-  await flush(log);
-  return code;
+  // Fetch credentials now, so the first client does not wait. Without them the proxy serves (clients are
+  // told why, /readyz says not ready) unless --require-credentials asks for an exit a supervisor sees.
+  const announced = announceAll(config, identities, log);
+  if (settings.requireCredentials && (await announced).includes(false)) {
+    log.fatal('no AWS credentials at start, and --require-credentials is set: exiting');
+    await proxy.close(0);
+    return stop(ExitCode.NoCredentials);
+  }
+  return stop(await untilSignal(proxy, log, () => ops?.drain()));
 }
 
 /** `token`: one token on stdout and nothing else there; errors on stderr. */
@@ -181,8 +274,8 @@ async function run(args: RunArgs, env: NodeJS.ProcessEnv): Promise<number> {
   if (args.user !== undefined && (args.user === '' || Buffer.byteLength(args.user) > 63)) throw new ConfigError('--user: a PostgreSQL user name of 1 to 63 bytes');
   const dir = await mkdtemp(join(tmpdir(), 'pg-iam-proxy-'));
   try {
-    const { config, warnings } = serveConfig(args, env, { listen: null, unixSocket: dir, unixSocketMode: '0600' });
-    const log = createLogger(logOptions(args));
+    const { config, warnings, log: logSettings } = serveConfig({ ...args, 'log-level': args['log-level'] ?? 'warn' }, env, { listen: null, unixSocket: dir, unixSocketMode: '0600' });
+    const log = createLogger(logOptions(logSettings));
     for (const warning of warnings) log.warn(warning);
     routeProcessWarnings(log);
     const identities = new Identities({ log, mfa: terminalMfa() });
@@ -205,7 +298,7 @@ async function doctor(args: DoctorArgs, env: NodeJS.ProcessEnv): Promise<number>
     const report = await runDoctor(instance, {
       user: args.user,
       database: args.database,
-      connectTimeoutMs: positiveSeconds('connect-timeout', args['connect-timeout']),
+      connectTimeoutMs: positiveSeconds('connect-timeout', args['connect-timeout'] ?? 10),
       identities,
       configWarnings: warnings,
       regionSource: args.region ? 'flag' : regionFromEndpoint(instance.endpoint.host) ? 'endpoint' : 'env',
@@ -225,7 +318,7 @@ function routeProcessWarnings(log: Logger): void {
 }
 
 /** First SIGINT/SIGTERM: drain and exit 0. A second: exit at once with 128 + signal. */
-function untilSignal(proxy: Proxy, log: Logger): Promise<number> {
+function untilSignal(proxy: Proxy, log: Logger, onDrain: () => void): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals) => {
@@ -235,6 +328,7 @@ function untilSignal(proxy: Proxy, log: Logger): Promise<number> {
         return;
       }
       stopping = true;
+      onDrain();
       log.info({ signal, graceSeconds: proxy.config.shutdownGraceMs / 1000 }, 'shutting down: no new connections, waiting for sessions to end');
       proxy.close().then(() => {
         process.off('SIGINT', onSignal);
@@ -258,7 +352,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       .scriptName('pg-iam-proxy')
       .env(ENV_PREFIX)
       .command(
-        ['serve <endpoint>', '$0 <endpoint>'],
+        ['serve [endpoint]', '$0 [endpoint]'],
         'run the proxy (the default command)',
         (y) => serveOptions(y),
         async (args) => {

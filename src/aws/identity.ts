@@ -263,6 +263,8 @@ export interface IdentitiesOptions {
   readonly mfa?: MfaPrompt | undefined;
   readonly holder?: Omit<CredentialsHolderOptions, 'log' | 'advice'>;
   readonly tokens?: SharedTokensOptions;
+  /** Metrics: a fetch of an identity's credentials. */
+  readonly onRefresh?: (label: string) => void;
   /** The seam tests use to swap the SDK; the real chain by default. */
   readonly providerFor?: (spec: IdentitySpec, options: ProviderOptions) => TracedProvider;
 }
@@ -284,6 +286,10 @@ export class Identities {
       ...this.options.holder,
       log,
       advice: () => renewalAdvice(traced.source() ?? '', spec),
+      onRefresh: (creds) => {
+        this.options.holder?.onRefresh?.(creds);
+        this.options.onRefresh?.(label);
+      },
     });
     const identity: SignerIdentity = { spec, label, holder, tokens: new SharedTokens(holder, this.options.tokens), source: traced.source };
     this.byKey.set(key, identity);

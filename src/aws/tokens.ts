@@ -36,7 +36,7 @@ export interface SharedTokensOptions {
   minValidityMs?: number;
   now?: Clock;
   /** Called after each signature (metrics). */
-  onSigned?: () => void;
+  onSigned?: (scope: TokenScope) => void;
   sign?: (scope: TokenScope, credentials: AwsCredentialIdentity) => Promise<string>;
 }
 
@@ -88,7 +88,7 @@ export class SharedTokens implements TokenSource {
     const creds = await this.credentials.get();
     const signedAt = this.now();
     const value = await this.sign(scope, creds);
-    this.options.onSigned?.();
+    this.options.onSigned?.(scope);
     const credsEnd = creds.expiration ? creds.expiration.getTime() : Infinity;
     return {
       value,

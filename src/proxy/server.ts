@@ -12,12 +12,22 @@ import type { InstanceConfig, ProxyConfig } from '../config.js';
 import { SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
 import { CancelRegistry } from './cancel.js';
-import { Session, type SessionContext } from './session.js';
+import { Session, type SessionContext, type SessionObserver } from './session.js';
+import { connectUpstream } from './upstream-connect.js';
 
 /** A login rejected with 28000 is tried again with a fresh token after these delays (ms). */
 export const LOGIN_RETRY_DELAYS_MS = [0, 250] as const;
 
+/** What the operations side (metrics, readiness) hears from an instance. */
+export interface InstanceObserver extends SessionObserver {
+  accepted(): void;
+  /** A client connection is gone, whatever it was (a session, a cancel request, garbage): its byte counts. */
+  closed(fromClient: number, toClient: number): void;
+}
+
 export interface EngineDeps {
+  /** Metrics for an instance; none by default. */
+  readonly observe?: ((instance: ProxyInstance) => InstanceObserver) | undefined;
   /** The token source for an instance: one per identity, shared by the instances that sign as it. */
   readonly tokensFor: (instance: InstanceConfig) => TokenSource;
   readonly log: Logger;
@@ -32,6 +42,8 @@ export class ProxyInstance {
   readonly name: string;
   /** The unix socket's path once listening. */
   socketPath: string | undefined;
+  /** When a TLS handshake with the endpoint last succeeded (a session's or a probe's), ms since the epoch. */
+  lastReachableAt = 0;
 
   constructor(
     readonly config: InstanceConfig,
@@ -50,20 +62,55 @@ export class ProxyInstance {
       retryDelaysMs: LOGIN_RETRY_DELAYS_MS,
       log: deps.log.child({ instance: this.name }),
     };
+    const observer = deps.observe?.(this);
+    if (observer) {
+      this.ctx = {
+        ...this.ctx,
+        observer: {
+          ready: (seconds) => {
+            this.lastReachableAt = Date.now();
+            observer.ready(seconds);
+          },
+          failed: (reason) => observer.failed(reason),
+        },
+      };
+    }
     const max = proxy.maxConnections ?? Infinity;
     const accept = (client: Socket) => {
       const refusal =
         this.sessions.size >= max
           ? new WireError(SqlState.TooManyConnections, `sorry, too many clients already (pg-iam-proxy --max-connections ${max})`, { reason: 'max_connections' })
           : undefined;
+      observer?.accepted();
       const session = new Session(client, this.ctx, nextSessionId++, refusal);
       this.sessions.set(client, session);
-      client.once('close', () => this.sessions.delete(client));
+      client.once('close', () => {
+        this.sessions.delete(client);
+        observer?.closed(client.bytesRead, client.bytesWritten);
+      });
       void session.run();
     };
     // allowHalfOpen: a client that shuts down its sending side still gets the server's last replies.
     if (config.listen) this.servers.tcp = createServer({ allowHalfOpen: true, noDelay: true }, accept);
     if (config.unixSocket) this.servers.unix = createServer({ allowHalfOpen: true }, accept);
+  }
+
+  /** Bytes of the sessions open now (closed ones were reported to the observer). */
+  liveBytes(): { fromClient: number; toClient: number } {
+    let fromClient = 0;
+    let toClient = 0;
+    for (const client of this.sessions.keys()) {
+      fromClient += client.bytesRead;
+      toClient += client.bytesWritten;
+    }
+    return { fromClient, toClient };
+  }
+
+  /** A TCP + TLS handshake with the endpoint, nothing sent after (readiness). */
+  async probe(): Promise<void> {
+    const socket = await connectUpstream(this.ctx.target);
+    socket.destroy();
+    this.lastReachableAt = Date.now();
   }
 
   /** Number of client connections open, in any phase. */

@@ -30,6 +30,15 @@ export interface SessionContext {
   /** Delays before each retry of a login whose token was rejected; its length bounds the retries. */
   readonly retryDelaysMs: readonly number[];
   readonly log: Logger;
+  /** Told of each session's outcome (metrics, readiness); never on the per-byte path. */
+  readonly observer?: SessionObserver | undefined;
+}
+
+export interface SessionObserver {
+  /** Logged in upstream: seconds from accept to ReadyForQuery. */
+  ready(seconds: number): void;
+  /** The session failed before it was ready; `reason` is the stable WireError reason. */
+  failed(reason: string): void;
 }
 
 /** The single phase value of a session; everything else is derived from it. */
@@ -84,6 +93,7 @@ export class Session {
       const { server, login } = await this.login(packet);
       const forget = login.backendKey ? this.ctx.cancels.register(login.backendKey, this.ctx.target) : () => undefined;
       this.phase = 'ready';
+      this.ctx.observer?.ready((performance.now() - this.started) / 1000);
       this.log.info(
         { startup: this.describeStartup(), endpoint: formatHostPort(this.ctx.target.endpoint), readyMs: this.elapsedMs(), accessKeyId: login.token.accessKeyId },
         login.failure ? `server ended the session at startup: ${login.failure}` : 'session opened',
@@ -229,6 +239,7 @@ export class Session {
     };
     if (failure && failure !== 'bad_startup') this.log.warn(fields, 'session failed');
     else this.log.info(fields, 'session closed');
+    if (failure) this.ctx.observer?.failed(failure);
   }
 
   private describeStartup() {
