@@ -50,8 +50,10 @@ export class ProxyInstance {
     proxy: ProxyConfig,
     tls: UpstreamTls,
     deps: EngineDeps,
+    /** The instance's name in logs and metrics: its endpoint, or endpoint#N when several share one. */
+    name = formatHostPort(config.endpoint),
   ) {
-    this.name = formatHostPort(config.endpoint);
+    this.name = name;
     this.ctx = {
       target: { endpoint: config.endpoint, connectTo: config.connectTo, tls, connectTimeoutMs: proxy.connectTimeoutMs },
       region: config.region,
@@ -210,7 +212,12 @@ export class Proxy {
       if (!tls) contexts.set(key, (tls = upstreamTls(caFile)));
       return tls;
     };
-    this.instances = config.instances.map((instance) => new ProxyInstance(instance, config, tlsFor(instance.caFile), deps));
+    const names = config.instances.map((instance) => formatHostPort(instance.endpoint));
+    this.instances = config.instances.map((instance, i) => {
+      const shared = names.filter((n) => n === names[i]).length > 1;
+      const name = shared ? `${names[i]}#${names.slice(0, i + 1).filter((n) => n === names[i]).length}` : names[i];
+      return new ProxyInstance(instance, config, tlsFor(instance.caFile), deps, name);
+    });
   }
 
   async listen(): Promise<Array<AddressInfo | undefined>> {

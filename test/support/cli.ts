@@ -23,6 +23,12 @@ export function cleanAwsEnv(home: string, extra: Record<string, string> = {}): N
   };
 }
 
+/** Children still running when the test process ends (a failed assertion skipped their stop) are killed. */
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 export interface StartedCli {
   readonly child: ChildProcess;
   readonly port: number;
@@ -36,6 +42,8 @@ export interface StartedCli {
 /** Start the CLI with JSON logs and wait for its first "listening" line. */
 export async function startCli(args: string[], env: NodeJS.ProcessEnv): Promise<StartedCli> {
   const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   const lines: Array<Record<string, unknown>> = [];
   const waiters: Array<{ match: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }> = [];
   const exit = once(child, 'exit').then(([code]) => code as number | null);
@@ -66,6 +74,8 @@ export async function startCli(args: string[], env: NodeJS.ProcessEnv): Promise<
 /** Run the CLI to its end. */
 export async function runCli(args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
