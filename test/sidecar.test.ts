@@ -5,7 +5,8 @@ import pg from 'pg';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
+import { errorOf } from './support/wire.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cleanAwsEnv, runCli, startCli, type StartedCli } from './support/cli.js';
@@ -123,10 +124,20 @@ t.test('sessions still open when the grace ends are closed, with the reason logg
   const client = new pg.Client({ host: '127.0.0.1', port: cli.port, user: 'iam_user', database: 'orders' });
   await client.connect();
   const ended = once(client, 'error');
+  // A client that has not finished its startup hears FATAL 57P01, as from a server shutting down.
+  const silent = connect({ host: '127.0.0.1', port: cli.port });
+  await once(silent, 'connect');
+  let heard = Buffer.alloc(0);
+  silent.on('data', (d: Buffer) => (heard = Buffer.concat([heard, d])));
+  const silentClosed = once(silent, 'close');
+  await cli.line((l) => l.msg === 'session opened');
   cli.child.kill('SIGTERM');
   await ended;
+  await silentClosed;
   t.equal(await cli.exit, 0);
-  t.ok(cli.lines.some((l) => /1 connection\(s\) still open after waiting 0\.2 s: closing them/.test(String(l.msg))));
+  t.ok(cli.lines.some((l) => /2 connection\(s\) still open after waiting 0\.2 s: closing them/.test(String(l.msg))));
+  t.ok(cli.lines.some((l) => String(l.msg).startsWith('session') && l.phase === 'ready' && /shutting down: the 0\.2 s grace period is over/.test(String(l.reason))), 'the reason is logged');
+  t.match(errorOf({ code: 'E', bytes: heard }), { code: '57P01', message: /terminating connection: pg-iam-proxy is shutting down/ });
 });
 
 t.test('configured by the environment alone', async (t) => {

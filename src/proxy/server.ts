@@ -38,6 +38,8 @@ let nextSessionId = 1;
 export class ProxyInstance {
   private readonly servers: { tcp?: Server; unix?: Server } = {};
   private readonly sessions = new Map<Socket, Session>();
+  /** Sessions' run() promises: close() waits for them, so every session's last log line is written. */
+  private readonly running = new Set<Promise<void>>();
   private readonly ctx: SessionContext;
   readonly name: string;
   /** The unix socket's path once listening. */
@@ -90,7 +92,9 @@ export class ProxyInstance {
         this.sessions.delete(client);
         observer?.closed(client.bytesRead, client.bytesWritten);
       });
-      void session.run();
+      const running = session.run();
+      this.running.add(running);
+      void running.finally(() => this.running.delete(running));
     };
     // allowHalfOpen: a client that shuts down its sending side still gets the server's last replies.
     if (config.listen) this.servers.tcp = createServer({ allowHalfOpen: true, noDelay: true }, accept);
@@ -172,11 +176,12 @@ export class ProxyInstance {
       const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs)));
       if (await Promise.race([drained.then(() => false), timedOut])) {
         this.ctx.log.warn({ open: this.sessions.size }, `${this.sessions.size} connection(s) still open after waiting ${graceMs / 1000} s: closing them`);
-        for (const client of this.sessions.keys()) client.destroy();
+        for (const session of this.sessions.values()) session.terminate(`pg-iam-proxy is shutting down: the ${graceMs / 1000} s grace period is over`);
       }
       clearTimeout(timer);
     }
     await closed;
+    await Promise.all(this.running);
   }
 }
 

@@ -54,6 +54,8 @@ export class Session {
   /** Aborted when the client goes away: stops upstream work done on its behalf. */
   private readonly gone = new AbortController();
   private startup: StartupMessage | undefined;
+  /** Set when the proxy ends the session itself (shutdown): the reason logged instead of the socket's. */
+  private endedBy: string | undefined;
 
   constructor(
     private readonly client: Socket,
@@ -68,6 +70,20 @@ export class Session {
     // Stays for the whole life of the socket: an error between phases must not crash the process.
     client.on('error', (err) => this.gone.abort(err));
     client.on('close', () => this.gone.abort(new Error('client closed the connection')));
+  }
+
+  /**
+   * End the session from the proxy's side. Before login completes the client hears FATAL 57P01 like a
+   * server shutdown; a spliced session is cut (the proxy cannot tell where the server's current message
+   * ends), and the reason is logged.
+   */
+  terminate(reason: string): void {
+    this.endedBy = reason;
+    if (this.phase === 'ready') this.client.destroy();
+    else if (this.phase !== 'closed') {
+      this.closeWith(new WireError(SqlState.AdminShutdown, `terminating connection: ${reason}`, { reason: 'shutdown' }));
+      this.gone.abort(new Error(reason));
+    }
   }
 
   /** Serve the client until the session ends; never rejects. */
@@ -225,6 +241,7 @@ export class Session {
   }
 
   private close(reason: string, err?: Error, failure?: string): void {
+    if (this.endedBy) reason = this.endedBy;
     const phase = this.phase;
     this.phase = 'closed';
     const fields = {
