@@ -6,9 +6,11 @@ COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
 COPY test ./test
 COPY bin ./bin
-RUN npm ci --no-audit --no-fund && npx tsc -p tsconfig.json \
+RUN npm ci --no-audit --no-fund --ignore-scripts \
+ && npx tsc -p tsconfig.json \
  && npm prune --omit=dev --no-audit --no-fund
 
+# Run: Node 22 LTS slim, production dependencies only, non-root.
 FROM node:22-slim
 ENV NODE_ENV=production
 WORKDIR /app
@@ -16,8 +18,11 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/bin ./bin
 COPY --from=build /app/build/src ./build/src
-# Non-root; node is PID 1's child-free process and handles SIGTERM itself (drain, then exit 0).
 USER node
-# In a container the listener must be reachable from the app's network namespace (a sidecar shares it,
-# so loopback still works there); override with --listen / PG_IAM_PROXY_LISTEN as needed.
+# Node runs as PID 1 and handles SIGTERM itself: /readyz turns 503, sessions drain for
+# --shutdown-grace seconds, exit 0. It starts no children in serve mode, so nothing needs reaping.
+STOPSIGNAL SIGTERM
+EXPOSE 5432 9090
+# Asks /healthz when PG_IAM_PROXY_HTTP is set (e.g. 127.0.0.1:9090); otherwise liveness is the process.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 CMD ["node", "/app/bin/healthcheck.js"]
 ENTRYPOINT ["node", "/app/bin/pg-iam-proxy.js"]
