@@ -67,6 +67,8 @@ t.test('keys STS refuses fail the first check', async (t) => {
 });
 
 t.test('a dial address by name, and servers that do not speak TLS', async (t) => {
+  const unknown = await check({ connectTo: `db.nonexistent.invalid:${db.port}` });
+  t.match(unknown.byId.dns, { status: 'fail', found: /db\.nonexistent\.invalid \(--connect-to\) does not resolve: ENOTFOUND/ });
   const named = await check({ connectTo: `localhost:${db.port}` });
   t.match(named.byId.dns, { status: 'pass', found: /localhost \(--connect-to\) resolves to/ });
 
