@@ -51,6 +51,13 @@ const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'
 function proxyOptions<T>(y: Argv<T>, logLevel: string) {
   return targetOptions(y)
     .option('db-user', { type: 'string', describe: 'log in as this DB user whatever the client sends' })
+    .option('client-tls', { type: 'string', choices: ['auto', 'off'], describe: "answer clients' SSLRequest with a certificate made at start (auto), or decline (off) [default: auto]" })
+    .option('client-tls-cert', { type: 'string', describe: 'serve this PEM certificate to clients (with --client-tls-key), e.g. for sslmode=verify-full' })
+    .option('client-tls-key', { type: 'string', describe: "the PEM private key of --client-tls-cert" })
+    .option('client-password-file', { type: 'string', describe: 'clients must prove this password (SCRAM-SHA-256) before anything goes upstream' })
+    .option('allow-user', { type: 'string', array: true, describe: 'sign only for these DB users (repeatable); others get 28000' })
+    .option('allow-database', { type: 'string', array: true, describe: 'connect only to these databases (repeatable)' })
+    .option('allow-unauthenticated-network-clients', { type: 'boolean', describe: 'listen beyond loopback without --client-password-file: anyone who reaches the port logs in as the IAM user' })
     .option('max-connections', { type: 'number', describe: 'clients beyond this get FATAL 53300 (default: unlimited)' })
     .option('startup-timeout', { type: 'number', describe: 'seconds a client has to finish its startup [default: 15]' })
     .option('log-level', { type: 'string', choices: LOG_LEVELS, describe: `[default: ${logLevel}]` })
@@ -112,6 +119,13 @@ function instanceInput(args: TargetArgs & Partial<ServeArgs>): InstanceInput {
     roleSessionName: args['role-session-name'],
     externalId: args['external-id'],
     mfaSerial: args['mfa-serial'],
+    clientTls: args['client-tls'],
+    clientTlsCert: args['client-tls-cert'],
+    clientTlsKey: args['client-tls-key'],
+    clientPasswordFile: args['client-password-file'],
+    allowUsers: args['allow-user'],
+    allowDatabases: args['allow-database'],
+    allowUnauthenticatedNetworkClients: args['allow-unauthenticated-network-clients'],
   };
 }
 
@@ -120,6 +134,7 @@ const envRegion = (env: NodeJS.ProcessEnv) => env.AWS_REGION ?? env.AWS_DEFAULT_
 /** Settings that apply to one instance: with several instances in a file, they belong in the file. */
 const INSTANCE_FLAGS = ['listen', 'unix-socket', 'unix-socket-mode', 'connect-to', 'ca-file', 'db-user'] as const;
 const IDENTITY_KEYS = ['region', 'profile', 'roleArn', 'roleSessionName', 'externalId', 'mfaSerial'] as const;
+const CLIENT_KEYS = ['clientTls', 'clientTlsCert', 'clientTlsKey', 'clientPasswordFile', 'allowUsers', 'allowDatabases', 'allowUnauthenticatedNetworkClients'] as const;
 
 export interface ServeSettings {
   readonly config: ProxyConfig;
@@ -147,6 +162,8 @@ export function serveConfig(args: TargetArgs & Partial<ServeArgs>, env: NodeJS.P
       const merged: InstanceInput & { line?: number } = { ...fromFile };
       // Identity and region: the flag, else the instance's own key, else the file's aws defaults.
       for (const key of IDENTITY_KEYS) merged[key] = given[key] ?? fromFile[key] ?? file.aws?.[key];
+      // Client-side settings: the flag, else the instance's own, else the file's top level.
+      for (const key of CLIENT_KEYS) (merged as unknown as Record<string, unknown>)[key] = given[key] ?? fromFile[key] ?? file[key];
       for (const [key, value] of Object.entries(given)) if (value !== undefined && value !== '' && key !== 'endpoint') (merged as unknown as Record<string, unknown>)[key] = value;
       inputs.push({ ...merged, ...override });
     }

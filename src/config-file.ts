@@ -5,12 +5,23 @@ import { readFileSync } from 'node:fs';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
 import { ConfigError, type InstanceInput } from './config.js';
 
-type Kind = 'string' | 'number' | 'boolean' | 'mode';
+type Kind = 'string' | 'number' | 'boolean' | 'mode' | 'strings';
 interface MapSchema {
   readonly [key: string]: Kind | MapSchema | readonly [MapSchema];
 }
 
 const IDENTITY: MapSchema = { profile: 'string', roleArn: 'string', roleSessionName: 'string', externalId: 'string', mfaSerial: 'string' };
+
+/** Client-side settings: top level for every instance, or per instance. */
+const CLIENT: MapSchema = {
+  clientTls: 'string',
+  clientTlsCert: 'string',
+  clientTlsKey: 'string',
+  clientPasswordFile: 'string',
+  allowUsers: 'strings',
+  allowDatabases: 'strings',
+  allowUnauthenticatedNetworkClients: 'boolean',
+};
 
 const INSTANCE: MapSchema = {
   endpoint: 'string',
@@ -22,6 +33,7 @@ const INSTANCE: MapSchema = {
   dbUser: 'string',
   region: 'string',
   ...IDENTITY,
+  ...CLIENT,
 };
 
 const FILE: MapSchema = {
@@ -33,6 +45,7 @@ const FILE: MapSchema = {
   connectTimeout: 'number',
   shutdownGrace: 'number',
   requireCredentials: 'boolean',
+  ...CLIENT,
   instances: [INSTANCE],
 };
 
@@ -46,6 +59,13 @@ export interface FileSettings {
   readonly connectTimeout?: number;
   readonly shutdownGrace?: number;
   readonly requireCredentials?: boolean;
+  readonly clientTls?: string;
+  readonly clientTlsCert?: string;
+  readonly clientTlsKey?: string;
+  readonly clientPasswordFile?: string;
+  readonly allowUsers?: readonly string[];
+  readonly allowDatabases?: readonly string[];
+  readonly allowUnauthenticatedNetworkClients?: boolean;
   readonly instances: ReadonlyArray<InstanceInput & { readonly line: number }>;
 }
 
@@ -94,6 +114,10 @@ function check(node: Node, schema: MapSchema | Kind | readonly [MapSchema], path
       out[key] = check(pair.value as Node, sub, name, at);
     }
     return out;
+  }
+  if (schema === 'strings') {
+    const items = isSeq(node) ? node.items : [node];
+    return items.map((item, i) => check(item as Node, 'string', isSeq(node) ? `${path}[${i}]` : path, at));
   }
   if (!isScalar(node)) throw new ConfigError(`${at(node)}: ${path}: a ${schema === 'mode' ? 'file mode' : schema} is expected`);
   const value = node.value;

@@ -19,7 +19,16 @@ export interface InstanceConfig {
   readonly dbUser: string | undefined;
   /** Who signs the tokens: the default chain, a profile, a role assumed from either. */
   readonly identity: IdentitySpec;
+  /** TLS for clients: a certificate made at start (auto), the user's (files), or none (off: 'N'). */
+  readonly clientTls: ClientTlsSetting;
+  /** Clients must prove this password (SCRAM-SHA-256) first. */
+  readonly clientPasswordFile: string | undefined;
+  /** The DB users and databases this listener signs for; undefined: any. */
+  readonly allowUsers: readonly string[] | undefined;
+  readonly allowDatabases: readonly string[] | undefined;
 }
+
+export type ClientTlsSetting = { readonly mode: 'auto' } | { readonly mode: 'off' } | { readonly mode: 'files'; readonly cert: string; readonly key: string };
 
 export interface UnixSocket {
   readonly dir: string;
@@ -55,6 +64,14 @@ export interface InstanceInput {
   roleSessionName?: string | undefined;
   externalId?: string | undefined;
   mfaSerial?: string | undefined;
+  clientTls?: string | undefined;
+  clientTlsCert?: string | undefined;
+  clientTlsKey?: string | undefined;
+  clientPasswordFile?: string | undefined;
+  allowUsers?: readonly string[] | undefined;
+  allowDatabases?: readonly string[] | undefined;
+  /** The explicit choice to listen beyond loopback with no client password. */
+  allowUnauthenticatedNetworkClients?: boolean | undefined;
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:5432';
@@ -95,10 +112,57 @@ export function resolveInstance(input: InstanceInput, envRegion?: string): { ins
     throw new ConfigError('--db-user: a PostgreSQL user name of 1 to 63 bytes');
   }
   const identity = resolveIdentity(input);
+  const clientTls = resolveClientTls(input);
+  const allowUsers = names(input.allowUsers, '--allow-user');
+  const allowDatabases = names(input.allowDatabases, '--allow-database');
+  if (listen && !isLoopback(listen.host) && !input.clientPasswordFile && !input.allowUnauthenticatedNetworkClients) {
+    throw new ConfigError(
+      `--listen ${formatHostPort(listen)} is not a loopback address: anyone who can reach it would log in to the database as the IAM user, with no password. ` +
+        'Set --client-password-file (clients must then prove the password), or, if something else decides who can connect (a network policy, a firewall), say so with --allow-unauthenticated-network-clients.',
+    );
+  }
   return {
-    instance: Object.freeze({ endpoint, connectTo, listen, unixSocket, region, caFile: input.caFile, dbUser: input.dbUser, identity }),
+    instance: Object.freeze({
+      endpoint,
+      connectTo,
+      listen,
+      unixSocket,
+      region,
+      caFile: input.caFile,
+      dbUser: input.dbUser,
+      identity,
+      clientTls,
+      clientPasswordFile: input.clientPasswordFile,
+      allowUsers,
+      allowDatabases,
+    }),
     warnings,
   };
+}
+
+/** Loopback: only this machine's processes can connect. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^(::ffff:)?127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function resolveClientTls(input: InstanceInput): ClientTlsSetting {
+  const mode = input.clientTls ?? 'auto';
+  if (mode !== 'auto' && mode !== 'off') throw new ConfigError(`--client-tls: "${mode}" is not auto or off`);
+  const { clientTlsCert: cert, clientTlsKey: key } = input;
+  if ((cert === undefined) !== (key === undefined)) throw new ConfigError('--client-tls-cert and --client-tls-key go together');
+  if (cert !== undefined && key !== undefined) {
+    if (mode === 'off') throw new ConfigError('--client-tls-cert with --client-tls off: drop one of them');
+    return Object.freeze({ mode: 'files', cert, key });
+  }
+  return Object.freeze({ mode });
+}
+
+function names(list: readonly string[] | undefined, option: string): readonly string[] | undefined {
+  if (list === undefined || list.length === 0) return undefined;
+  for (const name of list) {
+    if (name === '' || Buffer.byteLength(name) > 63) throw new ConfigError(`${option}: "${name}" is not a PostgreSQL name of 1 to 63 bytes`);
+  }
+  return Object.freeze([...list]);
 }
 
 function resolveUnixSocket(dir: string, modeInput: string | number | undefined, port: number): UnixSocket {

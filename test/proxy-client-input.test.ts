@@ -10,7 +10,8 @@ import { errorOf, WireClient } from './support/wire.js';
 
 const db = await startTestDb();
 t.teardown(() => db.destroy());
-const proxy = await startProxy(db, { maxConnections: 3, startupTimeoutMs: 400 });
+// --client-tls off: these cases are about the plaintext negotiation (client-tls.test covers TLS).
+const proxy = await startProxy(db, { maxConnections: 3, startupTimeoutMs: 400, clientTls: 'off' });
 t.teardown(() => proxy.close());
 
 /** Each case: bytes sent, then either a FATAL with this SQLSTATE or a silent close. None signs or dials. */
@@ -47,7 +48,7 @@ t.test('malformed startups: a clear FATAL or a close, and no upstream work', asy
   t.equal((await db.checkerLog()).length, attempts, 'nothing reached the database');
 });
 
-t.test('SSLRequest and GSSENCRequest are declined, then the startup proceeds', async (t) => {
+t.test('with --client-tls off, SSLRequest and GSSENCRequest are declined, then the startup proceeds', async (t) => {
   const c = await WireClient.connect(proxy.port);
   c.write(gssencRequest());
   t.same(await c.bytes(1), Buffer.from('N'));

@@ -64,7 +64,9 @@ export const AuthCode = {
   MD5Password: 5,
   GSS: 7,
   SSPI: 9,
-  SASL: 10,
+  SASL: 10, // AuthenticationSASL: the mechanisms offered
+  SASLContinue: 11, // AuthenticationSASLContinue: server-first-message
+  SASLFinal: 12, // AuthenticationSASLFinal: server-final-message
 } as const;
 
 /** SQLSTATE codes the proxy itself reports (Appendix A, PostgreSQL Error Codes). */
@@ -74,6 +76,7 @@ export const SqlState = {
   ProtocolViolation: '08P01',
   FeatureNotSupported: '0A000',
   InvalidAuthorization: '28000', // invalid_authorization_specification
+  InvalidPassword: '28P01', // invalid_password
   TooManyConnections: '53300',
   AdminShutdown: '57P01',
   NameTooLong: '42622',

@@ -1,48 +1,119 @@
-// Phase 1: the client's startup packets (PROTOCOL.md B1-B10), up to its StartupMessage or CancelRequest.
+// Phase 1: the client's startup packets (PROTOCOL.md B1-B10), up to its StartupMessage or CancelRequest,
+// with the local TLS upgrade: SSLRequest answered 'S' (or 'N' when client TLS is off), and PostgreSQL
+// 17's direct TLS (a ClientHello first, ALPN "postgresql" required).
 import type { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 import { NegotiationReply, SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
 import { readStartupPacket, type CancelRequest, type StartupMessage } from '../protocol/startup.js';
-import type { Inbox } from './inbox.js';
+import type { ClientTls } from './client-tls.js';
+import { Inbox } from './inbox.js';
 
 const DECLINE = Buffer.from([NegotiationReply.Decline]);
+const ACCEPT = Buffer.from([NegotiationReply.Accept]);
+export const ALPN = 'postgresql';
+
+/** The client link as the startup leaves it: the socket to use from now on (TLS or not) and its inbox. */
+export interface ClientLink {
+  socket: Socket;
+  inbox: Inbox;
+  encrypted: boolean;
+}
 
 /**
  * Read packets until the client says who it is (StartupMessage) or what to cancel (CancelRequest).
- * SSLRequest and GSSENCRequest are declined with 'N', each at most once (B4, B5); local TLS for clients
- * is a later phase and plugs in here.
+ * SSLRequest and GSSENCRequest are answered at most once each (B4, B5); `link` is upgraded in place
+ * when TLS is negotiated. `signal` (the startup timeout) aborts a handshake in progress too.
  */
-export async function readClientStartup(client: Socket, inbox: Inbox): Promise<StartupMessage | CancelRequest> {
+export async function readClientStartup(link: ClientLink, tls: ClientTls | undefined, signal?: AbortSignal): Promise<StartupMessage | CancelRequest> {
   const seen = new Set<'ssl' | 'gssenc'>();
   for (;;) {
-    const read = readStartupPacket(inbox.buffered);
+    const read = readStartupPacket(link.inbox.buffered);
     if ('needed' in read) {
-      await inbox.fill(read.needed);
+      await link.inbox.fill(read.needed);
       continue;
     }
     const { packet, size } = read;
-    inbox.consume(size);
+    link.inbox.consume(size);
     switch (packet.kind) {
       case 'startup':
       case 'cancel':
         return packet;
       case 'tls-hello':
-        // Direct TLS (sslnegotiation=direct) needs a local certificate: without one, close as a
-        // server with ssl=off does. The client then reports the failed handshake.
-        throw new WireError(SqlState.ProtocolViolation, 'direct TLS connection attempted, and local TLS is off', {
-          reason: 'bad_startup',
-          silent: true,
-        });
+        if (!tls || link.encrypted) {
+          // Without a local certificate, close as a server with ssl=off does; the client reports it.
+          throw new WireError(SqlState.ProtocolViolation, 'direct TLS connection attempted, and local TLS is off', { reason: 'bad_startup', silent: true });
+        }
+        await upgrade(link, tls, true, signal);
+        break;
       case 'ssl':
       case 'gssenc':
-        if (seen.has(packet.kind)) {
-          throw new WireError(SqlState.ProtocolViolation, `${packet.kind === 'ssl' ? 'SSL' : 'GSSENC'}Request sent twice`, {
-            reason: 'bad_startup',
-          });
+        if (seen.has(packet.kind) || link.encrypted) {
+          throw new WireError(SqlState.ProtocolViolation, `${packet.kind === 'ssl' ? 'SSL' : 'GSSENC'}Request sent twice`, { reason: 'bad_startup' });
         }
         seen.add(packet.kind);
-        client.write(DECLINE);
+        if (packet.kind === 'gssenc' || !tls) {
+          link.socket.write(DECLINE);
+          break;
+        }
+        // Bytes already sent behind the SSLRequest were never encrypted: a man in the middle could have
+        // put them there (CVE-2021-23214). PostgreSQL refuses them in the same words.
+        if (link.inbox.buffered.length > 0) {
+          throw new WireError(SqlState.ProtocolViolation, 'received unencrypted data after SSL request', { reason: 'bad_startup' });
+        }
+        link.socket.write(ACCEPT);
+        await upgrade(link, tls, false, signal);
         break;
     }
   }
+}
+
+/** The TLS handshake on the client link; `direct`: the ClientHello is already in the inbox. */
+async function upgrade(link: ClientLink, tls: ClientTls, direct: boolean, signal?: AbortSignal): Promise<void> {
+  const raw = link.socket;
+  const head = link.inbox.release();
+  const secure = new TLSSocket(head.length > 0 ? prefixed(raw, head) : raw, { isServer: true, secureContext: tls.context, ALPNProtocols: [ALPN] });
+  await new Promise<void>((resolve, reject) => {
+    const fail = (err: Error) => {
+      secure.destroy();
+      reject(err instanceof WireError ? err : new WireError(SqlState.ProtocolViolation, `TLS handshake with the client failed: ${err.message}`, { reason: 'client_tls', silent: true }));
+    };
+    const onAbort = () => fail(signal!.reason as Error);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    secure.once('secure', () => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    });
+    secure.once('error', fail);
+    secure.once('close', () => fail(new Error('the client closed the connection')));
+  });
+  secure.removeAllListeners('error');
+  secure.removeAllListeners('close');
+  link.socket = secure;
+  link.inbox = new Inbox(secure);
+  link.encrypted = true;
+  // Direct TLS must say it speaks PostgreSQL (ALPN), as PostgreSQL 17 demands: no cross-protocol use.
+  if (direct && secure.alpnProtocol !== ALPN) {
+    throw new WireError(SqlState.ProtocolViolation, `direct TLS connections must negotiate ALPN "${ALPN}"`, { reason: 'bad_startup' });
+  }
+}
+
+/** A stream that yields `head` and then what `raw` sends: the TLS layer reads the ClientHello first. */
+function prefixed(raw: Socket, head: Buffer): Duplex {
+  const stream = new Duplex({
+    read: () => void raw.resume(),
+    write: (chunk: Buffer, _encoding, done) => void raw.write(chunk, done),
+    final: (done) => void raw.end(done),
+    destroy: (err, done) => {
+      raw.destroy(err ?? undefined);
+      done(err);
+    },
+  });
+  stream.push(head);
+  raw.on('data', (chunk: Buffer) => stream.push(chunk) || raw.pause());
+  raw.on('end', () => stream.push(null));
+  raw.on('close', () => stream.destroy());
+  raw.resume();
+  return stream;
 }

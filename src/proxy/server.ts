@@ -12,6 +12,8 @@ import type { InstanceConfig, ProxyConfig } from '../config.js';
 import { SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
 import { CancelRegistry } from './cancel.js';
+import { fileClientTls, generatedClientTls, type ClientTls } from './client-tls.js';
+import { ScramSecret } from './scram.js';
 import { Session, type SessionContext, type SessionObserver } from './session.js';
 import { connectUpstream } from './upstream-connect.js';
 
@@ -40,7 +42,7 @@ export class ProxyInstance {
   private readonly sessions = new Map<Socket, Session>();
   /** Sessions' run() promises: close() waits for them, so every session's last log line is written. */
   private readonly running = new Set<Promise<void>>();
-  private readonly ctx: SessionContext;
+  private ctx: SessionContext;
   readonly name: string;
   /** The unix socket's path once listening. */
   socketPath: string | undefined;
@@ -65,7 +67,15 @@ export class ProxyInstance {
       startupTimeoutMs: proxy.startupTimeoutMs,
       retryDelaysMs: LOGIN_RETRY_DELAYS_MS,
       log: deps.log.child({ instance: this.name }),
+      allowUsers: config.allowUsers,
+      allowDatabases: config.allowDatabases,
     };
+    if (config.clientPasswordFile) {
+      const { secret, warning } = ScramSecret.fromFile(config.clientPasswordFile);
+      if (warning) this.ctx.log.warn(warning);
+      this.ctx = { ...this.ctx, clientPassword: secret };
+    }
+    if (config.clientTls.mode === 'files') this.ctx = { ...this.ctx, clientTls: fileClientTls(config.clientTls.cert, config.clientTls.key) };
     const observer = deps.observe?.(this);
     if (observer) {
       this.ctx = {
@@ -125,7 +135,8 @@ export class ProxyInstance {
   }
 
   /** Listen on TCP and/or the unix socket; resolves to the TCP address when there is one. */
-  async listen(): Promise<AddressInfo | undefined> {
+  async listen(generated?: () => Promise<ClientTls>): Promise<AddressInfo | undefined> {
+    if (this.config.clientTls.mode === 'auto' && generated) this.ctx = { ...this.ctx, clientTls: await generated() };
     const { tcp, unix } = this.servers;
     let address: AddressInfo | undefined;
     if (tcp && this.config.listen) {
@@ -228,7 +239,10 @@ export class Proxy {
   async listen(): Promise<Array<AddressInfo | undefined>> {
     const addresses: Array<AddressInfo | undefined> = [];
     try {
-      for (const instance of this.instances) addresses.push(await instance.listen());
+      // One certificate made at start serves every instance with --client-tls auto.
+      let made: Promise<ClientTls> | undefined;
+      const generated = () => (made ??= generatedClientTls());
+      for (const instance of this.instances) addresses.push(await instance.listen(generated));
     } catch (err) {
       await this.close(0);
       throw err;

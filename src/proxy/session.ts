@@ -12,7 +12,9 @@ import { SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
 import { withUser, type CancelRequest, type StartupMessage } from '../protocol/startup.js';
 import { CancelRegistry, forwardCancel } from './cancel.js';
-import { readClientStartup } from './client-startup.js';
+import { readClientStartup, type ClientLink } from './client-startup.js';
+import type { ClientTls } from './client-tls.js';
+import { authenticateClient, type ScramSecret } from './scram.js';
 import { Inbox } from './inbox.js';
 import { splice } from './splice.js';
 import { connectUpstream, type UpstreamTarget } from './upstream-connect.js';
@@ -30,6 +32,13 @@ export interface SessionContext {
   /** Delays before each retry of a login whose token was rejected; its length bounds the retries. */
   readonly retryDelaysMs: readonly number[];
   readonly log: Logger;
+  /** Answer SSLRequest with 'S' and direct TLS with this certificate; undefined: decline ('N'). */
+  readonly clientTls?: ClientTls | undefined;
+  /** Demand this password (SCRAM-SHA-256) before anything goes upstream. */
+  readonly clientPassword?: ScramSecret | undefined;
+  /** The DB users (after --db-user) and databases this listener signs for; undefined: any. */
+  readonly allowUsers?: readonly string[] | undefined;
+  readonly allowDatabases?: readonly string[] | undefined;
   /** Told of each session's outcome (metrics, readiness); never on the per-byte path. */
   readonly observer?: SessionObserver | undefined;
 }
@@ -58,7 +67,7 @@ export class Session {
   private endedBy: string | undefined;
 
   constructor(
-    private readonly client: Socket,
+    private client: Socket,
     private readonly ctx: SessionContext,
     id: number,
     /** Set when the instance is over --max-connections: the client hears 53300 after its startup. */
@@ -89,20 +98,40 @@ export class Session {
   /** Serve the client until the session ends; never rejects. */
   async run(): Promise<void> {
     try {
-      const inbox = new Inbox(this.client);
-      const timer = setTimeout(
-        () => inbox.fail(new WireError(SqlState.ProtocolViolation, `the client did not complete its startup within ${this.ctx.startupTimeoutMs / 1000} s`, { reason: 'startup_timeout' })),
-        this.ctx.startupTimeoutMs,
-      );
-      const packet = await readClientStartup(this.client, inbox).finally(() => clearTimeout(timer));
+      const link: ClientLink = { socket: this.client, inbox: new Inbox(this.client), encrypted: false };
+      // One deadline for everything before the proxy works for the client: packets, TLS, the password.
+      const deadline = new AbortController();
+      const timer = setTimeout(() => {
+        const err = new WireError(SqlState.ProtocolViolation, `the client did not complete its startup within ${this.ctx.startupTimeoutMs / 1000} s`, { reason: 'startup_timeout' });
+        deadline.abort(err);
+        link.inbox.fail(err);
+      }, this.ctx.startupTimeoutMs);
+      let packet: StartupMessage | CancelRequest;
+      try {
+        try {
+          packet = await readClientStartup(link, this.ctx.clientTls, deadline.signal);
+        } finally {
+          if (link.socket !== this.client) {
+            // Upgraded to TLS: from now on everything, an error too, goes over it; and like the raw
+            // socket, an error on it must never go unheard.
+            this.client = link.socket;
+            this.client.on('error', (err) => this.gone.abort(err));
+          }
+        }
+        if (packet.kind === 'startup' && this.ctx.clientPassword) await authenticateClient(this.client, link.inbox, packet.user, this.ctx.clientPassword);
+      } finally {
+        clearTimeout(timer);
+      }
+      const inbox = link.inbox;
       if (packet.kind === 'cancel') {
         inbox.release();
         this.client.destroy();
         return await this.cancel(packet);
       }
       this.startup = packet;
-      this.log.debug({ startup: this.describeStartup() }, 'client startup received');
+      this.log.debug({ startup: this.describeStartup(), tls: link.encrypted }, 'client startup received');
       if (this.refusal) throw this.refusal;
+      this.checkAllowed(packet);
       // Bytes the client pipelined behind its startup wait here (bounded) and go first after login (B11).
       const pipelined = inbox.release();
       this.phase = 'login';
@@ -119,6 +148,24 @@ export class Session {
       this.close(end.reason, end.error);
     } catch (err) {
       this.fail(err);
+    }
+  }
+
+  /** The allow-lists: refused before any AWS or upstream work (28000). */
+  private checkAllowed(startup: StartupMessage): void {
+    const user = this.ctx.dbUser ?? startup.user;
+    const { allowUsers, allowDatabases } = this.ctx;
+    if (allowUsers && !allowUsers.includes(user)) {
+      throw new WireError(SqlState.InvalidAuthorization, `pg-iam-proxy does not sign for user "${user}" on this listener`, {
+        reason: 'user_not_allowed',
+        hint: 'The listener allows only some DB users (--allow-user / allowUsers).',
+      });
+    }
+    if (allowDatabases && !allowDatabases.includes(startup.database)) {
+      throw new WireError(SqlState.InvalidAuthorization, `pg-iam-proxy does not connect to database "${startup.database}" on this listener`, {
+        reason: 'database_not_allowed',
+        hint: 'The listener allows only some databases (--allow-database / allowDatabases).',
+      });
     }
   }
 

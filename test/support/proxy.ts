@@ -43,6 +43,13 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
     caFile: options.caFile === null ? undefined : (options.caFile ?? db.caFile),
     region: options.region,
     dbUser: options.dbUser,
+    clientTls: options.clientTls,
+    clientTlsCert: options.clientTlsCert,
+    clientTlsKey: options.clientTlsKey,
+    clientPasswordFile: options.clientPasswordFile,
+    allowUsers: options.allowUsers,
+    allowDatabases: options.allowDatabases,
+    allowUnauthenticatedNetworkClients: options.allowUnauthenticatedNetworkClients,
   });
   const config: ProxyConfig = {
     instances: [instance],

@@ -32,6 +32,11 @@ export class WireClient {
     return new WireClient(socket);
   }
 
+  /** Speak over a socket made elsewhere (a TLS connection). */
+  static over(socket: Socket): WireClient {
+    return new WireClient(socket);
+  }
+
   write(bytes: Buffer): void {
     this.socket.write(bytes);
   }
