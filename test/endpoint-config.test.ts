@@ -43,6 +43,11 @@ t.test('resolveInstance: defaults, precedence and errors', async (t) => {
     caFile: undefined,
     dbUser: undefined,
     identity: {},
+    unixSocket: undefined,
+    clientTls: { mode: 'auto' },
+    clientPasswordFile: undefined,
+    allowUsers: undefined,
+    allowDatabases: undefined,
   });
   t.ok(Object.isFrozen(instance));
   t.same(warnings, []);

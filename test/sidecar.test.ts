@@ -73,7 +73,8 @@ instances:
   t.equal(viaTcp.stdout.trim(), 'iam_user', viaTcp.stderr);
   const viaSocket = await runPg('psql', ['-X', '-At', '-h', socketDir, '-p', socket.split('.').at(-1)!, '-U', 'whoever', '-d', 'orders', '-c', 'SELECT current_user']);
   t.equal(viaSocket.stdout.trim(), 'iam_user', `psql -h DIR works; dbUser replaced the user: ${viaSocket.stderr}`);
-  const outsider = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(tcp), PGUSER: 'pw_user', PGDATABASE: 'orders' });
+  // sslmode=require: with prefer, libpq would retry the refused login once more without TLS.
+  const outsider = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(tcp), PGUSER: 'pw_user', PGDATABASE: 'orders', PGSSLMODE: 'require' });
   t.not(outsider.code, 0);
 
   const port = await httpPort(cli);
@@ -256,7 +257,12 @@ t.test('config.example.yaml documents every key and is valid', async (t) => {
   const file = loadConfigFile(example);
   t.equal(file.instances.length, 2);
   const settings = serveConfig({ config: example } as never, {});
-  t.match(settings.config.instances[0], { unixSocket: { dir: '/var/run/postgresql', port: 5432, mode: 0o600 }, identity: { profile: 'app', roleArn: /orders-db/ } });
-  t.match(settings.config.instances[1], { region: 'eu-west-1', identity: { profile: 'reporting' } });
+  t.match(settings.config.instances[0], {
+    unixSocket: { dir: '/var/run/postgresql', port: 5432, mode: 0o600 },
+    identity: { profile: 'app', roleArn: /orders-db/ },
+    clientTls: { mode: 'auto' },
+    allowUsers: ['app_iam', 'app_readonly'],
+  });
+  t.match(settings.config.instances[1], { region: 'eu-west-1', identity: { profile: 'reporting' }, allowUsers: undefined });
   t.match(settings, { http: { host: '127.0.0.1', port: 9090 }, requireCredentials: false });
 });
