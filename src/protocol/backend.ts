@@ -48,8 +48,27 @@ export const authMethodName = (code: number): string =>
     [AuthCode.SASL]: 'SCRAM-SHA-256 (SASL) password',
   })[code] ?? `unknown (${code})`;
 
-/** Decode an ErrorResponse or NoticeResponse with pg-protocol's parser. */
+/**
+ * Whether an ErrorResponse/NoticeResponse body is well formed: fields of a non-zero type byte and a
+ * NUL-terminated string, then a final NUL, all inside the frame. pg-protocol's parser trusts this and
+ * reads past the end of its buffer forever when a string is unterminated (found by fuzzing).
+ */
+function wellFormedFields(bytes: Buffer): boolean {
+  let at = HEADER_SIZE;
+  while (at < bytes.length) {
+    if (bytes[at] === 0) return at === bytes.length - 1;
+    const end = bytes.indexOf(0, at + 1);
+    if (end < 0) return false;
+    at = end + 1;
+  }
+  return false;
+}
+
+/** Decode an ErrorResponse or NoticeResponse with pg-protocol's parser, once its shape is checked. */
 export function decodeError(frame: BackendFrame): DatabaseError {
+  if (!wellFormedFields(frame.bytes)) {
+    throw new WireError(SqlState.ProtocolViolation, 'the server sent a malformed error message during startup', { reason: 'upstream_protocol' });
+  }
   let decoded: BackendMessage | undefined;
   new Parser().parse(frame.bytes, (msg) => (decoded = msg));
   return decoded as DatabaseError;

@@ -98,7 +98,7 @@ export async function authenticateClient(client: Duplex, inbox: Inbox, user: str
   // SASLInitialResponse: mechanism\0, int32 length, client-first-message.
   const initial = await readPasswordMessage(inbox);
   const nul = initial.indexOf(0);
-  if (nul < 0) throw protocol('malformed SASLInitialResponse');
+  if (nul < 0 || initial.length < nul + 5) throw protocol('malformed SASLInitialResponse');
   const mechanism = initial.subarray(0, nul).toString();
   if (mechanism !== SCRAM_SHA_256) throw protocol(`SASL mechanism ${JSON.stringify(mechanism)} is not offered; only ${SCRAM_SHA_256}`);
   const declared = initial.readInt32BE(nul + 1);
