@@ -192,7 +192,12 @@ t.test('unix sockets: a stale file is replaced, a live one or a non-socket is no
   const free = await closedPort();
   const path = join(dir, `.s.PGSQL.${free}`);
   // A socket file left by a process that died without cleaning up.
-  execFileSync('python3', ['-c', `import socket; s = socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(path)})`]);
+  // (A process killed while listening leaves its socket file behind.)
+  try {
+    execFileSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+  } catch {
+    // killed, as intended
+  }
   t.ok(statSync(path).isSocket());
   const args = [ENDPOINT, '--listen', `127.0.0.1:${free}`, '--unix-socket', dir, '--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.caFile, '--log-format', 'json'];
   const cli = await startCli(args, env());
