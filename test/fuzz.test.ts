@@ -177,7 +177,7 @@ t.test('through a live proxy: invalid client input makes no upstream connection 
   await fc.assert(fc.asyncProperty(clientBytes, send), { numRuns: runs(300) });
   t.equal(dialled, 0, 'no upstream connection');
   t.equal(proxy.signed(), 0, 'no token');
-  t.match(proxy.logs().filter((l) => l.level === 50), [], 'no unexpected errors logged');
+  t.same(proxy.logs().filter((l) => Number(l.level) >= 50), [], 'no errors logged');
 });
 
 t.test('SCRAM exchange: whatever the client sends, only WireErrors escape and no wrong proof passes', async (t) => {

@@ -78,7 +78,7 @@ t.test('the database restarts under open sessions: clients hear it, the proxy se
   await db.start();
   const back = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
   t.equal(back.stdout.trim(), '1', back.stderr);
-  t.match(proxy.logs().filter((l) => Number(l.level) >= 50), [], 'nothing logged at error');
+  t.same(proxy.logs().filter((l) => Number(l.level) >= 50), [], 'nothing logged at error');
 });
 
 t.test('a flood of half-open connections: bounded memory, each closed at the startup timeout', async (t) => {

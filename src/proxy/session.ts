@@ -15,7 +15,7 @@ import { CancelRegistry, forwardCancel } from './cancel.js';
 import { readClientStartup, type ClientLink } from './client-startup.js';
 import type { ClientTls } from './client-tls.js';
 import { authenticateClient, type ScramSecret } from './scram.js';
-import { Inbox } from './inbox.js';
+import { Inbox, InboxClosed } from './inbox.js';
 import { splice } from './splice.js';
 import { connectUpstream, type UpstreamTarget } from './upstream-connect.js';
 import { IamRejected, loginUpstream, type LoginResult } from './upstream-auth.js';
@@ -262,8 +262,12 @@ export class Session {
 
   private fail(err: unknown): void {
     const wire = err instanceof WireError ? err : undefined;
-    if (this.client.destroyed || this.gone.signal.aborted) {
-      this.close(wire ? `client went away during ${this.phase}: ${wire.message}` : `client went away during ${this.phase}`, wire ? undefined : (err as Error));
+    // The client hung up (or half-closed) before the session could go on: nothing to tell it.
+    if (this.client.destroyed || this.gone.signal.aborted || err instanceof InboxClosed) {
+      // A half-closed client is still owed our FIN; closeWith ends quietly (or not at all if gone).
+      if (!this.client.destroyed) this.closeWith(new WireError(SqlState.ConnectionFailure, 'client closed the connection', { reason: 'client_closed', silent: true }));
+      const why = wire ? `client went away during ${this.phase}: ${wire.message}` : `client went away during ${this.phase}`;
+      this.close(why, wire || err instanceof InboxClosed ? undefined : (err as Error));
       return;
     }
     if (!wire) {
