@@ -1,0 +1,259 @@
+// `npm run bench`: the proxy against direct verify-full TLS and against pgbouncer (session mode, TLS to
+// the same database), measured side by side in one run, A/B interleaved, repeated; medians and ratios
+// into bench/results/latest.md and a chart, bench/results/latest.svg. Starts what it needs: the test
+// database (IAM tokens checked over PAM), pgbouncer from Debian's packages (installed when absent).
+//   ROUNDS=3 SECONDS=5 npm run bench
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync, existsSync, mkdtempSync } from 'node:fs';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { Signer } from '@aws-sdk/rds-signer';
+import { startTestDb } from '../test/support/testdb.js';
+import { runPg, closedPort } from '../test/support/proxy.js';
+import { cleanAwsEnv, startCli, BIN } from '../test/support/cli.js';
+
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
+const SECONDS = Number(process.env.SECONDS ?? 5);
+const CLIENTS = [1, 8, 32];
+const RESULTS = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+const say = (text: string) => process.stderr.write(`bench: ${text}\n`);
+
+// --- what it needs --------------------------------------------------------------------------------
+if (!existsSync('/usr/sbin/pgbouncer')) {
+  say('installing pgbouncer from Debian');
+  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'pgbouncer'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+}
+const db = await startTestDb();
+say('preparing pgbench tables and a bulk table');
+execFileSync('/usr/lib/postgresql/15/bin/pgbench', ['-i', '-q', '-s', '5', '-h', db.socketDir, '-p', String(db.port), '-U', 'postgres', 'orders'], { stdio: 'ignore' });
+await db.admin('GRANT SELECT ON ALL TABLES IN SCHEMA public TO iam_user; CREATE TABLE bulk (x text); GRANT INSERT, SELECT, TRUNCATE ON bulk TO iam_user;', 'orders');
+
+const token = () => new Signer({ hostname: db.endpoint, port: db.port, region: db.region, username: 'iam_user', credentials: db.key }).getAuthToken();
+const env = cleanAwsEnv(db.dir, { AWS_ACCESS_KEY_ID: db.key.accessKeyId, AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey });
+
+// The proxy: the real CLI, its own process, CPU read from /proc.
+const proxy = await startCli([`${db.endpoint}:${db.port}`, '--listen', '127.0.0.1:0', '--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.caFile, '--client-tls', 'off', '--log-format', 'json'], env);
+
+// pgbouncer: session mode, TLS to the server (verify-ca: it dials 127.0.0.1, which the certificate does
+// not name), the token as the server password (valid 15 minutes: longer than a run), trust locally.
+const bouncerDir = mkdtempSync('/tmp/pgbouncer-bench-');
+chmodSync(bouncerDir, 0o755);
+const bouncerPort = await closedPort();
+writeFileSync(join(bouncerDir, 'users.txt'), '"iam_user" ""\n');
+writeFileSync(
+  join(bouncerDir, 'pgbouncer.ini'),
+  `[databases]
+orders = host=127.0.0.1 port=${db.port} dbname=orders user=iam_user password=${await token()}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${bouncerPort}
+unix_socket_dir =
+auth_type = trust
+auth_file = ${join(bouncerDir, 'users.txt')}
+pool_mode = session
+max_client_conn = 500
+default_pool_size = 100
+server_tls_sslmode = verify-ca
+server_tls_ca_file = ${db.caFile}
+logfile = ${join(bouncerDir, 'pgbouncer.log')}
+`,
+);
+execFileSync('chown', ['-R', 'postgres', bouncerDir]);
+const bouncer = spawn('/usr/sbin/runuser', ['-u', 'postgres', '--', '/usr/sbin/pgbouncer', join(bouncerDir, 'pgbouncer.ini')], { stdio: 'ignore' });
+for (;;) {
+  const probe = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(bouncerPort), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  if (probe.stdout.trim() === '1') break;
+}
+const bouncerPid = Number(execFileSync('pgrep', ['-n', '-x', 'pgbouncer']).toString().trim());
+
+type Target = 'direct' | 'proxy' | 'pgbouncer';
+const targets: Record<Target, () => Promise<Record<string, string>>> = {
+  direct: async () => ({ PGHOST: db.endpoint, PGHOSTADDR: '127.0.0.1', PGPORT: String(db.port), PGSSLMODE: 'verify-full', PGSSLROOTCERT: db.caFile, PGPASSWORD: await token(), PGUSER: 'iam_user', PGDATABASE: 'orders' }),
+  proxy: async () => ({ PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGSSLMODE: 'disable', PGUSER: 'iam_user', PGDATABASE: 'orders' }),
+  pgbouncer: async () => ({ PGHOST: '127.0.0.1', PGPORT: String(bouncerPort), PGSSLMODE: 'disable', PGUSER: 'iam_user', PGDATABASE: 'orders' }),
+};
+const pidOf: Partial<Record<Target, number>> = { proxy: proxy.child.pid!, pgbouncer: bouncerPid };
+const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString());
+const cpuSeconds = (pid: number) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / TICK; // utime + stime
+};
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+// --- pgbench select-only --------------------------------------------------------------------------
+interface Run {
+  tps: number;
+  latencyMs: number;
+  cpuUsPerTx?: number;
+}
+async function pgbench(target: Target, clients: number, extra: string[] = ['-S']): Promise<Run> {
+  const pid = pidOf[target];
+  const cpu0 = pid ? cpuSeconds(pid) : 0;
+  const r = await runPg('pgbench', ['-n', ...extra, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)], await targets[target]());
+  const tx = Number(/actually processed: (\d+)/.exec(r.stdout)?.[1]);
+  if (!tx) throw new Error(`${target}: ${r.stderr}`);
+  const run: Run = { tps: Number(/tps = ([\d.]+)/.exec(r.stdout)![1]), latencyMs: Number(/latency average = ([\d.]+) ms/.exec(r.stdout)![1]) };
+  if (pid) run.cpuUsPerTx = ((cpuSeconds(pid) - cpu0) / tx) * 1e6;
+  return run;
+}
+
+const selectOnly: Record<number, Record<Target, Run[]>> = {};
+for (const clients of CLIENTS) {
+  selectOnly[clients] = { direct: [], proxy: [], pgbouncer: [] };
+  for (let round = 0; round < ROUNDS; round++) {
+    // Interleaved, the order rotated each round so no side always runs first.
+    const order: Target[] = (['direct', 'proxy', 'pgbouncer'] as Target[]).map((_, i, all) => all[(i + round) % 3]!);
+    for (const target of order) selectOnly[clients]![target].push(await pgbench(target, clients));
+    say(`select-only, ${clients} clients, round ${round + 1}/${ROUNDS}`);
+  }
+}
+
+// --- connection setup (a new IAM login per transaction) -----------------------------------------
+const script = join(db.dir, 'one.sql');
+writeFileSync(script, 'SELECT 1;\n');
+const connect: Record<'direct' | 'proxy', Run[]> = { direct: [], proxy: [] };
+for (let round = 0; round < ROUNDS; round++) {
+  for (const target of ['direct', 'proxy'] as const) connect[target].push(await pgbench(target, 4, ['-C', '-f', script]));
+}
+say('connection setup');
+
+// --- bulk transfer: COPY out and in ------------------------------------------------------------
+const ROWS = 200_000; // 200,000 rows of 1,000 bytes: about 200 MB each way
+const bulkFile = join(db.dir, 'bulk.txt');
+writeFileSync(bulkFile, `${'x'.repeat(999)}\n`.repeat(ROWS / 2));
+async function copy(target: 'direct' | 'proxy', direction: 'out' | 'in'): Promise<number> {
+  const sql = direction === 'out' ? `\\copy (SELECT repeat('x', 999) FROM generate_series(1, ${ROWS})) TO '/dev/null'` : `\\copy bulk FROM '${bulkFile}'`;
+  const t0 = performance.now();
+  const r = await runPg('psql', ['-X', '-q', '-c', sql], await targets[target]());
+  if (r.code !== 0) throw new Error(`${target} copy ${direction}: ${r.stderr}`);
+  const ms = performance.now() - t0;
+  if (direction === 'in') await db.admin('TRUNCATE bulk', 'orders');
+  return ms;
+}
+const bulk: Record<string, number[]> = { 'direct out': [], 'proxy out': [], 'direct in': [], 'proxy in': [] };
+for (let round = 0; round < ROUNDS; round++) {
+  for (const direction of ['out', 'in'] as const) for (const target of ['direct', 'proxy'] as const) bulk[`${target} ${direction}`]!.push(await copy(target, direction));
+}
+say('bulk COPY');
+
+// --- resident memory per idle connection -------------------------------------------------------
+const rss = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+const IDLE = 150;
+const idleRss0 = rss(proxy.child.pid!);
+const idle = await Promise.all(
+  Array.from({ length: IDLE }, async () => {
+    const c = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
+    await c.connect();
+    return c;
+  }),
+);
+await new Promise((r) => setTimeout(r, 1_000)); // let the proxy settle (GC) before reading
+const perIdleBytes = (rss(proxy.child.pid!) - idleRss0) / IDLE;
+await Promise.all(idle.map((c) => c.end()));
+say('idle memory');
+
+// --- start-up time to listening ------------------------------------------------------------------
+const startups: number[] = [];
+for (let i = 0; i < 5; i++) {
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [BIN, `${db.endpoint}:${db.port}`, '--listen', '127.0.0.1:0', '--ca-file', db.caFile, '--log-format', 'json'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let text = '';
+  await new Promise<void>((resolve) => child.stderr!.on('data', (d) => ((text += d), text.includes('"msg":"listening"') && resolve())));
+  startups.push(performance.now() - t0);
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+}
+say('start-up');
+
+// --- report ----------------------------------------------------------------------------------------
+const m = (runs: Run[], key: keyof Run) => median(runs.map((r) => r[key] ?? NaN));
+const rows = CLIENTS.map((c) => {
+  const s = selectOnly[c]!;
+  return {
+    clients: c,
+    direct: m(s.direct, 'tps'),
+    proxy: m(s.proxy, 'tps'),
+    pgbouncer: m(s.pgbouncer, 'tps'),
+    proxyCpu: m(s.proxy, 'cpuUsPerTx'),
+    bouncerCpu: m(s.pgbouncer, 'cpuUsPerTx'),
+    latency: { direct: m(s.direct, 'latencyMs'), proxy: m(s.proxy, 'latencyMs'), pgbouncer: m(s.pgbouncer, 'latencyMs') },
+  };
+});
+const f = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+// With -C each transaction opens its own connection: its latency is the time to connect, log in, query.
+const connDirect = m(connect.direct, 'latencyMs');
+const connProxy = m(connect.proxy, 'latencyMs');
+const lines = [
+  `# pg-iam-proxy benchmark`,
+  '',
+  `${new Date().toISOString().slice(0, 10)}, ${execFileSync('nproc').toString().trim()} cores, Node ${process.version}, PostgreSQL 15 (test database: IAM tokens over PAM), pgbouncer ${spawnSync('/usr/sbin/pgbouncer', ['--version']).stdout.toString().split('\n')[0]!.replace(/^PgBouncer /, '')}; medians of ${ROUNDS} interleaved rounds of ${SECONDS} s.`,
+  '',
+  '## pgbench select-only (-S), persistent connections',
+  '',
+  '| clients | direct TLS tps | proxy tps | pgbouncer tps | proxy / direct | proxy / pgbouncer | proxy CPU µs/tx | pgbouncer CPU µs/tx | CPU proxy / pgbouncer | latency ms direct / proxy / pgbouncer |',
+  '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+  ...rows.map(
+    (r) =>
+      `| ${r.clients} | ${f(r.direct)} | ${f(r.proxy)} | ${f(r.pgbouncer)} | ${f(r.proxy / r.direct, 2)} | ${f(r.proxy / r.pgbouncer, 2)} | ${f(r.proxyCpu, 1)} | ${f(r.bouncerCpu, 1)} | ${f(r.proxyCpu / r.bouncerCpu, 2)} | ${f(r.latency.direct, 3)} / ${f(r.latency.proxy, 3)} / ${f(r.latency.pgbouncer, 3)} |`,
+  ),
+  '',
+  '## Other measures',
+  '',
+  '| measure | direct | proxy | ratio |',
+  '|---|---:|---:|---:|',
+  `| COPY out, ${ROWS.toLocaleString('en-US')} rows x 1 kB, ms | ${f(median(bulk['direct out']!))} | ${f(median(bulk['proxy out']!))} | ${f(median(bulk['proxy out']!) / median(bulk['direct out']!), 2)} |`,
+  `| COPY in, ${(ROWS / 2).toLocaleString('en-US')} rows x 1 kB, ms | ${f(median(bulk['direct in']!))} | ${f(median(bulk['proxy in']!))} | ${f(median(bulk['proxy in']!) / median(bulk['direct in']!), 2)} |`,
+  `| connection setup (pgbench -C, 4 clients), connections/s | ${f(m(connect.direct, 'tps'), 1)} | ${f(m(connect.proxy, 'tps'), 1)} | ${f(m(connect.proxy, 'tps') / m(connect.direct, 'tps'), 2)} |`,
+  `| connection setup, ms per connection (pgbench -C latency) | ${f(connDirect, 2)} | ${f(connProxy, 2)} | +${f(connProxy - connDirect, 2)} ms |`,
+  `| resident memory per idle proxied connection | | ${f(perIdleBytes / 1024, 1)} KiB | |`,
+  `| start to listening (node start included), median of 5 | | ${f(median(startups))} ms | |`,
+  '',
+  'Targets (issue 7): CPU/tx <= 1.0x pgbouncer, TPS >= 1.0x pgbouncer at 8 clients, COPY <= 1.05x direct, setup <= direct + 1 ms, <= 32 KiB per idle connection, start <= 250 ms.',
+  '',
+];
+mkdirSync(RESULTS, { recursive: true });
+writeFileSync(join(RESULTS, 'latest.md'), lines.join('\n'));
+writeFileSync(join(RESULTS, 'latest.svg'), chart(rows));
+writeFileSync(join(RESULTS, 'latest.json'), JSON.stringify({ rows, connect, bulk, perIdleBytes, startups }, null, 1));
+process.stdout.write(lines.join('\n'));
+
+bouncer.kill('SIGTERM');
+spawnSync('pkill', ['-x', 'pgbouncer']);
+proxy.child.kill('SIGTERM');
+await proxy.exit;
+await db.destroy();
+
+/** Two panels: throughput and CPU per transaction by client count. */
+function chart(data: typeof rows): string {
+  const W = 360;
+  const H = 220;
+  const pad = 40;
+  const colors = { direct: '#888', proxy: '#1f77b4', pgbouncer: '#ff7f0e' };
+  const panel = (x0: number, title: string, series: Array<[string, number[]]>) => {
+    const max = Math.max(...series.flatMap(([, v]) => v)) * 1.1;
+    const xs = data.map((_, i) => x0 + pad + (i * (W - 2 * pad)) / (data.length - 1));
+    const y = (v: number) => H - pad + -((v / max) * (H - 2 * pad));
+    return [
+      `<text x="${x0 + W / 2}" y="18" text-anchor="middle" font-size="13">${title}</text>`,
+      `<line x1="${x0 + pad}" y1="${H - pad}" x2="${x0 + W - pad}" y2="${H - pad}" stroke="#000"/>`,
+      `<line x1="${x0 + pad}" y1="${pad}" x2="${x0 + pad}" y2="${H - pad}" stroke="#000"/>`,
+      ...data.map((d, i) => `<text x="${xs[i]}" y="${H - pad + 15}" text-anchor="middle" font-size="11">${d.clients}</text>`),
+      `<text x="${x0 + W / 2}" y="${H - 8}" text-anchor="middle" font-size="11">clients</text>`,
+      `<text x="${x0 + pad - 4}" y="${pad}" text-anchor="end" font-size="10">${Math.round(max)}</text>`,
+      ...series.map(
+        ([name, values]) =>
+          `<polyline fill="none" stroke-width="2" stroke="${colors[name as keyof typeof colors]}" points="${values.map((v, i) => `${xs[i]},${y(v)}`).join(' ')}"/>` +
+          values.map((v, i) => `<circle cx="${xs[i]}" cy="${y(v)}" r="3" fill="${colors[name as keyof typeof colors]}"/>`).join(''),
+      ),
+    ].join('\n');
+  };
+  const legend = Object.entries(colors)
+    .map(([name, color], i) => `<rect x="${250 + i * 110}" y="${H + 8}" width="12" height="12" fill="${color}"/><text x="${266 + i * 110}" y="${H + 18}" font-size="12">${name}</text>`)
+    .join('');
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H + 30}" font-family="sans-serif"><rect width="100%" height="100%" fill="#fff"/>
+${panel(0, 'pgbench -S transactions per second', [['direct', data.map((d) => d.direct)], ['proxy', data.map((d) => d.proxy)], ['pgbouncer', data.map((d) => d.pgbouncer)]])}
+${panel(W, 'CPU microseconds per transaction', [['proxy', data.map((d) => d.proxyCpu)], ['pgbouncer', data.map((d) => d.bouncerCpu)]])}
+${legend}</svg>\n`;
+}
