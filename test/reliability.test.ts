@@ -110,3 +110,17 @@ t.test('a flood of half-open connections: bounded memory, each closed at the sta
   const ok = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
   t.equal(ok.stdout.trim(), '1', 'still serving');
 });
+
+t.test('an upstream that answers S and then stalls in the TLS handshake is abandoned at the connect timeout', async (t) => {
+  const { createServer } = await import('node:net');
+  const silent = createServer((s) => s.once('data', () => s.write('S'))); // then never a ServerHello
+  silent.listen(0, '127.0.0.1');
+  await once(silent, 'listening');
+  t.teardown(() => silent.close());
+  const proxy = await startProxy(db, { connectTo: `127.0.0.1:${(silent.address() as { port: number }).port}`, connectTimeoutMs: 300 });
+  t.teardown(() => proxy.close());
+  const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
+  const err = await client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
+  t.match(err, { code: '08001', message: /timed out after 0\.3 s in TLS negotiation/ });
+  t.equal(proxy.signed(), 0, 'no token for an unverified server');
+});
