@@ -127,3 +127,22 @@ t.test('an upstream that answers S and then stalls in the TLS handshake is aband
   t.match(err, { code: '08001', message: /timed out after 0\.3 s in TLS handshake to the server at 127\.0\.0\.1:\d+/ });
   // (A token may be signed ahead, in parallel with the connect; it is sent only after verification.)
 });
+
+t.test('an upstream whose TCP connect never completes is abandoned at the connect timeout', async (t) => {
+  const { spawn } = await import('node:child_process');
+  // A listener that never accepts, its backlog full: the kernel drops further SYNs, so connect() hangs.
+  const py = spawn('python3', ['-c', "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(0); print(s.getsockname()[1], flush=True); time.sleep(120)"]);
+  t.teardown(() => void py.kill());
+  const [line] = await once(py.stdout!, 'data');
+  const port = Number(String(line).trim());
+  const filler = connect({ host: '127.0.0.1', port });
+  filler.on('error', () => undefined);
+  await once(filler, 'connect');
+  t.teardown(() => void filler.destroy());
+  const proxy = await startProxy(db, { connectTo: `127.0.0.1:${port}`, connectTimeoutMs: 300 });
+  t.teardown(() => proxy.close());
+  const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
+  const err = await client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
+  t.match(err, { code: '08001', message: /timed out after 0\.3 s/ });
+  t.notMatch(String(err?.message), /TLS/, 'in the TCP connect, before any TLS');
+});
