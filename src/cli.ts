@@ -7,16 +7,12 @@ import { join } from 'node:path';
 import { formatHostPort, parseHostPort, regionFromEndpoint, type HostPort } from './aws/endpoint.js';
 import { Identities, NoCredentialsError } from './aws/identity.js';
 import { announceAll, signerFor } from './commands/engine.js';
-import { formatReport, runDoctor } from './commands/doctor.js';
-import { runWithProxy } from './commands/run.js';
-import { signToken } from './commands/token.js';
 import { terminalMfa } from './aws/mfa.js';
 import { ConfigError, DEFAULT_LISTEN, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
 import { createLogger, redactSecrets, type LogFormat } from './log.js';
 import { Proxy } from './proxy/server.js';
 import { loadConfigFile } from './config-file.js';
-import { OpsServer } from './ops/http.js';
-import { Metrics } from './ops/metrics.js';
+import type { Metrics } from './ops/metrics.js';
 
 /** Process exit codes a supervisor can act on. */
 export const ExitCode = {
@@ -234,10 +230,11 @@ async function serve(args: ServeArgs, env: NodeJS.ProcessEnv): Promise<number> {
   const log = createLogger(logOptions(settings.log));
   for (const warning of settings.warnings) log.warn(warning);
   routeProcessWarnings(log);
-  const metrics = new Metrics();
-  const identities = new Identities({ log, mfa: terminalMfa(), onRefresh: metrics.credentialsRefreshed, tokens: { onSigned: metrics.tokenSigned } });
-  const proxy = new Proxy(config, { tokensFor: signerFor(identities), log, observe: metrics.observe });
-  const ops = settings.http ? new OpsServer({ proxy, identities, metrics, log }) : undefined;
+  // Metrics and the HTTP endpoint load only when asked for (--http): start-up stays short without them.
+  const metrics: Metrics | undefined = settings.http ? new (await import('./ops/metrics.js')).Metrics() : undefined;
+  const identities = new Identities({ log, mfa: terminalMfa(), onRefresh: metrics?.credentialsRefreshed, tokens: { onSigned: metrics?.tokenSigned } });
+  const proxy = new Proxy(config, { tokensFor: signerFor(identities), log, observe: metrics?.observe });
+  const ops = metrics ? new (await import('./ops/http.js')).OpsServer({ proxy, identities, metrics, log }) : undefined;
   const stop = async (code: number) => {
     identities.close();
     await ops?.close();
@@ -272,6 +269,7 @@ async function token(args: TokenArgs, env: NodeJS.ProcessEnv): Promise<number> {
   routeProcessWarnings(log);
   const identities = new Identities({ mfa: terminalMfa() });
   try {
+    const { signToken } = await import('./commands/token.js');
     process.stdout.write(`${await signToken(instance, args.user, identities)}\n`);
     return ExitCode.Ok;
   } catch (err) {
@@ -296,6 +294,7 @@ async function run(args: RunArgs, env: NodeJS.ProcessEnv): Promise<number> {
     for (const warning of warnings) log.warn(warning);
     routeProcessWarnings(log);
     const identities = new Identities({ log, mfa: terminalMfa() });
+    const { runWithProxy } = await import('./commands/run.js');
     const code = await runWithProxy(config, { command, args: commandArgs, user: args.user, env, log, identities });
     identities.close();
     await flush(log);
@@ -312,6 +311,7 @@ async function doctor(args: DoctorArgs, env: NodeJS.ProcessEnv): Promise<number>
   routeProcessWarnings(log);
   const identities = new Identities({ mfa: terminalMfa() });
   try {
+    const { formatReport, runDoctor } = await import('./commands/doctor.js');
     const report = await runDoctor(instance, {
       user: args.user,
       database: args.database,

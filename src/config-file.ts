@@ -2,7 +2,13 @@
 // errors that name the file, the line and the key, unknown keys refused. Values are checked for meaning
 // by the same functions as flags (config.ts), with the line added.
 import { readFileSync } from 'node:fs';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
+import { createRequire } from 'node:module';
+import type { Node } from 'yaml';
+
+// The YAML library loads only when a config file is given.
+type Yaml = typeof import('yaml');
+let yaml: Yaml | undefined;
+const load = (): Yaml => (yaml ??= createRequire(import.meta.url)('yaml') as Yaml);
 import { ConfigError, type InstanceInput } from './config.js';
 
 type Kind = 'string' | 'number' | 'boolean' | 'mode' | 'strings';
@@ -77,6 +83,7 @@ export function loadConfigFile(path: string): FileSettings {
   } catch (err) {
     throw new ConfigError(`--config ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
   }
+  const { LineCounter, parseDocument, isMap } = load();
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true });
   const at = (node: Node | null | undefined) => (node?.range ? `${path}:${lines.linePos(node.range[0]).line}` : path);
@@ -93,6 +100,7 @@ export function loadConfigFile(path: string): FileSettings {
 }
 
 function check(node: Node, schema: MapSchema | Kind | readonly [MapSchema], path: string, at: (n: Node | null | undefined) => string): unknown {
+  const { isMap, isScalar, isSeq } = load();
   if (Array.isArray(schema)) {
     if (!isSeq(node)) throw new ConfigError(`${at(node)}: ${path}: a list is expected`);
     return node.items.map((item, i) => {

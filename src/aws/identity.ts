@@ -1,8 +1,10 @@
 // Which AWS identity signs: the SDK's credential sources (the default chain, a profile, a role assumed
 // from either), traced so a failure can name every source tried, held once per identity.
 import { hostname } from 'node:os';
-import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
-import { fromNodeProviderChain, fromTemporaryCredentials } from '@aws-sdk/credential-providers';
+// The SDK's credential providers and STS client load on first use: start-up to listening stays short.
+type CredentialProviders = typeof import('@aws-sdk/credential-providers');
+let providers: Promise<CredentialProviders> | undefined;
+const loadProviders = () => (providers ??= import('@aws-sdk/credential-providers'));
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-sdk/types';
 import type { Logger } from 'pino';
 import { redactSecrets } from '../log.js';
@@ -174,11 +176,15 @@ export function credentialProvider(spec: IdentitySpec, options: ProviderOptions)
     return (options.mfa ?? noTerminal)(serial);
   };
   const withMfa = (source: string) => (mfaUsed ? `${source} with an MFA code` : source);
-  const chain = fromNodeProviderChain({
-    ...(spec.profile ? { profile: spec.profile } : {}),
-    mfaCodeProvider,
-    logger: trace.logger,
-  });
+  let chainMade: AwsCredentialIdentityProvider | undefined;
+  const chain: AwsCredentialIdentityProvider = async (props) => {
+    chainMade ??= (await loadProviders()).fromNodeProviderChain({
+      ...(spec.profile ? { profile: spec.profile } : {}),
+      mfaCodeProvider,
+      logger: trace.logger,
+    });
+    return chainMade(props);
+  };
   let baseSource: string | undefined;
   const base: AwsCredentialIdentityProvider = async (props) => {
     trace.reset();
@@ -195,17 +201,22 @@ export function credentialProvider(spec: IdentitySpec, options: ProviderOptions)
     }
   };
   if (!spec.roleArn) return { provider: base, source: () => baseSource && withMfa(baseSource) };
-  const assume = fromTemporaryCredentials({
-    masterCredentials: base,
-    params: {
-      RoleArn: spec.roleArn,
-      RoleSessionName: spec.roleSessionName ?? defaultRoleSessionName(),
-      ...(spec.externalId ? { ExternalId: spec.externalId } : {}),
-      ...(spec.mfaSerial ? { SerialNumber: spec.mfaSerial } : {}),
-    },
-    mfaCodeProvider,
-    clientConfig: { region: options.region, maxAttempts: 2 },
-  });
+  const roleArn = spec.roleArn;
+  let assumeMade: AwsCredentialIdentityProvider | undefined;
+  const assume: AwsCredentialIdentityProvider = async (props) => {
+    assumeMade ??= (await loadProviders()).fromTemporaryCredentials({
+      masterCredentials: base,
+      params: {
+        RoleArn: roleArn,
+        RoleSessionName: spec.roleSessionName ?? defaultRoleSessionName(),
+        ...(spec.externalId ? { ExternalId: spec.externalId } : {}),
+        ...(spec.mfaSerial ? { SerialNumber: spec.mfaSerial } : {}),
+      },
+      mfaCodeProvider,
+      clientConfig: { region: options.region, maxAttempts: 2 },
+    });
+    return assumeMade(props);
+  };
   const provider: AwsCredentialIdentityProvider = async (props) => {
     try {
       return await assume(props);
@@ -229,6 +240,7 @@ export interface CallerIdentity {
 }
 
 export async function callerIdentity(credentials: AwsCredentialIdentity, region: string, timeoutMs = 5_000): Promise<CallerIdentity> {
+  const { GetCallerIdentityCommand, STSClient } = await import('@aws-sdk/client-sts');
   const client = new STSClient({ region, credentials, maxAttempts: 1 });
   let serverDate: Date | undefined;
   client.middlewareStack.add(

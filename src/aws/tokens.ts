@@ -1,4 +1,5 @@
-import { Signer } from '@aws-sdk/rds-signer';
+type RdsSigner = typeof import('@aws-sdk/rds-signer');
+let signer: Promise<RdsSigner> | undefined;
 import type { AwsCredentialIdentity } from '@aws-sdk/types';
 import type { Clock, CredentialsHolder } from './credentials.js';
 
@@ -101,7 +102,8 @@ export class SharedTokens implements TokenSource {
 }
 
 /** `aws rds generate-db-auth-token`, in process. The credentials are passed resolved: no second fetch. */
-export function signWithSdk(scope: TokenScope, credentials: AwsCredentialIdentity): Promise<string> {
+export async function signWithSdk(scope: TokenScope, credentials: AwsCredentialIdentity): Promise<string> {
+  const { Signer } = await (signer ??= import('@aws-sdk/rds-signer'));
   return new Signer({
     hostname: scope.host,
     port: scope.port,

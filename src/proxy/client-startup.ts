@@ -26,7 +26,7 @@ export interface ClientLink {
  * SSLRequest and GSSENCRequest are answered at most once each (B4, B5); `link` is upgraded in place
  * when TLS is negotiated. `signal` (the startup timeout) aborts a handshake in progress too.
  */
-export async function readClientStartup(link: ClientLink, tls: ClientTls | undefined, signal?: AbortSignal): Promise<StartupMessage | CancelRequest> {
+export async function readClientStartup(link: ClientLink, tls: ClientTls | Promise<ClientTls> | undefined, signal?: AbortSignal): Promise<StartupMessage | CancelRequest> {
   const seen = new Set<'ssl' | 'gssenc'>();
   for (;;) {
     const read = readStartupPacket(link.inbox.buffered);
@@ -57,6 +57,9 @@ export async function readClientStartup(link: ClientLink, tls: ClientTls | undef
           link.socket.write(DECLINE);
           break;
         }
+        // The certificate first (made at start, maybe still being made): 'S' goes out only when the
+        // handshake can follow at once, so the ClientHello reaches the TLS layer directly.
+        tls = await tls;
         // Bytes already sent behind the SSLRequest were never encrypted: a man in the middle could have
         // put them there (CVE-2021-23214). PostgreSQL refuses them in the same words.
         if (link.inbox.buffered.length > 0) {
@@ -70,7 +73,8 @@ export async function readClientStartup(link: ClientLink, tls: ClientTls | undef
 }
 
 /** The TLS handshake on the client link; `direct`: the ClientHello is already in the inbox. */
-async function upgrade(link: ClientLink, tls: ClientTls, direct: boolean, signal?: AbortSignal): Promise<void> {
+async function upgrade(link: ClientLink, pending: ClientTls | Promise<ClientTls>, direct: boolean, signal?: AbortSignal): Promise<void> {
+  const tls = await pending;
   const raw = link.socket;
   const head = link.inbox.release();
   const secure = new TLSSocket(head.length > 0 ? prefixed(raw, head) : raw, { isServer: true, secureContext: tls.context, ALPNProtocols: [ALPN] });

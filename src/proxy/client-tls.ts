@@ -1,11 +1,9 @@
 // The client side's TLS (PROTOCOL.md A, B3-B5): a certificate made at start (ECDSA P-256, self-signed,
 // held in memory only) or one the user gives, for clients configured with sslmode=require/verify-full.
-import 'reflect-metadata'; // @peculiar/x509 (through tsyringe) needs the Reflect metadata API
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { randomBytes, webcrypto, X509Certificate } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
 
 export interface ClientTls {
   readonly context: SecureContext;
@@ -25,6 +23,9 @@ export async function generatedClientTls(names: readonly string[] = ['localhost'
 
 /** An ECDSA P-256 key and a self-signed certificate naming `names`, 127.0.0.1 and ::1, as PEM. */
 export async function selfSignedPem(names: readonly string[]): Promise<{ cert: string; key: string }> {
+  // Loaded here, not at start: only --client-tls auto needs it, and after the listener is up.
+  await import('reflect-metadata'); // @peculiar/x509 (through tsyringe) needs the Reflect metadata API
+  const x509 = await import('@peculiar/x509');
   x509.cryptoProvider.set(webcrypto as unknown as Crypto);
   const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
   const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;

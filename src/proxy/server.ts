@@ -136,7 +136,12 @@ export class ProxyInstance {
 
   /** Listen on TCP and/or the unix socket; resolves to the TCP address when there is one. */
   async listen(generated?: () => Promise<ClientTls>): Promise<AddressInfo | undefined> {
-    if (this.config.clientTls.mode === 'auto' && generated) this.ctx = { ...this.ctx, clientTls: await generated() };
+    if (this.config.clientTls.mode === 'auto' && generated) {
+      // Made while the listener comes up; a client's SSLRequest waits for it (a few ms, once).
+      const made = generated();
+      made.catch((err: Error) => this.ctx.log.error({ err }, 'cannot make the local TLS certificate: TLS clients are refused'));
+      this.ctx = { ...this.ctx, clientTls: made };
+    }
     const { tcp, unix } = this.servers;
     let address: AddressInfo | undefined;
     if (tcp && this.config.listen) {

@@ -33,7 +33,7 @@ export interface SessionContext {
   readonly retryDelaysMs: readonly number[];
   readonly log: Logger;
   /** Answer SSLRequest with 'S' and direct TLS with this certificate; undefined: decline ('N'). */
-  readonly clientTls?: ClientTls | undefined;
+  readonly clientTls?: ClientTls | Promise<ClientTls> | undefined;
   /** Demand this password (SCRAM-SHA-256) before anything goes upstream. */
   readonly clientPassword?: ScramSecret | undefined;
   /** The DB users (after --db-user) and databases this listener signs for; undefined: any. */
