@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import yargs, { type Argv } from 'yargs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { formatHostPort, parseHostPort, regionFromEndpoint, type HostPort } from './aws/endpoint.js';
 import { Identities, NoCredentialsError } from './aws/identity.js';
 import { announceAll, signerFor } from './commands/engine.js';
@@ -287,7 +287,12 @@ async function run(args: RunArgs, env: NodeJS.ProcessEnv): Promise<number> {
   const [command, ...commandArgs] = (args['--'] ?? []).map(String);
   if (!command) throw new ConfigError('run: no command given: pg-iam-proxy run ENDPOINT [options] -- CMD [ARGS...]');
   if (args.user !== undefined && (args.user === '' || Buffer.byteLength(args.user) > 63)) throw new ConfigError('--user: a PostgreSQL user name of 1 to 63 bytes');
-  const dir = await mkdtemp(join(tmpdir(), 'pg-iam-proxy-'));
+  // Absolute (libpq reads a PGHOST starting with / as a socket directory) and without commas (a host list).
+  const dir = resolve(await mkdtemp(join(tmpdir(), 'pg-iam-proxy-')));
+  if (dir.includes(',')) {
+    await rm(dir, { recursive: true, force: true });
+    throw new ConfigError(`run: the temporary directory ${dir} contains a comma, which libpq would read as a host list: set TMPDIR`);
+  }
   try {
     const { config, warnings, log: logSettings } = serveConfig({ ...args, 'log-level': args['log-level'] ?? 'warn' }, env, { listen: null, unixSocket: dir, unixSocketMode: '0600' });
     const log = createLogger(logOptions(logSettings));

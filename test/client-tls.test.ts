@@ -172,3 +172,28 @@ t.test('a TLS handshake the client abandons does not disturb the proxy', async (
   await once(raw, 'close');
   t.equal((await psql(auto.port, 'require')).ok, true, 'the next client is served');
 });
+
+t.test('review findings: a FIN mid-handshake ends the session at once; SASLprep as libpq and node-pg do it', async (t) => {
+  const quick = await startProxy(db, { startupTimeoutMs: 60_000 });
+  t.teardown(() => quick.close());
+  const raw = connect({ host: '127.0.0.1', port: quick.port });
+  await once(raw, 'connect');
+  raw.write(sslRequest());
+  await once(raw, 'data');
+  raw.end(Buffer.from('1603010200010001fc0303', 'hex')); // half a ClientHello, then FIN
+  await once(raw, 'close');
+  for (;;) {
+    if (quick.logs().some((l) => l.msg === 'session closed' || l.msg === 'session failed')) break;
+    await new Promise((r) => setImmediate(r));
+  }
+  t.notOk(quick.logs().some((l) => l.failure === 'startup_timeout'), 'closed on the FIN, not at the 60 s startup timeout');
+
+  const softHyphen = join(db.dir, 'soft-hyphen-password');
+  writeFileSync(softHyphen, 'pa\u00ADss\u00A0word\n', { mode: 0o600 });
+  const prepped = await startProxy(db, { clientPasswordFile: softHyphen });
+  t.teardown(() => prepped.close());
+  const client = new pg.Client({ host: '127.0.0.1', port: prepped.port, user: 'iam_user', database: 'orders', password: 'pa\u00ADss\u00A0word' });
+  await client.connect();
+  t.pass('a password with a soft hyphen and a no-break space logs in (node-pg applies SASLprep too)');
+  await client.end();
+});

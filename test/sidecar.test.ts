@@ -271,3 +271,20 @@ t.test('config.example.yaml documents every key and is valid', async (t) => {
   t.match(settings.config.instances[1], { region: 'eu-west-1', identity: { profile: 'reporting' }, allowUsers: undefined });
   t.match(settings, { http: { host: '127.0.0.1', port: 9090 }, requireCredentials: false });
 });
+
+t.test('a live socket whose backlog is full is not taken for a stale one', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const dir = scratch();
+  const port = await closedPort();
+  const path = join(dir, `.s.PGSQL.${port}`);
+  const py = spawn('python3', ['-c', `import socket,time; s=socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(path)}); s.listen(0); print('up', flush=True); time.sleep(120)`]);
+  t.teardown(() => void py.kill());
+  await once(py.stdout!, 'data');
+  const filler = connect({ path });
+  filler.on('error', () => undefined);
+  await once(filler, 'connect');
+  t.teardown(() => void filler.destroy());
+  const r = await runCli([ENDPOINT, '--listen', `127.0.0.1:${port}`, '--unix-socket', dir, '--log-format', 'json'], env());
+  t.match(r, { code: 1, stderr: /another process is listening on/ });
+  t.ok(statSync(path).isSocket(), 'the live socket is still there');
+});

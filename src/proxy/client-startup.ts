@@ -90,9 +90,12 @@ async function upgrade(link: ClientLink, pending: ClientTls | Promise<ClientTls>
       resolve();
     });
     secure.once('error', fail);
+    // allowHalfOpen: a FIN mid-handshake is only an 'end'.
+    secure.once('end', () => fail(new Error('the client closed the connection')));
     secure.once('close', () => fail(new Error('the client closed the connection')));
   });
   secure.removeAllListeners('error');
+  secure.removeAllListeners('end');
   secure.removeAllListeners('close');
   link.socket = secure;
   link.inbox = new Inbox(secure);

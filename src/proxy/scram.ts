@@ -25,8 +25,7 @@ export class ScramSecret {
   ) {}
 
   static fromPassword(password: string, salt = randomBytes(16), iterations = ITERATIONS): ScramSecret {
-    // SASLprep, approximated by NFKC: identical for ASCII, and what libpq sends for the common cases.
-    const salted = pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
+    const salted = pbkdf2Sync(saslprep(password), salt, iterations, 32, 'sha256');
     const clientKey = hmac(salted, 'Client Key');
     return new ScramSecret(salt, iterations, sha256(clientKey), hmac(salted, 'Server Key'));
   }
@@ -47,6 +46,18 @@ export class ScramSecret {
       ...(mode ? { warning: `--client-password-file ${path} can be read by other users (mode ${(statSync(path).mode & 0o777).toString(8)}): chmod 600 it` } : {}),
     };
   }
+}
+
+/**
+ * SASLprep (RFC 4013) as libpq and node-pg apply it to the password: "commonly mapped to nothing"
+ * characters (RFC 3454 B.1) removed, non-ASCII spaces (C.1.2) made spaces, then NFKC. (When the result
+ * holds prohibited characters libpq falls back to the raw password; that rare case is not mirrored.)
+ */
+export function saslprep(password: string): string {
+  return password
+    .replace(/[\u00AD\u034F\u1806\u180B-\u180D\u200B-\u200D\u2060\uFE00-\uFE0F\uFEFF]/g, '')
+    .replace(/[\u00A0\u1680\u2000-\u200A\u202F\u205F\u3000]/g, ' ')
+    .normalize('NFKC');
 }
 
 const hmac = (key: Buffer, text: string | Buffer) => createHmac('sha256', key).update(text).digest();
@@ -82,6 +93,8 @@ function attributes(text: string): Map<string, string> {
   for (const part of text.split(',')) {
     const eq = part.indexOf('=');
     if (eq !== 1) throw protocol(`malformed SCRAM attribute ${JSON.stringify(part.slice(0, 20))}`);
+    // RFC 5802 5.1: a mandatory extension the server does not know must fail the exchange.
+    if (part[0] === 'm') throw protocol('SCRAM mandatory extensions (m=) are not supported');
     out.set(part[0]!, part.slice(2));
   }
   return out;
@@ -102,8 +115,8 @@ export async function authenticateClient(client: Duplex, inbox: Inbox, user: str
   const mechanism = initial.subarray(0, nul).toString();
   if (mechanism !== SCRAM_SHA_256) throw protocol(`SASL mechanism ${JSON.stringify(mechanism)} is not offered; only ${SCRAM_SHA_256}`);
   const declared = initial.readInt32BE(nul + 1);
+  if (declared !== initial.length - (nul + 5)) throw protocol('malformed SASLInitialResponse length');
   const clientFirst = initial.subarray(nul + 5).toString();
-  if (declared !== Buffer.byteLength(clientFirst)) throw protocol('malformed SASLInitialResponse length');
   const gs2 = /^([ny]),,/.exec(clientFirst);
   if (!gs2) throw protocol(clientFirst.startsWith('p=') ? 'channel binding is not offered: use channel_binding=disable or prefer' : 'malformed SCRAM client-first-message');
   const gs2Header = gs2[0];

@@ -1,6 +1,6 @@
 // The engine: one listener per configured instance, sessions counted per instance, a shutdown that
 // stops accepting and waits for open sessions up to a deadline.
-import { chmod, lstat, unlink } from 'node:fs/promises';
+import { lstat, unlink } from 'node:fs/promises';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -156,15 +156,15 @@ export class ProxyInstance {
       const port = this.config.unixSocket.port || address?.port || 5432;
       const path = join(dir, `.s.PGSQL.${port}`);
       await removeStaleSocket(path);
-      // Created owner-only (no window with the umask's mode), then given the configured mode.
-      const umask = process.umask(0o177);
+      // Created with the configured mode by the umask around the bind (which listen() does at once): no
+      // chmod afterwards, which would follow a symlink swapped in meanwhile.
+      const umask = process.umask(~mode & 0o777);
       try {
         unix.listen({ path });
       } finally {
         process.umask(umask);
       }
       await once(unix, 'listening');
-      await chmod(path, mode);
       this.socketPath = path;
     }
     this.ctx.log.info(
@@ -209,9 +209,11 @@ async function removeStaleSocket(path: string): Promise<void> {
   const stat = await lstat(path).catch(() => undefined);
   if (!stat) return;
   if (!stat.isSocket()) throw Object.assign(new Error(`${path} exists and is not a socket: not replacing it`), { code: 'EEXIST' });
+  // Only a refused connection means nobody listens: a full backlog (EAGAIN) or a socket we may not
+  // open (EACCES) belongs to a live process, whose socket must not be removed.
   const live = await new Promise<boolean>((resolve) => {
     const probe = connect({ path }, () => (probe.destroy(), resolve(true)));
-    probe.once('error', () => resolve(false));
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code !== 'ECONNREFUSED' && err.code !== 'ENOENT'));
   });
   if (live) throw Object.assign(new Error(`another process is listening on ${path}`), { code: 'EADDRINUSE' });
   await unlink(path);

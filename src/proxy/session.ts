@@ -262,8 +262,10 @@ export class Session {
 
   private fail(err: unknown): void {
     const wire = err instanceof WireError ? err : undefined;
+    // A failed or timed-out client TLS handshake destroys the socket itself: still a failure to count.
+    const ownFailure = wire?.reason === 'client_tls' || wire?.reason === 'startup_timeout';
     // The client hung up (or half-closed) before the session could go on: nothing to tell it.
-    if (this.client.destroyed || this.gone.signal.aborted || err instanceof InboxClosed) {
+    if (!ownFailure && (this.client.destroyed || this.gone.signal.aborted || err instanceof InboxClosed)) {
       // A half-closed client is still owed our FIN; closeWith ends quietly (or not at all if gone).
       if (!this.client.destroyed) this.closeWith(new WireError(SqlState.ConnectionFailure, 'client closed the connection', { reason: 'client_closed', silent: true }));
       const why = wire ? `client went away during ${this.phase}: ${wire.message}` : `client went away during ${this.phase}`;
@@ -284,6 +286,7 @@ export class Session {
   /** Write the FATAL, let the client read it, then let the socket go. */
   private closeWith(err: WireError): void {
     const client = this.client;
+    if (client.destroyed) return; // nothing can be said any more
     client.resume(); // drain what the client still sends, so the close is a FIN, not a reset
     if (err.silent) client.end();
     else client.end(err.toBuffer());
