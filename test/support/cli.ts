@@ -46,7 +46,8 @@ export async function startCli(args: string[], env: NodeJS.ProcessEnv): Promise<
   child.once('exit', () => running.delete(child));
   const lines: Array<Record<string, unknown>> = [];
   const waiters: Array<{ match: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }> = [];
-  const exit = once(child, 'exit').then(([code]) => code as number | null);
+  // 'close', not 'exit': by then every line the child wrote has been read.
+  const exit = once(child, 'close').then(([code]) => code as number | null);
   createInterface({ input: child.stderr! }).on('line', (text) => {
     let entry: Record<string, unknown>;
     try {
@@ -64,8 +65,10 @@ export async function startCli(args: string[], env: NodeJS.ProcessEnv): Promise<
     new Promise<Record<string, unknown>>((resolve, reject) => {
       const seen = lines.find(match);
       if (seen) return resolve(seen);
-      waiters.push({ match, resolve });
-      exit.then((code) => reject(new Error(`exited ${code} before the line; logs: ${JSON.stringify(lines)}`)));
+      const waiter = { match, resolve };
+      waiters.push(waiter);
+      // Only a waiter still waiting hears of the exit; the last lines say why.
+      exit.then((code) => waiters.includes(waiter) && reject(new Error(`exited ${code} before the line; last logs: ${JSON.stringify(lines.slice(-20))}`)));
     });
   const listening = await line((e) => e.msg === 'listening');
   return { child, port: Number(String(listening.listen).split(':').at(-1)), lines, exit, line };

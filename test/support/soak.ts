@@ -80,6 +80,9 @@ async function faults() {
 async function sample() {
   while (Date.now() < until) {
     samples.push({ s: Math.round((Date.now() - started) / 1000), rssKiB: rssKiB(), fds: fdCount() });
+    // Keep only what the report needs (errors): an hour of session lines would fill this process.
+    const kept = cli.lines.filter((l) => Number(l.level) >= 50);
+    cli.lines.splice(0, cli.lines.length, ...kept);
     await new Promise((r) => setTimeout(r, 5_000));
   }
 }
