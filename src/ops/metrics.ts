@@ -1,6 +1,7 @@
 // Prometheus metrics (DESIGN.md names), fed by the engine's observers: nothing on the per-byte path.
 // Bytes are summed at scrape time from the open sessions plus the totals of the closed ones.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { formatHostPort } from '../aws/endpoint.js';
 import type { TokenScope } from '../aws/tokens.js';
 import type { InstanceObserver, ProxyInstance } from '../proxy/server.js';
 
@@ -71,6 +72,6 @@ export class Metrics {
     };
   };
 
-  tokenSigned = (scope: TokenScope): void => this.signed.inc({ instance: `${scope.host}:${scope.port}` });
+  tokenSigned = (scope: TokenScope): void => this.signed.inc({ instance: formatHostPort(scope) });
   credentialsRefreshed = (identity: string): void => this.refreshes.inc({ identity });
 }

@@ -40,10 +40,10 @@ export class ScramSecret {
     }
     const password = text.replace(/\r?\n$/, '');
     if (password === '' || password.includes('\n')) throw new Error(`--client-password-file ${path}: one line, the password, is expected`);
-    const mode = statSync(path).mode & 0o077;
+    const mode = statSync(path).mode & 0o777;
     return {
       secret: ScramSecret.fromPassword(password),
-      ...(mode ? { warning: `--client-password-file ${path} can be read by other users (mode ${(statSync(path).mode & 0o777).toString(8)}): chmod 600 it` } : {}),
+      ...(mode & 0o077 ? { warning: `--client-password-file ${path} can be read by other users (mode ${mode.toString(8)}): chmod 600 it` } : {}),
     };
   }
 }
