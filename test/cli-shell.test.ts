@@ -86,7 +86,9 @@ t.test('run on a terminal: Ctrl-C cancels the query in psql and does not kill th
   const cmd = [process.execPath, BIN, 'run', ENDPOINT, ...dial, '--user', 'iam_user', '--', 'psql', '-X', '-d', 'orders', '-c', 'SELECT pg_sleep(60)']
     .map((s) => `'${s.replaceAll("'", `'\\''`)}'`)
     .join(' ');
-  const tty = spawn('script', ['-qefc', cmd, '/dev/null'], { env: env(), stdio: ['pipe', 'pipe', 'ignore'] });
+  // `exec`: script runs the command through $SHELL, and a non-interactive dash left waiting in the
+  // foreground group would itself die of the Ctrl-C (CI runs with SHELL=/bin/sh).
+  const tty = spawn('script', ['-qefc', `exec ${cmd}`, '/dev/null'], { env: env(), stdio: ['pipe', 'pipe', 'ignore'] });
   let screen = '';
   tty.stdout.on('data', (d) => (screen += String(d)));
   // Wait for the query to be running on the server.
