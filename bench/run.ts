@@ -4,77 +4,22 @@
 // database (IAM tokens checked over PAM), pgbouncer from Debian's packages (installed when absent).
 //   ROUNDS=3 SECONDS=5 npm run bench
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync, existsSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { Signer } from '@aws-sdk/rds-signer';
-import { startTestDb } from '../test/support/testdb.js';
-import { runPg, closedPort } from '../test/support/proxy.js';
-import { cleanAwsEnv, startCli, BIN } from '../test/support/cli.js';
+import { runPg } from '../test/support/proxy.js';
+import { BIN } from '../test/support/cli.js';
+import { say, startTargets, type Target } from './targets.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const SECONDS = Number(process.env.SECONDS ?? 5);
 const CLIENTS = [1, 8, 32];
 const RESULTS = fileURLToPath(new URL('../../bench/results/', import.meta.url));
-const say = (text: string) => process.stderr.write(`bench: ${text}\n`);
 
-// --- what it needs --------------------------------------------------------------------------------
-if (!existsSync('/usr/sbin/pgbouncer')) {
-  say('installing pgbouncer from Debian');
-  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'pgbouncer'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-}
-const db = await startTestDb();
-say('preparing pgbench tables and a bulk table');
-execFileSync('/usr/lib/postgresql/15/bin/pgbench', ['-i', '-q', '-s', '5', '-h', db.socketDir, '-p', String(db.port), '-U', 'postgres', 'orders'], { stdio: 'ignore' });
-await db.admin('GRANT SELECT ON ALL TABLES IN SCHEMA public TO iam_user; CREATE TABLE bulk (x text); GRANT INSERT, SELECT, TRUNCATE ON bulk TO iam_user;', 'orders');
-
-const token = () => new Signer({ hostname: db.endpoint, port: db.port, region: db.region, username: 'iam_user', credentials: db.key }).getAuthToken();
-const env = cleanAwsEnv(db.dir, { AWS_ACCESS_KEY_ID: db.key.accessKeyId, AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey });
-
-// The proxy: the real CLI, its own process, CPU read from /proc.
-const proxy = await startCli([`${db.endpoint}:${db.port}`, '--listen', '127.0.0.1:0', '--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.caFile, '--client-tls', 'off', '--log-format', 'json'], env);
-
-// pgbouncer: session mode, TLS to the server (verify-ca: it dials 127.0.0.1, which the certificate does
-// not name), the token as the server password (valid 15 minutes: longer than a run), trust locally.
-const bouncerDir = mkdtempSync('/tmp/pgbouncer-bench-');
-chmodSync(bouncerDir, 0o755);
-const bouncerPort = await closedPort();
-writeFileSync(join(bouncerDir, 'users.txt'), '"iam_user" ""\n');
-writeFileSync(
-  join(bouncerDir, 'pgbouncer.ini'),
-  `[databases]
-orders = host=127.0.0.1 port=${db.port} dbname=orders user=iam_user password=${await token()}
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${bouncerPort}
-unix_socket_dir =
-auth_type = trust
-auth_file = ${join(bouncerDir, 'users.txt')}
-pool_mode = session
-max_client_conn = 500
-default_pool_size = 100
-server_tls_sslmode = verify-ca
-server_tls_ca_file = ${db.caFile}
-logfile = ${join(bouncerDir, 'pgbouncer.log')}
-`,
-);
-execFileSync('chown', ['-R', 'postgres', bouncerDir]);
-const bouncer = spawn('/usr/sbin/runuser', ['-u', 'postgres', '--', '/usr/sbin/pgbouncer', join(bouncerDir, 'pgbouncer.ini')], { stdio: 'ignore' });
-for (;;) {
-  const probe = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(bouncerPort), PGUSER: 'iam_user', PGDATABASE: 'orders' });
-  if (probe.stdout.trim() === '1') break;
-}
-const bouncerPid = Number(execFileSync('pgrep', ['-n', '-x', 'pgbouncer']).toString().trim());
-
-type Target = 'direct' | 'proxy' | 'pgbouncer';
-const targets: Record<Target, () => Promise<Record<string, string>>> = {
-  direct: async () => ({ PGHOST: db.endpoint, PGHOSTADDR: '127.0.0.1', PGPORT: String(db.port), PGSSLMODE: 'verify-full', PGSSLROOTCERT: db.caFile, PGPASSWORD: await token(), PGUSER: 'iam_user', PGDATABASE: 'orders' }),
-  proxy: async () => ({ PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGSSLMODE: 'disable', PGUSER: 'iam_user', PGDATABASE: 'orders' }),
-  pgbouncer: async () => ({ PGHOST: '127.0.0.1', PGPORT: String(bouncerPort), PGSSLMODE: 'disable', PGUSER: 'iam_user', PGDATABASE: 'orders' }),
-};
-const pidOf: Partial<Record<Target, number>> = { proxy: proxy.child.pid!, pgbouncer: bouncerPid };
+const { db, env, proxy, pids, pgEnv, stop } = await startTargets();
+const pidOf: Partial<Record<Target, number>> = pids;
 const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString());
 const cpuSeconds = (pid: number) => {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
@@ -91,7 +36,7 @@ interface Run {
 async function pgbench(target: Target, clients: number, extra: string[] = ['-S']): Promise<Run> {
   const pid = pidOf[target];
   const cpu0 = pid ? cpuSeconds(pid) : 0;
-  const r = await runPg('pgbench', ['-n', ...extra, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)], await targets[target]());
+  const r = await runPg('pgbench', ['-n', ...extra, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)], await pgEnv(target));
   const tx = Number(/actually processed: (\d+)/.exec(r.stdout)?.[1]);
   if (!tx) throw new Error(`${target}: ${r.stderr}`);
   const run: Run = { tps: Number(/tps = ([\d.]+)/.exec(r.stdout)![1]), latencyMs: Number(/latency average = ([\d.]+) ms/.exec(r.stdout)![1]) };
@@ -126,7 +71,7 @@ writeFileSync(bulkFile, `${'x'.repeat(999)}\n`.repeat(ROWS / 2));
 async function copy(target: 'direct' | 'proxy', direction: 'out' | 'in'): Promise<number> {
   const sql = direction === 'out' ? `\\copy (SELECT repeat('x', 999) FROM generate_series(1, ${ROWS})) TO '/dev/null'` : `\\copy bulk FROM '${bulkFile}'`;
   const t0 = performance.now();
-  const r = await runPg('psql', ['-X', '-q', '-c', sql], await targets[target]());
+  const r = await runPg('psql', ['-X', '-q', '-c', sql], await pgEnv(target));
   if (r.code !== 0) throw new Error(`${target} copy ${direction}: ${r.stderr}`);
   const ms = performance.now() - t0;
   if (direction === 'in') await db.admin('TRUNCATE bulk', 'orders');
@@ -219,11 +164,7 @@ writeFileSync(join(RESULTS, 'latest.svg'), chart(rows));
 writeFileSync(join(RESULTS, 'latest.json'), JSON.stringify({ rows, connect, bulk, perIdleBytes, startups }, null, 1));
 process.stdout.write(lines.join('\n'));
 
-bouncer.kill('SIGTERM');
-spawnSync('pkill', ['-x', 'pgbouncer']);
-proxy.child.kill('SIGTERM');
-await proxy.exit;
-await db.destroy();
+await stop();
 
 /** Two panels: throughput and CPU per transaction by client count. */
 function chart(data: typeof rows): string {

