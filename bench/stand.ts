@@ -7,7 +7,10 @@ import { startTargets, type Target } from './targets.js';
 
 const targets = await startTargets(process.argv.slice(2));
 for (const target of ['direct', 'proxy', 'pgbouncer'] as Target[]) {
-  const settings = Object.entries(await targets.pgEnv(target)).map(([k, v]) => `${k}=${v}`);
+  // No token on the screen: direct logins get theirs from `pg-iam-proxy token` with the environment below.
+  const settings = Object.entries(await targets.pgEnv(target))
+    .filter(([k]) => k !== 'PGPASSWORD')
+    .map(([k, v]) => `${k}=${v}`);
   const pid = target === 'direct' ? '' : `  # pid ${targets.pids[target]}`;
   process.stdout.write(`${target}: ${settings.join(' ')}${pid}\n`);
 }
