@@ -1,6 +1,8 @@
-// Phase 4: bytes both ways with backpressure (PROTOCOL.md E1). Node's pipe() moves each chunk straight
-// from one socket to the other and pauses the reader while the writer is full; the proxy adds only the
-// cleanup, which runs once: the first side to end or fail decides the close reason.
+// Phase 4: bytes both ways with backpressure (PROTOCOL.md E1). Client to server, Node's pipe() moves each
+// chunk straight on (one read of up to 64 KiB becomes one TLS write). Server to client, TLS hands over its
+// plaintext one record (16 KiB at most) at a time: those of one event-loop turn leave in one writev
+// (a bulk COPY out makes a quarter of the write calls). The cleanup runs once: the first side to end or
+// fail decides the close reason.
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 
@@ -45,6 +47,34 @@ export function splice(client: Socket, server: TLSSocket, toClient: Buffer, toSe
     if (toClient.length > 0) client.write(toClient);
     if (toServer.length > 0) server.write(toServer);
     client.pipe(server);
-    server.pipe(client);
+    relayByTurn(server, client);
   });
+}
+
+/**
+ * `from` to `to`, corked for the rest of the event-loop turn: whatever `from` yields before the loop
+ * checks again goes out in one write. A small reply (one record) is not delayed past the current turn.
+ * Backpressure: `from` pauses only while the flushed bytes are still queued beyond `to`'s high-water mark.
+ */
+function relayByTurn(from: TLSSocket, to: Socket): void {
+  let corked = false;
+  const resume = () => from.resume();
+  const flush = () => {
+    corked = false;
+    to.uncork();
+    if (to.writableLength > to.writableHighWaterMark) {
+      from.pause();
+      to.once('drain', resume);
+    }
+  };
+  from.on('data', (chunk: Buffer) => {
+    if (!corked) {
+      corked = true;
+      to.cork();
+      setImmediate(flush);
+    }
+    to.write(chunk);
+  });
+  from.on('end', () => to.end());
+  from.resume();
 }

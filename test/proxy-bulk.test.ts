@@ -1,0 +1,89 @@
+// Bulk transfer through the splice: every byte arrives, in order, both ways, and a client that stops
+// reading stops the server (backpressure end to end, PROTOCOL.md E1) rather than filling the proxy.
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { readFile, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { startTestDb } from './support/testdb.js';
+import { runPg, startProxy } from './support/proxy.js';
+import { Bytes, startupBytes } from './support/bytes.js';
+
+const db = await startTestDb();
+t.teardown(() => db.destroy());
+const proxy = await startProxy(db);
+t.teardown(() => proxy.close());
+const libpq = { PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGUSER: 'iam_user', PGDATABASE: 'orders' };
+const sha = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
+
+t.test('COPY out: 300,000 rows arrive byte for byte as the server sends them', async (t) => {
+  const file = join(db.dir, 'bulk_out.tsv');
+  const r = await runPg('psql', ['-X', '-q', '-c', `\\copy (SELECT i, md5(i::text) FROM generate_series(1, 300000) i) TO '${file}'`], libpq);
+  t.equal(r.code, 0, r.stderr);
+  const expected = await db.admin("SELECT encode(sha256(convert_to(string_agg(i || E'\\t' || md5(i::text) || E'\\n', '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, 300000) i");
+  t.equal(sha(await readFile(file)), expected);
+});
+
+t.test('COPY in: a 12 MB file lands intact', async (t) => {
+  await db.admin('CREATE TABLE bulk_in (i int, t text); GRANT INSERT, SELECT ON bulk_in TO iam_user;', 'orders');
+  const rows = Array.from({ length: 300_000 }, (_, k) => `${k + 1}\t${sha(String(k))}`);
+  const file = join(db.dir, 'bulk_in.tsv');
+  await writeFile(file, `${rows.join('\n')}\n`);
+  const r = await runPg('psql', ['-X', '-q', '-c', `\\copy bulk_in FROM '${file}'`], libpq);
+  t.equal(r.code, 0, r.stderr);
+  const [count, digest] = (await db.admin("SELECT count(*), encode(sha256(convert_to(string_agg(i || E'\\t' || t, E'\\n' ORDER BY i), 'UTF8')), 'hex') FROM bulk_in", 'orders')).split('|');
+  t.equal(Number(count), rows.length);
+  t.equal(digest, sha(rows.join('\n')));
+});
+
+t.test('a client that stops reading stops the server; when it reads again, nothing is lost', async (t) => {
+  // About 60 MB of result: more than every socket buffer between the server and the client.
+  const ROWS = 60_000;
+  const query = `SELECT repeat(md5(i::text), 32) FROM generate_series(1, ${ROWS}) i`;
+  const socket = connect({ host: '127.0.0.1', port: proxy.port });
+  await once(socket, 'connect');
+  const hash = createHash('sha256');
+  let rows = 0;
+  let pending = Buffer.alloc(0);
+  let ready = 0;
+  let readyWaiters: Array<{ n: number; wake: () => void }> = [];
+  socket.on('data', (chunk: Buffer) => {
+    let buf = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+    while (buf.length >= 5 && buf.length >= 1 + buf.readUInt32BE(1)) {
+      const end = 1 + buf.readUInt32BE(1);
+      const code = String.fromCharCode(buf[0]!);
+      if (code === 'D') {
+        rows++;
+        hash.update(buf.subarray(11, end)); // one column: int16 count, int32 length, then the value
+      } else if (code === 'Z') {
+        ready++;
+        for (const w of readyWaiters.filter((w) => ready >= w.n)) w.wake();
+        readyWaiters = readyWaiters.filter((w) => ready < w.n);
+      } else if (code === 'E') {
+        t.fail(`server error: ${buf.subarray(5, end).toString('latin1')}`);
+      }
+      buf = buf.subarray(end);
+    }
+    pending = Buffer.from(buf);
+  });
+  const readyFor = (n: number) => new Promise<void>((wake) => (ready >= n ? wake() : readyWaiters.push({ n, wake })));
+  socket.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: 'slow-reader' }));
+  await readyFor(1);
+
+  socket.write(new Bytes().cstring(query).join('Q'));
+  socket.pause();
+  // The server blocks writing to the proxy only if the proxy stopped reading from it.
+  for (;;) {
+    const state = await db.admin("SELECT wait_event FROM pg_stat_activity WHERE application_name = 'slow-reader' AND state = 'active'");
+    if (state === 'ClientWrite') break;
+  }
+  t.pass('the server waits in ClientWrite while the client does not read');
+  socket.resume();
+  await readyFor(2);
+  t.equal(rows, ROWS, 'every row');
+  const expected = await db.admin(`SELECT encode(sha256(convert_to(string_agg(repeat(md5(i::text), 32), '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, ${ROWS}) i`);
+  t.equal(hash.digest('hex'), expected, 'every byte, in order');
+  socket.end(new Bytes().join('X'));
+  await once(socket, 'close');
+});
