@@ -50,6 +50,22 @@ export interface SessionObserver {
   failed(reason: string): void;
 }
 
+/** A logged-in session, handed from the startup and login phases to the splice. */
+interface Opened {
+  readonly server: TLSSocket;
+  readonly toClient: Buffer;
+  readonly pipelined: Buffer;
+  /** Drops the session's cancel key. */
+  readonly forget: () => void;
+}
+
+interface StartupSummary {
+  readonly user: string;
+  readonly database: string;
+  readonly application_name: string | undefined;
+  readonly dbUser: string | undefined;
+}
+
 /** The single phase value of a session; everything else is derived from it. */
 export type Phase = 'startup' | 'login' | 'ready' | 'closed';
 
@@ -62,7 +78,8 @@ export class Session {
   private readonly log: Logger;
   /** Aborted when the client goes away: stops upstream work done on its behalf. */
   private readonly gone = new AbortController();
-  private startup: StartupMessage | undefined;
+  /** What the client asked for, for the log lines (not the packet: its bytes are not kept). */
+  private startup: StartupSummary | undefined;
   /** Set when the proxy ends the session itself (shutdown): the reason logged instead of the socket's. */
   private endedBy: string | undefined;
 
@@ -97,58 +114,73 @@ export class Session {
 
   /** Serve the client until the session ends; never rejects. */
   async run(): Promise<void> {
+    let opened: Opened | undefined;
     try {
-      const link: ClientLink = { socket: this.client, inbox: new Inbox(this.client), encrypted: false };
-      // One deadline for everything before the proxy works for the client: packets, TLS, the password.
-      const deadline = new AbortController();
-      const timer = setTimeout(() => {
-        const err = new WireError(SqlState.ProtocolViolation, `the client did not complete its startup within ${this.ctx.startupTimeoutMs / 1000} s`, { reason: 'startup_timeout' });
-        deadline.abort(err);
-        link.inbox.fail(err);
-      }, this.ctx.startupTimeoutMs);
-      let packet: StartupMessage | CancelRequest;
-      try {
-        try {
-          packet = await readClientStartup(link, this.ctx.clientTls, deadline.signal);
-        } finally {
-          if (link.socket !== this.client) {
-            // Upgraded to TLS: from now on everything, an error too, goes over it; and like the raw
-            // socket, an error on it must never go unheard.
-            this.client = link.socket;
-            this.client.on('error', (err) => this.gone.abort(err));
-          }
-        }
-        if (packet.kind === 'startup' && this.ctx.clientPassword) await authenticateClient(this.client, link.inbox, packet.user, this.ctx.clientPassword);
-      } finally {
-        clearTimeout(timer);
-      }
-      const inbox = link.inbox;
-      if (packet.kind === 'cancel') {
-        inbox.release();
-        this.client.destroy();
-        return await this.cancel(packet);
-      }
-      this.startup = packet;
-      this.log.debug({ startup: this.describeStartup(), tls: link.encrypted }, 'client startup received');
-      if (this.refusal) throw this.refusal;
-      this.checkAllowed(packet);
-      // Bytes the client pipelined behind its startup wait here (bounded) and go first after login (B11).
-      const pipelined = inbox.release();
-      this.phase = 'login';
-      const { server, login } = await this.login(packet);
-      const forget = login.backendKey ? this.ctx.cancels.register(login.backendKey, this.ctx.target) : () => undefined;
-      this.phase = 'ready';
-      this.ctx.observer?.ready((performance.now() - this.started) / 1000);
-      this.log.info(
-        { startup: this.describeStartup(), endpoint: formatHostPort(this.ctx.target.endpoint), readyMs: this.elapsedMs(), accessKeyId: login.token.accessKeyId },
-        login.failure ? `server ended the session at startup: ${login.failure}` : 'session opened',
-      );
-      const end = await splice(this.client, server, login.toClient, pipelined);
-      forget();
-      this.close(end.reason, end.error);
+      opened = await this.open();
     } catch (err) {
       this.fail(err);
+      return;
     }
+    if (!opened) return;
+    // Only the two sockets stay referenced while the session is spliced: everything the startup and
+    // login needed was local to open() and is garbage now (an idle session is small).
+    const { server, forget } = opened;
+    const spliced = splice(this.client, server, opened.toClient, opened.pipelined);
+    opened = undefined;
+    const end = await spliced;
+    forget();
+    this.close(end.reason, end.error);
+  }
+
+  /** Startup, client authentication, login upstream; undefined when the client only sent a cancel. */
+  private async open(): Promise<Opened | undefined> {
+    const link: ClientLink = { socket: this.client, inbox: new Inbox(this.client), encrypted: false };
+    // One deadline for everything before the proxy works for the client: packets, TLS, the password.
+    const deadline = new AbortController();
+    const timer = setTimeout(() => {
+      const err = new WireError(SqlState.ProtocolViolation, `the client did not complete its startup within ${this.ctx.startupTimeoutMs / 1000} s`, { reason: 'startup_timeout' });
+      deadline.abort(err);
+      link.inbox.fail(err);
+    }, this.ctx.startupTimeoutMs);
+    let packet: StartupMessage | CancelRequest;
+    try {
+      try {
+        packet = await readClientStartup(link, this.ctx.clientTls, deadline.signal);
+      } finally {
+        if (link.socket !== this.client) {
+          // Upgraded to TLS: from now on everything, an error too, goes over it; and like the raw
+          // socket, an error on it must never go unheard.
+          this.client = link.socket;
+          this.client.on('error', (err) => this.gone.abort(err));
+        }
+      }
+      if (packet.kind === 'startup' && this.ctx.clientPassword) await authenticateClient(this.client, link.inbox, packet.user, this.ctx.clientPassword);
+    } finally {
+      clearTimeout(timer);
+    }
+    const inbox = link.inbox;
+    if (packet.kind === 'cancel') {
+      inbox.release();
+      this.client.destroy();
+      await this.cancel(packet);
+      return undefined;
+    }
+    this.startup = { user: packet.user, database: packet.database, application_name: packet.applicationName, dbUser: this.ctx.dbUser };
+    this.log.debug({ startup: this.startup, tls: link.encrypted }, 'client startup received');
+    if (this.refusal) throw this.refusal;
+    this.checkAllowed(packet);
+    // Bytes the client pipelined behind its startup wait here (bounded) and go first after login (B11).
+    const pipelined = inbox.release();
+    this.phase = 'login';
+    const { server, login } = await this.login(packet);
+    const forget = login.backendKey ? this.ctx.cancels.register(login.backendKey, this.ctx.target) : () => undefined;
+    this.phase = 'ready';
+    this.ctx.observer?.ready((performance.now() - this.started) / 1000);
+    this.log.info(
+      { startup: this.startup, endpoint: formatHostPort(this.ctx.target.endpoint), readyMs: this.elapsedMs(), accessKeyId: login.token.accessKeyId },
+      login.failure ? `server ended the session at startup: ${login.failure}` : 'session opened',
+    );
+    return { server, toClient: login.toClient, pipelined, forget };
   }
 
   /** The allow-lists: refused before any AWS or upstream work (28000). */
@@ -299,7 +331,7 @@ export class Session {
     const phase = this.phase;
     this.phase = 'closed';
     const fields = {
-      startup: this.describeStartup(),
+      startup: this.startup,
       endpoint: formatHostPort(this.ctx.target.endpoint),
       phase,
       durationMs: this.elapsedMs(),
@@ -313,10 +345,6 @@ export class Session {
     if (failure) this.ctx.observer?.failed(failure);
   }
 
-  private describeStartup() {
-    const s = this.startup;
-    return s && { user: s.user, database: s.database, application_name: s.applicationName, dbUser: this.ctx.dbUser };
-  }
 
   private elapsedMs(): number {
     return Math.round(performance.now() - this.started);

@@ -1,5 +1,5 @@
-// Phase 4: bytes both ways with backpressure (PROTOCOL.md E1). Client to server, Node's pipe() moves each
-// chunk straight on (one read of up to 64 KiB becomes one TLS write). Server to client, TLS hands over its
+// Phase 4: bytes both ways with backpressure (PROTOCOL.md E1). Client to server, each chunk goes straight
+// on (one read of up to 64 KiB becomes one TLS write). Server to client, TLS hands over its
 // plaintext one record (16 KiB at most) at a time: those of one event-loop turn leave in one writev
 // (a bulk COPY out makes a quarter of the write calls). The cleanup runs once: the first side to end or
 // fail decides the close reason.
@@ -34,7 +34,7 @@ export function splice(client: Socket, server: TLSSocket, toClient: Buffer, toSe
       decide(`error on the server connection: ${err.message}`, err);
       client.destroy();
     });
-    // A side that is gone takes the other with it; a half-close alone is passed on by pipe().
+    // A side that is gone takes the other with it; a half-close alone is passed on by relay().
     client.on('close', () => {
       server.destroy();
       closed();
@@ -46,35 +46,47 @@ export function splice(client: Socket, server: TLSSocket, toClient: Buffer, toSe
     });
     if (toClient.length > 0) client.write(toClient);
     if (toServer.length > 0) server.write(toServer);
-    client.pipe(server);
-    relayByTurn(server, client);
+    relay(client, server, false);
+    relay(server, client, true);
   });
 }
 
 /**
- * `from` to `to`, corked for the rest of the event-loop turn: whatever `from` yields before the loop
- * checks again goes out in one write. A small reply (one record) is not delayed past the current turn.
- * Backpressure: `from` pauses only while the flushed bytes are still queued beyond `to`'s high-water mark.
+ * `from` to `to` with backpressure: `from` pauses while `to` holds more than its high-water mark, and
+ * its FIN is passed on. `byTurn`: corked for the rest of the event-loop turn, so whatever `from` yields
+ * before the loop checks again leaves in one write; a small reply (one record) is not delayed past the
+ * current turn. Three closures per direction: an idle session holds little.
  */
-function relayByTurn(from: TLSSocket, to: Socket): void {
+function relay(from: Socket, to: Socket, byTurn: boolean): void {
   let corked = false;
   const resume = () => from.resume();
-  const flush = () => {
-    corked = false;
-    to.uncork();
+  const hold = () => {
     if (to.writableLength > to.writableHighWaterMark) {
       from.pause();
       to.once('drain', resume);
     }
   };
-  from.on('data', (chunk: Buffer) => {
-    if (!corked) {
-      corked = true;
-      to.cork();
-      setImmediate(flush);
-    }
-    to.write(chunk);
-  });
+  const flush = () => {
+    corked = false;
+    to.uncork();
+    hold();
+  };
+  from.on(
+    'data',
+    byTurn
+      ? (chunk: Buffer) => {
+          if (!corked) {
+            corked = true;
+            to.cork();
+            setImmediate(flush);
+          }
+          to.write(chunk);
+        }
+      : (chunk: Buffer) => {
+          to.write(chunk);
+          hold();
+        },
+  );
   from.on('end', () => to.end());
   from.resume();
 }
