@@ -4,10 +4,12 @@
 // second signal cut short.
 import { setFlagsFromString } from 'node:v8';
 
-// The young generation stays at its first size (1 MiB) instead of growing to 16: bulk transfers hand
-// over a fresh 16 KiB buffer per TLS record, and with a grown young generation those buffers' external
-// memory outpaces the scavenges and forces full mark-compacts (26 in three 200 MB COPYs; 1 with this).
-// Read when the young generation would grow, so it takes effect here, before the CLI is loaded.
+// V8's young generation keeps its first size (1 MiB) instead of growing to 16 MiB. Bulk transfers
+// hand over a fresh 16 KiB buffer per TLS record; with a grown young generation the buffers' external
+// memory outruns the scavenges and forces full mark-compacts (25 in three 200 MB COPYs; 1 with this,
+// for 30% less CPU and 10% less time), and an idle sidecar does not keep tens of MiB of young
+// generation resident. V8 reads it when the young generation would grow, so it works at run time; it
+// must come first, before start-up grows the young generation.
 setFlagsFromString('--semi-space-growth-factor=1');
 
 const { main } = await import('../build/src/cli.js');

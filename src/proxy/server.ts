@@ -245,15 +245,19 @@ export class Proxy {
 
   async listen(): Promise<Array<AddressInfo | undefined>> {
     const addresses: Array<AddressInfo | undefined> = [];
+    let up!: () => void;
+    const listening = new Promise<void>((resolve) => (up = resolve));
     try {
-      // One certificate made at start serves every instance with --client-tls auto.
+      // One certificate serves every instance with --client-tls auto, made once every listener is up
+      // (loading the x509 code first would delay them); a TLS client arriving earlier waits for it.
       let made: Promise<ClientTls> | undefined;
-      const generated = () => (made ??= generatedClientTls());
+      const generated = () => (made ??= listening.then(() => generatedClientTls()));
       for (const instance of this.instances) addresses.push(await instance.listen(generated));
     } catch (err) {
       await this.close(0);
       throw err;
     }
+    up();
     return addresses;
   }
 
@@ -261,3 +265,4 @@ export class Proxy {
     await Promise.all(this.instances.map((instance) => instance.close(graceMs)));
   }
 }
+
