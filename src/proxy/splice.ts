@@ -1,7 +1,7 @@
 // Phase 4: bytes both ways with backpressure (PROTOCOL.md E1). Client to server, each chunk goes straight
 // on (one read of up to 64 KiB becomes one TLS write). Server to client, TLS hands over its
-// plaintext one record (16 KiB at most) at a time: those of one event-loop turn leave in one writev
-// (a bulk COPY out makes a quarter of the write calls). The cleanup runs once: the first side to end or
+// plaintext a record at a time: during a bulk transfer, those of one event-loop turn leave in one writev
+// (one write per read instead of one per record). The cleanup runs once: the first side to end or
 // fail decides the close reason.
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -53,10 +53,18 @@ export function splice(client: Socket, server: TLSSocket, toClient: Buffer, toSe
 
 /**
  * `from` to `to` with backpressure: `from` pauses while `to` holds more than its high-water mark, and
- * its FIN is passed on. `byTurn`: corked for the rest of the event-loop turn, so whatever `from` yields
- * before the loop checks again leaves in one write; a small reply (one record) is not delayed past the
- * current turn. Three closures per direction: an idle session holds little.
+ * its FIN is passed on. `byTurn`: a full server buffer corks `to` for the rest of the event-loop turn,
+ * so the records decrypted from one read leave in one write; a shorter chunk goes out at once (cork and a
+ * turn's wait cost a small reply more than they save). Three closures per direction: an idle session
+ * holds little.
  */
+/**
+ * What a bulk transfer yields chunk after chunk: PostgreSQL flushes its 8 KiB send buffer with one
+ * SSL_write, so a full buffer arrives as one 8 KiB record (larger messages, up to TLS's 16 KiB record,
+ * from newer servers). A query's reply is mostly shorter.
+ */
+const BULK_CHUNK = 8_192;
+
 function relay(from: Socket, to: Socket, byTurn: boolean): void {
   let corked = false;
   const resume = () => from.resume();
@@ -73,19 +81,21 @@ function relay(from: Socket, to: Socket, byTurn: boolean): void {
   };
   from.on(
     'data',
-    byTurn
-      ? (chunk: Buffer) => {
-          if (!corked) {
-            corked = true;
-            to.cork();
-            setImmediate(flush);
-          }
-          to.write(chunk);
-        }
-      : (chunk: Buffer) => {
-          to.write(chunk);
-          hold();
-        },
+    (chunk: Buffer) => {
+      if (corked) {
+        to.write(chunk);
+      } else if (byTurn && chunk.length >= BULK_CHUNK) {
+        // A full buffer: more are likely decrypted in this turn; they leave together.
+        corked = true;
+        to.cork();
+        to.write(chunk);
+        setImmediate(flush);
+      } else {
+        // Less than a full buffer (a query result, most of the time): out at once.
+        to.write(chunk);
+        hold();
+      }
+    },
   );
   from.on('end', () => to.end());
   from.resume();
