@@ -65,6 +65,9 @@ export function splice(client: Socket, server: TLSSocket, toClient: Buffer, toSe
  */
 const BULK_CHUNK = 8_192;
 
+/** At most this much waits in a corked socket for the end of the turn. */
+const CORK_LIMIT = 256 * 1024;
+
 function relay(from: Socket, to: Socket, byTurn: boolean): void {
   let corked = false;
   const resume = () => from.resume();
@@ -75,6 +78,7 @@ function relay(from: Socket, to: Socket, byTurn: boolean): void {
     }
   };
   const flush = () => {
+    if (!corked) return; // flushed early, at the limit
     corked = false;
     to.uncork();
     hold();
@@ -84,6 +88,8 @@ function relay(from: Socket, to: Socket, byTurn: boolean): void {
     (chunk: Buffer) => {
       if (corked) {
         to.write(chunk);
+        // A turn can read megabytes from a fast server: what waits for the flush stays bounded.
+        if (to.writableLength >= CORK_LIMIT) flush();
       } else if (byTurn && chunk.length >= BULK_CHUNK) {
         // A full buffer: more are likely decrypted in this turn; they leave together.
         corked = true;
