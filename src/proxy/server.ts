@@ -139,7 +139,7 @@ export class ProxyInstance {
     if (this.config.clientTls.mode === 'auto' && generated) {
       // Made while the listener comes up; a client's SSLRequest waits for it (a few ms, once).
       const made = generated();
-      made.catch((err: Error) => this.ctx.log.error({ err }, 'cannot make the local TLS certificate: TLS clients are refused'));
+      made.catch((err: Error) => err !== NOT_STARTED && this.ctx.log.error({ err }, 'cannot make the local TLS certificate: TLS clients are refused'));
       this.ctx = { ...this.ctx, clientTls: made };
     }
     const { tcp, unix } = this.servers;
@@ -220,6 +220,9 @@ async function removeStaleSocket(path: string): Promise<void> {
 }
 
 /** All instances of one process. */
+/** Why the local certificate was never made: another listener failed to start. */
+const NOT_STARTED = new Error('the proxy did not start');
+
 export class Proxy {
   readonly instances: readonly ProxyInstance[];
 
@@ -246,7 +249,9 @@ export class Proxy {
   async listen(): Promise<Array<AddressInfo | undefined>> {
     const addresses: Array<AddressInfo | undefined> = [];
     let up!: () => void;
-    const listening = new Promise<void>((resolve) => (up = resolve));
+    let failed!: (err: Error) => void;
+    const listening = new Promise<void>((resolve, reject) => ((up = resolve), (failed = reject)));
+    listening.catch(() => undefined);
     try {
       // One certificate serves every instance with --client-tls auto, made once every listener is up
       // (loading the x509 code first would delay them); a TLS client arriving earlier waits for it.
@@ -254,6 +259,8 @@ export class Proxy {
       const generated = () => (made ??= listening.then(() => generatedClientTls()));
       for (const instance of this.instances) addresses.push(await instance.listen(generated));
     } catch (err) {
+      // A client that reached a listener already up must not wait for a certificate never to be made.
+      failed(NOT_STARTED);
       await this.close(0);
       throw err;
     }

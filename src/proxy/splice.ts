@@ -40,8 +40,10 @@ export function splice(client: Socket, server: TLSSocket, toClient: Buffer, toSe
       closed();
     });
     server.on('close', () => {
-      // Let the client read what the server wrote last (e.g. a FATAL) before its socket goes.
+      // Let the client read what the server wrote last (e.g. a FATAL) before its socket goes. A client
+      // paused for a 'drain' that will never come reads on, so it sees its EOF and closes.
       client.end();
+      client.resume();
       closed();
     });
     if (toClient.length > 0) client.write(toClient);
