@@ -1,6 +1,7 @@
 // Bulk transfer through the splice: every byte arrives, in order, both ways, and a client that stops
 // reading stops the server (backpressure end to end, PROTOCOL.md E1) rather than filling the proxy.
 import t from 'tap';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -86,4 +87,48 @@ t.test('a client that stops reading stops the server; when it reads again, nothi
   t.equal(hash.digest('hex'), expected, 'every byte, in order');
   socket.end(new Bytes().join('X'));
   await once(socket, 'close');
+});
+
+t.test('an upload stalled behind a locked table ends cleanly when the server dies', async (t) => {
+  // A COPY FROM STDIN whose backend waits for a lock reads nothing: what the client sends fills every
+  // buffer up to the proxy, which stops reading the client. Then the backend is terminated.
+  await db.admin('CREATE TABLE stall_in (t text); GRANT INSERT ON stall_in TO iam_user;', 'orders');
+  const locker = spawn('/usr/sbin/runuser', ['-u', 'postgres', '--', '/usr/lib/postgresql/15/bin/psql', '-X', '-h', db.socketDir, '-p', String(db.port), '-d', 'orders', '-c', 'BEGIN; LOCK TABLE stall_in; SELECT pg_sleep(120)'], { stdio: 'ignore', env: { ...process.env, PGAPPNAME: 'locker' } });
+  const lockerExit = once(locker, 'exit');
+  t.teardown(async () => {
+    await db.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'locker'");
+    await lockerExit;
+  });
+  for (;;) {
+    if ((await db.admin("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'locker' AND l.mode = 'AccessExclusiveLock' AND l.granted")) === '1') break;
+  }
+
+  const socket = connect({ host: '127.0.0.1', port: proxy.port });
+  await once(socket, 'connect');
+  let received = Buffer.alloc(0);
+  socket.on('data', (d: Buffer) => (received = Buffer.concat([received, d])));
+  socket.on('error', () => undefined);
+  socket.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: 'stalled' }));
+  while (!received.includes(Buffer.from([0x5a, 0, 0, 0, 5]))) await once(socket, 'data'); // ReadyForQuery
+  socket.write(new Bytes().cstring('COPY stall_in FROM STDIN').join('Q'));
+  // 64 MB of rows: more than the socket buffers from here to the backend can hold.
+  const row = Buffer.from(`${'x'.repeat(1023)}\n`);
+  const data = new Bytes().raw(Buffer.concat(Array.from({ length: 1024 }, () => row))).join('d');
+  for (let i = 0; i < 64; i++) socket.write(data);
+  for (;;) {
+    const waiting = await db.admin("SELECT wait_event_type FROM pg_stat_activity WHERE application_name = 'stalled'");
+    const before = proxy.proxy.instances[0]!.liveBytes().fromClient;
+    await db.admin('SELECT 1');
+    // The backend waits for the lock, and nothing more reaches the proxy: it has stopped reading.
+    if (waiting === 'Lock' && proxy.proxy.instances[0]!.liveBytes().fromClient === before && socket.writableLength > 0) break;
+  }
+  t.pass('the proxy stopped reading the client while the server could not take more');
+
+  await db.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'stalled'");
+  // The client hears the FATAL, and the session ends on the proxy although the client still has megabytes
+  // unsent and the proxy was not reading it.
+  while (proxy.proxy.instances[0]!.connections > 0) await new Promise((resolve) => setImmediate(resolve));
+  t.pass('the session is gone from the proxy');
+  t.match(received.toString('latin1'), /terminating connection due to administrator command/, "the client heard the server's last words");
+  socket.destroy();
 });

@@ -74,7 +74,8 @@ function relay(from: Socket, to: Socket, byTurn: boolean): void {
   let corked = false;
   const resume = () => from.resume();
   const hold = () => {
-    if (to.writableLength > to.writableHighWaterMark) {
+    // A destroyed `to` keeps its unsent length but will never drain: what `from` sends now is dropped.
+    if (to.writableLength > to.writableHighWaterMark && !to.destroyed) {
       from.pause();
       to.once('drain', resume);
     }
