@@ -2,7 +2,7 @@
 // PAM), the proxy (the real CLI in its own process) and pgbouncer from Debian's packages (installed when
 // absent) in session mode with TLS to the same database. Shared by `npm run bench` and `npm run bench:stand`.
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Signer } from '@aws-sdk/rds-signer';
 import { startTestDb, type TestDb } from '../test/support/testdb.js';
@@ -43,7 +43,6 @@ export async function startTargets(proxyArgs: readonly string[] = []): Promise<T
   // pgbouncer: session mode, TLS to the server (verify-ca: it dials 127.0.0.1, which the certificate does
   // not name), the token as the server password (valid 15 minutes: longer than a run), trust locally.
   const bouncerDir = mkdtempSync('/tmp/pgbouncer-bench-');
-  chmodSync(bouncerDir, 0o755);
   const bouncerPort = await closedPort();
   writeFileSync(join(bouncerDir, 'users.txt'), '"iam_user" ""\n');
   writeFileSync(
@@ -62,15 +61,18 @@ default_pool_size = 100
 server_tls_sslmode = verify-ca
 server_tls_ca_file = ${db.caFile}
 logfile = ${join(bouncerDir, 'pgbouncer.log')}
+pidfile = ${join(bouncerDir, 'pgbouncer.pid')}
 `,
+    { mode: 0o600 }, // it holds a live token: its owner (postgres, below) alone reads it
   );
   execFileSync('chown', ['-R', 'postgres', bouncerDir]);
   const bouncer = spawn('/usr/sbin/runuser', ['-u', 'postgres', '--', '/usr/sbin/pgbouncer', join(bouncerDir, 'pgbouncer.ini')], { stdio: 'ignore' });
   for (;;) {
+    if (bouncer.exitCode !== null) throw new Error(`pgbouncer exited (${bouncer.exitCode}): see ${join(bouncerDir, 'pgbouncer.log')}`);
     const probe = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(bouncerPort), PGUSER: 'iam_user', PGDATABASE: 'orders' });
     if (probe.stdout.trim() === '1') break;
   }
-  const bouncerPid = Number(execFileSync('pgrep', ['-n', '-x', 'pgbouncer']).toString().trim());
+  const bouncerPid = Number(readFileSync(join(bouncerDir, 'pgbouncer.pid'), 'utf8').trim());
 
   const settings: Record<Target, () => Promise<Record<string, string>>> = {
     direct: async () => ({ PGHOST: db.endpoint, PGHOSTADDR: '127.0.0.1', PGPORT: String(db.port), PGSSLMODE: 'verify-full', PGSSLROOTCERT: db.caFile, PGPASSWORD: await token(), PGUSER: 'iam_user', PGDATABASE: 'orders' }),

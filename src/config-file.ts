@@ -4,12 +4,12 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Node } from 'yaml';
+import { ConfigError, type InstanceInput } from './config.js';
 
 // The YAML library loads only when a config file is given.
 type Yaml = typeof import('yaml');
 let yaml: Yaml | undefined;
 const load = (): Yaml => (yaml ??= createRequire(import.meta.url)('yaml') as Yaml);
-import { ConfigError, type InstanceInput } from './config.js';
 
 type Kind = 'string' | 'number' | 'boolean' | 'mode' | 'strings';
 interface MapSchema {

@@ -1,7 +1,6 @@
 // Bulk transfer through the splice: every byte arrives, in order, both ways, and a client that stops
 // reading stops the server (backpressure end to end, PROTOCOL.md E1) rather than filling the proxy.
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -93,11 +92,11 @@ t.test('an upload stalled behind a locked table ends cleanly when the server die
   // A COPY FROM STDIN whose backend waits for a lock reads nothing: what the client sends fills every
   // buffer up to the proxy, which stops reading the client. Then the backend is terminated.
   await db.admin('CREATE TABLE stall_in (t text); GRANT INSERT ON stall_in TO iam_user;', 'orders');
-  const locker = spawn('/usr/sbin/runuser', ['-u', 'postgres', '--', '/usr/lib/postgresql/15/bin/psql', '-X', '-h', db.socketDir, '-p', String(db.port), '-d', 'orders', '-c', 'BEGIN; LOCK TABLE stall_in; SELECT pg_sleep(120)'], { stdio: 'ignore', env: { ...process.env, PGAPPNAME: 'locker' } });
-  const lockerExit = once(locker, 'exit');
+  // Holds the lock until the teardown terminates it (which makes its psql fail: expected).
+  const locker = db.admin("SET application_name = 'locker'; BEGIN; LOCK TABLE stall_in; SELECT pg_sleep(120);", 'orders').catch(() => undefined);
   t.teardown(async () => {
     await db.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'locker'");
-    await lockerExit;
+    await locker;
   });
   for (;;) {
     if ((await db.admin("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'locker' AND l.mode = 'AccessExclusiveLock' AND l.granted")) === '1') break;
@@ -116,10 +115,9 @@ t.test('an upload stalled behind a locked table ends cleanly when the server die
   const data = new Bytes().raw(Buffer.concat(Array.from({ length: 1024 }, () => row))).join('d');
   for (let i = 0; i < 64; i++) socket.write(data);
   for (;;) {
-    const waiting = await db.admin("SELECT wait_event_type FROM pg_stat_activity WHERE application_name = 'stalled'");
     const before = proxy.proxy.instances[0]!.liveBytes().fromClient;
-    await db.admin('SELECT 1');
-    // The backend waits for the lock, and nothing more reaches the proxy: it has stopped reading.
+    const waiting = await db.admin("SELECT wait_event_type FROM pg_stat_activity WHERE application_name = 'stalled'");
+    // The backend waits for the lock, and nothing reached the proxy while we asked: it has stopped reading.
     if (waiting === 'Lock' && proxy.proxy.instances[0]!.liveBytes().fromClient === before && socket.writableLength > 0) break;
   }
   t.pass('the proxy stopped reading the client while the server could not take more');

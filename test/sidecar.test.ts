@@ -2,7 +2,7 @@
 // /healthz /readyz /metrics after known traffic, the drain, stale sockets, exit codes, config errors.
 import t from 'tap';
 import pg from 'pg';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync, statSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
@@ -273,7 +273,6 @@ t.test('config.example.yaml documents every key and is valid', async (t) => {
 });
 
 t.test('a live socket whose backlog is full is not taken for a stale one', async (t) => {
-  const { spawn } = await import('node:child_process');
   const dir = scratch();
   const port = await closedPort();
   const path = join(dir, `.s.PGSQL.${port}`);

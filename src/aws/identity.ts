@@ -1,15 +1,21 @@
 // Which AWS identity signs: the SDK's credential sources (the default chain, a profile, a role assumed
 // from either), traced so a failure can name every source tried, held once per identity.
 import { hostname } from 'node:os';
-// The SDK's credential providers and STS client load on first use: start-up to listening stays short.
-type CredentialProviders = typeof import('@aws-sdk/credential-providers');
-let providers: Promise<CredentialProviders> | undefined;
-const loadProviders = () => (providers ??= import('@aws-sdk/credential-providers'));
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-sdk/types';
 import type { Logger } from 'pino';
 import { redactSecrets } from '../log.js';
 import { CredentialsHolder, type CredentialsHolderOptions } from './credentials.js';
 import { SharedTokens, type SharedTokensOptions } from './tokens.js';
+
+// The SDK's credential providers and STS client load on first use: start-up to listening stays short.
+type CredentialProviders = typeof import('@aws-sdk/credential-providers');
+let providers: Promise<CredentialProviders> | undefined;
+
+/** A provider made from the SDK's providers module on its first call, then reused. */
+function lazily(make: (sdk: CredentialProviders) => AwsCredentialIdentityProvider): AwsCredentialIdentityProvider {
+  let made: AwsCredentialIdentityProvider | undefined;
+  return async (props) => (made ??= make(await (providers ??= import('@aws-sdk/credential-providers'))))(props);
+}
 
 /** An AWS identity as configured: `--profile`, `--role-arn` and the role's settings. */
 export interface IdentitySpec {
@@ -176,15 +182,13 @@ export function credentialProvider(spec: IdentitySpec, options: ProviderOptions)
     return (options.mfa ?? noTerminal)(serial);
   };
   const withMfa = (source: string) => (mfaUsed ? `${source} with an MFA code` : source);
-  let chainMade: AwsCredentialIdentityProvider | undefined;
-  const chain: AwsCredentialIdentityProvider = async (props) => {
-    chainMade ??= (await loadProviders()).fromNodeProviderChain({
+  const chain = lazily((sdk) =>
+    sdk.fromNodeProviderChain({
       ...(spec.profile ? { profile: spec.profile } : {}),
       mfaCodeProvider,
       logger: trace.logger,
-    });
-    return chainMade(props);
-  };
+    }),
+  );
   let baseSource: string | undefined;
   const base: AwsCredentialIdentityProvider = async (props) => {
     trace.reset();
@@ -202,9 +206,8 @@ export function credentialProvider(spec: IdentitySpec, options: ProviderOptions)
   };
   if (!spec.roleArn) return { provider: base, source: () => baseSource && withMfa(baseSource) };
   const roleArn = spec.roleArn;
-  let assumeMade: AwsCredentialIdentityProvider | undefined;
-  const assume: AwsCredentialIdentityProvider = async (props) => {
-    assumeMade ??= (await loadProviders()).fromTemporaryCredentials({
+  const assume = lazily((sdk) =>
+    sdk.fromTemporaryCredentials({
       masterCredentials: base,
       params: {
         RoleArn: roleArn,
@@ -214,9 +217,8 @@ export function credentialProvider(spec: IdentitySpec, options: ProviderOptions)
       },
       mfaCodeProvider,
       clientConfig: { region: options.region, maxAttempts: 2 },
-    });
-    return assumeMade(props);
-  };
+    }),
+  );
   const provider: AwsCredentialIdentityProvider = async (props) => {
     try {
       return await assume(props);

@@ -1,7 +1,8 @@
-type RdsSigner = typeof import('@aws-sdk/rds-signer');
-let signer: Promise<RdsSigner> | undefined;
 import type { AwsCredentialIdentity } from '@aws-sdk/types';
 import type { Clock, CredentialsHolder } from './credentials.js';
+
+// The RDS signer loads on first use: start-up to listening stays short.
+let signer: Promise<typeof import('@aws-sdk/rds-signer')> | undefined;
 
 /** What a token is signed for: the exact endpoint name and port, the region, the DB user. */
 export interface TokenScope {

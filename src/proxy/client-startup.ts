@@ -45,7 +45,7 @@ export async function readClientStartup(link: ClientLink, tls: ClientTls | Promi
           // Without a local certificate, close as a server with ssl=off does; the client reports it.
           throw new WireError(SqlState.ProtocolViolation, 'direct TLS connection attempted, and local TLS is off', { reason: 'bad_startup', silent: true });
         }
-        await upgrade(link, tls, true, signal);
+        await upgrade(link, await tls, true, signal);
         break;
       case 'ssl':
       case 'gssenc':
@@ -57,7 +57,7 @@ export async function readClientStartup(link: ClientLink, tls: ClientTls | Promi
           link.socket.write(DECLINE);
           break;
         }
-        // The certificate first (made at start, maybe still being made): 'S' goes out only when the
+        // The certificate first (made once the listeners are up, maybe still being made): 'S' goes out only when the
         // handshake can follow at once, so the ClientHello reaches the TLS layer directly.
         tls = await tls;
         // Bytes already sent behind the SSLRequest were never encrypted: a man in the middle could have
@@ -73,8 +73,7 @@ export async function readClientStartup(link: ClientLink, tls: ClientTls | Promi
 }
 
 /** The TLS handshake on the client link; `direct`: the ClientHello is already in the inbox. */
-async function upgrade(link: ClientLink, pending: ClientTls | Promise<ClientTls>, direct: boolean, signal?: AbortSignal): Promise<void> {
-  const tls = await pending;
+async function upgrade(link: ClientLink, tls: ClientTls, direct: boolean, signal?: AbortSignal): Promise<void> {
   const raw = link.socket;
   const head = link.inbox.release();
   const secure = new TLSSocket(head.length > 0 ? prefixed(raw, head) : raw, { isServer: true, secureContext: tls.context, ALPNProtocols: [ALPN] });

@@ -137,7 +137,7 @@ export class ProxyInstance {
   /** Listen on TCP and/or the unix socket; resolves to the TCP address when there is one. */
   async listen(generated?: () => Promise<ClientTls>): Promise<AddressInfo | undefined> {
     if (this.config.clientTls.mode === 'auto' && generated) {
-      // Made while the listener comes up; a client's SSLRequest waits for it (a few ms, once).
+      // Made once every listener is up (Proxy.listen); a client's SSLRequest waits for it (a few ms, once).
       const made = generated();
       made.catch((err: Error) => err !== NOT_STARTED && this.ctx.log.error({ err }, 'cannot make the local TLS certificate: TLS clients are refused'));
       this.ctx = { ...this.ctx, clientTls: made };
@@ -219,10 +219,10 @@ async function removeStaleSocket(path: string): Promise<void> {
   await unlink(path);
 }
 
-/** All instances of one process. */
 /** Why the local certificate was never made: another listener failed to start. */
 const NOT_STARTED = new Error('the proxy did not start');
 
+/** All instances of one process. */
 export class Proxy {
   readonly instances: readonly ProxyInstance[];
 
@@ -272,4 +272,3 @@ export class Proxy {
     await Promise.all(this.instances.map((instance) => instance.close(graceMs)));
   }
 }
-

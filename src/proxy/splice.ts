@@ -54,13 +54,6 @@ export function splice(client: Socket, server: TLSSocket, toClient: Buffer, toSe
 }
 
 /**
- * `from` to `to` with backpressure: `from` pauses while `to` holds more than its high-water mark, and
- * its FIN is passed on. `byTurn`: a full server buffer corks `to` for the rest of the event-loop turn,
- * so the records decrypted from one read leave in one write; a shorter chunk goes out at once (cork and a
- * turn's wait cost a small reply more than they save). Three closures per direction: an idle session
- * holds little.
- */
-/**
  * What a bulk transfer yields chunk after chunk: PostgreSQL flushes its 8 KiB send buffer with one
  * SSL_write, so a full buffer arrives as one 8 KiB record (larger messages, up to TLS's 16 KiB record,
  * from newer servers). A query's reply is mostly shorter.
@@ -70,6 +63,13 @@ const BULK_CHUNK = 8_192;
 /** At most this much waits in a corked socket for the end of the turn. */
 const CORK_LIMIT = 256 * 1024;
 
+/**
+ * `from` to `to` with backpressure: `from` pauses while `to` holds more than its high-water mark, and
+ * its FIN is passed on. `byTurn`: a full server buffer corks `to` for the rest of the event-loop turn,
+ * so the records decrypted from one read leave in one write; a shorter chunk goes out at once (cork and a
+ * turn's wait cost a small reply more than they save). A few closures per direction, no pipe() state:
+ * an idle session holds little.
+ */
 function relay(from: Socket, to: Socket, byTurn: boolean): void {
   let corked = false;
   const resume = () => from.resume();
