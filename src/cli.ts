@@ -8,7 +8,7 @@ import { formatHostPort, parseHostPort, regionFromEndpoint, type HostPort } from
 import { Identities, NoCredentialsError } from './aws/identity.js';
 import { announceAll, signerFor } from './commands/engine.js';
 import { terminalMfa } from './aws/mfa.js';
-import { ConfigError, DEFAULT_LISTEN, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
+import { checkNumber, ConfigError, DEFAULT_LISTEN, NO_LISTEN, resolveInstance, type InstanceInput, type NumberSetting, type ProxyConfig } from './config.js';
 import { createLogger, redactSecrets, type LogFormat } from './log.js';
 import { Proxy } from './proxy/server.js';
 import { loadConfigFile } from './config-file.js';
@@ -26,6 +26,19 @@ export const ExitCode = {
 
 const ENV_PREFIX = 'PG_IAM_PROXY';
 
+/** PG_IAM_PROXY_SHUTDOWN_GRACE for shutdown-grace. */
+const envName = (flag: string) => `${ENV_PREFIX}_${flag.toUpperCase().replaceAll('-', '_')}`;
+
+/**
+ * A numeric option, checked as given (a flag or its PG_IAM_PROXY_* variable): "30s" or a bound a timer
+ * cannot hold is a usage error naming the option, not NaN or a timer that fires at once.
+ */
+const numberOption = (name: NumberSetting, describe: string) => ({
+  describe,
+  requiresArg: true,
+  coerce: (value: unknown) => checkNumber(name, value, `--${name} (${envName(name)})`),
+});
+
 /** What every command needs to reach the database and sign: the endpoint, the dial address, the identity. */
 function targetOptions<T>(y: Argv<T>) {
   return y
@@ -38,7 +51,7 @@ function targetOptions<T>(y: Argv<T>) {
     .option('role-session-name', { type: 'string', describe: 'session name for --role-arn (default: pg-iam-proxy@HOSTNAME)' })
     .option('external-id', { type: 'string', describe: "external ID the role's trust policy demands" })
     .option('mfa-serial', { type: 'string', describe: "MFA device the role's trust policy demands; the code is asked on the terminal" })
-    .option('connect-timeout', { type: 'number', describe: 'seconds to connect, handshake and log in upstream [default: 10]' });
+    .option('connect-timeout', numberOption('connect-timeout', 'seconds to get credentials, connect, handshake and log in upstream [default: 10]'));
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -54,8 +67,8 @@ function proxyOptions<T>(y: Argv<T>, logLevel: string) {
     .option('allow-user', { type: 'string', array: true, describe: 'sign only for these DB users (repeatable); others get 28000' })
     .option('allow-database', { type: 'string', array: true, describe: 'connect only to these databases (repeatable)' })
     .option('allow-unauthenticated-network-clients', { type: 'boolean', describe: 'listen beyond loopback without --client-password-file: anyone who reaches the port logs in as the IAM user' })
-    .option('max-connections', { type: 'number', describe: 'clients beyond this get FATAL 53300 (default: unlimited)' })
-    .option('startup-timeout', { type: 'number', describe: 'seconds a client has to finish its startup [default: 15]' })
+    .option('max-connections', numberOption('max-connections', 'clients beyond this get FATAL 53300 (default: unlimited)'))
+    .option('startup-timeout', numberOption('startup-timeout', 'seconds a client has to finish its startup [default: 15]'))
     .option('log-level', { type: 'string', choices: LOG_LEVELS, describe: `[default: ${logLevel}]` })
     .option('log-format', { type: 'string', choices: ['json', 'pretty'], describe: 'default: pretty on a terminal, else json' });
 }
@@ -63,10 +76,10 @@ function proxyOptions<T>(y: Argv<T>, logLevel: string) {
 function serveOptions<T>(y: Argv<T>) {
   return proxyOptions(y, 'info')
     .option('config', { type: 'string', describe: 'YAML file: several instances and global settings (see config.example.yaml)' })
-    .option('listen', { type: 'string', describe: `TCP listener ADDR:PORT [default: ${DEFAULT_LISTEN}]` })
+    .option('listen', { type: 'string', describe: `TCP listener ADDR:PORT, or ${NO_LISTEN} to serve on --unix-socket alone [default: ${DEFAULT_LISTEN}]` })
     .option('unix-socket', { type: 'string', describe: 'also listen on DIR/.s.PGSQL.<port>, for psql -h DIR' })
     .option('unix-socket-mode', { type: 'string', describe: 'file mode of the unix socket (who may connect) [default: 0600]' })
-    .option('shutdown-grace', { type: 'number', describe: 'on SIGTERM/SIGINT, seconds to wait for sessions to end [default: 30]' })
+    .option('shutdown-grace', numberOption('shutdown-grace', 'on SIGTERM/SIGINT, seconds to wait for sessions to end [default: 30]'))
     .option('http', { type: 'string', describe: 'serve /healthz, /readyz and /metrics on ADDR:PORT' })
     .option('require-credentials', { type: 'boolean', describe: 'exit 3 when no AWS credentials can be had at start, instead of serving and reporting not ready' });
 }
@@ -74,6 +87,7 @@ function serveOptions<T>(y: Argv<T>) {
 function runOptions<T>(y: Argv<T>) {
   return proxyOptions(y, 'warn')
     .option('user', { type: 'string', describe: 'the DB user: sets PGUSER for the command' })
+    .option('keep-aws-env', { type: 'boolean', describe: 'pass AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN on to the command (by default it gets none: the proxy signs for it)' })
     .usage('$0 run ENDPOINT[:PORT] [--user U] [options] -- CMD [ARGS...]');
 }
 
@@ -94,10 +108,8 @@ type RunArgs = Awaited<ReturnType<typeof runOptions>['argv']> & { '--'?: Array<s
 type TokenArgs = Awaited<ReturnType<typeof tokenOptions>['argv']>;
 type DoctorArgs = Awaited<ReturnType<typeof doctorOptions>['argv']>;
 
-const positiveSeconds = (name: string, value: number) => {
-  if (!Number.isFinite(value) || value <= 0) throw new ConfigError(`--${name}: a number of seconds greater than 0`);
-  return Math.round(value * 1000);
-};
+/** Seconds, already checked (numberOption, the file's schema), as the engine's milliseconds. */
+const ms = (seconds: number) => Math.round(seconds * 1000);
 
 /** The instance as the command line and PG_IAM_PROXY_* describe it (yargs has merged the two). */
 function instanceInput(args: TargetArgs & Partial<ServeArgs>): InstanceInput {
@@ -188,13 +200,12 @@ export function serveConfig(args: TargetArgs & Partial<ServeArgs>, env: NodeJS.P
     }
   });
   const max = args['max-connections'] ?? file?.maxConnections;
-  if (max !== undefined && !(Number.isInteger(max) && max > 0)) throw new ConfigError('--max-connections: a whole number greater than 0');
   const config: ProxyConfig = Object.freeze({
     instances: Object.freeze(instances),
-    startupTimeoutMs: positiveSeconds('startup-timeout', args['startup-timeout'] ?? file?.startupTimeout ?? 15),
-    connectTimeoutMs: positiveSeconds('connect-timeout', args['connect-timeout'] ?? file?.connectTimeout ?? 10),
+    startupTimeoutMs: ms(args['startup-timeout'] ?? file?.startupTimeout ?? 15),
+    connectTimeoutMs: ms(args['connect-timeout'] ?? file?.connectTimeout ?? 10),
     maxConnections: max,
-    shutdownGraceMs: Math.max(0, Math.round((args['shutdown-grace'] ?? file?.shutdownGrace ?? 30) * 1000)),
+    shutdownGraceMs: ms(args['shutdown-grace'] ?? file?.shutdownGrace ?? 30),
   });
   const httpText = args.http ?? file?.http;
   const level = args['log-level'] ?? file?.log?.level ?? 'info';
@@ -232,7 +243,7 @@ async function serve(args: ServeArgs, env: NodeJS.ProcessEnv): Promise<number> {
   routeProcessWarnings(log);
   // Metrics and the HTTP endpoint load only when asked for (--http): start-up stays short without them.
   const metrics: Metrics | undefined = settings.http ? new (await import('./ops/metrics.js')).Metrics() : undefined;
-  const identities = new Identities({ log, mfa: terminalMfa(), onRefresh: metrics?.credentialsRefreshed, tokens: { onSigned: metrics?.tokenSigned } });
+  const identities = new Identities({ log, mfa: terminalMfa(), onRefresh: metrics?.credentialsRefreshed });
   const proxy = new Proxy(config, { tokensFor: signerFor(identities), log, observe: metrics?.observe });
   const ops = metrics ? new (await import('./ops/http.js')).OpsServer({ proxy, identities, metrics, log }) : undefined;
   const stop = async (code: number) => {
@@ -300,7 +311,7 @@ async function run(args: RunArgs, env: NodeJS.ProcessEnv): Promise<number> {
     routeProcessWarnings(log);
     const identities = new Identities({ log, mfa: terminalMfa() });
     const { runWithProxy } = await import('./commands/run.js');
-    const code = await runWithProxy(config, { command, args: commandArgs, user: args.user, env, log, identities });
+    const code = await runWithProxy(config, { command, args: commandArgs, user: args.user, env, log, identities, keepAwsEnv: args['keep-aws-env'] === true });
     identities.close();
     await flush(log);
     return code;
@@ -320,7 +331,7 @@ async function doctor(args: DoctorArgs, env: NodeJS.ProcessEnv): Promise<number>
     const report = await runDoctor(instance, {
       user: args.user,
       database: args.database,
-      connectTimeoutMs: positiveSeconds('connect-timeout', args['connect-timeout'] ?? 10),
+      connectTimeoutMs: ms(args['connect-timeout'] ?? 10),
       identities,
       configWarnings: warnings,
       regionSource: args.region ? 'flag' : regionFromEndpoint(instance.endpoint.host) ? 'endpoint' : 'env',
@@ -370,13 +381,28 @@ const flush = (log: Logger) => new Promise<void>((resolve) => log.flush(() => re
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let code: number = ExitCode.Ok;
   try {
+    // PG_IAM_PROXY_* set for one command (a sidecar's PG_IAM_PROXY_HTTP) must not break another
+    // (`doctor` in the same container): each command takes the variables it knows; flags stay strict.
+    const fromEnv = new Set(
+      Object.keys(process.env)
+        .filter((name) => name.startsWith(`${ENV_PREFIX}_`))
+        .map((name) => name.slice(ENV_PREFIX.length + 1).toLowerCase().replaceAll('_', '-')),
+    );
+    const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    /** The command being run, as its builder left it (getOptions is yargs API its types lack). */
+    let command: { getOptions(): { key: Record<string, unknown> } } | undefined;
+    const building = <T>(y: T) => ((command = y as unknown as typeof command), y);
     await yargs(argv)
       .scriptName('pg-iam-proxy')
       .env(ENV_PREFIX)
+      .middleware((args) => {
+        const known = command?.getOptions().key ?? {};
+        for (const key of Object.keys(args)) if (fromEnv.has(kebab(key)) && !(kebab(key) in known)) delete args[key];
+      }, true)
       .command(
         ['serve [endpoint]', '$0 [endpoint]'],
         'run the proxy (the default command)',
-        (y) => serveOptions(y),
+        (y) => serveOptions(building(y)),
         async (args) => {
           code = await serve(args as ServeArgs, env);
         },
@@ -384,7 +410,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       .command(
         'token <endpoint>',
         'print one IAM token on stdout, like `aws rds generate-db-auth-token`',
-        (y) => tokenOptions(y),
+        (y) => tokenOptions(building(y)),
         async (args) => {
           code = await token(args as TokenArgs, env);
         },
@@ -392,7 +418,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       .command(
         'run <endpoint>',
         'run CMD with the proxy on a private socket: PGHOST, PGPORT, PGUSER and PGSSLMODE=disable set; exit with its status',
-        (y) => runOptions(y).parserConfiguration({ 'populate--': true }),
+        (y) => runOptions(building(y)).parserConfiguration({ 'populate--': true }),
         async (args) => {
           code = await run(args as RunArgs, env);
         },
@@ -400,7 +426,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       .command(
         'doctor <endpoint>',
         'check every link from credentials to a real login; say what is wrong and the fix',
-        (y) => doctorOptions(y),
+        (y) => doctorOptions(building(y)),
         async (args) => {
           code = await doctor(args as DoctorArgs, env);
         },

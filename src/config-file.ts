@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Node } from 'yaml';
-import { ConfigError, type InstanceInput } from './config.js';
+import { checkNumber, ConfigError, NUMBER_SETTINGS, type InstanceInput, type NumberSetting } from './config.js';
 
 // The YAML library loads only when a config file is given.
 type Yaml = typeof import('yaml');
@@ -134,9 +134,13 @@ function check(node: Node, schema: MapSchema | Kind | readonly [MapSchema], path
       // 0600 in YAML 1.2 is the number 600: read the digits as written.
       if (typeof value === 'number' || typeof value === 'string') return String(node.source ?? value);
       break;
-    case 'number':
+    case 'number': {
+      // The same bounds as the flag's (maxConnections is --max-connections).
+      const flag = path.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) as NumberSetting;
+      if (typeof value === 'number' && flag in NUMBER_SETTINGS) return checkNumber(flag, value, `${at(node)}: ${path}`);
       if (typeof value === 'number' && Number.isFinite(value)) return value;
       break;
+    }
     case 'boolean':
       if (typeof value === 'boolean') return value;
       break;

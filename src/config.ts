@@ -50,7 +50,7 @@ export interface ProxyConfig {
 /** An instance as the user described it, before defaults and validation. */
 export interface InstanceInput {
   endpoint: string;
-  /** null: no TCP listener. */
+  /** null: the command listens nowhere (token, doctor) or only on its own socket (run); 'none': no TCP listener. */
   listen?: string | null | undefined;
   unixSocket?: string | undefined;
   /** Octal text ('0660') or a number. */
@@ -75,6 +75,35 @@ export interface InstanceInput {
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:5432';
+/** `--listen none`: no TCP listener, the unix socket alone (a multi-user host: file modes decide who connects). */
+export const NO_LISTEN = 'none';
+
+/**
+ * The numeric settings and what each accepts, by its flag; the file key is the camelCase form. Node's
+ * timers take at most 2^31 - 1 ms (24.8 days): beyond that they fire at once, so every bound is checked.
+ */
+export const NUMBER_SETTINGS = {
+  'startup-timeout': { min: 0, exclusive: true, max: 3600, unit: 'seconds' },
+  'connect-timeout': { min: 0, exclusive: true, max: 3600, unit: 'seconds' },
+  'shutdown-grace': { min: 0, exclusive: false, max: 86_400, unit: 'seconds' },
+  'max-connections': { min: 1, exclusive: false, max: 1_000_000, unit: 'connections' },
+} as const;
+export type NumberSetting = keyof typeof NUMBER_SETTINGS;
+
+/**
+ * Check one numeric setting, from a flag, PG_IAM_PROXY_* or the file (`where` names it); returns the
+ * number. Text that is not a plain number ("30s") is refused rather than read as NaN.
+ */
+export function checkNumber(name: NumberSetting, value: unknown, where: string): number {
+  const { min, exclusive, max, unit } = NUMBER_SETTINGS[name];
+  const n = typeof value === 'number' ? value : typeof value === 'string' && /^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$/.test(value) ? Number(value) : NaN;
+  const whole = unit === 'connections';
+  if (!Number.isFinite(n) || (exclusive ? n <= min : n < min) || n > max || (whole && !Number.isInteger(n))) {
+    const range = whole ? `a whole number from ${min} to ${max}` : exclusive ? `a number of seconds greater than ${min} and at most ${max}` : `a number of seconds from ${min} to ${max}`;
+    throw new ConfigError(`${where}: ${typeof value === 'string' ? JSON.stringify(value) : String(value)} is not ${range}`);
+  }
+  return n;
+}
 
 /** A bad configuration: the CLI prints the message and exits 2. */
 export class ConfigError extends Error {
@@ -91,8 +120,11 @@ export class ConfigError extends Error {
 export function resolveInstance(input: InstanceInput, envRegion?: string): { instance: InstanceConfig; warnings: string[] } {
   const warnings: string[] = [];
   const endpoint = wrap(() => parseHostPort(input.endpoint, 'endpoint'));
-  const listen = input.listen === null ? undefined : wrap(() => parseHostPort(input.listen ?? DEFAULT_LISTEN, '--listen'));
+  const listen = input.listen === null || input.listen === NO_LISTEN ? undefined : wrap(() => parseHostPort(input.listen ?? DEFAULT_LISTEN, '--listen'));
   const unixSocket = input.unixSocket === undefined ? undefined : resolveUnixSocket(input.unixSocket, input.unixSocketMode, listen?.port ?? 5432);
+  if (input.listen === NO_LISTEN && !unixSocket) {
+    throw new ConfigError(`--listen ${NO_LISTEN} leaves no way in: give --unix-socket DIR too (or a TCP address to --listen)`);
+  }
   const connectTo = input.connectTo ? wrap(() => parseHostPort(input.connectTo!, '--connect-to')) : endpoint;
   const region = input.region ?? regionFromEndpoint(endpoint.host) ?? envRegion;
   if (!region) {
@@ -119,6 +151,12 @@ export function resolveInstance(input: InstanceInput, envRegion?: string): { ins
     throw new ConfigError(
       `--listen ${formatHostPort(listen)} is not a loopback address: anyone who can reach it would log in to the database as the IAM user, with no password. ` +
         'Set --client-password-file (clients must then prove the password), or, if something else decides who can connect (a network policy, a firewall), say so with --allow-unauthenticated-network-clients.',
+    );
+  }
+  if (listen && !isLoopback(listen.host) && input.clientPasswordFile && clientTls.mode === 'auto') {
+    warnings.push(
+      `--listen ${formatHostPort(listen)} takes network clients with a certificate made at start, which no client can verify: ` +
+        'a man in the middle could relay their password exchange. Give --client-tls-cert and --client-tls-key with a certificate your clients verify (sslmode=verify-full).',
     );
   }
   return {

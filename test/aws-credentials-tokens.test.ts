@@ -1,8 +1,11 @@
 // The credentials holder and the shared token cache, on a fake clock.
 import t from 'tap';
+import { Writable } from 'node:stream';
 import type { AwsCredentialIdentity } from '@aws-sdk/types';
 import { CredentialsHolder } from '../src/aws/credentials.js';
 import { SharedTokens, signWithSdk, type TokenScope } from '../src/aws/tokens.js';
+import { createLogger } from '../src/log.js';
+import { fakeTime } from './support/fake-time.js';
 
 const MIN = 60_000;
 const scope: TokenScope = { host: 'mydb.abc123xyz.us-east-1.rds.amazonaws.com', port: 5432, region: 'us-east-1', user: 'iam_user' };
@@ -73,6 +76,103 @@ t.test('static credentials (no expiry) are fetched once', async (t) => {
   await holder.get();
   await holder.get();
   t.equal(s.fetches(), 1);
+});
+
+/** JSON log lines written to memory. */
+function memoryLog(level = 'debug') {
+  let out = '';
+  const sink = new Writable({ write: (c, _e, done) => ((out += String(c)), done()) });
+  return { log: createLogger({ level, format: 'json' }, sink), raw: () => out, lines: () => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+}
+
+/** Gaps between successive times. */
+const gaps = (times: readonly number[]) => times.slice(1).map((at, i) => at - times[i]!);
+
+t.test('credentials fetched with under a minute left are a failure: backoff, a clear error, a warning', async (t) => {
+  // `aws configure export-credentials --format env` near the end of its session: every fetch hands back
+  // the same keys, AWS_CREDENTIAL_EXPIRATION 30 s ahead. They once were fetched 1,461 times in 2 s.
+  const time = fakeTime(t);
+  const start = Date.now();
+  const expiration = new Date(start + 30_000);
+  const fetchedAt: number[] = [];
+  const { log, lines, raw } = memoryLog('info');
+  let answer: AwsCredentialIdentity = { accessKeyId: 'ASIAEXPORTED', secretAccessKey: 'exported-secret', sessionToken: 'exported-session', expiration };
+  const holder = new CredentialsHolder(async () => (fetchedAt.push(Date.now()), answer), { log, source: () => 'environment variables (AWS_ACCESS_KEY_ID)' });
+  t.teardown(() => holder.close());
+  const expiring = `the AWS credentials from environment variables (AWS_ACCESS_KEY_ID) expire at ${expiration.toISOString()}, in less than 60 s, and fetching again gives none newer: renew them where they come from`;
+  await t.rejects(holder.get(), { name: 'CredentialsExpiringError', code: 'CREDENTIALS_EXPIRING', message: expiring });
+  await t.rejects(holder.get(), { message: expiring }, 'a caller within the backoff hears the same, without a fetch');
+  t.equal(fetchedAt.length, 1);
+  t.equal(holder.peek(), undefined, 'not ready: nothing to sign with');
+
+  await time.advance(2_000);
+  t.equal(fetchedAt.length, 2, 'two fetches in 2 s: the first, and the retry after 1 s');
+  await time.advance(10 * 60_000 - 2_000);
+  t.same(gaps(fetchedAt), [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000, 60_000, 60_000, 60_000, 60_000, 60_000], 'the failure backoff: 1 s doubling, capped at 60 s');
+  await t.rejects(holder.get(), { message: `the AWS credentials from environment variables (AWS_ACCESS_KEY_ID) expired at ${expiration.toISOString()}, and fetching again gives none newer: renew them where they come from` });
+
+  const warnings = lines().filter((l) => l.level === 40);
+  t.equal(warnings.length, fetchedAt.length, 'one warning per fetch');
+  t.match(warnings[0], {
+    msg: 'AWS credentials from the source are too close to expiry and it gives none newer: the proxy cannot renew them',
+    err: { type: 'CredentialsExpiringError', message: expiring },
+    fetchedExpiration: expiration.toISOString(),
+    retryInMs: 1_000,
+    keepUsing: false,
+  });
+  t.notMatch(raw(), /exported-secret|exported-session/);
+
+  // Whoever renews them (a new export, the helper's next session) is heard at the next attempt.
+  answer = { accessKeyId: 'ASIARENEWED', secretAccessKey: 's', expiration: new Date(Date.now() + 3_600_000) };
+  await time.advance(60_000);
+  t.equal(holder.peek()?.accessKeyId, 'ASIARENEWED', 'renewed by the timer, no client needed');
+  t.match(lines().at(-1), { level: 30, msg: 'AWS credentials available again' });
+});
+
+t.test('short-lived credentials handed back unchanged: refreshed at most once a second near their end', async (t) => {
+  // Five minutes left, the same keys on every fetch: halving the usable time left would fetch in an
+  // ever tighter series; the base retry delay is the floor, then the expiry failure's backoff takes over.
+  const time = fakeTime(t);
+  const expiration = new Date(Date.now() + 5 * 60_000);
+  const fetchedAt: number[] = [];
+  const holder = new CredentialsHolder(async () => (fetchedAt.push(Date.now()), { accessKeyId: 'ASIASAME', secretAccessKey: 's', expiration }));
+  t.teardown(() => holder.close());
+  const start = Date.now();
+  await holder.get();
+  await time.advance(4 * 60_000 + 10_000, 25);
+  const offsets = fetchedAt.map((at) => at - start);
+  t.same(offsets.slice(0, 6), [0, 120_000, 180_000, 210_000, 225_000, 232_500], 'halfway through the usable time, while that is long');
+  t.ok(gaps(fetchedAt).every((gap) => gap >= 1_000), `never sooner than 1 s apart: ${offsets.join(', ')}`);
+  t.ok(fetchedAt.length <= 15, `${fetchedAt.length} fetches over 250 s`);
+  await t.rejects(holder.get(), { name: 'CredentialsExpiringError' });
+});
+
+t.test('invalidate: static keys the server refused are read again; anything else is kept', async (t) => {
+  let n = 0;
+  const { log, lines } = memoryLog('info');
+  const holder = new CredentialsHolder(async () => ({ accessKeyId: `AKIASTATIC${++n}`, secretAccessKey: 's' }), { log });
+  t.equal((await holder.get()).accessKeyId, 'AKIASTATIC1');
+  holder.invalidate('AKIASOMEOTHERKEY');
+  t.equal((await holder.get()).accessKeyId, 'AKIASTATIC1', 'another key: nothing dropped');
+  t.equal(n, 1);
+  holder.invalidate('AKIASTATIC1');
+  t.equal(holder.peek(), undefined, 'dropped');
+  const [a, b] = await Promise.all([holder.get(), holder.get()]);
+  t.equal(a.accessKeyId, 'AKIASTATIC2', 'the next get() fetches again');
+  t.equal(b, a, 'one fetch for the callers waiting on it');
+  t.equal(n, 2);
+  holder.invalidate('AKIASTATIC1');
+  t.equal((await holder.get()).accessKeyId, 'AKIASTATIC2', 'a late report about the old key drops nothing');
+  t.match(lines(), [{ level: 30, accessKeyId: 'AKIASTATIC1', msg: /dropped after the server refused a token/ }]);
+
+  let m = 0;
+  const expiring = new CredentialsHolder(async () => (++m, { accessKeyId: 'ASIATEMP', secretAccessKey: 's', expiration: new Date(Date.now() + 3_600_000) }));
+  t.teardown(() => expiring.close());
+  await expiring.get();
+  expiring.invalidate('ASIATEMP');
+  t.equal((await expiring.get()).accessKeyId, 'ASIATEMP');
+  t.equal(m, 1, 'credentials with an expiry are renewed on their schedule, not dropped');
+  new CredentialsHolder(async () => ({ accessKeyId: 'X', secretAccessKey: 's' })).invalidate('X'); // nothing in hand: nothing to do
 });
 
 t.test('tokens: shared per scope, reissued after 10 minutes or before the credentials expire', async (t) => {

@@ -1,7 +1,8 @@
 // Identities without the network: configuration checks, source names, the chain trace, the MFA prompt,
 // one holder per identity, short-lived credentials, and what is logged at start.
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { exec } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
@@ -14,18 +15,21 @@ import {
   ChainTrace,
   credentialProvider,
   defaultRoleSessionName,
+  firstShellWord,
   Identities,
   identityKey,
   identityLabel,
   NoCredentialsError,
   renewalAdvice,
+  safeReason,
   sourceOf,
   type TracedProvider,
 } from '../src/aws/identity.js';
 import { terminalMfa } from '../src/aws/mfa.js';
 import { ConfigError, resolveIdentity } from '../src/config.js';
 import { createLogger } from '../src/log.js';
-import { isolateAwsEnv, startSts } from './support/aws-stand-ins.js';
+import { configFile, credentialFile, isolateAwsEnv, randomAccessKeyId, randomSecretAccessKey, startSts } from './support/aws-stand-ins.js';
+import { fakeTime } from './support/fake-time.js';
 
 const ROLE = 'arn:aws:iam::123456789012:role/app-db';
 
@@ -277,4 +281,173 @@ t.test('a failed refresh names what the user can do', async (t) => {
   await holder.get();
   await new Promise((r) => setImmediate(r));
   t.match(JSON.parse(out.trim().split('\n')[0]!), { msg: 'AWS credentials refresh failed; still using the current ones', keepUsing: true, advice: 'run `aws sso login`', expiration: new Date(60 * 60_000).toISOString() });
+});
+
+/** JSON log lines written to memory. */
+function memoryLog(level = 'debug') {
+  let out = '';
+  const sink = new Writable({ write: (c, _e, done) => ((out += String(c)), done()) });
+  return { log: createLogger({ level, format: 'json' }, sink), raw: () => out, lines: () => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+}
+
+/** A credential_process helper that fails the way the report describes: a secret in its arguments, another on stderr. */
+function failingHelper(dir: string, status = 1): string {
+  const script = join(dir, 'failing-helper.sh');
+  writeFileSync(script, `#!/bin/sh\necho "token=SECRET456" >&2\nexit ${status}\n`);
+  chmodSync(script, 0o700);
+  return `API_KEY=SECRET789 ${script} --api-key=SECRET123`;
+}
+const SECRETS = /SECRET123|SECRET456|SECRET789/;
+
+t.test('SDK error texts are made safe before anyone sees them', async (t) => {
+  // Node's exec error, as the SDK passes it on: the whole command line, then the program's stderr.
+  t.equal(safeReason('Command failed: /opt/never-ran --api-key=SECRET123\ntoken=SECRET456\n', 'dev'), 'credential_process of profile dev failed', 'no exit seen: still no arguments, no output');
+  t.equal(safeReason('Command failed: /opt/never-ran --api-key=SECRET123\n'), 'credential_process failed');
+  t.equal(safeReason('Profile dev credential_process returned invalid JSON.'), 'Profile dev credential_process returned invalid JSON.', "the SDK's own texts pass as they are");
+  // V8 quotes the text around a JSON fault: a piece of an IMDS or container answer, an SSO or login token file.
+  t.equal(safeReason(`SyntaxError: Unexpected token 'o', "token=SECRE"... is not valid JSON`), 'SyntaxError: the text is not valid JSON');
+  t.equal(safeReason(`Failed to load token from /h/.aws/login/cache/x.json: SyntaxError: Unexpected token '}', ..."T","x":tru}" is not valid JSON`), 'Failed to load token from /h/.aws/login/cache/x.json: SyntaxError: the text is not valid JSON');
+  t.equal(safeReason('Unexpected end of JSON input'), 'Unexpected end of JSON input');
+  t.equal(safeReason('http://user:SECRET123@127.0.0.1:1/creds is not a valid container metadata service URL'), 'http://[REDACTED]@127.0.0.1:1/creds is not a valid container metadata service URL');
+  t.equal(safeReason('GET https://x/?X-Amz-Security-Token=SECRET456&a=1 refused'), 'GET https://x/?X-Amz-Security-Token=[REDACTED]&a=1 refused');
+
+  t.equal(firstShellWord('/opt/helper --api-key=X'), '/opt/helper');
+  t.equal(firstShellWord('  API_KEY=SECRET789 OTHER=1 /opt/helper --x'), '/opt/helper', 'variable assignments before the program are not its name');
+  t.equal(firstShellWord(`"/opt/my helper" --x`), '/opt/my helper');
+  t.equal(firstShellWord(`'/opt/a b'/c\\ d --x`), '/opt/a b/c d');
+  t.equal(firstShellWord(`"/opt/q\\"uote" x`), '/opt/q"uote');
+  t.equal(firstShellWord(''), '');
+
+  // A cause that carries the unsafe text is replaced by a safe copy: logs print causes' messages and stacks.
+  const raw = new Error('Command failed: /opt/h --api-key=SECRET123\ntoken=SECRET456\n');
+  const err = new NoCredentialsError('profile dev', [], raw);
+  t.equal(err.message, 'no AWS credentials for profile dev: credential_process failed');
+  t.not(err.cause, raw);
+  t.match(err.cause, { name: 'Error', message: 'credential_process failed', stack: /^Error: credential_process failed\n {4}at / });
+  const { log, raw: logged } = memoryLog();
+  log.warn({ err }, 'fetch failed');
+  t.notMatch(logged(), SECRETS, 'nothing of it in a logged error, causes included');
+  const plain = new Error('Could not load credentials from any providers');
+  t.equal(new NoCredentialsError('x', [], plain).cause, plain, 'a safe cause is kept as it is');
+});
+
+t.test('a failed credential_process, through the real SDK: clients hear its profile and status, the log its program', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'identity-process-'));
+  const command = failingHelper(dir);
+  const restore = isolateAwsEnv(dir, { AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL_STS: 'http://127.0.0.1:9' });
+  configFile(dir, { tool: { credential_process: command }, db: { role_arn: ROLE, source_profile: 'tool' } });
+  t.teardown(() => {
+    restore();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const { log, lines, raw } = memoryLog('debug');
+  const traced = credentialProvider({ profile: 'tool' }, { region: 'us-east-1', log });
+  const err = (await traced.provider().then(() => undefined, (e: unknown) => e)) as NoCredentialsError;
+  t.type(err, NoCredentialsError);
+  t.equal(err.message, 'no AWS credentials for profile tool: Could not load credentials from any providers');
+  t.match(err.describeTried(), /the shared config and credentials files \(credential_process of profile tool exited 1\)/);
+  const warned = lines().filter((l) => String(l.msg).startsWith('credential_process'));
+  t.ok(warned.length >= 1);
+  t.match(warned[0], {
+    level: 40,
+    msg: 'credential_process of profile tool exited 1',
+    profile: 'tool',
+    program: join(dir, 'failing-helper.sh'),
+    exitCode: 1,
+    stderr: '[not logged, 16 bytes: it may hold secrets; run the program by hand to read it]',
+  });
+  log.warn({ err }, 'as the holder logs it');
+  t.notMatch(`${raw()}${err.message}${err.describeTried()}${String((err.cause as Error).stack)}`, SECRETS, 'no argument and no output of it anywhere, even at debug');
+
+  // A role profile whose source_profile runs it: the source profile is named.
+  const role = credentialProvider({ profile: 'db' }, { region: 'us-east-1', log });
+  const roleErr = (await role.provider().then(() => undefined, (e: unknown) => e)) as NoCredentialsError;
+  t.match(roleErr.describeTried(), /\(credential_process of profile tool exited 1\)/);
+
+  // Killed, not found: the same shape, the status said in words.
+  configFile(dir, { tool: { credential_process: `${join(dir, 'no-such-helper')} --api-key=SECRET123` } });
+  const missing = (await credentialProvider({ profile: 'tool' }, { region: 'us-east-1' }).provider().then(() => undefined, (e: unknown) => e)) as NoCredentialsError;
+  t.match(missing.describeTried(), /credential_process of profile tool exited 127 \(command not found\)/);
+  t.notMatch(missing.describeTried(), SECRETS);
+});
+
+t.test('the chain trace names a credential_process failure with the exit status it saw', async (t) => {
+  const { log, lines } = memoryLog('debug');
+  const trace = new ChainTrace(log, 'ci');
+  const line = 'sh -c "exit 3" --api-key=SECRET123';
+  const failure = await new Promise<Error>((resolve) => exec(line, (e) => resolve(e!)));
+  trace.logger.debug('@aws-sdk/credential-provider-node - defaultProvider::fromProcess');
+  trace.logger.debug(`@smithy/property-provider -> ${failure.message}`);
+  t.same(trace.tried(), [{ source: 'credential_process', reason: 'credential_process of profile ci exited 3' }]);
+  t.match(lines(), [{ msg: 'credential_process of profile ci exited 3', program: 'sh', exitCode: 3 }]);
+});
+
+t.test('exported credentials 30 s from expiry, through the real SDK chain: a few fetches, not a busy loop', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'identity-expiring-'));
+  const time = fakeTime(t);
+  const expiration = new Date(Date.now() + 30_000);
+  // What `aws configure export-credentials --format env` prints, near the end of the session.
+  const restore = isolateAwsEnv(dir, {
+    AWS_ACCESS_KEY_ID: 'ASIAEXPORTED00000001',
+    AWS_SECRET_ACCESS_KEY: 'exported-secret',
+    AWS_SESSION_TOKEN: 'exported-session',
+    AWS_CREDENTIAL_EXPIRATION: expiration.toISOString(),
+    AWS_EC2_METADATA_DISABLED: 'true',
+  });
+  t.teardown(() => {
+    restore();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  let calls = 0;
+  const { log, lines } = memoryLog('info');
+  const identities = new Identities({
+    log,
+    providerFor: (spec, options) => {
+      const traced = credentialProvider(spec, options);
+      return { ...traced, provider: (props) => (calls++, traced.provider(props)) };
+    },
+  });
+  t.teardown(() => identities.close());
+  const { holder } = identities.for({}, 'us-east-1');
+  await t.rejects(holder.get(), {
+    name: 'CredentialsExpiringError',
+    message: `the AWS credentials from environment variables (AWS_ACCESS_KEY_ID) expire at ${expiration.toISOString()}, in less than 60 s, and fetching again gives none newer: renew them where they come from`,
+  });
+  await time.advance(2_000);
+  t.equal(calls, 2, 'two SDK fetches in 2 s (the report counted 1,461)');
+  await time.advance(58_000);
+  t.equal(calls, 6, 'a minute: fetched at 0, 1, 3, 7, 15 and 31 s');
+  await time.advance(9 * 60_000);
+  t.equal(calls, 15, 'ten minutes: then once a minute');
+  const warnings = lines().filter((l) => l.msg === 'AWS credentials from the source are too close to expiry and it gives none newer: the proxy cannot renew them');
+  t.equal(warnings.length, calls, 'each fetch warned that the proxy cannot renew them');
+  t.ok(warnings.every((l) => l.level === 40));
+});
+
+t.test('static keys rotated in the shared credentials file are read again after invalidate()', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'identity-rotate-'));
+  const first = { aws_access_key_id: randomAccessKeyId('AKIA'), aws_secret_access_key: randomSecretAccessKey() };
+  const second = { aws_access_key_id: randomAccessKeyId('AKIA'), aws_secret_access_key: randomSecretAccessKey() };
+  const restore = isolateAwsEnv(dir, { AWS_EC2_METADATA_DISABLED: 'true' });
+  credentialFile(dir, { app: first });
+  t.teardown(() => {
+    restore();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const identities = new Identities();
+  const { holder } = identities.for({ profile: 'app' }, 'us-east-1');
+  t.equal((await holder.get()).accessKeyId, first.aws_access_key_id);
+  credentialFile(dir, { app: second }); // the same file, rewritten: `aws configure set` after a rotation
+  t.equal((await holder.get()).accessKeyId, first.aws_access_key_id, 'held: static keys are not fetched again on their own');
+  holder.invalidate(first.aws_access_key_id);
+  const renewed = await holder.get();
+  t.equal(renewed.accessKeyId, second.aws_access_key_id, 'the rewritten file is read, not the SDK cached copy');
+  t.equal(renewed.secretAccessKey, second.aws_secret_access_key);
+});
+
+t.test('each identity labels its token cache', async (t) => {
+  const { providerFor } = fakeProviders();
+  const identities = new Identities({ providerFor, tokens: { reuseMs: 1_000 } });
+  t.equal(identities.for({ profile: 'dev' }, 'us-east-1').tokens.label, 'profile dev');
+  t.equal(identities.for({ roleArn: ROLE }, 'us-east-1').tokens.label, `role ${ROLE} assumed from the default credential chain`);
 });

@@ -73,6 +73,30 @@ t.test('run: psql, pg_dump and a shell get a private socket, and run exits with 
   t.match(await runCli(['run', ENDPOINT, ...dial], env()), { code: 2, stderr: /run: no command given/ });
 });
 
+t.test('run: the command gets no AWS credentials, unless --keep-aws-env', async (t) => {
+  // AWS_SECURITY_TOKEN stands in for a session token: the SDK ignores it, so the proxy signs as before.
+  const environment = env({ AWS_SECURITY_TOKEN: 'legacy-session-token', PG_IAM_PROXY_LOG_LEVEL: 'warn' });
+  const credentials = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SECURITY_TOKEN'];
+  // Names only, so a failing assertion never prints a secret.
+  const names = (stdout: string) => stdout.split('\n').map((line) => line.slice(0, line.indexOf('=')));
+
+  const withheld = await runCli(['run', ENDPOINT, ...dial, '--user', 'iam_user', '--', 'sh', '-c', 'env'], environment);
+  t.equal(withheld.code, 0, withheld.stderr);
+  t.notOk(withheld.stdout.includes(db.key.secretAccessKey), 'the secret key is not in the command\'s environment');
+  t.same(names(withheld.stdout).filter((n) => credentials.includes(n)), [], 'no credential variable at all');
+  t.same(
+    ['AWS_ENDPOINT_URL_STS', 'AWS_CONFIG_FILE', 'PG_IAM_PROXY_LOG_LEVEL', 'PGHOST'].filter((n) => !names(withheld.stdout).includes(n)),
+    [],
+    'what only configures stays, and PGHOST is set',
+  );
+  t.notOk(withheld.stderr.includes(db.key.secretAccessKey), 'nor in what the proxy says');
+
+  const kept = await runCli(['run', ENDPOINT, ...dial, '--user', 'iam_user', '--keep-aws-env', '--', 'sh', '-c', 'env'], environment);
+  t.equal(kept.code, 0, kept.stderr);
+  t.ok(kept.stdout.split('\n').includes(`AWS_SECRET_ACCESS_KEY=${db.key.secretAccessKey}`), 'with --keep-aws-env the command has the secret key');
+  t.same(credentials.filter((n) => !names(kept.stdout).includes(n)), [], 'and every credential variable it was given');
+});
+
 t.test('run: a SIGTERM for the proxy is passed to the command', async (t) => {
   const child = spawn(process.execPath, [BIN, 'run', ENDPOINT, ...dial, '--', 'sh', '-c', 'trap "exit 9" TERM; echo ready; while :; do sleep 0.05; done'], { env: env() });
   const [first] = await once(child.stdout, 'data');

@@ -6,15 +6,28 @@ import pg from 'pg';
 import { once } from 'node:events';
 import { writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect as tlsConnect } from 'node:tls';
-import { connect } from 'node:net';
-import { selfSignedPem } from '../src/proxy/client-tls.js';
+import { connect as tlsConnect, TLSSocket } from 'node:tls';
+import { connect, createServer, Socket } from 'node:net';
+import { fileClientTls, selfSignedPem } from '../src/proxy/client-tls.js';
+import { readClientStartup, type ClientLink } from '../src/proxy/client-startup.js';
+import { Inbox } from '../src/proxy/inbox.js';
 import { resolveInstance } from '../src/config.js';
 import { startTestDb } from './support/testdb.js';
 import { runPg, startProxy } from './support/proxy.js';
 import { errorOf, WireClient } from './support/wire.js';
-import { sslRequest, startupBytes } from './support/bytes.js';
+import { Bytes, sslRequest, startupBytes } from './support/bytes.js';
+import { createRequire } from 'node:module';
 import { cleanAwsEnv, runCli } from './support/cli.js';
+
+/** pg's own SCRAM client (untyped), to speak the exchange message by message. */
+interface ScramSession {
+  response: string;
+}
+const sasl = createRequire(import.meta.url)('pg/lib/crypto/sasl.js') as {
+  startSession(mechanisms: string[]): ScramSession;
+  continueSession(session: ScramSession, password: string, serverData: string): Promise<void>;
+  finalizeSession(session: ScramSession, serverData: string): void;
+};
 
 const db = await startTestDb();
 t.teardown(() => db.destroy());
@@ -196,4 +209,58 @@ t.test('review findings: a FIN mid-handshake ends the session at once; SASLprep 
   await client.connect();
   t.pass('a password with a soft hyphen and a no-break space logs in (node-pg applies SASLprep too)');
   await client.end();
+});
+
+t.test("the upgraded TLS socket keeps Node's own listeners (its close frees OpenSSL's state)", async (t) => {
+  // Node registers listeners of its own on a TLSSocket; the upgrade must remove only the proxy's.
+  const own = (event: string) => new TLSSocket(new Socket(), { isServer: true }).listeners(event).map((f) => f.name);
+  const server = createServer({ allowHalfOpen: true });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => new Promise((r) => server.close(r)));
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const raw = connect((server.address() as { port: number }).port, '127.0.0.1');
+  const [socket] = await accepted;
+  const link: ClientLink = { socket, inbox: new Inbox(socket), encrypted: false };
+  const reading = readClientStartup(link, fileClientTls(certFile, keyFile));
+  raw.write(sslRequest());
+  await once(raw, 'data');
+  const secure = tlsConnect({ socket: raw, rejectUnauthorized: false });
+  await once(secure, 'secureConnect');
+  secure.write(startupBytes({ user: 'u' }));
+  t.match(await reading, { kind: 'startup', user: 'u' });
+  t.ok(link.encrypted);
+  for (const event of ['close', 'end', 'error']) {
+    const names = link.socket.listeners(event).map((f) => f.name);
+    for (const name of own(event)) t.ok(names.includes(name), `${event}: Node's ${name || 'listener'} is still there`);
+  }
+  secure.destroy();
+  link.socket.destroy();
+});
+
+t.test('protocol 3.2 after the proxy\'s own SCRAM: the server\'s NegotiateProtocolVersion comes before AuthenticationOk', async (t) => {
+  // libpq 18 (max_protocol_version=3.2) accepts NegotiateProtocolVersion anywhere before AuthenticationOk,
+  // after SASL messages too (PQconnectPoll, CONNECTION_AWAITING_RESPONSE); a PostgreSQL 15 server
+  // answers a 3.2 startup with one, offering 3.0. The proxy must relay it once, before R/0.
+  await using proxy = await startProxy(db, { clientPasswordFile: passwordFile, clientTls: 'off' });
+  const c = await WireClient.connect(proxy.port);
+  c.write(startupBytes({ user: 'iam_user', database: 'orders' }, 196610));
+  const auth = async (code: number) => {
+    const m = await c.message();
+    t.equal(m?.code, 'R');
+    t.equal(m!.bytes.readInt32BE(5), code, `AuthenticationRequest ${code}`);
+    return m!.bytes.subarray(9).toString();
+  };
+  await auth(10);
+  const session = sasl.startSession(['SCRAM-SHA-256']);
+  const initial = Buffer.concat([Buffer.from('SCRAM-SHA-256\0'), new Bytes().int32(Buffer.byteLength(session.response)).raw(Buffer.from(session.response)).join().subarray(4)]);
+  c.write(new Bytes().raw(initial).join('p'));
+  await sasl.continueSession(session, 'correct horse battery staple', await auth(11));
+  c.write(new Bytes().raw(Buffer.from(session.response)).join('p'));
+  sasl.finalizeSession(session, await auth(12));
+  const rest = await c.untilReady();
+  t.same(rest.map((m) => m.code).filter((code) => code !== 'S'), ['v', 'R', 'K', 'Z'], 'v once, then AuthenticationOk, BackendKeyData, ReadyForQuery');
+  t.equal(rest[0]!.bytes.readInt32BE(5), 196608, 'the server offers 3.0');
+  t.equal(rest.find((m) => m.code === 'K')!.bytes.length, 1 + 4 + 4 + 4, 'a 4-byte cancel key, as 3.0 has');
+  c.close();
 });

@@ -25,7 +25,7 @@ t.test('types and shapes', async (t) => {
     [`instances:\n  - endpoint: ${E}\n    unixSocketMode: true\n`, /:3: instances\[0\]\.unixSocketMode: a file mode is expected, not true/],
     [`instances:\n  - endpoint: { host: x }\n`, /:2: instances\[0\]\.endpoint: a string is expected/],
     [`instances:\n  - endpoint: ${E}\n    dbUser: true\n`, /:3: instances\[0\]\.dbUser: a string is expected, not true/],
-    [`startupTimeout: .inf\ninstances: [{ endpoint: ${E} }]\n`, /:1: startupTimeout: a number is expected/],
+    [`startupTimeout: .inf\ninstances: [{ endpoint: ${E} }]\n`, /:1: startupTimeout: Infinity is not a number of seconds greater than 0 and at most 3600/],
     [`a: 1\na: 2\n`, /:2: Map keys must be unique/],
   ];
   for (const [yaml, message] of rows) t.throws(load(yaml), { name: 'ConfigError', message }, message.source);

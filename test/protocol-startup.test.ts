@@ -1,7 +1,7 @@
 import t from 'tap';
 import { readStartupPacket, withUser, startupMessage, type StartupMessage } from '../src/protocol/startup.js';
 import { WireError } from '../src/protocol/errors.js';
-import { Bytes, cancelRequest, gssencRequest, sslRequest, startupBytes } from './support/bytes.js';
+import { Bytes, cancelRequest, gssencRequest, sslRequest, startupBytes, startupPairs } from './support/bytes.js';
 
 /** Feed `bytes` split at `cut` the way the session does: read as soon as enough has arrived. */
 function readAll(chunks: Buffer[]) {
@@ -90,6 +90,11 @@ t.test('malformed packets (PROTOCOL.md B1-B9)', async (t) => {
   t.ok(rejects(startupBytes({ user: 'u', replication: 'database' }), '0A000', /replication/), 'replication=database');
   t.ok(rejects(startupBytes({ user: 'u', replication: 'true' }), '0A000', /replication/), 'replication=true');
   t.notOk(rejects(startupBytes({ user: 'u', replication: 'off' }), '0A000', /./), 'replication=off is fine');
+  // PostgreSQL takes the last value of a repeated name: a proxy that vetted the first would be fooled.
+  for (const name of ['user', 'database', 'replication', 'options', '_pq_.x']) {
+    const pairs: Array<[string, string]> = [['user', 'u'], [name, 'false'], [name, 'database']];
+    t.ok(rejects(startupPairs(name === 'user' ? pairs.slice(1) : pairs), '08P01', new RegExp(`repeats the parameter "${name.replace('.', '\\.')}"`)), `${name} twice`);
+  }
 });
 
 t.test('withUser replaces only the user, keeping every other byte and the order', async (t) => {

@@ -5,13 +5,13 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { startTestDb } from './support/testdb.js';
 import { startProxy } from './support/proxy.js';
-import { Bytes, cancelRequest, gssencRequest, sslRequest, startupBytes } from './support/bytes.js';
+import { Bytes, cancelRequest, gssencRequest, sslRequest, startupBytes, startupPairs } from './support/bytes.js';
 import { errorOf, WireClient } from './support/wire.js';
 
 const db = await startTestDb();
 t.teardown(() => db.destroy());
 // --client-tls off: these cases are about the plaintext negotiation (client-tls.test covers TLS).
-const proxy = await startProxy(db, { maxConnections: 3, startupTimeoutMs: 400, clientTls: 'off' });
+const proxy = await startProxy(db, { maxConnections: 3, startupTimeoutMs: 400, clientTls: 'off', allowUsers: ['iam_user'], allowDatabases: ['orders', 'nope'] });
 t.teardown(() => proxy.close());
 
 /** Each case: bytes sent, then either a FATAL with this SQLSTATE or a silent close. None signs or dials. */
@@ -28,6 +28,10 @@ const cases: Array<[string, Buffer, string | null]> = [
   ['a replication connection', startupBytes({ user: 'iam_user', replication: 'database' }), '0A000'],
   ['SSLRequest twice', Buffer.concat([sslRequest(), sslRequest()]), '08P01'],
   ['a cancel request with a 2-byte key', new Bytes().uint32(80877102).int32(1).raw([1, 2]).join(), '08P01'],
+  // PostgreSQL takes the last of a repeated parameter: each of these would have slipped past a check.
+  ['database twice (past --allow-database)', startupPairs([['user', 'iam_user'], ['database', 'orders'], ['database', 'postgres']]), '08P01'],
+  ['user twice (past --allow-user)', startupPairs([['user', 'iam_user'], ['database', 'orders'], ['user', 'pw_user']]), '08P01'],
+  ['replication twice (past the refusal)', startupPairs([['user', 'iam_user'], ['replication', 'false'], ['replication', 'database']]), '08P01'],
 ];
 
 t.test('malformed startups: a clear FATAL or a close, and no upstream work', async (t) => {
@@ -99,7 +103,8 @@ t.test("psql's Ctrl-C cancels the running query through the proxy", async (t) =>
   const [code] = await once(psql, 'exit');
   t.equal(code, 1);
   t.match(stderr, /canceling statement due to user request/);
-  t.ok(proxy.logs().some((l) => l.msg === 'cancel request forwarded'));
+  // psql hears the cancel's effect before the proxy sees the server close the cancel connection.
+  t.ok(await proxy.line((l) => l.msg === 'cancel request forwarded'));
 });
 
 t.test('a cancel request with an unknown key goes nowhere and gets no reply', async (t) => {

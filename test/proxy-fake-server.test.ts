@@ -9,7 +9,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startTestDb } from './support/testdb.js';
 import { startProxy } from './support/proxy.js';
-import { Bytes } from './support/bytes.js';
+import { Bytes, cancelRequest, startupBytes } from './support/bytes.js';
+import { WireClient } from './support/wire.js';
 import { errorResponse } from '../src/protocol/errors.js';
 
 const db = await startTestDb();
@@ -17,14 +18,14 @@ t.teardown(() => db.destroy());
 const cert = await readFile(join(db.dir, 'server.crt'));
 const key = await readFile(join(db.dir, 'server.key'));
 
-/** Accept TLS as the endpoint, read the startup, then hand the socket to `script`. */
-async function fakeTlsServer(script: (s: TLSSocket) => void): Promise<number> {
+/** Accept TLS as the endpoint, read the startup, then hand the socket to `script` (a CancelRequest to `onCancel`). */
+async function fakeTlsServer(script: (s: TLSSocket) => void, onCancel?: (s: TLSSocket) => void): Promise<number> {
   const server = createServer((raw: Socket) => {
     raw.once('data', () => {
       raw.write('S');
       const s = new TLSSocket(raw, { isServer: true, cert, key });
       s.on('error', () => undefined);
-      s.once('data', () => script(s));
+      s.once('data', (first: Buffer) => (onCancel && first.length >= 8 && first.readUInt32BE(4) === 80877102 ? onCancel(s) : script(s)));
     });
     raw.on('error', () => undefined);
   });
@@ -84,4 +85,30 @@ t.test('a server that hangs up after AuthenticationOk', async (t) => {
     s.once('data', () => s.end(new Bytes().int32(0).join('R')));
   });
   t.ok(err, 'the client does not hang');
+});
+
+t.test('a server that never closes a cancel connection holds it only for the connect timeout', async (t) => {
+  const cancels: TLSSocket[] = [];
+  const port = await fakeTlsServer((s) => {
+    // The session's connection logs in; the cancel connection is held open (onCancel).
+    s.write(new Bytes().int32(3).join('R'));
+    s.once('data', () => s.write(Buffer.concat([new Bytes().int32(0).join('R'), new Bytes().int32(7).int32(8).join('K'), new Bytes().raw([0x49]).join('Z')])));
+  }, (s) => {
+    // Reads the request and its FIN, and never answers or closes.
+    s.allowHalfOpen = true;
+    cancels.push(s);
+  });
+  const proxy = await startProxy(db, { connectTo: `127.0.0.1:${port}`, connectTimeoutMs: 300 });
+  const session = await WireClient.connect(proxy.port);
+  session.write(startupBytes({ user: 'iam_user', database: 'orders' }));
+  t.equal((await session.untilReady()).at(-1)?.code, 'Z');
+  const cancel = await WireClient.connect(proxy.port);
+  cancel.write(cancelRequest(7, Buffer.from([0, 0, 0, 8])));
+  const failed = await proxy.line((l) => l.msg === 'cancel request could not be forwarded');
+  t.equal(cancels.length, 1, 'the cancel reached the server');
+  t.match(failed, { err: { message: 'the server did not close the cancel connection within 0.3 s' } });
+  session.close();
+  await proxy.close(1_000);
+  t.pass('the proxy shut down: nothing of the cancel held it');
+  cancels[0]!.destroy();
 });

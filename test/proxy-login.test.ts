@@ -128,8 +128,42 @@ t.test('a transiently rejected token is retried with a fresh one, invisibly', as
   t.equal(proxy.issued.length - before, 1, 'the retry used a newly signed token');
 });
 
+t.test('a user the server lets in without a password: passed through, no token sent', async (t) => {
+  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], libpq('trust_user', { PGAPPNAME: 'no-password' }));
+  t.equal(r.stdout.trim(), 'trust_user', r.stderr);
+  t.equal(r.stderr, '');
+  const checks = await db.checkerLog();
+  t.notOk(checks.some((c) => c.user === 'trust_user'), 'no token reached the database for a login that asked for none');
+  const opened = proxy.logs().find((l) => (l.startup as { application_name?: string } | undefined)?.application_name === 'no-password' && String(l.msg).startsWith('session opened'));
+  t.match(opened, { msg: /the server asked for no password, so no token was sent/, auth: 'none' });
+  t.notOk(opened && 'accessKeyId' in opened, 'no signing key named');
+});
+
+t.test('a rejected token: one retry, then each client within a minute costs one IAM check', async (t) => {
+  // A key the database does not know: every token is refused, as when rds-db:connect is missing.
+  const stranger = { accessKeyId: 'AKIASTRANGER00000001', secretAccessKey: 'not-trusted-by-the-database-000000000000' };
+  await using refused = await startProxy(db, { key: stranger });
+  const before = (await db.checkerLog()).length;
+  const errors: pg.DatabaseError[] = [];
+  for (let i = 0; i < 6; i++) {
+    const client = new pg.Client({ host: '127.0.0.1', port: refused.port, user: 'iam_user', database: 'orders' });
+    errors.push((await client.connect().then(() => undefined, (e: pg.DatabaseError) => e))!);
+  }
+  const checks = (await db.checkerLog()).slice(before);
+  t.equal(checks.length, 7, 'the first client 2 checks (a retry), the other five 1 each: not 18');
+  t.ok(checks.every((c) => !c.ok));
+  t.equal(refused.issued.length, 2, 'two tokens signed: the first and the retry’s');
+  t.match(errors[0], { code: '28000', detail: /The server rejected a token signed for this login, then a token signed for this login\.$/ });
+  t.match(errors[5], {
+    code: '28000',
+    detail: /The server rejected a cached token signed \d+ s earlier\. It was not tried again: the server refused tokens for this endpoint and user 6 times in the last 60 s, the last 0 s ago\./,
+  });
+  t.match(errors[5]!.detail, /signed with access key AKIA…0001 for /, 'the key shortened for whoever reaches the listener');
+  t.notMatch(errors[5]!.detail, /STRANGER/);
+});
+
 t.test('a persistent rejection keeps the server text and explains', async (t) => {
-  await db.rejectNext(3);
+  await db.rejectNext(2);
   const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
   const err = await client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
   await db.rejectNext(0);
@@ -137,7 +171,8 @@ t.test('a persistent rejection keeps the server text and explains', async (t) =>
   t.equal(err!.severity, 'FATAL');
   t.equal(err!.code, '28000');
   t.match(err!.message, /PAM authentication failed for user "iam_user"/);
-  t.match(err!.detail, new RegExp(`access key ${db.key.accessKeyId} a token for ${db.endpoint.replaceAll('.', '\\.')}:${db.port}, region us-east-1, user "iam_user".*rejected 3 fresh tokens`));
+  const key = db.key.accessKeyId;
+  t.match(err!.detail, new RegExp(`access key ${key.slice(0, 4)}…${key.slice(-4)} for ${db.endpoint.replaceAll('.', '\\.')}:${db.port}, region us-east-1, user "iam_user"\\. The server rejected a cached token signed \\d+ s earlier, then a token signed for this login\\.$`));
   t.match(err!.hint, /GRANT rds_iam TO "iam_user".*rds-db:connect.*arn:aws:rds-db:us-east-1:<account-id>:dbuser:.*\/iam_user.*clock.*case/);
   const failed = proxy.logs().find((l) => l.msg === 'session failed' && l.failure === 'iam_rejected');
   t.ok(failed, 'logged as a failed session');
@@ -157,10 +192,7 @@ t.test('the server terminating a session: the client hears why, the close reason
   await db.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'to-be-terminated'");
   t.match(await errored, { code: '57P01', message: /terminating connection due to administrator command/ });
   await client.end().catch(() => undefined);
-  while (!proxy.logs().some((l) => l.msg === 'session closed' && (l.startup as { application_name?: string })?.application_name === 'to-be-terminated')) {
-    await new Promise((r) => setImmediate(r));
-  }
-  const line = proxy.logs().find((l) => (l.startup as { application_name?: string })?.application_name === 'to-be-terminated' && l.msg === 'session closed');
+  const line = await proxy.line((l) => l.msg === 'session closed' && (l.startup as { application_name?: string })?.application_name === 'to-be-terminated');
   t.match(line, { reason: 'server closed the connection' });
 });
 

@@ -76,6 +76,9 @@ instances:
   // sslmode=require: with prefer, libpq would retry the refused login once more without TLS.
   const outsider = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(tcp), PGUSER: 'pw_user', PGDATABASE: 'orders', PGSSLMODE: 'require' });
   t.not(outsider.code, 0);
+  // Logged in, then refused by the server (no such database): an auth failure, not a ready session.
+  const lost = await runPg('psql', ['-X', '-At', '-h', socketDir, '-p', socket.split('.').at(-1)!, '-d', 'nope', '-c', 'SELECT 1']);
+  t.match(lost.stderr, /database "nope" does not exist/);
 
   const port = await httpPort(cli);
   t.same(await get(port, '/healthz'), { status: 200, text: 'ok\n' });
@@ -90,12 +93,16 @@ instances:
   const first = `instance="${ENDPOINT}#1"`;
   const other = `instance="${ENDPOINT}#2"`;
   t.equal(metric(text, 'pg_iam_proxy_connections_total', first), 2, 'two clients on the TCP instance');
-  t.equal(metric(text, 'pg_iam_proxy_connections_total', other), 1);
+  t.equal(metric(text, 'pg_iam_proxy_connections_total', other), 2, 'dbUser on the socket, and the refused database');
   t.equal(metric(text, 'pg_iam_proxy_connections_active', first), 0);
   t.equal(metric(text, 'pg_iam_proxy_auth_failures_total', `${first},reason="not_iam_user"`), 1);
   t.equal(metric(text, 'pg_iam_proxy_connect_seconds_count', first), 1, 'one login reached ReadyForQuery on #1');
-  t.equal(metric(text, 'pg_iam_proxy_tokens_signed_total', `instance="${ENDPOINT}"`), 2, 'one token for iam_user, one for pw_user');
-  t.equal(metric(text, 'pg_iam_proxy_credential_refreshes_total', 'identity="the default credential chain"'), 1);
+  t.equal(metric(text, 'pg_iam_proxy_connect_seconds_count', other), 1, 'and one on #2: the refused database is not counted ready');
+  t.equal(metric(text, 'pg_iam_proxy_auth_failures_total', `${other},reason="upstream_error"`), 1, 'the refused database is a failure');
+  t.equal(metric(text, 'pg_iam_proxy_tokens_signed_total', first), 2, 'one token for iam_user, one for pw_user, on the instance that signed them');
+  t.equal(metric(text, 'pg_iam_proxy_tokens_signed_total', other), 0, "#2 reused #1's token for iam_user: counted once");
+  t.notMatch(text, new RegExp(`tokens_signed_total\\{instance="${ENDPOINT.replaceAll('.', '\\.')}"\\}`), 'no series labelled with the bare endpoint');
+  t.equal(metric(text, 'pg_iam_proxy_credential_refreshes_total', 'identity="#1"'), 1);
   t.ok(metric(text, 'pg_iam_proxy_bytes_total', `${first},direction="server_to_client"`) > 300, 'bytes relayed, counted');
   t.ok(metric(text, 'pg_iam_proxy_bytes_total', `${first},direction="client_to_server"`) > 50);
   t.match(text, /^process_resident_memory_bytes \d+/m);
@@ -182,7 +189,7 @@ instances:
   t.match(defaults, { http: undefined, requireCredentials: false, log: { level: 'info' } });
   // The environment is merged into the flags by yargs, below them: through the real CLI.
   const r = await runCli(['--config', path, '--max-connections', '0'], env({ PG_IAM_PROXY_MAX_CONNECTIONS: '5' }));
-  t.match(r, { code: 2, stderr: /--max-connections: a whole number/ }, 'the flag (0) beat the environment (5)');
+  t.match(r, { code: 2, stderr: /--max-connections \(PG_IAM_PROXY_MAX_CONNECTIONS\): 0 is not a whole number/ }, 'the flag (0) beat the environment (5)');
   const e = await runCli(['--config', path, '--listen', '127.0.0.1:0', '--log-format', 'json', '--http', 'nonsense'], env({ PG_IAM_PROXY_MAX_CONNECTIONS: '-1' }));
   t.match(e, { code: 2, stderr: /--max-connections/ }, 'the environment (-1) beat the file (7)');
 });

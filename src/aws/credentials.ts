@@ -18,6 +18,29 @@ export interface CredentialsHolderOptions {
   onRefresh?: (credentials: AwsCredentialIdentity) => void;
   /** What the user can do when a refresh fails (e.g. `aws sso login`), added to the warning. */
   advice?: () => string | undefined;
+  /** Where the credentials come from, in people's words, for the error when only the user can renew them. */
+  source?: () => string | undefined;
+}
+
+/**
+ * The source answered, but with credentials too close to their end to sign with (or past it): exported
+ * keys with AWS_CREDENTIAL_EXPIRATION, a credential_process handing out what it cached. Fetching again
+ * cannot help until someone renews them where they come from, so it is a failure, retried with backoff.
+ */
+export class CredentialsExpiringError extends Error {
+  readonly code = 'CREDENTIALS_EXPIRING';
+
+  constructor(
+    readonly expiration: Date,
+    source: string,
+    minValidityMs: number,
+    now: number,
+  ) {
+    const at = expiration.toISOString();
+    const when = expiration.getTime() <= now ? `expired at ${at}` : `expire at ${at}, in less than ${Math.round(minValidityMs / 1000)} s`;
+    super(`the AWS credentials from ${source} ${when}, and fetching again gives none newer: renew them where they come from`);
+    this.name = 'CredentialsExpiringError';
+  }
 }
 
 /**
@@ -70,6 +93,18 @@ export class CredentialsHolder {
     return this.refresh();
   }
 
+  /**
+   * The server refused a token signed with `accessKeyId`. Static keys (no expiry) may have been rotated
+   * in the shared credentials file since they were read: drop them, so the next get() reads the source
+   * again. Expiring credentials are renewed on their own schedule, and other keys are not ours to drop.
+   */
+  invalidate(accessKeyId: string): void {
+    const current = this.current;
+    if (!current || current.accessKeyId !== accessKeyId || current.expiration) return;
+    this.current = undefined;
+    this.options.log?.info({ accessKeyId }, 'AWS static credentials dropped after the server refused a token signed with them: the next login reads them again');
+  }
+
   /** The credentials in hand, if still usable, without fetching (readiness). */
   peek(): AwsCredentialIdentity | undefined {
     return this.current && this.msLeft(this.current) > this.minValidityMs ? this.current : undefined;
@@ -96,13 +131,15 @@ export class CredentialsHolder {
   /**
    * `refreshAheadMs` before expiry; credentials issued with less life than that (short STS sessions) are
    * refreshed halfway through their usable time instead, so they are not fetched again on every call.
+   * Never sooner than the base retry delay: halving what is left of credentials that a source keeps
+   * handing back unchanged (exported keys) would otherwise fetch in an ever tighter series near the end.
    */
   private refreshTime(creds: AwsCredentialIdentity): number {
     if (!creds.expiration) return Infinity;
     const end = creds.expiration.getTime();
     const ahead = end - this.refreshAheadMs;
     const now = this.now();
-    return ahead > now ? ahead : now + Math.max(0, end - this.minValidityMs - now) / 2;
+    return ahead > now ? ahead : now + Math.max(this.baseRetryMs, (end - this.minValidityMs - now) / 2);
   }
 
   private refresh(): Promise<AwsCredentialIdentity> {
@@ -114,6 +151,12 @@ export class CredentialsHolder {
     try {
       // forceRefresh: a memoizing provider would otherwise hand back the same expiring credentials.
       const creds = await this.provider({ forceRefresh: true });
+      // Too close to their end to sign with: a failure like any other (backoff, callers told why), or the
+      // holder would fetch them again at once, and again, for as long as the source hands them out.
+      if (this.msLeft(creds) <= this.minValidityMs) {
+        const source = this.options.source?.() ?? 'the credential source';
+        throw new CredentialsExpiringError(creds.expiration!, source, this.minValidityMs, this.now());
+      }
       if (this.lastError !== undefined) this.options.log?.info({ accessKeyId: creds.accessKeyId }, 'AWS credentials available again');
       this.current = creds;
       this.refreshAt = this.refreshTime(creds);
@@ -135,9 +178,20 @@ export class CredentialsHolder {
       // Retry on a timer: credentials come back (and readiness with them) without waiting for a client.
       this.wakeAt(this.nextAttemptAt);
       const advice = this.options.advice?.();
+      const expiring = err instanceof CredentialsExpiringError;
       this.options.log?.warn(
-        { err, keepUsing: stillValid !== undefined, ...(stillValid?.expiration ? { expiration: stillValid.expiration.toISOString() } : {}), ...(advice ? { advice } : {}) },
-        stillValid ? 'AWS credentials refresh failed; still using the current ones' : 'AWS credentials fetch failed',
+        {
+          err,
+          keepUsing: stillValid !== undefined,
+          ...(stillValid?.expiration ? { expiration: stillValid.expiration.toISOString() } : {}),
+          ...(expiring ? { fetchedExpiration: err.expiration.toISOString(), retryInMs: this.nextAttemptAt - this.now() } : {}),
+          ...(advice ? { advice } : {}),
+        },
+        expiring
+          ? 'AWS credentials from the source are too close to expiry and it gives none newer: the proxy cannot renew them'
+          : stillValid
+            ? 'AWS credentials refresh failed; still using the current ones'
+            : 'AWS credentials fetch failed',
       );
       if (stillValid) return stillValid;
       throw err;

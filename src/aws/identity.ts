@@ -1,5 +1,7 @@
 // Which AWS identity signs: the SDK's credential sources (the default chain, a profile, a role assumed
 // from either), traced so a failure can name every source tried, held once per identity.
+import type { ChildProcess } from 'node:child_process';
+import { subscribe } from 'node:diagnostics_channel';
 import { hostname } from 'node:os';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-sdk/types';
 import type { Logger } from 'pino';
@@ -99,6 +101,112 @@ const CHAIN_STEPS: ReadonlyArray<readonly [marker: string, name: string]> = [
   ['remoteProvider::fromInstanceMetadata', 'EC2 instance metadata (IMDSv2)'],
 ];
 const PROVIDER_ERROR = /^@smithy\/property-provider (?:->|\(!\)) (.*)$/s;
+/** A role profile's base: the SDK names the profile it turns to next. */
+const SOURCE_PROFILE = /finding credential resolver using source_profile=\[([^\]]*)\]/;
+
+/**
+ * How each shell command this process ran last ended, by its command line. The SDK runs credential_process
+ * with exec (`/bin/sh -c LINE`) and keeps only the error's message, "Command failed: LINE\nSTDERR", which
+ * has no exit status; Node's child_process diagnostics channel (documented, observe-only) still sees the
+ * child. Bounded: one entry per distinct command, the oldest dropped first.
+ */
+const shellExits = new Map<string, { readonly code: number | null; readonly signal: NodeJS.Signals | null }>();
+let watchingChildren = false;
+
+function watchChildExits(): void {
+  if (watchingChildren) return;
+  watchingChildren = true;
+  subscribe('child_process', (message) => {
+    const child = (message as { process?: ChildProcess }).process;
+    child?.once('exit', (code, signal) => {
+      const [, flag, line] = child.spawnargs;
+      if (flag !== '-c' || line === undefined) return;
+      shellExits.delete(line);
+      shellExits.set(line, { code, signal });
+      if (shellExits.size > 32) shellExits.delete(shellExits.keys().next().value!);
+    });
+  });
+}
+
+/** Node's exec error text; the command line has no newline (it is one line of an INI file). */
+const COMMAND_FAILED = /^Command failed: ([^\n]*)\n?([\s\S]*)$/;
+
+/** A failed credential_process run, as much of it as may be shown: never its arguments, never its output. */
+export interface ProcessFailure {
+  /** The program (argv[0] of the command line), without its arguments: those may be secrets. */
+  readonly program: string;
+  readonly exitCode?: number;
+  readonly signal?: string;
+  /** How much it wrote to stderr; the text itself is not kept (it may hold secrets, in no known shape). */
+  readonly stderrBytes: number;
+}
+
+/** The credential_process failure in an SDK error text, if that is what it is. */
+export function processFailure(text: string): ProcessFailure | undefined {
+  const failed = COMMAND_FAILED.exec(text);
+  if (!failed) return undefined;
+  const line = failed[1]!;
+  const exit = shellExits.get(line);
+  return {
+    program: firstShellWord(line),
+    ...(typeof exit?.code === 'number' ? { exitCode: exit.code } : {}),
+    ...(exit?.signal ? { signal: exit.signal } : {}),
+    stderrBytes: Buffer.byteLength(failed[2]!),
+  };
+}
+
+/** "exited 1", in the words clients and logs use. */
+function outcome(failure: ProcessFailure): string {
+  if (failure.signal) return `was killed by ${failure.signal}`;
+  if (failure.exitCode === undefined) return 'failed';
+  // What sh exits with when it cannot find or cannot run the program (POSIX "Command Search and Execution").
+  const why = failure.exitCode === 127 ? ' (command not found)' : failure.exitCode === 126 ? ' (not executable)' : '';
+  return `exited ${failure.exitCode}${why}`;
+}
+
+/**
+ * The program a shell command line runs: its first word after any leading VAR=value assignments (which
+ * may carry secrets too), with the shell's quotes and backslashes undone.
+ */
+export function firstShellWord(line: string): string {
+  let at = 0;
+  for (;;) {
+    while (at < line.length && /\s/.test(line[at]!)) at++;
+    let word = '';
+    for (; at < line.length && !/\s/.test(line[at]!); at++) {
+      const c = line[at]!;
+      if (c === "'") {
+        const end = line.indexOf("'", at + 1);
+        word += line.slice(at + 1, end < 0 ? undefined : end);
+        at = end < 0 ? line.length : end;
+      } else if (c === '"') {
+        for (at++; at < line.length && line[at] !== '"'; at++) word += line[at] === '\\' && at + 1 < line.length ? line[++at] : line[at];
+      } else if (c === '\\' && at + 1 < line.length) {
+        word += line[++at];
+      } else {
+        word += c;
+      }
+    }
+    if (!/^[A-Za-z_]\w*=/.test(word)) return word;
+  }
+}
+
+/** V8's JSON.parse errors quote the text around the fault: a piece of a credentials document or token file. */
+const JSON_SNIPPET = /(?:Unexpected token '[^']*', )?(?:\.\.\.)?"[\s\S]*"(?:\.\.\.)? is not valid JSON/;
+/** user:password@ in a URL (a container credentials URI, an endpoint). */
+const URL_USERINFO = /(\/\/)[^/\s@]+@/g;
+
+/**
+ * An SDK error text made fit for clients and logs. Every text from a credential source passes here before
+ * anyone sees it: the chain's reasons, the final error, the role's STS error. A failed credential_process
+ * becomes its source's name and outcome ("credential_process of profile dev exited 1"): Node's text holds
+ * the whole command line (an --api-key=... argument) and the program's stderr (a token printed on failure).
+ */
+export function safeReason(text: string, profile?: string): string {
+  const failure = processFailure(text);
+  if (failure) return `credential_process${profile ? ` of profile ${profile}` : ''} ${outcome(failure)}`;
+  return redactSecrets(text.replace(JSON_SNIPPET, 'the text is not valid JSON').replace(URL_USERINFO, '$1[REDACTED]@'));
+}
 
 /**
  * Follows the SDK chain through its logger: which sources it tried, and each one's reason for passing.
@@ -106,37 +214,88 @@ const PROVIDER_ERROR = /^@smithy\/property-provider (?:->|\(!\)) (.*)$/s;
  */
 export class ChainTrace {
   private attempts: SourceAttempt[] = [];
+  /** The profile the step under way reads: the chain's own, or a role profile's source_profile. */
+  private reading: string | undefined;
 
-  constructor(private readonly log?: Logger) {}
+  /** `profile`: the one the chain was given (else AWS_PROFILE or "default", as the SDK picks it). */
+  constructor(
+    private readonly log?: Logger,
+    private readonly profile?: string,
+  ) {
+    watchChildExits();
+  }
 
   readonly logger = {
     trace: () => undefined,
     debug: (...args: unknown[]) => this.note(String(args[0])),
     info: () => undefined,
-    warn: (...args: unknown[]) => this.log?.warn(redactSecrets(args.map(String).join(' '))),
+    warn: (...args: unknown[]) => this.log?.warn(safeReason(args.map(String).join(' '))),
     error: () => undefined,
   };
 
   reset(): void {
     this.attempts = [];
+    this.reading = undefined;
   }
 
   tried(): readonly SourceAttempt[] {
     return this.attempts;
   }
 
+  /** An SDK error text as a source's reason: safe to show, at most 300 characters. */
+  reason(text: string): string {
+    return safeReason(text, this.currentProfile()).slice(0, 300);
+  }
+
+  private currentProfile(): string {
+    return this.reading ?? (this.profile || process.env.AWS_PROFILE || 'default');
+  }
+
   private note(line: string): void {
     const step = CHAIN_STEPS.find(([marker]) => line.includes(marker));
     const last = this.attempts.at(-1);
     if (step) {
+      this.reading = undefined;
       // The remote step names which remote source it chose in a second line: say that one.
       if (step[0].startsWith('remoteProvider::') && last?.source === REMOTE && last.reason === undefined) this.attempts.pop();
       this.attempts.push({ source: step[1] });
       return;
     }
+    const base = SOURCE_PROFILE.exec(line);
+    if (base) this.reading = base[1];
     const failure = PROVIDER_ERROR.exec(line);
-    if (failure && last && last.reason === undefined) last.reason = redactSecrets(failure[1]!).slice(0, 300);
+    if (!failure) return;
+    // The operator hears which program failed and how, each time it does; clients only the reason.
+    const run = processFailure(failure[1]!);
+    if (run) {
+      const profile = this.currentProfile();
+      this.log?.warn(
+        {
+          profile,
+          program: run.program,
+          ...(run.exitCode !== undefined ? { exitCode: run.exitCode } : {}),
+          ...(run.signal ? { signal: run.signal } : {}),
+          stderr: `[not logged, ${run.stderrBytes} bytes: it may hold secrets; run the program by hand to read it]`,
+        },
+        `credential_process of profile ${profile} ${outcome(run)}`,
+      );
+    }
+    if (last && last.reason === undefined) last.reason = this.reason(failure[1]!);
   }
+}
+
+/** The error an SDK source threw, fit to keep on `.cause` (logs print causes' messages and stacks). */
+function safeCause(cause: unknown): unknown {
+  if (typeof cause === 'string') return safeReason(cause);
+  if (!(cause instanceof Error)) return cause;
+  const message = safeReason(cause.message);
+  if (message === cause.message) return cause;
+  const copy = new Error(message);
+  copy.name = cause.name;
+  // The frames stay (where it failed); the first line held the unsafe message.
+  const head = `${cause.name}: ${cause.message}`;
+  copy.stack = `${cause.name}: ${message}${cause.stack?.startsWith(head) ? cause.stack.slice(head.length) : ''}`;
+  return copy;
 }
 
 /** No credentials could be had: the message names the identity, `tried` every source and its reason. */
@@ -146,7 +305,7 @@ export class NoCredentialsError extends Error {
     readonly tried: readonly SourceAttempt[],
     cause: unknown,
   ) {
-    super(`no AWS credentials for ${label}: ${redactSecrets((cause as Error)?.message ?? String(cause))}`, { cause });
+    super(`no AWS credentials for ${label}: ${safeReason((cause as Error)?.message ?? String(cause))}`, { cause: safeCause(cause) });
     this.name = 'NoCredentialsError';
   }
 
@@ -175,7 +334,7 @@ export interface TracedProvider {
 /** The SDK provider for an identity, wrapped so failures say what was tried and successes say from where. */
 export function credentialProvider(spec: IdentitySpec, options: ProviderOptions): TracedProvider {
   const label = identityLabel(spec);
-  const trace = new ChainTrace(options.log);
+  const trace = new ChainTrace(options.log, spec.profile);
   let mfaUsed = false;
   const mfaCodeProvider: MfaPrompt = (serial) => {
     mfaUsed = true;
@@ -187,6 +346,10 @@ export function credentialProvider(spec: IdentitySpec, options: ProviderOptions)
       ...(spec.profile ? { profile: spec.profile } : {}),
       mfaCodeProvider,
       logger: trace.logger,
+      // Read the shared config and credentials files again on every fetch (the SDK caches them for the
+      // life of the process): the holder fetches rarely, and a fetch after invalidate() must see a key
+      // rotated in the file since.
+      ignoreCache: true,
     }),
   );
   let baseSource: string | undefined;
@@ -200,7 +363,7 @@ export function credentialProvider(spec: IdentitySpec, options: ProviderOptions)
     } catch (err) {
       // A step that stops the chain (an MFA code that cannot be asked) says why only in its error.
       const last = trace.tried().at(-1);
-      if (last && last.reason === undefined) last.reason = redactSecrets((err as Error).message).slice(0, 300);
+      if (last && last.reason === undefined) last.reason = trace.reason((err as Error).message ?? String(err));
       throw new NoCredentialsError(label, trace.tried(), err);
     }
   };
@@ -224,7 +387,7 @@ export function credentialProvider(spec: IdentitySpec, options: ProviderOptions)
       return await assume(props);
     } catch (err) {
       if (err instanceof NoCredentialsError) throw err;
-      throw new NoCredentialsError(label, [{ source: `sts:AssumeRole ${spec.roleArn}`, reason: redactSecrets((err as Error).message) }], err);
+      throw new NoCredentialsError(label, [{ source: `sts:AssumeRole ${spec.roleArn}`, reason: safeReason((err as Error).message ?? String(err)).slice(0, 300) }], err);
     }
   };
   return { provider, source: () => (baseSource ? withMfa(`${spec.roleArn} assumed from ${baseSource}`) : undefined) };
@@ -266,6 +429,11 @@ export async function callerIdentity(credentials: AwsCredentialIdentity, region:
 export interface SignerIdentity {
   readonly spec: IdentitySpec;
   readonly label: string;
+  /**
+   * "#1", "#2"... in the order identities were first used (config order): how /readyz and /metrics name
+   * it to whoever reaches the HTTP port, who need not learn the role ARN or profile (the log says which is which).
+   */
+  readonly ref: string;
   readonly holder: CredentialsHolder;
   readonly tokens: SharedTokens;
   /** Where the credentials in hand came from, once fetched. */
@@ -277,8 +445,8 @@ export interface IdentitiesOptions {
   readonly mfa?: MfaPrompt | undefined;
   readonly holder?: Omit<CredentialsHolderOptions, 'log' | 'advice'>;
   readonly tokens?: SharedTokensOptions;
-  /** Metrics: a fetch of an identity's credentials. */
-  readonly onRefresh?: (label: string) => void;
+  /** Metrics: a fetch of an identity's credentials, named by its ref. */
+  readonly onRefresh?: (ref: string) => void;
   /** The seam tests use to swap the SDK; the real chain by default. */
   readonly providerFor?: (spec: IdentitySpec, options: ProviderOptions) => TracedProvider;
 }
@@ -294,18 +462,20 @@ export class Identities {
     const known = this.byKey.get(key);
     if (known) return known;
     const label = identityLabel(spec);
+    const ref = `#${this.byKey.size + 1}`;
     const log = this.options.log?.child({ identity: label });
     const traced = (this.options.providerFor ?? credentialProvider)(spec, { region, mfa: this.options.mfa, log });
     const holder = new CredentialsHolder(traced.provider, {
       ...this.options.holder,
       log,
       advice: () => renewalAdvice(traced.source() ?? '', spec),
+      source: () => traced.source() ?? label,
       onRefresh: (creds) => {
         this.options.holder?.onRefresh?.(creds);
-        this.options.onRefresh?.(label);
+        this.options.onRefresh?.(ref);
       },
     });
-    const identity: SignerIdentity = { spec, label, holder, tokens: new SharedTokens(holder, this.options.tokens), source: traced.source };
+    const identity: SignerIdentity = { spec, label, ref, holder, tokens: new SharedTokens(holder, { ...this.options.tokens, label }), source: traced.source };
     this.byKey.set(key, identity);
     return identity;
   }

@@ -24,9 +24,14 @@ export interface IamToken {
 
 /** The seam the session uses: tests swap it, the engine shares one per identity. */
 export interface TokenSource {
+  /** Who signs, in people's words ("profile app"), for errors that must name the identity. */
+  readonly label?: string | undefined;
   /** A token for `scope`, reused while fresh. `notThis`: a token the server just rejected. */
   get(scope: TokenScope, notThis?: IamToken): Promise<IamToken>;
 }
+
+/** One cache and rejection key per scope. */
+export const scopeKey = (scope: TokenScope): string => `${scope.host}\0${scope.port}\0${scope.region}\0${scope.user}`;
 
 /** RDS accepts a token for 900 s after X-Amz-Date. */
 export const TOKEN_LIFETIME_MS = 900_000;
@@ -37,10 +42,17 @@ export interface SharedTokensOptions {
   /** Never hand out a token with fewer ms of validity left than this. */
   minValidityMs?: number;
   now?: Clock;
-  /** Called after each signature (metrics). */
+  /** The identity's name for people (TokenSource.label). */
+  label?: string | undefined;
+  /** Called after each signature (tests count them). */
   onSigned?: (scope: TokenScope) => void;
+  /** Most scopes cached at once: a client chooses the user name, so the cache must stay bounded. */
+  maxEntries?: number;
   sign?: (scope: TokenScope, credentials: AwsCredentialIdentity) => Promise<string>;
 }
+
+/** The tokens already signed, by the cache entry that promised them (eviction reads their age). */
+const settled = new WeakMap<Promise<IamToken>, IamToken>();
 
 /**
  * Tokens shared per (host, port, region, user): RDS throttles new IAM logins at about 200 per second,
@@ -52,6 +64,8 @@ export class SharedTokens implements TokenSource {
   private readonly minValidityMs: number;
   private readonly now: Clock;
   private readonly sign: NonNullable<SharedTokensOptions['sign']>;
+  private readonly maxEntries: number;
+  readonly label: string | undefined;
 
   constructor(
     private readonly credentials: CredentialsHolder,
@@ -61,10 +75,15 @@ export class SharedTokens implements TokenSource {
     this.minValidityMs = options.minValidityMs ?? 60_000;
     this.now = options.now ?? Date.now;
     this.sign = options.sign ?? signWithSdk;
+    this.maxEntries = options.maxEntries ?? 1_000;
+    this.label = options.label;
   }
 
   async get(scope: TokenScope, notThis?: IamToken): Promise<IamToken> {
-    const key = `${scope.host}\0${scope.port}\0${scope.region}\0${scope.user}`;
+    const key = scopeKey(scope);
+    // Static keys (no expiry) may have been rotated in the shared files since they were read: a rejected
+    // token makes the holder read them again. Expiring credentials are renewed on their own schedule.
+    if (notThis) this.credentials.invalidate(notThis.accessKeyId);
     const cached = this.cache.get(key);
     if (cached) {
       const token = await cached.catch(() => undefined);
@@ -74,9 +93,26 @@ export class SharedTokens implements TokenSource {
       if (latest && latest !== cached) return latest;
     }
     const next = this.mint(scope);
+    next.then((token) => settled.set(next, token), () => undefined);
+    this.cache.delete(key);
     this.cache.set(key, next);
+    if (this.cache.size > this.maxEntries) this.evict();
     next.catch(() => this.cache.get(key) === next && this.cache.delete(key));
     return next;
+  }
+
+  /**
+   * Over the bound: drop the tokens no longer worth reusing, then, if still over, the least recently
+   * signed (the map keeps insertion order, and a new token is inserted last).
+   */
+  private evict(): void {
+    const now = this.now();
+    for (const [key, entry] of this.cache) {
+      if (this.cache.size <= this.maxEntries) return;
+      const token = settled.get(entry);
+      if (token && (now - token.signedAt >= this.reuseMs || token.expiresAt - now <= this.minValidityMs)) this.cache.delete(key);
+    }
+    while (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
   }
 
   /** Young enough, valid long enough, and signed with the credentials in hand (not ones since replaced). */

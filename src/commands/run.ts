@@ -17,6 +17,8 @@ export interface RunOptions {
   readonly identities: Identities;
   /** Whether signals like Ctrl-C reach the command from the terminal itself (default: stdin is a TTY). */
   readonly terminal?: boolean;
+  /** Pass the AWS credentials in the environment on to the command (--keep-aws-env); default: keep them from it. */
+  readonly keepAwsEnv?: boolean;
 }
 
 /** Signals passed on to the command. SIGINT and SIGQUIT come from the terminal to both of us. */
@@ -25,6 +27,22 @@ const FROM_TERMINAL: readonly NodeJS.Signals[] = ['SIGINT', 'SIGQUIT'];
 
 /** libpq settings that would send the command somewhere other than the proxy. */
 const BYPASS = ['PGHOSTADDR', 'PGSERVICE', 'PGSERVICEFILE', 'PGSSLNEGOTIATION', 'PGREQUIRESSL'];
+
+/**
+ * AWS credentials themselves, as the SDK reads them from the environment. The proxy signs for the
+ * command, which needs none of them; an environment is inherited by every process the command starts
+ * and shows up in `env` output, crash reports and /proc/PID/environ. What only names or points at a
+ * credential (AWS_PROFILE, AWS_REGION, AWS_WEB_IDENTITY_TOKEN_FILE, PG_IAM_PROXY_*) stays: it is no
+ * secret, and the files it names are the same user's to read anyway.
+ */
+const AWS_CREDENTIALS = [
+  'AWS_ACCESS_KEY_ID',
+  'AWS_SECRET_ACCESS_KEY',
+  'AWS_SESSION_TOKEN',
+  'AWS_SECURITY_TOKEN', // the older name of AWS_SESSION_TOKEN, still read by boto
+  'AWS_CREDENTIAL_EXPIRATION', // goes with the keys above
+  'AWS_CONTAINER_AUTHORIZATION_TOKEN', // the bearer token for the ECS / EKS Pod Identity credentials endpoint
+];
 
 /**
  * Start the proxy, run the command against it, stop the proxy when the command ends. Resolves to the
@@ -44,8 +62,10 @@ export async function runWithProxy(config: ProxyConfig, options: RunOptions): Pr
   await announceAll(config, identities, log);
   const instance = proxy.instances[0]!;
   const socket = instance.socketPath!;
+  const withheld = options.keepAwsEnv ? [] : AWS_CREDENTIALS.filter((name) => options.env[name] !== undefined);
+  if (withheld.length > 0) log.debug({ withheld }, 'AWS credentials kept out of the command\'s environment (--keep-aws-env passes them on)');
   const env: NodeJS.ProcessEnv = {
-    ...Object.fromEntries(Object.entries(options.env).filter(([k]) => !BYPASS.includes(k))),
+    ...Object.fromEntries(Object.entries(options.env).filter(([k]) => !BYPASS.includes(k) && !withheld.includes(k))),
     PGHOST: socket.slice(0, socket.lastIndexOf('/')),
     PGPORT: socket.slice(socket.lastIndexOf('.') + 1),
     PGSSLMODE: 'disable',

@@ -1,8 +1,6 @@
 // Prometheus metrics (DESIGN.md names), fed by the engine's observers: nothing on the per-byte path.
 // Bytes are summed at scrape time from the open sessions plus the totals of the closed ones.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { formatHostPort } from '../aws/endpoint.js';
-import type { TokenScope } from '../aws/tokens.js';
 import type { InstanceObserver, ProxyInstance } from '../proxy/server.js';
 
 export class Metrics {
@@ -26,7 +24,7 @@ export class Metrics {
     registers: [this.registry],
   });
   private readonly signed = new Counter({ name: 'pg_iam_proxy_tokens_signed_total', help: 'IAM tokens signed (shared tokens count once).', labelNames: ['instance'], registers: [this.registry] });
-  private readonly refreshes = new Counter({ name: 'pg_iam_proxy_credential_refreshes_total', help: 'AWS credential fetches, by identity.', labelNames: ['identity'], registers: [this.registry] });
+  private readonly refreshes = new Counter({ name: 'pg_iam_proxy_credential_refreshes_total', help: 'AWS credential fetches, by identity (#1, #2... as in /readyz; the "health and metrics listening" log line says which is which).', labelNames: ['identity'], registers: [this.registry] });
 
   constructor() {
     const metrics = this;
@@ -61,6 +59,7 @@ export class Metrics {
         this.active.inc(labels);
       },
       ready: (seconds) => this.connectSeconds.observe(labels, seconds),
+      signed: () => this.signed.inc(labels),
       failed: (reason) => this.failures.inc({ ...labels, reason }),
       closed: (fromClient, toClient) => {
         this.active.dec(labels);
@@ -72,6 +71,5 @@ export class Metrics {
     };
   };
 
-  tokenSigned = (scope: TokenScope): void => this.signed.inc({ instance: formatHostPort(scope) });
-  credentialsRefreshed = (identity: string): void => this.refreshes.inc({ identity });
+  credentialsRefreshed = (ref: string): void => this.refreshes.inc({ identity: ref });
 }

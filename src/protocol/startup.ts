@@ -127,7 +127,16 @@ function decodeStartupMessage(bytes: Buffer, version: number): StartupMessage {
     if (nameEnd === at || valueEnd === -1 || valueEnd >= end) {
       throw violation('invalid startup packet layout: expected terminator as last byte');
     }
-    params.push({ name: bytes.toString('utf8', at, nameEnd), value: bytes.subarray(nameEnd + 1, valueEnd) });
+    const name = bytes.toString('utf8', at, nameEnd);
+    // PostgreSQL keeps the last value of a repeated name; a proxy that checks the first would vet one
+    // packet and forward another (a second database, user or replication value). Refuse the ambiguity.
+    if (params.some((p) => p.name === name)) {
+      throw new WireError(SqlState.ProtocolViolation, `startup packet repeats the parameter "${name.slice(0, 64)}"`, {
+        reason: 'bad_startup',
+        hint: 'Send each startup parameter once.',
+      });
+    }
+    params.push({ name, value: bytes.subarray(nameEnd + 1, valueEnd) });
     at = valueEnd + 1;
   }
   const get = (name: string) => params.find((p) => p.name === name)?.value;

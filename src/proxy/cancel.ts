@@ -25,13 +25,19 @@ export class CancelRegistry {
   }
 }
 
-/** Send the CancelRequest, byte for byte, over a fresh verified connection; wait until the server closes it. */
+/**
+ * Send the CancelRequest, byte for byte, over a fresh verified connection; wait until the server closes
+ * it for at most the connect timeout (a server that never closes must not hold the proxy's shutdown).
+ */
 export async function forwardCancel(request: CancelRequest, target: UpstreamTarget): Promise<void> {
   const server = await connectUpstream(target);
+  const signal = AbortSignal.timeout(target.connectTimeoutMs);
   try {
     server.end(request.bytes);
     server.resume();
-    await once(server, 'close');
+    await once(server, 'close', { signal }).catch((err: Error) => {
+      throw signal.aborted ? new Error(`the server did not close the cancel connection within ${target.connectTimeoutMs / 1000} s`) : err;
+    });
   } finally {
     server.destroy();
   }

@@ -77,25 +77,32 @@ async function upgrade(link: ClientLink, tls: ClientTls, direct: boolean, signal
   const raw = link.socket;
   const head = link.inbox.release();
   const secure = new TLSSocket(head.length > 0 ? prefixed(raw, head) : raw, { isServer: true, secureContext: tls.context, ALPNProtocols: [ALPN] });
-  await new Promise<void>((resolve, reject) => {
-    const fail = (err: Error) => {
-      secure.destroy();
-      reject(err instanceof WireError ? err : new WireError(SqlState.ProtocolViolation, `TLS handshake with the client failed: ${err.message}`, { reason: 'client_tls', silent: true }));
-    };
-    const onAbort = () => fail(signal!.reason as Error);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    secure.once('secure', () => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
+  const closed = () => fail(new Error('the client closed the connection'));
+  let fail!: (err: Error) => void;
+  const onAbort = () => fail(signal!.reason as Error);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      fail = (err: Error) => {
+        // Destroyed, never written to: a shutdown's FATAL must not land in plaintext inside a handshake.
+        secure.destroy();
+        raw.destroy();
+        reject(err instanceof WireError ? err : new WireError(SqlState.ProtocolViolation, `TLS handshake with the client failed: ${err.message}`, { reason: 'client_tls', silent: true }));
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      secure.once('secure', resolve);
+      secure.once('error', fail);
+      // allowHalfOpen: a FIN mid-handshake is only an 'end'.
+      secure.once('end', closed);
+      secure.once('close', closed);
     });
-    secure.once('error', fail);
-    // allowHalfOpen: a FIN mid-handshake is only an 'end'.
-    secure.once('end', () => fail(new Error('the client closed the connection')));
-    secure.once('close', () => fail(new Error('the client closed the connection')));
-  });
-  secure.removeAllListeners('error');
-  secure.removeAllListeners('end');
-  secure.removeAllListeners('close');
+  } finally {
+    // Only ours: the TLS socket has listeners of its own on these events (freeing OpenSSL's state on close).
+    signal?.removeEventListener('abort', onAbort);
+    secure.off('error', fail);
+    secure.off('end', closed);
+    secure.off('close', closed);
+  }
   link.socket = secure;
   link.inbox = new Inbox(secure);
   link.encrypted = true;

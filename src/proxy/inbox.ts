@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 export class Inbox {
   private buf: Buffer = Buffer.alloc(0);
   private wake: (() => void) | undefined;
-  private ended = false;
+  private eof = false;
   private failure: Error | undefined;
   private readonly onData = (chunk: Buffer) => {
     this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
@@ -16,7 +16,7 @@ export class Inbox {
     this.notify();
   };
   private readonly onEnd = () => {
-    this.ended = true;
+    this.eof = true;
     this.notify();
   };
   private readonly onError = (err: Error) => {
@@ -34,6 +34,11 @@ export class Inbox {
     socket.on('error', this.onError);
   }
 
+  /** The peer has closed its sending side (or the socket is gone): no more bytes will come. */
+  get ended(): boolean {
+    return this.eof;
+  }
+
   /** Bytes received and not yet consumed. */
   get buffered(): Buffer {
     return this.buf;
@@ -46,7 +51,7 @@ export class Inbox {
   async fill(n: number): Promise<void> {
     while (this.buf.length < n) {
       if (this.failure) throw this.failure;
-      if (this.ended) throw new InboxClosed();
+      if (this.eof) throw new InboxClosed();
       this.socket.resume();
       await new Promise<void>((resolve) => (this.wake = resolve));
     }

@@ -4,10 +4,13 @@
 // hash; the password alone is what this guards).
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { isIPv6 } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
 import { AuthCode, BackendCode, SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
-import type { Inbox } from './inbox.js';
+import { InboxClosed, type Inbox } from './inbox.js';
 
 export const SCRAM_SHA_256 = 'SCRAM-SHA-256';
 const ITERATIONS = 4096;
@@ -17,6 +20,9 @@ const PASSWORD_MESSAGE = 0x70; // p
 
 /** What the proxy keeps of the password: the SCRAM keys, never the password itself. */
 export class ScramSecret {
+  /** Wrong guesses at this password, per client address: how long each verdict is held back. */
+  readonly failures = new FailedPasswords();
+
   private constructor(
     readonly salt: Buffer,
     readonly iterations: number,
@@ -100,11 +106,22 @@ function attributes(text: string): Map<string, string> {
   return out;
 }
 
+/** Who is asking, for the delays after wrong passwords (FailedPasswords). */
+export interface PasswordPeer {
+  /** The client's TCP address, read before any TLS wraps the socket; undefined on a unix socket. */
+  readonly address: string | undefined;
+  /** The startup deadline and the client's going away: a verdict still held then is never told. */
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+}
+
 /**
  * Run the SCRAM exchange with the client. Resolves when the client proved the password; rejects with
- * FATAL 28P01 when it did not (the same words PostgreSQL uses), 08P01 when it spoke nonsense.
+ * FATAL 28P01 when it did not (the same words PostgreSQL uses), 08P01 when it spoke nonsense. With a
+ * `peer`, the verdict waits as long as the failures on record from its address say (FailedPasswords);
+ * without one (unit tests, fuzzing) it is told at once.
  */
-export async function authenticateClient(client: Duplex, inbox: Inbox, user: string, secret: ScramSecret): Promise<void> {
+export async function authenticateClient(client: Duplex, inbox: Inbox, user: string, secret: ScramSecret, peer?: PasswordPeer): Promise<void> {
   const failed = () => new WireError(SqlState.InvalidPassword, `password authentication failed for user "${user}"`, { reason: 'client_password' });
   client.write(authMessage(AuthCode.SASL, Buffer.from(`${SCRAM_SHA_256}\0\0`)));
 
@@ -134,13 +151,150 @@ export async function authenticateClient(client: Duplex, inbox: Inbox, user: str
   if (proofAt < 0) throw protocol('malformed SCRAM client-final-message');
   const withoutProof = clientFinal.slice(0, proofAt);
   const final = attributes(withoutProof);
-  if (final.get('c') !== Buffer.from(gs2Header).toString('base64') || final.get('r') !== nonce) throw failed();
-  const proof = Buffer.from(clientFinal.slice(proofAt + 3), 'base64');
   const message = `${clientFirstBare},${serverFirst},${withoutProof}`;
-  const signature = hmac(secret.storedKey, message);
-  if (proof.length !== signature.length) throw failed();
+  const proven =
+    final.get('c') === Buffer.from(gs2Header).toString('base64') &&
+    final.get('r') === nonce &&
+    provesKey(Buffer.from(clientFinal.slice(proofAt + 3), 'base64'), hmac(secret.storedKey, message), secret.storedKey);
+  if (peer) await holdVerdict(client, secret.failures, proven, peer);
+  if (!proven) throw failed();
+  client.write(authMessage(AuthCode.SASLFinal, Buffer.from(`v=${hmac(secret.serverKey, message).toString('base64')}`)));
+}
+
+/** ClientProof XOR ClientSignature is the ClientKey; its hash must be the StoredKey (RFC 5802 3). */
+function provesKey(proof: Buffer, signature: Buffer, storedKey: Buffer): boolean {
+  if (proof.length !== signature.length) return false;
   const clientKey = Buffer.alloc(proof.length);
   for (let i = 0; i < proof.length; i++) clientKey[i] = proof[i]! ^ signature[i]!;
-  if (!timingSafeEqual(sha256(clientKey), secret.storedKey)) throw failed();
-  client.write(authMessage(AuthCode.SASLFinal, Buffer.from(`v=${hmac(secret.serverKey, message).toString('base64')}`)));
+  return timingSafeEqual(sha256(clientKey), storedKey);
+}
+
+/**
+ * Record the verdict, then wait as long as the address's failures say. The session's end (the startup
+ * timeout, a shutdown) or the client's hanging up ends the wait, and the verdict is never told.
+ */
+async function holdVerdict(client: Duplex, failures: FailedPasswords, proven: boolean, peer: PasswordPeer): Promise<void> {
+  const { holdMs, before } = failures.verdict(peer.address, proven);
+  if (holdMs <= 0) return;
+  // Not whether the password was right: the line is written before the verdict is told.
+  peer.log.info({ clientPassword: { failuresBefore: before, heldMs: Math.round(holdMs) } }, 'client password: verdict held back after wrong passwords from this address');
+  // A hang-up is a FIN: the listener allows half-open sockets, so no 'close' (the session's own signal) follows it.
+  const hungUp = new AbortController();
+  const onEnd = () => hungUp.abort(new InboxClosed());
+  if (client.readableEnded) onEnd();
+  else client.once('end', onEnd);
+  const stop = AbortSignal.any([peer.signal, hungUp.signal]);
+  try {
+    // Rejects only when `stop` aborts: its reason ends the session.
+    await sleep(holdMs, undefined, { signal: stop }).catch(() => {
+      throw stop.reason;
+    });
+  } finally {
+    client.off('end', onEnd);
+  }
+}
+
+/** The hold once an address has one failure on record; it doubles with each further one, up to MAX_DELAY_MS. */
+const FIRST_DELAY_MS = 250;
+const MAX_DELAY_MS = 4_000;
+/** An address with no failure for this long starts afresh. */
+const FORGET_AFTER_MS = 10 * 60_000;
+
+export interface FailedPasswordsOptions {
+  /** Addresses remembered at most: beyond, new ones share one record (default 10,000: about 2 MB of heap). */
+  readonly maxAddresses?: number;
+  /** Milliseconds on a monotonic clock (tests: a fake one). */
+  readonly now?: () => number;
+}
+
+interface FailureRecord {
+  /** Consecutive wrong passwords. */
+  failures: number;
+  /** When the last verdict given out is told: the next one waits its own delay after it. */
+  toldAt: number;
+  lastFailureAt: number;
+}
+
+/** The record new addresses share once the table is full. */
+const OVERFLOW = '*';
+
+/**
+ * A wrong client password costs the guesser time, as PostgreSQL's auth_delay and pgbouncer's per-address
+ * limits make it: with failures on record for an address, its next verdict waits 250 ms, doubling
+ * with each further failure up to 4 s; a right password clears the record. An address with no failure
+ * on record is never held: an honest client's first attempt, and every one after a right password, is
+ * answered at once.
+ *
+ * Two things make the delay real rather than cosmetic. A right password waits as long as a wrong one:
+ * were only failures slow, a guesser would hang up after a few ms of silence and try the next password.
+ * And the verdicts for one address are queued one delay apart, so opening many connections at once does
+ * not multiply the rate; a verdict queued past the client's startup timeout is never told.
+ *
+ * Memory is bounded: records are forgotten 10 minutes after their last failure, and when `maxAddresses`
+ * are held, new addresses share one record, which a flood of addresses cannot use to push out others.
+ */
+export class FailedPasswords {
+  /** Ordered by last failure, oldest first (a failure re-inserts its record), so expiry sweeps from the front. */
+  private readonly records = new Map<string, FailureRecord>();
+  private readonly maxAddresses: number;
+  private readonly now: () => number;
+
+  constructor(options: FailedPasswordsOptions = {}) {
+    this.maxAddresses = options.maxAddresses ?? 10_000;
+    this.now = options.now ?? (() => performance.now());
+  }
+
+  /** Addresses with failures on record. */
+  get size(): number {
+    return this.records.size;
+  }
+
+  /** The hold for an address with `failures` consecutive failures on record. */
+  private delayAfter(failures: number): number {
+    return failures === 0 ? 0 : Math.min(FIRST_DELAY_MS * 2 ** (failures - 1), MAX_DELAY_MS);
+  }
+
+  /**
+   * Record a verdict for `address` (undefined: a unix-socket client). Returns how long to hold it back
+   * and the consecutive failures on record before it.
+   */
+  verdict(address: string | undefined, proven: boolean): { holdMs: number; before: number } {
+    const now = this.now();
+    this.forgetOld(now);
+    let key = addressKey(address);
+    if (!this.records.has(key) && this.records.size >= this.maxAddresses) key = OVERFLOW;
+    const record = this.records.get(key);
+    const before = record?.failures ?? 0;
+    const tellAt = Math.max(now, record?.toldAt ?? now) + this.delayAfter(before);
+    this.records.delete(key);
+    if (!proven) this.records.set(key, { failures: before + 1, toldAt: tellAt, lastFailureAt: now });
+    return { holdMs: tellAt - now, before };
+  }
+
+  private forgetOld(now: number): void {
+    for (const [key, record] of this.records) {
+      if (now - record.lastFailureAt < FORGET_AFTER_MS) break;
+      this.records.delete(key);
+    }
+  }
+}
+
+/**
+ * The key failures are counted under. An IPv6 client counts by its /64, which one host commonly holds
+ * whole (a key per address would give it 2^64 fresh starts); an IPv4-mapped IPv6 address as the IPv4
+ * address it is. Unix-socket clients share one key: they have no address, the socket's file mode already
+ * decides which local users may connect, and a local guesser is slowed like any other.
+ */
+export function addressKey(address: string | undefined): string {
+  if (!address) return 'local';
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!isIPv6(address)) return address;
+  const [head, tail] = address.split('%')[0]!.split('::');
+  // A dotted IPv4 tail stands for two groups.
+  const groups = (part: string | undefined) => (part ? part.split(':').flatMap((g) => (g.includes('.') ? ['0', '0'] : [g])) : []);
+  const left = groups(head);
+  const right = groups(tail);
+  const all = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  return `${all.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
 }

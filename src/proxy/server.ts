@@ -7,22 +7,28 @@ import { once } from 'node:events';
 import type { Logger } from 'pino';
 import { formatHostPort } from '../aws/endpoint.js';
 import { upstreamTls, type UpstreamTls } from '../aws/ca.js';
-import type { TokenSource } from '../aws/tokens.js';
+import type { IamToken, TokenSource } from '../aws/tokens.js';
 import type { InstanceConfig, ProxyConfig } from '../config.js';
 import { SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
 import { CancelRegistry } from './cancel.js';
+import { RecentRejections } from './rejections.js';
 import { fileClientTls, generatedClientTls, type ClientTls } from './client-tls.js';
 import { ScramSecret } from './scram.js';
 import { Session, type SessionContext, type SessionObserver } from './session.js';
 import { connectUpstream } from './upstream-connect.js';
 
-/** A login rejected with 28000 is tried again with a fresh token after these delays (ms). */
-export const LOGIN_RETRY_DELAYS_MS = [0, 250] as const;
+/** A login rejected with 28000 is tried once more, with a fresh token, after this many ms. */
+export const LOGIN_RETRY_DELAY_MS = 250;
+
+/** Tokens a session has used, so that the signed-tokens metric counts each once, for the first instance. */
+const countedTokens = new WeakSet<IamToken>();
 
 /** What the operations side (metrics, readiness) hears from an instance. */
 export interface InstanceObserver extends SessionObserver {
   accepted(): void;
+  /** A token this instance's session was the first to use: signed for it (shared tokens count once). */
+  signed(): void;
   /** A client connection is gone, whatever it was (a session, a cancel request, garbage): its byte counts. */
   closed(fromClient: number, toClient: number): void;
 }
@@ -65,7 +71,8 @@ export class ProxyInstance {
       tokens: deps.tokensFor(config),
       cancels: new CancelRegistry(),
       startupTimeoutMs: proxy.startupTimeoutMs,
-      retryDelaysMs: LOGIN_RETRY_DELAYS_MS,
+      retryDelayMs: LOGIN_RETRY_DELAY_MS,
+      rejections: new RecentRejections(),
       log: deps.log.child({ instance: this.name }),
       allowUsers: config.allowUsers,
       allowDatabases: config.allowDatabases,
@@ -78,8 +85,20 @@ export class ProxyInstance {
     if (config.clientTls.mode === 'files') this.ctx = { ...this.ctx, clientTls: fileClientTls(config.clientTls.cert, config.clientTls.key) };
     const observer = deps.observe?.(this);
     if (observer) {
+      const tokens = this.ctx.tokens;
       this.ctx = {
         ...this.ctx,
+        tokens: {
+          label: tokens.label,
+          async get(scope, notThis) {
+            const token = await tokens.get(scope, notThis);
+            if (!countedTokens.has(token)) {
+              countedTokens.add(token);
+              observer.signed();
+            }
+            return token;
+          },
+        },
         observer: {
           ready: (seconds) => {
             this.lastReachableAt = Date.now();

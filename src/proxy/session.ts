@@ -5,7 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { TLSSocket } from 'node:tls';
 import { formatHostPort } from '../aws/endpoint.js';
-import type { IamToken, TokenScope, TokenSource } from '../aws/tokens.js';
+import { scopeKey, type IamToken, type TokenScope, type TokenSource } from '../aws/tokens.js';
 import { NoCredentialsError } from '../aws/identity.js';
 import { redactSecrets } from '../log.js';
 import { SqlState } from '../protocol/constants.js';
@@ -19,6 +19,7 @@ import { Inbox, InboxClosed } from './inbox.js';
 import { splice } from './splice.js';
 import { connectUpstream, type UpstreamTarget } from './upstream-connect.js';
 import { IamRejected, loginUpstream, type LoginResult } from './upstream-auth.js';
+import type { RecentRejections, Rejections } from './rejections.js';
 
 /** What a session needs from its instance. */
 export interface SessionContext {
@@ -29,8 +30,10 @@ export interface SessionContext {
   readonly tokens: TokenSource;
   readonly cancels: CancelRegistry;
   readonly startupTimeoutMs: number;
-  /** Delays before each retry of a login whose token was rejected; its length bounds the retries. */
-  readonly retryDelaysMs: readonly number[];
+  /** A login whose token was rejected is tried once more, with a fresh token, after this delay. */
+  readonly retryDelayMs: number;
+  /** Tokens refused lately, per endpoint and user: then no retry (one IAM check per client). */
+  readonly rejections: RecentRejections;
   readonly log: Logger;
   /** Answer SSLRequest with 'S' and direct TLS with this certificate; undefined: decline ('N'). */
   readonly clientTls?: ClientTls | Promise<ClientTls> | undefined;
@@ -55,6 +58,8 @@ interface Opened {
   readonly server: TLSSocket;
   readonly toClient: Buffer;
   readonly pipelined: Buffer;
+  /** The client half-closed behind its pipelined bytes: the server gets them, then our FIN. */
+  readonly clientEnded: boolean;
   /** Drops the session's cancel key. */
   readonly forget: () => void;
 }
@@ -107,8 +112,10 @@ export class Session {
     this.endedBy = reason;
     if (this.phase === 'ready') this.client.destroy();
     else if (this.phase !== 'closed') {
-      this.closeWith(new WireError(SqlState.AdminShutdown, `terminating connection: ${reason}`, { reason: 'shutdown' }));
+      // First stop the work done for the client: a TLS handshake in progress is abandoned (its socket
+      // destroyed, so no plaintext FATAL lands inside it), no token is signed, no server dialled.
       this.gone.abort(new Error(reason));
+      this.closeWith(new WireError(SqlState.AdminShutdown, `terminating connection: ${reason}`, { reason: 'shutdown' }));
     }
   }
 
@@ -125,7 +132,7 @@ export class Session {
     // Only the two sockets stay referenced while the session is spliced: everything the startup and
     // login needed was local to open() and is garbage now (an idle session is small).
     const { server, forget } = opened;
-    const spliced = splice(this.client, server, opened.toClient, opened.pipelined);
+    const spliced = splice(this.client, server, opened.toClient, opened.pipelined, opened.clientEnded);
     opened = undefined;
     const end = await spliced;
     forget();
@@ -135,17 +142,22 @@ export class Session {
   /** Startup, client authentication, login upstream; undefined when the client only sent a cancel. */
   private async open(): Promise<Opened | undefined> {
     const link: ClientLink = { socket: this.client, inbox: new Inbox(this.client), encrypted: false };
+    // The TCP peer, read before a TLS upgrade wraps the socket (a direct-TLS socket has no address).
+    const address = this.client.remoteAddress;
     // One deadline for everything before the proxy works for the client: packets, TLS, the password.
     const deadline = new AbortController();
-    const timer = setTimeout(() => {
-      const err = new WireError(SqlState.ProtocolViolation, `the client did not complete its startup within ${this.ctx.startupTimeoutMs / 1000} s`, { reason: 'startup_timeout' });
-      deadline.abort(err);
-      link.inbox.fail(err);
-    }, this.ctx.startupTimeoutMs);
+    const timer = setTimeout(
+      () => deadline.abort(new WireError(SqlState.ProtocolViolation, `the client did not complete its startup within ${this.ctx.startupTimeoutMs / 1000} s`, { reason: 'startup_timeout' })),
+      this.ctx.startupTimeoutMs,
+    );
+    // The startup stops at the deadline or when the session ends (a shutdown), a TLS handshake included.
+    const stop = AbortSignal.any([deadline.signal, this.gone.signal]);
+    const onStop = () => link.inbox.fail(stop.reason as Error);
+    stop.addEventListener('abort', onStop, { once: true });
     let packet: StartupMessage | CancelRequest;
     try {
       try {
-        packet = await readClientStartup(link, this.ctx.clientTls, deadline.signal);
+        packet = await readClientStartup(link, this.ctx.clientTls, stop);
       } finally {
         if (link.socket !== this.client) {
           // Upgraded to TLS: from now on everything, an error too, goes over it; and like the raw
@@ -154,9 +166,12 @@ export class Session {
           this.client.on('error', (err) => this.gone.abort(err));
         }
       }
-      if (packet.kind === 'startup' && this.ctx.clientPassword) await authenticateClient(this.client, link.inbox, packet.user, this.ctx.clientPassword);
+      if (packet.kind === 'startup' && this.ctx.clientPassword) {
+        await authenticateClient(this.client, link.inbox, packet.user, this.ctx.clientPassword, { address, signal: stop, log: this.log });
+      }
     } finally {
       clearTimeout(timer);
+      stop.removeEventListener('abort', onStop);
     }
     const inbox = link.inbox;
     if (packet.kind === 'cancel') {
@@ -169,18 +184,46 @@ export class Session {
     this.log.debug({ startup: this.startup, tls: link.encrypted }, 'client startup received');
     if (this.refusal) throw this.refusal;
     this.checkAllowed(packet);
-    // Bytes the client pipelined behind its startup wait here (bounded) and go first after login (B11).
-    const pipelined = inbox.release();
+    // Shut down while the client finished its startup: no token, no server for it.
+    this.gone.signal.throwIfAborted();
     this.phase = 'login';
-    const { server, login } = await this.login(packet);
-    const forget = login.backendKey ? this.ctx.cancels.register(login.backendKey, this.ctx.target) : () => undefined;
+    // The client is still read during the login: bytes it pipelines behind its startup wait in the
+    // inbox (bounded, B11), and its FIN is seen at once. A client that leaves with nothing (or only a
+    // Terminate) pipelined is gone: the login stops, and no server stays logged in for nobody.
+    const onEnd = () => {
+      if (isNothingOrTerminate(inbox.buffered)) this.gone.abort(new Error('client closed the connection'));
+    };
+    this.client.on('end', onEnd);
+    let login: LoginResult;
+    let server: TLSSocket;
+    try {
+      ({ server, login } = await this.login(packet));
+    } finally {
+      this.client.off('end', onEnd);
+    }
+    if (this.gone.signal.aborted) {
+      server.destroy();
+      throw this.gone.signal.reason;
+    }
+    const clientEnded = inbox.ended;
+    const pipelined = inbox.release();
+    const forget = login.backendKey && !login.failure ? this.ctx.cancels.register(login.backendKey, this.ctx.target) : () => undefined;
     this.phase = 'ready';
-    this.ctx.observer?.ready((performance.now() - this.started) / 1000);
-    this.log.info(
-      { startup: this.startup, endpoint: formatHostPort(this.ctx.target.endpoint), readyMs: this.elapsedMs(), accessKeyId: login.token.accessKeyId },
-      login.failure ? `server ended the session at startup: ${login.failure}` : 'session opened',
-    );
-    return { server, toClient: login.toClient, pipelined, forget };
+    const fields = {
+      startup: this.startup,
+      endpoint: formatHostPort(this.ctx.target.endpoint),
+      readyMs: this.elapsedMs(),
+      ...(login.token ? { accessKeyId: login.token.accessKeyId } : { auth: 'none' }),
+    };
+    if (login.failure) {
+      // Logged in, then refused by the server (no such database, too many connections): not a session.
+      this.ctx.observer?.failed('upstream_error');
+      this.log.info(fields, `server ended the session at startup: ${login.failure}`);
+    } else {
+      this.ctx.observer?.ready((performance.now() - this.started) / 1000);
+      this.log.info(fields, login.token ? 'session opened' : 'session opened: the server asked for no password, so no token was sent');
+    }
+    return { server, toClient: login.toClient, pipelined, clientEnded, forget };
   }
 
   /** The allow-lists: refused before any AWS or upstream work (28000). */
@@ -214,30 +257,81 @@ export class Session {
     this.phase = 'closed';
   }
 
-  /** Connect and log in; a rejected token is retried with a fresh one while the client has heard nothing (D6). */
+  /**
+   * Connect and log in. A rejected token is tried once more, fresh, after a short delay, while the client
+   * has heard nothing (D6; an overloaded instance may refuse a valid token) — unless tokens for this
+   * endpoint and user were refused within the last minute: then each client costs one IAM check.
+   */
   private async login(startup: StartupMessage): Promise<{ server: TLSSocket; login: LoginResult }> {
     const user = this.ctx.dbUser ?? startup.user;
     const bytes = this.ctx.dbUser ? withUser(startup, this.ctx.dbUser) : startup.bytes;
     const scope: TokenScope = { host: this.ctx.target.endpoint.host, port: this.ctx.target.endpoint.port, region: this.ctx.region, user };
-    let rejected: IamRejected | undefined;
-    for (let attempt = 0; ; attempt++) {
-      // Sign while the connection is being made; a cache hit in the steady state.
-      const token = this.token(scope, rejected?.token);
-      token.catch(() => undefined);
-      const server = await connectUpstream(this.ctx.target, this.gone.signal);
+    const key = scopeKey(scope);
+    const { rejections } = this.ctx;
+    // Known before this client's first try: a retry would only add another check to a refusal.
+    const known = rejections.recent(key);
+    const tried: TriedToken[] = [];
+    for (;;) {
+      const startedAt = Date.now();
       try {
-        const login = await this.withLoginTimeout((signal) => loginUpstream(server, bytes, { user, token: () => token, signal }));
-        return { server, login };
+        const result = await this.attempt(scope, bytes, tried.at(-1)?.token);
+        if (result.login.token) rejections.clear(key);
+        return result;
       } catch (err) {
-        server.destroy();
         if (!(err instanceof IamRejected)) throw err;
-        rejected = err;
-        const delayMs = this.ctx.retryDelaysMs[attempt];
-        if (delayMs === undefined) throw this.explainRejection(err, scope, attempt + 1);
-        this.log.debug({ attempt: attempt + 1, accessKeyId: err.token.accessKeyId }, 'IAM token rejected; retrying with a fresh one');
-        await delay(delayMs, undefined, { signal: this.gone.signal });
+        const fresh = err.token.signedAt >= startedAt;
+        tried.push({ token: err.token, fresh });
+        rejections.note(key);
+        if (tried.length > 1 || known) throw this.explainRejection(err, scope, tried, known);
+        this.log.debug({ accessKeyId: err.token.accessKeyId, fresh }, 'IAM token rejected; retrying once with a fresh one');
+        await delay(this.ctx.retryDelayMs, undefined, { signal: this.gone.signal });
       }
     }
+  }
+
+  /**
+   * One try: the token (a cache hit in the steady state) is had while the connection is made, and the
+   * whole try, credentials included, is bounded by the connect timeout.
+   */
+  private async attempt(scope: TokenScope, bytes: Buffer, notThis: IamToken | undefined): Promise<{ server: TLSSocket; login: LoginResult }> {
+    this.gone.signal.throwIfAborted();
+    const ms = this.ctx.target.connectTimeoutMs;
+    let tokenSettled = false;
+    let passwordAsked = false;
+    const token = this.token(scope, notThis).finally(() => (tokenSettled = true));
+    token.catch(() => undefined);
+    const controller = new AbortController();
+    let server: TLSSocket | undefined;
+    const timer = setTimeout(() => {
+      if (!tokenSettled && (!server || passwordAsked)) controller.abort(this.credentialsTimeout(ms));
+      // Still connecting: connectUpstream's own timer, a moment later, names the stage that stalled.
+      else if (server) controller.abort(new WireError(SqlState.UnableToConnect, `timed out after ${ms / 1000} s waiting for the server to complete the login`, { reason: 'upstream_timeout' }));
+    }, ms);
+    const onGone = () => controller.abort(this.gone.signal.reason);
+    this.gone.signal.addEventListener('abort', onGone, { once: true });
+    try {
+      server = await connectUpstream(this.ctx.target, controller.signal);
+      const login = await loginUpstream(server, bytes, {
+        user: scope.user,
+        token: () => ((passwordAsked = true), token),
+        signal: controller.signal,
+      });
+      return { server, login };
+    } catch (err) {
+      server?.destroy();
+      throw controller.signal.aborted ? controller.signal.reason : err;
+    } finally {
+      clearTimeout(timer);
+      this.gone.signal.removeEventListener('abort', onGone);
+    }
+  }
+
+  private credentialsTimeout(ms: number): WireError {
+    const who = this.ctx.tokens.label ?? 'the configured identity';
+    return new WireError(SqlState.UnableToConnect, `pg-iam-proxy got no AWS credentials for ${who} within ${ms / 1000} s`, {
+      reason: 'credentials_timeout',
+      hint: 'The credential source is slow or hanging (credential_process, SSO, instance metadata, STS). The proxy keeps trying; check that `aws sts get-caller-identity` answers quickly where the proxy runs, with the same profile or role, or raise --connect-timeout.',
+    });
   }
 
   private async token(scope: TokenScope, notThis: IamToken | undefined): Promise<IamToken> {
@@ -254,32 +348,24 @@ export class Session {
     }
   }
 
-  private async withLoginTimeout<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    const ms = this.ctx.target.connectTimeoutMs;
-    const controller = new AbortController();
-    const timer = setTimeout(
-      () => controller.abort(new WireError(SqlState.UnableToConnect, `timed out after ${ms / 1000} s waiting for the server to complete the login`, { reason: 'upstream_timeout' })),
-      ms,
-    );
-    const onGone = () => controller.abort(this.gone.signal.reason);
-    this.gone.signal.addEventListener('abort', onGone, { once: true });
-    try {
-      return await work(controller.signal);
-    } catch (err) {
-      throw controller.signal.aborted ? controller.signal.reason : err;
-    } finally {
-      clearTimeout(timer);
-      this.gone.signal.removeEventListener('abort', onGone);
-    }
-  }
-
-  /** An IAM rejection keeps the server's words and adds what only the proxy knows (DESIGN.md "Errors"). */
-  private explainRejection(err: IamRejected, scope: TokenScope, attempts: number): WireError {
+  /**
+   * An IAM rejection keeps the server's words and adds what only the proxy knows (DESIGN.md "Errors"):
+   * what was signed, which tokens were tried and how fresh they were, and the causes to check. The
+   * access key is shortened: enough for an operator to match, little for whoever reaches the listener.
+   */
+  private explainRejection(err: IamRejected, scope: TokenScope, tried: readonly TriedToken[], known: Rejections | undefined): WireError {
     const { token } = err;
     const quoted = `"${scope.user.replaceAll('"', '""')}"`;
+    const now = Date.now();
+    const what = tried.map((t) => (t.fresh ? 'a token signed for this login' : `a cached token signed ${Math.round((now - t.token.signedAt) / 1000)} s earlier`));
+    const why = known
+      ? ` It was not tried again: the server refused tokens for this endpoint and user ${known.count} time${known.count === 1 ? '' : 's'} in the last ${this.ctx.rejections.windowMs / 1000} s, the last ${Math.round((now - known.lastAt) / 1000)} s ago.`
+      : '';
     return new WireError(SqlState.InvalidAuthorization, err.message, {
       reason: 'iam_rejected',
-      detail: `pg-iam-proxy signed with access key ${token.accessKeyId} a token for ${scope.host}:${scope.port}, region ${scope.region}, user ${quoted}, signed ${new Date(token.signedAt).toISOString()}; the server rejected ${attempts} fresh token${attempts === 1 ? '' : 's'}.`,
+      detail:
+        `pg-iam-proxy signed with access key ${shortKey(token.accessKeyId)} for ${scope.host}:${scope.port}, region ${scope.region}, user ${quoted}. ` +
+        `The server rejected ${what.join(', then ')}.${why}`,
       hint: [
         `Check, most likely first: 1) the user is granted rds_iam (GRANT rds_iam TO ${quoted};).`,
         `2) The signing identity may rds-db:connect to arn:aws:rds-db:${scope.region}:<account-id>:dbuser:<DbiResourceId or cluster-resource-id>/${scope.user} (AmazonRDSFullAccess does not grant it).`,
@@ -301,7 +387,9 @@ export class Session {
       // A half-closed client is still owed our FIN; closeWith ends quietly (or not at all if gone).
       if (!this.client.destroyed) this.closeWith(new WireError(SqlState.ConnectionFailure, 'client closed the connection', { reason: 'client_closed', silent: true }));
       const why = wire ? `client went away during ${this.phase}: ${wire.message}` : `client went away during ${this.phase}`;
-      this.close(why, wire || err instanceof InboxClosed ? undefined : (err as Error));
+      // Gone while the proxy worked upstream for it: counted, since that work was wasted (a client
+      // that leaves mid-startup, a port scan or a health check, is not).
+      this.close(why, wire || err instanceof InboxClosed || this.gone.signal.aborted ? undefined : (err as Error), this.phase === 'login' && !this.endedBy ? 'client_gone' : undefined);
       return;
     }
     if (!wire) {
@@ -340,7 +428,7 @@ export class Session {
       ...(failure ? { failure } : {}),
       ...(err ? { err } : {}),
     };
-    if (failure && failure !== 'bad_startup') this.log.warn(fields, 'session failed');
+    if (failure && failure !== 'bad_startup' && failure !== 'client_gone') this.log.warn(fields, 'session failed');
     else this.log.info(fields, 'session closed');
     if (failure) this.ctx.observer?.failed(failure);
   }
@@ -350,3 +438,19 @@ export class Session {
     return Math.round(performance.now() - this.started);
   }
 }
+
+/** A token tried for this login, and whether it was signed for it (or reused from the cache). */
+interface TriedToken {
+  readonly token: IamToken;
+  readonly fresh: boolean;
+}
+
+/** AKIA…WXYZ: enough to tell keys apart. */
+const shortKey = (id: string): string => (id.length > 8 ? `${id.slice(0, 4)}…${id.slice(-4)}` : id);
+
+/** Terminate ('X', length 4): a client that says goodbye. */
+const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
+
+/** What a client that has left may leave behind: nothing, or its Terminate. */
+const isNothingOrTerminate = (pipelined: Buffer): boolean => pipelined.length === 0 || pipelined.equals(TERMINATE);
+

@@ -14,9 +14,10 @@ export interface SpliceEnd {
 
 /**
  * Join the client and the logged-in server. `toClient` / `toServer` are the bytes each phase already read
- * and still owes the other side; they go first. Resolves when both sockets are closed.
+ * and still owes the other side; they go first. `clientEnded`: the client's FIN came before the splice
+ * (behind pipelined bytes), so the server gets ours after them. Resolves when both sockets are closed.
  */
-export function splice(client: Socket, server: TLSSocket, toClient: Buffer, toServer: Buffer): Promise<SpliceEnd> {
+export function splice(client: Socket, server: TLSSocket, toClient: Buffer, toServer: Buffer, clientEnded = false): Promise<SpliceEnd> {
   return new Promise((resolve) => {
     let end: SpliceEnd | undefined;
     let open = 2;
@@ -48,6 +49,10 @@ export function splice(client: Socket, server: TLSSocket, toClient: Buffer, toSe
     });
     if (toClient.length > 0) client.write(toClient);
     if (toServer.length > 0) server.write(toServer);
+    if (clientEnded) {
+      decide('client closed the connection');
+      server.end();
+    }
     relay(client, server, false);
     relay(server, client, true);
   });

@@ -38,8 +38,8 @@ export interface LoginResult {
   readonly backendKey: Buffer | undefined;
   /** The server ended the login after AuthenticationOk (e.g. database does not exist): its message. */
   readonly failure: string | undefined;
-  /** The token that logged in. */
-  readonly token: IamToken;
+  /** The token that logged in; none when the server let the user in without asking (trust, cert). */
+  readonly token: IamToken | undefined;
 }
 
 export interface LoginOptions {
@@ -81,10 +81,10 @@ export async function loginUpstream(upstream: TLSSocket, startup: Buffer, option
       switch (frame.code) {
         case BackendCode.Authentication: {
           const code = authCode(frame);
-          if (code === AuthCode.Ok) return await afterAuthenticationOk(inbox, [...held, frame.bytes], sent!, options);
+          if (code === AuthCode.Ok) return await afterAuthenticationOk(inbox, [...held, frame.bytes], sent, options);
           if (code !== AuthCode.CleartextPassword) throw notIamUser(options.user, code);
           if (sent) throw protocol('the server asked for a password twice');
-          sent = await options.token();
+          sent = await untilAborted(options.token(), options.signal);
           upstream.write(serialize.password(sent.value));
           break;
         }
@@ -108,7 +108,7 @@ export async function loginUpstream(upstream: TLSSocket, startup: Buffer, option
 }
 
 /** After AuthenticationOk every byte is the client's (D5): collect up to ReadyForQuery, noting BackendKeyData. */
-async function afterAuthenticationOk(inbox: Inbox, toClient: Buffer[], token: IamToken, options: LoginOptions): Promise<LoginResult> {
+async function afterAuthenticationOk(inbox: Inbox, toClient: Buffer[], token: IamToken | undefined, options: LoginOptions): Promise<LoginResult> {
   let backendKey: Buffer | undefined;
   for (;;) {
     const frame = await nextFrame(inbox).catch((err) => {
@@ -122,6 +122,17 @@ async function afterAuthenticationOk(inbox: Inbox, toClient: Buffer[], token: Ia
       return { toClient: Buffer.concat(toClient), backendKey, failure, token };
     }
   }
+}
+
+/** `work`, or the signal's reason as soon as it aborts (a wait for credentials must not outlive the login). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  signal.throwIfAborted();
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 function notIamUser(user: string, code: number): WireError {

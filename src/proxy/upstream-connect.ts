@@ -41,6 +41,8 @@ const UNTRUSTED = new Set([
  * timeout; `signal` aborts it (the client went away).
  */
 export async function connectUpstream(target: UpstreamTarget, signal?: AbortSignal): Promise<TLSSocket> {
+  // An abort that came first is never heard by a listener: nothing is dialled for a client already gone.
+  signal?.throwIfAborted();
   const where = formatHostPort(target.connectTo);
   const controller = new AbortController();
   let stage = 'TCP connect';

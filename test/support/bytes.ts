@@ -38,6 +38,13 @@ export function startupBytes(params: Record<string, string>, version = 196608): 
   return b.raw([0]).join();
 }
 
+/** A StartupMessage with parameters in this order, repeats allowed (what a hostile client can send). */
+export function startupPairs(pairs: ReadonlyArray<readonly [string, string]>, version = 196608): Buffer {
+  const b = new Bytes().uint32(version);
+  for (const [k, v] of pairs) b.cstring(k).cstring(v);
+  return b.raw([0]).join();
+}
+
 export const sslRequest = () => new Bytes().uint32(80877103).join();
 export const gssencRequest = () => new Bytes().uint32(80877104).join();
 export const cancelRequest = (pid: number, key: Buffer) => new Bytes().uint32(80877102).int32(pid).raw(key).join();

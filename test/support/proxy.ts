@@ -20,6 +20,8 @@ export interface TestProxy {
   readonly credentialFetches: () => number;
   /** Log lines so far, parsed. */
   logs(): Array<Record<string, unknown>>;
+  /** The first log line, written so far or later, that matches. */
+  line(match: (entry: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
   rawLogs(): string;
   close(graceMs?: number): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -59,12 +61,22 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
     shutdownGraceMs: 1_000,
   };
   let lines = '';
+  const waiters = new Set<{ match: (entry: Record<string, unknown>) => boolean; resolve: (entry: Record<string, unknown>) => void }>();
   const sink = new Writable({
     write(chunk, _enc, done) {
       lines += String(chunk);
+      for (const text of String(chunk).split('\n').filter(Boolean)) {
+        const entry = JSON.parse(text) as Record<string, unknown>;
+        for (const waiter of waiters) {
+          if (!waiter.match(entry)) continue;
+          waiters.delete(waiter);
+          waiter.resolve(entry);
+        }
+      }
       done();
     },
   });
+  const logs = () => lines.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
   const log = createLogger({ level: 'debug', format: 'json' }, sink);
   let fetches = 0;
   let signatures = 0;
@@ -73,6 +85,7 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
   const shared = options.tokens ?? new SharedTokens(credentials, { onSigned: () => signatures++ });
   const issued: IamToken[] = [];
   const tokens: TokenSource = {
+    label: shared.label,
     async get(scope: TokenScope, notThis?: IamToken) {
       const token = await shared.get(scope, notThis);
       if (!issued.includes(token)) issued.push(token);
@@ -88,7 +101,13 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
     issued,
     signed: () => signatures,
     credentialFetches: () => fetches,
-    logs: () => lines.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>),
+    logs,
+    line: (match) =>
+      new Promise((resolve) => {
+        const seen = logs().find(match);
+        if (seen) resolve(seen);
+        else waiters.add({ match, resolve });
+      }),
     rawLogs: () => lines,
     close,
     [Symbol.asyncDispose]: () => close(),

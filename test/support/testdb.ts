@@ -96,8 +96,9 @@ GRANT rds_iam TO iam_user;
 CREATE USER "MixedCase_User";
 GRANT rds_iam TO "MixedCase_User";
 CREATE USER pw_user PASSWORD 'pw_secret';
+CREATE USER trust_user;
 CREATE DATABASE orders;
-GRANT CONNECT, TEMPORARY ON DATABASE orders TO iam_user, "MixedCase_User", pw_user;
+GRANT CONNECT, TEMPORARY ON DATABASE orders TO iam_user, "MixedCase_User", pw_user, trust_user;
 \\connect orders
 GRANT USAGE ON SCHEMA public TO iam_user, "MixedCase_User", pw_user;
 CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
@@ -199,6 +200,8 @@ export async function startTestDb(): Promise<TestDb> {
     await writeOwned(
       join(pgdata, 'pg_hba.conf'),
       'local all postgres trust\n' +
+        // A user let in without a password (trust; on RDS, a certificate or a trust rule): nothing to sign.
+        'hostssl all trust_user 127.0.0.1/32 trust\n' +
         `hostssl all +rds_iam 127.0.0.1/32 pam pamservice=${pamService}\n` +
         'hostssl all all 127.0.0.1/32 scram-sha-256\n',
       ids,

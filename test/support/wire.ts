@@ -20,7 +20,8 @@ export class WireClient {
       this.wake();
     });
     socket.on('error', () => undefined);
-    this.closed = once(socket, 'close').then(() => {
+    // Not events.once: it rejects on 'error', and a reset is a close like any other here.
+    this.closed = new Promise<void>((resolve) => socket.once('close', () => resolve())).then(() => {
       this.ended = true;
       this.wake();
     });
