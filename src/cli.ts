@@ -4,13 +4,14 @@ import yargs, { type Argv } from 'yargs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { formatHostPort, parseHostPort, regionFromEndpoint, type HostPort } from './aws/endpoint.js';
+import { regionFromEndpoint } from './aws/endpoint.js';
+import { formatHostPort, parseHostPort, type HostPort } from './host-port.js';
 import { Identities, NoCredentialsError } from './aws/identity.js';
-import { announceAll, signerFor } from './commands/engine.js';
+import { announceAll, signerFor } from './commands/wiring.js';
 import { terminalMfa } from './aws/mfa.js';
 import { checkNumber, ConfigError, DEFAULT_LISTEN, NO_LISTEN, resolveInstance, type InstanceInput, type NumberSetting, type ProxyConfig } from './config.js';
 import { createLogger, redactSecrets, type LogFormat } from './log.js';
-import { Proxy } from './proxy/server.js';
+import { Engine } from './proxy/engine.js';
 import { loadConfigFile } from './config-file.js';
 import type { Metrics } from './ops/metrics.js';
 
@@ -244,7 +245,7 @@ async function serve(args: ServeArgs, env: NodeJS.ProcessEnv): Promise<number> {
   // Metrics and the HTTP endpoint load only when asked for (--http): start-up stays short without them.
   const metrics: Metrics | undefined = settings.http ? new (await import('./ops/metrics.js')).Metrics() : undefined;
   const identities = new Identities({ log, mfa: terminalMfa(), onRefresh: metrics?.credentialsRefreshed });
-  const proxy = new Proxy(config, { tokensFor: signerFor(identities), log, observe: metrics?.observe });
+  const proxy = new Engine(config, { tokensFor: signerFor(identities), log, observe: metrics?.observe });
   const ops = metrics ? new (await import('./ops/http.js')).OpsServer({ proxy, identities, metrics, log }) : undefined;
   const stop = async (code: number) => {
     identities.close();
@@ -351,7 +352,7 @@ function routeProcessWarnings(log: Logger): void {
 }
 
 /** First SIGINT/SIGTERM: drain and exit 0. A second: exit at once with 128 + signal. */
-function untilSignal(proxy: Proxy, log: Logger, onDrain: () => void): Promise<number> {
+function untilSignal(proxy: Engine, log: Logger, onDrain: () => void): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals) => {

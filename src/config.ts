@@ -2,7 +2,8 @@
 // environment and files), so the engine never sees yargs.
 import { isIP } from 'node:net';
 import { isAbsolute, join } from 'node:path';
-import { formatHostPort, parseHostPort, regionFromEndpoint, type HostPort } from './aws/endpoint.js';
+import { regionFromEndpoint } from './aws/endpoint.js';
+import { formatHostPort, parseHostPort, type HostPort } from './host-port.js';
 import type { IdentitySpec } from './aws/identity.js';
 
 export interface InstanceConfig {

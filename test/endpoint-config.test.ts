@@ -1,5 +1,6 @@
 import t from 'tap';
-import { formatHostPort, parseHostPort, regionFromEndpoint } from '../src/aws/endpoint.js';
+import { regionFromEndpoint } from '../src/aws/endpoint.js';
+import { formatHostPort, parseHostPort } from '../src/host-port.js';
 import { ConfigError, resolveInstance } from '../src/config.js';
 
 t.test('host:port parsing', async (t) => {

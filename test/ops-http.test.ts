@@ -13,7 +13,7 @@ import { Identities } from '../src/aws/identity.js';
 import { createLogger } from '../src/log.js';
 import { HTTP_LIMITS, OpsServer, type OpsOptions } from '../src/ops/http.js';
 import { Metrics } from '../src/ops/metrics.js';
-import type { Proxy } from '../src/proxy/server.js';
+import type { Engine } from '../src/proxy/engine.js';
 import { cleanAwsEnv, startCli } from './support/cli.js';
 import { closedPort } from './support/proxy.js';
 
@@ -45,7 +45,7 @@ async function startOps(options: Partial<OpsOptions> = {}): Promise<Started> {
     providerFor: () => ({ provider: async () => ({ ...KEY, expiration: new Date(Date.now() + 3_600_000) }), source: () => 'static credentials' }),
   });
   await identities.for({ profile: PROFILE, roleArn: ROLE_ARN }, 'us-east-1').holder.get();
-  const proxy = { instances: [{ name: ENDPOINT, lastReachableAt: Date.now(), probe: async () => undefined }] } as unknown as Proxy;
+  const proxy = { instances: [{ name: ENDPOINT, lastReachableAt: Date.now(), probe: async () => undefined }] } as unknown as Engine;
   const ops = new OpsServer({ proxy, identities, metrics, log, headersTimeoutMs: NEVER, idleTimeoutMs: NEVER, ...options });
   const { port } = await ops.listen({ host: '127.0.0.1', port: 0 });
   return {

@@ -4,8 +4,8 @@ import { constants } from 'node:os';
 import type { Logger } from 'pino';
 import type { Identities } from '../aws/identity.js';
 import type { ProxyConfig } from '../config.js';
-import { Proxy } from '../proxy/server.js';
-import { announceAll, signerFor } from './engine.js';
+import { Engine } from '../proxy/engine.js';
+import { announceAll, signerFor } from './wiring.js';
 
 export interface RunOptions {
   readonly command: string;
@@ -51,7 +51,7 @@ const AWS_CREDENTIALS = [
  */
 export async function runWithProxy(config: ProxyConfig, options: RunOptions): Promise<number> {
   const { log, identities } = options;
-  const proxy = new Proxy(config, { tokensFor: signerFor(identities), log });
+  const proxy = new Engine(config, { tokensFor: signerFor(identities), log });
   try {
     await proxy.listen();
   } catch (err) {

@@ -8,9 +8,9 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { formatHostPort, type HostPort } from '../aws/endpoint.js';
+import { formatHostPort, type HostPort } from '../host-port.js';
 import type { Identities } from '../aws/identity.js';
-import type { Proxy } from '../proxy/server.js';
+import type { Engine } from '../proxy/engine.js';
 import type { Metrics } from './metrics.js';
 
 /**
@@ -41,7 +41,7 @@ export const HTTP_LIMITS = {
 } as const;
 
 export interface OpsOptions {
-  readonly proxy: Proxy;
+  readonly proxy: Engine;
   readonly identities: Identities;
   readonly metrics: Metrics;
   readonly log: Logger;

@@ -1,11 +1,11 @@
 // Prometheus metrics (DESIGN.md names), fed by the engine's observers: nothing on the per-byte path.
 // Bytes are summed at scrape time from the open sessions plus the totals of the closed ones.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { InstanceObserver, ProxyInstance } from '../proxy/server.js';
+import type { InstanceObserver, Instance } from '../proxy/engine.js';
 
 export class Metrics {
   readonly registry = new Registry();
-  private readonly instances = new Set<ProxyInstance>();
+  private readonly instances = new Set<Instance>();
   private readonly closedBytes = new Map<string, { fromClient: number; toClient: number }>();
 
   private readonly connections = new Counter({ name: 'pg_iam_proxy_connections_total', help: 'Client connections accepted.', labelNames: ['instance'], registers: [this.registry] });
@@ -47,7 +47,7 @@ export class Metrics {
   }
 
   /** The observer the engine calls for an instance. */
-  observe = (instance: ProxyInstance): InstanceObserver => {
+  observe = (instance: Instance): InstanceObserver => {
     const labels = { instance: instance.name };
     this.instances.add(instance);
     this.connections.inc(labels, 0);

@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { TLSSocket } from 'node:tls';
-import { formatHostPort } from '../aws/endpoint.js';
+import { formatHostPort } from '../host-port.js';
 import { scopeKey, type IamToken, type TokenScope, type TokenSource } from '../aws/tokens.js';
 import { NoCredentialsError } from '../aws/identity.js';
 import { redactSecrets } from '../log.js';

@@ -3,7 +3,7 @@
 import { once } from 'node:events';
 import { connect as tcpConnect, isIP, type Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { formatHostPort, type HostPort } from '../aws/endpoint.js';
+import { formatHostPort, type HostPort } from '../host-port.js';
 import type { UpstreamTls } from '../aws/ca.js';
 import { LENGTH_SIZE, NegotiationReply, RequestCode, SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';

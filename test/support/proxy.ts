@@ -8,11 +8,11 @@ import { CredentialsHolder } from '../../src/aws/credentials.js';
 import { SharedTokens, type IamToken, type TokenScope, type TokenSource } from '../../src/aws/tokens.js';
 import { resolveInstance, type InstanceInput, type ProxyConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
-import { Proxy } from '../../src/proxy/server.js';
+import { Engine } from '../../src/proxy/engine.js';
 import type { AwsKey, TestDb } from './testdb.js';
 
 export interface TestProxy {
-  readonly proxy: Proxy;
+  readonly proxy: Engine;
   readonly port: number;
   /** Every token handed out, to prove none leaks anywhere. */
   readonly issued: IamToken[];
@@ -92,7 +92,7 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
       return token;
     },
   };
-  const proxy = new Proxy(config, { tokensFor: () => tokens, log });
+  const proxy = new Engine(config, { tokensFor: () => tokens, log });
   const [address] = await proxy.listen();
   const close = (graceMs = 1_000) => proxy.close(graceMs);
   return {

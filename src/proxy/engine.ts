@@ -5,7 +5,7 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 import { join } from 'node:path';
 import { once } from 'node:events';
 import type { Logger } from 'pino';
-import { formatHostPort } from '../aws/endpoint.js';
+import { formatHostPort } from '../host-port.js';
 import { upstreamTls, type UpstreamTls } from '../aws/ca.js';
 import type { IamToken, TokenSource } from '../aws/tokens.js';
 import type { InstanceConfig, ProxyConfig } from '../config.js';
@@ -35,7 +35,7 @@ export interface InstanceObserver extends SessionObserver {
 
 export interface EngineDeps {
   /** Metrics for an instance; none by default. */
-  readonly observe?: ((instance: ProxyInstance) => InstanceObserver) | undefined;
+  readonly observe?: ((instance: Instance) => InstanceObserver) | undefined;
   /** The token source for an instance: one per identity, shared by the instances that sign as it. */
   readonly tokensFor: (instance: InstanceConfig) => TokenSource;
   readonly log: Logger;
@@ -43,7 +43,7 @@ export interface EngineDeps {
 
 let nextSessionId = 1;
 
-export class ProxyInstance {
+export class Instance {
   private readonly servers: { tcp?: Server; unix?: Server } = {};
   private readonly sessions = new Map<Socket, Session>();
   /** Sessions' run() promises: close() waits for them, so every session's last log line is written. */
@@ -156,7 +156,7 @@ export class ProxyInstance {
   /** Listen on TCP and/or the unix socket; resolves to the TCP address when there is one. */
   async listen(generated?: () => Promise<ClientTls>): Promise<AddressInfo | undefined> {
     if (this.config.clientTls.mode === 'auto' && generated) {
-      // Made once every listener is up (Proxy.listen); a client's SSLRequest waits for it (a few ms, once).
+      // Made once every listener is up (Engine.listen); a client's SSLRequest waits for it (a few ms, once).
       const made = generated();
       made.catch((err: Error) => err !== NOT_STARTED && this.ctx.log.error({ err }, 'cannot make the local TLS certificate: TLS clients are refused'));
       this.ctx = { ...this.ctx, clientTls: made };
@@ -242,8 +242,8 @@ async function removeStaleSocket(path: string): Promise<void> {
 const NOT_STARTED = new Error('the proxy did not start');
 
 /** All instances of one process. */
-export class Proxy {
-  readonly instances: readonly ProxyInstance[];
+export class Engine {
+  readonly instances: readonly Instance[];
 
   constructor(
     readonly config: ProxyConfig,
@@ -261,7 +261,7 @@ export class Proxy {
     this.instances = config.instances.map((instance, i) => {
       const shared = names.filter((n) => n === names[i]).length > 1;
       const name = shared ? `${names[i]}#${names.slice(0, i + 1).filter((n) => n === names[i]).length}` : names[i];
-      return new ProxyInstance(instance, config, tlsFor(instance.caFile), deps, name);
+      return new Instance(instance, config, tlsFor(instance.caFile), deps, name);
     });
   }
 
