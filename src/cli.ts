@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { regionFromEndpoint } from './aws/endpoint.js';
 import { formatHostPort, parseHostPort, type HostPort } from './host-port.js';
 import { Identities, NoCredentialsError } from './aws/identity.js';
-import { announceAll, signerFor } from './commands/wiring.js';
+import { announceAll, engineDeps } from './commands/wiring.js';
 import { terminalMfa } from './aws/mfa.js';
 import { checkNumber, ConfigError, DEFAULT_LISTEN, NO_LISTEN, resolveInstance, type InstanceInput, type NumberSetting, type ProxyConfig } from './config.js';
 import { createLogger, redactSecrets, type LogFormat } from './log.js';
@@ -245,7 +245,7 @@ async function serve(args: ServeArgs, env: NodeJS.ProcessEnv): Promise<number> {
   // Metrics and the HTTP endpoint load only when asked for (--http): start-up stays short without them.
   const metrics: Metrics | undefined = settings.http ? new (await import('./ops/metrics.js')).Metrics() : undefined;
   const identities = new Identities({ log, mfa: terminalMfa(), onRefresh: metrics?.credentialsRefreshed });
-  const proxy = new Engine(config, { tokensFor: signerFor(identities), log, observe: metrics?.observe });
+  const proxy = new Engine(config, engineDeps({ identities, log, observe: metrics?.observe }));
   const ops = metrics ? new (await import('./ops/http.js')).OpsServer({ proxy, identities, metrics, log }) : undefined;
   const stop = async (code: number) => {
     identities.close();

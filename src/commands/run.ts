@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { Identities } from '../aws/identity.js';
 import type { ProxyConfig } from '../config.js';
 import { Engine } from '../proxy/engine.js';
-import { announceAll, signerFor } from './wiring.js';
+import { announceAll, engineDeps } from './wiring.js';
 
 export interface RunOptions {
   readonly command: string;
@@ -51,7 +51,7 @@ const AWS_CREDENTIALS = [
  */
 export async function runWithProxy(config: ProxyConfig, options: RunOptions): Promise<number> {
   const { log, identities } = options;
-  const proxy = new Engine(config, { tokensFor: signerFor(identities), log });
+  const proxy = new Engine(config, engineDeps({ identities, log }));
   try {
     await proxy.listen();
   } catch (err) {

@@ -1,8 +1,14 @@
-// Wiring shared by the commands that run the engine (serve, run): identities to token sources.
+// Wiring shared by the commands that run the engine (serve, run): the engine's seams, from the clouds.
 import type { Logger } from 'pino';
 import { announce, type Identities } from '../aws/identity.js';
 import type { TokenSource } from '../aws/tokens.js';
 import type { InstanceConfig, ProxyConfig } from '../config.js';
+import type { EngineDeps, Instance, InstanceObserver } from '../proxy/engine.js';
+
+/** What the engine needs, for the instances of this process: one place decides how each is served. */
+export function engineDeps(options: { identities: Identities; log: Logger; observe?: ((instance: Instance) => InstanceObserver) | undefined }): EngineDeps {
+  return { tokensFor: signerFor(options.identities), log: options.log, observe: options.observe };
+}
 
 /** Each instance signs as its identity; instances with the same identity share one holder and cache. */
 export function signerFor(identities: Identities): (instance: InstanceConfig) => TokenSource {
