@@ -115,14 +115,14 @@ function asksPassword(bytes: Buffer): boolean {
   }
 }
 
-const TOKEN: IamToken = { value: 'token', scope: { host: 'h', port: 5432, region: 'us-east-1', user: 'u' }, accessKeyId: 'AKIA', signedAt: 0, expiresAt: 1 };
+const TOKEN: IamToken = { value: 'token', scope: { host: 'h', port: 5432, region: 'us-east-1', user: 'u' }, accessKeyId: 'AKIA', signer: { accessKeyId: 'AKIA' }, signedAt: 0, expiresAt: 1 };
 
 t.test('pre-auth parser: only WireErrors escape; a token only for a well-formed password request', async (t) => {
   const check = async (serverBytes: Buffer, cuts: number[]) => {
     const { socket } = fakeUpstream(serverBytes, cuts);
     let asked = 0;
     try {
-      await loginUpstream(socket, startupBytes({ user: 'u' }), { user: 'u', token: async () => (asked++, TOKEN) });
+      await loginUpstream(socket, startupBytes({ user: 'u' }), { token: async () => (asked++, TOKEN) });
     } catch (err) {
       if (!(err instanceof WireError)) return false;
     }

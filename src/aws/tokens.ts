@@ -1,4 +1,5 @@
 import type { AwsCredentialIdentity } from '@aws-sdk/types';
+import type { Token } from '../cloud.js';
 import type { Clock, CredentialsHolder } from './credentials.js';
 
 // The RDS signer loads on first use: start-up to listening stays short.
@@ -12,12 +13,11 @@ export interface TokenScope {
   readonly user: string;
 }
 
-export interface IamToken {
-  /** The password to send. Never log it, never put it in an error. */
-  readonly value: string;
+/** An RDS IAM token: the password the engine sends, with what it was signed for and by which key. */
+export interface IamToken extends Token {
   readonly scope: TokenScope;
   readonly accessKeyId: string;
-  readonly signedAt: number;
+  readonly signer: { readonly accessKeyId: string };
   /** When the server stops accepting it: 15 minutes after signing, or the credentials' expiry. */
   readonly expiresAt: number;
 }
@@ -132,6 +132,7 @@ export class SharedTokens implements TokenSource {
       value,
       scope,
       accessKeyId: creds.accessKeyId,
+      signer: { accessKeyId: creds.accessKeyId },
       signedAt,
       expiresAt: Math.min(signedAt + TOKEN_LIFETIME_MS, credsEnd),
     };

@@ -6,6 +6,7 @@ import { connect as tcpConnect, isIP, type Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type PeerCertificate } from 'node:tls';
 import type { AwsCredentialIdentity } from '@aws-sdk/types';
 import { upstreamTls, type UpstreamTls } from '../aws/ca.js';
+import { GLOBAL_BUNDLE_URL, notIamUser, rdsConnectHints } from '../aws/hints.js';
 import { isRdsEndpointName, regionFromEndpoint } from '../aws/endpoint.js';
 import { formatHostPort } from '../host-port.js';
 import { callerIdentity, NoCredentialsError, type CallerIdentity, type Identities, type SignerIdentity } from '../aws/identity.js';
@@ -16,7 +17,7 @@ import { ProtocolVersion } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
 import { startupMessage } from '../protocol/startup.js';
 import { SSL_REQUEST, connectUpstream } from '../proxy/upstream-connect.js';
-import { IamRejected, loginUpstream } from '../proxy/upstream-auth.js';
+import { loginUpstream, PasswordMethodRefused, TokenRejected } from '../proxy/upstream-auth.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
 
@@ -70,7 +71,6 @@ type CheckId = (typeof CHECKS)[number][0];
 /** A failure that makes the later checks meaningless. */
 class Stop extends Error {}
 
-const GLOBAL_BUNDLE = 'https://truststore.pem.s3.amazonaws.com/global-bundle.pem';
 
 export async function runDoctor(instance: InstanceConfig, options: DoctorOptions): Promise<DoctorReport> {
   const checks: Check[] = CHECKS.map(([id, title]) => ({ id, title, status: 'skip', found: 'not checked: an earlier check failed' }));
@@ -233,8 +233,8 @@ async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, sock
       'fail',
       `the certificate for ${subject}, issued by ${issuer}, does not chain to ${bundle}: ${String(secure.authorizationError)}`,
       tls.source.kind === 'bundled'
-        ? `The bundled CAs lack regions launched after mid-2022, GovCloud and China. Download AWS's global bundle (curl -o global-bundle.pem ${GLOBAL_BUNDLE}) and pass --ca-file global-bundle.pem.`
-        : `No CA in ${tls.source.path} signed it. AWS's global bundle (${GLOBAL_BUNDLE}) covers every commercial region; a man in the middle would also look like this.`,
+        ? `The bundled CAs lack regions launched after mid-2022, GovCloud and China. Download AWS's global bundle (curl -o global-bundle.pem ${GLOBAL_BUNDLE_URL}) and pass --ca-file global-bundle.pem.`
+        : `No CA in ${tls.source.path} signed it. AWS's global bundle (${GLOBAL_BUNDLE_URL}) covers every commercial region; a man in the middle would also look like this.`,
       data,
     );
   }
@@ -280,7 +280,7 @@ async function checkToken({ instance, options, set }: Context, signer: SignerIde
 
 async function checkLogin({ instance, options, set }: Context, tls: UpstreamTls, token: IamToken, who: CallerIdentity | undefined): Promise<boolean> {
   const { user, database } = options;
-  const target = { endpoint: instance.endpoint, connectTo: instance.connectTo, tls, connectTimeoutMs: options.connectTimeoutMs };
+  const target = { endpoint: instance.endpoint, connectTo: instance.connectTo, tls: tls.context, hints: rdsConnectHints(tls.source), connectTimeoutMs: options.connectTimeoutMs };
   const signal = AbortSignal.timeout(options.connectTimeoutMs);
   const startup = startupMessage(ProtocolVersion.V3_0, [
     { name: 'user', value: Buffer.from(user) },
@@ -290,7 +290,7 @@ async function checkLogin({ instance, options, set }: Context, tls: UpstreamTls,
   try {
     const server = await connectUpstream(target, signal);
     try {
-      const login = await loginUpstream(server, startup, { user, token: async () => token, signal });
+      const login = await loginUpstream(server, startup, { token: async () => token, signal });
       if (login.failure) {
         const missingDb = /database ".*" does not exist/.test(login.failure);
         set(
@@ -308,7 +308,7 @@ async function checkLogin({ instance, options, set }: Context, tls: UpstreamTls,
     }
   } catch (err) {
     if (err instanceof Stop) throw err;
-    if (err instanceof IamRejected) {
+    if (err instanceof TokenRejected) {
       const account = who?.account ?? 'ACCOUNT';
       const arn = `arn:aws:rds-db:${instance.region}:${account}:dbuser:DBI-RESOURCE-ID/${user}`;
       set(
@@ -323,7 +323,7 @@ async function checkLogin({ instance, options, set }: Context, tls: UpstreamTls,
         ].join('\n'),
       );
     }
-    const e = err as WireError;
+    const e = err instanceof PasswordMethodRefused ? notIamUser(user, err.method) : (err as WireError);
     set('login', 'fail', redactSecrets(e.message), e.hint);
     /* c8 ignore next -- set('fail') always throws */
     return false;

@@ -1,18 +1,41 @@
-// Wiring shared by the commands that run the engine (serve, run): the engine's seams, from the clouds.
+// Wiring shared by the commands that run the engine (serve, run): each instance's seams, from its cloud.
+// The engine (src/proxy/) knows only the Connector and the Authenticator; here they are made from AWS's
+// pieces: the RDS CA bundle and its advice, the identity's shared token cache and its words.
 import type { Logger } from 'pino';
+import { RdsAuthenticator } from '../aws/authenticator.js';
+import { upstreamTls, type UpstreamTls } from '../aws/ca.js';
+import { rdsConnectHints } from '../aws/hints.js';
 import { announce, type Identities } from '../aws/identity.js';
 import type { TokenSource } from '../aws/tokens.js';
 import type { InstanceConfig, ProxyConfig } from '../config.js';
 import type { EngineDeps, Instance, InstanceObserver } from '../proxy/engine.js';
+import { pgTlsConnector } from '../proxy/upstream-connect.js';
 
 /** What the engine needs, for the instances of this process: one place decides how each is served. */
 export function engineDeps(options: { identities: Identities; log: Logger; observe?: ((instance: Instance) => InstanceObserver) | undefined }): EngineDeps {
-  return { tokensFor: signerFor(options.identities), log: options.log, observe: options.observe };
+  const { identities } = options;
+  return { ...awsSeams((instance) => identities.for(instance.identity, instance.region).tokens), log: options.log, observe: options.observe };
 }
 
-/** Each instance signs as its identity; instances with the same identity share one holder and cache. */
-export function signerFor(identities: Identities): (instance: InstanceConfig) => TokenSource {
-  return (instance) => identities.for(instance.identity, instance.region).tokens;
+/**
+ * An RDS instance's seams: TLS verify-full against the RDS CAs (one SecureContext per CA file: a bundle
+ * is parsed once, not per connection) and tokens from `tokensFor` (one cache per identity).
+ */
+export function awsSeams(tokensFor: (instance: InstanceConfig) => TokenSource): Pick<EngineDeps, 'authenticatorFor' | 'connectorFor'> {
+  const contexts = new Map<string, UpstreamTls>();
+  const tlsFor = (caFile: string | undefined) => {
+    const key = caFile ?? '';
+    let tls = contexts.get(key);
+    if (!tls) contexts.set(key, (tls = upstreamTls(caFile)));
+    return tls;
+  };
+  return {
+    authenticatorFor: (instance) => new RdsAuthenticator(tokensFor(instance), instance.endpoint, instance.region),
+    connectorFor: (instance, connectTimeoutMs) => {
+      const tls = tlsFor(instance.caFile);
+      return pgTlsConnector({ endpoint: instance.endpoint, connectTo: instance.connectTo, tls: tls.context, hints: rdsConnectHints(tls.source), connectTimeoutMs });
+    },
+  };
 }
 
 /** Log who signs for each identity in use, once each; resolves to whether each has credentials. */

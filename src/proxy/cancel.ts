@@ -1,18 +1,18 @@
 // CancelRequest routing (PROTOCOL.md B6, C4, E2): a client's cancel goes, over verified TLS, to the
 // server of the session that owns the key; an unknown key goes nowhere. The client never gets a reply.
 import { once } from 'node:events';
+import type { Connector } from '../cloud.js';
 import { LENGTH_SIZE } from '../protocol/constants.js';
 import type { CancelRequest } from '../protocol/startup.js';
-import { connectUpstream, type UpstreamTarget } from './upstream-connect.js';
 
 /** Where pid + key start in a CancelRequest: after its length and request code. */
 const CANCEL_KEY_OFFSET = LENGTH_SIZE + 4;
 
 export class CancelRegistry {
-  private readonly targets = new Map<string, UpstreamTarget>();
+  private readonly targets = new Map<string, Connector>();
 
   /** Remember where the session with this BackendKeyData (pid + key) lives; returns the forget function. */
-  register(backendKey: Buffer, target: UpstreamTarget): () => void {
+  register(backendKey: Buffer, target: Connector): () => void {
     const id = backendKey.toString('hex');
     this.targets.set(id, target);
     return () => {
@@ -20,7 +20,7 @@ export class CancelRegistry {
     };
   }
 
-  lookup(request: CancelRequest): UpstreamTarget | undefined {
+  lookup(request: CancelRequest): Connector | undefined {
     return this.targets.get(request.bytes.subarray(CANCEL_KEY_OFFSET).toString('hex'));
   }
 }
@@ -29,14 +29,14 @@ export class CancelRegistry {
  * Send the CancelRequest, byte for byte, over a fresh verified connection; wait until the server closes
  * it for at most the connect timeout (a server that never closes must not hold the proxy's shutdown).
  */
-export async function forwardCancel(request: CancelRequest, target: UpstreamTarget): Promise<void> {
-  const server = await connectUpstream(target);
-  const signal = AbortSignal.timeout(target.connectTimeoutMs);
+export async function forwardCancel(request: CancelRequest, target: Connector, timeoutMs: number): Promise<void> {
+  const server = await target.connect();
+  const signal = AbortSignal.timeout(timeoutMs);
   try {
     server.end(request.bytes);
     server.resume();
     await once(server, 'close', { signal }).catch((err: Error) => {
-      throw signal.aborted ? new Error(`the server did not close the cancel connection within ${target.connectTimeoutMs / 1000} s`) : err;
+      throw signal.aborted ? new Error(`the server did not close the cancel connection within ${timeoutMs / 1000} s`) : err;
     });
   } finally {
     server.destroy();

@@ -5,9 +5,8 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 import { join } from 'node:path';
 import { once } from 'node:events';
 import type { Logger } from 'pino';
+import type { Authenticator, Connector, Token } from '../cloud.js';
 import { formatHostPort } from '../host-port.js';
-import { upstreamTls, type UpstreamTls } from '../aws/ca.js';
-import type { IamToken, TokenSource } from '../aws/tokens.js';
 import type { InstanceConfig, ProxyConfig } from '../config.js';
 import { SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
@@ -16,13 +15,12 @@ import { RecentRejections } from './rejections.js';
 import { fileClientTls, generatedClientTls, type ClientTls } from './client-tls.js';
 import { ScramSecret } from './scram.js';
 import { Session, type SessionContext, type SessionObserver } from './session.js';
-import { connectUpstream } from './upstream-connect.js';
 
 /** A login rejected with 28000 is tried once more, with a fresh token, after this many ms. */
 export const LOGIN_RETRY_DELAY_MS = 250;
 
 /** Tokens a session has used, so that the signed-tokens metric counts each once, for the first instance. */
-const countedTokens = new WeakSet<IamToken>();
+const countedTokens = new WeakSet<Token>();
 
 /** What the operations side (metrics, readiness) hears from an instance. */
 export interface InstanceObserver extends SessionObserver {
@@ -36,8 +34,10 @@ export interface InstanceObserver extends SessionObserver {
 export interface EngineDeps {
   /** Metrics for an instance; none by default. */
   readonly observe?: ((instance: Instance) => InstanceObserver) | undefined;
-  /** The token source for an instance: one per identity, shared by the instances that sign as it. */
-  readonly tokensFor: (instance: InstanceConfig) => TokenSource;
+  /** How an instance's password requests are answered (its cloud, its identity). */
+  readonly authenticatorFor: (instance: InstanceConfig) => Authenticator;
+  /** How an instance is reached over verified TLS, each try bounded by `connectTimeoutMs`. */
+  readonly connectorFor: (instance: InstanceConfig, connectTimeoutMs: number) => Connector;
   readonly log: Logger;
 }
 
@@ -58,17 +58,16 @@ export class Instance {
   constructor(
     readonly config: InstanceConfig,
     proxy: ProxyConfig,
-    tls: UpstreamTls,
     deps: EngineDeps,
     /** The instance's name in logs and metrics: its endpoint, or endpoint#N when several share one. */
     name = formatHostPort(config.endpoint),
   ) {
     this.name = name;
     this.ctx = {
-      target: { endpoint: config.endpoint, connectTo: config.connectTo, tls, connectTimeoutMs: proxy.connectTimeoutMs },
-      region: config.region,
+      connector: deps.connectorFor(config, proxy.connectTimeoutMs),
+      auth: deps.authenticatorFor(config),
+      connectTimeoutMs: proxy.connectTimeoutMs,
       dbUser: config.dbUser,
-      tokens: deps.tokensFor(config),
       cancels: new CancelRegistry(),
       startupTimeoutMs: proxy.startupTimeoutMs,
       retryDelayMs: LOGIN_RETRY_DELAY_MS,
@@ -85,19 +84,23 @@ export class Instance {
     if (config.clientTls.mode === 'files') this.ctx = { ...this.ctx, clientTls: fileClientTls(config.clientTls.cert, config.clientTls.key) };
     const observer = deps.observe?.(this);
     if (observer) {
-      const tokens = this.ctx.tokens;
+      const auth = this.ctx.auth;
       this.ctx = {
         ...this.ctx,
-        tokens: {
-          label: tokens.label,
-          async get(scope, notThis) {
-            const token = await tokens.get(scope, notThis);
+        // The same authenticator, telling the metrics of each token the first time a session uses it.
+        auth: {
+          label: auth.label,
+          token: async (user, notThis) => {
+            const token = await auth.token(user, notThis);
             if (!countedTokens.has(token)) {
               countedTokens.add(token);
               observer.signed();
             }
             return token;
           },
+          tokenTimeout: (ms) => auth.tokenTimeout(ms),
+          rejection: (user, token) => auth.rejection(user, token),
+          notTokenUser: (user, method) => auth.notTokenUser(user, method),
         },
         observer: {
           ready: (seconds) => {
@@ -143,7 +146,7 @@ export class Instance {
 
   /** A TCP + TLS handshake with the endpoint, nothing sent after (readiness). */
   async probe(): Promise<void> {
-    const socket = await connectUpstream(this.ctx.target);
+    const socket = await this.ctx.connector.connect();
     socket.destroy();
     this.lastReachableAt = Date.now();
   }
@@ -249,19 +252,11 @@ export class Engine {
     readonly config: ProxyConfig,
     deps: EngineDeps,
   ) {
-    // One SecureContext per CA file: the bundle is parsed once, not per connection.
-    const contexts = new Map<string, UpstreamTls>();
-    const tlsFor = (caFile: string | undefined) => {
-      const key = caFile ?? '';
-      let tls = contexts.get(key);
-      if (!tls) contexts.set(key, (tls = upstreamTls(caFile)));
-      return tls;
-    };
     const names = config.instances.map((instance) => formatHostPort(instance.endpoint));
     this.instances = config.instances.map((instance, i) => {
       const shared = names.filter((n) => n === names[i]).length > 1;
       const name = shared ? `${names[i]}#${names.slice(0, i + 1).filter((n) => n === names[i]).length}` : names[i];
-      return new Instance(instance, config, tlsFor(instance.caFile), deps, name);
+      return new Instance(instance, config, deps, name);
     });
   }
 

@@ -1,5 +1,5 @@
-// IAM tokens the server rejected lately, per endpoint and DB user. A misconfigured app that
-// reconnects in a loop must not multiply the checks RDS makes against IAM (it throttles new IAM logins
+// Tokens the server rejected lately, per DB user of an instance. A misconfigured app that
+// reconnects in a loop must not multiply the checks the cloud makes for each (RDS throttles new IAM logins
 // at about 200 per second): once tokens were refused, the next clients within the window get one
 // try each, not a retry (issue: "a rejected token is tried three times for every client").
 

@@ -1,13 +1,9 @@
 // One client connection, phase by phase. Every failure is a WireError caught here, written to the
 // client as one FATAL ErrorResponse, then a close.
 import type { Socket } from 'node:net';
-import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { TLSSocket } from 'node:tls';
 import { formatHostPort } from '../host-port.js';
-import { scopeKey, type IamToken, type TokenScope, type TokenSource } from '../aws/tokens.js';
-import { NoCredentialsError } from '../aws/identity.js';
-import { redactSecrets } from '../log.js';
 import { SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
 import { withUser, type CancelRequest, type StartupMessage } from '../protocol/startup.js';
@@ -17,23 +13,15 @@ import type { ClientTls } from './client-tls.js';
 import { authenticateClient, type ScramSecret } from './scram.js';
 import { Inbox, InboxClosed } from './inbox.js';
 import { splice } from './splice.js';
-import { connectUpstream, type UpstreamTarget } from './upstream-connect.js';
-import { IamRejected, loginUpstream, type LoginResult } from './upstream-auth.js';
-import type { RecentRejections, Rejections } from './rejections.js';
+import { openServer, type LoginTarget } from './login.js';
+import type { LoginResult } from './upstream-auth.js';
 
-/** What a session needs from its instance. */
-export interface SessionContext {
-  readonly target: UpstreamTarget;
-  readonly region: string;
+/** What a session needs from its instance: the login's seams and settings, and the client side's. */
+export interface SessionContext extends LoginTarget {
   /** Log in as this DB user whatever the client sends (--db-user). */
   readonly dbUser: string | undefined;
-  readonly tokens: TokenSource;
   readonly cancels: CancelRegistry;
   readonly startupTimeoutMs: number;
-  /** A login whose token was rejected is tried once more, with a fresh token, after this delay. */
-  readonly retryDelayMs: number;
-  /** Tokens refused lately, per endpoint and user: then no retry (one IAM check per client). */
-  readonly rejections: RecentRejections;
   readonly log: Logger;
   /** Answer SSLRequest with 'S' and direct TLS with this certificate; undefined: decline ('N'). */
   readonly clientTls?: ClientTls | Promise<ClientTls> | undefined;
@@ -196,8 +184,10 @@ export class Session {
     this.client.on('end', onEnd);
     let login: LoginResult;
     let server: TLSSocket;
+    const user = this.ctx.dbUser ?? packet.user;
     try {
-      ({ server, login } = await this.login(packet));
+      const startup = this.ctx.dbUser ? withUser(packet, this.ctx.dbUser) : packet.bytes;
+      ({ server, login } = await openServer(this.ctx, { startup, user, signal: this.gone.signal, log: this.log }));
     } finally {
       this.client.off('end', onEnd);
     }
@@ -207,13 +197,13 @@ export class Session {
     }
     const clientEnded = inbox.ended;
     const pipelined = inbox.release();
-    const forget = login.backendKey && !login.failure ? this.ctx.cancels.register(login.backendKey, this.ctx.target) : () => undefined;
+    const forget = login.backendKey && !login.failure ? this.ctx.cancels.register(login.backendKey, this.ctx.connector) : () => undefined;
     this.phase = 'ready';
     const fields = {
       startup: this.startup,
-      endpoint: formatHostPort(this.ctx.target.endpoint),
+      endpoint: formatHostPort(this.ctx.connector.endpoint),
       readyMs: this.elapsedMs(),
-      ...(login.token ? { accessKeyId: login.token.accessKeyId } : { auth: 'none' }),
+      ...(login.token ? login.token.signer : { auth: 'none' }),
     };
     if (login.failure) {
       // Logged in, then refused by the server (no such database, too many connections): not a session.
@@ -250,132 +240,11 @@ export class Session {
       this.log.debug('cancel request for an unknown key: dropped');
       return;
     }
-    await forwardCancel(request, target).then(
+    await forwardCancel(request, target, this.ctx.connectTimeoutMs).then(
       () => this.log.info({ pid: request.pid }, 'cancel request forwarded'),
       (err: unknown) => this.log.warn({ err, pid: request.pid }, 'cancel request could not be forwarded'),
     );
     this.phase = 'closed';
-  }
-
-  /**
-   * Connect and log in. A rejected token is tried once more, fresh, after a short delay, while the client
-   * has heard nothing (D6; an overloaded instance may refuse a valid token) — unless tokens for this
-   * endpoint and user were refused within the last minute: then each client costs one IAM check.
-   */
-  private async login(startup: StartupMessage): Promise<{ server: TLSSocket; login: LoginResult }> {
-    const user = this.ctx.dbUser ?? startup.user;
-    const bytes = this.ctx.dbUser ? withUser(startup, this.ctx.dbUser) : startup.bytes;
-    const scope: TokenScope = { host: this.ctx.target.endpoint.host, port: this.ctx.target.endpoint.port, region: this.ctx.region, user };
-    const key = scopeKey(scope);
-    const { rejections } = this.ctx;
-    // Known before this client's first try: a retry would only add another check to a refusal.
-    const known = rejections.recent(key);
-    const tried: TriedToken[] = [];
-    for (;;) {
-      const startedAt = Date.now();
-      try {
-        const result = await this.attempt(scope, bytes, tried.at(-1)?.token);
-        if (result.login.token) rejections.clear(key);
-        return result;
-      } catch (err) {
-        if (!(err instanceof IamRejected)) throw err;
-        const fresh = err.token.signedAt >= startedAt;
-        tried.push({ token: err.token, fresh });
-        rejections.note(key);
-        if (tried.length > 1 || known) throw this.explainRejection(err, scope, tried, known);
-        this.log.debug({ accessKeyId: err.token.accessKeyId, fresh }, 'IAM token rejected; retrying once with a fresh one');
-        await delay(this.ctx.retryDelayMs, undefined, { signal: this.gone.signal });
-      }
-    }
-  }
-
-  /**
-   * One try: the token (a cache hit in the steady state) is had while the connection is made, and the
-   * whole try, credentials included, is bounded by the connect timeout.
-   */
-  private async attempt(scope: TokenScope, bytes: Buffer, notThis: IamToken | undefined): Promise<{ server: TLSSocket; login: LoginResult }> {
-    this.gone.signal.throwIfAborted();
-    const ms = this.ctx.target.connectTimeoutMs;
-    let tokenSettled = false;
-    let passwordAsked = false;
-    const token = this.token(scope, notThis).finally(() => (tokenSettled = true));
-    token.catch(() => undefined);
-    const controller = new AbortController();
-    let server: TLSSocket | undefined;
-    const timer = setTimeout(() => {
-      if (!tokenSettled && (!server || passwordAsked)) controller.abort(this.credentialsTimeout(ms));
-      // Still connecting: connectUpstream's own timer, a moment later, names the stage that stalled.
-      else if (server) controller.abort(new WireError(SqlState.UnableToConnect, `timed out after ${ms / 1000} s waiting for the server to complete the login`, { reason: 'upstream_timeout' }));
-    }, ms);
-    const onGone = () => controller.abort(this.gone.signal.reason);
-    this.gone.signal.addEventListener('abort', onGone, { once: true });
-    try {
-      server = await connectUpstream(this.ctx.target, controller.signal);
-      const login = await loginUpstream(server, bytes, {
-        user: scope.user,
-        token: () => ((passwordAsked = true), token),
-        signal: controller.signal,
-      });
-      return { server, login };
-    } catch (err) {
-      server?.destroy();
-      throw controller.signal.aborted ? controller.signal.reason : err;
-    } finally {
-      clearTimeout(timer);
-      this.gone.signal.removeEventListener('abort', onGone);
-    }
-  }
-
-  private credentialsTimeout(ms: number): WireError {
-    const who = this.ctx.tokens.label ?? 'the configured identity';
-    return new WireError(SqlState.UnableToConnect, `pg-iam-proxy got no AWS credentials for ${who} within ${ms / 1000} s`, {
-      reason: 'credentials_timeout',
-      hint: 'The credential source is slow or hanging (credential_process, SSO, instance metadata, STS). The proxy keeps trying; check that `aws sts get-caller-identity` answers quickly where the proxy runs, with the same profile or role, or raise --connect-timeout.',
-    });
-  }
-
-  private async token(scope: TokenScope, notThis: IamToken | undefined): Promise<IamToken> {
-    try {
-      return await this.ctx.tokens.get(scope, notThis);
-    } catch (err) {
-      const tried = err instanceof NoCredentialsError && err.tried.length > 0 ? err.describeTried() : undefined;
-      throw new WireError(SqlState.UnableToConnect, `pg-iam-proxy could not sign an IAM token: ${redactSecrets((err as Error).message)}`, {
-        reason: 'no_credentials',
-        ...(tried ? { detail: `Sources tried, in order: ${tried}.` } : {}),
-        hint: 'Check that `aws sts get-caller-identity` works where the proxy runs, with the same profile or role. The proxy keeps serving and signs as soon as credentials can be had.',
-        cause: err,
-      });
-    }
-  }
-
-  /**
-   * An IAM rejection keeps the server's words and adds what only the proxy knows (DESIGN.md "Errors"):
-   * what was signed, which tokens were tried and how fresh they were, and the causes to check. The
-   * access key is shortened: enough for an operator to match, little for whoever reaches the listener.
-   */
-  private explainRejection(err: IamRejected, scope: TokenScope, tried: readonly TriedToken[], known: Rejections | undefined): WireError {
-    const { token } = err;
-    const quoted = `"${scope.user.replaceAll('"', '""')}"`;
-    const now = Date.now();
-    const what = tried.map((t) => (t.fresh ? 'a token signed for this login' : `a cached token signed ${Math.round((now - t.token.signedAt) / 1000)} s earlier`));
-    const why = known
-      ? ` It was not tried again: the server refused tokens for this endpoint and user ${known.count} time${known.count === 1 ? '' : 's'} in the last ${this.ctx.rejections.windowMs / 1000} s, the last ${Math.round((now - known.lastAt) / 1000)} s ago.`
-      : '';
-    return new WireError(SqlState.InvalidAuthorization, err.message, {
-      reason: 'iam_rejected',
-      detail:
-        `pg-iam-proxy signed with access key ${shortKey(token.accessKeyId)} for ${scope.host}:${scope.port}, region ${scope.region}, user ${quoted}. ` +
-        `The server rejected ${what.join(', then ')}.${why}`,
-      hint: [
-        `Check, most likely first: 1) the user is granted rds_iam (GRANT rds_iam TO ${quoted};).`,
-        `2) The signing identity may rds-db:connect to arn:aws:rds-db:${scope.region}:<account-id>:dbuser:<DbiResourceId or cluster-resource-id>/${scope.user} (AmazonRDSFullAccess does not grant it).`,
-        '3) IAM database authentication is enabled on the instance or cluster.',
-        `4) ${scope.host} is the exact instance, cluster, reader or RDS Proxy endpoint (never an IP, CNAME or custom endpoint).`,
-        '5) The signing identity is the one you expect (`aws sts get-caller-identity`).',
-        '6) This machine\'s clock is right (tokens are valid for 15 minutes from signing).',
-        `7) The user name's case matches the database role exactly (${quoted}).`,
-      ].join(' '),
-    });
   }
 
   private fail(err: unknown): void {
@@ -420,7 +289,7 @@ export class Session {
     this.phase = 'closed';
     const fields = {
       startup: this.startup,
-      endpoint: formatHostPort(this.ctx.target.endpoint),
+      endpoint: formatHostPort(this.ctx.connector.endpoint),
       phase,
       durationMs: this.elapsedMs(),
       bytes: { fromClient: this.client.bytesRead, toClient: this.client.bytesWritten },
@@ -438,15 +307,6 @@ export class Session {
     return Math.round(performance.now() - this.started);
   }
 }
-
-/** A token tried for this login, and whether it was signed for it (or reused from the cache). */
-interface TriedToken {
-  readonly token: IamToken;
-  readonly fresh: boolean;
-}
-
-/** AKIA…WXYZ: enough to tell keys apart. */
-const shortKey = (id: string): string => (id.length > 8 ? `${id.slice(0, 4)}…${id.slice(-4)}` : id);
 
 /** Terminate ('X', length 4): a client that says goodbye. */
 const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);

@@ -1,21 +1,21 @@
 // Phase 3: log in upstream. Send the client's StartupMessage, answer the server's cleartext password
-// request (R/3) with an IAM token, then read up to ReadyForQuery (PROTOCOL.md D1-D6, E2).
+// request (R/3) with a token, then read up to ReadyForQuery (PROTOCOL.md D1-D6, E2).
 import type { TLSSocket } from 'node:tls';
 import { serialize } from 'pg-protocol';
 import { AuthCode, BackendCode, SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
 import { authCode, authMethodName, decodeBackendKey, decodeError, readBackendFrame, type BackendFrame } from '../protocol/backend.js';
-import type { IamToken } from '../aws/tokens.js';
+import type { Token } from '../cloud.js';
 import { Inbox } from './inbox.js';
 
 /** The server refused the token: SQLSTATE 28000 after the password message. Retryable while the client knows nothing. */
-export class IamRejected extends WireError {
+export class TokenRejected extends WireError {
   /** Not enumerable: an error object that is ever logged or serialized must not carry the token. */
-  declare readonly token: IamToken;
+  declare readonly token: Token;
 
-  constructor(message: string, token: IamToken) {
+  constructor(message: string, token: Token) {
     super(SqlState.InvalidAuthorization, message, { reason: 'iam_rejected' });
-    this.name = 'IamRejected';
+    this.name = 'TokenRejected';
     Object.defineProperty(this, 'token', { value: token, enumerable: false });
   }
 }
@@ -39,13 +39,23 @@ export interface LoginResult {
   /** The server ended the login after AuthenticationOk (e.g. database does not exist): its message. */
   readonly failure: string | undefined;
   /** The token that logged in; none when the server let the user in without asking (trust, cert). */
-  readonly token: IamToken | undefined;
+  readonly token: Token | undefined;
+}
+
+/**
+ * The server asked for another kind of password (MD5, SCRAM, ...): the user logs in with a password,
+ * not a token. Its words for the client come from the cloud (Authenticator.notTokenUser).
+ */
+export class PasswordMethodRefused extends WireError {
+  constructor(readonly method: string) {
+    super(SqlState.InvalidAuthorization, `the server asked for ${method} authentication, which pg-iam-proxy does not relay`, { reason: 'not_iam_user' });
+    this.name = 'PasswordMethodRefused';
+  }
 }
 
 export interface LoginOptions {
-  readonly user: string;
   /** The token to answer the password request with; called at most once. */
-  readonly token: () => Promise<IamToken>;
+  readonly token: () => Promise<Token>;
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -73,7 +83,7 @@ export async function loginUpstream(upstream: TLSSocket, startup: Buffer, option
     // Messages to pass on that came before the login finished (NegotiateProtocolVersion, notices): held,
     // so that a retry stays invisible to the client.
     const held: Buffer[] = [];
-    let sent: IamToken | undefined;
+    let sent: Token | undefined;
     for (;;) {
       const frame = await nextFrame(inbox).catch((err) => {
         throw options.signal?.aborted ? err : closedEarly(err, 'authentication');
@@ -82,7 +92,7 @@ export async function loginUpstream(upstream: TLSSocket, startup: Buffer, option
         case BackendCode.Authentication: {
           const code = authCode(frame);
           if (code === AuthCode.Ok) return await afterAuthenticationOk(inbox, [...held, frame.bytes], sent, options);
-          if (code !== AuthCode.CleartextPassword) throw notIamUser(options.user, code);
+          if (code !== AuthCode.CleartextPassword) throw new PasswordMethodRefused(authMethodName(code));
           if (sent) throw protocol('the server asked for a password twice');
           sent = await untilAborted(options.token(), options.signal);
           upstream.write(serialize.password(sent.value));
@@ -90,7 +100,7 @@ export async function loginUpstream(upstream: TLSSocket, startup: Buffer, option
         }
         case BackendCode.ErrorResponse: {
           const err = decodeError(frame);
-          if (sent && err.code === SqlState.InvalidAuthorization) throw new IamRejected(err.message, sent);
+          if (sent && err.code === SqlState.InvalidAuthorization) throw new TokenRejected(err.message, sent);
           throw new UpstreamError(frame.bytes, err.code ?? SqlState.ConnectionFailure, err.message);
         }
         case BackendCode.NegotiateProtocolVersion: // D4
@@ -108,7 +118,7 @@ export async function loginUpstream(upstream: TLSSocket, startup: Buffer, option
 }
 
 /** After AuthenticationOk every byte is the client's (D5): collect up to ReadyForQuery, noting BackendKeyData. */
-async function afterAuthenticationOk(inbox: Inbox, toClient: Buffer[], token: IamToken | undefined, options: LoginOptions): Promise<LoginResult> {
+async function afterAuthenticationOk(inbox: Inbox, toClient: Buffer[], token: Token | undefined, options: LoginOptions): Promise<LoginResult> {
   let backendKey: Buffer | undefined;
   for (;;) {
     const frame = await nextFrame(inbox).catch((err) => {
@@ -132,15 +142,6 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Pro
     const onAbort = () => reject(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });
     work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
-
-function notIamUser(user: string, code: number): WireError {
-  const quoted = `"${user.replaceAll('"', '""')}"`;
-  return new WireError(SqlState.InvalidAuthorization, `user ${quoted} is not set up for IAM authentication: the server asked for ${authMethodName(code)} authentication`, {
-    reason: 'not_iam_user',
-    detail: 'An RDS user granted rds_iam is asked for a cleartext password, which pg-iam-proxy answers with an IAM token. Any other request means the user logs in with a password, which the proxy does not relay.',
-    hint: `As the master user: GRANT rds_iam TO ${quoted}; (CREATE USER ${quoted} first if it does not exist), and make sure IAM database authentication is enabled on the instance.`,
   });
 }
 

@@ -2,9 +2,9 @@
 // (PROTOCOL.md C1-C4). Never plaintext.
 import { once } from 'node:events';
 import { connect as tcpConnect, isIP, type Socket } from 'node:net';
-import { checkServerIdentity, connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { checkServerIdentity, connect as tlsConnect, type SecureContext, type TLSSocket } from 'node:tls';
+import type { ConnectHints, Connector } from '../cloud.js';
 import { formatHostPort, type HostPort } from '../host-port.js';
-import type { UpstreamTls } from '../aws/ca.js';
 import { LENGTH_SIZE, NegotiationReply, RequestCode, SqlState } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
 import { Inbox } from './inbox.js';
@@ -14,8 +14,16 @@ export interface UpstreamTarget {
   readonly endpoint: HostPort;
   /** Where the TCP connection goes: the endpoint, or a tunnel / pinned address. */
   readonly connectTo: HostPort;
-  readonly tls: UpstreamTls;
+  /** The CAs to trust (built once: a SecureContext parses its CAs when made, not per connection). */
+  readonly tls: SecureContext;
+  /** The cloud's words for what the user can do when TLS cannot be had or trusted. */
+  readonly hints: ConnectHints;
   readonly connectTimeoutMs: number;
+}
+
+/** The Connector of an instance reached by PostgreSQL's SSLRequest and TLS verify-full. */
+export function pgTlsConnector(target: UpstreamTarget): Connector {
+  return { endpoint: target.endpoint, connectTo: target.connectTo, connect: (signal) => connectUpstream(target, signal) };
 }
 
 /** The 8-byte SSLRequest. */
@@ -68,13 +76,13 @@ export async function connectUpstream(target: UpstreamTarget, signal?: AbortSign
     stage = 'TLS negotiation';
     raw.write(SSL_REQUEST);
     const reply = await negotiationReply(raw, controller.signal, where);
-    if (reply !== NegotiationReply.Accept) throw refused(reply, where);
+    if (reply !== NegotiationReply.Accept) throw refused(reply, where, target.hints);
     stage = 'TLS handshake';
     secure = tlsConnect({
       socket: raw,
       // SNI carries a name, never an address (RFC 6066).
       ...(isIP(target.endpoint.host) ? {} : { servername: target.endpoint.host }),
-      secureContext: target.tls.context,
+      secureContext: target.tls,
       rejectUnauthorized: true,
       checkServerIdentity: (_host, cert) => checkServerIdentity(target.endpoint.host, cert),
       ALPNProtocols: ['postgresql'],
@@ -120,11 +128,11 @@ async function negotiationReply(raw: Socket, signal: AbortSignal, where: string)
   return bytes[0]!;
 }
 
-function refused(reply: number, where: string): WireError {
+function refused(reply: number, where: string, hints: ConnectHints): WireError {
   if (reply === NegotiationReply.Decline) {
     return new WireError(SqlState.UnableToConnect, `the server at ${where} does not accept TLS connections`, {
       reason: 'upstream_no_tls',
-      hint: 'IAM authentication requires TLS and pg-iam-proxy never falls back to plaintext: RDS always offers TLS, so check that --connect-to points at the database.',
+      hint: hints.noTls,
     });
   }
   if (reply === NegotiationReply.Error) {
@@ -143,8 +151,8 @@ function refused(reply: number, where: string): WireError {
 function unreachable(where: string, err: NodeJS.ErrnoException): WireError {
   const hint =
     err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN'
-      ? 'The name does not resolve from here: check the endpoint in the RDS console, or use --connect-to with an address.'
-      : 'Is the database running, and does its security group admit this host? With a tunnel, is --connect-to the tunnel\'s local end?';
+      ? 'The name does not resolve from here: check the endpoint name, or use --connect-to with an address.'
+      : 'Is the database running, and does its firewall or security group admit this host? With a tunnel, is --connect-to the tunnel\'s local end?';
   return new WireError(SqlState.UnableToConnect, `could not connect to the server at ${where}: ${err.code ?? err.message}`, {
     reason: 'upstream_unreachable',
     hint,
@@ -158,19 +166,14 @@ function tlsFailure(err: NodeJS.ErrnoException, target: UpstreamTarget): WireErr
     return new WireError(SqlState.UnableToConnect, `the server's certificate does not match host name "${name}"`, {
       reason: 'tls_name_mismatch',
       detail: (err as { reason?: string }).reason,
-      hint:
-        'Use the exact RDS endpoint name (instance, cluster, reader or RDS Proxy endpoint), not an IP address, CNAME or custom domain: tokens are signed for it and its certificate carries it. To dial an address or a tunnel, keep the endpoint name and add --connect-to HOST:PORT.',
+      hint: target.hints.nameMismatch,
       cause: err,
     });
   }
   if (err.code && UNTRUSTED.has(err.code)) {
-    const source = target.tls.source;
     return new WireError(SqlState.UnableToConnect, `the server's certificate is not trusted: ${err.message}`, {
       reason: 'tls_untrusted',
-      hint:
-        source.kind === 'bundled'
-          ? 'The bundled RDS CAs lack regions launched after mid-2022, GovCloud and China. Download AWS\'s global bundle (https://truststore.pem.s3.amazonaws.com/global-bundle.pem) and pass --ca-file global-bundle.pem.'
-          : `No CA in ${source.path} signed this certificate. AWS's global-bundle.pem (https://truststore.pem.s3.amazonaws.com/global-bundle.pem) covers every commercial region.`,
+      hint: target.hints.untrusted,
       cause: err,
     });
   }

@@ -9,6 +9,7 @@ import { SharedTokens, type IamToken, type TokenScope, type TokenSource } from '
 import { resolveInstance, type InstanceInput, type ProxyConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { Engine } from '../../src/proxy/engine.js';
+import { awsSeams } from '../../src/commands/wiring.js';
 import type { AwsKey, TestDb } from './testdb.js';
 
 export interface TestProxy {
@@ -92,7 +93,7 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
       return token;
     },
   };
-  const proxy = new Engine(config, { tokensFor: () => tokens, log });
+  const proxy = new Engine(config, { ...awsSeams(() => tokens), log });
   const [address] = await proxy.listen();
   const close = (graceMs = 1_000) => proxy.close(graceMs);
   return {
