@@ -1,6 +1,6 @@
 import t from 'tap';
 import { authCode, authMethodName, decodeBackendKey, decodeError, readBackendFrame } from '../src/protocol/backend.js';
-import { errorResponse, WireError } from '../src/protocol/errors.js';
+import { errorResponse, Failure, WireError } from '../src/protocol/errors.js';
 import { Bytes } from './support/bytes.js';
 
 t.test('ErrorResponse is byte-exact and pg-protocol reads it back', async (t) => {
@@ -9,7 +9,7 @@ t.test('ErrorResponse is byte-exact and pg-protocol reads it back', async (t) =>
   const frame = readBackendFrame(bytes)!;
   const err = decodeError(frame);
   t.match(err, { severity: 'FATAL', code: '28000', message: 'no', hint: 'h', detail: undefined });
-  const wire = new WireError('53300', 'too many', { reason: 'x', detail: 'd' });
+  const wire = new WireError('53300', 'too many', { reason: Failure.MaxConnections, detail: 'd' });
   t.match(decodeError(readBackendFrame(wire.toBuffer())!), { code: '53300', message: 'too many', detail: 'd' });
 });
 
@@ -41,4 +41,11 @@ t.test('a rejected-token error never serializes the token', async (t) => {
   t.equal(err.token, token, 'still there for the retry');
   t.notMatch(JSON.stringify({ ...err }), /X-Amz-Signature/);
   t.notOk(Object.keys(err).includes('token'));
+});
+
+t.test('failure reasons: one catalogue of stable, distinct metric label values', async (t) => {
+  const values = Object.values(Failure);
+  t.equal(new Set(values).size, values.length, 'distinct');
+  for (const value of values) t.match(value, /^[a-z]+(_[a-z]+)*$/, `${value}: a Prometheus-friendly label value`);
+  t.ok(values.includes('iam_rejected') && values.includes('no_credentials'), 'the names dashboards use stay');
 });

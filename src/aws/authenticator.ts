@@ -5,7 +5,7 @@ import type { Authenticator, Token } from '../cloud.js';
 import type { HostPort } from '../host-port.js';
 import { redactSecrets } from '../log.js';
 import { SqlState } from '../protocol/constants.js';
-import { WireError } from '../protocol/errors.js';
+import { Failure, WireError } from '../protocol/errors.js';
 import { notIamUser, quoteIdent, rejectionChecklist } from './hints.js';
 import { NoCredentialsError } from './identity.js';
 import type { IamToken, TokenScope, TokenSource } from './tokens.js';
@@ -34,7 +34,7 @@ export class RdsAuthenticator implements Authenticator {
     } catch (err) {
       const tried = err instanceof NoCredentialsError && err.tried.length > 0 ? err.describeTried() : undefined;
       throw new WireError(SqlState.UnableToConnect, `pg-iam-proxy could not sign an IAM token: ${redactSecrets((err as Error).message)}`, {
-        reason: 'no_credentials',
+        reason: Failure.NoCredentials,
         ...(tried ? { detail: `Sources tried, in order: ${tried}.` } : {}),
         hint: 'Check that `aws sts get-caller-identity` works where the proxy runs, with the same profile or role. The proxy keeps serving and signs as soon as credentials can be had.',
         cause: err,
@@ -44,7 +44,7 @@ export class RdsAuthenticator implements Authenticator {
 
   tokenTimeout(ms: number): WireError {
     return new WireError(SqlState.UnableToConnect, `pg-iam-proxy got no AWS credentials for ${this.label} within ${ms / 1000} s`, {
-      reason: 'credentials_timeout',
+      reason: Failure.CredentialsTimeout,
       hint: 'The credential source is slow or hanging (credential_process, SSO, instance metadata, STS). The proxy keeps trying; check that `aws sts get-caller-identity` answers quickly where the proxy runs, with the same profile or role, or raise --connect-timeout.',
     });
   }

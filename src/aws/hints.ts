@@ -2,7 +2,7 @@
 // names tokens are signed for. The proxy's errors and doctor's fixes take their words from here.
 import type { ConnectHints } from '../cloud.js';
 import { SqlState } from '../protocol/constants.js';
-import { WireError } from '../protocol/errors.js';
+import { Failure, WireError } from '../protocol/errors.js';
 import type { CaSource } from './ca.js';
 
 /** AWS's bundle of every commercial region's RDS CAs. */
@@ -51,7 +51,7 @@ export function rejectionChecklist(scope: { host: string; region: string; user: 
 export function notIamUser(user: string, method: string): WireError {
   const quoted = quoteIdent(user);
   return new WireError(SqlState.InvalidAuthorization, `user ${quoted} is not set up for IAM authentication: the server asked for ${method} authentication`, {
-    reason: 'not_iam_user',
+    reason: Failure.NotIamUser,
     detail: 'An RDS user granted rds_iam is asked for a cleartext password, which pg-iam-proxy answers with an IAM token. Any other request means the user logs in with a password, which the proxy does not relay.',
     hint: `As the master user: ${grantRdsIam(user)} (CREATE USER ${quoted} first if it does not exist), and make sure IAM database authentication is enabled on the instance.`,
   });

@@ -1,6 +1,7 @@
 // Prometheus metrics (DESIGN.md names), fed by the engine's observers: nothing on the per-byte path.
 // Bytes are summed at scrape time from the open sessions plus the totals of the closed ones.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Failure } from '../protocol/errors.js';
 import type { InstanceObserver, Instance } from '../proxy/engine.js';
 
 export class Metrics {
@@ -12,7 +13,7 @@ export class Metrics {
   private readonly active = new Gauge({ name: 'pg_iam_proxy_connections_active', help: 'Client connections open, in any phase.', labelNames: ['instance'], registers: [this.registry] });
   private readonly failures = new Counter({
     name: 'pg_iam_proxy_auth_failures_total',
-    help: 'Sessions that failed before they were ready, by reason (iam_rejected, not_iam_user, no_credentials, tls_untrusted, upstream_unreachable, ...).',
+    help: `Sessions that failed before they were ready, by reason (${Object.values(Failure).join(', ')}).`,
     labelNames: ['instance', 'reason'],
     registers: [this.registry],
   });

@@ -3,7 +3,7 @@
 import { Parser } from 'pg-protocol/dist/parser.js';
 import type { BackendMessage, DatabaseError } from 'pg-protocol/dist/messages.js';
 import { AuthCode, BackendCode, CODE_SIZE, HEADER_SIZE, LENGTH_SIZE, SqlState } from './constants.js';
-import { WireError } from './errors.js';
+import { Failure, WireError } from './errors.js';
 
 /** Largest pre-auth backend message accepted: real ones (errors, parameter status) are far smaller. */
 export const MAX_PREAUTH_MESSAGE = 64 * 1024;
@@ -20,7 +20,7 @@ export function readBackendFrame(buf: Buffer): BackendFrame | null {
   const length = buf.readUInt32BE(CODE_SIZE);
   if (length < LENGTH_SIZE || length > MAX_PREAUTH_MESSAGE) {
     throw new WireError(SqlState.ProtocolViolation, `the server sent an invalid message (length ${length}) during startup`, {
-      reason: 'upstream_protocol',
+      reason: Failure.UpstreamProtocol,
     });
   }
   const size = CODE_SIZE + length;
@@ -32,7 +32,7 @@ export function readBackendFrame(buf: Buffer): BackendFrame | null {
 export function authCode(frame: BackendFrame): number {
   if (frame.bytes.length < HEADER_SIZE + 4) {
     throw new WireError(SqlState.ProtocolViolation, 'the server sent a truncated authentication request', {
-      reason: 'upstream_protocol',
+      reason: Failure.UpstreamProtocol,
     });
   }
   return frame.bytes.readInt32BE(HEADER_SIZE);
@@ -67,7 +67,7 @@ function wellFormedFields(bytes: Buffer): boolean {
 /** Decode an ErrorResponse or NoticeResponse with pg-protocol's parser, once its shape is checked. */
 export function decodeError(frame: BackendFrame): DatabaseError {
   if (!wellFormedFields(frame.bytes)) {
-    throw new WireError(SqlState.ProtocolViolation, 'the server sent a malformed error message during startup', { reason: 'upstream_protocol' });
+    throw new WireError(SqlState.ProtocolViolation, 'the server sent a malformed error message during startup', { reason: Failure.UpstreamProtocol });
   }
   let decoded: BackendMessage | undefined;
   new Parser().parse(frame.bytes, (msg) => (decoded = msg));

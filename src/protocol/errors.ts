@@ -38,11 +38,51 @@ export function errorResponse(fields: ErrorFields): Buffer {
   return out;
 }
 
+/**
+ * Why a session failed before it was ready: one stable name per cause, used alike by the client's error
+ * (WireError.reason), the label of pg_iam_proxy_auth_failures_total and the log's `failure` field, as
+ * undici names its errors. The values are the metric's label values: dashboards rely on them.
+ */
+export const Failure = {
+  // The client's side, before any upstream work.
+  BadStartup: 'bad_startup', // a malformed, oversized or unsupported startup packet
+  BadCancel: 'bad_cancel', // a CancelRequest of the wrong length
+  StartupTimeout: 'startup_timeout', // the startup (packets, TLS, password) took longer than --startup-timeout
+  ClientTls: 'client_tls', // the TLS handshake with the client failed
+  ClientAuth: 'client_auth', // malformed SCRAM messages from the client
+  ClientPassword: 'client_password', // the client's password was wrong
+  ClientClosed: 'client_closed', // the client hung up before its startup was done (not counted)
+  ClientGone: 'client_gone', // the client left while the proxy logged in for it
+  UserNotAllowed: 'user_not_allowed', // --allow-user
+  DatabaseNotAllowed: 'database_not_allowed', // --allow-database
+  MaxConnections: 'max_connections', // --max-connections
+  // Credentials and tokens.
+  NoCredentials: 'no_credentials', // no token could be had (no credentials, expired ones)
+  CredentialsTimeout: 'credentials_timeout', // none came within --connect-timeout
+  IamRejected: 'iam_rejected', // the server refused the token
+  NotIamUser: 'not_iam_user', // the server asked for another kind of password
+  // The server and the way to it.
+  UpstreamUnreachable: 'upstream_unreachable', // TCP connect failed, or the server hung up at the SSLRequest
+  UpstreamTimeout: 'upstream_timeout', // connect, TLS or login took longer than --connect-timeout
+  UpstreamNoTls: 'upstream_no_tls', // the server declined TLS (never plaintext)
+  UpstreamProtocol: 'upstream_protocol', // the server broke the protocol before the login completed
+  UpstreamClosed: 'upstream_closed', // the server hung up during the login
+  UpstreamError: 'upstream_error', // the server's own error (relayed), before or right after AuthenticationOk
+  TlsUntrusted: 'tls_untrusted', // no trusted CA vouches for the server's certificate
+  TlsNameMismatch: 'tls_name_mismatch', // the certificate names another host
+  TlsExpired: 'tls_expired',
+  TlsFailed: 'tls_failed', // any other TLS failure
+  // The proxy itself.
+  Shutdown: 'shutdown', // ended by a shutdown
+  Internal: 'internal', // a failure the design did not foresee
+} as const;
+export type Failure = (typeof Failure)[keyof typeof Failure];
+
 export interface WireErrorOptions {
   detail?: string | undefined;
   hint?: string | undefined;
-  /** Short machine label for logs and the auth_failures metric (e.g. "tls_untrusted"). */
-  reason: string;
+  /** Why, from the catalogue: for logs and the auth_failures metric. */
+  reason: Failure;
   cause?: unknown;
   /** Close without writing: the peer did not speak the protocol, so an ErrorResponse means nothing. */
   silent?: boolean;
@@ -56,7 +96,7 @@ export class WireError extends Error {
   readonly code: SqlState | string;
   readonly detail: string | undefined;
   readonly hint: string | undefined;
-  readonly reason: string;
+  readonly reason: Failure;
   readonly silent: boolean;
 
   constructor(code: SqlState | string, message: string, options: WireErrorOptions) {

@@ -14,7 +14,7 @@ import {
   SUPPORTED_MAJOR,
   TLS_HANDSHAKE_RECORD,
 } from './constants.js';
-import { WireError } from './errors.js';
+import { Failure, WireError } from './errors.js';
 
 /** One startup parameter, kept as raw bytes so it can be forwarded unchanged whatever its encoding. */
 export interface StartupParam {
@@ -51,7 +51,7 @@ export type StartupPacket =
 /** What `readStartupPacket` found at the front of the buffer. */
 export type StartupRead = { packet: StartupPacket; size: number } | { needed: number };
 
-const violation = (message: string, reason = 'bad_startup') =>
+const violation = (message: string, reason: Failure = Failure.BadStartup) =>
   new WireError(SqlState.ProtocolViolation, message, { reason });
 
 /**
@@ -68,7 +68,7 @@ export function readStartupPacket(buf: Buffer): StartupRead {
   if (length < MIN_STARTUP_PACKET || length > MAX_STARTUP_PACKET) {
     // Not the Postgres protocol (an HTTP request reads as 0x47455420): nothing useful to say (B1).
     throw new WireError(SqlState.ProtocolViolation, `invalid length of startup packet: ${length}`, {
-      reason: 'bad_startup',
+      reason: Failure.BadStartup,
       silent: true,
     });
   }
@@ -92,7 +92,7 @@ function decodeStartupPacket(bytes: Buffer): StartupPacket {
     throw new WireError(
       SqlState.FeatureNotSupported,
       `unsupported frontend protocol ${major}.${code & 0xffff}: server supports 3.0 to 3.2`,
-      { reason: 'bad_startup' },
+      { reason: Failure.BadStartup },
     );
   }
   return decodeStartupMessage(bytes, code);
@@ -101,7 +101,7 @@ function decodeStartupPacket(bytes: Buffer): StartupPacket {
 function decodeCancel(bytes: Buffer): CancelRequest {
   const keyLength = bytes.length - CANCEL_HEADER_SIZE;
   if (keyLength < MIN_CANCEL_KEY || keyLength > MAX_CANCEL_KEY) {
-    throw violation(`invalid length of cancel request packet: ${bytes.length}`, 'bad_cancel');
+    throw violation(`invalid length of cancel request packet: ${bytes.length}`, Failure.BadCancel);
   }
   return {
     kind: 'cancel',
@@ -132,7 +132,7 @@ function decodeStartupMessage(bytes: Buffer, version: number): StartupMessage {
     // packet and forward another (a second database, user or replication value). Refuse the ambiguity.
     if (params.some((p) => p.name === name)) {
       throw new WireError(SqlState.ProtocolViolation, `startup packet repeats the parameter "${name.slice(0, 64)}"`, {
-        reason: 'bad_startup',
+        reason: Failure.BadStartup,
         hint: 'Send each startup parameter once.',
       });
     }
@@ -143,14 +143,14 @@ function decodeStartupMessage(bytes: Buffer, version: number): StartupMessage {
   const user = get('user');
   if (!user || user.length === 0) {
     throw new WireError(SqlState.InvalidAuthorization, 'no PostgreSQL user name specified in startup packet', {
-      reason: 'bad_startup',
+      reason: Failure.BadStartup,
     });
   }
   checkUser(user);
   const replication = get('replication');
   if (replication && !FALSE_VALUES.has(replication.toString('utf8').toLowerCase())) {
     throw new WireError(SqlState.FeatureNotSupported, 'replication connections are not supported through pg-iam-proxy', {
-      reason: 'bad_startup',
+      reason: Failure.BadStartup,
       hint: 'RDS does not allow replication connections to log in with IAM authentication.',
     });
   }
@@ -171,7 +171,7 @@ function decodeStartupMessage(bytes: Buffer, version: number): StartupMessage {
 export function checkUser(user: Buffer): void {
   if (user.length > MAX_IDENTIFIER_BYTES) {
     throw new WireError(SqlState.NameTooLong, `user name is longer than ${MAX_IDENTIFIER_BYTES} bytes`, {
-      reason: 'bad_startup',
+      reason: Failure.BadStartup,
       hint: 'PostgreSQL truncates names to 63 bytes, so an IAM token signed for this name could never match.',
     });
   }

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { NegotiationReply, SqlState } from '../protocol/constants.js';
-import { WireError } from '../protocol/errors.js';
+import { Failure, WireError } from '../protocol/errors.js';
 import { readStartupPacket, type CancelRequest, type StartupMessage } from '../protocol/startup.js';
 import type { ClientTls } from './client-tls.js';
 import { Inbox } from './inbox.js';
@@ -43,14 +43,14 @@ export async function readClientStartup(link: ClientLink, tls: ClientTls | Promi
       case 'tls-hello':
         if (!tls || link.encrypted) {
           // Without a local certificate, close as a server with ssl=off does; the client reports it.
-          throw new WireError(SqlState.ProtocolViolation, 'direct TLS connection attempted, and local TLS is off', { reason: 'bad_startup', silent: true });
+          throw new WireError(SqlState.ProtocolViolation, 'direct TLS connection attempted, and local TLS is off', { reason: Failure.BadStartup, silent: true });
         }
         await upgrade(link, await tls, true, signal);
         break;
       case 'ssl':
       case 'gssenc':
         if (seen.has(packet.kind) || link.encrypted) {
-          throw new WireError(SqlState.ProtocolViolation, `${packet.kind === 'ssl' ? 'SSL' : 'GSSENC'}Request sent twice`, { reason: 'bad_startup' });
+          throw new WireError(SqlState.ProtocolViolation, `${packet.kind === 'ssl' ? 'SSL' : 'GSSENC'}Request sent twice`, { reason: Failure.BadStartup });
         }
         seen.add(packet.kind);
         if (packet.kind === 'gssenc' || !tls) {
@@ -63,7 +63,7 @@ export async function readClientStartup(link: ClientLink, tls: ClientTls | Promi
         // Bytes already sent behind the SSLRequest were never encrypted: a man in the middle could have
         // put them there (CVE-2021-23214). PostgreSQL refuses them in the same words.
         if (link.inbox.buffered.length > 0) {
-          throw new WireError(SqlState.ProtocolViolation, 'received unencrypted data after SSL request', { reason: 'bad_startup' });
+          throw new WireError(SqlState.ProtocolViolation, 'received unencrypted data after SSL request', { reason: Failure.BadStartup });
         }
         link.socket.write(ACCEPT);
         await upgrade(link, tls, false, signal);
@@ -86,7 +86,7 @@ async function upgrade(link: ClientLink, tls: ClientTls, direct: boolean, signal
         // Destroyed, never written to: a shutdown's FATAL must not land in plaintext inside a handshake.
         secure.destroy();
         raw.destroy();
-        reject(err instanceof WireError ? err : new WireError(SqlState.ProtocolViolation, `TLS handshake with the client failed: ${err.message}`, { reason: 'client_tls', silent: true }));
+        reject(err instanceof WireError ? err : new WireError(SqlState.ProtocolViolation, `TLS handshake with the client failed: ${err.message}`, { reason: Failure.ClientTls, silent: true }));
       };
       if (signal?.aborted) return onAbort();
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -108,7 +108,7 @@ async function upgrade(link: ClientLink, tls: ClientTls, direct: boolean, signal
   link.encrypted = true;
   // Direct TLS must say it speaks PostgreSQL (ALPN), as PostgreSQL 17 demands: no cross-protocol use.
   if (direct && secure.alpnProtocol !== ALPN) {
-    throw new WireError(SqlState.ProtocolViolation, `direct TLS connections must negotiate ALPN "${ALPN}"`, { reason: 'bad_startup' });
+    throw new WireError(SqlState.ProtocolViolation, `direct TLS connections must negotiate ALPN "${ALPN}"`, { reason: Failure.BadStartup });
   }
 }
 

@@ -9,7 +9,7 @@ import type { Authenticator, Connector, Token } from '../cloud.js';
 import { formatHostPort } from '../host-port.js';
 import type { InstanceConfig, ProxyConfig } from '../config.js';
 import { SqlState } from '../protocol/constants.js';
-import { WireError } from '../protocol/errors.js';
+import { Failure, WireError } from '../protocol/errors.js';
 import { CancelRegistry } from './cancel.js';
 import { RecentRejections } from './rejections.js';
 import { fileClientTls, generatedClientTls, type ClientTls } from './client-tls.js';
@@ -115,7 +115,7 @@ export class Instance {
     const accept = (client: Socket) => {
       const refusal =
         this.sessions.size >= max
-          ? new WireError(SqlState.TooManyConnections, `sorry, too many clients already (pg-iam-proxy --max-connections ${max})`, { reason: 'max_connections' })
+          ? new WireError(SqlState.TooManyConnections, `sorry, too many clients already (pg-iam-proxy --max-connections ${max})`, { reason: Failure.MaxConnections })
           : undefined;
       observer?.accepted();
       const session = new Session(client, this.ctx, nextSessionId++, refusal);

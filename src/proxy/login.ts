@@ -6,7 +6,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Authenticator, Connector, Token } from '../cloud.js';
 import { SqlState } from '../protocol/constants.js';
-import { WireError } from '../protocol/errors.js';
+import { Failure, WireError } from '../protocol/errors.js';
 import type { RecentRejections, Rejections } from './rejections.js';
 import { TokenRejected, loginUpstream, PasswordMethodRefused, type LoginResult } from './upstream-auth.js';
 
@@ -81,7 +81,7 @@ async function attempt(target: LoginTarget, options: OpenServerOptions, notThis:
   const timer = setTimeout(() => {
     if (!tokenSettled && (!server || passwordAsked)) controller.abort(target.auth.tokenTimeout(ms));
     // Still connecting: the connector's own timer, a moment later, names the stage that stalled.
-    else if (server) controller.abort(new WireError(SqlState.UnableToConnect, `timed out after ${ms / 1000} s waiting for the server to complete the login`, { reason: 'upstream_timeout' }));
+    else if (server) controller.abort(new WireError(SqlState.UnableToConnect, `timed out after ${ms / 1000} s waiting for the server to complete the login`, { reason: Failure.UpstreamTimeout }));
   }, ms);
   const onAbort = () => controller.abort(options.signal.reason);
   options.signal.addEventListener('abort', onAbort, { once: true });
@@ -117,7 +117,7 @@ function explainRejection(target: LoginTarget, err: TokenRejected, user: string,
     : '';
   const cloud = target.auth.rejection(user, err.token);
   return new WireError(SqlState.InvalidAuthorization, err.message, {
-    reason: 'iam_rejected',
+    reason: Failure.IamRejected,
     detail: `${cloud.detail} The server rejected ${what.join(', then ')}.${why}`,
     hint: cloud.hint,
   });

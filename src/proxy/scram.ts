@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { AuthCode, BackendCode, SqlState } from '../protocol/constants.js';
-import { WireError } from '../protocol/errors.js';
+import { Failure, WireError } from '../protocol/errors.js';
 import { InboxClosed, type Inbox } from './inbox.js';
 
 export const SCRAM_SHA_256 = 'SCRAM-SHA-256';
@@ -91,7 +91,7 @@ async function readPasswordMessage(inbox: Inbox): Promise<Buffer> {
   return body;
 }
 
-const protocol = (message: string) => new WireError(SqlState.ProtocolViolation, message, { reason: 'client_auth' });
+const protocol = (message: string) => new WireError(SqlState.ProtocolViolation, message, { reason: Failure.ClientAuth });
 
 /** Parse "a=1,b=2" attribute lists; values may contain '=' but not ','. */
 function attributes(text: string): Map<string, string> {
@@ -122,7 +122,7 @@ export interface PasswordPeer {
  * without one (unit tests, fuzzing) it is told at once.
  */
 export async function authenticateClient(client: Duplex, inbox: Inbox, user: string, secret: ScramSecret, peer?: PasswordPeer): Promise<void> {
-  const failed = () => new WireError(SqlState.InvalidPassword, `password authentication failed for user "${user}"`, { reason: 'client_password' });
+  const failed = () => new WireError(SqlState.InvalidPassword, `password authentication failed for user "${user}"`, { reason: Failure.ClientPassword });
   client.write(authMessage(AuthCode.SASL, Buffer.from(`${SCRAM_SHA_256}\0\0`)));
 
   // SASLInitialResponse: mechanism\0, int32 length, client-first-message.

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { TLSSocket } from 'node:tls';
 import { formatHostPort } from '../host-port.js';
 import { SqlState } from '../protocol/constants.js';
-import { WireError } from '../protocol/errors.js';
+import { Failure, WireError } from '../protocol/errors.js';
 import { withUser, type CancelRequest, type StartupMessage } from '../protocol/startup.js';
 import { CancelRegistry, forwardCancel } from './cancel.js';
 import { readClientStartup, type ClientLink } from './client-startup.js';
@@ -37,8 +37,8 @@ export interface SessionContext extends LoginTarget {
 export interface SessionObserver {
   /** Logged in upstream: seconds from accept to ReadyForQuery. */
   ready(seconds: number): void;
-  /** The session failed before it was ready; `reason` is the stable WireError reason. */
-  failed(reason: string): void;
+  /** The session failed before it was ready, and why (the catalogue's name). */
+  failed(reason: Failure): void;
 }
 
 /** A logged-in session, handed from the startup and login phases to the splice. */
@@ -103,7 +103,7 @@ export class Session {
       // First stop the work done for the client: a TLS handshake in progress is abandoned (its socket
       // destroyed, so no plaintext FATAL lands inside it), no token is signed, no server dialled.
       this.gone.abort(new Error(reason));
-      this.closeWith(new WireError(SqlState.AdminShutdown, `terminating connection: ${reason}`, { reason: 'shutdown' }));
+      this.closeWith(new WireError(SqlState.AdminShutdown, `terminating connection: ${reason}`, { reason: Failure.Shutdown }));
     }
   }
 
@@ -135,7 +135,7 @@ export class Session {
     // One deadline for everything before the proxy works for the client: packets, TLS, the password.
     const deadline = new AbortController();
     const timer = setTimeout(
-      () => deadline.abort(new WireError(SqlState.ProtocolViolation, `the client did not complete its startup within ${this.ctx.startupTimeoutMs / 1000} s`, { reason: 'startup_timeout' })),
+      () => deadline.abort(new WireError(SqlState.ProtocolViolation, `the client did not complete its startup within ${this.ctx.startupTimeoutMs / 1000} s`, { reason: Failure.StartupTimeout })),
       this.ctx.startupTimeoutMs,
     );
     // The startup stops at the deadline or when the session ends (a shutdown), a TLS handshake included.
@@ -207,7 +207,7 @@ export class Session {
     };
     if (login.failure) {
       // Logged in, then refused by the server (no such database, too many connections): not a session.
-      this.ctx.observer?.failed('upstream_error');
+      this.ctx.observer?.failed(Failure.UpstreamError);
       this.log.info(fields, `server ended the session at startup: ${login.failure}`);
     } else {
       this.ctx.observer?.ready((performance.now() - this.started) / 1000);
@@ -222,13 +222,13 @@ export class Session {
     const { allowUsers, allowDatabases } = this.ctx;
     if (allowUsers && !allowUsers.includes(user)) {
       throw new WireError(SqlState.InvalidAuthorization, `pg-iam-proxy does not sign for user "${user}" on this listener`, {
-        reason: 'user_not_allowed',
+        reason: Failure.UserNotAllowed,
         hint: 'The listener allows only some DB users (--allow-user / allowUsers).',
       });
     }
     if (allowDatabases && !allowDatabases.includes(startup.database)) {
       throw new WireError(SqlState.InvalidAuthorization, `pg-iam-proxy does not connect to database "${startup.database}" on this listener`, {
-        reason: 'database_not_allowed',
+        reason: Failure.DatabaseNotAllowed,
         hint: 'The listener allows only some databases (--allow-database / allowDatabases).',
       });
     }
@@ -250,21 +250,21 @@ export class Session {
   private fail(err: unknown): void {
     const wire = err instanceof WireError ? err : undefined;
     // A failed or timed-out client TLS handshake destroys the socket itself: still a failure to count.
-    const ownFailure = wire?.reason === 'client_tls' || wire?.reason === 'startup_timeout';
+    const ownFailure = wire?.reason === Failure.ClientTls || wire?.reason === Failure.StartupTimeout;
     // The client hung up (or half-closed) before the session could go on: nothing to tell it.
     if (!ownFailure && (this.client.destroyed || this.gone.signal.aborted || err instanceof InboxClosed)) {
       // A half-closed client is still owed our FIN; closeWith ends quietly (or not at all if gone).
-      if (!this.client.destroyed) this.closeWith(new WireError(SqlState.ConnectionFailure, 'client closed the connection', { reason: 'client_closed', silent: true }));
+      if (!this.client.destroyed) this.closeWith(new WireError(SqlState.ConnectionFailure, 'client closed the connection', { reason: Failure.ClientClosed, silent: true }));
       const why = wire ? `client went away during ${this.phase}: ${wire.message}` : `client went away during ${this.phase}`;
       // Gone while the proxy worked upstream for it: counted, since that work was wasted (a client
       // that leaves mid-startup, a port scan or a health check, is not).
-      this.close(why, wire || err instanceof InboxClosed || this.gone.signal.aborted ? undefined : (err as Error), this.phase === 'login' && !this.endedBy ? 'client_gone' : undefined);
+      this.close(why, wire || err instanceof InboxClosed || this.gone.signal.aborted ? undefined : (err as Error), this.phase === 'login' && !this.endedBy ? Failure.ClientGone : undefined);
       return;
     }
     if (!wire) {
       // Not a failure the design foresaw: say so plainly rather than leave the client hanging.
       this.log.error({ err }, 'unexpected error in session');
-      this.closeWith(new WireError(SqlState.ConnectionFailure, 'pg-iam-proxy internal error', { reason: 'internal' }));
+      this.closeWith(new WireError(SqlState.ConnectionFailure, 'pg-iam-proxy internal error', { reason: Failure.Internal }));
       this.close('internal error', err as Error);
       return;
     }
@@ -283,7 +283,7 @@ export class Session {
     client.once('close', () => clearTimeout(linger));
   }
 
-  private close(reason: string, err?: Error, failure?: string): void {
+  private close(reason: string, err?: Error, failure?: Failure): void {
     if (this.endedBy) reason = this.endedBy;
     const phase = this.phase;
     this.phase = 'closed';
@@ -297,7 +297,7 @@ export class Session {
       ...(failure ? { failure } : {}),
       ...(err ? { err } : {}),
     };
-    if (failure && failure !== 'bad_startup' && failure !== 'client_gone') this.log.warn(fields, 'session failed');
+    if (failure && failure !== Failure.BadStartup && failure !== Failure.ClientGone) this.log.warn(fields, 'session failed');
     else this.log.info(fields, 'session closed');
     if (failure) this.ctx.observer?.failed(failure);
   }

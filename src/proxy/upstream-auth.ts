@@ -3,7 +3,7 @@
 import type { TLSSocket } from 'node:tls';
 import { serialize } from 'pg-protocol';
 import { AuthCode, BackendCode, SqlState } from '../protocol/constants.js';
-import { WireError } from '../protocol/errors.js';
+import { Failure, WireError } from '../protocol/errors.js';
 import { authCode, authMethodName, decodeBackendKey, decodeError, readBackendFrame, type BackendFrame } from '../protocol/backend.js';
 import type { Token } from '../cloud.js';
 import { Inbox } from './inbox.js';
@@ -14,7 +14,7 @@ export class TokenRejected extends WireError {
   declare readonly token: Token;
 
   constructor(message: string, token: Token) {
-    super(SqlState.InvalidAuthorization, message, { reason: 'iam_rejected' });
+    super(SqlState.InvalidAuthorization, message, { reason: Failure.IamRejected });
     this.name = 'TokenRejected';
     Object.defineProperty(this, 'token', { value: token, enumerable: false });
   }
@@ -23,7 +23,7 @@ export class TokenRejected extends WireError {
 /** An ErrorResponse the server sent before authentication, relayed byte for byte (D6). */
 export class UpstreamError extends WireError {
   constructor(private readonly frame: Buffer, code: string, message: string) {
-    super(code, message, { reason: 'upstream_error' });
+    super(code, message, { reason: Failure.UpstreamError });
     this.name = 'UpstreamError';
   }
   override toBuffer(): Buffer {
@@ -48,7 +48,7 @@ export interface LoginResult {
  */
 export class PasswordMethodRefused extends WireError {
   constructor(readonly method: string) {
-    super(SqlState.InvalidAuthorization, `the server asked for ${method} authentication, which pg-iam-proxy does not relay`, { reason: 'not_iam_user' });
+    super(SqlState.InvalidAuthorization, `the server asked for ${method} authentication, which pg-iam-proxy does not relay`, { reason: Failure.NotIamUser });
     this.name = 'PasswordMethodRefused';
   }
 }
@@ -148,9 +148,9 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Pro
 function closedEarly(err: unknown, during: string): WireError {
   if (err instanceof WireError) return err;
   return new WireError(SqlState.ConnectionFailure, `the server closed the connection during ${during}`, {
-    reason: 'upstream_closed',
+    reason: Failure.UpstreamClosed,
     cause: err,
   });
 }
 
-const protocol = (message: string) => new WireError(SqlState.ProtocolViolation, message, { reason: 'upstream_protocol' });
+const protocol = (message: string) => new WireError(SqlState.ProtocolViolation, message, { reason: Failure.UpstreamProtocol });

@@ -6,7 +6,7 @@ import { checkServerIdentity, connect as tlsConnect, type SecureContext, type TL
 import type { ConnectHints, Connector } from '../cloud.js';
 import { formatHostPort, type HostPort } from '../host-port.js';
 import { LENGTH_SIZE, NegotiationReply, RequestCode, SqlState } from '../protocol/constants.js';
-import { WireError } from '../protocol/errors.js';
+import { Failure, WireError } from '../protocol/errors.js';
 import { Inbox } from './inbox.js';
 
 export interface UpstreamTarget {
@@ -58,7 +58,7 @@ export async function connectUpstream(target: UpstreamTarget, signal?: AbortSign
     () =>
       controller.abort(
         new WireError(SqlState.UnableToConnect, `timed out after ${target.connectTimeoutMs / 1000} s in ${stage} to the server at ${where}`, {
-          reason: 'upstream_timeout',
+          reason: Failure.UpstreamTimeout,
           hint: 'Check that the dial address is reachable from here (security group, network ACL, tunnel).',
         }),
       ),
@@ -111,7 +111,7 @@ async function negotiationReply(raw: Socket, signal: AbortSignal, where: string)
   } catch (err) {
     if (signal.aborted) throw err;
     throw new WireError(SqlState.UnableToConnect, `the server at ${where} closed the connection during TLS negotiation`, {
-      reason: 'upstream_unreachable',
+      reason: Failure.UpstreamUnreachable,
       cause: err,
       hint: 'Is the dial address a PostgreSQL server?',
     });
@@ -121,7 +121,7 @@ async function negotiationReply(raw: Socket, signal: AbortSignal, where: string)
   const bytes = inbox.release();
   if (bytes[0] === NegotiationReply.Accept && bytes.length > 1) {
     throw new WireError(SqlState.ProtocolViolation, `the server at ${where} sent unencrypted data after accepting TLS`, {
-      reason: 'upstream_protocol',
+      reason: Failure.UpstreamProtocol,
       hint: 'Something between the proxy and the database is tampering with the connection (CVE-2021-23222).',
     });
   }
@@ -131,19 +131,19 @@ async function negotiationReply(raw: Socket, signal: AbortSignal, where: string)
 function refused(reply: number, where: string, hints: ConnectHints): WireError {
   if (reply === NegotiationReply.Decline) {
     return new WireError(SqlState.UnableToConnect, `the server at ${where} does not accept TLS connections`, {
-      reason: 'upstream_no_tls',
+      reason: Failure.UpstreamNoTls,
       hint: hints.noTls,
     });
   }
   if (reply === NegotiationReply.Error) {
     return new WireError(SqlState.UnableToConnect, `the server at ${where} answered the TLS request with an error`, {
-      reason: 'upstream_no_tls',
+      reason: Failure.UpstreamNoTls,
       detail: 'Its text is not relayed: it came before TLS could prove who sent it (CVE-2024-10977).',
       hint: 'A very old server, or not a PostgreSQL server.',
     });
   }
   return new WireError(SqlState.ProtocolViolation, `the server at ${where} answered the TLS request with 0x${reply.toString(16).padStart(2, '0')}, not 'S' or 'N'`, {
-    reason: 'upstream_protocol',
+    reason: Failure.UpstreamProtocol,
     hint: 'Is the dial address a PostgreSQL server?',
   });
 }
@@ -154,7 +154,7 @@ function unreachable(where: string, err: NodeJS.ErrnoException): WireError {
       ? 'The name does not resolve from here: check the endpoint name, or use --connect-to with an address.'
       : 'Is the database running, and does its firewall or security group admit this host? With a tunnel, is --connect-to the tunnel\'s local end?';
   return new WireError(SqlState.UnableToConnect, `could not connect to the server at ${where}: ${err.code ?? err.message}`, {
-    reason: 'upstream_unreachable',
+    reason: Failure.UpstreamUnreachable,
     hint,
     cause: err,
   });
@@ -164,7 +164,7 @@ function tlsFailure(err: NodeJS.ErrnoException, target: UpstreamTarget): WireErr
   const name = target.endpoint.host;
   if (err.code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
     return new WireError(SqlState.UnableToConnect, `the server's certificate does not match host name "${name}"`, {
-      reason: 'tls_name_mismatch',
+      reason: Failure.TlsNameMismatch,
       detail: (err as { reason?: string }).reason,
       hint: target.hints.nameMismatch,
       cause: err,
@@ -172,13 +172,13 @@ function tlsFailure(err: NodeJS.ErrnoException, target: UpstreamTarget): WireErr
   }
   if (err.code && UNTRUSTED.has(err.code)) {
     return new WireError(SqlState.UnableToConnect, `the server's certificate is not trusted: ${err.message}`, {
-      reason: 'tls_untrusted',
+      reason: Failure.TlsUntrusted,
       hint: target.hints.untrusted,
       cause: err,
     });
   }
   return new WireError(SqlState.UnableToConnect, `TLS handshake with the server failed: ${err.code ?? err.message}`, {
-    reason: err.code === 'CERT_HAS_EXPIRED' ? 'tls_expired' : 'tls_failed',
+    reason: err.code === 'CERT_HAS_EXPIRED' ? Failure.TlsExpired : Failure.TlsFailed,
     detail: err.message,
     cause: err,
   });
