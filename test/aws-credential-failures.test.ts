@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { cleanAwsEnv, runCli, startCli, type StartedCli } from './support/cli.js';
 import { startTestDb } from './support/testdb.js';
 import { runPg } from './support/proxy.js';
-import { configFile, credentialFile, randomAccessKeyId, randomSecretAccessKey, randomSessionToken } from './support/aws-stand-ins.js';
+import { configFile, credentialFile } from './support/aws/files.js';
+import { randomAccessKeyId, randomSecretAccessKey, randomSessionToken } from './support/aws/keys.js';
 
 const db = await startTestDb();
 t.teardown(() => db.destroy());

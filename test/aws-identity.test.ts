@@ -28,7 +28,9 @@ import {
 import { terminalMfa } from '../src/aws/mfa.js';
 import { ConfigError, resolveIdentity } from '../src/config.js';
 import { createLogger } from '../src/log.js';
-import { configFile, credentialFile, isolateAwsEnv, randomAccessKeyId, randomSecretAccessKey, startSts } from './support/aws-stand-ins.js';
+import { configFile, credentialFile, isolateAwsEnv } from './support/aws/files.js';
+import { randomAccessKeyId, randomSecretAccessKey } from './support/aws/keys.js';
+import { startSts } from './support/aws/sts.js';
 import { fakeTime } from './support/fake-time.js';
 
 const ROLE = 'arn:aws:iam::123456789012:role/app-db';

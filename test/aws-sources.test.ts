@@ -10,7 +10,11 @@ import { join } from 'node:path';
 import { BIN, cleanAwsEnv, startCli, type StartedCli } from './support/cli.js';
 import { startTestDb, type AwsKey } from './support/testdb.js';
 import { runPg } from './support/proxy.js';
-import { configFile, credentialFile, credentialProcess, makeCredentials, randomAccessKeyId, randomSecretAccessKey, startEcs, startImds, startSts } from './support/aws-stand-ins.js';
+import { startEcs } from './support/aws/container.js';
+import { configFile, credentialFile, credentialProcess } from './support/aws/files.js';
+import { startImds } from './support/aws/imds.js';
+import { makeCredentials, randomAccessKeyId, randomSecretAccessKey } from './support/aws/keys.js';
+import { startSts } from './support/aws/sts.js';
 
 const db = await startTestDb();
 t.teardown(() => db.destroy());

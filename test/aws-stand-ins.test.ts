@@ -15,17 +15,11 @@ import {
   fromTokenFile,
 } from '@aws-sdk/credential-providers';
 import { GetCallerIdentityCommand, GetSessionTokenCommand, STSClient } from '@aws-sdk/client-sts';
-import {
-  configFile,
-  credentialFile,
-  credentialProcess,
-  isolateAwsEnv,
-  parseSigV4Credential,
-  randomAccessKeyId,
-  startEcs,
-  startImds,
-  startSts,
-} from './support/aws-stand-ins.js';
+import { startEcs } from './support/aws/container.js';
+import { configFile, credentialFile, credentialProcess, isolateAwsEnv } from './support/aws/files.js';
+import { startImds } from './support/aws/imds.js';
+import { randomAccessKeyId } from './support/aws/keys.js';
+import { startSts } from './support/aws/sts.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'aws-stand-ins-'));
 // Every AWS_* var cleared; config/credentials point at empty temp files;
@@ -50,7 +44,7 @@ function stsClient(accessKeyId: string, secretAccessKey: string, sessionToken?: 
 // ---------------------------------------------------------------------------
 
 t.test('IMDSv2 via fromInstanceMetadata', async (t) => {
-  const imds = await startImds({ roleName: 'ec2-role', credentials: ({ seq }) => ({ accessKeyId: `ASIAIMDS${String(seq).padStart(12, '0')}` }) });
+  const imds = await startImds();
   t.teardown(() => imds.close());
   process.env['AWS_EC2_METADATA_SERVICE_ENDPOINT'] = imds.url;
   delete process.env['AWS_EC2_METADATA_DISABLED'];
@@ -60,54 +54,44 @@ t.test('IMDSv2 via fromInstanceMetadata', async (t) => {
   });
 
   const creds = await fromInstanceMetadata()();
-  t.equal(creds.accessKeyId, 'ASIAIMDS000000000001');
+  const issued = imds.last()?.issued;
+  t.equal(creds.accessKeyId, issued?.accessKeyId);
   t.equal(creds.accessKeyId.length, 20);
   t.equal(creds.secretAccessKey.length, 40);
   t.ok((creds.sessionToken ?? '').length <= 40, 'session token kept short');
-  t.equal(creds.expiration?.getTime(), imds.issued[0]?.expiration.getTime());
+  t.equal(creds.expiration?.getTime(), issued?.expiration.getTime());
   t.same(
     imds.requests.map((r) => `${r.method} ${r.path} ${r.status}`),
     [
       'PUT /latest/api/token 200',
       'GET /latest/meta-data/iam/security-credentials/ 200',
-      'GET /latest/meta-data/iam/security-credentials/ec2-role 200',
+      'GET /latest/meta-data/iam/security-credentials/stand-in-role 200',
     ],
     'the SDK asks for a token, the role name, then the role credentials',
   );
-  t.equal(imds.requests[0]?.headers['x-aws-ec2-metadata-token-ttl-seconds'], '21600');
-  t.equal(imds.tokens.length, 1);
-  for (const r of imds.requests.slice(1)) t.equal(r.headers['x-aws-ec2-metadata-token'], imds.tokens[0], `${r.path} carried the token`);
 
-  // The token really is required: tokenless (IMDSv1) and stale-token GETs get 401.
-  const role = `${imds.url}/latest/meta-data/iam/security-credentials/ec2-role`;
+  // The token really is required: tokenless (IMDSv1) and forged-token GETs get 401.
+  const role = `${imds.url}/latest/meta-data/iam/security-credentials/stand-in-role`;
   t.equal((await fetch(role)).status, 401, 'IMDSv1 GET refused');
   t.equal((await fetch(role, { headers: { 'x-aws-ec2-metadata-token': 'forged' } })).status, 401);
   t.equal((await fetch(`${imds.url}/latest/api/token`, { method: 'PUT' })).status, 400, 'PUT without ttl header');
   t.equal(imds.count({ status: 200 }), 3);
-  t.equal(imds.count({ error: 'no-token' }), 1);
+  t.equal(imds.count({ status: 401 }), 2);
 
-  imds.expireTokens();
   imds.issue({ accessKeyId: 'ASIAQUEUED0000000001' });
-  t.equal((await fromInstanceMetadata()()).accessKeyId, 'ASIAQUEUED0000000001', 'queued set first, fresh token fetched');
-  t.equal(imds.tokens.length, 2);
+  t.equal((await fromInstanceMetadata()()).accessKeyId, 'ASIAQUEUED0000000001', 'queued set first');
 
-  // Stopped: connection refused, fails fast; restart keeps the port.
-  const port = imds.port;
-  await imds.stop();
+  // Down: connection refused, fails fast; up() listens on the same port, so the URL the SDK was given works again.
+  const url = imds.url;
+  await imds.down('refuse');
   const started = Date.now();
   await t.rejects(fromInstanceMetadata()(), { message: /Unable to connect to instance metadata service/, code: 'ECONNREFUSED' });
   t.ok(Date.now() - started < 500, 'refused quickly');
-  await imds.restart();
-  t.equal(imds.port, port);
-  t.equal((await fromInstanceMetadata()()).accessKeyId, 'ASIAIMDS000000000003');
-
-  // 'hang' needs the SDK's own timeout.
-  await imds.down('hang');
-  await t.rejects(fromInstanceMetadata({ timeout: 100 })(), { message: /TimeoutError/ });
-  await imds.down('http500');
-  await t.rejects(fromInstanceMetadata()(), { name: 'ProviderError', statusCode: 500 });
   await imds.up();
-  t.ok((await fromInstanceMetadata()()).accessKeyId.startsWith('ASIAIMDS'));
+  t.equal(imds.url, url);
+  const again = await fromInstanceMetadata()();
+  t.equal(again.accessKeyId, imds.last()?.issued?.accessKeyId);
+  t.not(again.accessKeyId, 'ASIAQUEUED0000000001', 'a queued set is issued once');
 });
 
 t.test('container credentials via fromContainerMetadata and fromHttp', async (t) => {
@@ -124,21 +108,13 @@ t.test('container credentials via fromContainerMetadata and fromHttp', async (t)
   ecs.issue({ accessKeyId: 'ASIAECS0000000000001' }, { accessKeyId: 'ASIAECS0000000000002' });
   t.equal((await fromContainerMetadata()()).accessKeyId, 'ASIAECS0000000000001');
   t.equal((await fromHttp()()).accessKeyId, 'ASIAECS0000000000002');
-  t.equal(ecs.count({ method: 'GET', path: '/creds', status: 200 }), 2);
-  t.ok(ecs.requests.every((r) => r.headers['authorization'] === 'Bearer ecs-secret'));
+  t.equal(ecs.count({ method: 'GET', path: '/creds', status: 200 }), 2, 'both carried the Authorization token');
 
   process.env['AWS_CONTAINER_AUTHORIZATION_TOKEN'] = 'Bearer wrong';
   await t.rejects(fromContainerMetadata()(), { name: 'ProviderError', statusCode: 401 });
   await t.rejects(fromHttp({ maxRetries: 0 })(), { message: /status: 401/, Code: 'AccessDenied' });
   t.equal(ecs.count({ status: 401 }), 2, 'one request each; fromHttp retries only when maxRetries > 0');
-  t.equal(ecs.issued.length, 2, 'nothing issued to a wrong token');
-
-  process.env['AWS_CONTAINER_AUTHORIZATION_TOKEN'] = 'Bearer ecs-secret';
-  await ecs.down('reset');
-  await t.rejects(fromContainerMetadata()(), { message: /Unable to connect/, code: 'ECONNRESET' });
-  t.equal(ecs.last()?.failure, 'reset');
-  await ecs.up();
-  t.ok((await fromContainerMetadata()()).accessKeyId.startsWith('ASIA'));
+  t.equal(ecs.count((r) => r.issued !== undefined), 2, 'nothing issued to a wrong token');
 });
 
 t.test('AssumeRole via fromTemporaryCredentials', async (t) => {
@@ -158,6 +134,7 @@ t.test('AssumeRole via fromTemporaryCredentials', async (t) => {
   t.match(creds.accessKeyId, /^ASIA[A-Z2-7]{16}$/);
   t.equal(creds.expiration?.getTime(), rec?.issued?.expiration.getTime(), 'Expiration round-trips');
   t.equal((rec?.issued?.expiration.getTime() ?? 1) % 1000, 0, 'default expirations are whole seconds');
+  // 200 also means the request was signed for the sts service: the stand-in refuses any other scope.
   t.match(rec, {
     method: 'POST',
     path: '/',
@@ -167,7 +144,6 @@ t.test('AssumeRole via fromTemporaryCredentials', async (t) => {
     status: 200,
     params: { Version: '2011-06-15', RoleArn: ROLE, RoleSessionName: 'sess-1', ExternalId: 'ext-9' },
   });
-  t.equal(parseSigV4Credential(String(rec?.headers['authorization']))?.service, 'sts');
 
   // MFA: SerialNumber + TokenCode recorded; wrong code refused.
   const mfa = (code: string) =>
@@ -194,32 +170,17 @@ t.test('AssumeRole via fromTemporaryCredentials', async (t) => {
   t.equal(sts.last()?.accessKeyId, stranger);
   t.match(sts.last()?.params['RoleSessionName'], /^aws-sdk-js-\d+$/, 'SDK default session name');
 
-  // Injected faults, and down modes: the STS client retries 5xx / refused (3 attempts).
-  sts.failNext({ code: 'AccessDenied', message: 'not today' });
-  await t.rejects(provider(), { name: 'AccessDenied', message: 'not today' });
-  await sts.down('http500');
-  const before = sts.count();
-  await t.rejects(provider(), { name: 'InternalFailure', $metadata: { httpStatusCode: 500, attempts: 3 } });
-  t.equal(sts.count() - before, 3);
-  t.equal(sts.last()?.action, 'AssumeRole', 'action recorded even while down');
+  // Down: the STS client retries a refused connection (3 attempts), none of which arrive.
   await sts.down('refuse');
+  const before = sts.count();
   await t.rejects(provider(), { code: 'ECONNREFUSED', $metadata: { attempts: 3 } });
-  t.equal(sts.count() - before, 3, 'refused attempts never arrive');
+  t.equal(sts.count(), before, 'refused attempts never arrive');
   await sts.up();
   t.ok((await provider()).accessKeyId.startsWith('ASIA'));
-
-  // 'hang': the STS client has no request timeout by default; up() resets
-  // the hung connection and the client's retry then succeeds.
-  await sts.down('hang');
-  const hanging = provider();
-  while (sts.last()?.failure !== 'hang') await new Promise((r) => setTimeout(r, 5));
-  await sts.up();
-  t.ok((await hanging).accessKeyId.startsWith('ASIA'), 'retried after the reset');
-  t.same(sts.requests.slice(-2).map((r) => r.failure ?? r.status), ['hang', 200]);
 });
 
 t.test('AssumeRoleWithWebIdentity via fromTokenFile', async (t) => {
-  const sts = await startSts({ webIdentityToken: 'eyJ.web.identity' });
+  const sts = await startSts();
   t.teardown(() => sts.close());
   const tokenFile = join(dir, 'web-identity-token');
   writeFileSync(tokenFile, 'eyJ.web.identity');
@@ -243,30 +204,23 @@ t.test('AssumeRoleWithWebIdentity via fromTokenFile', async (t) => {
     params: { RoleArn: ROLE, RoleSessionName: 'web-sess', WebIdentityToken: 'eyJ.web.identity' },
   });
   t.equal(sts.last()?.accessKeyId, undefined, 'unsigned');
-
-  writeFileSync(tokenFile, 'eyJ.forged');
-  await t.rejects(fromTokenFile()(), { name: 'InvalidIdentityTokenException', $metadata: { httpStatusCode: 400 } });
-  t.equal(sts.count({ action: 'AssumeRoleWithWebIdentity' }), 2);
 });
 
 t.test('fromIni: role_arn + source_profile, mfa_serial, credential_process', async (t) => {
-  const sts = await startSts({ knownAccessKeyIds: [STATIC_KEY] });
+  const processKey = 'AKIAPROCESS000000001';
+  const sts = await startSts({ knownAccessKeyIds: [STATIC_KEY, processKey] });
   t.teardown(() => sts.close());
-  const proc = credentialProcess(dir, { accessKeyId: 'AKIAPROCESS000000001', secretAccessKey: 'P'.repeat(40) });
-  sts.allow('AKIAPROCESS000000001');
+  // A fresh directory: the SDK caches each path's contents for the process.
+  const files = join(dir, 'ini');
+  const proc = credentialProcess(files, { accessKeyId: processKey, secretAccessKey: 'P'.repeat(40) });
   const saved = { cfg: process.env['AWS_CONFIG_FILE'], cred: process.env['AWS_SHARED_CREDENTIALS_FILE'] };
-  // Fresh file names: the SDK caches each path's contents for the process.
-  process.env['AWS_SHARED_CREDENTIALS_FILE'] = credentialFile(dir, { base: { aws_access_key_id: STATIC_KEY, aws_secret_access_key: STATIC_SECRET } }, 'credentials-ini');
-  process.env['AWS_CONFIG_FILE'] = configFile(
-    dir,
-    {
-      app: { role_arn: ROLE, source_profile: 'base', role_session_name: 'ini-sess', external_id: 'ext-ini', region: 'ap-south-1' },
-      mfa: { role_arn: ROLE, source_profile: 'base', mfa_serial: 'arn:aws:iam::111122223333:mfa/ini' },
-      proc: { credential_process: proc.command },
-      'proc-role': { role_arn: 'arn:aws:iam::111122223333:role/proc-role', source_profile: 'proc' },
-    },
-    'config-ini',
-  );
+  process.env['AWS_SHARED_CREDENTIALS_FILE'] = credentialFile(files, { base: { aws_access_key_id: STATIC_KEY, aws_secret_access_key: STATIC_SECRET } });
+  process.env['AWS_CONFIG_FILE'] = configFile(files, {
+    app: { role_arn: ROLE, source_profile: 'base', role_session_name: 'ini-sess', external_id: 'ext-ini', region: 'ap-south-1' },
+    mfa: { role_arn: ROLE, source_profile: 'base', mfa_serial: 'arn:aws:iam::111122223333:mfa/ini' },
+    proc: { credential_process: proc.command },
+    'proc-role': { role_arn: 'arn:aws:iam::111122223333:role/proc-role', source_profile: 'proc' },
+  });
   process.env['AWS_ENDPOINT_URL_STS'] = sts.url;
   t.teardown(() => {
     process.env['AWS_CONFIG_FILE'] = saved.cfg;
@@ -287,13 +241,13 @@ t.test('fromIni: role_arn + source_profile, mfa_serial, credential_process', asy
   t.match(sts.last()?.params, { SerialNumber: 'arn:aws:iam::111122223333:mfa/ini', TokenCode: '654321' });
 
   await fromIni({ profile: 'proc-role' })();
-  t.equal(sts.last()?.accessKeyId, 'AKIAPROCESS000000001', 'source credentials came from credential_process');
+  t.equal(sts.last()?.accessKeyId, processKey, 'source credentials came from credential_process');
   t.equal(proc.count(), 1);
   t.equal(sts.count({ action: 'AssumeRole', status: 200 }), 3);
 });
 
 t.test('GetCallerIdentity and GetSessionToken through the STS client', async (t) => {
-  const sts = await startSts({ knownAccessKeyIds: [STATIC_KEY], account: '999988887777' });
+  const sts = await startSts({ knownAccessKeyIds: [STATIC_KEY] });
   t.teardown(() => sts.close());
   process.env['AWS_ENDPOINT_URL_STS'] = sts.url;
   t.teardown(() => delete process.env['AWS_ENDPOINT_URL_STS']);
@@ -301,7 +255,7 @@ t.test('GetCallerIdentity and GetSessionToken through the STS client', async (t)
   const base = stsClient(STATIC_KEY, STATIC_SECRET);
   t.teardown(() => base.destroy());
   const me = await base.send(new GetCallerIdentityCommand({}));
-  t.match(me, { Account: '999988887777', Arn: 'arn:aws:iam::999988887777:user/stand-in-user' });
+  t.match(me, { Account: '123456789012', Arn: 'arn:aws:iam::123456789012:user/stand-in-user' });
   t.match(sts.last(), { action: 'GetCallerIdentity', accessKeyId: STATIC_KEY, signingRegion: 'eu-west-1', status: 200 });
 
   // Credentials the stand-in issued are known to it and keep their identity.
@@ -315,9 +269,8 @@ t.test('GetCallerIdentity and GetSessionToken through the STS client', async (t)
   const role = await roleClient.send(new GetCallerIdentityCommand({}));
   t.equal(role.Arn, 'arn:aws:sts::111122223333:assumed-role/app-role/who-am-i');
   t.match(role.UserId, /^AROA[A-Z2-7Q]{17}:who-am-i$/);
-  t.equal(sts.last()?.securityToken, assumed.sessionToken, 'session token header recorded');
 
-  const session = await base.send(new GetSessionTokenCommand({ DurationSeconds: 900, SerialNumber: 'arn:aws:iam::999988887777:mfa/me', TokenCode: '111111' }));
+  const session = await base.send(new GetSessionTokenCommand({ DurationSeconds: 900, SerialNumber: 'arn:aws:iam::123456789012:mfa/me', TokenCode: '111111' }));
   t.equal(session.Credentials?.AccessKeyId, sts.last()?.issued?.accessKeyId);
   t.ok(session.Credentials?.Expiration instanceof Date);
   t.match(sts.last()?.params, { Action: 'GetSessionToken', DurationSeconds: '900', TokenCode: '111111' });
@@ -326,5 +279,5 @@ t.test('GetCallerIdentity and GetSessionToken through the STS client', async (t)
   t.teardown(() => stranger.destroy());
   await t.rejects(stranger.send(new GetCallerIdentityCommand({})), { name: 'InvalidClientTokenId', $metadata: { httpStatusCode: 403 } });
   t.equal(sts.count({ action: 'GetCallerIdentity' }), 3);
-  t.equal(sts.count({ error: 'InvalidClientTokenId' }), 1);
+  t.equal(sts.count({ status: 403 }), 1, 'the stranger only');
 });

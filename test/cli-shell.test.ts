@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { BIN, cleanAwsEnv, runCli } from './support/cli.js';
 import { startTestDb } from './support/testdb.js';
 import { runPg } from './support/proxy.js';
-import { startSts } from './support/aws-stand-ins.js';
+import { startSts } from './support/aws/sts.js';
 
 const db = await startTestDb();
 t.teardown(() => db.destroy());

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { Identities } from '../src/aws/identity.js';
 import { formatReport, runDoctor, type DoctorOptions } from '../src/commands/doctor.js';
 import { resolveInstance, type InstanceInput } from '../src/config.js';
-import { isolateAwsEnv, startSts } from './support/aws-stand-ins.js';
+import { isolateAwsEnv } from './support/aws/files.js';
+import { startSts } from './support/aws/sts.js';
 import { startTestDb } from './support/testdb.js';
 
 const db = await startTestDb();

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { cleanAwsEnv, runCli, startCli, type StartedCli } from './support/cli.js';
 import { startTestDb } from './support/testdb.js';
 import { closedPort, runPg } from './support/proxy.js';
-import { startSts } from './support/aws-stand-ins.js';
+import { startSts } from './support/aws/sts.js';
 import { loadConfigFile } from '../src/config-file.js';
 import { serveConfig } from '../src/cli.js';
 
@@ -120,7 +120,7 @@ instances:
   t.match(JSON.parse(draining.text), { ready: false, draining: true });
   t.equal((await get(port, '/healthz')).status, 200, 'still alive while draining');
   const late = new pg.Client({ host: '127.0.0.1', port: tcp, user: 'iam_user', database: 'orders' });
-  await t.rejects(late.connect(), /ECONNREFUSED/);
+  await t.rejects(late.connect(), { code: '57P03', message: 'pg-iam-proxy is shutting down' }, 'a new client is told, not reset');
   await client.query('COMMIT');
   await client.end();
   t.equal(await cli.exit, 0);

@@ -13,7 +13,7 @@ import { callerIdentity, NoCredentialsError, type CallerIdentity, type Identitie
 import type { IamToken } from '../aws/tokens.js';
 import type { InstanceConfig } from '../config.js';
 import { redactSecrets } from '../log.js';
-import { ProtocolVersion } from '../protocol/constants.js';
+import { NegotiationReply, ProtocolVersion, TERMINATE_MESSAGE } from '../protocol/constants.js';
 import { WireError } from '../protocol/errors.js';
 import { startupMessage } from '../protocol/startup.js';
 import { SSL_REQUEST, connectUpstream } from '../proxy/upstream-connect.js';
@@ -77,11 +77,14 @@ export async function runDoctor(instance: InstanceConfig, options: DoctorOptions
   const check = (id: CheckId) => checks.find((c) => c.id === id)!;
   const set = (id: CheckId, status: CheckStatus, found: string, fix?: string, data?: Record<string, unknown>) => {
     Object.assign(check(id), { status, found, ...(fix ? { fix } : {}), ...(data ? { data } : {}) });
-    if (status === 'fail') throw new Stop();
+  };
+  const fail = (id: CheckId, found: string, fix?: string, data?: Record<string, unknown>): never => {
+    set(id, 'fail', found, fix, data);
+    throw new Stop();
   };
   const { endpoint, connectTo, region } = instance;
   const now = options.now ?? Date.now;
-  const ctx: Context = { instance, options, set, now };
+  const ctx: Context = { instance, options, set, fail, now };
   let ok = false;
   try {
     const signer = options.identities.for(instance.identity, region);
@@ -94,7 +97,7 @@ export async function runDoctor(instance: InstanceConfig, options: DoctorOptions
     const token = await checkToken(ctx, signer, creds);
     ok = await checkLogin(ctx, tls, token, who);
   } catch (err) {
-    /* c8 ignore next 2 -- every check ends in set(); anything else is a bug worth a stack trace */
+    /* c8 ignore next 2 -- every check ends in set() or fail(); anything else is a bug worth a stack trace */
     if (!(err instanceof Stop)) throw err;
   }
   return { ok, endpoint: formatHostPort(endpoint), connectTo: formatHostPort(connectTo), user: options.user, database: options.database, checks };
@@ -103,17 +106,20 @@ export async function runDoctor(instance: InstanceConfig, options: DoctorOptions
 interface Context {
   readonly instance: InstanceConfig;
   readonly options: DoctorOptions;
-  readonly set: (id: CheckId, status: CheckStatus, found: string, fix?: string, data?: Record<string, unknown>) => void;
+  /** A check's outcome: pass, warn (the next checks still run). */
+  readonly set: (id: CheckId, status: 'pass' | 'warn', found: string, fix?: string, data?: Record<string, unknown>) => void;
+  /** A failure that makes the later checks meaningless: recorded, and the walk stops here. */
+  readonly fail: (id: CheckId, found: string, fix?: string, data?: Record<string, unknown>) => never;
   readonly now: () => number;
 }
 
-async function checkCredentials({ instance, set }: Context, signer: SignerIdentity): Promise<{ creds: AwsCredentialIdentity; who: CallerIdentity | undefined }> {
+async function checkCredentials({ instance, set, fail }: Context, signer: SignerIdentity): Promise<{ creds: AwsCredentialIdentity; who: CallerIdentity | undefined }> {
   let creds: AwsCredentialIdentity;
   try {
     creds = await signer.holder.get();
   } catch (err) {
     const tried = err instanceof NoCredentialsError && err.tried.length > 0 ? ` Sources tried: ${err.describeTried()}.` : '';
-    set('credentials', 'fail', `${redactSecrets((err as Error).message)}.${tried}`, 'Make `aws sts get-caller-identity` work here with the same profile or role: environment variables, `--profile` (after `aws sso login` for SSO), or the instance, task or pod role.');
+    fail('credentials', `${redactSecrets((err as Error).message)}.${tried}`, 'Make `aws sts get-caller-identity` work here with the same profile or role: environment variables, `--profile` (after `aws sso login` for SSO), or the instance, task or pod role.');
   }
   const source = signer.source() ?? 'static credentials';
   const expires = creds!.expiration ? `, expiring ${creds!.expiration.toISOString()}` : '';
@@ -125,25 +131,25 @@ async function checkCredentials({ instance, set }: Context, signer: SignerIdenti
   } catch (err) {
     const e = err as Error & { name: string };
     if (/InvalidClientTokenId|ExpiredToken|SignatureDoesNotMatch|AccessDenied/.test(e.name)) {
-      set('credentials', 'fail', `STS refused the credentials from ${source} (access key ${creds!.accessKeyId}): ${redactSecrets(e.message)}`, 'The keys are wrong, revoked or expired: renew them (`aws sso login`, new access keys, a fresh session token).', data);
+      fail('credentials', `STS refused the credentials from ${source} (access key ${creds!.accessKeyId}): ${redactSecrets(e.message)}`, 'The keys are wrong, revoked or expired: renew them (`aws sso login`, new access keys, a fresh session token).', data);
     }
     set('credentials', 'warn', `${signer.label}: ${source}, access key ${creds!.accessKeyId}${expires}; sts:GetCallerIdentity did not answer (${redactSecrets(e.message)}), so the identity is unconfirmed`, 'Check that STS is reachable from here (a VPC endpoint for STS, a proxy) if the login below fails.', data);
     return { creds: creds!, who: undefined };
   }
 }
 
-async function checkEndpoint({ instance, options, set }: Context): Promise<void> {
+async function checkEndpoint({ instance, options, set, fail }: Context): Promise<void> {
   const { host } = instance.endpoint;
   const named = regionFromEndpoint(host);
   const from = { flag: 'from --region', endpoint: 'from the endpoint name', env: 'from AWS_REGION' }[options.regionSource];
   const region = `region ${instance.region} (${from})`;
   if (isIP(host)) {
-    set('endpoint', 'fail', `${region}; the endpoint ${host} is an IP address`, `Sign for the exact RDS endpoint: tokens and the certificate carry the endpoint name, never an address. Pass the name and dial the address with --connect-to ${host}:${instance.endpoint.port}.`);
+    fail('endpoint', `${region}; the endpoint ${host} is an IP address`, `Sign for the exact RDS endpoint: tokens and the certificate carry the endpoint name, never an address. Pass the name and dial the address with --connect-to ${host}:${instance.endpoint.port}.`);
   }
   if (!isRdsEndpointName(host)) {
     const target = await cnameTarget(host);
     if (target && isRdsEndpointName(target)) {
-      set('endpoint', 'fail', `${region}; ${host} is a CNAME for ${target}`, `Sign for the exact RDS endpoint: use ${target} as the endpoint (and --connect-to ${host}:${instance.endpoint.port} if you must dial the alias).`);
+      fail('endpoint', `${region}; ${host} is a CNAME for ${target}`, `Sign for the exact RDS endpoint: use ${target} as the endpoint (and --connect-to ${host}:${instance.endpoint.port} if you must dial the alias).`);
     }
     set('endpoint', 'warn', `${region}; ${host} is not an RDS endpoint name (NAME.ID.REGION.rds.amazonaws.com)`, 'Sign for the exact RDS endpoint: RDS rejects tokens signed for a custom domain or alias, and its certificate does not carry one.');
     return;
@@ -165,7 +171,7 @@ async function cnameTarget(host: string): Promise<string | undefined> {
   return name === host ? undefined : name;
 }
 
-async function checkDns({ instance, set }: Context): Promise<void> {
+async function checkDns({ instance, set, fail }: Context): Promise<void> {
   const { host } = instance.connectTo;
   const via = instance.connectTo === instance.endpoint ? '' : ' (--connect-to)';
   if (isIP(host)) return set('dns', 'pass', `the dial address ${host}${via} is an IP address: nothing to resolve`);
@@ -173,12 +179,12 @@ async function checkDns({ instance, set }: Context): Promise<void> {
     const addresses = await lookup(host, { all: true });
     set('dns', 'pass', `${host}${via} resolves to ${addresses.map((a) => a.address).join(', ')}`);
   } catch (err) {
-    set('dns', 'fail', `${host}${via} does not resolve: ${(err as NodeJS.ErrnoException).code}`, 'Check the endpoint name in the RDS console; a private endpoint resolves only inside its VPC (or through a tunnel: --connect-to).');
+    fail('dns', `${host}${via} does not resolve: ${(err as NodeJS.ErrnoException).code}`, 'Check the endpoint name in the RDS console; a private endpoint resolves only inside its VPC (or through a tunnel: --connect-to).');
   }
 }
 
 /** TCP, SSLRequest and the TLS handshake on one connection, each reported as its own check. */
-async function checkConnection({ instance, options, set }: Context, tls: UpstreamTls): Promise<void> {
+async function checkConnection({ instance, options, set, fail }: Context, tls: UpstreamTls): Promise<void> {
   const where = formatHostPort(instance.connectTo);
   const started = performance.now();
   const tcp = await new Promise<Socket | NodeJS.ErrnoException>((resolve) => {
@@ -188,7 +194,7 @@ async function checkConnection({ instance, options, set }: Context, tls: Upstrea
     socket.once('error', (err) => resolve(err));
   });
   if (!('write' in tcp)) {
-    set('tcp', 'fail', `could not connect to ${where}: ${tcp.code ?? tcp.message}`, "Check the database is running, its security group admits this host's address on this port, and it is reachable from this network (publicly accessible, same VPC, VPN, or a tunnel given as --connect-to).");
+    fail('tcp', `could not connect to ${where}: ${tcp.code ?? tcp.message}`, "Check the database is running, its security group admits this host's address on this port, and it is reachable from this network (publicly accessible, same VPC, VPN, or a tunnel given as --connect-to).");
   }
   const socket = tcp as Socket;
   try {
@@ -201,17 +207,17 @@ async function checkConnection({ instance, options, set }: Context, tls: Upstrea
     });
     socket.setTimeout(0);
     if (answer?.toString('latin1') !== 'S') {
-      const what = answer === undefined ? 'no answer' : answer[0] === 0x4e ? "'N' (no TLS)" : `${JSON.stringify(answer.subarray(0, 16).toString('latin1'))}`;
-      set('tls', 'fail', `the server at ${where} answered the SSLRequest with ${what}`, 'RDS always offers TLS: the dial address is not the database (check --connect-to and the port). The proxy never falls back to plaintext.');
+      const what = answer === undefined ? 'no answer' : answer[0] === NegotiationReply.Decline ? "'N' (no TLS)" : `${JSON.stringify(answer.subarray(0, 16).toString('latin1'))}`;
+      fail('tls', `the server at ${where} answered the SSLRequest with ${what}`, 'RDS always offers TLS: the dial address is not the database (check --connect-to and the port). The proxy never falls back to plaintext.');
     }
     set('tls', 'pass', `the server accepts TLS`);
-    await checkCertificate(instance, tls, socket, set);
+    await checkCertificate(instance, tls, socket, set, fail);
   } finally {
     socket.destroy();
   }
 }
 
-async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, socket: Socket, set: Context['set']): Promise<void> {
+async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, socket: Socket, set: Context['set'], fail: Context['fail']): Promise<void> {
   const { host } = instance.endpoint;
   const secure = tlsConnect({ socket, secureContext: tls.context, servername: isIP(host) ? undefined : host, rejectUnauthorized: false, minVersion: 'TLSv1.2' });
   const outcome = await new Promise<PeerCertificate | Error>((resolve) => {
@@ -219,7 +225,7 @@ async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, sock
     secure.once('error', (err) => resolve(err));
   });
   secure.destroy();
-  if (outcome instanceof Error) return set('certificate', 'fail', `the TLS handshake failed: ${outcome.message}`);
+  if (outcome instanceof Error) return fail('certificate', `the TLS handshake failed: ${outcome.message}`);
   const cert = outcome;
   const subject = cert.subject?.CN ?? 'no CN';
   const issuer = cert.issuer?.CN ?? cert.issuer?.O ?? 'unknown issuer';
@@ -228,10 +234,7 @@ async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, sock
   // Node reports a name mismatch as an authorization error too (ERR_TLS_CERT_ALTNAME_INVALID): the chain first.
   if (!secure.authorized && !String(secure.authorizationError).includes('ALTNAME')) {
     const bundle = tls.source.kind === 'bundled' ? 'the bundled RDS CAs' : tls.source.path;
-    set(
-      'certificate',
-      'fail',
-      `the certificate for ${subject}, issued by ${issuer}, does not chain to ${bundle}: ${String(secure.authorizationError)}`,
+    fail('certificate', `the certificate for ${subject}, issued by ${issuer}, does not chain to ${bundle}: ${String(secure.authorizationError)}`,
       tls.source.kind === 'bundled'
         ? `The bundled CAs lack regions launched after mid-2022, GovCloud and China. Download AWS's global bundle (curl -o global-bundle.pem ${GLOBAL_BUNDLE_URL}) and pass --ca-file global-bundle.pem.`
         : `No CA in ${tls.source.path} signed it. AWS's global bundle (${GLOBAL_BUNDLE_URL}) covers every commercial region; a man in the middle would also look like this.`,
@@ -239,7 +242,7 @@ async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, sock
     );
   }
   if (checkServerIdentity(host, cert)) {
-    set('certificate', 'fail', `the certificate does not match host name ${host}: it names ${names}`, 'Sign for the exact RDS endpoint the certificate names (instance, cluster, reader or RDS Proxy endpoint); dial any other address with --connect-to.', data);
+    fail('certificate', `the certificate does not match host name ${host}: it names ${names}`, 'Sign for the exact RDS endpoint the certificate names (instance, cluster, reader or RDS Proxy endpoint); dial any other address with --connect-to.', data);
   }
   const daysLeft = (Date.parse(cert.valid_to) - Date.now()) / 86_400_000;
   if (daysLeft < 30) {
@@ -248,25 +251,25 @@ async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, sock
   set('certificate', 'pass', `issued by ${issuer} to ${subject}, names ${host}, valid until ${data.validTo}`, undefined, data);
 }
 
-function checkClock({ set, now }: Context, who: CallerIdentity | undefined): void {
+function checkClock({ set, fail, now }: Context, who: CallerIdentity | undefined): void {
   if (!who?.serverDate) {
     set('clock', 'warn', 'no trustworthy clock was reached (STS did not answer), so the clock is unchecked', 'Tokens are dated by this clock: keep it synchronized (NTP, chrony).');
     return;
   }
   const skewS = Math.round((now() - who.serverDate.getTime()) / 1000);
   const found = `this clock is ${Math.abs(skewS)} s ${skewS >= 0 ? 'ahead of' : 'behind'} STS's`;
-  if (Math.abs(skewS) > 300) set('clock', 'fail', found, 'AWS rejects signatures more than 5 minutes off: synchronize the clock (NTP, chrony).');
+  if (Math.abs(skewS) > 300) fail('clock', found, 'AWS rejects signatures more than 5 minutes off: synchronize the clock (NTP, chrony).');
   else if (Math.abs(skewS) > 60) set('clock', 'warn', found, 'Synchronize the clock (NTP, chrony): tokens are dated by it.');
   else set('clock', 'pass', found, undefined, { skewSeconds: skewS });
 }
 
-async function checkToken({ instance, options, set }: Context, signer: SignerIdentity, creds: AwsCredentialIdentity): Promise<IamToken> {
+async function checkToken({ instance, options, set, fail }: Context, signer: SignerIdentity, creds: AwsCredentialIdentity): Promise<IamToken> {
   const scope = { host: instance.endpoint.host, port: instance.endpoint.port, region: instance.region, user: options.user };
   let token: IamToken;
   try {
     token = await signer.tokens.get(scope);
   } catch (err) {
-    set('token', 'fail', `signing failed: ${redactSecrets((err as Error).message)}`);
+    fail('token', `signing failed: ${redactSecrets((err as Error).message)}`);
   }
   set(
     'token',
@@ -278,7 +281,7 @@ async function checkToken({ instance, options, set }: Context, signer: SignerIde
   return token!;
 }
 
-async function checkLogin({ instance, options, set }: Context, tls: UpstreamTls, token: IamToken, who: CallerIdentity | undefined): Promise<boolean> {
+async function checkLogin({ instance, options, set, fail }: Context, tls: UpstreamTls, token: IamToken, who: CallerIdentity | undefined): Promise<boolean> {
   const { user, database } = options;
   const target = { endpoint: instance.endpoint, connectTo: instance.connectTo, tls: tls.context, hints: rdsConnectHints(tls.source), connectTimeoutMs: options.connectTimeoutMs };
   const signal = AbortSignal.timeout(options.connectTimeoutMs);
@@ -293,14 +296,11 @@ async function checkLogin({ instance, options, set }: Context, tls: UpstreamTls,
       const login = await loginUpstream(server, startup, { token: async () => token, signal });
       if (login.failure) {
         const missingDb = /database ".*" does not exist/.test(login.failure);
-        set(
-          'login',
-          'fail',
-          `IAM authentication succeeded, then the server ended the session: ${login.failure}`,
+        fail('login', `IAM authentication succeeded, then the server ended the session: ${login.failure}`,
           missingDb ? `Pick an existing database with --database (e.g. postgres), or create it: CREATE DATABASE "${database}";` : undefined,
         );
       }
-      server.end(Buffer.from([0x58, 0, 0, 0, 4])); // Terminate
+      server.end(TERMINATE_MESSAGE);
       set('login', 'pass', `logged in as "${user}" to database "${database}" over verified TLS`);
       return true;
     } finally {
@@ -311,10 +311,7 @@ async function checkLogin({ instance, options, set }: Context, tls: UpstreamTls,
     if (err instanceof TokenRejected) {
       const account = who?.account ?? 'ACCOUNT';
       const arn = `arn:aws:rds-db:${instance.region}:${account}:dbuser:DBI-RESOURCE-ID/${user}`;
-      set(
-        'login',
-        'fail',
-        `the server rejected the IAM token: ${err.message}`,
+      fail('login', `the server rejected the IAM token: ${err.message}`,
         [
           `1. The DB user must be in rds_iam: GRANT rds_iam TO "${user}"; (as the master user).`,
           `2. The signing identity${who ? ` (${who.arn})` : ''} needs rds-db:connect on ${arn}; find the resource ID with: aws rds describe-db-instances --query "DBInstances[?Endpoint.Address=='${instance.endpoint.host}'].DbiResourceId" (clusters: describe-db-clusters, DbClusterResourceId). AmazonRDSFullAccess does not grant it.`,
@@ -324,7 +321,7 @@ async function checkLogin({ instance, options, set }: Context, tls: UpstreamTls,
       );
     }
     const e = err instanceof PasswordMethodRefused ? notIamUser(user, err.method) : (err as WireError);
-    set('login', 'fail', redactSecrets(e.message), e.hint);
+    fail('login', redactSecrets(e.message), e.hint);
     /* c8 ignore next -- set('fail') always throws */
     return false;
   }

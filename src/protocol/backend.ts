@@ -2,7 +2,7 @@
 // and decoding of the few it acts on. Error fields are decoded by pg-protocol's own parser.
 import { Parser } from 'pg-protocol/dist/parser.js';
 import type { BackendMessage, DatabaseError } from 'pg-protocol/dist/messages.js';
-import { AuthCode, BackendCode, CODE_SIZE, HEADER_SIZE, LENGTH_SIZE, SqlState } from './constants.js';
+import { AuthCode, CODE_SIZE, HEADER_SIZE, LENGTH_SIZE, SqlState } from './constants.js';
 import { Failure, WireError } from './errors.js';
 
 /** Largest pre-auth backend message accepted: real ones (errors, parameter status) are far smaller. */
@@ -80,4 +80,3 @@ export function decodeBackendKey(frame: BackendFrame): Buffer {
   return frame.bytes.subarray(HEADER_SIZE);
 }
 
-export { BackendCode };

@@ -45,6 +45,15 @@ export const NegotiationReply = {
   Error: 0x45, // E (a pre-3.0 server, or an error it refuses to explain over plaintext)
 } as const;
 
+/** Frontend message codes the proxy reads or writes itself. */
+export const FrontendCode = {
+  Password: 0x70, // p: PasswordMessage, SASLInitialResponse, SASLResponse
+  Terminate: 0x58, // X
+} as const;
+
+/** Terminate: a client's (or doctor's) goodbye, code and length only. Never written to. */
+export const TERMINATE_MESSAGE: Readonly<Buffer> = Buffer.from([FrontendCode.Terminate, 0, 0, 0, LENGTH_SIZE]);
+
 /** Backend message codes the proxy reads before the splice. */
 export const BackendCode = {
   Authentication: 0x52, // R
@@ -79,6 +88,7 @@ export const SqlState = {
   InvalidPassword: '28P01', // invalid_password
   TooManyConnections: '53300',
   AdminShutdown: '57P01',
+  CannotConnectNow: '57P03', // cannot_connect_now: the server is starting up or shutting down
   NameTooLong: '42622',
 } as const;
 export type SqlState = (typeof SqlState)[keyof typeof SqlState];

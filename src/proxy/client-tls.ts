@@ -3,14 +3,10 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createSecureContext, type SecureContext } from 'node:tls';
-import { randomBytes, webcrypto, X509Certificate } from 'node:crypto';
+import { randomBytes, webcrypto } from 'node:crypto';
 
 export interface ClientTls {
   readonly context: SecureContext;
-  /** How the certificate came to be, for the start-up log. */
-  readonly source: 'generated' | 'file';
-  /** SHA-256 fingerprint of the certificate (clients may pin it). */
-  readonly fingerprint: string;
 }
 
 const MIN_VERSION = 'TLSv1.2';
@@ -18,7 +14,7 @@ const MIN_VERSION = 'TLSv1.2';
 /** A fresh self-signed certificate for localhost and this host's name; the key never leaves memory. */
 export async function generatedClientTls(names: readonly string[] = ['localhost', hostname()]): Promise<ClientTls> {
   const { cert, key } = await selfSignedPem(names);
-  return { context: createSecureContext({ cert, key, minVersion: MIN_VERSION }), source: 'generated', fingerprint: new X509Certificate(cert).fingerprint256 };
+  return { context: createSecureContext({ cert, key, minVersion: MIN_VERSION }) };
 }
 
 /** An ECDSA P-256 key and a self-signed certificate naming `names`, 127.0.0.1 and ::1, as PEM. */
@@ -63,10 +59,8 @@ export function fileClientTls(certFile: string, keyFile: string): ClientTls {
   };
   const cert = read(certFile, 'cert');
   const key = read(keyFile, 'key');
-  let fingerprint: string;
   try {
-    fingerprint = new X509Certificate(cert).fingerprint256;
-    return { context: createSecureContext({ cert, key, minVersion: MIN_VERSION }), source: 'file', fingerprint };
+    return { context: createSecureContext({ cert, key, minVersion: MIN_VERSION }) };
   } catch (err) {
     throw new Error(`--client-tls-cert ${certFile} / --client-tls-key ${keyFile}: not a usable certificate and key (${(err as Error).message})`);
   }

@@ -54,6 +54,8 @@ export class Instance {
   socketPath: string | undefined;
   /** When a TLS handshake with the endpoint last succeeded (a session's or a probe's), ms since the epoch. */
   lastReachableAt = 0;
+  /** Shutting down: open sessions may finish, new clients are told so. */
+  private draining = false;
 
   constructor(
     readonly config: InstanceConfig,
@@ -113,8 +115,9 @@ export class Instance {
     }
     const max = proxy.maxConnections ?? Infinity;
     const accept = (client: Socket) => {
-      const refusal =
-        this.sessions.size >= max
+      const refusal = this.draining
+        ? new WireError(SqlState.CannotConnectNow, 'pg-iam-proxy is shutting down', { reason: Failure.Shutdown, hint: 'Connect again in a moment: to the new instance of the proxy, once it is up.' })
+        : this.sessions.size >= max
           ? new WireError(SqlState.TooManyConnections, `sorry, too many clients already (pg-iam-proxy --max-connections ${max})`, { reason: Failure.MaxConnections })
           : undefined;
       observer?.accepted();
@@ -201,23 +204,29 @@ export class Instance {
     return address;
   }
 
-  /** Stop accepting; wait up to `graceMs` for open sessions to end, then close the rest. */
+  /**
+   * Drain: the sessions open now get up to `graceMs` to end, then are closed. Clients arriving meanwhile
+   * are told the proxy is shutting down (57P03, as PostgreSQL says it in its own shutdown): a listener
+   * closed at once would instead reset whatever waited in its backlog, a failure with no words.
+   */
   async close(graceMs: number): Promise<void> {
-    const servers = [this.servers.tcp, this.servers.unix].filter((s): s is Server => s?.listening === true);
-    const closed = Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
-    if (this.sessions.size > 0) {
-      const drained = new Promise<void>((resolve) => {
-        const check = () => this.sessions.size === 0 && resolve();
-        for (const client of this.sessions.keys()) client.once('close', check);
-      });
+    this.draining = true;
+    const open = [...this.sessions];
+    if (open.length > 0) {
+      const drained = Promise.all(open.map(([client]) => new Promise((resolve) => client.once('close', resolve))));
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs)));
       if (await Promise.race([drained.then(() => false), timedOut])) {
-        this.ctx.log.warn({ open: this.sessions.size }, `${this.sessions.size} connection(s) still open after waiting ${graceMs / 1000} s: closing them`);
-        for (const session of this.sessions.values()) session.terminate(`pg-iam-proxy is shutting down: the ${graceMs / 1000} s grace period is over`);
+        const left = open.filter(([client]) => this.sessions.has(client));
+        this.ctx.log.warn({ open: left.length }, `${left.length} connection(s) still open after waiting ${graceMs / 1000} s: closing them`);
+        for (const [, session] of left) session.terminate(`pg-iam-proxy is shutting down: the ${graceMs / 1000} s grace period is over`);
       }
       clearTimeout(timer);
     }
+    const servers = [this.servers.tcp, this.servers.unix].filter((s): s is Server => s?.listening === true);
+    const closed = Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    // Whoever arrived during the drain and has not finished its startup: told, and let go.
+    for (const session of this.sessions.values()) session.terminate('pg-iam-proxy is shutting down');
     await closed;
     await Promise.all(this.running);
   }

@@ -8,7 +8,7 @@ import { isIPv6 } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { AuthCode, BackendCode, SqlState } from '../protocol/constants.js';
+import { AuthCode, BackendCode, FrontendCode, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { InboxClosed, type Inbox } from './inbox.js';
 
@@ -16,7 +16,6 @@ export const SCRAM_SHA_256 = 'SCRAM-SHA-256';
 const ITERATIONS = 4096;
 /** A SASL message from a client is small; more is an attack or a bug. */
 const MAX_SASL_MESSAGE = 8 * 1024;
-const PASSWORD_MESSAGE = 0x70; // p
 
 /** What the proxy keeps of the password: the SCRAM keys, never the password itself. */
 export class ScramSecret {
@@ -83,7 +82,7 @@ async function readPasswordMessage(inbox: Inbox): Promise<Buffer> {
   await inbox.fill(5);
   const type = inbox.buffered[0];
   const length = inbox.buffered.readUInt32BE(1);
-  if (type !== PASSWORD_MESSAGE) throw protocol(`expected a SASL response ('p'), got message type ${JSON.stringify(String.fromCharCode(type!))}`);
+  if (type !== FrontendCode.Password) throw protocol(`expected a SASL response ('p'), got message type ${JSON.stringify(String.fromCharCode(type!))}`);
   if (length < 4 || length > MAX_SASL_MESSAGE) throw protocol(`invalid SASL message length ${length}`);
   await inbox.fill(1 + length);
   const body = Buffer.from(inbox.buffered.subarray(5, 1 + length));

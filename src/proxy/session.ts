@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { TLSSocket } from 'node:tls';
 import { formatHostPort } from '../host-port.js';
-import { SqlState } from '../protocol/constants.js';
+import { SqlState, TERMINATE_MESSAGE } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { withUser, type CancelRequest, type StartupMessage } from '../protocol/startup.js';
 import { CancelRegistry, forwardCancel } from './cancel.js';
@@ -97,7 +97,7 @@ export class Session {
    * ends), and the reason is logged.
    */
   terminate(reason: string): void {
-    this.endedBy = reason;
+    this.endedBy ??= reason; // the first reason stands (the grace ran out, then the listeners closed)
     if (this.phase === 'ready') this.client.destroy();
     else if (this.phase !== 'closed') {
       // First stop the work done for the client: a TLS handshake in progress is abandoned (its socket
@@ -308,9 +308,6 @@ export class Session {
   }
 }
 
-/** Terminate ('X', length 4): a client that says goodbye. */
-const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
-
 /** What a client that has left may leave behind: nothing, or its Terminate. */
-const isNothingOrTerminate = (pipelined: Buffer): boolean => pipelined.length === 0 || pipelined.equals(TERMINATE);
+const isNothingOrTerminate = (pipelined: Buffer): boolean => pipelined.length === 0 || pipelined.equals(TERMINATE_MESSAGE);
 
