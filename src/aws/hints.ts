@@ -56,3 +56,18 @@ export function notIamUser(user: string, method: string): WireError {
     hint: `As the master user: ${grantRdsIam(user)} (CREATE USER ${quoted} first if it does not exist), and make sure IAM database authentication is enabled on the instance.`,
   });
 }
+
+/**
+ * The same causes as rejectionChecklist, for doctor: one numbered line each, with the commands that check
+ * them and, when STS said who signs (`who`), the identity and the exact resource ARN for its account.
+ */
+export function rejectionFixes(scope: { host: string; region: string; user: string }, who: { arn: string; account: string } | undefined): string {
+  const { host, region, user } = scope;
+  const arn = `arn:aws:rds-db:${region}:${who?.account ?? 'ACCOUNT'}:dbuser:DBI-RESOURCE-ID/${user}`;
+  return [
+    `1. The DB user must be in rds_iam: GRANT rds_iam TO "${user}"; (as the master user).`,
+    `2. The signing identity${who ? ` (${who.arn})` : ''} needs rds-db:connect on ${arn}; find the resource ID with: aws rds describe-db-instances --query "DBInstances[?Endpoint.Address=='${host}'].DbiResourceId" (clusters: describe-db-clusters, DbClusterResourceId). AmazonRDSFullAccess does not grant it.`,
+    '3. IAM database authentication must be enabled on the instance or cluster (aws rds modify-db-instance --enable-iam-database-authentication --apply-immediately).',
+    `4. The user name is case-sensitive: "${user}" must match the role exactly.`,
+  ].join('\n');
+}

@@ -6,7 +6,7 @@ import { connect as tcpConnect, isIP, type Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type PeerCertificate } from 'node:tls';
 import type { AwsCredentialIdentity } from '@aws-sdk/types';
 import { upstreamTls, type UpstreamTls } from '../aws/ca.js';
-import { GLOBAL_BUNDLE_URL, notIamUser, rdsConnectHints } from '../aws/hints.js';
+import { GLOBAL_BUNDLE_URL, notIamUser, rdsConnectHints, rejectionFixes } from '../aws/hints.js';
 import { isRdsEndpointName, regionFromEndpoint } from '../aws/endpoint.js';
 import { formatHostPort } from '../host-port.js';
 import { callerIdentity, NoCredentialsError, type CallerIdentity, type Identities, type SignerIdentity } from '../aws/identity.js';
@@ -78,9 +78,9 @@ export async function runDoctor(instance: InstanceConfig, options: DoctorOptions
   const set = (id: CheckId, status: CheckStatus, found: string, fix?: string, data?: Record<string, unknown>) => {
     Object.assign(check(id), { status, found, ...(fix ? { fix } : {}), ...(data ? { data } : {}) });
   };
-  const fail = (id: CheckId, found: string, fix?: string, data?: Record<string, unknown>): never => {
+  const fail = (id: CheckId, found: string, fix?: string, data?: Record<string, unknown>): Stop => {
     set(id, 'fail', found, fix, data);
-    throw new Stop();
+    return new Stop();
   };
   const { endpoint, connectTo, region } = instance;
   const now = options.now ?? Date.now;
@@ -108,8 +108,8 @@ interface Context {
   readonly options: DoctorOptions;
   /** A check's outcome: pass, warn (the next checks still run). */
   readonly set: (id: CheckId, status: 'pass' | 'warn', found: string, fix?: string, data?: Record<string, unknown>) => void;
-  /** A failure that makes the later checks meaningless: recorded, and the walk stops here. */
-  readonly fail: (id: CheckId, found: string, fix?: string, data?: Record<string, unknown>) => never;
+  /** A failure that makes the later checks meaningless: recorded; `throw fail(...)` stops the walk. */
+  readonly fail: (id: CheckId, found: string, fix?: string, data?: Record<string, unknown>) => Stop;
   readonly now: () => number;
 }
 
@@ -119,22 +119,22 @@ async function checkCredentials({ instance, set, fail }: Context, signer: Signer
     creds = await signer.holder.get();
   } catch (err) {
     const tried = err instanceof NoCredentialsError && err.tried.length > 0 ? ` Sources tried: ${err.describeTried()}.` : '';
-    fail('credentials', `${redactSecrets((err as Error).message)}.${tried}`, 'Make `aws sts get-caller-identity` work here with the same profile or role: environment variables, `--profile` (after `aws sso login` for SSO), or the instance, task or pod role.');
+    throw fail('credentials', `${redactSecrets((err as Error).message)}.${tried}`, 'Make `aws sts get-caller-identity` work here with the same profile or role: environment variables, `--profile` (after `aws sso login` for SSO), or the instance, task or pod role.');
   }
   const source = signer.source() ?? 'static credentials';
-  const expires = creds!.expiration ? `, expiring ${creds!.expiration.toISOString()}` : '';
-  const data = { source, accessKeyId: creds!.accessKeyId, ...(creds!.expiration ? { expiration: creds!.expiration.toISOString() } : {}) };
+  const expires = creds.expiration ? `, expiring ${creds.expiration.toISOString()}` : '';
+  const data = { source, accessKeyId: creds.accessKeyId, ...(creds.expiration ? { expiration: creds.expiration.toISOString() } : {}) };
   try {
-    const who = await callerIdentity(creds!, instance.region);
-    set('credentials', 'pass', `${signer.label}: ${source}, access key ${creds!.accessKeyId}${expires}; signs as ${who.arn} (account ${who.account})`, undefined, { ...data, arn: who.arn, account: who.account });
-    return { creds: creds!, who };
+    const who = await callerIdentity(creds, instance.region);
+    set('credentials', 'pass', `${signer.label}: ${source}, access key ${creds.accessKeyId}${expires}; signs as ${who.arn} (account ${who.account})`, undefined, { ...data, arn: who.arn, account: who.account });
+    return { creds: creds, who };
   } catch (err) {
     const e = err as Error & { name: string };
     if (/InvalidClientTokenId|ExpiredToken|SignatureDoesNotMatch|AccessDenied/.test(e.name)) {
-      fail('credentials', `STS refused the credentials from ${source} (access key ${creds!.accessKeyId}): ${redactSecrets(e.message)}`, 'The keys are wrong, revoked or expired: renew them (`aws sso login`, new access keys, a fresh session token).', data);
+      throw fail('credentials', `STS refused the credentials from ${source} (access key ${creds.accessKeyId}): ${redactSecrets(e.message)}`, 'The keys are wrong, revoked or expired: renew them (`aws sso login`, new access keys, a fresh session token).', data);
     }
-    set('credentials', 'warn', `${signer.label}: ${source}, access key ${creds!.accessKeyId}${expires}; sts:GetCallerIdentity did not answer (${redactSecrets(e.message)}), so the identity is unconfirmed`, 'Check that STS is reachable from here (a VPC endpoint for STS, a proxy) if the login below fails.', data);
-    return { creds: creds!, who: undefined };
+    set('credentials', 'warn', `${signer.label}: ${source}, access key ${creds.accessKeyId}${expires}; sts:GetCallerIdentity did not answer (${redactSecrets(e.message)}), so the identity is unconfirmed`, 'Check that STS is reachable from here (a VPC endpoint for STS, a proxy) if the login below fails.', data);
+    return { creds: creds, who: undefined };
   }
 }
 
@@ -144,12 +144,12 @@ async function checkEndpoint({ instance, options, set, fail }: Context): Promise
   const from = { flag: 'from --region', endpoint: 'from the endpoint name', env: 'from AWS_REGION' }[options.regionSource];
   const region = `region ${instance.region} (${from})`;
   if (isIP(host)) {
-    fail('endpoint', `${region}; the endpoint ${host} is an IP address`, `Sign for the exact RDS endpoint: tokens and the certificate carry the endpoint name, never an address. Pass the name and dial the address with --connect-to ${host}:${instance.endpoint.port}.`);
+    throw fail('endpoint', `${region}; the endpoint ${host} is an IP address`, `Sign for the exact RDS endpoint: tokens and the certificate carry the endpoint name, never an address. Pass the name and dial the address with --connect-to ${host}:${instance.endpoint.port}.`);
   }
   if (!isRdsEndpointName(host)) {
     const target = await cnameTarget(host);
     if (target && isRdsEndpointName(target)) {
-      fail('endpoint', `${region}; ${host} is a CNAME for ${target}`, `Sign for the exact RDS endpoint: use ${target} as the endpoint (and --connect-to ${host}:${instance.endpoint.port} if you must dial the alias).`);
+      throw fail('endpoint', `${region}; ${host} is a CNAME for ${target}`, `Sign for the exact RDS endpoint: use ${target} as the endpoint (and --connect-to ${host}:${instance.endpoint.port} if you must dial the alias).`);
     }
     set('endpoint', 'warn', `${region}; ${host} is not an RDS endpoint name (NAME.ID.REGION.rds.amazonaws.com)`, 'Sign for the exact RDS endpoint: RDS rejects tokens signed for a custom domain or alias, and its certificate does not carry one.');
     return;
@@ -179,7 +179,7 @@ async function checkDns({ instance, set, fail }: Context): Promise<void> {
     const addresses = await lookup(host, { all: true });
     set('dns', 'pass', `${host}${via} resolves to ${addresses.map((a) => a.address).join(', ')}`);
   } catch (err) {
-    fail('dns', `${host}${via} does not resolve: ${(err as NodeJS.ErrnoException).code}`, 'Check the endpoint name in the RDS console; a private endpoint resolves only inside its VPC (or through a tunnel: --connect-to).');
+    throw fail('dns', `${host}${via} does not resolve: ${(err as NodeJS.ErrnoException).code}`, 'Check the endpoint name in the RDS console; a private endpoint resolves only inside its VPC (or through a tunnel: --connect-to).');
   }
 }
 
@@ -194,7 +194,7 @@ async function checkConnection({ instance, options, set, fail }: Context, tls: U
     socket.once('error', (err) => resolve(err));
   });
   if (!('write' in tcp)) {
-    fail('tcp', `could not connect to ${where}: ${tcp.code ?? tcp.message}`, "Check the database is running, its security group admits this host's address on this port, and it is reachable from this network (publicly accessible, same VPC, VPN, or a tunnel given as --connect-to).");
+    throw fail('tcp', `could not connect to ${where}: ${tcp.code ?? tcp.message}`, "Check the database is running, its security group admits this host's address on this port, and it is reachable from this network (publicly accessible, same VPC, VPN, or a tunnel given as --connect-to).");
   }
   const socket = tcp as Socket;
   try {
@@ -208,7 +208,7 @@ async function checkConnection({ instance, options, set, fail }: Context, tls: U
     socket.setTimeout(0);
     if (answer?.toString('latin1') !== 'S') {
       const what = answer === undefined ? 'no answer' : answer[0] === NegotiationReply.Decline ? "'N' (no TLS)" : `${JSON.stringify(answer.subarray(0, 16).toString('latin1'))}`;
-      fail('tls', `the server at ${where} answered the SSLRequest with ${what}`, 'RDS always offers TLS: the dial address is not the database (check --connect-to and the port). The proxy never falls back to plaintext.');
+      throw fail('tls', `the server at ${where} answered the SSLRequest with ${what}`, 'RDS always offers TLS: the dial address is not the database (check --connect-to and the port). The proxy never falls back to plaintext.');
     }
     set('tls', 'pass', `the server accepts TLS`);
     await checkCertificate(instance, tls, socket, set, fail);
@@ -225,7 +225,7 @@ async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, sock
     secure.once('error', (err) => resolve(err));
   });
   secure.destroy();
-  if (outcome instanceof Error) return fail('certificate', `the TLS handshake failed: ${outcome.message}`);
+  if (outcome instanceof Error) throw fail('certificate', `the TLS handshake failed: ${outcome.message}`);
   const cert = outcome;
   const subject = cert.subject?.CN ?? 'no CN';
   const issuer = cert.issuer?.CN ?? cert.issuer?.O ?? 'unknown issuer';
@@ -234,7 +234,7 @@ async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, sock
   // Node reports a name mismatch as an authorization error too (ERR_TLS_CERT_ALTNAME_INVALID): the chain first.
   if (!secure.authorized && !String(secure.authorizationError).includes('ALTNAME')) {
     const bundle = tls.source.kind === 'bundled' ? 'the bundled RDS CAs' : tls.source.path;
-    fail('certificate', `the certificate for ${subject}, issued by ${issuer}, does not chain to ${bundle}: ${String(secure.authorizationError)}`,
+    throw fail('certificate', `the certificate for ${subject}, issued by ${issuer}, does not chain to ${bundle}: ${String(secure.authorizationError)}`,
       tls.source.kind === 'bundled'
         ? `The bundled CAs lack regions launched after mid-2022, GovCloud and China. Download AWS's global bundle (curl -o global-bundle.pem ${GLOBAL_BUNDLE_URL}) and pass --ca-file global-bundle.pem.`
         : `No CA in ${tls.source.path} signed it. AWS's global bundle (${GLOBAL_BUNDLE_URL}) covers every commercial region; a man in the middle would also look like this.`,
@@ -242,7 +242,7 @@ async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, sock
     );
   }
   if (checkServerIdentity(host, cert)) {
-    fail('certificate', `the certificate does not match host name ${host}: it names ${names}`, 'Sign for the exact RDS endpoint the certificate names (instance, cluster, reader or RDS Proxy endpoint); dial any other address with --connect-to.', data);
+    throw fail('certificate', `the certificate does not match host name ${host}: it names ${names}`, 'Sign for the exact RDS endpoint the certificate names (instance, cluster, reader or RDS Proxy endpoint); dial any other address with --connect-to.', data);
   }
   const daysLeft = (Date.parse(cert.valid_to) - Date.now()) / 86_400_000;
   if (daysLeft < 30) {
@@ -258,7 +258,7 @@ function checkClock({ set, fail, now }: Context, who: CallerIdentity | undefined
   }
   const skewS = Math.round((now() - who.serverDate.getTime()) / 1000);
   const found = `this clock is ${Math.abs(skewS)} s ${skewS >= 0 ? 'ahead of' : 'behind'} STS's`;
-  if (Math.abs(skewS) > 300) fail('clock', found, 'AWS rejects signatures more than 5 minutes off: synchronize the clock (NTP, chrony).');
+  if (Math.abs(skewS) > 300) throw fail('clock', found, 'AWS rejects signatures more than 5 minutes off: synchronize the clock (NTP, chrony).');
   else if (Math.abs(skewS) > 60) set('clock', 'warn', found, 'Synchronize the clock (NTP, chrony): tokens are dated by it.');
   else set('clock', 'pass', found, undefined, { skewSeconds: skewS });
 }
@@ -269,16 +269,16 @@ async function checkToken({ instance, options, set, fail }: Context, signer: Sig
   try {
     token = await signer.tokens.get(scope);
   } catch (err) {
-    fail('token', `signing failed: ${redactSecrets((err as Error).message)}`);
+    throw fail('token', `signing failed: ${redactSecrets((err as Error).message)}`);
   }
   set(
     'token',
     'pass',
-    `signed with ${token!.accessKeyId} for ${scope.host}:${scope.port}, region ${scope.region}, user "${scope.user}"; valid until ${new Date(token!.expiresAt).toISOString()}`,
+    `signed with ${token.accessKeyId} for ${scope.host}:${scope.port}, region ${scope.region}, user "${scope.user}"; valid until ${new Date(token.expiresAt).toISOString()}`,
     undefined,
-    { host: scope.host, port: scope.port, region: scope.region, user: scope.user, accessKeyId: creds.accessKeyId, expiresAt: new Date(token!.expiresAt).toISOString() },
+    { host: scope.host, port: scope.port, region: scope.region, user: scope.user, accessKeyId: creds.accessKeyId, expiresAt: new Date(token.expiresAt).toISOString() },
   );
-  return token!;
+  return token;
 }
 
 async function checkLogin({ instance, options, set, fail }: Context, tls: UpstreamTls, token: IamToken, who: CallerIdentity | undefined): Promise<boolean> {
@@ -296,7 +296,7 @@ async function checkLogin({ instance, options, set, fail }: Context, tls: Upstre
       const login = await loginUpstream(server, startup, { token: async () => token, signal });
       if (login.failure) {
         const missingDb = /database ".*" does not exist/.test(login.failure);
-        fail('login', `IAM authentication succeeded, then the server ended the session: ${login.failure}`,
+        throw fail('login', `IAM authentication succeeded, then the server ended the session: ${login.failure}`,
           missingDb ? `Pick an existing database with --database (e.g. postgres), or create it: CREATE DATABASE "${database}";` : undefined,
         );
       }
@@ -309,21 +309,10 @@ async function checkLogin({ instance, options, set, fail }: Context, tls: Upstre
   } catch (err) {
     if (err instanceof Stop) throw err;
     if (err instanceof TokenRejected) {
-      const account = who?.account ?? 'ACCOUNT';
-      const arn = `arn:aws:rds-db:${instance.region}:${account}:dbuser:DBI-RESOURCE-ID/${user}`;
-      fail('login', `the server rejected the IAM token: ${err.message}`,
-        [
-          `1. The DB user must be in rds_iam: GRANT rds_iam TO "${user}"; (as the master user).`,
-          `2. The signing identity${who ? ` (${who.arn})` : ''} needs rds-db:connect on ${arn}; find the resource ID with: aws rds describe-db-instances --query "DBInstances[?Endpoint.Address=='${instance.endpoint.host}'].DbiResourceId" (clusters: describe-db-clusters, DbClusterResourceId). AmazonRDSFullAccess does not grant it.`,
-          '3. IAM database authentication must be enabled on the instance or cluster (aws rds modify-db-instance --enable-iam-database-authentication --apply-immediately).',
-          `4. The user name is case-sensitive: "${user}" must match the role exactly.`,
-        ].join('\n'),
-      );
+      throw fail('login', `the server rejected the IAM token: ${err.message}`, rejectionFixes({ host: instance.endpoint.host, region: instance.region, user }, who));
     }
     const e = err instanceof PasswordMethodRefused ? notIamUser(user, err.method) : (err as WireError);
-    fail('login', redactSecrets(e.message), e.hint);
-    /* c8 ignore next -- set('fail') always throws */
-    return false;
+    throw fail('login', redactSecrets(e.message), e.hint);
   }
 }
 
