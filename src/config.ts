@@ -5,6 +5,7 @@ import { isAbsolute, join } from 'node:path';
 import { regionFromEndpoint } from './aws/endpoint.js';
 import { formatHostPort, parseHostPort, type HostPort } from './host-port.js';
 import type { IdentitySpec } from './aws/identity.js';
+import { choiceList, DEFAULT_LISTEN, defaultFor, isChoice, NO_LISTEN, option, type NumberRow, type Settings } from './options.js';
 
 export interface InstanceConfig {
   /** The RDS endpoint: what tokens are signed for and what the certificate must name. */
@@ -48,60 +49,27 @@ export interface ProxyConfig {
   readonly shutdownGraceMs: number;
 }
 
-/** An instance as the user described it, before defaults and validation. */
-export interface InstanceInput {
+/**
+ * An instance as the user described it, before defaults and validation: the listener, identity and client
+ * rows of the option table (options.ts), by their config-file keys.
+ */
+export type InstanceInput = Omit<Settings<'listener' | 'identity' | 'client'>, 'endpoint' | 'listen'> & {
   endpoint: string;
   /** null: the command listens nowhere (token, doctor) or only on its own socket (run); 'none': no TCP listener. */
   listen?: string | null | undefined;
-  unixSocket?: string | undefined;
-  /** Octal text ('0660') or a number. */
-  unixSocketMode?: string | number | undefined;
-  connectTo?: string | undefined;
-  region?: string | undefined;
-  caFile?: string | undefined;
-  dbUser?: string | undefined;
-  profile?: string | undefined;
-  roleArn?: string | undefined;
-  roleSessionName?: string | undefined;
-  externalId?: string | undefined;
-  mfaSerial?: string | undefined;
-  clientTls?: string | undefined;
-  clientTlsCert?: string | undefined;
-  clientTlsKey?: string | undefined;
-  clientPasswordFile?: string | undefined;
-  allowUsers?: readonly string[] | undefined;
-  allowDatabases?: readonly string[] | undefined;
-  /** The explicit choice to listen beyond loopback with no client password. */
-  allowUnauthenticatedNetworkClients?: boolean | undefined;
-}
-
-export const DEFAULT_LISTEN = '127.0.0.1:5432';
-/** `--listen none`: no TCP listener, the unix socket alone (a multi-user host: file modes decide who connects). */
-export const NO_LISTEN = 'none';
+};
 
 /**
- * The numeric settings and what each accepts, by its flag; the file key is the camelCase form. Node's
- * timers take at most 2^31 - 1 ms (24.8 days): beyond that they fire at once, so every bound is checked.
+ * Check one numeric setting, from a flag, PG_IAM_PROXY_* or the file (`where` names it), against its row's
+ * range; returns the number. Text that is not a plain number ("30s") is refused rather than read as NaN.
  */
-export const NUMBER_SETTINGS = {
-  'startup-timeout': { min: 0, exclusive: true, max: 3600, unit: 'seconds' },
-  'connect-timeout': { min: 0, exclusive: true, max: 3600, unit: 'seconds' },
-  'shutdown-grace': { min: 0, exclusive: false, max: 86_400, unit: 'seconds' },
-  'max-connections': { min: 1, exclusive: false, max: 1_000_000, unit: 'connections' },
-} as const;
-export type NumberSetting = keyof typeof NUMBER_SETTINGS;
-
-/**
- * Check one numeric setting, from a flag, PG_IAM_PROXY_* or the file (`where` names it); returns the
- * number. Text that is not a plain number ("30s") is refused rather than read as NaN.
- */
-export function checkNumber(name: NumberSetting, value: unknown, where: string): number {
-  const { min, exclusive, max, unit } = NUMBER_SETTINGS[name];
+export function checkNumber(row: NumberRow, value: unknown, where: string): number {
+  const { kind, range: { min, exclusive, max } } = row;
   const n = typeof value === 'number' ? value : typeof value === 'string' && /^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$/.test(value) ? Number(value) : NaN;
-  const whole = unit === 'connections';
+  const whole = kind === 'count';
   if (!Number.isFinite(n) || (exclusive ? n <= min : n < min) || n > max || (whole && !Number.isInteger(n))) {
-    const range = whole ? `a whole number from ${min} to ${max}` : exclusive ? `a number of seconds greater than ${min} and at most ${max}` : `a number of seconds from ${min} to ${max}`;
-    throw new ConfigError(`${where}: ${typeof value === 'string' ? JSON.stringify(value) : String(value)} is not ${range}`);
+    const expected = whole ? `a whole number from ${min} to ${max}` : exclusive ? `a number of seconds greater than ${min} and at most ${max}` : `a number of seconds from ${min} to ${max}`;
+    throw new ConfigError(`${where}: ${typeof value === 'string' ? JSON.stringify(value) : String(value)} is not ${expected}`);
   }
   return n;
 }
@@ -185,8 +153,8 @@ export function isLoopback(host: string): boolean {
 }
 
 function resolveClientTls(input: InstanceInput): ClientTlsSetting {
-  const mode = input.clientTls ?? 'auto';
-  if (mode !== 'auto' && mode !== 'off') throw new ConfigError(`--client-tls: "${mode}" is not auto or off`);
+  const mode = input.clientTls ?? defaultFor('client-tls') ?? '';
+  if (!isChoice('client-tls', mode)) throw new ConfigError(`--client-tls: "${mode}" is not ${choiceList(option('client-tls').choices)}`);
   const { clientTlsCert: cert, clientTlsKey: key } = input;
   if ((cert === undefined) !== (key === undefined)) throw new ConfigError('--client-tls-cert and --client-tls-key go together');
   if (cert !== undefined && key !== undefined) {
@@ -196,17 +164,18 @@ function resolveClientTls(input: InstanceInput): ClientTlsSetting {
   return Object.freeze({ mode });
 }
 
-function names(list: readonly string[] | undefined, option: string): readonly string[] | undefined {
+function names(list: readonly string[] | undefined, flag: string): readonly string[] | undefined {
   if (list === undefined || list.length === 0) return undefined;
   for (const name of list) {
-    if (name === '' || Buffer.byteLength(name) > 63) throw new ConfigError(`${option}: "${name}" is not a PostgreSQL name of 1 to 63 bytes`);
+    if (name === '' || Buffer.byteLength(name) > 63) throw new ConfigError(`${flag}: "${name}" is not a PostgreSQL name of 1 to 63 bytes`);
   }
   return Object.freeze([...list]);
 }
 
 function resolveUnixSocket(dir: string, modeInput: string | number | undefined, port: number): UnixSocket {
   if (!isAbsolute(dir)) throw new ConfigError(`--unix-socket: "${dir}" is not an absolute directory path`);
-  const mode = typeof modeInput === 'number' ? modeInput : modeInput === undefined ? 0o600 : /^0?[0-7]{3}$/.test(modeInput) ? parseInt(modeInput, 8) : NaN;
+  const text = modeInput ?? defaultFor('unix-socket-mode') ?? '';
+  const mode = typeof text === 'number' ? text : /^0?[0-7]{3}$/.test(text) ? parseInt(text, 8) : NaN;
   if (!Number.isInteger(mode) || mode < 0 || mode > 0o777 || (mode & 0o200) === 0) {
     throw new ConfigError(`--unix-socket-mode: "${modeInput}" is not a file mode the owner can connect with (e.g. 0600, 0660)`);
   }

@@ -1,0 +1,86 @@
+// `pg-iam-proxy serve` (the default command): the engine on its listeners, /healthz /readyz /metrics when
+// asked for, credentials fetched at start, and a drain on the first SIGTERM/SIGINT.
+import type { Logger } from 'pino';
+import { Identities } from '../aws/identity.js';
+import { terminalMfa } from '../aws/mfa.js';
+import type { ProxyConfig } from '../config.js';
+import type { HostPort } from '../host-port.js';
+import type { Metrics } from '../ops/metrics.js';
+import { Engine } from '../proxy/engine.js';
+import { announceAll, engineDeps } from './wiring.js';
+
+/** Process exit codes a supervisor can act on. */
+export const ExitCode = {
+  Ok: 0,
+  Failure: 1, // could not start (a port in use, an unreadable CA file)
+  Usage: 2, // bad configuration
+  NoCredentials: 3, // --require-credentials and none at start
+  Interrupted: 130, // second SIGINT: 128 + 2
+  Terminated: 143, // second SIGTERM: 128 + 15
+} as const;
+
+export interface ServeOptions {
+  /** Where /healthz, /readyz and /metrics listen; none without --http. */
+  readonly http: HostPort | undefined;
+  /** Exit (3) rather than serve when no credentials can be had at start. */
+  readonly requireCredentials: boolean;
+  readonly log: Logger;
+}
+
+/** Run the proxy until a signal; resolves to the exit code. */
+export async function serve(config: ProxyConfig, options: ServeOptions): Promise<number> {
+  const { log } = options;
+  // Metrics and the HTTP endpoint load only when asked for (--http): start-up stays short without them.
+  const metrics: Metrics | undefined = options.http ? new (await import('../ops/metrics.js')).Metrics() : undefined;
+  const identities = new Identities({ log, mfa: terminalMfa(), onRefresh: metrics?.credentialsRefreshed });
+  const proxy = new Engine(config, engineDeps({ identities, log, observe: metrics?.observe }));
+  const ops = metrics ? new (await import('../ops/http.js')).OpsServer({ proxy, identities, metrics, log }) : undefined;
+  const stop = async (code: number) => {
+    identities.close();
+    await ops?.close();
+    return code;
+  };
+  try {
+    await proxy.listen();
+    if (ops && options.http) await ops.listen(options.http);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    log.fatal({ err }, e.code === 'EADDRINUSE' ? `cannot listen: address in use (${e.message})` : `cannot start: ${e.message}`);
+    await proxy.close(0);
+    return stop(ExitCode.Failure);
+  }
+  // Fetch credentials now, so the first client does not wait. Without them the proxy serves (clients are
+  // told why, /readyz says not ready) unless --require-credentials asks for an exit a supervisor sees.
+  const announced = announceAll(config, identities, log);
+  if (options.requireCredentials && (await announced).includes(false)) {
+    log.fatal('no AWS credentials at start, and --require-credentials is set: exiting');
+    await proxy.close(0);
+    return stop(ExitCode.NoCredentials);
+  }
+  return stop(await untilSignal(proxy, log, () => ops?.drain()));
+}
+
+/** First SIGINT/SIGTERM: drain and exit 0. A second: exit at once with 128 + signal. */
+function untilSignal(proxy: Engine, log: Logger, onDrain: () => void): Promise<number> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting now');
+        resolve(signal === 'SIGINT' ? ExitCode.Interrupted : ExitCode.Terminated);
+        return;
+      }
+      stopping = true;
+      onDrain();
+      log.info({ signal, graceSeconds: proxy.config.shutdownGraceMs / 1000 }, 'shutting down: no new connections, waiting for sessions to end');
+      proxy.close().then(() => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        log.info('stopped');
+        resolve(ExitCode.Ok);
+      });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
