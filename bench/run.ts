@@ -36,10 +36,17 @@ interface Run {
 async function pgbench(target: Target, clients: number, extra: string[] = ['-S']): Promise<Run> {
   const pid = pidOf[target];
   const cpu0 = pid ? cpuSeconds(pid) : 0;
-  const r = await runPg('pgbench', ['-n', ...extra, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)], await pgEnv(target));
+  const r = await runPg(
+    'pgbench',
+    ['-n', ...extra, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)],
+    await pgEnv(target),
+  );
   const tx = Number(/actually processed: (\d+)/.exec(r.stdout)?.[1]);
   if (!tx) throw new Error(`${target}: ${r.stderr}`);
-  const run: Run = { tps: Number(/tps = ([\d.]+)/.exec(r.stdout)![1]), latencyMs: Number(/latency average = ([\d.]+) ms/.exec(r.stdout)![1]) };
+  const run: Run = {
+    tps: Number(/tps = ([\d.]+)/.exec(r.stdout)![1]),
+    latencyMs: Number(/latency average = ([\d.]+) ms/.exec(r.stdout)![1]),
+  };
   if (pid) run.cpuUsPerTx = ((cpuSeconds(pid) - cpu0) / tx) * 1e6;
   return run;
 }
@@ -71,7 +78,10 @@ const ROWS = 200_000; // 200,000 rows of 1,000 bytes: about 200 MB each way
 const bulkFile = join(db.dir, 'bulk.txt');
 writeFileSync(bulkFile, `${'x'.repeat(999)}\n`.repeat(ROWS / 2));
 async function copy(target: 'direct' | 'proxy', direction: 'out' | 'in'): Promise<number> {
-  const sql = direction === 'out' ? `\\copy (SELECT repeat('x', 999) FROM generate_series(1, ${ROWS})) TO '/dev/null'` : `\\copy bulk FROM '${bulkFile}'`;
+  const sql =
+    direction === 'out'
+      ? `\\copy (SELECT repeat('x', 999) FROM generate_series(1, ${ROWS})) TO '/dev/null'`
+      : `\\copy bulk FROM '${bulkFile}'`;
   const t0 = performance.now();
   const r = await runPg('psql', ['-X', '-q', '-c', sql], await pgEnv(target));
   if (r.code !== 0) throw new Error(`${target} copy ${direction}: ${r.stderr}`);
@@ -81,7 +91,8 @@ async function copy(target: 'direct' | 'proxy', direction: 'out' | 'in'): Promis
 }
 const bulk: Record<string, number[]> = { 'direct out': [], 'proxy out': [], 'direct in': [], 'proxy in': [] };
 for (let round = 0; round < ROUNDS; round++) {
-  for (const direction of ['out', 'in'] as const) for (const target of ['direct', 'proxy'] as const) bulk[`${target} ${direction}`]!.push(await copy(target, direction));
+  for (const direction of ['out', 'in'] as const)
+    for (const target of ['direct', 'proxy'] as const) bulk[`${target} ${direction}`]!.push(await copy(target, direction));
 }
 say('bulk COPY');
 
@@ -97,7 +108,22 @@ const connectIdle = async (port: number) => {
 };
 const perIdle: number[] = [];
 for (let round = 0; round < 3; round++) {
-  const fresh = await startCli([`${db.endpoint}:${db.port}`, '--listen', '127.0.0.1:0', '--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.caFile, '--client-tls', 'off', '--log-format', 'json'], env);
+  const fresh = await startCli(
+    [
+      `${db.endpoint}:${db.port}`,
+      '--listen',
+      '127.0.0.1:0',
+      '--connect-to',
+      `127.0.0.1:${db.port}`,
+      '--ca-file',
+      db.caFile,
+      '--client-tls',
+      'off',
+      '--log-format',
+      'json',
+    ],
+    env,
+  );
   await (await connectIdle(fresh.port)).end();
   await new Promise((r) => setTimeout(r, 500)); // its start-up garbage collected
   const before = rss(fresh.child.pid!);
@@ -115,7 +141,11 @@ say('idle memory');
 const startups: number[] = [];
 for (let i = 0; i < 5; i++) {
   const t0 = performance.now();
-  const child = spawn(process.execPath, [BIN, `${db.endpoint}:${db.port}`, '--listen', '127.0.0.1:0', '--ca-file', db.caFile, '--log-format', 'json'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [BIN, `${db.endpoint}:${db.port}`, '--listen', '127.0.0.1:0', '--ca-file', db.caFile, '--log-format', 'json'],
+    { env, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let text = '';
   await new Promise<void>((resolve) => child.stderr!.on('data', (d) => ((text += d), text.includes('"msg":"listening"') && resolve())));
   startups.push(performance.now() - t0);
@@ -145,7 +175,13 @@ const connProxy = m(connect.proxy, 'latencyMs');
 const lines = [
   `# pg-iam-proxy benchmark`,
   '',
-  `${new Date().toISOString().slice(0, 10)}, ${execFileSync('nproc').toString().trim()} cores, Node ${process.version}, PostgreSQL 15 (test database: IAM tokens over PAM), pgbouncer ${spawnSync('/usr/sbin/pgbouncer', ['--version']).stdout.toString().split('\n')[0]!.replace(/^PgBouncer /, '')}; medians of ${ROUNDS} interleaved rounds of ${SECONDS} s.`,
+  `${new Date().toISOString().slice(0, 10)}, ${execFileSync('nproc').toString().trim()} cores, Node ${process.version}, PostgreSQL 15 (test database: IAM tokens over PAM), pgbouncer ${spawnSync(
+    '/usr/sbin/pgbouncer',
+    ['--version'],
+  )
+    .stdout.toString()
+    .split('\n')[0]!
+    .replace(/^PgBouncer /, '')}; medians of ${ROUNDS} interleaved rounds of ${SECONDS} s.`,
   '',
   '## pgbench select-only (-S), persistent connections',
   '',
@@ -203,10 +239,20 @@ function chart(data: typeof rows): string {
     ].join('\n');
   };
   const legend = Object.entries(colors)
-    .map(([name, color], i) => `<rect x="${250 + i * 110}" y="${H + 8}" width="12" height="12" fill="${color}"/><text x="${266 + i * 110}" y="${H + 18}" font-size="12">${name}</text>`)
+    .map(
+      ([name, color], i) =>
+        `<rect x="${250 + i * 110}" y="${H + 8}" width="12" height="12" fill="${color}"/><text x="${266 + i * 110}" y="${H + 18}" font-size="12">${name}</text>`,
+    )
     .join('');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H + 30}" font-family="sans-serif"><rect width="100%" height="100%" fill="#fff"/>
-${panel(0, 'pgbench -S transactions per second', [['direct', data.map((d) => d.direct)], ['proxy', data.map((d) => d.proxy)], ['pgbouncer', data.map((d) => d.pgbouncer)]])}
-${panel(W, 'CPU microseconds per transaction', [['proxy', data.map((d) => d.proxyCpu)], ['pgbouncer', data.map((d) => d.bouncerCpu)]])}
+${panel(0, 'pgbench -S transactions per second', [
+  ['direct', data.map((d) => d.direct)],
+  ['proxy', data.map((d) => d.proxy)],
+  ['pgbouncer', data.map((d) => d.pgbouncer)],
+])}
+${panel(W, 'CPU microseconds per transaction', [
+  ['proxy', data.map((d) => d.proxyCpu)],
+  ['pgbouncer', data.map((d) => d.bouncerCpu)],
+])}
 ${legend}</svg>\n`;
 }

@@ -16,8 +16,16 @@ for (const target of ['direct', 'proxy', 'pgbouncer'] as Target[]) {
 }
 // A second proxy to profile needs the test database's own (throwaway) access key: `. DIR/proxy.env`.
 const envFile = join(targets.db.dir, 'proxy.env');
-writeFileSync(envFile, ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_CONFIG_FILE', 'AWS_SHARED_CREDENTIALS_FILE', 'AWS_EC2_METADATA_DISABLED'].map((k) => `export ${k}='${targets.env[k]}'\n`).join(''), { mode: 0o600 });
-process.stdout.write(`database: ${targets.db.endpoint}:${targets.db.port} at 127.0.0.1, --ca-file ${targets.db.caFile}; a second proxy's environment: . ${envFile}\n`);
+writeFileSync(
+  envFile,
+  ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_CONFIG_FILE', 'AWS_SHARED_CREDENTIALS_FILE', 'AWS_EC2_METADATA_DISABLED']
+    .map((k) => `export ${k}='${targets.env[k]}'\n`)
+    .join(''),
+  { mode: 0o600 },
+);
+process.stdout.write(
+  `database: ${targets.db.endpoint}:${targets.db.port} at 127.0.0.1, --ca-file ${targets.db.caFile}; a second proxy's environment: . ${envFile}\n`,
+);
 await new Promise<void>((resolve) => {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, () => resolve());
 });

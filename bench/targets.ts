@@ -28,17 +28,44 @@ export const say = (text: string) => process.stderr.write(`bench: ${text}\n`);
 export async function startTargets(proxyArgs: readonly string[] = []): Promise<Targets> {
   if (!existsSync('/usr/sbin/pgbouncer')) {
     say('installing pgbouncer from Debian');
-    execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'pgbouncer'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'pgbouncer'], {
+      stdio: 'inherit',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
   }
   const db = await startTestDb();
   say('preparing pgbench tables and a bulk table');
-  execFileSync('/usr/lib/postgresql/15/bin/pgbench', ['-i', '-q', '-s', '5', '-h', db.socketDir, '-p', String(db.port), '-U', 'postgres', 'orders'], { stdio: 'ignore' });
-  await db.admin('GRANT SELECT ON ALL TABLES IN SCHEMA public TO iam_user; CREATE TABLE bulk (x text); GRANT INSERT, SELECT, TRUNCATE ON bulk TO iam_user;', 'orders');
+  execFileSync(
+    '/usr/lib/postgresql/15/bin/pgbench',
+    ['-i', '-q', '-s', '5', '-h', db.socketDir, '-p', String(db.port), '-U', 'postgres', 'orders'],
+    { stdio: 'ignore' },
+  );
+  await db.admin(
+    'GRANT SELECT ON ALL TABLES IN SCHEMA public TO iam_user; CREATE TABLE bulk (x text); GRANT INSERT, SELECT, TRUNCATE ON bulk TO iam_user;',
+    'orders',
+  );
 
-  const token = () => new Signer({ hostname: db.endpoint, port: db.port, region: db.region, username: 'iam_user', credentials: db.key }).getAuthToken();
+  const token = () =>
+    new Signer({ hostname: db.endpoint, port: db.port, region: db.region, username: 'iam_user', credentials: db.key }).getAuthToken();
   const env = cleanAwsEnv(db.dir, { AWS_ACCESS_KEY_ID: db.key.accessKeyId, AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey });
 
-  const proxy = await startCli([`${db.endpoint}:${db.port}`, '--listen', '127.0.0.1:0', '--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.caFile, '--client-tls', 'off', '--log-format', 'json', ...proxyArgs], env);
+  const proxy = await startCli(
+    [
+      `${db.endpoint}:${db.port}`,
+      '--listen',
+      '127.0.0.1:0',
+      '--connect-to',
+      `127.0.0.1:${db.port}`,
+      '--ca-file',
+      db.caFile,
+      '--client-tls',
+      'off',
+      '--log-format',
+      'json',
+      ...proxyArgs,
+    ],
+    env,
+  );
 
   // pgbouncer: session mode, TLS to the server (verify-ca: it dials 127.0.0.1, which the certificate does
   // not name), the token as the server password (valid 15 minutes: longer than a run), trust locally.
@@ -66,18 +93,46 @@ pidfile = ${join(bouncerDir, 'pgbouncer.pid')}
     { mode: 0o600 }, // it holds a live token: its owner (postgres, below) alone reads it
   );
   execFileSync('chown', ['-R', 'postgres', bouncerDir]);
-  const bouncer = spawn('/usr/sbin/runuser', ['-u', 'postgres', '--', '/usr/sbin/pgbouncer', join(bouncerDir, 'pgbouncer.ini')], { stdio: 'ignore' });
+  const bouncer = spawn('/usr/sbin/runuser', ['-u', 'postgres', '--', '/usr/sbin/pgbouncer', join(bouncerDir, 'pgbouncer.ini')], {
+    stdio: 'ignore',
+  });
   for (;;) {
     if (bouncer.exitCode !== null) throw new Error(`pgbouncer exited (${bouncer.exitCode}): see ${join(bouncerDir, 'pgbouncer.log')}`);
-    const probe = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(bouncerPort), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+    const probe = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], {
+      PGHOST: '127.0.0.1',
+      PGPORT: String(bouncerPort),
+      PGUSER: 'iam_user',
+      PGDATABASE: 'orders',
+    });
     if (probe.stdout.trim() === '1') break;
   }
   const bouncerPid = Number(readFileSync(join(bouncerDir, 'pgbouncer.pid'), 'utf8').trim());
 
   const settings: Record<Target, () => Promise<Record<string, string>>> = {
-    direct: async () => ({ PGHOST: db.endpoint, PGHOSTADDR: '127.0.0.1', PGPORT: String(db.port), PGSSLMODE: 'verify-full', PGSSLROOTCERT: db.caFile, PGPASSWORD: await token(), PGUSER: 'iam_user', PGDATABASE: 'orders' }),
-    proxy: async () => ({ PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGSSLMODE: 'disable', PGUSER: 'iam_user', PGDATABASE: 'orders' }),
-    pgbouncer: async () => ({ PGHOST: '127.0.0.1', PGPORT: String(bouncerPort), PGSSLMODE: 'disable', PGUSER: 'iam_user', PGDATABASE: 'orders' }),
+    direct: async () => ({
+      PGHOST: db.endpoint,
+      PGHOSTADDR: '127.0.0.1',
+      PGPORT: String(db.port),
+      PGSSLMODE: 'verify-full',
+      PGSSLROOTCERT: db.caFile,
+      PGPASSWORD: await token(),
+      PGUSER: 'iam_user',
+      PGDATABASE: 'orders',
+    }),
+    proxy: async () => ({
+      PGHOST: '127.0.0.1',
+      PGPORT: String(proxy.port),
+      PGSSLMODE: 'disable',
+      PGUSER: 'iam_user',
+      PGDATABASE: 'orders',
+    }),
+    pgbouncer: async () => ({
+      PGHOST: '127.0.0.1',
+      PGPORT: String(bouncerPort),
+      PGSSLMODE: 'disable',
+      PGUSER: 'iam_user',
+      PGDATABASE: 'orders',
+    }),
   };
   return {
     db,

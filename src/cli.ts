@@ -13,7 +13,23 @@ import { terminalMfa } from './aws/mfa.js';
 import { checkNumber, ConfigError, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
 import { createLogger, redactSecrets, type LogFormat } from './log.js';
 import { loadConfigFile, type FileSettings } from './config-file.js';
-import { choiceList, defaultFor, defaultOf, describeFor, envName, fileKey, isChoice, option, rowsIn, rowsOf, type Args, type Command, type Flag, type OptionRow, type ValueOf } from './options.js';
+import {
+  choiceList,
+  defaultFor,
+  defaultOf,
+  describeFor,
+  envName,
+  fileKey,
+  isChoice,
+  option,
+  rowsIn,
+  rowsOf,
+  type Args,
+  type Command,
+  type Flag,
+  type OptionRow,
+  type ValueOf,
+} from './options.js';
 import { ExitCode, serve } from './commands/serve.js';
 
 export { ExitCode };
@@ -80,7 +96,11 @@ export type Invocation =
  * Parse argv with `env` as its PG_IAM_PROXY_* variables; undefined when help or the version was asked for
  * (printed, or handed to `output` when given). Throws a ConfigError for a usage error.
  */
-export async function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv, output?: (text: string) => void): Promise<Invocation | undefined> {
+export async function parseCommandLine(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  output?: (text: string) => void,
+): Promise<Invocation | undefined> {
   let found: Invocation | undefined;
   // yargs has checked each value against the command's rows, so each args object has the shape Args<C>
   // gives. Copied: after the handler, yargs folds run's `--` into `_` on the object it handed over.
@@ -101,7 +121,10 @@ export async function parseCommandLine(argv: readonly string[], env: NodeJS.Proc
     .command(
       'run <endpoint>',
       'run CMD with the proxy on a private socket: PGHOST, PGPORT, PGUSER and PGSSLMODE=disable set; exit with its status',
-      (y) => commandOptions(y, 'run', env).usage('$0 run ENDPOINT[:PORT] [--user U] [options] -- CMD [ARGS...]').parserConfiguration({ 'populate--': true }),
+      (y) =>
+        commandOptions(y, 'run', env)
+          .usage('$0 run ENDPOINT[:PORT] [--user U] [options] -- CMD [ARGS...]')
+          .parserConfiguration({ 'populate--': true }),
       (args) => void (found = { command: 'run', args: { ...args } as RunArgs }),
     )
     .command(
@@ -169,7 +192,12 @@ export interface ServeSettings {
  * Cross-field validation in one place (STYLE.md): argv, PG_IAM_PROXY_* (merged by yargs) and the config
  * file in, frozen config out. Precedence: flags > environment > file > defaults.
  */
-export function serveConfig(args: Args<'serve' | 'run'>, env: NodeJS.ProcessEnv, override: Partial<InstanceInput> = {}, command: 'serve' | 'run' = 'serve'): ServeSettings {
+export function serveConfig(
+  args: Args<'serve' | 'run'>,
+  env: NodeJS.ProcessEnv,
+  override: Partial<InstanceInput> = {},
+  command: 'serve' | 'run' = 'serve',
+): ServeSettings {
   const file = args.config ? loadConfigFile(args.config) : undefined;
   const given = instanceInput(args);
   const flags: Readonly<Record<string, unknown>> = args;
@@ -179,7 +207,9 @@ export function serveConfig(args: Args<'serve' | 'run'>, env: NodeJS.ProcessEnv,
     // Settings of one listener: with several instances in a file, they belong in the file.
     const flagged = rowsIn('listener').filter((row) => !row.positional && flags[row.flag] !== undefined);
     if (flagged.length > 0 && file.instances.length > 1) {
-      throw new ConfigError(`--${flagged.map((row) => row.flag).join(', --')}: ${args.config} has ${file.instances.length} instances; set this per instance in the file`);
+      throw new ConfigError(
+        `--${flagged.map((row) => row.flag).join(', --')}: ${args.config} has ${file.instances.length} instances; set this per instance in the file`,
+      );
     }
     for (const own of file.instances) inputs.push({ ...overFile(given, own, file), ...override });
   } else {
@@ -199,7 +229,10 @@ export function serveConfig(args: Args<'serve' | 'run'>, env: NodeJS.ProcessEnv,
   });
   const seen = new Map<string, number>();
   instances.forEach((instance, i) => {
-    for (const where of [instance.listen && formatHostPort(instance.listen), instance.unixSocket && `${instance.unixSocket.dir} port ${instance.unixSocket.port}`]) {
+    for (const where of [
+      instance.listen && formatHostPort(instance.listen),
+      instance.unixSocket && `${instance.unixSocket.dir} port ${instance.unixSocket.port}`,
+    ]) {
       if (!where || where.endsWith(':0')) continue;
       const other = seen.get(where);
       if (other !== undefined) throw new ConfigError(`instances[${other}] and instances[${i}] both listen on ${where}`);
@@ -289,7 +322,8 @@ async function token(args: Args<'token'>, env: NodeJS.ProcessEnv): Promise<numbe
 async function run(args: RunArgs, env: NodeJS.ProcessEnv): Promise<number> {
   const [command, ...commandArgs] = (args['--'] ?? []).map(String);
   if (!command) throw new ConfigError('run: no command given: pg-iam-proxy run ENDPOINT [options] -- CMD [ARGS...]');
-  if (args.user !== undefined && (args.user === '' || Buffer.byteLength(args.user) > 63)) throw new ConfigError('--user: a PostgreSQL user name of 1 to 63 bytes');
+  if (args.user !== undefined && (args.user === '' || Buffer.byteLength(args.user) > 63))
+    throw new ConfigError('--user: a PostgreSQL user name of 1 to 63 bytes');
   // Absolute (libpq reads a PGHOST starting with / as a socket directory) and without commas (a host list).
   const dir = resolve(await mkdtemp(join(tmpdir(), 'pg-iam-proxy-')));
   if (dir.includes(',')) {
@@ -303,7 +337,15 @@ async function run(args: RunArgs, env: NodeJS.ProcessEnv): Promise<number> {
     routeProcessWarnings(log);
     const identities = new Identities({ log, mfa: terminalMfa() });
     const { runWithProxy } = await import('./commands/run.js');
-    const code = await runWithProxy(config, { command, args: commandArgs, user: args.user, env, log, identities, keepAwsEnv: args['keep-aws-env'] === true });
+    const code = await runWithProxy(config, {
+      command,
+      args: commandArgs,
+      user: args.user,
+      env,
+      log,
+      identities,
+      keepAwsEnv: args['keep-aws-env'] === true,
+    });
     identities.close();
     await flush(log);
     return code;

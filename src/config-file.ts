@@ -50,7 +50,14 @@ const FILE: Keys = {
   instances: (node, path, at) => {
     const { isSeq } = load();
     if (!isSeq(node)) throw new ConfigError(`${at(node)}: ${path}: a list is expected`);
-    return node.items.map((item, i) => ({ ...readPlace(item as Node, INSTANCE, `${path}[${i}]`, at), line: Number(at(item as Node).split(':').at(-1)) }));
+    return node.items.map((item, i) => ({
+      ...readPlace(item as Node, INSTANCE, `${path}[${i}]`, at),
+      line: Number(
+        at(item as Node)
+          .split(':')
+          .at(-1),
+      ),
+    }));
   },
 };
 
@@ -69,7 +76,9 @@ export function loadConfigFile(path: string): FileSettings {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new ConfigError(`--config ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+    throw new ConfigError(
+      `--config ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+    );
   }
   const { LineCounter, parseDocument, isMap } = load();
   const lines = new LineCounter();
@@ -80,9 +89,11 @@ export function loadConfigFile(path: string): FileSettings {
   if (!isMap(doc.contents)) throw new ConfigError(`${at(doc.contents)}: the file must be a mapping of settings (see config.example.yaml)`);
   const value = readPlace(doc.contents, FILE, '', at);
   const instances = value.instances as Array<Record<string, unknown>> | undefined;
-  if (!instances || instances.length === 0) throw new ConfigError(`${at(doc.contents)}: instances: at least one instance (with its endpoint) is needed`);
+  if (!instances || instances.length === 0)
+    throw new ConfigError(`${at(doc.contents)}: instances: at least one instance (with its endpoint) is needed`);
   instances.forEach((instance, i) => {
-    if (!instance.endpoint) throw new ConfigError(`${path}:${instance.line}: instances[${i}].endpoint: missing (the RDS endpoint name[:port])`);
+    if (!instance.endpoint)
+      throw new ConfigError(`${path}:${instance.line}: instances[${i}].endpoint: missing (the RDS endpoint name[:port])`);
   });
   // Every key was a row's and every value was checked for its row's kind: the shape FileSettings describes.
   return value as FileSettings;
@@ -96,7 +107,8 @@ function readPlace(node: Node, keys: Keys, path: string, at: At, into: Record<st
     const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
     const name = path ? `${path}.${key}` : key;
     const shape = keys[key];
-    if (shape === undefined) throw new ConfigError(`${at(pair.key as Node)}: ${name}: unknown key (known here: ${Object.keys(keys).join(', ')})`);
+    if (shape === undefined)
+      throw new ConfigError(`${at(pair.key as Node)}: ${name}: unknown key (known here: ${Object.keys(keys).join(', ')})`);
     if (pair.value === null || (isScalar(pair.value) && pair.value.value === null)) continue;
     const value = pair.value as Node;
     if (typeof shape === 'function') into[key] = shape(value, name, at);
@@ -107,7 +119,15 @@ function readPlace(node: Node, keys: Keys, path: string, at: At, into: Record<st
 }
 
 /** What each kind is called in an error. */
-const EXPECTED: Record<Kind, string> = { string: 'string', strings: 'string', choice: 'string', boolean: 'boolean', mode: 'file mode', seconds: 'number', count: 'number' };
+const EXPECTED: Record<Kind, string> = {
+  string: 'string',
+  strings: 'string',
+  choice: 'string',
+  boolean: 'boolean',
+  mode: 'file mode',
+  seconds: 'number',
+  count: 'number',
+};
 
 function readValue(node: Node, row: OptionRow, path: string, at: At): unknown {
   const { isScalar, isSeq } = load();

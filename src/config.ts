@@ -30,7 +30,10 @@ export interface InstanceConfig {
   readonly allowDatabases: readonly string[] | undefined;
 }
 
-export type ClientTlsSetting = { readonly mode: 'auto' } | { readonly mode: 'off' } | { readonly mode: 'files'; readonly cert: string; readonly key: string };
+export type ClientTlsSetting =
+  | { readonly mode: 'auto' }
+  | { readonly mode: 'off' }
+  | { readonly mode: 'files'; readonly cert: string; readonly key: string };
 
 export interface UnixSocket {
   readonly dir: string;
@@ -64,11 +67,19 @@ export type InstanceInput = Omit<Settings<'listener' | 'identity' | 'client'>, '
  * range; returns the number. Text that is not a plain number ("30s") is refused rather than read as NaN.
  */
 export function checkNumber(row: NumberRow, value: unknown, where: string): number {
-  const { kind, range: { min, exclusive, max } } = row;
-  const n = typeof value === 'number' ? value : typeof value === 'string' && /^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$/.test(value) ? Number(value) : NaN;
+  const {
+    kind,
+    range: { min, exclusive, max },
+  } = row;
+  const n =
+    typeof value === 'number' ? value : typeof value === 'string' && /^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$/.test(value) ? Number(value) : NaN;
   const whole = kind === 'count';
   if (!Number.isFinite(n) || (exclusive ? n <= min : n < min) || n > max || (whole && !Number.isInteger(n))) {
-    const expected = whole ? `a whole number from ${min} to ${max}` : exclusive ? `a number of seconds greater than ${min} and at most ${max}` : `a number of seconds from ${min} to ${max}`;
+    const expected = whole
+      ? `a whole number from ${min} to ${max}`
+      : exclusive
+        ? `a number of seconds greater than ${min} and at most ${max}`
+        : `a number of seconds from ${min} to ${max}`;
     throw new ConfigError(`${where}: ${typeof value === 'string' ? JSON.stringify(value) : String(value)} is not ${expected}`);
   }
   return n;
@@ -89,8 +100,10 @@ export class ConfigError extends Error {
 export function resolveInstance(input: InstanceInput, envRegion?: string): { instance: InstanceConfig; warnings: string[] } {
   const warnings: string[] = [];
   const endpoint = wrap(() => parseHostPort(input.endpoint, 'endpoint'));
-  const listen = input.listen === null || input.listen === NO_LISTEN ? undefined : wrap(() => parseHostPort(input.listen ?? DEFAULT_LISTEN, '--listen'));
-  const unixSocket = input.unixSocket === undefined ? undefined : resolveUnixSocket(input.unixSocket, input.unixSocketMode, listen?.port ?? 5432);
+  const listen =
+    input.listen === null || input.listen === NO_LISTEN ? undefined : wrap(() => parseHostPort(input.listen ?? DEFAULT_LISTEN, '--listen'));
+  const unixSocket =
+    input.unixSocket === undefined ? undefined : resolveUnixSocket(input.unixSocket, input.unixSocketMode, listen?.port ?? 5432);
   if (input.listen === NO_LISTEN && !unixSocket) {
     throw new ConfigError(`--listen ${NO_LISTEN} leaves no way in: give --unix-socket DIR too (or a TCP address to --listen)`);
   }
@@ -180,7 +193,8 @@ function resolveUnixSocket(dir: string, modeInput: string | number | undefined, 
     throw new ConfigError(`--unix-socket-mode: "${modeInput}" is not a file mode the owner can connect with (e.g. 0600, 0660)`);
   }
   // 107 bytes: sun_path's size on Linux, less the terminating NUL.
-  if (Buffer.byteLength(join(dir, `.s.PGSQL.${port || 65535}`)) > 107) throw new ConfigError(`--unix-socket: "${dir}" is too long for a socket path`);
+  if (Buffer.byteLength(join(dir, `.s.PGSQL.${port || 65535}`)) > 107)
+    throw new ConfigError(`--unix-socket: "${dir}" is too long for a socket path`);
   return Object.freeze({ dir, port, mode });
 }
 
@@ -189,8 +203,15 @@ export function resolveIdentity(input: InstanceInput): IdentitySpec {
   const { profile, roleArn, roleSessionName, externalId, mfaSerial } = input;
   if (profile !== undefined && !/^[\w.+@-]{1,128}$/.test(profile)) throw new ConfigError(`--profile: "${profile}" is not a profile name`);
   if (roleArn === undefined) {
-    for (const [name, value] of [['role-session-name', roleSessionName], ['external-id', externalId], ['mfa-serial', mfaSerial]] as const) {
-      if (value !== undefined) throw new ConfigError(`--${name} is a setting of --role-arn, which is not given (a profile sets role_arn and its settings in ~/.aws/config)`);
+    for (const [name, value] of [
+      ['role-session-name', roleSessionName],
+      ['external-id', externalId],
+      ['mfa-serial', mfaSerial],
+    ] as const) {
+      if (value !== undefined)
+        throw new ConfigError(
+          `--${name} is a setting of --role-arn, which is not given (a profile sets role_arn and its settings in ~/.aws/config)`,
+        );
     }
   } else if (!/^arn:aws[\w-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/.test(roleArn)) {
     throw new ConfigError(`--role-arn: "${roleArn}" is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)`);

@@ -35,6 +35,4 @@ export function parseHostPort(text: string, what: string, defaultPort: number | 
   return { host, port: n };
 }
 
-export const formatHostPort = ({ host, port }: HostPort): string =>
-  `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
-
+export const formatHostPort = ({ host, port }: HostPort): string => `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;

@@ -68,44 +68,246 @@ const TIMEOUT = { min: 0, exclusive: true, max: 3600 } as const;
 
 /** The rows, in the order help lists them; a file's keys are listed in this order too. */
 const TABLE = [
-  { flag: 'endpoint', kind: 'string', scope: 'listener', commands: ALL, positional: true, describe: 'RDS endpoint name[:port] that tokens are signed for and TLS verifies' },
-  { flag: 'config', kind: 'string', scope: 'command', commands: SERVE, describe: 'YAML file: several instances and global settings (see config.example.yaml)' },
+  {
+    flag: 'endpoint',
+    kind: 'string',
+    scope: 'listener',
+    commands: ALL,
+    positional: true,
+    describe: 'RDS endpoint name[:port] that tokens are signed for and TLS verifies',
+  },
+  {
+    flag: 'config',
+    kind: 'string',
+    scope: 'command',
+    commands: SERVE,
+    describe: 'YAML file: several instances and global settings (see config.example.yaml)',
+  },
 
-  { flag: 'listen', kind: 'string', scope: 'listener', commands: SERVE, default: DEFAULT_LISTEN, describe: `TCP listener ADDR:PORT, or ${NO_LISTEN} to serve on --unix-socket alone` },
-  { flag: 'unix-socket', kind: 'string', scope: 'listener', commands: SERVE, describe: 'also listen on DIR/.s.PGSQL.<port>, for psql -h DIR' },
-  { flag: 'unix-socket-mode', kind: 'mode', scope: 'listener', commands: SERVE, default: '0600', describe: 'file mode of the unix socket (who may connect)' },
-  { flag: 'connect-to', kind: 'string', scope: 'listener', commands: ALL, describe: 'dial HOST:PORT instead of the endpoint (a tunnel); TLS and tokens stay for the endpoint' },
-  { flag: 'ca-file', kind: 'string', scope: 'listener', commands: ALL, describe: 'PEM bundle to trust for the server certificate instead of the bundled RDS CAs' },
+  {
+    flag: 'listen',
+    kind: 'string',
+    scope: 'listener',
+    commands: SERVE,
+    default: DEFAULT_LISTEN,
+    describe: `TCP listener ADDR:PORT, or ${NO_LISTEN} to serve on --unix-socket alone`,
+  },
+  {
+    flag: 'unix-socket',
+    kind: 'string',
+    scope: 'listener',
+    commands: SERVE,
+    describe: 'also listen on DIR/.s.PGSQL.<port>, for psql -h DIR',
+  },
+  {
+    flag: 'unix-socket-mode',
+    kind: 'mode',
+    scope: 'listener',
+    commands: SERVE,
+    default: '0600',
+    describe: 'file mode of the unix socket (who may connect)',
+  },
+  {
+    flag: 'connect-to',
+    kind: 'string',
+    scope: 'listener',
+    commands: ALL,
+    describe: 'dial HOST:PORT instead of the endpoint (a tunnel); TLS and tokens stay for the endpoint',
+  },
+  {
+    flag: 'ca-file',
+    kind: 'string',
+    scope: 'listener',
+    commands: ALL,
+    describe: 'PEM bundle to trust for the server certificate instead of the bundled RDS CAs',
+  },
   { flag: 'db-user', kind: 'string', scope: 'listener', commands: PROXY, describe: 'log in as this DB user whatever the client sends' },
 
-  { flag: 'region', kind: 'string', scope: 'identity', commands: ALL, describe: 'signing region (default: from the endpoint name, else AWS_REGION)' },
-  { flag: 'profile', kind: 'string', scope: 'identity', commands: ALL, describe: 'AWS profile to sign with (default: the SDK default chain, AWS_PROFILE)' },
-  { flag: 'role-arn', kind: 'string', scope: 'identity', commands: ALL, describe: 'IAM role to assume from the base credentials, and sign as' },
-  { flag: 'role-session-name', kind: 'string', scope: 'identity', commands: ALL, describe: 'session name for --role-arn (default: pg-iam-proxy@HOSTNAME)' },
+  {
+    flag: 'region',
+    kind: 'string',
+    scope: 'identity',
+    commands: ALL,
+    describe: 'signing region (default: from the endpoint name, else AWS_REGION)',
+  },
+  {
+    flag: 'profile',
+    kind: 'string',
+    scope: 'identity',
+    commands: ALL,
+    describe: 'AWS profile to sign with (default: the SDK default chain, AWS_PROFILE)',
+  },
+  {
+    flag: 'role-arn',
+    kind: 'string',
+    scope: 'identity',
+    commands: ALL,
+    describe: 'IAM role to assume from the base credentials, and sign as',
+  },
+  {
+    flag: 'role-session-name',
+    kind: 'string',
+    scope: 'identity',
+    commands: ALL,
+    describe: 'session name for --role-arn (default: pg-iam-proxy@HOSTNAME)',
+  },
   { flag: 'external-id', kind: 'string', scope: 'identity', commands: ALL, describe: "external ID the role's trust policy demands" },
-  { flag: 'mfa-serial', kind: 'string', scope: 'identity', commands: ALL, describe: "MFA device the role's trust policy demands; the code is asked on the terminal" },
+  {
+    flag: 'mfa-serial',
+    kind: 'string',
+    scope: 'identity',
+    commands: ALL,
+    describe: "MFA device the role's trust policy demands; the code is asked on the terminal",
+  },
 
-  { flag: 'client-tls', kind: 'choice', choices: ['auto', 'off'], scope: 'client', commands: PROXY, default: 'auto', describe: "answer clients' SSLRequest with a certificate made at start (auto), or decline (off)" },
-  { flag: 'client-tls-cert', kind: 'string', scope: 'client', commands: PROXY, describe: 'serve this PEM certificate to clients (with --client-tls-key), e.g. for sslmode=verify-full' },
+  {
+    flag: 'client-tls',
+    kind: 'choice',
+    choices: ['auto', 'off'],
+    scope: 'client',
+    commands: PROXY,
+    default: 'auto',
+    describe: "answer clients' SSLRequest with a certificate made at start (auto), or decline (off)",
+  },
+  {
+    flag: 'client-tls-cert',
+    kind: 'string',
+    scope: 'client',
+    commands: PROXY,
+    describe: 'serve this PEM certificate to clients (with --client-tls-key), e.g. for sslmode=verify-full',
+  },
   { flag: 'client-tls-key', kind: 'string', scope: 'client', commands: PROXY, describe: 'the PEM private key of --client-tls-cert' },
-  { flag: 'client-password-file', kind: 'string', scope: 'client', commands: PROXY, describe: 'clients must prove this password (SCRAM-SHA-256) before anything goes upstream' },
-  { flag: 'allow-user', key: 'allowUsers', kind: 'strings', scope: 'client', commands: PROXY, describe: 'sign only for these DB users (repeatable); others get 28000' },
-  { flag: 'allow-database', key: 'allowDatabases', kind: 'strings', scope: 'client', commands: PROXY, describe: 'connect only to these databases (repeatable)' },
-  { flag: 'allow-unauthenticated-network-clients', kind: 'boolean', scope: 'client', commands: PROXY, describe: 'listen beyond loopback without --client-password-file: anyone who reaches the port logs in as the IAM user' },
+  {
+    flag: 'client-password-file',
+    kind: 'string',
+    scope: 'client',
+    commands: PROXY,
+    describe: 'clients must prove this password (SCRAM-SHA-256) before anything goes upstream',
+  },
+  {
+    flag: 'allow-user',
+    key: 'allowUsers',
+    kind: 'strings',
+    scope: 'client',
+    commands: PROXY,
+    describe: 'sign only for these DB users (repeatable); others get 28000',
+  },
+  {
+    flag: 'allow-database',
+    key: 'allowDatabases',
+    kind: 'strings',
+    scope: 'client',
+    commands: PROXY,
+    describe: 'connect only to these databases (repeatable)',
+  },
+  {
+    flag: 'allow-unauthenticated-network-clients',
+    kind: 'boolean',
+    scope: 'client',
+    commands: PROXY,
+    describe: 'listen beyond loopback without --client-password-file: anyone who reaches the port logs in as the IAM user',
+  },
 
-  { flag: 'max-connections', kind: 'count', range: { min: 1, exclusive: false, max: 1_000_000 }, scope: 'process', commands: PROXY, describe: 'clients beyond this get FATAL 53300 (default: unlimited)' },
-  { flag: 'startup-timeout', kind: 'seconds', range: TIMEOUT, scope: 'process', commands: PROXY, default: 15, describe: 'seconds a client has to finish its startup' },
-  { flag: 'connect-timeout', kind: 'seconds', range: TIMEOUT, scope: 'process', commands: ALL, default: 10, describe: 'seconds to get credentials, connect, handshake and log in upstream' },
-  { flag: 'shutdown-grace', kind: 'seconds', range: { min: 0, exclusive: false, max: 86_400 }, scope: 'process', commands: SERVE, default: 30, describe: 'on SIGTERM/SIGINT, seconds to wait for sessions to end' },
+  {
+    flag: 'max-connections',
+    kind: 'count',
+    range: { min: 1, exclusive: false, max: 1_000_000 },
+    scope: 'process',
+    commands: PROXY,
+    describe: 'clients beyond this get FATAL 53300 (default: unlimited)',
+  },
+  {
+    flag: 'startup-timeout',
+    kind: 'seconds',
+    range: TIMEOUT,
+    scope: 'process',
+    commands: PROXY,
+    default: 15,
+    describe: 'seconds a client has to finish its startup',
+  },
+  {
+    flag: 'connect-timeout',
+    kind: 'seconds',
+    range: TIMEOUT,
+    scope: 'process',
+    commands: ALL,
+    default: 10,
+    describe: 'seconds to get credentials, connect, handshake and log in upstream',
+  },
+  {
+    flag: 'shutdown-grace',
+    kind: 'seconds',
+    range: { min: 0, exclusive: false, max: 86_400 },
+    scope: 'process',
+    commands: SERVE,
+    default: 30,
+    describe: 'on SIGTERM/SIGINT, seconds to wait for sessions to end',
+  },
   { flag: 'http', kind: 'string', scope: 'process', commands: SERVE, describe: 'serve /healthz, /readyz and /metrics on ADDR:PORT' },
-  { flag: 'require-credentials', kind: 'boolean', scope: 'process', commands: SERVE, default: false, describe: 'exit 3 when no AWS credentials can be had at start, instead of serving and reporting not ready' },
-  { flag: 'log-level', key: 'log.level', kind: 'choice', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], scope: 'process', commands: PROXY, default: { serve: 'info', run: 'warn' }, describe: 'the least severe log lines written' },
-  { flag: 'log-format', key: 'log.format', kind: 'choice', choices: ['json', 'pretty'], scope: 'process', commands: PROXY, describe: 'default: pretty on a terminal, else json' },
+  {
+    flag: 'require-credentials',
+    kind: 'boolean',
+    scope: 'process',
+    commands: SERVE,
+    default: false,
+    describe: 'exit 3 when no AWS credentials can be had at start, instead of serving and reporting not ready',
+  },
+  {
+    flag: 'log-level',
+    key: 'log.level',
+    kind: 'choice',
+    choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'],
+    scope: 'process',
+    commands: PROXY,
+    default: { serve: 'info', run: 'warn' },
+    describe: 'the least severe log lines written',
+  },
+  {
+    flag: 'log-format',
+    key: 'log.format',
+    kind: 'choice',
+    choices: ['json', 'pretty'],
+    scope: 'process',
+    commands: PROXY,
+    describe: 'default: pretty on a terminal, else json',
+  },
 
-  { flag: 'user', kind: 'string', scope: 'command', commands: ['run', 'token', 'doctor'], required: ['token', 'doctor'], describe: { run: 'the DB user: sets PGUSER for the command', token: 'the DB user the token is for', doctor: 'the DB user to log in as' } },
-  { flag: 'keep-aws-env', kind: 'boolean', scope: 'command', commands: ['run'], describe: 'pass AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN on to the command (by default it gets none: the proxy signs for it)' },
-  { flag: 'database', kind: 'string', scope: 'command', commands: ['doctor'], default: 'postgres', describe: 'the database for the test login' },
-  { flag: 'json', kind: 'boolean', scope: 'command', commands: ['doctor'], default: false, describe: 'print one JSON document with every check' },
+  {
+    flag: 'user',
+    kind: 'string',
+    scope: 'command',
+    commands: ['run', 'token', 'doctor'],
+    required: ['token', 'doctor'],
+    describe: {
+      run: 'the DB user: sets PGUSER for the command',
+      token: 'the DB user the token is for',
+      doctor: 'the DB user to log in as',
+    },
+  },
+  {
+    flag: 'keep-aws-env',
+    kind: 'boolean',
+    scope: 'command',
+    commands: ['run'],
+    describe:
+      'pass AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN on to the command (by default it gets none: the proxy signs for it)',
+  },
+  {
+    flag: 'database',
+    kind: 'string',
+    scope: 'command',
+    commands: ['doctor'],
+    default: 'postgres',
+    describe: 'the database for the test login',
+  },
+  {
+    flag: 'json',
+    kind: 'boolean',
+    scope: 'command',
+    commands: ['doctor'],
+    default: false,
+    describe: 'print one JSON document with every check',
+  },
 ] as const satisfies readonly OptionRow[];
 
 /** The rows, for code that walks them all. */
@@ -117,7 +319,15 @@ export type Flag = Row['flag'];
 type RowOf<F extends Flag> = Extract<Row, { flag: F }>;
 type Camel<S extends string> = S extends `${infer Head}-${infer Tail}` ? `${Head}${Capitalize<Camel<Tail>>}` : S;
 type KeyOf<R extends Row> = R extends { key: infer K extends string } ? K : Camel<R['flag']>;
-type ValueOfKind<K extends Kind> = K extends 'strings' ? readonly string[] : K extends 'boolean' ? boolean : K extends 'seconds' | 'count' ? number : K extends 'mode' ? string | number : string;
+type ValueOfKind<K extends Kind> = K extends 'strings'
+  ? readonly string[]
+  : K extends 'boolean'
+    ? boolean
+    : K extends 'seconds' | 'count'
+      ? number
+      : K extends 'mode'
+        ? string | number
+        : string;
 /** An option's value once read: a choice is plain text until the code that uses it checks it. */
 export type ValueOf<F extends Flag> = ValueOfKind<RowOf<F>['kind']>;
 export type NumberFlag = Extract<Row, { kind: 'seconds' | 'count' }>['flag'];
@@ -178,4 +388,5 @@ export function isChoice<F extends ChoiceFlag>(flag: F, value: string): value is
 }
 
 /** "auto or off"; "one of trace, debug, ...". */
-export const choiceList = (choices: readonly string[]): string => (choices.length === 2 ? choices.join(' or ') : `one of ${choices.join(', ')}`);
+export const choiceList = (choices: readonly string[]): string =>
+  choices.length === 2 ? choices.join(' or ') : `one of ${choices.join(', ')}`;

@@ -42,7 +42,13 @@ const login = (cli: StartedCli) =>
     () => undefined,
     (e: pg.DatabaseError) => e,
   );
-const psql = (cli: StartedCli) => runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], { PGHOST: '127.0.0.1', PGPORT: String(cli.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+const psql = (cli: StartedCli) =>
+  runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(cli.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
 
 t.test('a failing credential_process: its arguments and its stderr reach no client, no output and no log', async (t) => {
   const dir = join(db.dir, 'failing-process');
@@ -57,7 +63,10 @@ t.test('a failing credential_process: its arguments and its stderr reach no clie
   const token = await runCli(['token', ENDPOINT, '--profile', 'tool', '--user', 'iam_user'], environment);
   t.equal(token.code, 1);
   t.equal(token.stdout, '');
-  t.match(token.stderr, /^pg-iam-proxy: cannot sign a token: no AWS credentials for profile tool: .*\n {2}sources tried: .*credential_process of profile tool exited 1/s);
+  t.match(
+    token.stderr,
+    /^pg-iam-proxy: cannot sign a token: no AWS credentials for profile tool: .*\n {2}sources tried: .*credential_process of profile tool exited 1/s,
+  );
   t.notMatch(token.stdout + token.stderr, SECRETS, 'token: neither the argument nor the stderr');
 
   const doctor = await runCli(['doctor', ENDPOINT, ...dial, '--profile', 'tool', '--user', 'iam_user', '--json'], environment);
@@ -67,11 +76,14 @@ t.test('a failing credential_process: its arguments and its stderr reach no clie
 
   for (const level of ['info', 'debug']) {
     const cli = await serve(environment, ['--profile', 'tool', '--log-level', level]);
-    t.match(await cli.line((l) => String(l.msg).startsWith('no AWS credentials yet')), { tried: /credential_process of profile tool exited 1/ });
+    t.match(await cli.line((l) => String(l.msg).startsWith('no AWS credentials yet')), {
+      tried: /credential_process of profile tool exited 1/,
+    });
     const err = await login(cli);
     t.match(err, {
       code: '08001',
-      message: 'pg-iam-proxy could not sign an IAM token: no AWS credentials for profile tool: Could not load credentials from any providers',
+      message:
+        'pg-iam-proxy could not sign an IAM token: no AWS credentials for profile tool: Could not load credentials from any providers',
       detail: /^Sources tried, in order: .*the shared config and credentials files \(credential_process of profile tool exited 1\)/,
     });
     t.notMatch(`${err?.message} ${err?.detail} ${err?.hint}`, SECRETS, `${level}: the pg client hears neither`);
@@ -81,7 +93,13 @@ t.test('a failing credential_process: its arguments and its stderr reach no clie
     t.equal(await stop(cli), 0);
     t.match(
       cli.lines.find((l) => l.msg === 'credential_process of profile tool exited 1'),
-      { level: 40, profile: 'tool', program: script, exitCode: 1, stderr: '[not logged, 16 bytes: it may hold secrets; run the program by hand to read it]' },
+      {
+        level: 40,
+        profile: 'tool',
+        program: script,
+        exitCode: 1,
+        stderr: '[not logged, 16 bytes: it may hold secrets; run the program by hand to read it]',
+      },
       `${level}: the operator hears which program failed, and how`,
     );
     t.notMatch(JSON.stringify(cli.lines) + cli.stdout(), SECRETS, `${level}: no log line holds either`);
@@ -105,7 +123,10 @@ t.test('exported credentials 30 s from expiry: clients hear the proxy cannot ren
   const expected = `the AWS credentials from environment variables (AWS_ACCESS_KEY_ID) expire at ${expiration.toISOString()}, in less than 60 s, and fetching again gives none newer: renew them where they come from`;
   t.match(await login(cli), { code: '08001', message: `pg-iam-proxy could not sign an IAM token: ${expected}` });
   const p = await psql(cli);
-  t.match(p.stderr, /FATAL: {2}pg-iam-proxy could not sign an IAM token: the AWS credentials from environment variables \(AWS_ACCESS_KEY_ID\) expire at .*renew them where they come from/);
+  t.match(
+    p.stderr,
+    /FATAL: {2}pg-iam-proxy could not sign an IAM token: the AWS credentials from environment variables \(AWS_ACCESS_KEY_ID\) expire at .*renew them where they come from/,
+  );
   // The retry the backoff schedules, on its own (no client asked): then the count over that period.
   let seen = 0;
   await cli.line((l) => l.msg === CANNOT_RENEW && ++seen === 2);
@@ -114,7 +135,10 @@ t.test('exported credentials 30 s from expiry: clients hear the proxy cannot ren
   const fetchedAt = cli.lines.filter((l) => l.msg === CANNOT_RENEW).map((l) => Number(l.time));
   t.ok(fetchedAt[1]! - fetchedAt[0]! >= 900, `the second fetch waited the first backoff step: ${fetchedAt[1]! - fetchedAt[0]!} ms`);
   // The backoff fetches at 0, 1, 3, 7, 15 ... s: at most 1 + log2(1 + elapsed s) in `elapsed`, one more for slack.
-  t.ok(fetchedAt.length <= 2 + Math.log2(1 + elapsed / 1_000), `${fetchedAt.length} fetches in ${elapsed} ms (the report counted 1,461 in 2 s)`);
+  t.ok(
+    fetchedAt.length <= 2 + Math.log2(1 + elapsed / 1_000),
+    `${fetchedAt.length} fetches in ${elapsed} ms (the report counted 1,461 in 2 s)`,
+  );
   t.equal(cli.lines.filter((l) => l.msg === 'AWS credentials fetched').length, 0, 'never taken as fetched');
 });
 
@@ -123,7 +147,9 @@ t.test('static keys rotated in the shared credentials file: a refused login read
   const retired = { accessKeyId: randomAccessKeyId('AKIA'), secretAccessKey: randomSecretAccessKey() }; // never trusted: already deactivated
   const rotated = { accessKeyId: randomAccessKeyId('AKIA'), secretAccessKey: randomSecretAccessKey() };
   await db.trustKey(rotated);
-  const credentials = credentialFile(dir, { app: { aws_access_key_id: retired.accessKeyId, aws_secret_access_key: retired.secretAccessKey } });
+  const credentials = credentialFile(dir, {
+    app: { aws_access_key_id: retired.accessKeyId, aws_secret_access_key: retired.secretAccessKey },
+  });
   const cli = await serve(cleanAwsEnv(db.dir, { AWS_SHARED_CREDENTIALS_FILE: credentials }), ['--profile', 'app']);
   await cli.line((l) => String(l.msg).startsWith('AWS credentials ready') || l.msg === 'AWS identity ready');
   // The key is rotated while the proxy runs (`aws configure set` rewrites the file in place).

@@ -82,7 +82,16 @@ t.test('static credentials (no expiry) are fetched once', async (t) => {
 function memoryLog(level = 'debug') {
   let out = '';
   const sink = new Writable({ write: (c, _e, done) => ((out += String(c)), done()) });
-  return { log: createLogger({ level, format: 'json' }, sink), raw: () => out, lines: () => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+  return {
+    log: createLogger({ level, format: 'json' }, sink),
+    raw: () => out,
+    lines: () =>
+      out
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
 }
 
 /** Gaps between successive times. */
@@ -96,8 +105,16 @@ t.test('credentials fetched with under a minute left are a failure: backoff, a c
   const expiration = new Date(start + 30_000);
   const fetchedAt: number[] = [];
   const { log, lines, raw } = memoryLog('info');
-  let answer: AwsCredentialIdentity = { accessKeyId: 'ASIAEXPORTED', secretAccessKey: 'exported-secret', sessionToken: 'exported-session', expiration };
-  const holder = new CredentialsHolder(async () => (fetchedAt.push(Date.now()), answer), { log, source: () => 'environment variables (AWS_ACCESS_KEY_ID)' });
+  let answer: AwsCredentialIdentity = {
+    accessKeyId: 'ASIAEXPORTED',
+    secretAccessKey: 'exported-secret',
+    sessionToken: 'exported-session',
+    expiration,
+  };
+  const holder = new CredentialsHolder(async () => (fetchedAt.push(Date.now()), answer), {
+    log,
+    source: () => 'environment variables (AWS_ACCESS_KEY_ID)',
+  });
   t.teardown(() => holder.close());
   const expiring = `the AWS credentials from environment variables (AWS_ACCESS_KEY_ID) expire at ${expiration.toISOString()}, in less than 60 s, and fetching again gives none newer: renew them where they come from`;
   await t.rejects(holder.get(), { name: 'CredentialsExpiringError', code: 'CREDENTIALS_EXPIRING', message: expiring });
@@ -108,8 +125,14 @@ t.test('credentials fetched with under a minute left are a failure: backoff, a c
   await time.advance(2_000);
   t.equal(fetchedAt.length, 2, 'two fetches in 2 s: the first, and the retry after 1 s');
   await time.advance(10 * 60_000 - 2_000);
-  t.same(gaps(fetchedAt), [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000, 60_000, 60_000, 60_000, 60_000, 60_000], 'the failure backoff: 1 s doubling, capped at 60 s');
-  await t.rejects(holder.get(), { message: `the AWS credentials from environment variables (AWS_ACCESS_KEY_ID) expired at ${expiration.toISOString()}, and fetching again gives none newer: renew them where they come from` });
+  t.same(
+    gaps(fetchedAt),
+    [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000, 60_000, 60_000, 60_000, 60_000, 60_000],
+    'the failure backoff: 1 s doubling, capped at 60 s',
+  );
+  await t.rejects(holder.get(), {
+    message: `the AWS credentials from environment variables (AWS_ACCESS_KEY_ID) expired at ${expiration.toISOString()}, and fetching again gives none newer: renew them where they come from`,
+  });
 
   const warnings = lines().filter((l) => l.level === 40);
   t.equal(warnings.length, fetchedAt.length, 'one warning per fetch');
@@ -135,14 +158,19 @@ t.test('short-lived credentials handed back unchanged: refreshed at most once a 
   const time = fakeTime(t);
   const expiration = new Date(Date.now() + 5 * 60_000);
   const fetchedAt: number[] = [];
-  const holder = new CredentialsHolder(async () => (fetchedAt.push(Date.now()), { accessKeyId: 'ASIASAME', secretAccessKey: 's', expiration }));
+  const holder = new CredentialsHolder(
+    async () => (fetchedAt.push(Date.now()), { accessKeyId: 'ASIASAME', secretAccessKey: 's', expiration }),
+  );
   t.teardown(() => holder.close());
   const start = Date.now();
   await holder.get();
   await time.advance(4 * 60_000 + 10_000, 25);
   const offsets = fetchedAt.map((at) => at - start);
   t.same(offsets.slice(0, 6), [0, 120_000, 180_000, 210_000, 225_000, 232_500], 'halfway through the usable time, while that is long');
-  t.ok(gaps(fetchedAt).every((gap) => gap >= 1_000), `never sooner than 1 s apart: ${offsets.join(', ')}`);
+  t.ok(
+    gaps(fetchedAt).every((gap) => gap >= 1_000),
+    `never sooner than 1 s apart: ${offsets.join(', ')}`,
+  );
   t.ok(fetchedAt.length <= 15, `${fetchedAt.length} fetches over 250 s`);
   await t.rejects(holder.get(), { name: 'CredentialsExpiringError' });
 });
@@ -166,7 +194,9 @@ t.test('invalidate: static keys the server refused are read again; anything else
   t.match(lines(), [{ level: 30, accessKeyId: 'AKIASTATIC1', msg: /dropped after the server refused a token/ }]);
 
   let m = 0;
-  const expiring = new CredentialsHolder(async () => (++m, { accessKeyId: 'ASIATEMP', secretAccessKey: 's', expiration: new Date(Date.now() + 3_600_000) }));
+  const expiring = new CredentialsHolder(
+    async () => (++m, { accessKeyId: 'ASIATEMP', secretAccessKey: 's', expiration: new Date(Date.now() + 3_600_000) }),
+  );
   t.teardown(() => expiring.close());
   await expiring.get();
   expiring.invalidate('ASIATEMP');
@@ -180,7 +210,10 @@ t.test('tokens: shared per scope, reissued after 10 minutes or before the creden
   let signed = 0;
   const s = source(() => now, 20 * MIN);
   const holder = new CredentialsHolder(s.provider, { now: () => now, refreshAheadMs: 0 });
-  const tokens = new SharedTokens(holder, { now: () => now, sign: async (sc, c) => `${sc.host}:${sc.port}/?DBUser=${sc.user}&X-Amz-Signature=${c.accessKeyId}-${++signed}` });
+  const tokens = new SharedTokens(holder, {
+    now: () => now,
+    sign: async (sc, c) => `${sc.host}:${sc.port}/?DBUser=${sc.user}&X-Amz-Signature=${c.accessKeyId}-${++signed}`,
+  });
   const burst = await Promise.all(Array.from({ length: 100 }, () => tokens.get(scope)));
   t.equal(new Set(burst.map((b) => b.value)).size, 1, 'one token for a burst');
   t.equal(burst[0]!.expiresAt, 15 * MIN);
@@ -214,7 +247,10 @@ t.test('a signing failure is not cached', async (t) => {
   await t.rejects(tokens.get(scope), /no credentials/);
   fail = false;
   now += 1_000; // past the first backoff
-  t.match((await tokens.get(scope)).value, /^mydb\.abc123xyz\.us-east-1\.rds\.amazonaws\.com:5432\/\?Action=connect&DBUser=iam_user&X-Amz-Algorithm=AWS4-HMAC-SHA256/);
+  t.match(
+    (await tokens.get(scope)).value,
+    /^mydb\.abc123xyz\.us-east-1\.rds\.amazonaws\.com:5432\/\?Action=connect&DBUser=iam_user&X-Amz-Algorithm=AWS4-HMAC-SHA256/,
+  );
 });
 
 t.test('the SDK signer makes an RDS token for the exact scope', async (t) => {

@@ -37,13 +37,23 @@ const ROLE = 'arn:aws:iam::123456789012:role/app-db';
 
 t.test('identity settings are checked at start, naming the option', async (t) => {
   t.same(resolveIdentity({ endpoint: 'x' }), {}, 'the default chain');
-  t.same(resolveIdentity({ endpoint: 'x', profile: 'dev', roleArn: ROLE, roleSessionName: 'me@laptop', externalId: 'ext-42', mfaSerial: 'arn:aws:iam::123456789012:mfa/me' }), {
-    profile: 'dev',
-    roleArn: ROLE,
-    roleSessionName: 'me@laptop',
-    externalId: 'ext-42',
-    mfaSerial: 'arn:aws:iam::123456789012:mfa/me',
-  });
+  t.same(
+    resolveIdentity({
+      endpoint: 'x',
+      profile: 'dev',
+      roleArn: ROLE,
+      roleSessionName: 'me@laptop',
+      externalId: 'ext-42',
+      mfaSerial: 'arn:aws:iam::123456789012:mfa/me',
+    }),
+    {
+      profile: 'dev',
+      roleArn: ROLE,
+      roleSessionName: 'me@laptop',
+      externalId: 'ext-42',
+      mfaSerial: 'arn:aws:iam::123456789012:mfa/me',
+    },
+  );
   const bad: Array<[Record<string, string>, RegExp]> = [
     [{ profile: 'has space' }, /--profile: "has space" is not a profile name/],
     [{ roleArn: 'app-db' }, /--role-arn: "app-db" is not an IAM role ARN/],
@@ -55,7 +65,8 @@ t.test('identity settings are checked at start, naming the option', async (t) =>
     [{ roleArn: ROLE, externalId: 'x' }, /--external-id: 2 to 1224/],
     [{ roleArn: ROLE, mfaSerial: 'me' }, /--mfa-serial: "me" is not an MFA device/],
   ];
-  for (const [input, message] of bad) t.throws(() => resolveIdentity({ endpoint: 'x', ...input }), { name: 'ConfigError', message }, JSON.stringify(input));
+  for (const [input, message] of bad)
+    t.throws(() => resolveIdentity({ endpoint: 'x', ...input }), { name: 'ConfigError', message }, JSON.stringify(input));
   t.type(new ConfigError('x'), Error);
 });
 
@@ -74,9 +85,16 @@ t.test('the source of credentials, from the feature the SDK recorded', async (t)
   const creds = (source?: Record<string, string>) => ({ accessKeyId: 'A', secretAccessKey: 'S', ...(source ? { $source: source } : {}) });
   t.equal(sourceOf(creds()), undefined);
   t.equal(sourceOf(creds({ CREDENTIALS_IMDS: '0' })), 'EC2 instance metadata (IMDSv2)');
-  t.equal(sourceOf(creds({ CREDENTIALS_PROFILE: 'n', CREDENTIALS_PROFILE_SOURCE_PROFILE: 'o' })), 'a role profile (role_arn with source_profile)', 'the most specific wins');
+  t.equal(
+    sourceOf(creds({ CREDENTIALS_PROFILE: 'n', CREDENTIALS_PROFILE_SOURCE_PROFILE: 'o' })),
+    'a role profile (role_arn with source_profile)',
+    'the most specific wins',
+  );
   t.equal(sourceOf(creds({ CREDENTIALS_PROFILE_SSO: 'r' })), 'AWS IAM Identity Center (SSO)');
-  t.equal(renewalAdvice('AWS IAM Identity Center (SSO)', { profile: 'dev' }), 'when the SSO session ends, run `aws sso login --profile dev`');
+  t.equal(
+    renewalAdvice('AWS IAM Identity Center (SSO)', { profile: 'dev' }),
+    'when the SSO session ends, run `aws sso login --profile dev`',
+  );
   t.equal(renewalAdvice('an `aws login` session', {}), 'when the session ends, run `aws login`');
   t.match(renewalAdvice('a role profile with an MFA code', {}), /new MFA code on the terminal/);
   t.equal(renewalAdvice('EC2 instance metadata (IMDSv2)', {}), undefined, 'renewed without anyone');
@@ -106,7 +124,10 @@ t.test('the chain trace pairs each source the SDK tried with its reason', async 
   ]);
   const err = new NoCredentialsError('profile dev', trace.tried(), new Error('Could not load credentials from any providers'));
   t.equal(err.message, 'no AWS credentials for profile dev: Could not load credentials from any providers');
-  t.match(err.describeTried(), /^environment variables \(Unable.*\); the shared config and credentials files; EC2 instance metadata \(IMDSv2\) \(token/);
+  t.match(
+    err.describeTried(),
+    /^environment variables \(Unable.*\); the shared config and credentials files; EC2 instance metadata \(IMDSv2\) \(token/,
+  );
   t.match(warned, /both AWS_PROFILE and keys are set/);
   trace.reset();
   t.same(trace.tried(), []);
@@ -126,7 +147,10 @@ t.test('the MFA prompt: on a terminal only, six digits, one question at a time',
   t.equal(await first, '123456');
   input.write('654321\n');
   t.equal(await second, '654321');
-  t.match(shown, /MFA code for arn:aws:iam::123456789012:mfa\/me: .*6 digits.*MFA code for arn:aws:iam::123456789012:mfa\/me: .*MFA code for arn:aws:iam::123456789012:mfa\/other/s);
+  t.match(
+    shown,
+    /MFA code for arn:aws:iam::123456789012:mfa\/me: .*6 digits.*MFA code for arn:aws:iam::123456789012:mfa\/me: .*MFA code for arn:aws:iam::123456789012:mfa\/other/s,
+  );
   const wrong = terminalMfa(input, output, 2)!;
   const tries = wrong('dev');
   input.write('no\nnope\n');
@@ -139,7 +163,10 @@ t.test('the MFA prompt: on a terminal only, six digits, one question at a time',
 t.test('short-lived credentials are refreshed halfway, not on every call', async (t) => {
   let now = 0;
   let fetches = 0;
-  const holder = new CredentialsHolder(async () => ({ accessKeyId: `K${++fetches}`, secretAccessKey: 's', expiration: new Date(now + 5 * 60_000) }), { now: () => now });
+  const holder = new CredentialsHolder(
+    async () => ({ accessKeyId: `K${++fetches}`, secretAccessKey: 's', expiration: new Date(now + 5 * 60_000) }),
+    { now: () => now },
+  );
   await holder.get();
   for (let i = 0; i < 50; i++) await holder.get();
   await new Promise((r) => setImmediate(r));
@@ -160,7 +187,8 @@ function fakeProviders() {
       provider: async () => {
         fetches.set(name, (fetches.get(name) ?? 0) + 1);
         if (name === 'plain') throw new Error('not a chain error');
-        if (name === 'broken') throw new NoCredentialsError('profile broken', [{ source: 'environment variables', reason: 'none' }], new Error('nothing'));
+        if (name === 'broken')
+          throw new NoCredentialsError('profile broken', [{ source: 'environment variables', reason: 'none' }], new Error('nothing'));
         return { accessKeyId: `AKIA_${name}`, secretAccessKey: 's', expiration: new Date(Date.now() + 3_600_000) } as AwsCredentialIdentity;
       },
       source: () => (name === 'sso' ? 'AWS IAM Identity Center (SSO)' : undefined),
@@ -195,16 +223,31 @@ t.test('at start: who signs, from where, until when; failures are warnings', asy
   t.equal(await announce(identities.for({ profile: 'sso' }, 'us-east-1'), 'us-east-1', log), true);
   t.equal(await announce(identities.for({ profile: 'broken' }, 'us-east-1'), 'us-east-1', log), false);
   t.equal(await announce(identities.for({ profile: 'plain' }, 'us-east-1'), 'us-east-1', log), false);
-  const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-  t.match(lines.find((l) => String(l.msg).startsWith('AWS credentials ready')), {
-    identity: 'profile sso',
-    source: 'AWS IAM Identity Center (SSO)',
-    accessKeyId: 'AKIA_sso',
-    msg: 'AWS credentials ready (sts:GetCallerIdentity did not answer)',
-  });
-  t.match(lines.find((l) => l.advice), { level: 40, advice: 'when the SSO session ends, run `aws sso login --profile sso`' });
-  t.match(lines.find((l) => l.identity === 'profile broken' && l.level === 40 && l.tried), { tried: 'environment variables (none)' });
-  t.match(lines.find((l) => l.identity === 'profile plain' && l.level === 40 && !('tried' in l)), { err: { message: 'not a chain error' } });
+  const lines = out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.match(
+    lines.find((l) => String(l.msg).startsWith('AWS credentials ready')),
+    {
+      identity: 'profile sso',
+      source: 'AWS IAM Identity Center (SSO)',
+      accessKeyId: 'AKIA_sso',
+      msg: 'AWS credentials ready (sts:GetCallerIdentity did not answer)',
+    },
+  );
+  t.match(
+    lines.find((l) => l.advice),
+    { level: 40, advice: 'when the SSO session ends, run `aws sso login --profile sso`' },
+  );
+  t.match(
+    lines.find((l) => l.identity === 'profile broken' && l.level === 40 && l.tried),
+    { tried: 'environment variables (none)' },
+  );
+  t.match(
+    lines.find((l) => l.identity === 'profile plain' && l.level === 40 && !('tried' in l)),
+    { err: { message: 'not a chain error' } },
+  );
   t.notMatch(out, /"secretAccessKey"|"s"/);
 });
 
@@ -213,9 +256,12 @@ t.test('idle credentials are renewed by a timer, and tokens follow the renewed c
   let renewed: () => void = () => undefined;
   const second = new Promise<void>((resolve) => (renewed = resolve));
   // 61 s of life, 60 s of which are unusable: the holder wakes itself halfway through the last second.
-  const holder = new CredentialsHolder(async () => ({ accessKeyId: `K${++fetches}`, secretAccessKey: 's', expiration: new Date(Date.now() + 61_000) }), {
-    onRefresh: () => fetches === 2 && renewed(),
-  });
+  const holder = new CredentialsHolder(
+    async () => ({ accessKeyId: `K${++fetches}`, secretAccessKey: 's', expiration: new Date(Date.now() + 61_000) }),
+    {
+      onRefresh: () => fetches === 2 && renewed(),
+    },
+  );
   t.teardown(() => holder.close());
   const tokens = new SharedTokens(holder, { sign: async (_scope, c) => `signed-by-${c.accessKeyId}` });
   const scope = { host: 'h', port: 5432, region: 'us-east-1', user: 'u' };
@@ -239,16 +285,22 @@ t.test('the real SDK in process: --role-arn with --mfa-serial, a role without ba
 
   // No base credentials at all: the role's error is the base chain's, with every source tried.
   const orphan = credentialProvider({ roleArn: ROLE }, { region: 'us-east-1' });
-  await t.rejects(orphan.provider(), { name: 'NoCredentialsError', message: /no AWS credentials for role .* assumed from the default credential chain/ });
+  await t.rejects(orphan.provider(), {
+    name: 'NoCredentialsError',
+    message: /no AWS credentials for role .* assumed from the default credential chain/,
+  });
   t.equal(orphan.source(), undefined, 'no source before a success');
 
   process.env.AWS_ACCESS_KEY_ID = 'AKIABASEKEY000000001';
   process.env.AWS_SECRET_ACCESS_KEY = 'base-secret';
   const asked: string[] = [];
-  const traced = credentialProvider({ roleArn: ROLE, mfaSerial: 'arn:aws:iam::123456789012:mfa/bob', roleSessionName: 'bob' }, {
-    region: 'eu-west-1',
-    mfa: async (serial) => (asked.push(serial), '135790'),
-  });
+  const traced = credentialProvider(
+    { roleArn: ROLE, mfaSerial: 'arn:aws:iam::123456789012:mfa/bob', roleSessionName: 'bob' },
+    {
+      region: 'eu-west-1',
+      mfa: async (serial) => (asked.push(serial), '135790'),
+    },
+  );
   const creds = await traced.provider();
   t.same(asked, ['arn:aws:iam::123456789012:mfa/bob']);
   t.match(sts.last({ action: 'AssumeRole' }), {
@@ -282,14 +334,28 @@ t.test('a failed refresh names what the user can do', async (t) => {
   now = 55 * 60_000;
   await holder.get();
   await new Promise((r) => setImmediate(r));
-  t.match(JSON.parse(out.trim().split('\n')[0]!), { msg: 'AWS credentials refresh failed; still using the current ones', keepUsing: true, advice: 'run `aws sso login`', expiration: new Date(60 * 60_000).toISOString() });
+  t.match(JSON.parse(out.trim().split('\n')[0]!), {
+    msg: 'AWS credentials refresh failed; still using the current ones',
+    keepUsing: true,
+    advice: 'run `aws sso login`',
+    expiration: new Date(60 * 60_000).toISOString(),
+  });
 });
 
 /** JSON log lines written to memory. */
 function memoryLog(level = 'debug') {
   let out = '';
   const sink = new Writable({ write: (c, _e, done) => ((out += String(c)), done()) });
-  return { log: createLogger({ level, format: 'json' }, sink), raw: () => out, lines: () => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+  return {
+    log: createLogger({ level, format: 'json' }, sink),
+    raw: () => out,
+    lines: () =>
+      out
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
 }
 
 /** A credential_process helper that fails the way the report describes: a secret in its arguments, another on stderr. */
@@ -303,18 +369,41 @@ const SECRETS = /SECRET123|SECRET456|SECRET789/;
 
 t.test('SDK error texts are made safe before anyone sees them', async (t) => {
   // Node's exec error, as the SDK passes it on: the whole command line, then the program's stderr.
-  t.equal(safeReason('Command failed: /opt/never-ran --api-key=SECRET123\ntoken=SECRET456\n', 'dev'), 'credential_process of profile dev failed', 'no exit seen: still no arguments, no output');
+  t.equal(
+    safeReason('Command failed: /opt/never-ran --api-key=SECRET123\ntoken=SECRET456\n', 'dev'),
+    'credential_process of profile dev failed',
+    'no exit seen: still no arguments, no output',
+  );
   t.equal(safeReason('Command failed: /opt/never-ran --api-key=SECRET123\n'), 'credential_process failed');
-  t.equal(safeReason('Profile dev credential_process returned invalid JSON.'), 'Profile dev credential_process returned invalid JSON.', "the SDK's own texts pass as they are");
+  t.equal(
+    safeReason('Profile dev credential_process returned invalid JSON.'),
+    'Profile dev credential_process returned invalid JSON.',
+    "the SDK's own texts pass as they are",
+  );
   // V8 quotes the text around a JSON fault: a piece of an IMDS or container answer, an SSO or login token file.
   t.equal(safeReason(`SyntaxError: Unexpected token 'o', "token=SECRE"... is not valid JSON`), 'SyntaxError: the text is not valid JSON');
-  t.equal(safeReason(`Failed to load token from /h/.aws/login/cache/x.json: SyntaxError: Unexpected token '}', ..."T","x":tru}" is not valid JSON`), 'Failed to load token from /h/.aws/login/cache/x.json: SyntaxError: the text is not valid JSON');
+  t.equal(
+    safeReason(
+      `Failed to load token from /h/.aws/login/cache/x.json: SyntaxError: Unexpected token '}', ..."T","x":tru}" is not valid JSON`,
+    ),
+    'Failed to load token from /h/.aws/login/cache/x.json: SyntaxError: the text is not valid JSON',
+  );
   t.equal(safeReason('Unexpected end of JSON input'), 'Unexpected end of JSON input');
-  t.equal(safeReason('http://user:SECRET123@127.0.0.1:1/creds is not a valid container metadata service URL'), 'http://[REDACTED]@127.0.0.1:1/creds is not a valid container metadata service URL');
-  t.equal(safeReason('GET https://x/?X-Amz-Security-Token=SECRET456&a=1 refused'), 'GET https://x/?X-Amz-Security-Token=[REDACTED]&a=1 refused');
+  t.equal(
+    safeReason('http://user:SECRET123@127.0.0.1:1/creds is not a valid container metadata service URL'),
+    'http://[REDACTED]@127.0.0.1:1/creds is not a valid container metadata service URL',
+  );
+  t.equal(
+    safeReason('GET https://x/?X-Amz-Security-Token=SECRET456&a=1 refused'),
+    'GET https://x/?X-Amz-Security-Token=[REDACTED]&a=1 refused',
+  );
 
   t.equal(firstShellWord('/opt/helper --api-key=X'), '/opt/helper');
-  t.equal(firstShellWord('  API_KEY=SECRET789 OTHER=1 /opt/helper --x'), '/opt/helper', 'variable assignments before the program are not its name');
+  t.equal(
+    firstShellWord('  API_KEY=SECRET789 OTHER=1 /opt/helper --x'),
+    '/opt/helper',
+    'variable assignments before the program are not its name',
+  );
   t.equal(firstShellWord(`"/opt/my helper" --x`), '/opt/my helper');
   t.equal(firstShellWord(`'/opt/a b'/c\\ d --x`), '/opt/a b/c d');
   t.equal(firstShellWord(`"/opt/q\\"uote" x`), '/opt/q"uote');
@@ -344,7 +433,10 @@ t.test('a failed credential_process, through the real SDK: clients hear its prof
   });
   const { log, lines, raw } = memoryLog('debug');
   const traced = credentialProvider({ profile: 'tool' }, { region: 'us-east-1', log });
-  const err = (await traced.provider().then(() => undefined, (e: unknown) => e)) as NoCredentialsError;
+  const err = (await traced.provider().then(
+    () => undefined,
+    (e: unknown) => e,
+  )) as NoCredentialsError;
   t.type(err, NoCredentialsError);
   t.equal(err.message, 'no AWS credentials for profile tool: Could not load credentials from any providers');
   t.match(err.describeTried(), /the shared config and credentials files \(credential_process of profile tool exited 1\)/);
@@ -359,16 +451,28 @@ t.test('a failed credential_process, through the real SDK: clients hear its prof
     stderr: '[not logged, 16 bytes: it may hold secrets; run the program by hand to read it]',
   });
   log.warn({ err }, 'as the holder logs it');
-  t.notMatch(`${raw()}${err.message}${err.describeTried()}${String((err.cause as Error).stack)}`, SECRETS, 'no argument and no output of it anywhere, even at debug');
+  t.notMatch(
+    `${raw()}${err.message}${err.describeTried()}${String((err.cause as Error).stack)}`,
+    SECRETS,
+    'no argument and no output of it anywhere, even at debug',
+  );
 
   // A role profile whose source_profile runs it: the source profile is named.
   const role = credentialProvider({ profile: 'db' }, { region: 'us-east-1', log });
-  const roleErr = (await role.provider().then(() => undefined, (e: unknown) => e)) as NoCredentialsError;
+  const roleErr = (await role.provider().then(
+    () => undefined,
+    (e: unknown) => e,
+  )) as NoCredentialsError;
   t.match(roleErr.describeTried(), /\(credential_process of profile tool exited 1\)/);
 
   // Killed, not found: the same shape, the status said in words.
   configFile(dir, { tool: { credential_process: `${join(dir, 'no-such-helper')} --api-key=SECRET123` } });
-  const missing = (await credentialProvider({ profile: 'tool' }, { region: 'us-east-1' }).provider().then(() => undefined, (e: unknown) => e)) as NoCredentialsError;
+  const missing = (await credentialProvider({ profile: 'tool' }, { region: 'us-east-1' })
+    .provider()
+    .then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as NoCredentialsError;
   t.match(missing.describeTried(), /credential_process of profile tool exited 127 \(command not found\)/);
   t.notMatch(missing.describeTried(), SECRETS);
 });
@@ -421,7 +525,9 @@ t.test('exported credentials 30 s from expiry, through the real SDK chain: a few
   t.equal(calls, 6, 'a minute: fetched at 0, 1, 3, 7, 15 and 31 s');
   await time.advance(9 * 60_000);
   t.equal(calls, 15, 'ten minutes: then once a minute');
-  const warnings = lines().filter((l) => l.msg === 'AWS credentials from the source are too close to expiry and it gives none newer: the proxy cannot renew them');
+  const warnings = lines().filter(
+    (l) => l.msg === 'AWS credentials from the source are too close to expiry and it gives none newer: the proxy cannot renew them',
+  );
   t.equal(warnings.length, calls, 'each fetch warned that the proxy cannot renew them');
   t.ok(warnings.every((l) => l.level === 40));
 });

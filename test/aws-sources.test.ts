@@ -43,7 +43,18 @@ function env(extra: Record<string, string>): NodeJS.ProcessEnv {
 
 async function serve(environment: NodeJS.ProcessEnv, args: string[] = []): Promise<StartedCli> {
   const cli = await startCli(
-    [`${db.endpoint}:${db.port}`, '--listen', '127.0.0.1:0', '--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.caFile, '--log-format', 'json', ...args],
+    [
+      `${db.endpoint}:${db.port}`,
+      '--listen',
+      '127.0.0.1:0',
+      '--connect-to',
+      `127.0.0.1:${db.port}`,
+      '--ca-file',
+      db.caFile,
+      '--log-format',
+      'json',
+      ...args,
+    ],
     environment,
   );
   t.teardown(async () => {
@@ -74,7 +85,10 @@ async function burst(cli: StartedCli, logins = LOGINS): Promise<string[]> {
   if (r.code !== 0) throw new Error(`pgbench: ${r.stderr}`);
   const entries = (await db.checkerLog()).slice(from);
   // pgbench makes one connection of its own before the benchmark's.
-  return entries.filter((e) => e.ok).map((e) => e.accessKeyId).slice(1);
+  return entries
+    .filter((e) => e.ok)
+    .map((e) => e.accessKeyId)
+    .slice(1);
 }
 
 const ready = (cli: StartedCli) => cli.line((l) => l.msg === 'AWS identity ready' || String(l.msg).startsWith('no AWS credentials yet'));
@@ -84,13 +98,30 @@ t.test('EC2 instance metadata (IMDSv2): one fetch for two hundred logins', async
   t.teardown(() => imds.close());
   const creds = await trusted();
   imds.issue(creds);
-  sts.identities.set(creds.accessKeyId, { arn: 'arn:aws:sts::123456789012:assumed-role/stand-in-role/i-0abc', userId: 'AROA:i-0abc', account: '123456789012' });
+  sts.identities.set(creds.accessKeyId, {
+    arn: 'arn:aws:sts::123456789012:assumed-role/stand-in-role/i-0abc',
+    userId: 'AROA:i-0abc',
+    account: '123456789012',
+  });
   const cli = await serve(env({ AWS_EC2_METADATA_DISABLED: 'false', AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.origin }));
-  t.match(await ready(cli), { msg: 'AWS identity ready', source: 'EC2 instance metadata (IMDSv2)', accessKeyId: creds.accessKeyId, arn: /assumed-role\/stand-in-role/, account: '123456789012' });
+  t.match(await ready(cli), {
+    msg: 'AWS identity ready',
+    source: 'EC2 instance metadata (IMDSv2)',
+    accessKeyId: creds.accessKeyId,
+    arn: /assumed-role\/stand-in-role/,
+    account: '123456789012',
+  });
   const keys = await burst(cli, 200);
   t.equal(keys.length, 200);
-  t.ok(keys.every((k) => k === creds.accessKeyId), 'every token signed with the instance role');
-  t.equal(imds.count((r) => r.path.includes('security-credentials/') && r.status === 200 && r.issued !== undefined), 1, 'credentials fetched once');
+  t.ok(
+    keys.every((k) => k === creds.accessKeyId),
+    'every token signed with the instance role',
+  );
+  t.equal(
+    imds.count((r) => r.path.includes('security-credentials/') && r.status === 200 && r.issued !== undefined),
+    1,
+    'credentials fetched once',
+  );
   t.ok(imds.count({ method: 'PUT' }) >= 1, 'IMDSv2 session token asked');
   t.equal(await stop(cli), 0);
 });
@@ -115,12 +146,18 @@ t.test('web identity (EKS IRSA): AssumeRoleWithWebIdentity once', async (t) => {
   const creds = await trusted();
   await stsIssues(creds);
   const before = sts.count({ action: 'AssumeRoleWithWebIdentity' });
-  const cli = await serve(env({ AWS_WEB_IDENTITY_TOKEN_FILE: tokenFile, AWS_ROLE_ARN: ROLE, AWS_ROLE_SESSION_NAME: 'pod-1', AWS_REGION: 'us-east-1' }));
+  const cli = await serve(
+    env({ AWS_WEB_IDENTITY_TOKEN_FILE: tokenFile, AWS_ROLE_ARN: ROLE, AWS_ROLE_SESSION_NAME: 'pod-1', AWS_REGION: 'us-east-1' }),
+  );
   t.match(await ready(cli), { source: /web identity token/, accessKeyId: creds.accessKeyId });
   const keys = await burst(cli);
   t.ok(keys.length === LOGINS && keys.every((k) => k === creds.accessKeyId));
   t.equal(sts.count({ action: 'AssumeRoleWithWebIdentity' }) - before, 1);
-  t.match(sts.last({ action: 'AssumeRoleWithWebIdentity' })?.params, { RoleArn: ROLE, RoleSessionName: 'pod-1', WebIdentityToken: 'eyJ.stand-in.jwt' });
+  t.match(sts.last({ action: 'AssumeRoleWithWebIdentity' })?.params, {
+    RoleArn: ROLE,
+    RoleSessionName: 'pod-1',
+    WebIdentityToken: 'eyJ.stand-in.jwt',
+  });
   t.equal(await stop(cli), 0);
 });
 
@@ -129,7 +166,10 @@ t.test('--profile with static keys in the shared credentials file', async (t) =>
   await db.trustKey(key);
   const files = join(db.dir, `aws-${++fileNo}`);
   const credentials = credentialFile(files, { app: { aws_access_key_id: key.accessKeyId, aws_secret_access_key: key.secretAccessKey } });
-  const cli = await serve(env({ AWS_SHARED_CREDENTIALS_FILE: credentials, AWS_ACCESS_KEY_ID: 'AKIAIGNOREDBECAUSEPROFILE', AWS_SECRET_ACCESS_KEY: 'x' }), ['--profile', 'app']);
+  const cli = await serve(
+    env({ AWS_SHARED_CREDENTIALS_FILE: credentials, AWS_ACCESS_KEY_ID: 'AKIAIGNOREDBECAUSEPROFILE', AWS_SECRET_ACCESS_KEY: 'x' }),
+    ['--profile', 'app'],
+  );
   t.match(await ready(cli), { identity: 'profile app', source: 'the shared credentials file', accessKeyId: key.accessKeyId });
   const keys = await burst(cli);
   t.ok(keys.length === LOGINS && keys.every((k) => k === key.accessKeyId), 'the profile wins over the environment');
@@ -198,22 +238,40 @@ t.test('--role-arn with --external-id and --role-session-name, assumed from envi
 t.test('a role the base identity may not assume: the client hears STS, the proxy keeps serving', async (t) => {
   let denied = true;
   const strict = await startSts({
-    reject: (r) => (denied && r.action === 'AssumeRole' ? { code: 'AccessDenied', message: 'User is not authorized to perform: sts:AssumeRole' } : undefined),
+    reject: (r) =>
+      denied && r.action === 'AssumeRole'
+        ? { code: 'AccessDenied', message: 'User is not authorized to perform: sts:AssumeRole' }
+        : undefined,
   });
   t.teardown(() => strict.close());
   const role = await trusted();
   strict.issue(role);
-  const cli = await serve(env({ AWS_ENDPOINT_URL_STS: strict.url, AWS_ACCESS_KEY_ID: randomAccessKeyId('AKIA'), AWS_SECRET_ACCESS_KEY: randomSecretAccessKey() }), [
-    '--role-arn',
-    ROLE,
-  ]);
-  t.match(await ready(cli), { msg: /^no AWS credentials/, tried: /sts:AssumeRole arn:aws:iam::123456789012:role\/orders-db \(User is not authorized/ });
+  const cli = await serve(
+    env({ AWS_ENDPOINT_URL_STS: strict.url, AWS_ACCESS_KEY_ID: randomAccessKeyId('AKIA'), AWS_SECRET_ACCESS_KEY: randomSecretAccessKey() }),
+    ['--role-arn', ROLE],
+  );
+  t.match(await ready(cli), {
+    msg: /^no AWS credentials/,
+    tried: /sts:AssumeRole arn:aws:iam::123456789012:role\/orders-db \(User is not authorized/,
+  });
   const client = new pg.Client({ host: '127.0.0.1', port: cli.port, user: 'iam_user', database: 'orders' });
-  const err = await client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
-  t.match(err, { code: '08001', message: /no AWS credentials for role arn:aws:iam::123456789012:role\/orders-db/, detail: /sts:AssumeRole .*not authorized/ });
+  const err = await client.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
+  t.match(err, {
+    code: '08001',
+    message: /no AWS credentials for role arn:aws:iam::123456789012:role\/orders-db/,
+    detail: /sts:AssumeRole .*not authorized/,
+  });
   denied = false;
   await cli.line((l) => l.msg === 'AWS credentials available again'); // retried on its own, with backoff
-  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], { PGHOST: '127.0.0.1', PGPORT: String(cli.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(cli.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
   t.equal(r.stdout.trim(), 'iam_user', `recovers once STS lets the role be assumed: ${r.stderr}`);
   t.equal(await stop(cli), 0);
 });
@@ -224,7 +282,10 @@ t.test('credentials that expire are renewed before use; sessions opened before s
   const first = await trusted(62_000); // 2 s of usable life: renewed about a second after the start
   const second = await trusted();
   imds.issue(first, second);
-  const cli = await serve(env({ AWS_EC2_METADATA_DISABLED: 'false', AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.origin }), ['--log-level', 'debug']);
+  const cli = await serve(env({ AWS_EC2_METADATA_DISABLED: 'false', AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.origin }), [
+    '--log-level',
+    'debug',
+  ]);
   await ready(cli);
   const early = new pg.Client({ host: '127.0.0.1', port: cli.port, user: 'iam_user', database: 'orders' });
   await early.connect();
@@ -237,7 +298,10 @@ t.test('credentials that expire are renewed before use; sessions opened before s
   t.equal(signers.at(-2), first.accessKeyId, 'the first session signed with the first credentials');
   t.equal(signers.at(-1), second.accessKeyId, 'the next login signed with the renewed ones');
   t.same((await early.query('SELECT 41 + 1 AS n')).rows, [{ n: 42 }], 'the earlier session was not disturbed');
-  t.equal(imds.count((r) => r.issued !== undefined), 2);
+  t.equal(
+    imds.count((r) => r.issued !== undefined),
+    2,
+  );
   await early.end();
   t.equal(await stop(cli), 0);
 });
@@ -249,12 +313,24 @@ t.test('the credential endpoint down: clients are told which sources were tried;
   const cli = await serve(env({ AWS_CONTAINER_CREDENTIALS_FULL_URI: ecs.url }));
   t.match(await ready(cli), { msg: /^no AWS credentials yet/, tried: /the ECS\/EKS container endpoint/ });
   const client = new pg.Client({ host: '127.0.0.1', port: cli.port, user: 'iam_user', database: 'orders' });
-  const err = await client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
-  t.match(err, { code: '08001', message: /no AWS credentials for the default credential chain/, detail: /environment variables .*the ECS\/EKS container endpoint/ });
+  const err = await client.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
+  t.match(err, {
+    code: '08001',
+    message: /no AWS credentials for the default credential chain/,
+    detail: /environment variables .*the ECS\/EKS container endpoint/,
+  });
   ecs.issue(await trusted());
   await ecs.up();
   await cli.line((l) => l.msg === 'AWS credentials available again');
-  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(cli.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(cli.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
   t.equal(r.stdout.trim(), '1', r.stderr);
   t.equal(await stop(cli), 0);
 });
@@ -265,7 +341,9 @@ t.test('MFA: a role that needs a code asks on the terminal, and fails clearly wi
   const base = { accessKeyId: randomAccessKeyId('AKIA'), secretAccessKey: randomSecretAccessKey() };
   const files = join(db.dir, `aws-${++fileNo}`);
   const credentials = credentialFile(files, { base: { aws_access_key_id: base.accessKeyId, aws_secret_access_key: base.secretAccessKey } });
-  const config = configFile(files, { admin: { role_arn: ROLE, source_profile: 'base', mfa_serial: 'arn:aws:iam::123456789012:mfa/alice' } });
+  const config = configFile(files, {
+    admin: { role_arn: ROLE, source_profile: 'base', mfa_serial: 'arn:aws:iam::123456789012:mfa/alice' },
+  });
   const environment = env({ AWS_ENDPOINT_URL_STS: mfa.url, AWS_SHARED_CREDENTIALS_FILE: credentials, AWS_CONFIG_FILE: config });
 
   // No terminal (stdin is not a TTY): the proxy says why there are no credentials.
@@ -276,8 +354,24 @@ t.test('MFA: a role that needs a code asks on the terminal, and fails clearly wi
   // On a terminal (script(1) gives it one): the prompt appears, the code goes to STS.
   const role = await trusted();
   mfa.issue(role);
-  const args = [BIN, `${db.endpoint}:${db.port}`, '--listen', '127.0.0.1:0', '--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.caFile, '--log-format', 'json', '--profile', 'admin'];
-  const tty = spawn('script', ['-qefc', `exec ${[process.execPath, ...args].map(shellQuote).join(' ')}`, '/dev/null'], { env: environment, stdio: ['pipe', 'pipe', 'ignore'] });
+  const args = [
+    BIN,
+    `${db.endpoint}:${db.port}`,
+    '--listen',
+    '127.0.0.1:0',
+    '--connect-to',
+    `127.0.0.1:${db.port}`,
+    '--ca-file',
+    db.caFile,
+    '--log-format',
+    'json',
+    '--profile',
+    'admin',
+  ];
+  const tty = spawn('script', ['-qefc', `exec ${[process.execPath, ...args].map(shellQuote).join(' ')}`, '/dev/null'], {
+    env: environment,
+    stdio: ['pipe', 'pipe', 'ignore'],
+  });
   t.teardown(() => void tty.kill('SIGKILL'));
   let screen = '';
   const watchers = new Set<() => void>();
@@ -301,8 +395,17 @@ t.test('MFA: a role that needs a code asks on the terminal, and fails clearly wi
   tty.stdin.write('246810\n');
   const port = Number((await seen(/"listen":"127\.0\.0\.1:(\d+)"[^\n]*"msg":"listening"/))[1]);
   await seen(/"msg":"AWS identity ready"/);
-  t.match(mfa.last({ action: 'AssumeRole' })?.params, { RoleArn: ROLE, SerialNumber: 'arn:aws:iam::123456789012:mfa/alice', TokenCode: '246810' });
-  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  t.match(mfa.last({ action: 'AssumeRole' })?.params, {
+    RoleArn: ROLE,
+    SerialNumber: 'arn:aws:iam::123456789012:mfa/alice',
+    TokenCode: '246810',
+  });
+  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
   t.equal(r.stdout.trim(), 'iam_user', r.stderr);
   t.ok(await seen(/each renewal asks for a new MFA code on the terminal/), 'the user is warned that renewal needs them');
   tty.kill('SIGTERM');

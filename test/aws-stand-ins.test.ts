@@ -46,11 +46,11 @@ function stsClient(accessKeyId: string, secretAccessKey: string, sessionToken?: 
 t.test('IMDSv2 via fromInstanceMetadata', async (t) => {
   const imds = await startImds();
   t.teardown(() => imds.close());
-  process.env['AWS_EC2_METADATA_SERVICE_ENDPOINT'] = imds.url;
-  delete process.env['AWS_EC2_METADATA_DISABLED'];
+  process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT = imds.url;
+  delete process.env.AWS_EC2_METADATA_DISABLED;
   t.teardown(() => {
-    delete process.env['AWS_EC2_METADATA_SERVICE_ENDPOINT'];
-    process.env['AWS_EC2_METADATA_DISABLED'] = 'true';
+    delete process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT;
+    process.env.AWS_EC2_METADATA_DISABLED = 'true';
   });
 
   const creds = await fromInstanceMetadata()();
@@ -97,11 +97,11 @@ t.test('IMDSv2 via fromInstanceMetadata', async (t) => {
 t.test('container credentials via fromContainerMetadata and fromHttp', async (t) => {
   const ecs = await startEcs({ authorizationToken: 'Bearer ecs-secret' });
   t.teardown(() => ecs.close());
-  process.env['AWS_CONTAINER_CREDENTIALS_FULL_URI'] = ecs.url;
-  process.env['AWS_CONTAINER_AUTHORIZATION_TOKEN'] = 'Bearer ecs-secret';
+  process.env.AWS_CONTAINER_CREDENTIALS_FULL_URI = ecs.url;
+  process.env.AWS_CONTAINER_AUTHORIZATION_TOKEN = 'Bearer ecs-secret';
   t.teardown(() => {
-    delete process.env['AWS_CONTAINER_CREDENTIALS_FULL_URI'];
-    delete process.env['AWS_CONTAINER_AUTHORIZATION_TOKEN'];
+    delete process.env.AWS_CONTAINER_CREDENTIALS_FULL_URI;
+    delete process.env.AWS_CONTAINER_AUTHORIZATION_TOKEN;
   });
   t.match(ecs.url, /^http:\/\/127\.0\.0\.1:\d+\/creds$/);
 
@@ -110,18 +110,22 @@ t.test('container credentials via fromContainerMetadata and fromHttp', async (t)
   t.equal((await fromHttp()()).accessKeyId, 'ASIAECS0000000000002');
   t.equal(ecs.count({ method: 'GET', path: '/creds', status: 200 }), 2, 'both carried the Authorization token');
 
-  process.env['AWS_CONTAINER_AUTHORIZATION_TOKEN'] = 'Bearer wrong';
+  process.env.AWS_CONTAINER_AUTHORIZATION_TOKEN = 'Bearer wrong';
   await t.rejects(fromContainerMetadata()(), { name: 'ProviderError', statusCode: 401 });
   await t.rejects(fromHttp({ maxRetries: 0 })(), { message: /status: 401/, Code: 'AccessDenied' });
   t.equal(ecs.count({ status: 401 }), 2, 'one request each; fromHttp retries only when maxRetries > 0');
-  t.equal(ecs.count((r) => r.issued !== undefined), 2, 'nothing issued to a wrong token');
+  t.equal(
+    ecs.count((r) => r.issued !== undefined),
+    2,
+    'nothing issued to a wrong token',
+  );
 });
 
 t.test('AssumeRole via fromTemporaryCredentials', async (t) => {
   const sts = await startSts({ knownAccessKeyIds: [STATIC_KEY], mfaTokenCode: '123456' });
   t.teardown(() => sts.close());
-  process.env['AWS_ENDPOINT_URL_STS'] = sts.url;
-  t.teardown(() => delete process.env['AWS_ENDPOINT_URL_STS']);
+  process.env.AWS_ENDPOINT_URL_STS = sts.url;
+  t.teardown(() => delete process.env.AWS_ENDPOINT_URL_STS);
 
   const provider = fromTemporaryCredentials({
     masterCredentials: { accessKeyId: STATIC_KEY, secretAccessKey: STATIC_SECRET },
@@ -168,7 +172,7 @@ t.test('AssumeRole via fromTemporaryCredentials', async (t) => {
     { name: 'InvalidClientTokenId', $metadata: { httpStatusCode: 403, attempts: 1 } },
   );
   t.equal(sts.last()?.accessKeyId, stranger);
-  t.match(sts.last()?.params['RoleSessionName'], /^aws-sdk-js-\d+$/, 'SDK default session name');
+  t.match(sts.last()?.params.RoleSessionName, /^aws-sdk-js-\d+$/, 'SDK default session name');
 
   // Down: the STS client retries a refused connection (3 attempts), none of which arrive.
   await sts.down('refuse');
@@ -213,21 +217,23 @@ t.test('fromIni: role_arn + source_profile, mfa_serial, credential_process', asy
   // A fresh directory: the SDK caches each path's contents for the process.
   const files = join(dir, 'ini');
   const proc = credentialProcess(files, { accessKeyId: processKey, secretAccessKey: 'P'.repeat(40) });
-  const saved = { cfg: process.env['AWS_CONFIG_FILE'], cred: process.env['AWS_SHARED_CREDENTIALS_FILE'] };
-  process.env['AWS_SHARED_CREDENTIALS_FILE'] = credentialFile(files, { base: { aws_access_key_id: STATIC_KEY, aws_secret_access_key: STATIC_SECRET } });
-  process.env['AWS_CONFIG_FILE'] = configFile(files, {
+  const saved = { cfg: process.env.AWS_CONFIG_FILE, cred: process.env.AWS_SHARED_CREDENTIALS_FILE };
+  process.env.AWS_SHARED_CREDENTIALS_FILE = credentialFile(files, {
+    base: { aws_access_key_id: STATIC_KEY, aws_secret_access_key: STATIC_SECRET },
+  });
+  process.env.AWS_CONFIG_FILE = configFile(files, {
     app: { role_arn: ROLE, source_profile: 'base', role_session_name: 'ini-sess', external_id: 'ext-ini', region: 'ap-south-1' },
     mfa: { role_arn: ROLE, source_profile: 'base', mfa_serial: 'arn:aws:iam::111122223333:mfa/ini' },
     proc: { credential_process: proc.command },
     'proc-role': { role_arn: 'arn:aws:iam::111122223333:role/proc-role', source_profile: 'proc' },
   });
-  process.env['AWS_ENDPOINT_URL_STS'] = sts.url;
+  process.env.AWS_ENDPOINT_URL_STS = sts.url;
   t.teardown(() => {
-    process.env['AWS_CONFIG_FILE'] = saved.cfg;
-    process.env['AWS_SHARED_CREDENTIALS_FILE'] = saved.cred;
-    delete process.env['AWS_ENDPOINT_URL_STS'];
+    process.env.AWS_CONFIG_FILE = saved.cfg;
+    process.env.AWS_SHARED_CREDENTIALS_FILE = saved.cred;
+    delete process.env.AWS_ENDPOINT_URL_STS;
   });
-  t.match(readFileSync(process.env['AWS_CONFIG_FILE'], 'utf8'), /^\[profile app\]\nrole_arn = arn:aws:iam::111122223333:role\/app-role\n/);
+  t.match(readFileSync(process.env.AWS_CONFIG_FILE, 'utf8'), /^\[profile app\]\nrole_arn = arn:aws:iam::111122223333:role\/app-role\n/);
 
   const creds = await fromIni({ profile: 'app' })();
   t.equal(creds.accessKeyId, sts.last()?.issued?.accessKeyId);
@@ -249,8 +255,8 @@ t.test('fromIni: role_arn + source_profile, mfa_serial, credential_process', asy
 t.test('GetCallerIdentity and GetSessionToken through the STS client', async (t) => {
   const sts = await startSts({ knownAccessKeyIds: [STATIC_KEY] });
   t.teardown(() => sts.close());
-  process.env['AWS_ENDPOINT_URL_STS'] = sts.url;
-  t.teardown(() => delete process.env['AWS_ENDPOINT_URL_STS']);
+  process.env.AWS_ENDPOINT_URL_STS = sts.url;
+  t.teardown(() => delete process.env.AWS_ENDPOINT_URL_STS);
 
   const base = stsClient(STATIC_KEY, STATIC_SECRET);
   t.teardown(() => base.destroy());
@@ -270,7 +276,9 @@ t.test('GetCallerIdentity and GetSessionToken through the STS client', async (t)
   t.equal(role.Arn, 'arn:aws:sts::111122223333:assumed-role/app-role/who-am-i');
   t.match(role.UserId, /^AROA[A-Z2-7Q]{17}:who-am-i$/);
 
-  const session = await base.send(new GetSessionTokenCommand({ DurationSeconds: 900, SerialNumber: 'arn:aws:iam::123456789012:mfa/me', TokenCode: '111111' }));
+  const session = await base.send(
+    new GetSessionTokenCommand({ DurationSeconds: 900, SerialNumber: 'arn:aws:iam::123456789012:mfa/me', TokenCode: '111111' }),
+  );
   t.equal(session.Credentials?.AccessKeyId, sts.last()?.issued?.accessKeyId);
   t.ok(session.Credentials?.Expiration instanceof Date);
   t.match(sts.last()?.params, { Action: 'GetSessionToken', DurationSeconds: '900', TokenCode: '111111' });

@@ -17,7 +17,12 @@ sts.identities.set(db.key.accessKeyId, { arn: 'arn:aws:iam::123456789012:user/ci
 
 const ENDPOINT = `${db.endpoint}:${db.port}`;
 const env = (extra: Record<string, string> = {}) =>
-  cleanAwsEnv(db.dir, { AWS_ACCESS_KEY_ID: db.key.accessKeyId, AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey, AWS_ENDPOINT_URL_STS: sts.url, ...extra });
+  cleanAwsEnv(db.dir, {
+    AWS_ACCESS_KEY_ID: db.key.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey,
+    AWS_ENDPOINT_URL_STS: sts.url,
+    ...extra,
+  });
 const noKeys = () => cleanAwsEnv(db.dir, { AWS_ENDPOINT_URL_STS: sts.url });
 const dial = ['--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.caFile];
 
@@ -41,22 +46,41 @@ t.test('token: one line on stdout that the database accepts as the password', as
   const none = await runCli(['token', ENDPOINT, '--user', 'iam_user'], noKeys());
   t.equal(none.code, 1);
   t.equal(none.stdout, '', 'no token, nothing on stdout');
-  t.match(none.stderr, /^pg-iam-proxy: cannot sign a token: no AWS credentials for the default credential chain.*\n {2}sources tried: environment variables/s);
+  t.match(
+    none.stderr,
+    /^pg-iam-proxy: cannot sign a token: no AWS credentials for the default credential chain.*\n {2}sources tried: environment variables/s,
+  );
   t.match(await runCli(['token', ENDPOINT], env()), { code: 2, stderr: /Missing required argument: user/ });
 });
 
 t.test('run: psql, pg_dump and a shell get a private socket, and run exits with their status', async (t) => {
-  const psql = await runCli(['run', ENDPOINT, ...dial, '--user', 'iam_user', '--', 'psql', '-X', '-At', '-d', 'orders', '-c', 'SELECT current_user'], env());
+  const psql = await runCli(
+    ['run', ENDPOINT, ...dial, '--user', 'iam_user', '--', 'psql', '-X', '-At', '-d', 'orders', '-c', 'SELECT current_user'],
+    env(),
+  );
   t.equal(psql.code, 0, psql.stderr);
   t.equal(psql.stdout, 'iam_user\n', "stdout is the command's alone");
   t.equal(psql.stderr, '', 'the proxy is quiet at warn');
 
-  const dump = await runCli(['run', ENDPOINT, ...dial, '--user', 'iam_user', '--', 'pg_dump', '--schema-only', '-t', 'items', 'orders'], env());
+  const dump = await runCli(
+    ['run', ENDPOINT, ...dial, '--user', 'iam_user', '--', 'pg_dump', '--schema-only', '-t', 'items', 'orders'],
+    env(),
+  );
   t.equal(dump.code, 0, dump.stderr);
   t.match(dump.stdout, /CREATE TABLE public\.items/);
 
   const shell = await runCli(
-    ['run', ENDPOINT, ...dial, '--user', 'iam_user', '--', 'sh', '-c', 'echo "$PGHOST $PGPORT $PGUSER $PGSSLMODE"; stat -c %a "$PGHOST" "$PGHOST/.s.PGSQL.$PGPORT"; exit 7'],
+    [
+      'run',
+      ENDPOINT,
+      ...dial,
+      '--user',
+      'iam_user',
+      '--',
+      'sh',
+      '-c',
+      'echo "$PGHOST $PGPORT $PGUSER $PGSSLMODE"; stat -c %a "$PGHOST" "$PGHOST/.s.PGSQL.$PGPORT"; exit 7',
+    ],
     env({ PGHOSTADDR: '10.9.9.9' }),
   );
   t.equal(shell.code, 7, 'the exit status passes through');
@@ -82,8 +106,12 @@ t.test('run: the command gets no AWS credentials, unless --keep-aws-env', async 
 
   const withheld = await runCli(['run', ENDPOINT, ...dial, '--user', 'iam_user', '--', 'sh', '-c', 'env'], environment);
   t.equal(withheld.code, 0, withheld.stderr);
-  t.notOk(withheld.stdout.includes(db.key.secretAccessKey), 'the secret key is not in the command\'s environment');
-  t.same(names(withheld.stdout).filter((n) => credentials.includes(n)), [], 'no credential variable at all');
+  t.notOk(withheld.stdout.includes(db.key.secretAccessKey), "the secret key is not in the command's environment");
+  t.same(
+    names(withheld.stdout).filter((n) => credentials.includes(n)),
+    [],
+    'no credential variable at all',
+  );
   t.same(
     ['AWS_ENDPOINT_URL_STS', 'AWS_CONFIG_FILE', 'PG_IAM_PROXY_LOG_LEVEL', 'PGHOST'].filter((n) => !names(withheld.stdout).includes(n)),
     [],
@@ -93,12 +121,23 @@ t.test('run: the command gets no AWS credentials, unless --keep-aws-env', async 
 
   const kept = await runCli(['run', ENDPOINT, ...dial, '--user', 'iam_user', '--keep-aws-env', '--', 'sh', '-c', 'env'], environment);
   t.equal(kept.code, 0, kept.stderr);
-  t.ok(kept.stdout.split('\n').includes(`AWS_SECRET_ACCESS_KEY=${db.key.secretAccessKey}`), 'with --keep-aws-env the command has the secret key');
-  t.same(credentials.filter((n) => !names(kept.stdout).includes(n)), [], 'and every credential variable it was given');
+  t.ok(
+    kept.stdout.split('\n').includes(`AWS_SECRET_ACCESS_KEY=${db.key.secretAccessKey}`),
+    'with --keep-aws-env the command has the secret key',
+  );
+  t.same(
+    credentials.filter((n) => !names(kept.stdout).includes(n)),
+    [],
+    'and every credential variable it was given',
+  );
 });
 
 t.test('run: a SIGTERM for the proxy is passed to the command', async (t) => {
-  const child = spawn(process.execPath, [BIN, 'run', ENDPOINT, ...dial, '--', 'sh', '-c', 'trap "exit 9" TERM; echo ready; while :; do sleep 0.05; done'], { env: env() });
+  const child = spawn(
+    process.execPath,
+    [BIN, 'run', ENDPOINT, ...dial, '--', 'sh', '-c', 'trap "exit 9" TERM; echo ready; while :; do sleep 0.05; done'],
+    { env: env() },
+  );
   const [first] = await once(child.stdout, 'data');
   t.equal(String(first).trim(), 'ready');
   child.kill('SIGTERM');
@@ -107,7 +146,22 @@ t.test('run: a SIGTERM for the proxy is passed to the command', async (t) => {
 });
 
 t.test('run on a terminal: Ctrl-C cancels the query in psql and does not kill the proxy', async (t) => {
-  const cmd = [process.execPath, BIN, 'run', ENDPOINT, ...dial, '--user', 'iam_user', '--', 'psql', '-X', '-d', 'orders', '-c', 'SELECT pg_sleep(60)']
+  const cmd = [
+    process.execPath,
+    BIN,
+    'run',
+    ENDPOINT,
+    ...dial,
+    '--user',
+    'iam_user',
+    '--',
+    'psql',
+    '-X',
+    '-d',
+    'orders',
+    '-c',
+    'SELECT pg_sleep(60)',
+  ]
     .map((s) => `'${s.replaceAll("'", `'\\''`)}'`)
     .join(' ');
   // `exec`: script runs the command through $SHELL, and a non-interactive dash left waiting in the
@@ -141,7 +195,10 @@ t.test('doctor: the healthy chain passes every check and exits 0', async (t) => 
     report.checks.map((c) => [c.id, c.status]),
     ['credentials', 'endpoint', 'dns', 'tcp', 'tls', 'certificate', 'clock', 'token', 'login'].map((id) => [id, 'pass']),
   );
-  t.match(byId.credentials!.found, /environment variables \(AWS_ACCESS_KEY_ID\), access key AKIA\w+; signs as arn:aws:iam::123456789012:user\/ci \(account 123456789012\)/);
+  t.match(
+    byId.credentials!.found,
+    /environment variables \(AWS_ACCESS_KEY_ID\), access key AKIA\w+; signs as arn:aws:iam::123456789012:user\/ci \(account 123456789012\)/,
+  );
   t.match(byId.endpoint!.found, /region us-east-1 \(from the endpoint name\)/);
   t.match(byId.certificate!.found, new RegExp(`names ${db.endpoint.replaceAll('.', '\\.')}`));
   t.match(byId.token!.found, new RegExp(`for ${db.endpoint.replaceAll('.', '\\.')}:${db.port}, region us-east-1, user "iam_user"`));
@@ -150,7 +207,10 @@ t.test('doctor: the healthy chain passes every check and exits 0', async (t) => 
 
   const human = await runCli(['doctor', ENDPOINT, ...dial, '--user', 'iam_user', '--database', 'orders'], env());
   t.equal(human.code, 0);
-  t.match(human.stdout, /^pg-iam-proxy doctor: .*\n\nPASS  AWS credentials and identity\n {6}the default credential chain: .*The login succeeded/s);
+  t.match(
+    human.stdout,
+    /^pg-iam-proxy doctor: .*\n\nPASS {2}AWS credentials and identity\n {6}the default credential chain: .*The login succeeded/s,
+  );
   t.notMatch(human.stdout, /\x1b\[/, 'no colour off a terminal');
 });
 
@@ -167,7 +227,11 @@ t.test('doctor: each failure found, explained, and the rest skipped', async (t) 
 
   await db.rejectNext(1);
   const rejected = await doctor([ENDPOINT, ...dial, '--user', 'iam_user']);
-  t.match(rejected.byId.login, { status: 'fail', found: /rejected the IAM token: PAM authentication failed/, fix: /rds-db:connect on arn:aws:rds-db:us-east-1:123456789012:dbuser:DBI-RESOURCE-ID\/iam_user/ });
+  t.match(rejected.byId.login, {
+    status: 'fail',
+    found: /rejected the IAM token: PAM authentication failed/,
+    fix: /rds-db:connect on arn:aws:rds-db:us-east-1:123456789012:dbuser:DBI-RESOURCE-ID\/iam_user/,
+  });
 
   const untrusted = await doctor([ENDPOINT, '--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.otherCaFile, '--user', 'iam_user']);
   t.match(untrusted.byId.certificate, { status: 'fail', found: /does not chain to/, fix: /global-bundle\.pem/ });
@@ -194,7 +258,10 @@ t.test('doctor: each failure found, explained, and the rest skipped', async (t) 
   t.match(nokeys.byId.credentials, { status: 'fail', found: /no AWS credentials.*Sources tried: environment variables/ });
   t.ok(nokeys.report.checks.slice(1).every((c) => c.status === 'skip'));
 
-  const nosts = await doctor([ENDPOINT, ...dial, '--user', 'iam_user', '--database', 'orders'], env({ AWS_ENDPOINT_URL_STS: 'http://127.0.0.1:9' }));
+  const nosts = await doctor(
+    [ENDPOINT, ...dial, '--user', 'iam_user', '--database', 'orders'],
+    env({ AWS_ENDPOINT_URL_STS: 'http://127.0.0.1:9' }),
+  );
   t.equal(nosts.code, 0, 'an unreachable STS is a warning; the login decides');
   t.match(nosts.byId.credentials, { status: 'warn', found: /sts:GetCallerIdentity did not answer/ });
   t.match(nosts.byId.clock, { status: 'warn' });

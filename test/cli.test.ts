@@ -19,7 +19,12 @@ const serveArgs = () => [`${db.endpoint}:${db.port}`, '--listen', '127.0.0.1:0',
 
 t.test('serve: configured from flags and PG_IAM_PROXY_*, credentials from the environment, SIGTERM drains', async (t) => {
   const p = await start(serveArgs(), { ...withKeys(), PG_IAM_PROXY_CONNECT_TO: `127.0.0.1:${db.port}` });
-  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], { PGHOST: '127.0.0.1', PGPORT: String(p.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(p.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
   t.equal(r.stdout.trim(), 'iam_user', r.stderr);
   // A transaction open when SIGTERM arrives can still commit; new connections are refused.
   const client = new pg.Client({ host: '127.0.0.1', port: p.port, user: 'iam_user', database: 'orders' });
@@ -31,12 +36,24 @@ t.test('serve: configured from flags and PG_IAM_PROXY_*, credentials from the en
   const late = new pg.Client({ host: '127.0.0.1', port: p.port, user: 'iam_user', database: 'orders' });
   // Told why, every time: a listener closed under it would reset a connection already in its backlog.
   await t.rejects(late.connect(), { code: '57P03', message: 'pg-iam-proxy is shutting down' }, 'no new sessions while draining');
-  const psql = await runPg('psql', ['-X', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(p.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  const psql = await runPg('psql', ['-X', '-c', 'SELECT 1'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(p.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
   t.match(psql.stderr, /FATAL: {2}pg-iam-proxy is shutting down/, 'psql says so');
   await client.query('COMMIT');
   await client.end();
   t.equal(await p.exit, 0, 'exit 0 once the session ended');
-  t.ok(p.lines.some((l) => String(l.msg).startsWith('AWS credentials ready') && l.accessKeyId === db.key.accessKeyId && l.source === 'environment variables (AWS_ACCESS_KEY_ID)'));
+  t.ok(
+    p.lines.some(
+      (l) =>
+        String(l.msg).startsWith('AWS credentials ready') &&
+        l.accessKeyId === db.key.accessKeyId &&
+        l.source === 'environment variables (AWS_ACCESS_KEY_ID)',
+    ),
+  );
   t.ok(p.lines.some((l) => l.msg === 'stopped'));
 });
 
@@ -54,15 +71,21 @@ t.test('a second signal cuts the drain short: exit 128 + signal', async (t) => {
 t.test('no credentials: the client is told, the proxy keeps serving', async (t) => {
   const p = await start([...serveArgs(), '--connect-to', `127.0.0.1:${db.port}`], awsEnv({}));
   const client = new pg.Client({ host: '127.0.0.1', port: p.port, user: 'iam_user', database: 'orders' });
-  const err = await client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
+  const err = await client.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
   t.match(err, {
     code: '08001',
     message: /could not sign an IAM token: no AWS credentials for the default credential chain/,
-    detail: /^Sources tried, in order: environment variables \(Unable to find environment variable credentials\.\); SSO settings.*; the shared config and credentials files.*; credential_process.*; a web identity token file.*; the container endpoint or EC2 instance metadata \(EC2 Instance Metadata Service access disabled\)\.$/,
+    detail:
+      /^Sources tried, in order: environment variables \(Unable to find environment variable credentials\.\); SSO settings.*; the shared config and credentials files.*; credential_process.*; a web identity token file.*; the container endpoint or EC2 instance metadata \(EC2 Instance Metadata Service access disabled\)\.$/,
     hint: /aws sts get-caller-identity/,
   });
   // The log line may reach us after the client's error: wait for it.
-  t.match(await p.line((l) => l.msg === 'no AWS credentials yet: clients are told so until they can be had'), { tried: /^environment variables/ });
+  t.match(await p.line((l) => l.msg === 'no AWS credentials yet: clients are told so until they can be had'), {
+    tried: /^environment variables/,
+  });
   p.child.kill('SIGINT');
   t.equal(await p.exit, 0);
 });
@@ -79,7 +102,10 @@ t.test('configuration errors exit 2 with the reason; a port in use exits 1', asy
   await once(busy, 'listening');
   const port = (busy.address() as { port: number }).port;
   t.match(await run([db.endpoint, '--listen', `127.0.0.1:${port}`, '--log-format', 'json']), { code: 1, stderr: /address in use/ });
-  t.match(await run([db.endpoint, '--listen', `127.0.0.1:${port}`, '--log-format', 'pretty']), { code: 1, stderr: /FATAL.*cannot listen: address in use/ });
+  t.match(await run([db.endpoint, '--listen', `127.0.0.1:${port}`, '--log-format', 'pretty']), {
+    code: 1,
+    stderr: /FATAL.*cannot listen: address in use/,
+  });
   busy.close();
   t.match(await run(['--help']), { code: 0 });
 });

@@ -85,7 +85,14 @@ function fromAddress(localAddress: string) {
 
 /** Log in with node pg and run a query: 'ok', or the SQLSTATE it was refused with. */
 async function attempt(port: number, password: string, localAddress = '127.0.0.1'): Promise<string> {
-  const client = new pg.Client({ host: '127.0.0.1', port, user: 'iam_user', database: 'orders', password, stream: fromAddress(localAddress) });
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port,
+    user: 'iam_user',
+    database: 'orders',
+    password,
+    stream: fromAddress(localAddress),
+  });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -197,7 +204,8 @@ t.test('a direct-TLS client counts under its TCP address, like the same host spe
 t.test('a verdict held past the startup timeout is never told; a client that leaves is let go at once', async (t) => {
   const proxy = await startProxy(db, { clientPasswordFile: passwordFile, startupTimeoutMs: 900 });
   t.teardown(() => proxy.close());
-  for (let i = 0; i < 3; i++) t.equal(await attempt(proxy.port, `guess ${i}`), '28P01', `guess ${i} is answered within the 0.9 s startup timeout`);
+  for (let i = 0; i < 3; i++)
+    t.equal(await attempt(proxy.port, `guess ${i}`), '28P01', `guess ${i} is answered within the 0.9 s startup timeout`);
   t.equal(await attempt(proxy.port, 'guess 3'), '08P01', 'the fourth, held 1 s, ends at the startup timeout instead: no verdict');
   t.same(holds(proxy).at(-1), { from: '127.0.0.1', failuresBefore: 3, heldMs: 1000 });
   t.ok(
@@ -206,11 +214,24 @@ t.test('a verdict held past the startup timeout is never told; a client that lea
   );
 
   let socket: Socket | undefined;
-  const leaver = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders', password: 'guess 4', stream: () => (socket = fromAddress('127.0.0.1')()) });
+  const leaver = new pg.Client({
+    host: '127.0.0.1',
+    port: proxy.port,
+    user: 'iam_user',
+    database: 'orders',
+    password: 'guess 4',
+    stream: () => (socket = fromAddress('127.0.0.1')()),
+  });
   leaver.on('error', () => undefined);
-  const left = leaver.connect().then(() => 'connected', () => 'refused');
+  const left = leaver.connect().then(
+    () => 'connected',
+    () => 'refused',
+  );
   await until(() => holds(proxy).length === 4);
-  const held = proxy.logs().filter((l) => l.msg === HELD).at(-1)!;
+  const held = proxy
+    .logs()
+    .filter((l) => l.msg === HELD)
+    .at(-1)!;
   // 2 s after the 4th failure, and queued behind the 4th verdict (never told: it is not over yet).
   t.match(held.clientPassword, { failuresBefore: 4 });
   const heldMs = (held.clientPassword as { heldMs: number }).heldMs;

@@ -55,7 +55,11 @@ async function psql(port: number, sslmode: string, extra: Record<string, string>
     PGSSLMODE: sslmode,
     ...extra,
   });
-  return { ok: r.code === 0 && r.stdout.includes('iam_user'), tls: /SSL connection \(protocol: TLSv1\.[23]/.test(r.stdout), stderr: r.stderr };
+  return {
+    ok: r.code === 0 && r.stdout.includes('iam_user'),
+    tls: /SSL connection \(protocol: TLSv1\.[23]/.test(r.stdout),
+    stderr: r.stderr,
+  };
 }
 
 t.test('sslmode against --client-tls auto, a given certificate, and off', async (t) => {
@@ -76,14 +80,26 @@ t.test('sslmode against --client-tls auto, a given certificate, and off', async 
     if (want.tls !== undefined) t.equal(got.tls, want.tls, `${name} / ${sslmode}: TLS ${want.tls ? 'on' : 'off'}`);
     if (want.error) t.match(got.stderr, want.error, `${name} / ${sslmode}: fails clearly`);
   }
-  const client = new pg.Client({ host: 'localhost', port: given.port, user: 'iam_user', database: 'orders', ssl: { ca: pem.cert, servername: 'localhost' } });
+  const client = new pg.Client({
+    host: 'localhost',
+    port: given.port,
+    user: 'iam_user',
+    database: 'orders',
+    ssl: { ca: pem.cert, servername: 'localhost' },
+  });
   await client.connect();
   t.same((await client.query('SELECT 1 AS one')).rows, [{ one: 1 }], 'node pg with verify-full');
   await client.end();
 });
 
 t.test('direct TLS (PostgreSQL 17 sslnegotiation=direct): ALPN postgresql required', async (t) => {
-  const direct = tlsConnect({ host: '127.0.0.1', port: auto.port, ALPNProtocols: ['postgresql'], rejectUnauthorized: false, servername: 'localhost' });
+  const direct = tlsConnect({
+    host: '127.0.0.1',
+    port: auto.port,
+    ALPNProtocols: ['postgresql'],
+    rejectUnauthorized: false,
+    servername: 'localhost',
+  });
   await once(direct, 'secureConnect');
   t.equal(direct.alpnProtocol, 'postgresql');
   const c = WireClient.over(direct);
@@ -117,19 +133,47 @@ t.test('a local password: SCRAM-SHA-256 right, wrong and missing', async (t) => 
   const locked = await startProxy(db, { clientPasswordFile: passwordFile });
   t.teardown(() => locked.close());
   const right = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], {
-    PGHOST: '127.0.0.1', PGPORT: String(locked.port), PGUSER: 'iam_user', PGDATABASE: 'orders', PGPASSWORD: 'correct horse battery staple', PGSSLMODE: 'require',
+    PGHOST: '127.0.0.1',
+    PGPORT: String(locked.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+    PGPASSWORD: 'correct horse battery staple',
+    PGSSLMODE: 'require',
   });
   t.equal(right.stdout.trim(), 'iam_user', right.stderr);
-  const client = new pg.Client({ host: '127.0.0.1', port: locked.port, user: 'iam_user', database: 'orders', password: 'correct horse battery staple' });
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port: locked.port,
+    user: 'iam_user',
+    database: 'orders',
+    password: 'correct horse battery staple',
+  });
   await client.connect();
   await client.end();
 
   const signed = locked.signed();
-  const wrong = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(locked.port), PGUSER: 'iam_user', PGDATABASE: 'orders', PGPASSWORD: 'Tr0ub4dor&3' });
+  const wrong = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(locked.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+    PGPASSWORD: 'Tr0ub4dor&3',
+  });
   t.match(wrong.stderr, /FATAL: {2}password authentication failed for user "iam_user"/);
   const viaPg = new pg.Client({ host: '127.0.0.1', port: locked.port, user: 'iam_user', database: 'orders', password: 'nope' });
-  t.match(await viaPg.connect().then(() => undefined, (e: pg.DatabaseError) => e), { code: '28P01' });
-  const missing = await runPg('psql', ['-X', '-At', '-w', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(locked.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  t.match(
+    await viaPg.connect().then(
+      () => undefined,
+      (e: pg.DatabaseError) => e,
+    ),
+    { code: '28P01' },
+  );
+  const missing = await runPg('psql', ['-X', '-At', '-w', '-c', 'SELECT 1'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(locked.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
   t.match(missing.stderr, /no password supplied/);
   t.equal(locked.signed(), signed, 'nothing signed for a client without the password');
   t.notMatch(locked.rawLogs(), /correct horse|Tr0ub4dor/, 'passwords never logged');
@@ -145,22 +189,43 @@ t.test('a local password: SCRAM-SHA-256 right, wrong and missing', async (t) => 
 t.test('allow-lists: users and databases outside them get 28000 before any AWS or upstream work', async (t) => {
   const narrow = await startProxy(db, { allowUsers: ['iam_user'], allowDatabases: ['orders'] });
   t.teardown(() => narrow.close());
-  const ok = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(narrow.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  const ok = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(narrow.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
   t.equal(ok.stdout.trim(), '1', ok.stderr);
   const signed = narrow.signed();
   const user = new pg.Client({ host: '127.0.0.1', port: narrow.port, user: 'MixedCase_User', database: 'orders' });
-  t.match(await user.connect().then(() => undefined, (e: pg.DatabaseError) => e), { code: '28000', message: 'pg-iam-proxy does not sign for user "MixedCase_User" on this listener' });
+  t.match(
+    await user.connect().then(
+      () => undefined,
+      (e: pg.DatabaseError) => e,
+    ),
+    { code: '28000', message: 'pg-iam-proxy does not sign for user "MixedCase_User" on this listener' },
+  );
   const database = new pg.Client({ host: '127.0.0.1', port: narrow.port, user: 'iam_user', database: 'postgres' });
-  t.match(await database.connect().then(() => undefined, (e: pg.DatabaseError) => e), { code: '28000', message: /does not connect to database "postgres"/ });
+  t.match(
+    await database.connect().then(
+      () => undefined,
+      (e: pg.DatabaseError) => e,
+    ),
+    { code: '28000', message: /does not connect to database "postgres"/ },
+  );
   t.equal(narrow.signed(), signed, 'no token signed for them');
 });
 
 t.test('a listener beyond loopback needs a client password, or the explicit risky flag', async (t) => {
   const E = `${db.endpoint}:${db.port}`;
-  t.throws(() => resolveInstance({ endpoint: E, listen: '0.0.0.0:5432' }), /--listen 0\.0\.0\.0:5432 is not a loopback address: anyone who can reach it would log in .* --allow-unauthenticated-network-clients/);
+  t.throws(
+    () => resolveInstance({ endpoint: E, listen: '0.0.0.0:5432' }),
+    /--listen 0\.0\.0\.0:5432 is not a loopback address: anyone who can reach it would log in .* --allow-unauthenticated-network-clients/,
+  );
   t.ok(resolveInstance({ endpoint: E, listen: '0.0.0.0:5432', clientPasswordFile: passwordFile }).instance);
   t.ok(resolveInstance({ endpoint: E, listen: '0.0.0.0:5432', allowUnauthenticatedNetworkClients: true }).instance);
-  for (const host of ['127.0.0.1:5432', '127.1.2.3:5432', 'localhost:5432', '[::1]:5432']) t.ok(resolveInstance({ endpoint: E, listen: host }).instance, `${host} is loopback`);
+  for (const host of ['127.0.0.1:5432', '127.1.2.3:5432', 'localhost:5432', '[::1]:5432'])
+    t.ok(resolveInstance({ endpoint: E, listen: host }).instance, `${host} is loopback`);
   t.throws(() => resolveInstance({ endpoint: E, clientTls: 'maybe' }), /--client-tls: "maybe"/);
   t.throws(() => resolveInstance({ endpoint: E, clientTlsCert: certFile }), /go together/);
   t.throws(() => resolveInstance({ endpoint: E, clientTls: 'off', clientTlsCert: certFile, clientTlsKey: keyFile }), /drop one/);
@@ -199,13 +264,22 @@ t.test('review findings: a FIN mid-handshake ends the session at once; SASLprep 
     if (quick.logs().some((l) => l.msg === 'session closed' || l.msg === 'session failed')) break;
     await new Promise((r) => setImmediate(r));
   }
-  t.notOk(quick.logs().some((l) => l.failure === 'startup_timeout'), 'closed on the FIN, not at the 60 s startup timeout');
+  t.notOk(
+    quick.logs().some((l) => l.failure === 'startup_timeout'),
+    'closed on the FIN, not at the 60 s startup timeout',
+  );
 
   const softHyphen = join(db.dir, 'soft-hyphen-password');
   writeFileSync(softHyphen, 'pa\u00ADss\u00A0word\n', { mode: 0o600 });
   const prepped = await startProxy(db, { clientPasswordFile: softHyphen });
   t.teardown(() => prepped.close());
-  const client = new pg.Client({ host: '127.0.0.1', port: prepped.port, user: 'iam_user', database: 'orders', password: 'pa\u00ADss\u00A0word' });
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port: prepped.port,
+    user: 'iam_user',
+    database: 'orders',
+    password: 'pa\u00ADss\u00A0word',
+  });
   await client.connect();
   t.pass('a password with a soft hyphen and a no-break space logs in (node-pg applies SASLprep too)');
   await client.end();
@@ -238,7 +312,7 @@ t.test("the upgraded TLS socket keeps Node's own listeners (its close frees Open
   link.socket.destroy();
 });
 
-t.test('protocol 3.2 after the proxy\'s own SCRAM: the server\'s NegotiateProtocolVersion comes before AuthenticationOk', async (t) => {
+t.test("protocol 3.2 after the proxy's own SCRAM: the server's NegotiateProtocolVersion comes before AuthenticationOk", async (t) => {
   // libpq 18 (max_protocol_version=3.2) accepts NegotiateProtocolVersion anywhere before AuthenticationOk,
   // after SASL messages too (PQconnectPoll, CONNECTION_AWAITING_RESPONSE); a PostgreSQL 15 server
   // answers a 3.2 startup with one, offering 3.0. The proxy must relay it once, before R/0.
@@ -253,13 +327,20 @@ t.test('protocol 3.2 after the proxy\'s own SCRAM: the server\'s NegotiateProtoc
   };
   await auth(10);
   const session = sasl.startSession(['SCRAM-SHA-256']);
-  const initial = Buffer.concat([Buffer.from('SCRAM-SHA-256\0'), new Bytes().int32(Buffer.byteLength(session.response)).raw(Buffer.from(session.response)).join().subarray(4)]);
+  const initial = Buffer.concat([
+    Buffer.from('SCRAM-SHA-256\0'),
+    new Bytes().int32(Buffer.byteLength(session.response)).raw(Buffer.from(session.response)).join().subarray(4),
+  ]);
   c.write(new Bytes().raw(initial).join('p'));
   await sasl.continueSession(session, 'correct horse battery staple', await auth(11));
   c.write(new Bytes().raw(Buffer.from(session.response)).join('p'));
   sasl.finalizeSession(session, await auth(12));
   const rest = await c.untilReady();
-  t.same(rest.map((m) => m.code).filter((code) => code !== 'S'), ['v', 'R', 'K', 'Z'], 'v once, then AuthenticationOk, BackendKeyData, ReadyForQuery');
+  t.same(
+    rest.map((m) => m.code).filter((code) => code !== 'S'),
+    ['v', 'R', 'K', 'Z'],
+    'v once, then AuthenticationOk, BackendKeyData, ReadyForQuery',
+  );
   t.equal(rest[0]!.bytes.readInt32BE(5), 196608, 'the server offers 3.0');
   t.equal(rest.find((m) => m.code === 'K')!.bytes.length, 1 + 4 + 4 + 4, 'a 4-byte cancel key, as 3.0 has');
   c.close();

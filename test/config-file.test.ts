@@ -18,21 +18,29 @@ const E = 'mydb.abc123xyz.us-east-1.rds.amazonaws.com';
 
 t.test('types and shapes', async (t) => {
   const rows: Array<[string, RegExp]> = [
-    [`requireCredentials: yes please\ninstances: [{ endpoint: ${E} }]\n`, /:1: requireCredentials: a boolean is expected, not "yes please"/],
+    [
+      `requireCredentials: yes please\ninstances: [{ endpoint: ${E} }]\n`,
+      /:1: requireCredentials: a boolean is expected, not "yes please"/,
+    ],
     [`log: info\ninstances: [{ endpoint: ${E} }]\n`, /:1: log: a mapping of keys is expected/],
     [`instances: { endpoint: ${E} }\n`, /:1: instances: a list is expected/],
     [`instances:\n  - endpoint: ${E}\n    unixSocketMode: [6, 0, 0]\n`, /:3: instances\[0\]\.unixSocketMode: a file mode is expected/],
     [`instances:\n  - endpoint: ${E}\n    unixSocketMode: true\n`, /:3: instances\[0\]\.unixSocketMode: a file mode is expected, not true/],
     [`instances:\n  - endpoint: { host: x }\n`, /:2: instances\[0\]\.endpoint: a string is expected/],
     [`instances:\n  - endpoint: ${E}\n    dbUser: true\n`, /:3: instances\[0\]\.dbUser: a string is expected, not true/],
-    [`startupTimeout: .inf\ninstances: [{ endpoint: ${E} }]\n`, /:1: startupTimeout: Infinity is not a number of seconds greater than 0 and at most 3600/],
+    [
+      `startupTimeout: .inf\ninstances: [{ endpoint: ${E} }]\n`,
+      /:1: startupTimeout: Infinity is not a number of seconds greater than 0 and at most 3600/,
+    ],
     [`a: 1\na: 2\n`, /:2: Map keys must be unique/],
   ];
   for (const [yaml, message] of rows) t.throws(load(yaml), { name: 'ConfigError', message }, message.source);
 });
 
 t.test('values as written: modes keep their digits, empty keys are absent, numbers as text', async (t) => {
-  const file = load(`aws:\ninstances:\n  - endpoint: ${E}\n    listen: 127.0.0.1:6543\n    unixSocket: /tmp\n    unixSocketMode: 0660\n    dbUser: 1234\n`)();
+  const file = load(
+    `aws:\ninstances:\n  - endpoint: ${E}\n    listen: 127.0.0.1:6543\n    unixSocket: /tmp\n    unixSocketMode: 0660\n    dbUser: 1234\n`,
+  )();
   t.match(file.instances[0], { endpoint: E, unixSocketMode: '0660', dbUser: '1234', line: 3 });
   t.equal(file.aws, undefined);
   const { instance } = resolveInstance({ ...file.instances[0]!, listen: '127.0.0.1:6543' });

@@ -25,28 +25,56 @@ function instructions(text: string): Array<{ op: string; args: string }> {
 
 t.test('Dockerfile: multi-stage on Node 22 LTS slim, production dependencies, non-root, exec-form, healthcheck', async (t) => {
   const steps = instructions(readFileSync(root('Dockerfile'), 'utf8'));
-  const known = new Set(['FROM', 'WORKDIR', 'COPY', 'RUN', 'ENV', 'USER', 'STOPSIGNAL', 'EXPOSE', 'HEALTHCHECK', 'ENTRYPOINT', 'CMD', 'ARG', 'LABEL']);
+  const known = new Set([
+    'FROM',
+    'WORKDIR',
+    'COPY',
+    'RUN',
+    'ENV',
+    'USER',
+    'STOPSIGNAL',
+    'EXPOSE',
+    'HEALTHCHECK',
+    'ENTRYPOINT',
+    'CMD',
+    'ARG',
+    'LABEL',
+  ]);
   for (const step of steps) t.ok(known.has(step.op), `known instruction ${step.op}`);
   const froms = steps.filter((s) => s.op === 'FROM');
   t.equal(froms.length, 2, 'two stages');
-  t.ok(froms.every((f) => /^node:22-slim\b/.test(f.args)), 'Node 22 LTS slim in both stages');
+  t.ok(
+    froms.every((f) => /^node:22-slim\b/.test(f.args)),
+    'Node 22 LTS slim in both stages',
+  );
   const final = steps.slice(steps.lastIndexOf(froms[1]!));
   t.match(steps.find((s) => s.op === 'RUN')?.args, /npm ci .*npm prune --omit=dev/, 'dev dependencies pruned after the build');
-  t.ok(final.some((s) => s.op === 'COPY' && /--from=build \/app\/node_modules/.test(s.args)), 'only the pruned node_modules are copied');
-  t.notOk(final.some((s) => s.op === 'COPY' && /\b(src|test)\b/.test(s.args) && !/build\/src/.test(s.args)), 'no sources or tests in the final image');
+  t.ok(
+    final.some((s) => s.op === 'COPY' && /--from=build \/app\/node_modules/.test(s.args)),
+    'only the pruned node_modules are copied',
+  );
+  t.notOk(
+    final.some((s) => s.op === 'COPY' && /\b(src|test)\b/.test(s.args) && !/build\/src/.test(s.args)),
+    'no sources or tests in the final image',
+  );
   t.match(final.find((s) => s.op === 'USER')?.args, /^node$/, 'runs as the unprivileged node user');
   t.ok(final.findIndex((s) => s.op === 'USER') < final.findIndex((s) => s.op === 'ENTRYPOINT'));
   const entry = JSON.parse(final.find((s) => s.op === 'ENTRYPOINT')!.args) as string[];
   t.same(entry, ['node', '/app/bin/pg-iam-proxy.js'], 'exec form: node is PID 1 and receives SIGTERM');
   t.match(final.find((s) => s.op === 'HEALTHCHECK')?.args, /CMD \["node", "\/app\/bin\/healthcheck\.js"\]/);
-  t.notOk(steps.some((s) => s.op === 'ADD'), 'no ADD');
+  t.notOk(
+    steps.some((s) => s.op === 'ADD'),
+    'no ADD',
+  );
   t.match(readFileSync(root('.dockerignore'), 'utf8'), /^node_modules$/m);
 });
 
 const healthcheck = (env: Record<string, string>) =>
   new Promise<number>((resolve) => {
     const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PG_IAM_PROXY_')));
-    execFile(process.execPath, [root('bin/healthcheck.js')], { env: { ...clean, ...env } }, (err) => resolve(err ? Number((err as { code?: number }).code) : 0));
+    execFile(process.execPath, [root('bin/healthcheck.js')], { env: { ...clean, ...env } }, (err) =>
+      resolve(err ? Number((err as { code?: number }).code) : 0),
+    );
   });
 
 t.test('the HEALTHCHECK script asks /healthz where PG_IAM_PROXY_HTTP says', async (t) => {

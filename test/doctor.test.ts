@@ -31,10 +31,24 @@ t.teardown(async () => {
 });
 
 async function check(input: Partial<InstanceInput>, options: Partial<DoctorOptions> = {}) {
-  const { instance } = resolveInstance({ endpoint: `${db.endpoint}:${db.port}`, connectTo: `127.0.0.1:${db.port}`, caFile: db.caFile, listen: null, ...input });
+  const { instance } = resolveInstance({
+    endpoint: `${db.endpoint}:${db.port}`,
+    connectTo: `127.0.0.1:${db.port}`,
+    caFile: db.caFile,
+    listen: null,
+    ...input,
+  });
   const identities = new Identities();
   try {
-    const report = await runDoctor(instance, { user: 'iam_user', database: 'orders', connectTimeoutMs: 5_000, identities, configWarnings: [], regionSource: 'endpoint', ...options });
+    const report = await runDoctor(instance, {
+      user: 'iam_user',
+      database: 'orders',
+      connectTimeoutMs: 5_000,
+      identities,
+      configWarnings: [],
+      regionSource: 'endpoint',
+      ...options,
+    });
     return { report, byId: Object.fromEntries(report.checks.map((c) => [c.id, c])) };
   } finally {
     identities.close();
@@ -50,10 +64,14 @@ t.test('the clock against STS: ahead by minutes is a warning, past five a failur
   t.equal(behind10.byId.token!.status, 'skip');
 });
 
-t.test('a region that is not the endpoint\'s: a warning, then the login says what failed', async (t) => {
+t.test("a region that is not the endpoint's: a warning, then the login says what failed", async (t) => {
   await db.trustKey(db.key);
   const { report, byId } = await check({ region: 'us-west-2' }, { regionSource: 'flag' });
-  t.match(byId.endpoint, { status: 'warn', found: /region us-west-2 \(from --region\), but the endpoint is in us-east-1/, fix: /--region us-east-1/ });
+  t.match(byId.endpoint, {
+    status: 'warn',
+    found: /region us-west-2 \(from --region\), but the endpoint is in us-east-1/,
+    fix: /--region us-east-1/,
+  });
   t.match(byId.login, { status: 'fail', fix: /GRANT rds_iam/ });
   t.equal(report.ok, false);
 });
@@ -83,7 +101,11 @@ t.test('a dial address by name, and servers that do not speak TLS', async (t) =>
       server.close();
     }
   };
-  t.match((await answers(Buffer.from('N'))).byId.tls, { status: 'fail', found: /answered the SSLRequest with 'N' \(no TLS\)/, fix: /never falls back to plaintext/ });
+  t.match((await answers(Buffer.from('N'))).byId.tls, {
+    status: 'fail',
+    found: /answered the SSLRequest with 'N' \(no TLS\)/,
+    fix: /never falls back to plaintext/,
+  });
   t.match((await answers(Buffer.from('HTTP/1.1 400'))).byId.tls, { status: 'fail', found: /with "HTTP\/1.1 400"/ });
   t.match((await answers(null)).byId.tls, { status: 'fail', found: /with no answer/ });
 });
@@ -91,9 +113,9 @@ t.test('a dial address by name, and servers that do not speak TLS', async (t) =>
 t.test('the terminal rendering: colour on a TTY, each fix under its check', async (t) => {
   const { report } = await check({ connectTo: '127.0.0.1:9' });
   const text = formatReport(report, true);
-  t.match(text, /\x1b\[32mPASS\x1b\[0m  AWS credentials and identity/);
-  t.match(text, /\x1b\[31mFAIL\x1b\[0m  TCP connection\n {6}could not connect to 127\.0\.0\.1:9: ECONNREFUSED\n {6}fix: /);
-  t.match(text, /\x1b\[2mSKIP\x1b\[0m  Login/);
+  t.match(text, /\x1b\[32mPASS\x1b\[0m {2}AWS credentials and identity/);
+  t.match(text, /\x1b\[31mFAIL\x1b\[0m {2}TCP connection\n {6}could not connect to 127\.0\.0\.1:9: ECONNREFUSED\n {6}fix: /);
+  t.match(text, /\x1b\[2mSKIP\x1b\[0m {2}Login/);
   t.match(text, /Stopped at: TCP connection\./);
   t.match(formatReport(report, false), /via 127\.0\.0\.1:9/);
 });

@@ -52,11 +52,20 @@ t.test('resolveInstance: defaults, precedence and errors', async (t) => {
   });
   t.ok(Object.isFrozen(instance));
   t.same(warnings, []);
-  t.equal(resolveInstance({ endpoint: 'mydb.abc.us-east-1.rds.amazonaws.com', region: 'us-west-2' }).instance.region, 'us-west-2', '--region wins');
+  t.equal(
+    resolveInstance({ endpoint: 'mydb.abc.us-east-1.rds.amazonaws.com', region: 'us-west-2' }).instance.region,
+    'us-west-2',
+    '--region wins',
+  );
   t.equal(resolveInstance({ endpoint: 'db.corp.example' }, 'eu-west-1').instance.region, 'eu-west-1', 'AWS_REGION last');
   t.match(resolveInstance({ endpoint: 'db.corp.example' }, 'eu-west-1').warnings, [/not an \*\.rds\.amazonaws\.com name/]);
   t.match(resolveInstance({ endpoint: '10.1.2.3:5432', region: 'us-east-1' }).warnings, [/IP address.*--connect-to 10\.1\.2\.3:5432/]);
-  t.throws(() => resolveInstance({ endpoint: 'db.corp.example' }), new ConfigError('cannot tell the signing region for db.corp.example: it is not an RDS endpoint name (NAME.ID.REGION.rds.amazonaws.com); pass --region or set AWS_REGION'));
+  t.throws(
+    () => resolveInstance({ endpoint: 'db.corp.example' }),
+    new ConfigError(
+      'cannot tell the signing region for db.corp.example: it is not an RDS endpoint name (NAME.ID.REGION.rds.amazonaws.com); pass --region or set AWS_REGION',
+    ),
+  );
   t.throws(() => resolveInstance({ endpoint: 'a.b.us-east-1.rds.amazonaws.com', region: 'mars' }), /not an AWS region/);
   t.throws(() => resolveInstance({ endpoint: 'a.b.us-east-1.rds.amazonaws.com', listen: 'x:y' }), ConfigError);
   t.throws(() => resolveInstance({ endpoint: 'a.b.us-east-1.rds.amazonaws.com', dbUser: 'u'.repeat(64) }), /--db-user/);

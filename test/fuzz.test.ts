@@ -37,7 +37,14 @@ const u32 = (n: number) => {
 };
 const packetLike = fc
   .tuple(
-    fc.oneof(fc.constant(196608), fc.constant(196610), fc.constant(80877103), fc.constant(80877104), fc.constant(80877102), fc.integer({ min: 0, max: 0xffffffff })),
+    fc.oneof(
+      fc.constant(196608),
+      fc.constant(196610),
+      fc.constant(80877103),
+      fc.constant(80877104),
+      fc.constant(80877102),
+      fc.integer({ min: 0, max: 0xffffffff }),
+    ),
     fc.uint8Array({ maxLength: 64 }),
     fc.integer({ min: -8, max: 80 }),
   )
@@ -52,7 +59,7 @@ function judge(bytes: Buffer): 'invalid' | 'incomplete' | 'startup' | 'cancel' |
   let buf = bytes;
   const seen = new Set<string>();
   for (;;) {
-    let read;
+    let read: ReturnType<typeof readStartupPacket>;
     try {
       read = readStartupPacket(buf);
     } catch (err) {
@@ -102,7 +109,7 @@ function fakeUpstream(serverBytes: Buffer, cuts: number[]): { socket: TLSSocket 
 function asksPassword(bytes: Buffer): boolean {
   let buf = bytes;
   for (;;) {
-    let frame;
+    let frame: ReturnType<typeof readBackendFrame>;
     try {
       frame = readBackendFrame(buf);
     } catch {
@@ -115,7 +122,14 @@ function asksPassword(bytes: Buffer): boolean {
   }
 }
 
-const TOKEN: IamToken = { value: 'token', scope: { host: 'h', port: 5432, region: 'us-east-1', user: 'u' }, accessKeyId: 'AKIA', signer: { accessKeyId: 'AKIA' }, signedAt: 0, expiresAt: 1 };
+const TOKEN: IamToken = {
+  value: 'token',
+  scope: { host: 'h', port: 5432, region: 'us-east-1', user: 'u' },
+  accessKeyId: 'AKIA',
+  signer: { accessKeyId: 'AKIA' },
+  signedAt: 0,
+  expiresAt: 1,
+};
 
 t.test('pre-auth parser: only WireErrors escape; a token only for a well-formed password request', async (t) => {
   const check = async (serverBytes: Buffer, cuts: number[]) => {
@@ -132,7 +146,9 @@ t.test('pre-auth parser: only WireErrors escape; a token only for a well-formed 
   const frame = fc
     .tuple(fc.constantFrom('R', 'E', 'N', 'v', 'S', 'K', 'Z', 'X'), fc.uint8Array({ maxLength: 40 }), fc.integer({ min: -4, max: 8 }))
     .map(([code, body, delta]) => Buffer.concat([Buffer.from(code), u32(4 + body.length + delta), Buffer.from(body)]));
-  const withAuth = fc.tuple(fc.constantFrom(0, 3, 5, 10, 12, 99), fc.uint8Array({ maxLength: 8 })).map(([code, rest]) => Buffer.concat([Buffer.from('R'), u32(8 + rest.length), u32(code), Buffer.from(rest)]));
+  const withAuth = fc
+    .tuple(fc.constantFrom(0, 3, 5, 10, 12, 99), fc.uint8Array({ maxLength: 8 }))
+    .map(([code, rest]) => Buffer.concat([Buffer.from('R'), u32(8 + rest.length), u32(code), Buffer.from(rest)]));
   const server = fc.oneof(
     fc.uint8Array({ maxLength: 256 }).map((a) => Buffer.from(a)),
     fc.array(fc.oneof(frame, withAuth), { minLength: 1, maxLength: 6 }).map((parts) => Buffer.concat(parts)),
@@ -150,7 +166,11 @@ t.test('through a live proxy: invalid client input makes no upstream connection 
   trap.listen(0, '127.0.0.1');
   await once(trap, 'listening');
   t.teardown(() => trap.close());
-  const proxy = await startProxy(db, { connectTo: `127.0.0.1:${(trap.address() as { port: number }).port}`, clientTls: 'off', startupTimeoutMs: 2_000 });
+  const proxy = await startProxy(db, {
+    connectTo: `127.0.0.1:${(trap.address() as { port: number }).port}`,
+    clientTls: 'off',
+    startupTimeoutMs: 2_000,
+  });
   t.teardown(() => proxy.close());
 
   const send = async (bytes: Buffer) => {
@@ -168,7 +188,11 @@ t.test('through a live proxy: invalid client input makes no upstream connection 
   await fc.assert(fc.asyncProperty(clientBytes, send), { numRuns: runs(300) });
   t.equal(dialled, 0, 'no upstream connection');
   t.equal(proxy.signed(), 0, 'no token');
-  t.same(proxy.logs().filter((l) => Number(l.level) >= 50), [], 'no errors logged');
+  t.same(
+    proxy.logs().filter((l) => Number(l.level) >= 50),
+    [],
+    'no errors logged',
+  );
 });
 
 t.test('SCRAM exchange: whatever the client sends, only WireErrors escape and no wrong proof passes', async (t) => {
@@ -176,7 +200,12 @@ t.test('SCRAM exchange: whatever the client sends, only WireErrors escape and no
   const message = fc.oneof(
     fc.uint8Array({ maxLength: 120 }).map((a) => Buffer.from(a)),
     fc
-      .tuple(fc.constantFrom('SCRAM-SHA-256', 'SCRAM-SHA-256-PLUS', 'PLAIN', ''), fc.constantFrom('n,,', 'y,,', 'p=tls-server-end-point,,', 'x'), fc.string({ maxLength: 40 }), fc.integer({ min: -2, max: 2 }))
+      .tuple(
+        fc.constantFrom('SCRAM-SHA-256', 'SCRAM-SHA-256-PLUS', 'PLAIN', ''),
+        fc.constantFrom('n,,', 'y,,', 'p=tls-server-end-point,,', 'x'),
+        fc.string({ maxLength: 40 }),
+        fc.integer({ min: -2, max: 2 }),
+      )
       .map(([mech, gs2, rest, delta]) => {
         const first = Buffer.from(`${gs2}n=,r=${rest}`);
         const body = Buffer.concat([Buffer.from(`${mech}\0`), u32(first.length + delta), first]);

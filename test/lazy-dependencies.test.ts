@@ -17,7 +17,10 @@ const dir = mkdtempSync(join(tmpdir(), 'pg-iam-proxy-trace-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 const ENDPOINT = 'db.abc123xyz.us-east-1.rds.amazonaws.com:5432';
 // AWS's documentation example key: signing works offline; nothing accepts it.
-const env = cleanAwsEnv(dir, { AWS_ACCESS_KEY_ID: 'AKIAIOSFODNN7EXAMPLE', AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' });
+const env = cleanAwsEnv(dir, {
+  AWS_ACCESS_KEY_ID: 'AKIAIOSFODNN7EXAMPLE',
+  AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY',
+});
 
 const ONLY_WHEN_USED: Record<string, RegExp> = {
   'pino-pretty': /\/node_modules\/pino-pretty\//,
@@ -29,7 +32,13 @@ const loaded = (modules: string[]) => Object.keys(ONLY_WHEN_USED).filter((name) 
 
 /** One client session that fails upstream (nothing listens there): the session path runs end to end. */
 async function failedSession(port: number, ssl: boolean): Promise<string | undefined> {
-  const client = new pg.Client({ host: '127.0.0.1', port, user: 'iam_user', database: 'orders', ssl: ssl ? { rejectUnauthorized: false } : false });
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port,
+    user: 'iam_user',
+    database: 'orders',
+    ssl: ssl ? { rejectUnauthorized: false } : false,
+  });
   client.on('error', () => undefined);
   return client.connect().then(
     () => 'connected',
@@ -49,8 +58,14 @@ t.test('serve with --log-format json and --client-tls off loads neither the pret
   cli.child.kill('SIGTERM');
   t.equal(await cli.exit, 0);
   const modules = await tracedModules(trace);
-  t.ok(modules.some((m) => m.endsWith('/node_modules/pino/pino.js')), 'the trace saw the CommonJS modules loaded');
-  t.ok(modules.some((m) => m.endsWith('/build/src/proxy/session.js')), 'and the ES modules');
+  t.ok(
+    modules.some((m) => m.endsWith('/node_modules/pino/pino.js')),
+    'the trace saw the CommonJS modules loaded',
+  );
+  t.ok(
+    modules.some((m) => m.endsWith('/build/src/proxy/session.js')),
+    'and the ES modules',
+  );
   t.same(loaded(modules), [], 'none of the packages loaded only when used');
 });
 
@@ -59,7 +74,19 @@ t.test('the same trace sees them load with --log-format pretty and --client-tls 
   const upstream = await closedPort();
   const child = spawn(
     process.execPath,
-    [BIN, 'serve', ENDPOINT, '--listen', '127.0.0.1:0', '--connect-to', `127.0.0.1:${upstream}`, '--client-tls', 'auto', '--log-format', 'pretty'],
+    [
+      BIN,
+      'serve',
+      ENDPOINT,
+      '--listen',
+      '127.0.0.1:0',
+      '--connect-to',
+      `127.0.0.1:${upstream}`,
+      '--client-tls',
+      'auto',
+      '--log-format',
+      'pretty',
+    ],
     { env: traceEnv(trace, env), stdio: ['ignore', 'ignore', 'pipe'] },
   );
   const exit = once(child, 'exit');

@@ -21,7 +21,11 @@ const ACCOUNT = '123456789012';
 const ROLE_ARN = `arn:aws:iam::${ACCOUNT}:role/orders-db-writer`;
 const PROFILE = 'payments-prod';
 const ENDPOINT = 'orders.cluster-abc123.us-east-1.rds.amazonaws.com:5432';
-const KEY = { accessKeyId: 'AKIAOPSHTTPTESTKEY01', secretAccessKey: 'ops-http-test-secret-key-never-shown', sessionToken: 'ops-http-test-session-token' };
+const KEY = {
+  accessKeyId: 'AKIAOPSHTTPTESTKEY01',
+  secretAccessKey: 'ops-http-test-secret-key-never-shown',
+  sessionToken: 'ops-http-test-session-token',
+};
 /** Long enough never to fire in a test that is about something else. */
 const NEVER = 60_000;
 
@@ -37,12 +41,18 @@ interface Started extends AsyncDisposable {
  */
 async function startOps(options: Partial<OpsOptions> = {}): Promise<Started> {
   let raw = '';
-  const log = createLogger({ level: 'info', format: 'json' }, new Writable({ write: (chunk, _enc, done) => ((raw += String(chunk)), done()) }));
+  const log = createLogger(
+    { level: 'info', format: 'json' },
+    new Writable({ write: (chunk, _enc, done) => ((raw += String(chunk)), done()) }),
+  );
   const metrics = new Metrics();
   const identities = new Identities({
     log,
     onRefresh: metrics.credentialsRefreshed,
-    providerFor: () => ({ provider: async () => ({ ...KEY, expiration: new Date(Date.now() + 3_600_000) }), source: () => 'static credentials' }),
+    providerFor: () => ({
+      provider: async () => ({ ...KEY, expiration: new Date(Date.now() + 3_600_000) }),
+      source: () => 'static credentials',
+    }),
   });
   await identities.for({ profile: PROFILE, roleArn: ROLE_ARN }, 'us-east-1').holder.get();
   const proxy = { instances: [{ name: ENDPOINT, lastReachableAt: Date.now(), probe: async () => undefined }] } as unknown as Engine;
@@ -55,7 +65,10 @@ async function startOps(options: Partial<OpsOptions> = {}): Promise<Started> {
       await ops.close();
     },
     get logs() {
-      return raw.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
+      return raw
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
     },
     rawLogs: () => raw,
   };
@@ -216,7 +229,7 @@ t.test('at the cap with every connection being answered, a newcomer is closed at
   answer('pg_iam_proxy_up 1\n');
   for (const s of scrapers) {
     await s.closed;
-    t.match(s.heard(), /^HTTP\/1\.1 200 OK\r\n[^]*\r\npg_iam_proxy_up 1\n\r\n0\r\n\r\n$/, 'the requests in flight were answered');
+    t.match(s.heard(), /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\npg_iam_proxy_up 1\n\r\n0\r\n\r\n$/, 'the requests in flight were answered');
   }
   t.ok(ops.logs.some((l) => /HTTP connections at the cap \(3\): refusing a new one/.test(String(l.msg))));
   t.match(await get(port, '/healthz'), { status: 200 }, 'room again once they are done');
@@ -276,7 +289,10 @@ t.test('through the CLI: the HTTP listener closes an idle connection, /readyz na
   await silent.closed;
   const took = Date.now() - started;
   // Loose on purpose (a loaded machine): the point is the short defaults, not Node's 60 s for headers.
-  t.ok(took < 3 * HTTP_LIMITS.idleTimeoutMs, `closed after ${took} ms (defaults: ${HTTP_LIMITS.idleTimeoutMs} ms idle, ${HTTP_LIMITS.headersTimeoutMs} ms for headers)`);
+  t.ok(
+    took < 3 * HTTP_LIMITS.idleTimeoutMs,
+    `closed after ${took} ms (defaults: ${HTTP_LIMITS.idleTimeoutMs} ms idle, ${HTTP_LIMITS.headersTimeoutMs} ms for headers)`,
+  );
   t.match(await get(port, '/healthz'), { status: 200, body: 'ok\n' }, 'and still serves');
   cli.child.kill('SIGTERM');
   t.equal(await cli.exit, 0);

@@ -36,7 +36,14 @@ t.test('BackendKeyData keeps pid and a key of any length', async (t) => {
 
 t.test('a rejected-token error never serializes the token', async (t) => {
   const { TokenRejected } = await import('../src/proxy/upstream-auth.js');
-  const token = { value: 'host:5432/?X-Amz-Signature=abc', scope: { host: 'h', port: 1, region: 'r', user: 'u' }, accessKeyId: 'AKIA', signer: { accessKeyId: 'AKIA' }, signedAt: 0, expiresAt: 1 };
+  const token = {
+    value: 'host:5432/?X-Amz-Signature=abc',
+    scope: { host: 'h', port: 1, region: 'r', user: 'u' },
+    accessKeyId: 'AKIA',
+    signer: { accessKeyId: 'AKIA' },
+    signedAt: 0,
+    expiresAt: 1,
+  };
   const err = new TokenRejected('PAM authentication failed', token);
   t.equal(err.token, token, 'still there for the retry');
   t.notMatch(JSON.stringify({ ...err }), /X-Amz-Signature/);

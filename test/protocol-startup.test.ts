@@ -20,7 +20,11 @@ function readAll(chunks: Buffer[]) {
 }
 
 t.test('a StartupMessage is read whole, whatever the split', async (t) => {
-  const bytes = Buffer.concat([sslRequest(), startupBytes({ user: 'iam_user', database: 'orders', application_name: 'app' }), Buffer.from('Q')]);
+  const bytes = Buffer.concat([
+    sslRequest(),
+    startupBytes({ user: 'iam_user', database: 'orders', application_name: 'app' }),
+    Buffer.from('Q'),
+  ]);
   for (let cut = 0; cut <= bytes.length; cut++) {
     const { packets, rest } = readAll([bytes.subarray(0, cut), bytes.subarray(cut)]);
     t.equal(packets.length, 2, `split at ${cut}`);
@@ -92,17 +96,34 @@ t.test('malformed packets (PROTOCOL.md B1-B9)', async (t) => {
   t.notOk(rejects(startupBytes({ user: 'u', replication: 'off' }), '0A000', /./), 'replication=off is fine');
   // PostgreSQL takes the last value of a repeated name: a proxy that vetted the first would be fooled.
   for (const name of ['user', 'database', 'replication', 'options', '_pq_.x']) {
-    const pairs: Array<[string, string]> = [['user', 'u'], [name, 'false'], [name, 'database']];
-    t.ok(rejects(startupPairs(name === 'user' ? pairs.slice(1) : pairs), '08P01', new RegExp(`repeats the parameter "${name.replace('.', '\\.')}"`)), `${name} twice`);
+    const pairs: Array<[string, string]> = [
+      ['user', 'u'],
+      [name, 'false'],
+      [name, 'database'],
+    ];
+    t.ok(
+      rejects(
+        startupPairs(name === 'user' ? pairs.slice(1) : pairs),
+        '08P01',
+        new RegExp(`repeats the parameter "${name.replace('.', '\\.')}"`),
+      ),
+      `${name} twice`,
+    );
   }
 });
 
 t.test('withUser replaces only the user, keeping every other byte and the order', async (t) => {
   const original = startupBytes({ database: 'orders', user: 'someone', options: '-c search_path=x', application_name: 'app' });
   const s = (readStartupPacket(original) as { packet: StartupMessage }).packet;
-  t.same(withUser(s, 'app_iam'), startupBytes({ database: 'orders', user: 'app_iam', options: '-c search_path=x', application_name: 'app' }));
+  t.same(
+    withUser(s, 'app_iam'),
+    startupBytes({ database: 'orders', user: 'app_iam', options: '-c search_path=x', application_name: 'app' }),
+  );
   t.same(startupMessage(s.version, s.params), original, 'round trip is byte-exact');
-  const latin1 = Buffer.concat([new Bytes().uint32(196608).cstring('user').cstring('u').cstring('application_name').join().subarray(4), Buffer.from([0xe9, 0, 0])]);
+  const latin1 = Buffer.concat([
+    new Bytes().uint32(196608).cstring('user').cstring('u').cstring('application_name').join().subarray(4),
+    Buffer.from([0xe9, 0, 0]),
+  ]);
   const withLen = Buffer.concat([Buffer.alloc(4), latin1]);
   withLen.writeUInt32BE(withLen.length);
   const raw = (readStartupPacket(withLen) as { packet: StartupMessage }).packet;

@@ -19,9 +19,15 @@ const sha = (data: string | Buffer) => createHash('sha256').update(data).digest(
 
 t.test('COPY out: 300,000 rows arrive byte for byte as the server sends them', async (t) => {
   const file = join(db.dir, 'bulk_out.tsv');
-  const r = await runPg('psql', ['-X', '-q', '-c', `\\copy (SELECT i, md5(i::text) FROM generate_series(1, 300000) i) TO '${file}'`], libpq);
+  const r = await runPg(
+    'psql',
+    ['-X', '-q', '-c', `\\copy (SELECT i, md5(i::text) FROM generate_series(1, 300000) i) TO '${file}'`],
+    libpq,
+  );
   t.equal(r.code, 0, r.stderr);
-  const expected = await db.admin("SELECT encode(sha256(convert_to(string_agg(i || E'\\t' || md5(i::text) || E'\\n', '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, 300000) i");
+  const expected = await db.admin(
+    "SELECT encode(sha256(convert_to(string_agg(i || E'\\t' || md5(i::text) || E'\\n', '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, 300000) i",
+  );
   t.equal(sha(await readFile(file)), expected);
 });
 
@@ -32,7 +38,12 @@ t.test('COPY in: a 12 MB file lands intact', async (t) => {
   await writeFile(file, `${rows.join('\n')}\n`);
   const r = await runPg('psql', ['-X', '-q', '-c', `\\copy bulk_in FROM '${file}'`], libpq);
   t.equal(r.code, 0, r.stderr);
-  const [count, digest] = (await db.admin("SELECT count(*), encode(sha256(convert_to(string_agg(i || E'\\t' || t, E'\\n' ORDER BY i), 'UTF8')), 'hex') FROM bulk_in", 'orders')).split('|');
+  const [count, digest] = (
+    await db.admin(
+      "SELECT count(*), encode(sha256(convert_to(string_agg(i || E'\\t' || t, E'\\n' ORDER BY i), 'UTF8')), 'hex') FROM bulk_in",
+      'orders',
+    )
+  ).split('|');
   t.equal(Number(count), rows.length);
   t.equal(digest, sha(rows.join('\n')));
 });
@@ -82,7 +93,9 @@ t.test('a client that stops reading stops the server; when it reads again, nothi
   socket.resume();
   await readyFor(2);
   t.equal(rows, ROWS, 'every row');
-  const expected = await db.admin(`SELECT encode(sha256(convert_to(string_agg(repeat(md5(i::text), 32), '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, ${ROWS}) i`);
+  const expected = await db.admin(
+    `SELECT encode(sha256(convert_to(string_agg(repeat(md5(i::text), 32), '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, ${ROWS}) i`,
+  );
   t.equal(hash.digest('hex'), expected, 'every byte, in order');
   socket.end(new Bytes().join('X'));
   await once(socket, 'close');
@@ -93,13 +106,20 @@ t.test('an upload stalled behind a locked table ends cleanly when the server die
   // buffer up to the proxy, which stops reading the client. Then the backend is terminated.
   await db.admin('CREATE TABLE stall_in (t text); GRANT INSERT ON stall_in TO iam_user;', 'orders');
   // Holds the lock until the teardown terminates it (which makes its psql fail: expected).
-  const locker = db.admin("SET application_name = 'locker'; BEGIN; LOCK TABLE stall_in; SELECT pg_sleep(120);", 'orders').catch(() => undefined);
+  const locker = db
+    .admin("SET application_name = 'locker'; BEGIN; LOCK TABLE stall_in; SELECT pg_sleep(120);", 'orders')
+    .catch(() => undefined);
   t.teardown(async () => {
     await db.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'locker'");
     await locker;
   });
   for (;;) {
-    if ((await db.admin("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'locker' AND l.mode = 'AccessExclusiveLock' AND l.granted")) === '1') break;
+    if (
+      (await db.admin(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'locker' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+      )) === '1'
+    )
+      break;
   }
 
   const socket = connect({ host: '127.0.0.1', port: proxy.port });

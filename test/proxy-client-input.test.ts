@@ -11,7 +11,13 @@ import { errorOf, WireClient } from './support/wire.js';
 const db = await startTestDb();
 t.teardown(() => db.destroy());
 // --client-tls off: these cases are about the plaintext negotiation (client-tls.test covers TLS).
-const proxy = await startProxy(db, { maxConnections: 3, startupTimeoutMs: 400, clientTls: 'off', allowUsers: ['iam_user'], allowDatabases: ['orders', 'nope'] });
+const proxy = await startProxy(db, {
+  maxConnections: 3,
+  startupTimeoutMs: 400,
+  clientTls: 'off',
+  allowUsers: ['iam_user'],
+  allowDatabases: ['orders', 'nope'],
+});
 t.teardown(() => proxy.close());
 
 /** Each case: bytes sent, then either a FATAL with this SQLSTATE or a silent close. None signs or dials. */
@@ -29,9 +35,33 @@ const cases: Array<[string, Buffer, string | null]> = [
   ['SSLRequest twice', Buffer.concat([sslRequest(), sslRequest()]), '08P01'],
   ['a cancel request with a 2-byte key', new Bytes().uint32(80877102).int32(1).raw([1, 2]).join(), '08P01'],
   // PostgreSQL takes the last of a repeated parameter: each of these would have slipped past a check.
-  ['database twice (past --allow-database)', startupPairs([['user', 'iam_user'], ['database', 'orders'], ['database', 'postgres']]), '08P01'],
-  ['user twice (past --allow-user)', startupPairs([['user', 'iam_user'], ['database', 'orders'], ['user', 'pw_user']]), '08P01'],
-  ['replication twice (past the refusal)', startupPairs([['user', 'iam_user'], ['replication', 'false'], ['replication', 'database']]), '08P01'],
+  [
+    'database twice (past --allow-database)',
+    startupPairs([
+      ['user', 'iam_user'],
+      ['database', 'orders'],
+      ['database', 'postgres'],
+    ]),
+    '08P01',
+  ],
+  [
+    'user twice (past --allow-user)',
+    startupPairs([
+      ['user', 'iam_user'],
+      ['database', 'orders'],
+      ['user', 'pw_user'],
+    ]),
+    '08P01',
+  ],
+  [
+    'replication twice (past the refusal)',
+    startupPairs([
+      ['user', 'iam_user'],
+      ['replication', 'false'],
+      ['replication', 'database'],
+    ]),
+    '08P01',
+  ],
 ];
 
 t.test('malformed startups: a clear FATAL or a close, and no upstream work', async (t) => {
@@ -72,13 +102,18 @@ t.test('a client that stalls in its startup is closed at --startup-timeout', asy
 });
 
 t.test('--max-connections: the surplus client gets 53300, the others work', async (t) => {
-  const held = await Promise.all([0, 1, 2].map(async () => {
-    const c = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
-    await c.connect();
-    return c;
-  }));
+  const held = await Promise.all(
+    [0, 1, 2].map(async () => {
+      const c = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
+      await c.connect();
+      return c;
+    }),
+  );
   const extra = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
-  const err = await extra.connect().then(() => undefined, (e: pg.DatabaseError) => e);
+  const err = await extra.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
   t.match(err, { code: '53300', message: /too many clients already/ });
   await held[0]!.end();
   // The freed slot is visible once the proxy has seen the close: wait for the session-closed line.

@@ -40,16 +40,25 @@ async function loginThrough(script: (s: TLSSocket) => void) {
   const proxy = await startProxy(db, { connectTo: `127.0.0.1:${port}` });
   t.teardown(() => proxy.close());
   const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
-  return client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
+  return client.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
 }
 
 t.test('MD5 requested: the user is not set up for IAM', async (t) => {
   const err = await loginThrough((s) => s.write(new Bytes().int32(5).raw([1, 2, 3, 4]).join('R')));
-  t.match(err, { code: '28000', message: /not set up for IAM authentication: the server asked for MD5 password/, hint: /GRANT rds_iam TO "iam_user"/ });
+  t.match(err, {
+    code: '28000',
+    message: /not set up for IAM authentication: the server asked for MD5 password/,
+    hint: /GRANT rds_iam TO "iam_user"/,
+  });
 });
 
 t.test('an ErrorResponse before authentication is relayed byte for byte', async (t) => {
-  const err = await loginThrough((s) => s.end(errorResponse({ severity: 'FATAL', code: '57P03', message: 'the database system is starting up' })));
+  const err = await loginThrough((s) =>
+    s.end(errorResponse({ severity: 'FATAL', code: '57P03', message: 'the database system is starting up' })),
+  );
   t.match(err, { severity: 'FATAL', code: '57P03', message: 'the database system is starting up' });
 });
 
@@ -75,7 +84,10 @@ t.test('a server that stalls during authentication is abandoned at the connect t
   const port = await fakeTlsServer(() => undefined);
   await using proxy = await startProxy(db, { connectTo: `127.0.0.1:${port}`, connectTimeoutMs: 300 });
   const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
-  const err = await client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
+  const err = await client.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
   t.match(err, { code: '08001', message: /timed out after 0\.3 s waiting for the server to complete the login/ });
 });
 
@@ -89,15 +101,22 @@ t.test('a server that hangs up after AuthenticationOk', async (t) => {
 
 t.test('a server that never closes a cancel connection holds it only for the connect timeout', async (t) => {
   const cancels: TLSSocket[] = [];
-  const port = await fakeTlsServer((s) => {
-    // The session's connection logs in; the cancel connection is held open (onCancel).
-    s.write(new Bytes().int32(3).join('R'));
-    s.once('data', () => s.write(Buffer.concat([new Bytes().int32(0).join('R'), new Bytes().int32(7).int32(8).join('K'), new Bytes().raw([0x49]).join('Z')])));
-  }, (s) => {
-    // Reads the request and its FIN, and never answers or closes.
-    s.allowHalfOpen = true;
-    cancels.push(s);
-  });
+  const port = await fakeTlsServer(
+    (s) => {
+      // The session's connection logs in; the cancel connection is held open (onCancel).
+      s.write(new Bytes().int32(3).join('R'));
+      s.once('data', () =>
+        s.write(
+          Buffer.concat([new Bytes().int32(0).join('R'), new Bytes().int32(7).int32(8).join('K'), new Bytes().raw([0x49]).join('Z')]),
+        ),
+      );
+    },
+    (s) => {
+      // Reads the request and its FIN, and never answers or closes.
+      s.allowHalfOpen = true;
+      cancels.push(s);
+    },
+  );
   const proxy = await startProxy(db, { connectTo: `127.0.0.1:${port}`, connectTimeoutMs: 300 });
   const session = await WireClient.connect(proxy.port);
   session.write(startupBytes({ user: 'iam_user', database: 'orders' }));

@@ -14,10 +14,20 @@ const db = await startTestDb();
 t.teardown(() => db.destroy());
 const proxy = await startProxy(db);
 t.teardown(() => proxy.close());
-const libpq = (user: string, extra: Record<string, string> = {}) => ({ PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGUSER: user, PGDATABASE: 'orders', ...extra });
+const libpq = (user: string, extra: Record<string, string> = {}) => ({
+  PGHOST: '127.0.0.1',
+  PGPORT: String(proxy.port),
+  PGUSER: user,
+  PGDATABASE: 'orders',
+  ...extra,
+});
 
 t.test('psql logs in as an IAM user over verified TLS, with no password', async (t) => {
-  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'], libpq('iam_user'));
+  const r = await runPg(
+    'psql',
+    ['-X', '-At', '-c', 'SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'],
+    libpq('iam_user'),
+  );
   t.equal(r.stderr, '');
   t.equal(r.stdout.trim(), 'iam_user|t', 'the server saw a TLS session from the proxy');
   const entry = (await db.checkerLog()).at(-1)!;
@@ -57,7 +67,13 @@ t.test('a mixed-case user is signed with its exact case', async (t) => {
 });
 
 t.test('node pg: queries, and application_name reaches pg_stat_activity', async (t) => {
-  const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders', application_name: 'orders-api' });
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port: proxy.port,
+    user: 'iam_user',
+    database: 'orders',
+    application_name: 'orders-api',
+  });
   await client.connect();
   const { rows } = await client.query('SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()');
   t.equal(rows[0].application_name, 'orders-api');
@@ -82,7 +98,9 @@ t.test('--db-user replaces the user, keeping every other parameter', async (t) =
   await using forced = await startProxy(db, { dbUser: 'iam_user' });
   const client = new pg.Client({ host: '127.0.0.1', port: forced.port, user: 'whoever', database: 'orders', application_name: 'kept' });
   await client.connect();
-  const { rows } = await client.query('SELECT current_user AS u, current_database() AS d, application_name AS a FROM pg_stat_activity WHERE pid = pg_backend_pid()');
+  const { rows } = await client.query(
+    'SELECT current_user AS u, current_database() AS d, application_name AS a FROM pg_stat_activity WHERE pid = pg_backend_pid()',
+  );
   t.same(rows[0], { u: 'iam_user', d: 'orders', a: 'kept' });
   await client.end();
 });
@@ -93,10 +111,16 @@ t.test('protocol 3.2 startup: NegotiateProtocolVersion is relayed, then the sess
   const messages = await c.untilReady();
   t.equal(messages[0]!.code, 'v', 'PostgreSQL 15 answers 3.2 with NegotiateProtocolVersion');
   t.equal(messages[0]!.bytes.readInt32BE(5), 196608, 'downgraded to 3.0');
-  t.same(messages.map((m) => m.code).filter((c) => c === 'R' || c === 'K' || c === 'Z'), ['R', 'K', 'Z']);
+  t.same(
+    messages.map((m) => m.code).filter((c) => c === 'R' || c === 'K' || c === 'Z'),
+    ['R', 'K', 'Z'],
+  );
   c.write(new Bytes().cstring('SELECT 42').join('Q'));
   const reply = await c.untilReady();
-  t.ok(reply.some((m) => m.code === 'D' && m.bytes.includes(Buffer.from('42'))), 'query answered');
+  t.ok(
+    reply.some((m) => m.code === 'D' && m.bytes.includes(Buffer.from('42'))),
+    'query answered',
+  );
   c.write(new Bytes().join('X'));
   await c.closed;
 });
@@ -133,8 +157,17 @@ t.test('a user the server lets in without a password: passed through, no token s
   t.equal(r.stdout.trim(), 'trust_user', r.stderr);
   t.equal(r.stderr, '');
   const checks = await db.checkerLog();
-  t.notOk(checks.some((c) => c.user === 'trust_user'), 'no token reached the database for a login that asked for none');
-  const opened = proxy.logs().find((l) => (l.startup as { application_name?: string } | undefined)?.application_name === 'no-password' && String(l.msg).startsWith('session opened'));
+  t.notOk(
+    checks.some((c) => c.user === 'trust_user'),
+    'no token reached the database for a login that asked for none',
+  );
+  const opened = proxy
+    .logs()
+    .find(
+      (l) =>
+        (l.startup as { application_name?: string } | undefined)?.application_name === 'no-password' &&
+        String(l.msg).startsWith('session opened'),
+    );
   t.match(opened, { msg: /the server asked for no password, so no token was sent/, auth: 'none' });
   t.notOk(opened && 'accessKeyId' in opened, 'no signing key named');
 });
@@ -147,7 +180,12 @@ t.test('a rejected token: one retry, then each client within a minute costs one 
   const errors: pg.DatabaseError[] = [];
   for (let i = 0; i < 6; i++) {
     const client = new pg.Client({ host: '127.0.0.1', port: refused.port, user: 'iam_user', database: 'orders' });
-    errors.push((await client.connect().then(() => undefined, (e: pg.DatabaseError) => e))!);
+    errors.push(
+      (await client.connect().then(
+        () => undefined,
+        (e: pg.DatabaseError) => e,
+      ))!,
+    );
   }
   const checks = (await db.checkerLog()).slice(before);
   t.equal(checks.length, 7, 'the first client 2 checks (a retry), the other five 1 each: not 18');
@@ -156,7 +194,8 @@ t.test('a rejected token: one retry, then each client within a minute costs one 
   t.match(errors[0], { code: '28000', detail: /The server rejected a token signed for this login, then a token signed for this login\.$/ });
   t.match(errors[5], {
     code: '28000',
-    detail: /The server rejected a cached token signed \d+ s earlier\. It was not tried again: the server refused tokens for this endpoint and user 6 times in the last 60 s, the last 0 s ago\./,
+    detail:
+      /The server rejected a cached token signed \d+ s earlier\. It was not tried again: the server refused tokens for this endpoint and user 6 times in the last 60 s, the last 0 s ago\./,
   });
   t.match(errors[5]!.detail, /signed with access key AKIA…0001 for /, 'the key shortened for whoever reaches the listener');
   t.notMatch(errors[5]!.detail, /STRANGER/);
@@ -165,14 +204,22 @@ t.test('a rejected token: one retry, then each client within a minute costs one 
 t.test('a persistent rejection keeps the server text and explains', async (t) => {
   await db.rejectNext(2);
   const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
-  const err = await client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
+  const err = await client.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
   await db.rejectNext(0);
   t.ok(err, 'login fails');
   t.equal(err!.severity, 'FATAL');
   t.equal(err!.code, '28000');
   t.match(err!.message, /PAM authentication failed for user "iam_user"/);
   const key = db.key.accessKeyId;
-  t.match(err!.detail, new RegExp(`access key ${key.slice(0, 4)}…${key.slice(-4)} for ${db.endpoint.replaceAll('.', '\\.')}:${db.port}, region us-east-1, user "iam_user"\\. The server rejected a cached token signed \\d+ s earlier, then a token signed for this login\\.$`));
+  t.match(
+    err!.detail,
+    new RegExp(
+      `access key ${key.slice(0, 4)}…${key.slice(-4)} for ${db.endpoint.replaceAll('.', '\\.')}:${db.port}, region us-east-1, user "iam_user"\\. The server rejected a cached token signed \\d+ s earlier, then a token signed for this login\\.$`,
+    ),
+  );
   t.match(err!.hint, /GRANT rds_iam TO "iam_user".*rds-db:connect.*arn:aws:rds-db:us-east-1:<account-id>:dbuser:.*\/iam_user.*clock.*case/);
   const failed = proxy.logs().find((l) => l.msg === 'session failed' && l.failure === 'iam_rejected');
   t.ok(failed, 'logged as a failed session');
@@ -180,19 +227,30 @@ t.test('a persistent rejection keeps the server text and explains', async (t) =>
 
 t.test('the server closing a session at startup (database does not exist) reaches the client', async (t) => {
   const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'nope' });
-  const err = await client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
+  const err = await client.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
   t.equal(err?.code, '3D000');
   t.match(err?.message, /database "nope" does not exist/);
 });
 
 t.test('the server terminating a session: the client hears why, the close reason is logged', async (t) => {
-  const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders', application_name: 'to-be-terminated' });
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port: proxy.port,
+    user: 'iam_user',
+    database: 'orders',
+    application_name: 'to-be-terminated',
+  });
   const errored = new Promise<Error>((resolve) => client.on('error', resolve));
   await client.connect();
   await db.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'to-be-terminated'");
   t.match(await errored, { code: '57P01', message: /terminating connection due to administrator command/ });
   await client.end().catch(() => undefined);
-  const line = await proxy.line((l) => l.msg === 'session closed' && (l.startup as { application_name?: string })?.application_name === 'to-be-terminated');
+  const line = await proxy.line(
+    (l) => l.msg === 'session closed' && (l.startup as { application_name?: string })?.application_name === 'to-be-terminated',
+  );
   t.match(line, { reason: 'server closed the connection' });
 });
 
@@ -204,7 +262,9 @@ t.test('a client that resets mid-session: the server side is closed too', async 
   while ((await db.admin("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'resetter'")) !== '0') {
     await new Promise((r) => setTimeout(r, 20));
   }
-  const line = proxy.logs().find((l) => (l.startup as { application_name?: string })?.application_name === 'resetter' && l.msg === 'session closed');
+  const line = proxy
+    .logs()
+    .find((l) => (l.startup as { application_name?: string })?.application_name === 'resetter' && l.msg === 'session closed');
   t.match(line, { reason: /error on the client connection: read ECONNRESET|client closed the connection/ });
 });
 
@@ -213,8 +273,15 @@ t.test('one log line per session open and close, and never a token', async (t) =
   const opened = logs.filter((l) => l.msg === 'session opened');
   const closed = logs.filter((l) => l.msg === 'session closed');
   t.ok(opened.length >= 5);
-  t.match(opened[0], { startup: { user: 'iam_user', database: 'orders' }, endpoint: `${db.endpoint}:${db.port}`, accessKeyId: db.key.accessKeyId });
-  t.match(closed.find((l) => (l.bytes as { toClient: number }).toClient > 5_000_000), { reason: 'client closed the connection', phase: 'ready' });
+  t.match(opened[0], {
+    startup: { user: 'iam_user', database: 'orders' },
+    endpoint: `${db.endpoint}:${db.port}`,
+    accessKeyId: db.key.accessKeyId,
+  });
+  t.match(
+    closed.find((l) => (l.bytes as { toClient: number }).toClient > 5_000_000),
+    { reason: 'client closed the connection', phase: 'ready' },
+  );
   const raw = proxy.rawLogs();
   t.ok(proxy.issued.length > 0);
   for (const token of proxy.issued) {

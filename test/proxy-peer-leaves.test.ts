@@ -44,7 +44,12 @@ const lines = (proxy: TestProxy, msg: string, app: string) =>
 /** Until `count` sessions of this application have logged their last line. */
 async function closedSessions(proxy: TestProxy, app: string, count: number): Promise<void> {
   let seen = 0;
-  await proxy.line((l) => (l.msg === 'session closed' || l.msg === 'session failed') && (l.startup as { application_name?: string } | undefined)?.application_name === app && ++seen === count);
+  await proxy.line(
+    (l) =>
+      (l.msg === 'session closed' || l.msg === 'session failed') &&
+      (l.startup as { application_name?: string } | undefined)?.application_name === app &&
+      ++seen === count,
+  );
 }
 
 t.test('a client that leaves while credentials are awaited: no password sent, no backend, "client went away"', async (t) => {
@@ -52,7 +57,14 @@ t.test('a client that leaves while credentials are awaited: no password sent, no
   await using proxy = await startProxy(db, { tokens: gated.source });
   const before = (await db.checkerLog()).length;
   // psql gives up after connect_timeout (2 s, libpq's least) and closes: what an app with a timeout does.
-  const psql = runPg('psql', ['-X', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGUSER: 'iam_user', PGDATABASE: 'orders', PGAPPNAME: 'impatient', PGCONNECT_TIMEOUT: '2' });
+  const psql = runPg('psql', ['-X', '-c', 'SELECT 1'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(proxy.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+    PGAPPNAME: 'impatient',
+    PGCONNECT_TIMEOUT: '2',
+  });
   await gated.requested;
   const r = await psql;
   t.not(r.code, 0, 'psql gave up');
@@ -86,7 +98,11 @@ t.test('100 clients that send a startup and leave at once: every session ends, n
   // A server that had logged in is closed the moment its client is seen gone; its backend exits soon after.
   while ((await backends('storm')) !== '0') await new Promise((r) => setTimeout(r, 20));
   t.equal(proxy.proxy.instances[0]!.connections, 0, 'no connection held');
-  t.ok(lines(proxy, 'session closed', 'storm').some((l) => /client went away during login|client closed the connection/.test(String(l.reason))));
+  t.ok(
+    lines(proxy, 'session closed', 'storm').some((l) =>
+      /client went away during login|client closed the connection/.test(String(l.reason)),
+    ),
+  );
 });
 
 t.test('a client that half-closes behind a pipelined query still gets its answer', async (t) => {
@@ -144,9 +160,17 @@ t.test('credentials slower than --connect-timeout: the client hears that, naming
   const gated = gatedTokens('profile slow-helper');
   await using proxy = await startProxy(db, { tokens: gated.source, connectTimeoutMs: 300 });
   const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
-  const err = await client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
+  const err = await client.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
   gated.open();
-  t.match(err, { severity: 'FATAL', code: '08001', message: 'pg-iam-proxy got no AWS credentials for profile slow-helper within 0.3 s', hint: /credential_process/ });
+  t.match(err, {
+    severity: 'FATAL',
+    code: '08001',
+    message: 'pg-iam-proxy got no AWS credentials for profile slow-helper within 0.3 s',
+    hint: /credential_process/,
+  });
   t.ok(proxy.logs().some((l) => l.msg === 'session failed' && l.failure === 'credentials_timeout'));
 });
 
@@ -186,8 +210,17 @@ t.test('a client that finishes its password exchange after the shutdown began: n
   await once(relay, 'listening');
   t.teardown(() => new Promise((r) => relay.close(r)));
   const before = (await db.checkerLog()).length;
-  const client = new pg.Client({ host: '127.0.0.1', port: (relay.address() as { port: number }).port, user: 'iam_user', database: 'orders', password: 'late-secret' });
-  const connecting = client.connect().then(() => undefined, (e: Error) => e);
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port: (relay.address() as { port: number }).port,
+    user: 'iam_user',
+    database: 'orders',
+    password: 'late-secret',
+  });
+  const connecting = client.connect().then(
+    () => undefined,
+    (e: Error) => e,
+  );
   await isHolding;
   const closing = proxy.close(0);
   // The grace (0 s) is over and the session terminated; only then does the client's proof arrive.

@@ -40,7 +40,11 @@ async function fakeServer(reply: Buffer | null): Promise<{ server: Server; port:
 t.test('a user outside rds_iam: told it is not set up for IAM, with the GRANT', async (t) => {
   await using proxy = await startProxy(db);
   const err = await login(proxy.port, 'pw_user');
-  t.match(err, { severity: 'FATAL', code: '28000', message: /user "pw_user" is not set up for IAM authentication: the server asked for SCRAM-SHA-256/ });
+  t.match(err, {
+    severity: 'FATAL',
+    code: '28000',
+    message: /user "pw_user" is not set up for IAM authentication: the server asked for SCRAM-SHA-256/,
+  });
   t.match(err!.hint, /GRANT rds_iam TO "pw_user";/);
   t.equal(await login(proxy.port), undefined, 'the proxy keeps serving others');
 });
@@ -55,20 +59,32 @@ t.test('an untrusted CA: says so and points at the global bundle', async (t) => 
   await using proxy = await startProxy(db, { caFile: db.otherCaFile });
   const attempts = (await db.checkerLog()).length;
   const err = await login(proxy.port);
-  t.match(err, { code: '08001', message: /certificate is not trusted/, hint: new RegExp(`No CA in ${db.otherCaFile.replaceAll('.', '\\.')}.*global-bundle\\.pem`) });
+  t.match(err, {
+    code: '08001',
+    message: /certificate is not trusted/,
+    hint: new RegExp(`No CA in ${db.otherCaFile.replaceAll('.', '\\.')}.*global-bundle\\.pem`),
+  });
   t.equal((await db.checkerLog()).length, attempts, 'no token reached the server');
 });
 
 t.test('the bundled RDS CAs (no --ca-file): an unknown issuer names the global bundle', async (t) => {
   await using proxy = await startProxy(db, { caFile: null });
   const err = await login(proxy.port);
-  t.match(err, { code: '08001', message: /certificate is not trusted/, hint: /bundled RDS CAs lack regions launched after mid-2022.*--ca-file global-bundle\.pem/ });
+  t.match(err, {
+    code: '08001',
+    message: /certificate is not trusted/,
+    hint: /bundled RDS CAs lack regions launched after mid-2022.*--ca-file global-bundle\.pem/,
+  });
 });
 
 t.test('a certificate for another name: says the endpoint must be the exact RDS name', async (t) => {
   await using proxy = await startProxy(db, { endpoint: `otherdb.abc123xyz.us-east-1.rds.amazonaws.com:${db.port}` });
   const err = await login(proxy.port);
-  t.match(err, { code: '08001', message: /certificate does not match host name "otherdb\.abc123xyz/, hint: /exact RDS endpoint name.*--connect-to/ });
+  t.match(err, {
+    code: '08001',
+    message: /certificate does not match host name "otherdb\.abc123xyz/,
+    hint: /exact RDS endpoint name.*--connect-to/,
+  });
 });
 
 t.test('database down: connection refused, with what to check', async (t) => {
@@ -120,8 +136,13 @@ t.test('an upstream that stalls is abandoned at the connect timeout', async (t) 
 
 t.test('psql shows the message and the hint', async (t) => {
   await using proxy = await startProxy(db, { caFile: db.otherCaFile });
-  const r = await runPg('psql', ['-X', '-c', 'select 1'], { PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  const r = await runPg('psql', ['-X', '-c', 'select 1'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(proxy.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
   t.equal(r.code, 2);
-  t.match(r.stderr, /FATAL:  the server's certificate is not trusted/);
-  t.match(r.stderr, /HINT:  No CA in/);
+  t.match(r.stderr, /FATAL: {2}the server's certificate is not trusted/);
+  t.match(r.stderr, /HINT: {2}No CA in/);
 });

@@ -18,7 +18,8 @@ t.teardown(() => db.destroy());
 const handles = () => {
   const counts: Record<string, number> = {};
   // The harness's own child-process pipes and the polling below are not the proxy's.
-  for (const kind of process.getActiveResourcesInfo()) if (kind !== 'PipeWrap' && kind !== 'ProcessWrap' && kind !== 'Immediate') counts[kind] = (counts[kind] ?? 0) + 1;
+  for (const kind of process.getActiveResourcesInfo())
+    if (kind !== 'PipeWrap' && kind !== 'ProcessWrap' && kind !== 'Immediate') counts[kind] = (counts[kind] ?? 0) + 1;
   return counts;
 };
 const fds = () => readdirSync('/proc/self/fd').length;
@@ -54,7 +55,12 @@ t.test('every path releases its sockets and timers: handle counts return to the 
   await db.admin("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)'");
   t.match(await slow, /canceling statement/);
   await client.end();
-  for (const bytes of [cancelRequest(42, Buffer.from([1, 2, 3, 4])), Buffer.from('GET / HTTP/1.1\r\n\r\n'), Buffer.concat([sslRequest(), gssencRequest()]), startupBytes({ user: 'iam_user' }).subarray(0, 7)]) {
+  for (const bytes of [
+    cancelRequest(42, Buffer.from([1, 2, 3, 4])),
+    Buffer.from('GET / HTTP/1.1\r\n\r\n'),
+    Buffer.concat([sslRequest(), gssencRequest()]),
+    startupBytes({ user: 'iam_user' }).subarray(0, 7),
+  ]) {
     const c = await WireClient.connect(proxy.port);
     c.write(bytes);
     await c.rest().catch(() => undefined);
@@ -79,13 +85,31 @@ t.test('the database restarts under open sessions: clients hear it, the proxy se
   const lost = new Promise<Error>((resolve) => client.on('error', resolve)); // the first; then the close
   await db.stop();
   const err = await lost;
-  t.match(err, { code: '57P01', message: /terminating connection due to administrator command/ }, "the server's own words reach the client");
-  const refused = await runPg('psql', ['-X', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  t.match(
+    err,
+    { code: '57P01', message: /terminating connection due to administrator command/ },
+    "the server's own words reach the client",
+  );
+  const refused = await runPg('psql', ['-X', '-c', 'SELECT 1'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(proxy.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
   t.match(refused.stderr, /could not connect to the server at 127\.0\.0\.1:\d+: ECONNREFUSED/);
   await db.start();
-  const back = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  const back = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(proxy.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
   t.equal(back.stdout.trim(), '1', back.stderr);
-  t.same(proxy.logs().filter((l) => Number(l.level) >= 50), [], 'nothing logged at error');
+  t.same(
+    proxy.logs().filter((l) => Number(l.level) >= 50),
+    [],
+    'nothing logged at error',
+  );
 });
 
 t.test('a flood of half-open connections: bounded memory, each closed at the startup timeout', async (t) => {
@@ -108,12 +132,24 @@ t.test('a flood of half-open connections: bounded memory, each closed at the sta
     await new Promise((r) => setImmediate(r));
   }
   const perConnection = (process.memoryUsage().rss - rssBefore) / N;
-  t.ok(perConnection < 64 * 1024, `about ${Math.round(perConnection / 1024)} KiB per half-open connection (client and proxy ends in one process)`);
+  t.ok(
+    perConnection < 64 * 1024,
+    `about ${Math.round(perConnection / 1024)} KiB per half-open connection (client and proxy ends in one process)`,
+  );
   await Promise.all(sockets.map((s) => once(s, 'close')));
   await drained(proxy);
-  t.equal(proxy.logs().filter((l) => l.reason === 'the client did not complete its startup within 1 s').length, N, 'every one closed by the startup timeout');
+  t.equal(
+    proxy.logs().filter((l) => l.reason === 'the client did not complete its startup within 1 s').length,
+    N,
+    'every one closed by the startup timeout',
+  );
   t.equal(proxy.signed(), 0, 'no token for any of them');
-  const ok = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  const ok = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(proxy.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
   t.equal(ok.stdout.trim(), '1', 'still serving');
 });
 
@@ -125,14 +161,20 @@ t.test('an upstream that answers S and then stalls in the TLS handshake is aband
   const proxy = await startProxy(db, { connectTo: `127.0.0.1:${(silent.address() as { port: number }).port}`, connectTimeoutMs: 300 });
   t.teardown(() => proxy.close());
   const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
-  const err = await client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
+  const err = await client.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
   t.match(err, { code: '08001', message: /timed out after 0\.3 s in TLS handshake to the server at 127\.0\.0\.1:\d+/ });
   // (A token may be signed ahead, in parallel with the connect; it is sent only after verification.)
 });
 
 t.test('an upstream whose TCP connect never completes is abandoned at the connect timeout', async (t) => {
   // A listener that never accepts, its backlog full: the kernel drops further SYNs, so connect() hangs.
-  const py = spawn('python3', ['-c', "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(0); print(s.getsockname()[1], flush=True); time.sleep(120)"]);
+  const py = spawn('python3', [
+    '-c',
+    "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(0); print(s.getsockname()[1], flush=True); time.sleep(120)",
+  ]);
   t.teardown(() => void py.kill());
   const [line] = await once(py.stdout!, 'data');
   const port = Number(String(line).trim());
@@ -143,7 +185,10 @@ t.test('an upstream whose TCP connect never completes is abandoned at the connec
   const proxy = await startProxy(db, { connectTo: `127.0.0.1:${port}`, connectTimeoutMs: 300 });
   t.teardown(() => proxy.close());
   const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders' });
-  const err = await client.connect().then(() => undefined, (e: pg.DatabaseError) => e);
+  const err = await client.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
   t.match(err, { code: '08001', message: /timed out after 0\.3 s/ });
   t.notMatch(String(err?.message), /TLS/, 'in the TCP connect, before any TLS');
 });

@@ -21,7 +21,12 @@ t.teardown(() => db.destroy());
 const sts = await startSts();
 t.teardown(() => sts.close());
 const env = (extra: Record<string, string> = {}) =>
-  cleanAwsEnv(db.dir, { AWS_ACCESS_KEY_ID: db.key.accessKeyId, AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey, AWS_ENDPOINT_URL_STS: sts.url, ...extra });
+  cleanAwsEnv(db.dir, {
+    AWS_ACCESS_KEY_ID: db.key.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey,
+    AWS_ENDPOINT_URL_STS: sts.url,
+    ...extra,
+  });
 const ENDPOINT = `${db.endpoint}:${db.port}`;
 let n = 0;
 const scratch = () => mkdtempSync(join(db.dir, `sidecar-${++n}-`));
@@ -32,7 +37,12 @@ function configFile(yaml: string): string {
   return path;
 }
 
-const httpPort = async (cli: StartedCli) => Number(String((await cli.line((l) => l.msg === 'health and metrics listening')).http).split(':').at(-1));
+const httpPort = async (cli: StartedCli) =>
+  Number(
+    String((await cli.line((l) => l.msg === 'health and metrics listening')).http)
+      .split(':')
+      .at(-1),
+  );
 const get = async (port: number, path: string) => {
   const res = await fetch(`http://127.0.0.1:${port}${path}`);
   return { status: res.status, text: await res.text() };
@@ -62,19 +72,47 @@ instances:
   const cli = await startCli(['--config', path], env());
   const listening = cli.lines.filter((l) => l.msg === 'listening');
   await cli.line((l) => l.msg === 'listening' && typeof l.unixSocket === 'string');
-  const tcp = Number(String(cli.lines.find((l) => l.msg === 'listening' && l.instance === `${ENDPOINT}#1`)!.listen).split(':').at(-1));
+  const tcp = Number(
+    String(cli.lines.find((l) => l.msg === 'listening' && l.instance === `${ENDPOINT}#1`)!.listen)
+      .split(':')
+      .at(-1),
+  );
   const second = cli.lines.find((l) => l.msg === 'listening' && l.instance === `${ENDPOINT}#2`)!;
   const socket = String(second.unixSocket);
   t.ok(listening.length >= 1);
   t.equal(socket, join(socketDir, `.s.PGSQL.${String(second.listen).split(':').at(-1)}`), 'named for the TCP port, as libpq expects');
   t.equal(statSync(socket).mode & 0o777, 0o660, 'the configured mode');
 
-  const viaTcp = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], { PGHOST: '127.0.0.1', PGPORT: String(tcp), PGUSER: 'iam_user', PGDATABASE: 'orders' });
+  const viaTcp = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(tcp),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
   t.equal(viaTcp.stdout.trim(), 'iam_user', viaTcp.stderr);
-  const viaSocket = await runPg('psql', ['-X', '-At', '-h', socketDir, '-p', socket.split('.').at(-1)!, '-U', 'whoever', '-d', 'orders', '-c', 'SELECT current_user']);
+  const viaSocket = await runPg('psql', [
+    '-X',
+    '-At',
+    '-h',
+    socketDir,
+    '-p',
+    socket.split('.').at(-1)!,
+    '-U',
+    'whoever',
+    '-d',
+    'orders',
+    '-c',
+    'SELECT current_user',
+  ]);
   t.equal(viaSocket.stdout.trim(), 'iam_user', `psql -h DIR works; dbUser replaced the user: ${viaSocket.stderr}`);
   // sslmode=require: with prefer, libpq would retry the refused login once more without TLS.
-  const outsider = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], { PGHOST: '127.0.0.1', PGPORT: String(tcp), PGUSER: 'pw_user', PGDATABASE: 'orders', PGSSLMODE: 'require' });
+  const outsider = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(tcp),
+    PGUSER: 'pw_user',
+    PGDATABASE: 'orders',
+    PGSSLMODE: 'require',
+  });
   t.not(outsider.code, 0);
   // Logged in, then refused by the server (no such database): an auth failure, not a ready session.
   const lost = await runPg('psql', ['-X', '-At', '-h', socketDir, '-p', socket.split('.').at(-1)!, '-d', 'nope', '-c', 'SELECT 1']);
@@ -99,9 +137,17 @@ instances:
   t.equal(metric(text, 'pg_iam_proxy_connect_seconds_count', first), 1, 'one login reached ReadyForQuery on #1');
   t.equal(metric(text, 'pg_iam_proxy_connect_seconds_count', other), 1, 'and one on #2: the refused database is not counted ready');
   t.equal(metric(text, 'pg_iam_proxy_auth_failures_total', `${other},reason="upstream_error"`), 1, 'the refused database is a failure');
-  t.equal(metric(text, 'pg_iam_proxy_tokens_signed_total', first), 2, 'one token for iam_user, one for pw_user, on the instance that signed them');
+  t.equal(
+    metric(text, 'pg_iam_proxy_tokens_signed_total', first),
+    2,
+    'one token for iam_user, one for pw_user, on the instance that signed them',
+  );
   t.equal(metric(text, 'pg_iam_proxy_tokens_signed_total', other), 0, "#2 reused #1's token for iam_user: counted once");
-  t.notMatch(text, new RegExp(`tokens_signed_total\\{instance="${ENDPOINT.replaceAll('.', '\\.')}"\\}`), 'no series labelled with the bare endpoint');
+  t.notMatch(
+    text,
+    new RegExp(`tokens_signed_total\\{instance="${ENDPOINT.replaceAll('.', '\\.')}"\\}`),
+    'no series labelled with the bare endpoint',
+  );
   t.equal(metric(text, 'pg_iam_proxy_credential_refreshes_total', 'identity="#1"'), 1);
   t.ok(metric(text, 'pg_iam_proxy_bytes_total', `${first},direction="server_to_client"`) > 300, 'bytes relayed, counted');
   t.ok(metric(text, 'pg_iam_proxy_bytes_total', `${first},direction="client_to_server"`) > 50);
@@ -128,7 +174,22 @@ instances:
 });
 
 t.test('sessions still open when the grace ends are closed, with the reason logged', async (t) => {
-  const cli = await startCli([ENDPOINT, '--listen', '127.0.0.1:0', '--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.caFile, '--shutdown-grace', '0.2', '--log-format', 'json'], env());
+  const cli = await startCli(
+    [
+      ENDPOINT,
+      '--listen',
+      '127.0.0.1:0',
+      '--connect-to',
+      `127.0.0.1:${db.port}`,
+      '--ca-file',
+      db.caFile,
+      '--shutdown-grace',
+      '0.2',
+      '--log-format',
+      'json',
+    ],
+    env(),
+  );
   const client = new pg.Client({ host: '127.0.0.1', port: cli.port, user: 'iam_user', database: 'orders' });
   await client.connect();
   const ended = once(client, 'error');
@@ -144,21 +205,37 @@ t.test('sessions still open when the grace ends are closed, with the reason logg
   await silentClosed;
   t.equal(await cli.exit, 0);
   t.ok(cli.lines.some((l) => /2 connection\(s\) still open after waiting 0\.2 s: closing them/.test(String(l.msg))));
-  t.ok(cli.lines.some((l) => String(l.msg).startsWith('session') && l.phase === 'ready' && /shutting down: the 0\.2 s grace period is over/.test(String(l.reason))), 'the reason is logged');
+  t.ok(
+    cli.lines.some(
+      (l) =>
+        String(l.msg).startsWith('session') &&
+        l.phase === 'ready' &&
+        /shutting down: the 0\.2 s grace period is over/.test(String(l.reason)),
+    ),
+    'the reason is logged',
+  );
   t.match(errorOf({ code: 'E', bytes: heard }), { code: '57P01', message: /terminating connection: pg-iam-proxy is shutting down/ });
 });
 
 t.test('configured by the environment alone', async (t) => {
-  const cli = await startCli([], env({
-    PG_IAM_PROXY_ENDPOINT: ENDPOINT,
-    PG_IAM_PROXY_LISTEN: '127.0.0.1:0',
-    PG_IAM_PROXY_CONNECT_TO: `127.0.0.1:${db.port}`,
-    PG_IAM_PROXY_CA_FILE: db.caFile,
-    PG_IAM_PROXY_HTTP: '127.0.0.1:0',
-    PG_IAM_PROXY_LOG_FORMAT: 'json',
-    PG_IAM_PROXY_DB_USER: 'iam_user',
-  }));
-  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], { PGHOST: '127.0.0.1', PGPORT: String(cli.port), PGUSER: 'anyone', PGDATABASE: 'orders' });
+  const cli = await startCli(
+    [],
+    env({
+      PG_IAM_PROXY_ENDPOINT: ENDPOINT,
+      PG_IAM_PROXY_LISTEN: '127.0.0.1:0',
+      PG_IAM_PROXY_CONNECT_TO: `127.0.0.1:${db.port}`,
+      PG_IAM_PROXY_CA_FILE: db.caFile,
+      PG_IAM_PROXY_HTTP: '127.0.0.1:0',
+      PG_IAM_PROXY_LOG_FORMAT: 'json',
+      PG_IAM_PROXY_DB_USER: 'iam_user',
+    }),
+  );
+  const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(cli.port),
+    PGUSER: 'anyone',
+    PGDATABASE: 'orders',
+  });
   t.equal(r.stdout.trim(), 'iam_user', r.stderr);
   t.equal((await get(await httpPort(cli), '/healthz')).status, 200);
   cli.child.kill('SIGINT');
@@ -180,7 +257,10 @@ instances:
   t.match(fromFile.config, { maxConnections: 7, startupTimeoutMs: 3000, shutdownGraceMs: 4000, connectTimeoutMs: 10_000 });
   t.match(fromFile.config.instances[0], { region: 'eu-west-1', identity: { profile: 'from-file' }, listen: { port: 6001 } });
   t.equal(fromFile.log.level, 'debug');
-  const flags = serveConfig({ config: path, 'max-connections': 9, profile: 'from-flag', listen: '127.0.0.1:6002', 'log-level': 'warn' } as never, {});
+  const flags = serveConfig(
+    { config: path, 'max-connections': 9, profile: 'from-flag', listen: '127.0.0.1:6002', 'log-level': 'warn' } as never,
+    {},
+  );
   t.match(flags.config, { maxConnections: 9, startupTimeoutMs: 3000 });
   t.match(flags.config.instances[0], { identity: { profile: 'from-flag' }, listen: { port: 6002 } });
   t.equal(flags.log.level, 'warn');
@@ -189,8 +269,15 @@ instances:
   t.match(defaults, { http: undefined, requireCredentials: false, log: { level: 'info' } });
   // The environment is merged into the flags by yargs, below them: through the real CLI.
   const r = await runCli(['--config', path, '--max-connections', '0'], env({ PG_IAM_PROXY_MAX_CONNECTIONS: '5' }));
-  t.match(r, { code: 2, stderr: /--max-connections \(PG_IAM_PROXY_MAX_CONNECTIONS\): 0 is not a whole number/ }, 'the flag (0) beat the environment (5)');
-  const e = await runCli(['--config', path, '--listen', '127.0.0.1:0', '--log-format', 'json', '--http', 'nonsense'], env({ PG_IAM_PROXY_MAX_CONNECTIONS: '-1' }));
+  t.match(
+    r,
+    { code: 2, stderr: /--max-connections \(PG_IAM_PROXY_MAX_CONNECTIONS\): 0 is not a whole number/ },
+    'the flag (0) beat the environment (5)',
+  );
+  const e = await runCli(
+    ['--config', path, '--listen', '127.0.0.1:0', '--log-format', 'json', '--http', 'nonsense'],
+    env({ PG_IAM_PROXY_MAX_CONNECTIONS: '-1' }),
+  );
   t.match(e, { code: 2, stderr: /--max-connections/ }, 'the environment (-1) beat the file (7)');
 });
 
@@ -201,12 +288,27 @@ t.test('unix sockets: a stale file is replaced, a live one or a non-socket is no
   // A socket file left by a process that died without cleaning up.
   // (A process killed while listening leaves its socket file behind.)
   try {
-    execFileSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    execFileSync(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ]);
   } catch {
     // killed, as intended
   }
   t.ok(statSync(path).isSocket());
-  const args = [ENDPOINT, '--listen', `127.0.0.1:${free}`, '--unix-socket', dir, '--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.caFile, '--log-format', 'json'];
+  const args = [
+    ENDPOINT,
+    '--listen',
+    `127.0.0.1:${free}`,
+    '--unix-socket',
+    dir,
+    '--connect-to',
+    `127.0.0.1:${db.port}`,
+    '--ca-file',
+    db.caFile,
+    '--log-format',
+    'json',
+  ];
   const cli = await startCli(args, env());
   t.equal(statSync(path).mode & 0o777, 0o600, 'owner-only by default');
   const r = await runPg('psql', ['-X', '-At', '-h', dir, '-p', String(free), '-U', 'iam_user', '-d', 'orders', '-c', 'SELECT 1']);
@@ -235,7 +337,11 @@ t.test('exit codes a supervisor can act on', async (t) => {
   await once(busy, 'listening');
   const port = (busy.address() as { port: number }).port;
   t.match(await runCli([ENDPOINT, '--listen', `127.0.0.1:${port}`, '--log-format', 'json'], env()), { code: 1, stderr: /address in use/ });
-  t.match(await runCli([ENDPOINT, '--listen', '127.0.0.1:0', '--http', `127.0.0.1:${port}`, '--log-format', 'json'], env()), { code: 1, stderr: /address in use/ }, 'the HTTP port too');
+  t.match(
+    await runCli([ENDPOINT, '--listen', '127.0.0.1:0', '--http', `127.0.0.1:${port}`, '--log-format', 'json'], env()),
+    { code: 1, stderr: /address in use/ },
+    'the HTTP port too',
+  );
   busy.close();
   const none = await runCli([ENDPOINT, '--listen', '127.0.0.1:0', '--require-credentials', '--log-format', 'json'], cleanAwsEnv(db.dir));
   t.match(none, { code: 3, stderr: /no AWS credentials at start, and --require-credentials is set/ });
@@ -248,20 +354,41 @@ t.test('config errors name the file, the line and the key', async (t) => {
     t.equal(r.code, 2, r.stderr);
     return r.stderr.replace(path, 'FILE');
   };
-  t.match(await bad(`instances:\n  - endpoint: ${ENDPOINT}\n    lisen: 127.0.0.1:1\n`), /FILE:3: instances\[0\]\.lisen: unknown key \(known here: endpoint, listen,/);
-  t.match(await bad(`maxConnections: many\ninstances:\n  - endpoint: ${ENDPOINT}\n`), /FILE:1: maxConnections: a number is expected, not "many"/);
+  t.match(
+    await bad(`instances:\n  - endpoint: ${ENDPOINT}\n    lisen: 127.0.0.1:1\n`),
+    /FILE:3: instances\[0\]\.lisen: unknown key \(known here: endpoint, listen,/,
+  );
+  t.match(
+    await bad(`maxConnections: many\ninstances:\n  - endpoint: ${ENDPOINT}\n`),
+    /FILE:1: maxConnections: a number is expected, not "many"/,
+  );
   t.match(await bad(`instances:\n  - listen: 127.0.0.1:1\n`), /FILE:2: instances\[0\]\.endpoint: missing/);
   t.match(await bad(`instances: []\n`), /at least one instance/);
   t.match(await bad(`instances:\n  - endpoint: ${ENDPOINT}\n    listen: [1\n`), /FILE:\d+: /);
   t.match(await bad(`- just a list\n`), /FILE:1: the file must be a mapping/);
   t.match(await bad(`instances:\n  - endpoint: ${ENDPOINT}\n    listen: 127.0.0.1:99999\n`), /FILE:2: instances\[0\]: .*listen/);
-  t.match(await bad(`instances:\n  - endpoint: ${ENDPOINT}\n    listen: 127.0.0.1:7001\n  - endpoint: ${ENDPOINT}\n    listen: 127.0.0.1:7001\n`), /instances\[0\] and instances\[1\] both listen on 127\.0\.0\.1:7001/);
-  t.match(await bad(`instances:\n  - endpoint: ${ENDPOINT}\n  - endpoint: ${ENDPOINT}\n    listen: 127.0.0.1:7002\n`, ['--listen', '127.0.0.1:7003']), /--listen: FILE has 2 instances; set this per instance in the file/);
+  t.match(
+    await bad(`instances:\n  - endpoint: ${ENDPOINT}\n    listen: 127.0.0.1:7001\n  - endpoint: ${ENDPOINT}\n    listen: 127.0.0.1:7001\n`),
+    /instances\[0\] and instances\[1\] both listen on 127\.0\.0\.1:7001/,
+  );
+  t.match(
+    await bad(`instances:\n  - endpoint: ${ENDPOINT}\n  - endpoint: ${ENDPOINT}\n    listen: 127.0.0.1:7002\n`, [
+      '--listen',
+      '127.0.0.1:7003',
+    ]),
+    /--listen: FILE has 2 instances; set this per instance in the file/,
+  );
   t.match(await bad(`instances:\n  - endpoint: ${ENDPOINT}\n`, [ENDPOINT]), /not both/);
   t.match(await bad(`log: { level: loud }\ninstances:\n  - endpoint: ${ENDPOINT}\n`), /log level: "loud"/);
   t.match(await bad(`instances:\n  - endpoint: ${ENDPOINT}\n    unixSocket: relative/dir\n`), /not an absolute directory path/);
-  t.match(await bad(`instances:\n  - endpoint: ${ENDPOINT}\n    unixSocket: /tmp\n    unixSocketMode: "0444"\n`), /unix-socket-mode: "0444"/);
-  t.match(await runCli(['--config', '/nonexistent/proxy.yaml'], env()), { code: 2, stderr: /--config \/nonexistent\/proxy\.yaml: no such file/ });
+  t.match(
+    await bad(`instances:\n  - endpoint: ${ENDPOINT}\n    unixSocket: /tmp\n    unixSocketMode: "0444"\n`),
+    /unix-socket-mode: "0444"/,
+  );
+  t.match(await runCli(['--config', '/nonexistent/proxy.yaml'], env()), {
+    code: 2,
+    stderr: /--config \/nonexistent\/proxy\.yaml: no such file/,
+  });
 });
 
 t.test('config.example.yaml documents every key and is valid', async (t) => {
@@ -283,7 +410,10 @@ t.test('a live socket whose backlog is full is not taken for a stale one', async
   const dir = scratch();
   const port = await closedPort();
   const path = join(dir, `.s.PGSQL.${port}`);
-  const py = spawn('python3', ['-c', `import socket,time; s=socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(path)}); s.listen(0); print('up', flush=True); time.sleep(120)`]);
+  const py = spawn('python3', [
+    '-c',
+    `import socket,time; s=socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(path)}); s.listen(0); print('up', flush=True); time.sleep(120)`,
+  ]);
   t.teardown(() => void py.kill());
   await once(py.stdout!, 'data');
   const filler = connect({ path });

@@ -46,8 +46,8 @@ function psql(o: ConnOpts = {}): Promise<PsqlResult> {
     'connect_timeout=10',
   ].join(' ');
   if (o.password !== undefined) usedTokens.push(o.password);
-  const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: '/nonexistent' };
-  if (o.password !== undefined) env['PGPASSWORD'] = o.password;
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/nonexistent' };
+  if (o.password !== undefined) env.PGPASSWORD = o.password;
   return new Promise((resolve) => {
     execFile(PSQL, ['-X', '-At', '-w', '-c', o.sql ?? 'SELECT current_user', conninfo], { env }, (err, stdout, stderr) => {
       resolve({ code: err ? Number(err.code ?? 1) : 0, stdout: stdout.trim(), stderr });
@@ -131,7 +131,12 @@ t.test('fixture', async (t) => {
   t.match(db.key.accessKeyId, /^AKIA[A-Z2-7]{16}$/);
   t.match(db.caPem, /^-----BEGIN CERTIFICATE-----/);
   t.equal(await db.admin('SELECT count(*) FROM items', 'orders'), '3');
-  t.equal(await db.admin("SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE m.roleid = 'rds_iam'::regrole ORDER BY 1"), 'MixedCase_User\niam_user');
+  t.equal(
+    await db.admin(
+      "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE m.roleid = 'rds_iam'::regrole ORDER BY 1",
+    ),
+    'MixedCase_User\niam_user',
+  );
   await t.rejects(db.admin('SELECT nope'), /column "nope" does not exist/);
   const hba = readFileSync(join(db.dir, 'pgdata', 'pg_hba.conf'), 'utf8');
   t.notMatch(hba, /^host\s/m, 'no plain host lines');
@@ -166,7 +171,7 @@ t.test('invalid tokens are rejected', async (t) => {
   const good = await token();
   const sig = /X-Amz-Signature=([0-9a-f]+)/.exec(good)?.[1] ?? '';
   const flipped = sig.slice(0, -1) + (sig.endsWith('0') ? '1' : '0');
-  const wrongSecret: AwsKey = { accessKeyId: db.key.accessKeyId, secretAccessKey: 'x' + db.key.secretAccessKey.slice(1) };
+  const wrongSecret: AwsKey = { accessKeyId: db.key.accessKeyId, secretAccessKey: `x${db.key.secretAccessKey.slice(1)}` };
   const cases: [string, Promise<string> | string, string][] = [
     ['wrong region', token({ region: 'eu-west-1' }), 'wrong region'],
     ['wrong hostname', token({ hostname: 'otherdb.abc123xyz.us-east-1.rds.amazonaws.com' }), 'wrong host'],
@@ -234,7 +239,11 @@ t.test('session-token credentials', async (t) => {
   t.equal(ok.code, 0, ok.stderr);
   const cases: [string, AwsKey, string][] = [
     // The first character changed (a random token may already start with 'X').
-    ['wrong session token', { ...key, sessionToken: (key.sessionToken!.startsWith('X') ? 'Y' : 'X') + key.sessionToken!.slice(1) }, 'wrong X-Amz-Security-Token'],
+    [
+      'wrong session token',
+      { ...key, sessionToken: (key.sessionToken!.startsWith('X') ? 'Y' : 'X') + key.sessionToken!.slice(1) },
+      'wrong X-Amz-Security-Token',
+    ],
     ['missing session token', { accessKeyId: key.accessKeyId, secretAccessKey: key.secretAccessKey }, 'missing X-Amz-Security-Token'],
     ['session token on a long-term key', { ...db.key, sessionToken: 'abc' }, 'unexpected X-Amz-Security-Token'],
   ];
@@ -255,7 +264,12 @@ t.test('session-token credentials', async (t) => {
 t.test('checker log records key ids, never secrets', async (t) => {
   const entries = await db.checkerLog();
   t.ok(entries.length > 20);
-  t.ok(entries.some((e) => e.ok && e.accessKeyId === db.key.accessKeyId && e.user === 'iam_user' && e.host === `${ENDPOINT}:${db.port}` && e.region === REGION));
+  t.ok(
+    entries.some(
+      (e) =>
+        e.ok && e.accessKeyId === db.key.accessKeyId && e.user === 'iam_user' && e.host === `${ENDPOINT}:${db.port}` && e.region === REGION,
+    ),
+  );
   t.ok(entries.some((e) => e.ok && e.accessKeyId.startsWith('ASIA')));
   const raw = readFileSync(join(db.dir, 'checker', 'checker.log'), 'utf8');
   const secrets = new Set<string>();
@@ -268,7 +282,11 @@ t.test('checker log records key ids, never secrets', async (t) => {
     }
   }
   t.ok(secrets.size > 20);
-  t.same([...secrets].filter((s) => s.length >= 8 && raw.includes(s)), [], 'no token, signature or session token in checker.log');
+  t.same(
+    [...secrets].filter((s) => s.length >= 8 && raw.includes(s)),
+    [],
+    'no token, signature or session token in checker.log',
+  );
   t.notOk(raw.includes(db.key.secretAccessKey));
   t.notOk(/[0-9a-f]{64}/.test(raw), 'no signature-like hex');
 });
@@ -285,7 +303,10 @@ t.test('login latency', async (t) => {
   // Concurrent logins: pam_exec spawns one checker per login.
   t0 = Date.now();
   const results = await Promise.all(Array.from({ length: 20 }, async () => psql({ password: await token() })));
-  t.same(results.map((r) => r.code), Array(20).fill(0));
+  t.same(
+    results.map((r) => r.code),
+    Array(20).fill(0),
+  );
   t.comment(`20 concurrent IAM logins: ${Date.now() - t0} ms`);
 });
 
@@ -301,7 +322,9 @@ t.test('stop and start', async (t) => {
 t.test('destroy leaves nothing behind', async (t) => {
   const other = await startTestDb();
   const pamFiles = (): string[] =>
-    readdirSync('/etc/pam.d').filter((f) => f.startsWith('pg-iam-test-') && readFileSync(join('/etc/pam.d', f), 'utf8').includes(other.dir));
+    readdirSync('/etc/pam.d').filter(
+      (f) => f.startsWith('pg-iam-test-') && readFileSync(join('/etc/pam.d', f), 'utf8').includes(other.dir),
+    );
   t.equal(pamFiles().length, 1);
   t.not(other.port, db.port);
   await other.destroy();

@@ -102,7 +102,10 @@ export class CredentialsHolder {
     const current = this.current;
     if (!current || current.accessKeyId !== accessKeyId || current.expiration) return;
     this.current = undefined;
-    this.options.log?.info({ accessKeyId }, 'AWS static credentials dropped after the server refused a token signed with them: the next login reads them again');
+    this.options.log?.info(
+      { accessKeyId },
+      'AWS static credentials dropped after the server refused a token signed with them: the next login reads them again',
+    );
   }
 
   /** The credentials in hand, if still usable, without fetching (readiness). */
@@ -165,10 +168,7 @@ export class CredentialsHolder {
       this.nextAttemptAt = 0;
       this.wakeAt(this.refreshAt);
       this.options.onRefresh?.(creds);
-      this.options.log?.debug(
-        { accessKeyId: creds.accessKeyId, expiration: creds.expiration?.toISOString() },
-        'AWS credentials fetched',
-      );
+      this.options.log?.debug({ accessKeyId: creds.accessKeyId, expiration: creds.expiration?.toISOString() }, 'AWS credentials fetched');
       return creds;
     } catch (err) {
       this.lastError = err;

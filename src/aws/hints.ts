@@ -23,7 +23,8 @@ export function rdsConnectHints(source: CaSource): ConnectHints {
   return {
     untrusted: untrustedCaHint(source),
     nameMismatch: `Use ${ENDPOINT_NAMES}, not an IP address, CNAME or custom domain: tokens are signed for it and its certificate carries it. To dial an address or a tunnel, keep the endpoint name and add --connect-to HOST:PORT.`,
-    noTls: 'IAM authentication requires TLS and pg-iam-proxy never falls back to plaintext: RDS always offers TLS, so check that --connect-to points at the database.',
+    noTls:
+      'IAM authentication requires TLS and pg-iam-proxy never falls back to plaintext: RDS always offers TLS, so check that --connect-to points at the database.',
   };
 }
 
@@ -50,18 +51,26 @@ export function rejectionChecklist(scope: { host: string; region: string; user: 
 /** The server asked `user` for a password of another kind (`method`): the role is not an IAM user. */
 export function notIamUser(user: string, method: string): WireError {
   const quoted = quoteIdent(user);
-  return new WireError(SqlState.InvalidAuthorization, `user ${quoted} is not set up for IAM authentication: the server asked for ${method} authentication`, {
-    reason: Failure.NotIamUser,
-    detail: 'An RDS user granted rds_iam is asked for a cleartext password, which pg-iam-proxy answers with an IAM token. Any other request means the user logs in with a password, which the proxy does not relay.',
-    hint: `As the master user: ${grantRdsIam(user)} (CREATE USER ${quoted} first if it does not exist), and make sure IAM database authentication is enabled on the instance.`,
-  });
+  return new WireError(
+    SqlState.InvalidAuthorization,
+    `user ${quoted} is not set up for IAM authentication: the server asked for ${method} authentication`,
+    {
+      reason: Failure.NotIamUser,
+      detail:
+        'An RDS user granted rds_iam is asked for a cleartext password, which pg-iam-proxy answers with an IAM token. Any other request means the user logs in with a password, which the proxy does not relay.',
+      hint: `As the master user: ${grantRdsIam(user)} (CREATE USER ${quoted} first if it does not exist), and make sure IAM database authentication is enabled on the instance.`,
+    },
+  );
 }
 
 /**
  * The same causes as rejectionChecklist, for doctor: one numbered line each, with the commands that check
  * them and, when STS said who signs (`who`), the identity and the exact resource ARN for its account.
  */
-export function rejectionFixes(scope: { host: string; region: string; user: string }, who: { arn: string; account: string } | undefined): string {
+export function rejectionFixes(
+  scope: { host: string; region: string; user: string },
+  who: { arn: string; account: string } | undefined,
+): string {
   const { host, region, user } = scope;
   const arn = `arn:aws:rds-db:${region}:${who?.account ?? 'ACCOUNT'}:dbuser:DBI-RESOURCE-ID/${user}`;
   return [

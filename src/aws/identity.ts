@@ -387,14 +387,20 @@ export function credentialProvider(spec: IdentitySpec, options: ProviderOptions)
       return await assume(props);
     } catch (err) {
       if (err instanceof NoCredentialsError) throw err;
-      throw new NoCredentialsError(label, [{ source: `sts:AssumeRole ${spec.roleArn}`, reason: safeReason((err as Error).message ?? String(err)).slice(0, 300) }], err);
+      throw new NoCredentialsError(
+        label,
+        [{ source: `sts:AssumeRole ${spec.roleArn}`, reason: safeReason((err as Error).message ?? String(err)).slice(0, 300) }],
+        err,
+      );
     }
   };
   return { provider, source: () => (baseSource ? withMfa(`${spec.roleArn} assumed from ${baseSource}`) : undefined) };
 }
 
 const noTerminal: MfaPrompt = async (serial) => {
-  throw new Error(`an MFA code is needed for ${serial}, but there is no terminal to ask on; run the proxy in a terminal, or use credentials that need no MFA code`);
+  throw new Error(
+    `an MFA code is needed for ${serial}, but there is no terminal to ask on; run the proxy in a terminal, or use credentials that need no MFA code`,
+  );
 };
 
 /** Who the credentials belong to (sts:GetCallerIdentity) and the server's clock (its HTTP Date). */
@@ -475,7 +481,14 @@ export class Identities {
         this.options.onRefresh?.(ref);
       },
     });
-    const identity: SignerIdentity = { spec, label, ref, holder, tokens: new SharedTokens(holder, { ...this.options.tokens, label }), source: traced.source };
+    const identity: SignerIdentity = {
+      spec,
+      label,
+      ref,
+      holder,
+      tokens: new SharedTokens(holder, { ...this.options.tokens, label }),
+      source: traced.source,
+    };
     this.byKey.set(key, identity);
     return identity;
   }
@@ -501,7 +514,10 @@ export async function announce(identity: SignerIdentity, region: string, log: Lo
     creds = await identity.holder.get();
   } catch (err) {
     const tried = err instanceof NoCredentialsError ? err.describeTried() : undefined;
-    log.warn({ err, identity: identity.label, ...(tried ? { tried } : {}) }, 'no AWS credentials yet: clients are told so until they can be had');
+    log.warn(
+      { err, identity: identity.label, ...(tried ? { tried } : {}) },
+      'no AWS credentials yet: clients are told so until they can be had',
+    );
     return false;
   }
   const source = identity.source() ?? sourceOf(creds) ?? 'static credentials';
@@ -515,11 +531,17 @@ export async function announce(identity: SignerIdentity, region: string, log: Lo
     const who = await callerIdentity(creds, region);
     log.info({ ...fields, arn: who.arn, account: who.account }, 'AWS identity ready');
   } catch (err) {
-    log.info({ ...fields, stsError: redactSecrets((err as Error).message) }, 'AWS credentials ready (sts:GetCallerIdentity did not answer)');
+    log.info(
+      { ...fields, stsError: redactSecrets((err as Error).message) },
+      'AWS credentials ready (sts:GetCallerIdentity did not answer)',
+    );
   }
   const advice = renewalAdvice(source, identity.spec);
   if (advice && creds.expiration) {
-    log.warn({ identity: identity.label, expiration: creds.expiration.toISOString(), advice }, `AWS credentials from ${source} need you to renew them: ${advice}`);
+    log.warn(
+      { identity: identity.label, expiration: creds.expiration.toISOString(), advice },
+      `AWS credentials from ${source} need you to renew them: ${advice}`,
+    );
   }
   return true;
 }

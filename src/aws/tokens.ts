@@ -93,7 +93,10 @@ export class SharedTokens implements TokenSource {
       if (latest && latest !== cached) return latest;
     }
     const next = this.mint(scope);
-    next.then((token) => settled.set(next, token), () => undefined);
+    next.then(
+      (token) => settled.set(next, token),
+      () => undefined,
+    );
     this.cache.delete(key);
     this.cache.set(key, next);
     if (this.cache.size > this.maxEntries) this.evict();

@@ -14,7 +14,7 @@ import type { IamToken } from '../aws/tokens.js';
 import type { InstanceConfig } from '../config.js';
 import { redactSecrets } from '../log.js';
 import { NegotiationReply, ProtocolVersion, TERMINATE_MESSAGE } from '../protocol/constants.js';
-import { WireError } from '../protocol/errors.js';
+import type { WireError } from '../protocol/errors.js';
 import { startupMessage } from '../protocol/startup.js';
 import { SSL_REQUEST, connectUpstream } from '../proxy/upstream-connect.js';
 import { loginUpstream, PasswordMethodRefused, TokenRejected } from '../proxy/upstream-auth.js';
@@ -71,7 +71,6 @@ type CheckId = (typeof CHECKS)[number][0];
 /** A failure that makes the later checks meaningless. */
 class Stop extends Error {}
 
-
 export async function runDoctor(instance: InstanceConfig, options: DoctorOptions): Promise<DoctorReport> {
   const checks: Check[] = CHECKS.map(([id, title]) => ({ id, title, status: 'skip', found: 'not checked: an earlier check failed' }));
   const check = (id: CheckId) => checks.find((c) => c.id === id)!;
@@ -100,7 +99,14 @@ export async function runDoctor(instance: InstanceConfig, options: DoctorOptions
     /* c8 ignore next 2 -- every check ends in set() or fail(); anything else is a bug worth a stack trace */
     if (!(err instanceof Stop)) throw err;
   }
-  return { ok, endpoint: formatHostPort(endpoint), connectTo: formatHostPort(connectTo), user: options.user, database: options.database, checks };
+  return {
+    ok,
+    endpoint: formatHostPort(endpoint),
+    connectTo: formatHostPort(connectTo),
+    user: options.user,
+    database: options.database,
+    checks,
+  };
 }
 
 interface Context {
@@ -113,27 +119,51 @@ interface Context {
   readonly now: () => number;
 }
 
-async function checkCredentials({ instance, set, fail }: Context, signer: SignerIdentity): Promise<{ creds: AwsCredentialIdentity; who: CallerIdentity | undefined }> {
+async function checkCredentials(
+  { instance, set, fail }: Context,
+  signer: SignerIdentity,
+): Promise<{ creds: AwsCredentialIdentity; who: CallerIdentity | undefined }> {
   let creds: AwsCredentialIdentity;
   try {
     creds = await signer.holder.get();
   } catch (err) {
     const tried = err instanceof NoCredentialsError && err.tried.length > 0 ? ` Sources tried: ${err.describeTried()}.` : '';
-    throw fail('credentials', `${redactSecrets((err as Error).message)}.${tried}`, 'Make `aws sts get-caller-identity` work here with the same profile or role: environment variables, `--profile` (after `aws sso login` for SSO), or the instance, task or pod role.');
+    throw fail(
+      'credentials',
+      `${redactSecrets((err as Error).message)}.${tried}`,
+      'Make `aws sts get-caller-identity` work here with the same profile or role: environment variables, `--profile` (after `aws sso login` for SSO), or the instance, task or pod role.',
+    );
   }
   const source = signer.source() ?? 'static credentials';
   const expires = creds.expiration ? `, expiring ${creds.expiration.toISOString()}` : '';
   const data = { source, accessKeyId: creds.accessKeyId, ...(creds.expiration ? { expiration: creds.expiration.toISOString() } : {}) };
   try {
     const who = await callerIdentity(creds, instance.region);
-    set('credentials', 'pass', `${signer.label}: ${source}, access key ${creds.accessKeyId}${expires}; signs as ${who.arn} (account ${who.account})`, undefined, { ...data, arn: who.arn, account: who.account });
+    set(
+      'credentials',
+      'pass',
+      `${signer.label}: ${source}, access key ${creds.accessKeyId}${expires}; signs as ${who.arn} (account ${who.account})`,
+      undefined,
+      { ...data, arn: who.arn, account: who.account },
+    );
     return { creds: creds, who };
   } catch (err) {
     const e = err as Error & { name: string };
     if (/InvalidClientTokenId|ExpiredToken|SignatureDoesNotMatch|AccessDenied/.test(e.name)) {
-      throw fail('credentials', `STS refused the credentials from ${source} (access key ${creds.accessKeyId}): ${redactSecrets(e.message)}`, 'The keys are wrong, revoked or expired: renew them (`aws sso login`, new access keys, a fresh session token).', data);
+      throw fail(
+        'credentials',
+        `STS refused the credentials from ${source} (access key ${creds.accessKeyId}): ${redactSecrets(e.message)}`,
+        'The keys are wrong, revoked or expired: renew them (`aws sso login`, new access keys, a fresh session token).',
+        data,
+      );
     }
-    set('credentials', 'warn', `${signer.label}: ${source}, access key ${creds.accessKeyId}${expires}; sts:GetCallerIdentity did not answer (${redactSecrets(e.message)}), so the identity is unconfirmed`, 'Check that STS is reachable from here (a VPC endpoint for STS, a proxy) if the login below fails.', data);
+    set(
+      'credentials',
+      'warn',
+      `${signer.label}: ${source}, access key ${creds.accessKeyId}${expires}; sts:GetCallerIdentity did not answer (${redactSecrets(e.message)}), so the identity is unconfirmed`,
+      'Check that STS is reachable from here (a VPC endpoint for STS, a proxy) if the login below fails.',
+      data,
+    );
     return { creds: creds, who: undefined };
   }
 }
@@ -144,18 +174,36 @@ async function checkEndpoint({ instance, options, set, fail }: Context): Promise
   const from = { flag: 'from --region', endpoint: 'from the endpoint name', env: 'from AWS_REGION' }[options.regionSource];
   const region = `region ${instance.region} (${from})`;
   if (isIP(host)) {
-    throw fail('endpoint', `${region}; the endpoint ${host} is an IP address`, `Sign for the exact RDS endpoint: tokens and the certificate carry the endpoint name, never an address. Pass the name and dial the address with --connect-to ${host}:${instance.endpoint.port}.`);
+    throw fail(
+      'endpoint',
+      `${region}; the endpoint ${host} is an IP address`,
+      `Sign for the exact RDS endpoint: tokens and the certificate carry the endpoint name, never an address. Pass the name and dial the address with --connect-to ${host}:${instance.endpoint.port}.`,
+    );
   }
   if (!isRdsEndpointName(host)) {
     const target = await cnameTarget(host);
     if (target && isRdsEndpointName(target)) {
-      throw fail('endpoint', `${region}; ${host} is a CNAME for ${target}`, `Sign for the exact RDS endpoint: use ${target} as the endpoint (and --connect-to ${host}:${instance.endpoint.port} if you must dial the alias).`);
+      throw fail(
+        'endpoint',
+        `${region}; ${host} is a CNAME for ${target}`,
+        `Sign for the exact RDS endpoint: use ${target} as the endpoint (and --connect-to ${host}:${instance.endpoint.port} if you must dial the alias).`,
+      );
     }
-    set('endpoint', 'warn', `${region}; ${host} is not an RDS endpoint name (NAME.ID.REGION.rds.amazonaws.com)`, 'Sign for the exact RDS endpoint: RDS rejects tokens signed for a custom domain or alias, and its certificate does not carry one.');
+    set(
+      'endpoint',
+      'warn',
+      `${region}; ${host} is not an RDS endpoint name (NAME.ID.REGION.rds.amazonaws.com)`,
+      'Sign for the exact RDS endpoint: RDS rejects tokens signed for a custom domain or alias, and its certificate does not carry one.',
+    );
     return;
   }
   if (named !== instance.region) {
-    set('endpoint', 'warn', `${region}, but the endpoint is in ${named}`, `Tokens must be signed for the database's own region: drop --region or pass --region ${named}.`);
+    set(
+      'endpoint',
+      'warn',
+      `${region}, but the endpoint is in ${named}`,
+      `Tokens must be signed for the database's own region: drop --region or pass --region ${named}.`,
+    );
     return;
   }
   set('endpoint', 'pass', `${region}; ${host} is an RDS endpoint name`);
@@ -179,7 +227,11 @@ async function checkDns({ instance, set, fail }: Context): Promise<void> {
     const addresses = await lookup(host, { all: true });
     set('dns', 'pass', `${host}${via} resolves to ${addresses.map((a) => a.address).join(', ')}`);
   } catch (err) {
-    throw fail('dns', `${host}${via} does not resolve: ${(err as NodeJS.ErrnoException).code}`, 'Check the endpoint name in the RDS console; a private endpoint resolves only inside its VPC (or through a tunnel: --connect-to).');
+    throw fail(
+      'dns',
+      `${host}${via} does not resolve: ${(err as NodeJS.ErrnoException).code}`,
+      'Check the endpoint name in the RDS console; a private endpoint resolves only inside its VPC (or through a tunnel: --connect-to).',
+    );
   }
 }
 
@@ -194,7 +246,11 @@ async function checkConnection({ instance, options, set, fail }: Context, tls: U
     socket.once('error', (err) => resolve(err));
   });
   if (!('write' in tcp)) {
-    throw fail('tcp', `could not connect to ${where}: ${tcp.code ?? tcp.message}`, "Check the database is running, its security group admits this host's address on this port, and it is reachable from this network (publicly accessible, same VPC, VPN, or a tunnel given as --connect-to).");
+    throw fail(
+      'tcp',
+      `could not connect to ${where}: ${tcp.code ?? tcp.message}`,
+      "Check the database is running, its security group admits this host's address on this port, and it is reachable from this network (publicly accessible, same VPC, VPN, or a tunnel given as --connect-to).",
+    );
   }
   const socket = tcp as Socket;
   try {
@@ -207,8 +263,17 @@ async function checkConnection({ instance, options, set, fail }: Context, tls: U
     });
     socket.setTimeout(0);
     if (answer?.toString('latin1') !== 'S') {
-      const what = answer === undefined ? 'no answer' : answer[0] === NegotiationReply.Decline ? "'N' (no TLS)" : `${JSON.stringify(answer.subarray(0, 16).toString('latin1'))}`;
-      throw fail('tls', `the server at ${where} answered the SSLRequest with ${what}`, 'RDS always offers TLS: the dial address is not the database (check --connect-to and the port). The proxy never falls back to plaintext.');
+      const what =
+        answer === undefined
+          ? 'no answer'
+          : answer[0] === NegotiationReply.Decline
+            ? "'N' (no TLS)"
+            : `${JSON.stringify(answer.subarray(0, 16).toString('latin1'))}`;
+      throw fail(
+        'tls',
+        `the server at ${where} answered the SSLRequest with ${what}`,
+        'RDS always offers TLS: the dial address is not the database (check --connect-to and the port). The proxy never falls back to plaintext.',
+      );
     }
     set('tls', 'pass', `the server accepts TLS`);
     await checkCertificate(instance, tls, socket, set, fail);
@@ -217,9 +282,21 @@ async function checkConnection({ instance, options, set, fail }: Context, tls: U
   }
 }
 
-async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, socket: Socket, set: Context['set'], fail: Context['fail']): Promise<void> {
+async function checkCertificate(
+  instance: InstanceConfig,
+  tls: UpstreamTls,
+  socket: Socket,
+  set: Context['set'],
+  fail: Context['fail'],
+): Promise<void> {
   const { host } = instance.endpoint;
-  const secure = tlsConnect({ socket, secureContext: tls.context, servername: isIP(host) ? undefined : host, rejectUnauthorized: false, minVersion: 'TLSv1.2' });
+  const secure = tlsConnect({
+    socket,
+    secureContext: tls.context,
+    servername: isIP(host) ? undefined : host,
+    rejectUnauthorized: false,
+    minVersion: 'TLSv1.2',
+  });
   const outcome = await new Promise<PeerCertificate | Error>((resolve) => {
     secure.once('secureConnect', () => resolve(secure.getPeerCertificate()));
     secure.once('error', (err) => resolve(err));
@@ -230,11 +307,19 @@ async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, sock
   const subject = cert.subject?.CN ?? 'no CN';
   const issuer = cert.issuer?.CN ?? cert.issuer?.O ?? 'unknown issuer';
   const names = cert.subjectaltname ?? 'no subjectAltName';
-  const data = { subject, issuer, names, validTo: new Date(cert.valid_to).toISOString(), caSource: tls.source.kind === 'bundled' ? 'bundled RDS CAs' : tls.source.path };
+  const data = {
+    subject,
+    issuer,
+    names,
+    validTo: new Date(cert.valid_to).toISOString(),
+    caSource: tls.source.kind === 'bundled' ? 'bundled RDS CAs' : tls.source.path,
+  };
   // Node reports a name mismatch as an authorization error too (ERR_TLS_CERT_ALTNAME_INVALID): the chain first.
   if (!secure.authorized && !String(secure.authorizationError).includes('ALTNAME')) {
     const bundle = tls.source.kind === 'bundled' ? 'the bundled RDS CAs' : tls.source.path;
-    throw fail('certificate', `the certificate for ${subject}, issued by ${issuer}, does not chain to ${bundle}: ${String(secure.authorizationError)}`,
+    throw fail(
+      'certificate',
+      `the certificate for ${subject}, issued by ${issuer}, does not chain to ${bundle}: ${String(secure.authorizationError)}`,
       tls.source.kind === 'bundled'
         ? `The bundled CAs lack regions launched after mid-2022, GovCloud and China. Download AWS's global bundle (curl -o global-bundle.pem ${GLOBAL_BUNDLE_URL}) and pass --ca-file global-bundle.pem.`
         : `No CA in ${tls.source.path} signed it. AWS's global bundle (${GLOBAL_BUNDLE_URL}) covers every commercial region; a man in the middle would also look like this.`,
@@ -242,28 +327,49 @@ async function checkCertificate(instance: InstanceConfig, tls: UpstreamTls, sock
     );
   }
   if (checkServerIdentity(host, cert)) {
-    throw fail('certificate', `the certificate does not match host name ${host}: it names ${names}`, 'Sign for the exact RDS endpoint the certificate names (instance, cluster, reader or RDS Proxy endpoint); dial any other address with --connect-to.', data);
+    throw fail(
+      'certificate',
+      `the certificate does not match host name ${host}: it names ${names}`,
+      'Sign for the exact RDS endpoint the certificate names (instance, cluster, reader or RDS Proxy endpoint); dial any other address with --connect-to.',
+      data,
+    );
   }
   const daysLeft = (Date.parse(cert.valid_to) - Date.now()) / 86_400_000;
   if (daysLeft < 30) {
-    return set('certificate', 'warn', `trusted and names ${host}, but expires ${data.validTo}`, 'Rotate the instance to a current CA (the RDS console shows the certificate authority and its rotation).', data);
+    return set(
+      'certificate',
+      'warn',
+      `trusted and names ${host}, but expires ${data.validTo}`,
+      'Rotate the instance to a current CA (the RDS console shows the certificate authority and its rotation).',
+      data,
+    );
   }
   set('certificate', 'pass', `issued by ${issuer} to ${subject}, names ${host}, valid until ${data.validTo}`, undefined, data);
 }
 
 function checkClock({ set, fail, now }: Context, who: CallerIdentity | undefined): void {
   if (!who?.serverDate) {
-    set('clock', 'warn', 'no trustworthy clock was reached (STS did not answer), so the clock is unchecked', 'Tokens are dated by this clock: keep it synchronized (NTP, chrony).');
+    set(
+      'clock',
+      'warn',
+      'no trustworthy clock was reached (STS did not answer), so the clock is unchecked',
+      'Tokens are dated by this clock: keep it synchronized (NTP, chrony).',
+    );
     return;
   }
   const skewS = Math.round((now() - who.serverDate.getTime()) / 1000);
   const found = `this clock is ${Math.abs(skewS)} s ${skewS >= 0 ? 'ahead of' : 'behind'} STS's`;
-  if (Math.abs(skewS) > 300) throw fail('clock', found, 'AWS rejects signatures more than 5 minutes off: synchronize the clock (NTP, chrony).');
+  if (Math.abs(skewS) > 300)
+    throw fail('clock', found, 'AWS rejects signatures more than 5 minutes off: synchronize the clock (NTP, chrony).');
   else if (Math.abs(skewS) > 60) set('clock', 'warn', found, 'Synchronize the clock (NTP, chrony): tokens are dated by it.');
   else set('clock', 'pass', found, undefined, { skewSeconds: skewS });
 }
 
-async function checkToken({ instance, options, set, fail }: Context, signer: SignerIdentity, creds: AwsCredentialIdentity): Promise<IamToken> {
+async function checkToken(
+  { instance, options, set, fail }: Context,
+  signer: SignerIdentity,
+  creds: AwsCredentialIdentity,
+): Promise<IamToken> {
   const scope = { host: instance.endpoint.host, port: instance.endpoint.port, region: instance.region, user: options.user };
   let token: IamToken;
   try {
@@ -276,14 +382,32 @@ async function checkToken({ instance, options, set, fail }: Context, signer: Sig
     'pass',
     `signed with ${token.accessKeyId} for ${scope.host}:${scope.port}, region ${scope.region}, user "${scope.user}"; valid until ${new Date(token.expiresAt).toISOString()}`,
     undefined,
-    { host: scope.host, port: scope.port, region: scope.region, user: scope.user, accessKeyId: creds.accessKeyId, expiresAt: new Date(token.expiresAt).toISOString() },
+    {
+      host: scope.host,
+      port: scope.port,
+      region: scope.region,
+      user: scope.user,
+      accessKeyId: creds.accessKeyId,
+      expiresAt: new Date(token.expiresAt).toISOString(),
+    },
   );
   return token;
 }
 
-async function checkLogin({ instance, options, set, fail }: Context, tls: UpstreamTls, token: IamToken, who: CallerIdentity | undefined): Promise<boolean> {
+async function checkLogin(
+  { instance, options, set, fail }: Context,
+  tls: UpstreamTls,
+  token: IamToken,
+  who: CallerIdentity | undefined,
+): Promise<boolean> {
   const { user, database } = options;
-  const target = { endpoint: instance.endpoint, connectTo: instance.connectTo, tls: tls.context, hints: rdsConnectHints(tls.source), connectTimeoutMs: options.connectTimeoutMs };
+  const target = {
+    endpoint: instance.endpoint,
+    connectTo: instance.connectTo,
+    tls: tls.context,
+    hints: rdsConnectHints(tls.source),
+    connectTimeoutMs: options.connectTimeoutMs,
+  };
   const signal = AbortSignal.timeout(options.connectTimeoutMs);
   const startup = startupMessage(ProtocolVersion.V3_0, [
     { name: 'user', value: Buffer.from(user) },
@@ -296,7 +420,9 @@ async function checkLogin({ instance, options, set, fail }: Context, tls: Upstre
       const login = await loginUpstream(server, startup, { token: async () => token, signal });
       if (login.failure) {
         const missingDb = /database ".*" does not exist/.test(login.failure);
-        throw fail('login', `IAM authentication succeeded, then the server ended the session: ${login.failure}`,
+        throw fail(
+          'login',
+          `IAM authentication succeeded, then the server ended the session: ${login.failure}`,
           missingDb ? `Pick an existing database with --database (e.g. postgres), or create it: CREATE DATABASE "${database}";` : undefined,
         );
       }
@@ -309,7 +435,11 @@ async function checkLogin({ instance, options, set, fail }: Context, tls: Upstre
   } catch (err) {
     if (err instanceof Stop) throw err;
     if (err instanceof TokenRejected) {
-      throw fail('login', `the server rejected the IAM token: ${err.message}`, rejectionFixes({ host: instance.endpoint.host, region: instance.region, user }, who));
+      throw fail(
+        'login',
+        `the server rejected the IAM token: ${err.message}`,
+        rejectionFixes({ host: instance.endpoint.host, region: instance.region, user }, who),
+      );
     }
     const e = err instanceof PasswordMethodRefused ? notIamUser(user, err.method) : (err as WireError);
     throw fail('login', redactSecrets(e.message), e.hint);
@@ -321,13 +451,21 @@ const COLORS: Record<CheckStatus, string> = { pass: '\x1b[32m', warn: '\x1b[33m'
 /** The report for a terminal: one block per check; colour only when `color`. */
 export function formatReport(report: DoctorReport, color: boolean): string {
   const paint = (status: CheckStatus, text: string) => (color ? `${COLORS[status]}${text}\x1b[0m` : text);
-  const lines = [`pg-iam-proxy doctor: ${report.endpoint}${report.connectTo === report.endpoint ? '' : ` via ${report.connectTo}`}, user "${report.user}", database "${report.database}"`, ''];
+  const lines = [
+    `pg-iam-proxy doctor: ${report.endpoint}${report.connectTo === report.endpoint ? '' : ` via ${report.connectTo}`}, user "${report.user}", database "${report.database}"`,
+    '',
+  ];
   for (const check of report.checks) {
     lines.push(`${paint(check.status, check.status.toUpperCase().padEnd(4))}  ${check.title}`);
     lines.push(`      ${check.found}`);
     if (check.fix) lines.push(...check.fix.split('\n').map((line, i) => `      ${i === 0 ? 'fix: ' : '     '}${line}`));
   }
   const failed = report.checks.find((c) => c.status === 'fail');
-  lines.push('', report.ok ? paint('pass', 'The login succeeded: the proxy will work with these settings.') : paint('fail', `Stopped at: ${failed?.title ?? 'the login'}.`));
+  lines.push(
+    '',
+    report.ok
+      ? paint('pass', 'The login succeeded: the proxy will work with these settings.')
+      : paint('fail', `Stopped at: ${failed?.title ?? 'the login'}.`),
+  );
   return `${lines.join('\n')}\n`;
 }

@@ -63,7 +63,7 @@ export async function runWithProxy(config: ProxyConfig, options: RunOptions): Pr
   const instance = proxy.instances[0]!;
   const socket = instance.socketPath!;
   const withheld = options.keepAwsEnv ? [] : AWS_CREDENTIALS.filter((name) => options.env[name] !== undefined);
-  if (withheld.length > 0) log.debug({ withheld }, 'AWS credentials kept out of the command\'s environment (--keep-aws-env passes them on)');
+  if (withheld.length > 0) log.debug({ withheld }, "AWS credentials kept out of the command's environment (--keep-aws-env passes them on)");
   const env: NodeJS.ProcessEnv = {
     ...Object.fromEntries(Object.entries(options.env).filter(([k]) => !BYPASS.includes(k) && !withheld.includes(k))),
     PGHOST: socket.slice(0, socket.lastIndexOf('/')),

@@ -72,7 +72,10 @@ function untilSignal(proxy: Engine, log: Logger, onDrain: () => void): Promise<n
       }
       stopping = true;
       onDrain();
-      log.info({ signal, graceSeconds: proxy.config.shutdownGraceMs / 1000 }, 'shutting down: no new connections, waiting for sessions to end');
+      log.info(
+        { signal, graceSeconds: proxy.config.shutdownGraceMs / 1000 },
+        'shutting down: no new connections, waiting for sessions to end',
+      );
       proxy.close().then(() => {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

@@ -12,9 +12,17 @@ import type { EngineDeps, Instance, InstanceObserver } from '../proxy/engine.js'
 import { pgTlsConnector } from '../proxy/upstream-connect.js';
 
 /** What the engine needs, for the instances of this process: one place decides how each is served. */
-export function engineDeps(options: { identities: Identities; log: Logger; observe?: ((instance: Instance) => InstanceObserver) | undefined }): EngineDeps {
+export function engineDeps(options: {
+  identities: Identities;
+  log: Logger;
+  observe?: ((instance: Instance) => InstanceObserver) | undefined;
+}): EngineDeps {
   const { identities } = options;
-  return { ...awsSeams((instance) => identities.for(instance.identity, instance.region).tokens), log: options.log, observe: options.observe };
+  return {
+    ...awsSeams((instance) => identities.for(instance.identity, instance.region).tokens),
+    log: options.log,
+    observe: options.observe,
+  };
 }
 
 /**
@@ -33,7 +41,13 @@ export function awsSeams(tokensFor: (instance: InstanceConfig) => TokenSource): 
     authenticatorFor: (instance) => new RdsAuthenticator(tokensFor(instance), instance.endpoint, instance.region),
     connectorFor: (instance, connectTimeoutMs) => {
       const tls = tlsFor(instance.caFile);
-      return pgTlsConnector({ endpoint: instance.endpoint, connectTo: instance.connectTo, tls: tls.context, hints: rdsConnectHints(tls.source), connectTimeoutMs });
+      return pgTlsConnector({
+        endpoint: instance.endpoint,
+        connectTo: instance.connectTo,
+        tls: tls.context,
+        hints: rdsConnectHints(tls.source),
+        connectTimeoutMs,
+      });
     },
   };
 }

@@ -182,7 +182,9 @@ export class OpsServer {
    */
   readiness() {
     const now = Date.now();
-    const credentials = this.options.identities.all().map((identity) => ({ identity: identity.ref, ok: identity.holder.peek() !== undefined }));
+    const credentials = this.options.identities
+      .all()
+      .map((identity) => ({ identity: identity.ref, ok: identity.holder.peek() !== undefined }));
     const instances = this.options.proxy.instances.map((instance) => ({
       instance: instance.name,
       ok: now - instance.lastReachableAt <= this.reachableForMs,
@@ -197,7 +199,9 @@ export class OpsServer {
     const now = Date.now();
     for (const instance of this.options.proxy.instances) {
       if (now - instance.lastReachableAt < this.probeEveryMs) continue;
-      instance.probe().catch((err: Error) => this.options.log.warn({ instance: instance.name, err }, `endpoint not reachable over TLS: ${err.message}`));
+      instance
+        .probe()
+        .catch((err: Error) => this.options.log.warn({ instance: instance.name, err }, `endpoint not reachable over TLS: ${err.message}`));
     }
     this.probing = setTimeout(() => this.probe(), this.probeEveryMs).unref();
   }

@@ -9,8 +9,18 @@ export class Metrics {
   private readonly instances = new Set<Instance>();
   private readonly closedBytes = new Map<string, { fromClient: number; toClient: number }>();
 
-  private readonly connections = new Counter({ name: 'pg_iam_proxy_connections_total', help: 'Client connections accepted.', labelNames: ['instance'], registers: [this.registry] });
-  private readonly active = new Gauge({ name: 'pg_iam_proxy_connections_active', help: 'Client connections open, in any phase.', labelNames: ['instance'], registers: [this.registry] });
+  private readonly connections = new Counter({
+    name: 'pg_iam_proxy_connections_total',
+    help: 'Client connections accepted.',
+    labelNames: ['instance'],
+    registers: [this.registry],
+  });
+  private readonly active = new Gauge({
+    name: 'pg_iam_proxy_connections_active',
+    help: 'Client connections open, in any phase.',
+    labelNames: ['instance'],
+    registers: [this.registry],
+  });
   private readonly failures = new Counter({
     name: 'pg_iam_proxy_auth_failures_total',
     help: `Sessions that failed before they were ready, by reason (${Object.values(Failure).join(', ')}).`,
@@ -24,8 +34,18 @@ export class Metrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
-  private readonly signed = new Counter({ name: 'pg_iam_proxy_tokens_signed_total', help: 'IAM tokens signed (shared tokens count once).', labelNames: ['instance'], registers: [this.registry] });
-  private readonly refreshes = new Counter({ name: 'pg_iam_proxy_credential_refreshes_total', help: 'AWS credential fetches, by identity (#1, #2... as in /readyz; the "health and metrics listening" log line says which is which).', labelNames: ['identity'], registers: [this.registry] });
+  private readonly signed = new Counter({
+    name: 'pg_iam_proxy_tokens_signed_total',
+    help: 'IAM tokens signed (shared tokens count once).',
+    labelNames: ['instance'],
+    registers: [this.registry],
+  });
+  private readonly refreshes = new Counter({
+    name: 'pg_iam_proxy_credential_refreshes_total',
+    help: 'AWS credential fetches, by identity (#1, #2... as in /readyz; the "health and metrics listening" log line says which is which).',
+    labelNames: ['identity'],
+    registers: [this.registry],
+  });
 
   constructor() {
     const metrics = this;

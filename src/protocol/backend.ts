@@ -67,7 +67,9 @@ function wellFormedFields(bytes: Buffer): boolean {
 /** Decode an ErrorResponse or NoticeResponse with pg-protocol's parser, once its shape is checked. */
 export function decodeError(frame: BackendFrame): DatabaseError {
   if (!wellFormedFields(frame.bytes)) {
-    throw new WireError(SqlState.ProtocolViolation, 'the server sent a malformed error message during startup', { reason: Failure.UpstreamProtocol });
+    throw new WireError(SqlState.ProtocolViolation, 'the server sent a malformed error message during startup', {
+      reason: Failure.UpstreamProtocol,
+    });
   }
   let decoded: BackendMessage | undefined;
   new Parser().parse(frame.bytes, (msg) => (decoded = msg));
@@ -79,4 +81,3 @@ export function decodeBackendKey(frame: BackendFrame): Buffer {
   // Keep pid + key as the bytes a CancelRequest carries after its code.
   return frame.bytes.subarray(HEADER_SIZE);
 }
-

@@ -51,8 +51,7 @@ export type StartupPacket =
 /** What `readStartupPacket` found at the front of the buffer. */
 export type StartupRead = { packet: StartupPacket; size: number } | { needed: number };
 
-const violation = (message: string, reason: Failure = Failure.BadStartup) =>
-  new WireError(SqlState.ProtocolViolation, message, { reason });
+const violation = (message: string, reason: Failure = Failure.BadStartup) => new WireError(SqlState.ProtocolViolation, message, { reason });
 
 /**
  * Read one startup-phase packet from the front of `buf`. Returns the packet and its size, or how many
@@ -194,7 +193,7 @@ export function withUser(message: StartupMessage, user: string): Buffer {
 export function startupMessage(version: number, params: readonly StartupParam[]): Buffer {
   const names = params.map((p) => Buffer.from(p.name, 'utf8'));
   let size = LENGTH_SIZE + 4 + 1;
-  params.forEach((p, i) => (size += names[i]!.length + 1 + p.value.length + 1));
+  for (const [i, p] of params.entries()) size += names[i]!.length + 1 + p.value.length + 1;
   const out = Buffer.alloc(size);
   out.writeUInt32BE(size, 0);
   out.writeUInt32BE(version, LENGTH_SIZE);

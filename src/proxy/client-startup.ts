@@ -26,7 +26,11 @@ export interface ClientLink {
  * SSLRequest and GSSENCRequest are answered at most once each (B4, B5); `link` is upgraded in place
  * when TLS is negotiated. `signal` (the startup timeout) aborts a handshake in progress too.
  */
-export async function readClientStartup(link: ClientLink, tls: ClientTls | Promise<ClientTls> | undefined, signal?: AbortSignal): Promise<StartupMessage | CancelRequest> {
+export async function readClientStartup(
+  link: ClientLink,
+  tls: ClientTls | Promise<ClientTls> | undefined,
+  signal?: AbortSignal,
+): Promise<StartupMessage | CancelRequest> {
   const seen = new Set<'ssl' | 'gssenc'>();
   for (;;) {
     const read = readStartupPacket(link.inbox.buffered);
@@ -43,14 +47,19 @@ export async function readClientStartup(link: ClientLink, tls: ClientTls | Promi
       case 'tls-hello':
         if (!tls || link.encrypted) {
           // Without a local certificate, close as a server with ssl=off does; the client reports it.
-          throw new WireError(SqlState.ProtocolViolation, 'direct TLS connection attempted, and local TLS is off', { reason: Failure.BadStartup, silent: true });
+          throw new WireError(SqlState.ProtocolViolation, 'direct TLS connection attempted, and local TLS is off', {
+            reason: Failure.BadStartup,
+            silent: true,
+          });
         }
         await upgrade(link, await tls, true, signal);
         break;
       case 'ssl':
       case 'gssenc':
         if (seen.has(packet.kind) || link.encrypted) {
-          throw new WireError(SqlState.ProtocolViolation, `${packet.kind === 'ssl' ? 'SSL' : 'GSSENC'}Request sent twice`, { reason: Failure.BadStartup });
+          throw new WireError(SqlState.ProtocolViolation, `${packet.kind === 'ssl' ? 'SSL' : 'GSSENC'}Request sent twice`, {
+            reason: Failure.BadStartup,
+          });
         }
         seen.add(packet.kind);
         if (packet.kind === 'gssenc' || !tls) {
@@ -76,7 +85,11 @@ export async function readClientStartup(link: ClientLink, tls: ClientTls | Promi
 async function upgrade(link: ClientLink, tls: ClientTls, direct: boolean, signal?: AbortSignal): Promise<void> {
   const raw = link.socket;
   const head = link.inbox.release();
-  const secure = new TLSSocket(head.length > 0 ? prefixed(raw, head) : raw, { isServer: true, secureContext: tls.context, ALPNProtocols: [ALPN] });
+  const secure = new TLSSocket(head.length > 0 ? prefixed(raw, head) : raw, {
+    isServer: true,
+    secureContext: tls.context,
+    ALPNProtocols: [ALPN],
+  });
   const closed = () => fail(new Error('the client closed the connection'));
   let fail!: (err: Error) => void;
   const onAbort = () => fail(signal!.reason as Error);
@@ -86,7 +99,14 @@ async function upgrade(link: ClientLink, tls: ClientTls, direct: boolean, signal
         // Destroyed, never written to: a shutdown's FATAL must not land in plaintext inside a handshake.
         secure.destroy();
         raw.destroy();
-        reject(err instanceof WireError ? err : new WireError(SqlState.ProtocolViolation, `TLS handshake with the client failed: ${err.message}`, { reason: Failure.ClientTls, silent: true }));
+        reject(
+          err instanceof WireError
+            ? err
+            : new WireError(SqlState.ProtocolViolation, `TLS handshake with the client failed: ${err.message}`, {
+                reason: Failure.ClientTls,
+                silent: true,
+              }),
+        );
       };
       if (signal?.aborted) return onAbort();
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -62,6 +62,8 @@ export function fileClientTls(certFile: string, keyFile: string): ClientTls {
   try {
     return { context: createSecureContext({ cert, key, minVersion: MIN_VERSION }) };
   } catch (err) {
-    throw new Error(`--client-tls-cert ${certFile} / --client-tls-key ${keyFile}: not a usable certificate and key (${(err as Error).message})`);
+    throw new Error(
+      `--client-tls-cert ${certFile} / --client-tls-key ${keyFile}: not a usable certificate and key (${(err as Error).message})`,
+    );
   }
 }

@@ -83,7 +83,8 @@ export class Instance {
       if (warning) this.ctx.log.warn(warning);
       this.ctx = { ...this.ctx, clientPassword: secret };
     }
-    if (config.clientTls.mode === 'files') this.ctx = { ...this.ctx, clientTls: fileClientTls(config.clientTls.cert, config.clientTls.key) };
+    if (config.clientTls.mode === 'files')
+      this.ctx = { ...this.ctx, clientTls: fileClientTls(config.clientTls.cert, config.clientTls.key) };
     const observer = deps.observe?.(this);
     if (observer) {
       const auth = this.ctx.auth;
@@ -116,9 +117,14 @@ export class Instance {
     const max = proxy.maxConnections ?? Infinity;
     const accept = (client: Socket) => {
       const refusal = this.draining
-        ? new WireError(SqlState.CannotConnectNow, 'pg-iam-proxy is shutting down', { reason: Failure.Shutdown, hint: 'Connect again in a moment: to the new instance of the proxy, once it is up.' })
+        ? new WireError(SqlState.CannotConnectNow, 'pg-iam-proxy is shutting down', {
+            reason: Failure.Shutdown,
+            hint: 'Connect again in a moment: to the new instance of the proxy, once it is up.',
+          })
         : this.sessions.size >= max
-          ? new WireError(SqlState.TooManyConnections, `sorry, too many clients already (pg-iam-proxy --max-connections ${max})`, { reason: Failure.MaxConnections })
+          ? new WireError(SqlState.TooManyConnections, `sorry, too many clients already (pg-iam-proxy --max-connections ${max})`, {
+              reason: Failure.MaxConnections,
+            })
           : undefined;
       observer?.accepted();
       const session = new Session(client, this.ctx, nextSessionId++, refusal);
@@ -164,7 +170,10 @@ export class Instance {
     if (this.config.clientTls.mode === 'auto' && generated) {
       // Made once every listener is up (Engine.listen); a client's SSLRequest waits for it (a few ms, once).
       const made = generated();
-      made.catch((err: Error) => err !== NOT_STARTED && this.ctx.log.error({ err }, 'cannot make the local TLS certificate: TLS clients are refused'));
+      made.catch(
+        (err: Error) =>
+          err !== NOT_STARTED && this.ctx.log.error({ err }, 'cannot make the local TLS certificate: TLS clients are refused'),
+      );
       this.ctx = { ...this.ctx, clientTls: made };
     }
     const { tcp, unix } = this.servers;

@@ -81,7 +81,12 @@ async function attempt(target: LoginTarget, options: OpenServerOptions, notThis:
   const timer = setTimeout(() => {
     if (!tokenSettled && (!server || passwordAsked)) controller.abort(target.auth.tokenTimeout(ms));
     // Still connecting: the connector's own timer, a moment later, names the stage that stalled.
-    else if (server) controller.abort(new WireError(SqlState.UnableToConnect, `timed out after ${ms / 1000} s waiting for the server to complete the login`, { reason: Failure.UpstreamTimeout }));
+    else if (server)
+      controller.abort(
+        new WireError(SqlState.UnableToConnect, `timed out after ${ms / 1000} s waiting for the server to complete the login`, {
+          reason: Failure.UpstreamTimeout,
+        }),
+      );
   }, ms);
   const onAbort = () => controller.abort(options.signal.reason);
   options.signal.addEventListener('abort', onAbort, { once: true });
@@ -109,9 +114,17 @@ interface TriedToken {
  * A refusal keeps the server's words (DESIGN.md "Errors"); the cloud adds what was signed and the causes
  * to check, the engine which tokens were tried, how fresh, and the refusals on record.
  */
-function explainRejection(target: LoginTarget, err: TokenRejected, user: string, tried: readonly TriedToken[], known: Rejections | undefined): WireError {
+function explainRejection(
+  target: LoginTarget,
+  err: TokenRejected,
+  user: string,
+  tried: readonly TriedToken[],
+  known: Rejections | undefined,
+): WireError {
   const now = Date.now();
-  const what = tried.map((t) => (t.fresh ? 'a token signed for this login' : `a cached token signed ${Math.round((now - t.token.signedAt) / 1000)} s earlier`));
+  const what = tried.map((t) =>
+    t.fresh ? 'a token signed for this login' : `a cached token signed ${Math.round((now - t.token.signedAt) / 1000)} s earlier`,
+  );
   const why = known
     ? ` It was not tried again: the server refused tokens for this endpoint and user ${known.count} time${known.count === 1 ? '' : 's'} in the last ${target.rejections.windowMs / 1000} s, the last ${Math.round((now - known.lastAt) / 1000)} s ago.`
     : '';

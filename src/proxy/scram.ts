@@ -48,7 +48,9 @@ export class ScramSecret {
     const mode = statSync(path).mode & 0o777;
     return {
       secret: ScramSecret.fromPassword(password),
-      ...(mode & 0o077 ? { warning: `--client-password-file ${path} can be read by other users (mode ${mode.toString(8)}): chmod 600 it` } : {}),
+      ...(mode & 0o077
+        ? { warning: `--client-password-file ${path} can be read by other users (mode ${mode.toString(8)}): chmod 600 it` }
+        : {}),
     };
   }
 }
@@ -59,8 +61,10 @@ export class ScramSecret {
  * holds prohibited characters libpq falls back to the raw password; that rare case is not mirrored.)
  */
 export function saslprep(password: string): string {
+  // biome-ignore lint/suspicious/noMisleadingCharacterClass: each listed code point is removed on its own (RFC 3454 B.1), combining or not.
+  const mappedToNothing = /[\u00AD\u034F\u1806\u180B-\u180D\u200B-\u200D\u2060\uFE00-\uFE0F\uFEFF]/g;
   return password
-    .replace(/[\u00AD\u034F\u1806\u180B-\u180D\u200B-\u200D\u2060\uFE00-\uFE0F\uFEFF]/g, '')
+    .replace(mappedToNothing, '')
     .replace(/[\u00A0\u1680\u2000-\u200A\u202F\u205F\u3000]/g, ' ')
     .normalize('NFKC');
 }
@@ -82,7 +86,8 @@ async function readPasswordMessage(inbox: Inbox): Promise<Buffer> {
   await inbox.fill(5);
   const type = inbox.buffered[0];
   const length = inbox.buffered.readUInt32BE(1);
-  if (type !== FrontendCode.Password) throw protocol(`expected a SASL response ('p'), got message type ${JSON.stringify(String.fromCharCode(type!))}`);
+  if (type !== FrontendCode.Password)
+    throw protocol(`expected a SASL response ('p'), got message type ${JSON.stringify(String.fromCharCode(type!))}`);
   if (length < 4 || length > MAX_SASL_MESSAGE) throw protocol(`invalid SASL message length ${length}`);
   await inbox.fill(1 + length);
   const body = Buffer.from(inbox.buffered.subarray(5, 1 + length));
@@ -120,8 +125,15 @@ export interface PasswordPeer {
  * `peer`, the verdict waits as long as the failures on record from its address say (FailedPasswords);
  * without one (unit tests, fuzzing) it is told at once.
  */
-export async function authenticateClient(client: Duplex, inbox: Inbox, user: string, secret: ScramSecret, peer?: PasswordPeer): Promise<void> {
-  const failed = () => new WireError(SqlState.InvalidPassword, `password authentication failed for user "${user}"`, { reason: Failure.ClientPassword });
+export async function authenticateClient(
+  client: Duplex,
+  inbox: Inbox,
+  user: string,
+  secret: ScramSecret,
+  peer?: PasswordPeer,
+): Promise<void> {
+  const failed = () =>
+    new WireError(SqlState.InvalidPassword, `password authentication failed for user "${user}"`, { reason: Failure.ClientPassword });
   client.write(authMessage(AuthCode.SASL, Buffer.from(`${SCRAM_SHA_256}\0\0`)));
 
   // SASLInitialResponse: mechanism\0, int32 length, client-first-message.
@@ -134,7 +146,12 @@ export async function authenticateClient(client: Duplex, inbox: Inbox, user: str
   if (declared !== initial.length - (nul + 5)) throw protocol('malformed SASLInitialResponse length');
   const clientFirst = initial.subarray(nul + 5).toString();
   const gs2 = /^([ny]),,/.exec(clientFirst);
-  if (!gs2) throw protocol(clientFirst.startsWith('p=') ? 'channel binding is not offered: use channel_binding=disable or prefer' : 'malformed SCRAM client-first-message');
+  if (!gs2)
+    throw protocol(
+      clientFirst.startsWith('p=')
+        ? 'channel binding is not offered: use channel_binding=disable or prefer'
+        : 'malformed SCRAM client-first-message',
+    );
   const gs2Header = gs2[0];
   const clientFirstBare = clientFirst.slice(gs2Header.length);
   const clientNonce = attributes(clientFirstBare).get('r');
@@ -176,7 +193,10 @@ async function holdVerdict(client: Duplex, failures: FailedPasswords, proven: bo
   const { holdMs, before } = failures.verdict(peer.address, proven);
   if (holdMs <= 0) return;
   // Not whether the password was right: the line is written before the verdict is told.
-  peer.log.info({ clientPassword: { failuresBefore: before, heldMs: Math.round(holdMs) } }, 'client password: verdict held back after wrong passwords from this address');
+  peer.log.info(
+    { clientPassword: { failuresBefore: before, heldMs: Math.round(holdMs) } },
+    'client password: verdict held back after wrong passwords from this address',
+  );
   // A hang-up is a FIN: the listener allows half-open sockets, so no 'close' (the session's own signal) follows it.
   const hungUp = new AbortController();
   const onEnd = () => hungUp.abort(new InboxClosed());
@@ -295,5 +315,8 @@ export function addressKey(address: string | undefined): string {
   const left = groups(head);
   const right = groups(tail);
   const all = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
-  return `${all.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+  return `${all
+    .slice(0, 4)
+    .map((g) => parseInt(g, 16).toString(16))
+    .join(':')}::/64`;
 }

@@ -7,7 +7,7 @@ import { formatHostPort } from '../host-port.js';
 import { SqlState, TERMINATE_MESSAGE } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { withUser, type CancelRequest, type StartupMessage } from '../protocol/startup.js';
-import { CancelRegistry, forwardCancel } from './cancel.js';
+import { type CancelRegistry, forwardCancel } from './cancel.js';
 import { readClientStartup, type ClientLink } from './client-startup.js';
 import type { ClientTls } from './client-tls.js';
 import { authenticateClient, type ScramSecret } from './scram.js';
@@ -135,7 +135,14 @@ export class Session {
     // One deadline for everything before the proxy works for the client: packets, TLS, the password.
     const deadline = new AbortController();
     const timer = setTimeout(
-      () => deadline.abort(new WireError(SqlState.ProtocolViolation, `the client did not complete its startup within ${this.ctx.startupTimeoutMs / 1000} s`, { reason: Failure.StartupTimeout })),
+      () =>
+        deadline.abort(
+          new WireError(
+            SqlState.ProtocolViolation,
+            `the client did not complete its startup within ${this.ctx.startupTimeoutMs / 1000} s`,
+            { reason: Failure.StartupTimeout },
+          ),
+        ),
       this.ctx.startupTimeoutMs,
     );
     // The startup stops at the deadline or when the session ends (a shutdown), a TLS handshake included.
@@ -227,10 +234,14 @@ export class Session {
       });
     }
     if (allowDatabases && !allowDatabases.includes(startup.database)) {
-      throw new WireError(SqlState.InvalidAuthorization, `pg-iam-proxy does not connect to database "${startup.database}" on this listener`, {
-        reason: Failure.DatabaseNotAllowed,
-        hint: 'The listener allows only some databases (--allow-database / allowDatabases).',
-      });
+      throw new WireError(
+        SqlState.InvalidAuthorization,
+        `pg-iam-proxy does not connect to database "${startup.database}" on this listener`,
+        {
+          reason: Failure.DatabaseNotAllowed,
+          hint: 'The listener allows only some databases (--allow-database / allowDatabases).',
+        },
+      );
     }
   }
 
@@ -254,11 +265,18 @@ export class Session {
     // The client hung up (or half-closed) before the session could go on: nothing to tell it.
     if (!ownFailure && (this.client.destroyed || this.gone.signal.aborted || err instanceof InboxClosed)) {
       // A half-closed client is still owed our FIN; closeWith ends quietly (or not at all if gone).
-      if (!this.client.destroyed) this.closeWith(new WireError(SqlState.ConnectionFailure, 'client closed the connection', { reason: Failure.ClientClosed, silent: true }));
+      if (!this.client.destroyed)
+        this.closeWith(
+          new WireError(SqlState.ConnectionFailure, 'client closed the connection', { reason: Failure.ClientClosed, silent: true }),
+        );
       const why = wire ? `client went away during ${this.phase}: ${wire.message}` : `client went away during ${this.phase}`;
       // Gone while the proxy worked upstream for it: counted, since that work was wasted (a client
       // that leaves mid-startup, a port scan or a health check, is not).
-      this.close(why, wire || err instanceof InboxClosed || this.gone.signal.aborted ? undefined : (err as Error), this.phase === 'login' && !this.endedBy ? Failure.ClientGone : undefined);
+      this.close(
+        why,
+        wire || err instanceof InboxClosed || this.gone.signal.aborted ? undefined : (err as Error),
+        this.phase === 'login' && !this.endedBy ? Failure.ClientGone : undefined,
+      );
       return;
     }
     if (!wire) {
@@ -302,7 +320,6 @@ export class Session {
     if (failure) this.ctx.observer?.failed(failure);
   }
 
-
   private elapsedMs(): number {
     return Math.round(performance.now() - this.started);
   }
@@ -310,4 +327,3 @@ export class Session {
 
 /** What a client that has left may leave behind: nothing, or its Terminate. */
 const isNothingOrTerminate = (pipelined: Buffer): boolean => pipelined.length === 0 || pipelined.equals(TERMINATE_MESSAGE);
-

@@ -91,26 +91,23 @@ function relay(from: Socket, to: Socket, byTurn: boolean): void {
     to.uncork();
     hold();
   };
-  from.on(
-    'data',
-    (chunk: Buffer) => {
-      if (corked) {
-        to.write(chunk);
-        // A turn can read megabytes from a fast server: what waits for the flush stays bounded.
-        if (to.writableLength >= CORK_LIMIT) flush();
-      } else if (byTurn && chunk.length >= BULK_CHUNK) {
-        // A full buffer: more are likely decrypted in this turn; they leave together.
-        corked = true;
-        to.cork();
-        to.write(chunk);
-        setImmediate(flush);
-      } else {
-        // Less than a full buffer (a query result, most of the time): out at once.
-        to.write(chunk);
-        hold();
-      }
-    },
-  );
+  from.on('data', (chunk: Buffer) => {
+    if (corked) {
+      to.write(chunk);
+      // A turn can read megabytes from a fast server: what waits for the flush stays bounded.
+      if (to.writableLength >= CORK_LIMIT) flush();
+    } else if (byTurn && chunk.length >= BULK_CHUNK) {
+      // A full buffer: more are likely decrypted in this turn; they leave together.
+      corked = true;
+      to.cork();
+      to.write(chunk);
+      setImmediate(flush);
+    } else {
+      // Less than a full buffer (a query result, most of the time): out at once.
+      to.write(chunk);
+      hold();
+    }
+  });
   from.on('end', () => to.end());
   from.resume();
 }

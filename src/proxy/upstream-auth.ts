@@ -22,7 +22,11 @@ export class TokenRejected extends WireError {
 
 /** An ErrorResponse the server sent before authentication, relayed byte for byte (D6). */
 export class UpstreamError extends WireError {
-  constructor(private readonly frame: Buffer, code: string, message: string) {
+  constructor(
+    private readonly frame: Buffer,
+    code: string,
+    message: string,
+  ) {
     super(code, message, { reason: Failure.UpstreamError });
     this.name = 'UpstreamError';
   }
@@ -48,7 +52,9 @@ export interface LoginResult {
  */
 export class PasswordMethodRefused extends WireError {
   constructor(readonly method: string) {
-    super(SqlState.InvalidAuthorization, `the server asked for ${method} authentication, which pg-iam-proxy does not relay`, { reason: Failure.NotIamUser });
+    super(SqlState.InvalidAuthorization, `the server asked for ${method} authentication, which pg-iam-proxy does not relay`, {
+      reason: Failure.NotIamUser,
+    });
     this.name = 'PasswordMethodRefused';
   }
 }
@@ -118,7 +124,12 @@ export async function loginUpstream(upstream: TLSSocket, startup: Buffer, option
 }
 
 /** After AuthenticationOk every byte is the client's (D5): collect up to ReadyForQuery, noting BackendKeyData. */
-async function afterAuthenticationOk(inbox: Inbox, toClient: Buffer[], token: Token | undefined, options: LoginOptions): Promise<LoginResult> {
+async function afterAuthenticationOk(
+  inbox: Inbox,
+  toClient: Buffer[],
+  token: Token | undefined,
+  options: LoginOptions,
+): Promise<LoginResult> {
   let backendKey: Buffer | undefined;
   for (;;) {
     const frame = await nextFrame(inbox).catch((err) => {

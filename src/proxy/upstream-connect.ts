@@ -57,10 +57,14 @@ export async function connectUpstream(target: UpstreamTarget, signal?: AbortSign
   const timer = setTimeout(
     () =>
       controller.abort(
-        new WireError(SqlState.UnableToConnect, `timed out after ${target.connectTimeoutMs / 1000} s in ${stage} to the server at ${where}`, {
-          reason: Failure.UpstreamTimeout,
-          hint: 'Check that the dial address is reachable from here (security group, network ACL, tunnel).',
-        }),
+        new WireError(
+          SqlState.UnableToConnect,
+          `timed out after ${target.connectTimeoutMs / 1000} s in ${stage} to the server at ${where}`,
+          {
+            reason: Failure.UpstreamTimeout,
+            hint: 'Check that the dial address is reachable from here (security group, network ACL, tunnel).',
+          },
+        ),
       ),
     target.connectTimeoutMs,
   );
@@ -142,17 +146,21 @@ function refused(reply: number, where: string, hints: ConnectHints): WireError {
       hint: 'A very old server, or not a PostgreSQL server.',
     });
   }
-  return new WireError(SqlState.ProtocolViolation, `the server at ${where} answered the TLS request with 0x${reply.toString(16).padStart(2, '0')}, not 'S' or 'N'`, {
-    reason: Failure.UpstreamProtocol,
-    hint: 'Is the dial address a PostgreSQL server?',
-  });
+  return new WireError(
+    SqlState.ProtocolViolation,
+    `the server at ${where} answered the TLS request with 0x${reply.toString(16).padStart(2, '0')}, not 'S' or 'N'`,
+    {
+      reason: Failure.UpstreamProtocol,
+      hint: 'Is the dial address a PostgreSQL server?',
+    },
+  );
 }
 
 function unreachable(where: string, err: NodeJS.ErrnoException): WireError {
   const hint =
     err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN'
       ? 'The name does not resolve from here: check the endpoint name, or use --connect-to with an address.'
-      : 'Is the database running, and does its firewall or security group admit this host? With a tunnel, is --connect-to the tunnel\'s local end?';
+      : "Is the database running, and does its firewall or security group admit this host? With a tunnel, is --connect-to the tunnel's local end?";
   return new WireError(SqlState.UnableToConnect, `could not connect to the server at ${where}: ${err.code ?? err.message}`, {
     reason: Failure.UpstreamUnreachable,
     hint,

@@ -68,14 +68,21 @@ export async function startCli(args: string[], env: NodeJS.ProcessEnv): Promise<
       const waiter = { match, resolve };
       waiters.push(waiter);
       // Only a waiter still waiting hears of the exit; the last lines say why.
-      exit.then((code) => waiters.includes(waiter) && reject(new Error(`exited ${code} before the line; last logs: ${JSON.stringify(lines.slice(-20))}`)));
+      exit.then(
+        (code) =>
+          waiters.includes(waiter) && reject(new Error(`exited ${code} before the line; last logs: ${JSON.stringify(lines.slice(-20))}`)),
+      );
     });
   const listening = await line((e) => e.msg === 'listening');
   return { child, port: Number(String(listening.listen).split(':').at(-1)), lines, exit, line };
 }
 
 /** Run the CLI to its end. */
-export async function runCli(args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export async function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  input?: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
   running.add(child);
   child.once('exit', () => running.delete(child));

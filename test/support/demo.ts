@@ -17,9 +17,24 @@ say(`  database: ${db.endpoint}:${db.port} (dialled on 127.0.0.1), certificate f
 say(`  demo AWS key: ${db.key.accessKeyId} (made up; the database trusts it, no AWS involved)\n`);
 
 const listen = process.env.DEMO_LISTEN ?? '127.0.0.1:0';
-const args = [`${db.endpoint}:${db.port}`, '--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.caFile, '--listen', listen, '--log-format', 'json'];
+const args = [
+  `${db.endpoint}:${db.port}`,
+  '--connect-to',
+  `127.0.0.1:${db.port}`,
+  '--ca-file',
+  db.caFile,
+  '--listen',
+  listen,
+  '--log-format',
+  'json',
+];
 say(`$ pg-iam-proxy ${args.join(' ')}`);
-const env = { ...process.env, AWS_ACCESS_KEY_ID: db.key.accessKeyId, AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey, AWS_EC2_METADATA_DISABLED: 'true' };
+const env = {
+  ...process.env,
+  AWS_ACCESS_KEY_ID: db.key.accessKeyId,
+  AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey,
+  AWS_EC2_METADATA_DISABLED: 'true',
+};
 const proxy = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'inherit', 'pipe'] });
 const port = await new Promise<number>((resolve, reject) => {
   createInterface({ input: proxy.stderr! }).on('line', (line) => {
@@ -31,7 +46,8 @@ const port = await new Promise<number>((resolve, reject) => {
 });
 say(`  listening on 127.0.0.1:${port}\n`);
 
-const query = "SELECT current_user AS logged_in_as, ssl AS server_side_tls, version AS tls_version FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+const query =
+  'SELECT current_user AS logged_in_as, ssl AS server_side_tls, version AS tls_version FROM pg_stat_ssl WHERE pid = pg_backend_pid()';
 say(`$ psql "host=127.0.0.1 port=${port} user=iam_user dbname=orders" -c "${query}"`);
 const r = await runPg('psql', ['-X', '-c', query], { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'iam_user', PGDATABASE: 'orders' });
 process.stdout.write(r.stdout + r.stderr);

@@ -77,7 +77,11 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
       done();
     },
   });
-  const logs = () => lines.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const logs = () =>
+    lines
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
   const log = createLogger({ level: 'debug', format: 'json' }, sink);
   let fetches = 0;
   let signatures = 0;

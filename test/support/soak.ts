@@ -14,7 +14,21 @@ import { runPg } from './proxy.js';
 const minutes = Number(process.argv[2] ?? 2);
 const db = await startTestDb();
 const cli = await startCli(
-  [`${db.endpoint}:${db.port}`, '--listen', '127.0.0.1:0', '--connect-to', `127.0.0.1:${db.port}`, '--ca-file', db.caFile, '--http', '127.0.0.1:0', '--log-format', 'json', '--startup-timeout', '2'],
+  [
+    `${db.endpoint}:${db.port}`,
+    '--listen',
+    '127.0.0.1:0',
+    '--connect-to',
+    `127.0.0.1:${db.port}`,
+    '--ca-file',
+    db.caFile,
+    '--http',
+    '127.0.0.1:0',
+    '--log-format',
+    'json',
+    '--startup-timeout',
+    '2',
+  ],
   cleanAwsEnv(db.dir, { AWS_ACCESS_KEY_ID: db.key.accessKeyId, AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey }),
 );
 const pid = cli.child.pid!;
@@ -88,7 +102,13 @@ async function sample() {
 }
 
 const tell = (name: string) => () => void (process.env.SOAK_DEBUG && process.stderr.write(`${name} done\n`));
-await Promise.all([logins().then(tell('logins')), longSession().then(tell('long')), badClients().then(tell('bad')), faults().then(tell('faults')), sample().then(tell('sample'))]);
+await Promise.all([
+  logins().then(tell('logins')),
+  longSession().then(tell('long')),
+  badClients().then(tell('bad')),
+  faults().then(tell('faults')),
+  sample().then(tell('sample')),
+]);
 const instance = cli.lines.filter((l) => Number(l.level) >= 50);
 // Quiet now: the proxy must come back to its idle state.
 for (let i = 0; i < 100 && fdCount() > baselineFds; i++) await new Promise((r) => setTimeout(r, 100));
@@ -101,7 +121,11 @@ const report = {
   minutes,
   ...counts,
   proxyErrorsLogged: instance.length,
-  errorSamples: [...new Set(instance.map((l) => `${String(l.msg)}: ${JSON.stringify((l.err as { message?: string } | undefined)?.message ?? l.reason)}`))].slice(0, 5),
+  errorSamples: [
+    ...new Set(
+      instance.map((l) => `${String(l.msg)}: ${JSON.stringify((l.err as { message?: string } | undefined)?.message ?? l.reason)}`),
+    ),
+  ].slice(0, 5),
   rssKiB: { early, late, growth: +(late / early).toFixed(2), max: Math.max(...samples.map((x) => x.rssKiB)) },
   fds: { baseline: baselineFds, max: Math.max(...samples.map((x) => x.fds)), end: endFds },
   samples,

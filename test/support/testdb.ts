@@ -268,7 +268,8 @@ export async function startTestDb(): Promise<TestDb> {
         return stdout.replace(/\n+$/, '');
       },
       async trustKey(k: AwsKey): Promise<void> {
-        config.keys[k.accessKeyId] = k.sessionToken === undefined ? { secret: k.secretAccessKey } : { secret: k.secretAccessKey, sessionToken: k.sessionToken };
+        config.keys[k.accessKeyId] =
+          k.sessionToken === undefined ? { secret: k.secretAccessKey } : { secret: k.secretAccessKey, sessionToken: k.sessionToken };
         await writeConfig();
       },
       async rejectNext(n: number): Promise<void> {
@@ -329,7 +330,19 @@ async function makeTemplate(ids: PostgresIds): Promise<string> {
   // Socket-only while building the template: nothing can reach it over TCP.
   await run(
     join(PG_BIN, 'pg_ctl'),
-    ['start', '-w', '-t', '60', '-s', '-D', pgdata, '-l', join(dir, 'postgres.log'), '-o', `-c listen_addresses='' -c unix_socket_directories='${dir}' -c fsync=off`],
+    [
+      'start',
+      '-w',
+      '-t',
+      '60',
+      '-s',
+      '-D',
+      pgdata,
+      '-l',
+      join(dir, 'postgres.log'),
+      '-o',
+      `-c listen_addresses='' -c unix_socket_directories='${dir}' -c fsync=off`,
+    ],
     { asPostgres: true },
   );
   try {
@@ -345,12 +358,18 @@ async function makeTemplate(ids: PostgresIds): Promise<string> {
 
 async function startServer(pgdata: string, dir: string): Promise<void> {
   const logFile = join(dir, 'postgres.log');
-  const logStart = await stat(logFile).then((s) => s.size, () => 0);
+  const logStart = await stat(logFile).then(
+    (s) => s.size,
+    () => 0,
+  );
   try {
     await run(join(PG_BIN, 'pg_ctl'), ['start', '-w', '-t', '60', '-s', '-D', pgdata, '-l', logFile], { asPostgres: true });
   } catch (err) {
     // pg_ctl only says "could not start server"; the reason is in the log.
-    const log = await readFile(logFile).then((b) => b.subarray(logStart).toString('utf8'), () => '');
+    const log = await readFile(logFile).then(
+      (b) => b.subarray(logStart).toString('utf8'),
+      () => '',
+    );
     throw new Error(`${(err as Error).message}\n--- postgres.log ---\n${log}`);
   }
 }
@@ -497,10 +516,10 @@ async function makeCertificates(): Promise<Certificates> {
   const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', leafKeys.privateKey);
 
   return {
-    caPem: ca.cert.toString('pem') + '\n',
-    otherCaPem: other.cert.toString('pem') + '\n',
-    certPem: leaf.toString('pem') + '\n',
-    keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') + '\n',
+    caPem: `${ca.cert.toString('pem')}\n`,
+    otherCaPem: `${other.cert.toString('pem')}\n`,
+    certPem: `${leaf.toString('pem')}\n`,
+    keyPem: `${x509.PemConverter.encode(pkcs8, 'PRIVATE KEY')}\n`,
   };
 }
 
@@ -518,7 +537,10 @@ function ensureExitHandler(): void {
   process.on('exit', () => {
     for (const { dir, pgdata, pamFile } of live) {
       if (existsSync(join(pgdata, 'postmaster.pid'))) {
-        spawnSync(RUNUSER, ['-u', 'postgres', '--', join(PG_BIN, 'pg_ctl'), 'stop', '-w', '-s', '-D', pgdata, '-m', 'immediate'], { env: PG_ENV, stdio: 'ignore' });
+        spawnSync(RUNUSER, ['-u', 'postgres', '--', join(PG_BIN, 'pg_ctl'), 'stop', '-w', '-s', '-D', pgdata, '-m', 'immediate'], {
+          env: PG_ENV,
+          stdio: 'ignore',
+        });
       }
       rmSync(dir, { recursive: true, force: true });
       rmSync(pamFile, { force: true });
@@ -527,4 +549,3 @@ function ensureExitHandler(): void {
     if (templateDir !== undefined) rmSync(templateDir, { recursive: true, force: true });
   });
 }
-

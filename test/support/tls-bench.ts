@@ -29,12 +29,14 @@ async function plain(port: number): Promise<void> {
 async function rate(what: (port: number) => Promise<void>, parallel: number, seconds = 3): Promise<number> {
   const until = performance.now() + seconds * 1000;
   let n = 0;
-  await Promise.all(Array.from({ length: parallel }, async () => {
-    while (performance.now() < until) {
-      await what(proxy.port);
-      n++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      while (performance.now() < until) {
+        await what(proxy.port);
+        n++;
+      }
+    }),
+  );
   return Math.round(n / seconds);
 }
 

@@ -63,7 +63,7 @@ if (dataDir === undefined || dataDir === '') {
   process.exit(2);
 }
 
-const attempt: Attempt = { user: process.env['PAM_USER'] ?? '', accessKeyId: '', host: '', region: '' };
+const attempt: Attempt = { user: process.env.PAM_USER ?? '', accessKeyId: '', host: '', region: '' };
 let ok = false;
 let reason = 'internal error';
 try {
@@ -76,10 +76,7 @@ try {
   reason = err instanceof Rejection ? err.message : `internal error: ${(err as Error).message}`;
 }
 try {
-  appendFileSync(
-    join(dataDir, 'checker.log'),
-    JSON.stringify({ time: new Date().toISOString(), ...attempt, ok, reason }) + '\n',
-  );
+  appendFileSync(join(dataDir, 'checker.log'), `${JSON.stringify({ time: new Date().toISOString(), ...attempt, ok, reason })}\n`);
 } catch (err) {
   // A checker that cannot record attempts would make tests lie; fail closed.
   process.stderr.write(`cannot write checker.log: ${(err as Error).message}\n`);
@@ -170,15 +167,7 @@ function verify(token: string, config: CheckerConfig, attempt: Attempt, now: Dat
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     .map(([k, v]) => `${k}=${v}`)
     .join('&');
-  const canonicalRequest = [
-    'GET',
-    '/',
-    canonicalQuery,
-    `host:${host}`,
-    '',
-    'host',
-    EMPTY_PAYLOAD_SHA256,
-  ].join('\n');
+  const canonicalRequest = ['GET', '/', canonicalQuery, `host:${host}`, '', 'host', EMPTY_PAYLOAD_SHA256].join('\n');
   const scope = `${scopeDate}/${region}/${SERVICE}/aws4_request`;
   const stringToSign = [ALGORITHM, amzDate, scope, sha256Hex(canonicalRequest)].join('\n');
   let signingKey = hmac(`AWS4${key.secret}`, scopeDate);

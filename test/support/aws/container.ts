@@ -22,10 +22,14 @@ class Ecs extends StandInServer {
   }
 
   protected handle(rec: RecordedRequest, _body: string, req: IncomingMessage): Reply {
-    const deny = (status: number, code: string, message: string): Reply => ({ status, headers: JSON_TYPE, body: JSON.stringify({ Code: code, Message: message }) });
+    const deny = (status: number, code: string, message: string): Reply => ({
+      status,
+      headers: JSON_TYPE,
+      body: JSON.stringify({ Code: code, Message: message }),
+    });
     if (rec.path !== this.path) return deny(404, 'NotFound', `no credentials at ${rec.path}`);
     if (rec.method !== 'GET') return deny(405, 'MethodNotAllowed', rec.method);
-    if (this.authorizationToken !== undefined && req.headers['authorization'] !== this.authorizationToken) {
+    if (this.authorizationToken !== undefined && req.headers.authorization !== this.authorizationToken) {
       return deny(401, 'AccessDenied', 'missing or wrong Authorization token');
     }
     const creds = this.nextCredentials();

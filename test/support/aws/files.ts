@@ -41,7 +41,9 @@ export function credentialFile(dir: string, profiles: IniProfiles): string {
 export function configFile(dir: string, profiles: IniProfiles): string {
   mkdirSync(dir, { recursive: true });
   const path = join(dir, 'config');
-  const sections = Object.entries(profiles).map(([name, entries]) => [name === 'default' ? name : `profile ${name}`, entries] as [string, Record<string, string>]);
+  const sections = Object.entries(profiles).map(
+    ([name, entries]) => [name === 'default' ? name : `profile ${name}`, entries] as [string, Record<string, string>],
+  );
   writeFileSync(path, iniText(sections), { mode: 0o600 });
   return path;
 }
@@ -57,14 +59,17 @@ export interface CredentialProcess {
  * Writes a credential_process helper (a node script printing the Version 1
  * JSON document for `creds`) and returns the command line for the profile.
  */
-export function credentialProcess(dir: string, creds: Partial<IssuedCredentials> & { accessKeyId: string; secretAccessKey: string }): CredentialProcess {
+export function credentialProcess(
+  dir: string,
+  creds: Partial<IssuedCredentials> & { accessKeyId: string; secretAccessKey: string },
+): CredentialProcess {
   mkdirSync(dir, { recursive: true });
   const script = join(dir, 'credential-process.mjs');
   // Each run appends a line, so count() sees runs made by the SDK in another process too.
   const log = `${script}.log`;
   const doc: Record<string, string | number> = { Version: 1, AccessKeyId: creds.accessKeyId, SecretAccessKey: creds.secretAccessKey };
-  if (creds.sessionToken !== undefined) doc['SessionToken'] = creds.sessionToken;
-  if (creds.expiration !== undefined) doc['Expiration'] = awsTimestamp(creds.expiration);
+  if (creds.sessionToken !== undefined) doc.SessionToken = creds.sessionToken;
+  if (creds.expiration !== undefined) doc.Expiration = awsTimestamp(creds.expiration);
   writeFileSync(
     script,
     `import { appendFileSync } from 'node:fs';\n` +
@@ -93,8 +98,8 @@ export function isolateAwsEnv(dir: string, extra: Record<string, string | undefi
   const cred = join(dir, 'credentials');
   if (!existsSync(cfg)) writeFileSync(cfg, '');
   if (!existsSync(cred)) writeFileSync(cred, '');
-  process.env['AWS_CONFIG_FILE'] = cfg;
-  process.env['AWS_SHARED_CREDENTIALS_FILE'] = cred;
+  process.env.AWS_CONFIG_FILE = cfg;
+  process.env.AWS_SHARED_CREDENTIALS_FILE = cred;
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined) delete process.env[k];
     else process.env[k] = v;

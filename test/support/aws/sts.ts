@@ -125,9 +125,9 @@ class Sts extends StandInServer implements StsStandIn {
     // Recorded before any check, so a test sees what a refused request asked for.
     rec.params = { ...rec.params, ...(form ? Object.fromEntries(new URLSearchParams(body)) : {}) };
     const p = rec.params;
-    const action = p['Action'];
+    const action = p.Action;
     if (action !== undefined) rec.action = action;
-    const sig = sigV4Scope(req.headers['authorization']);
+    const sig = sigV4Scope(req.headers.authorization);
     if (sig !== undefined) {
       rec.accessKeyId = sig.accessKeyId;
       rec.signingRegion = sig.region;
@@ -141,8 +141,8 @@ class Sts extends StandInServer implements StsStandIn {
     if (hooked !== undefined) return this.error(hooked);
 
     if (action === undefined) return this.error({ code: 'MissingAction', status: 400, message: 'Missing Action' });
-    if (p['Version'] !== '2011-06-15') {
-      return this.error({ code: 'InvalidParameterValue', status: 400, message: `bad Version ${p['Version'] ?? '(none)'}` });
+    if (p.Version !== '2011-06-15') {
+      return this.error({ code: 'InvalidParameterValue', status: 400, message: `bad Version ${p.Version ?? '(none)'}` });
     }
     if (SIGNED_ACTIONS.has(action)) {
       if (sig === undefined) return this.error({ code: 'MissingAuthenticationToken', message: 'Request is missing Authentication Token' });
@@ -172,11 +172,14 @@ class Sts extends StandInServer implements StsStandIn {
   }
 
   private checkMfa(rec: RecordedRequest): Reply | undefined {
-    const serial = rec.params['SerialNumber'];
-    const code = rec.params['TokenCode'];
+    const serial = rec.params.SerialNumber;
+    const code = rec.params.TokenCode;
     if (serial === undefined && code === undefined) return undefined;
     if (serial === undefined || code === undefined) {
-      return this.error({ code: 'AccessDenied', message: 'MultiFactorAuthentication failed, must provide both MFA serial number and one time pass code.' });
+      return this.error({
+        code: 'AccessDenied',
+        message: 'MultiFactorAuthentication failed, must provide both MFA serial number and one time pass code.',
+      });
     }
     if (this.opts.mfaTokenCode !== undefined && code !== this.opts.mfaTokenCode) {
       return this.error({ code: 'AccessDenied', message: 'MultiFactorAuthentication failed with invalid MFA one time pass code.' });
@@ -191,8 +194,8 @@ class Sts extends StandInServer implements StsStandIn {
 
   private assumeRole(rec: RecordedRequest, action: 'AssumeRole' | 'AssumeRoleWithWebIdentity'): Reply {
     const p = rec.params;
-    const roleArn = p['RoleArn'];
-    const session = p['RoleSessionName'];
+    const roleArn = p.RoleArn;
+    const session = p.RoleSessionName;
     if (roleArn === undefined || session === undefined) {
       return this.error({ code: 'ValidationError', status: 400, message: 'RoleArn and RoleSessionName are required' });
     }
@@ -203,7 +206,7 @@ class Sts extends StandInServer implements StsStandIn {
     if (arn === null) return this.error({ code: 'ValidationError', status: 400, message: `invalid RoleArn ${roleArn}` });
     const [, partition, account, roleName] = arn as unknown as [string, string, string, string];
     if (action === 'AssumeRoleWithWebIdentity') {
-      const token = p['WebIdentityToken'];
+      const token = p.WebIdentityToken;
       if (token === undefined || token === '') {
         return this.error({ code: 'ValidationError', status: 400, message: 'WebIdentityToken is required' });
       }
@@ -213,7 +216,12 @@ class Sts extends StandInServer implements StsStandIn {
     }
     const creds = this.nextCredentials();
     // A stable, AWS-shaped role id derived from the ARN, so the same role always reports the same id.
-    const roleId = `AROA${Buffer.from(roleArn).toString('hex').toUpperCase().replace(/[^A-Z2-7]/g, '').padEnd(17, 'Q').slice(0, 17)}`;
+    const roleId = `AROA${Buffer.from(roleArn)
+      .toString('hex')
+      .toUpperCase()
+      .replace(/[^A-Z2-7]/g, '')
+      .padEnd(17, 'Q')
+      .slice(0, 17)}`;
     const id: StsIdentity = {
       arn: `arn:${partition}:sts::${account}:assumed-role/${roleName}/${session}`,
       userId: `${roleId}:${session}`,
@@ -225,8 +233,8 @@ class Sts extends StandInServer implements StsStandIn {
         ? {
             Credentials: credentialsXml(creds),
             AssumedRoleUser: { AssumedRoleId: id.userId, Arn: id.arn },
-            PackedPolicySize: p['Policy'] === undefined ? undefined : 6,
-            SourceIdentity: p['SourceIdentity'],
+            PackedPolicySize: p.Policy === undefined ? undefined : 6,
+            SourceIdentity: p.SourceIdentity,
           }
         : {
             Credentials: credentialsXml(creds),
