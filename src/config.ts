@@ -6,6 +6,7 @@ import { regionFromEndpoint } from './aws/endpoint.js';
 import { formatHostPort, parseHostPort, type HostPort } from './host-port.js';
 import type { IdentitySpec } from './aws/identity.js';
 import { choiceList, DEFAULT_LISTEN, defaultFor, isChoice, NO_LISTEN, option, type NumberRow, type Settings } from './options.js';
+import type { PoolSettings } from './pool/pool.js';
 
 export interface InstanceConfig {
   /** The RDS endpoint: what tokens are signed for and what the certificate must name. */
@@ -28,6 +29,8 @@ export interface InstanceConfig {
   /** The DB users and databases this listener signs for; undefined: any. */
   readonly allowUsers: readonly string[] | undefined;
   readonly allowDatabases: readonly string[] | undefined;
+  /** Pooling (--pool-mode session|transaction); undefined: off, the 1:1 splice. */
+  readonly pool?: PoolSettings | undefined;
 }
 
 export type ClientTlsSetting =
@@ -129,6 +132,7 @@ export function resolveInstance(input: InstanceInput, envRegion?: string): { ins
   const clientTls = resolveClientTls(input);
   const allowUsers = names(input.allowUsers, '--allow-user');
   const allowDatabases = names(input.allowDatabases, '--allow-database');
+  const pool = resolvePool(input);
   if (listen && !isLoopback(listen.host) && !input.clientPasswordFile && !input.allowUnauthenticatedNetworkClients) {
     throw new ConfigError(
       `--listen ${formatHostPort(listen)} is not a loopback address: anyone who can reach it would log in to the database as the IAM user, with no password. ` +
@@ -155,9 +159,36 @@ export function resolveInstance(input: InstanceInput, envRegion?: string): { ins
       clientPasswordFile: input.clientPasswordFile,
       allowUsers,
       allowDatabases,
+      ...(pool ? { pool } : {}),
     }),
     warnings,
   };
+}
+
+/** The pooling settings, or undefined with --pool-mode off (the 1:1 splice). */
+function resolvePool(input: InstanceInput): PoolSettings | undefined {
+  const mode = input.poolMode ?? defaultFor('pool-mode')!;
+  if (!isChoice('pool-mode', mode)) throw new ConfigError(`--pool-mode: "${mode}" is not ${choiceList(option('pool-mode').choices)}`);
+  if (mode === 'off') return undefined;
+  if (mode === 'transaction') {
+    throw new ConfigError(
+      '--pool-mode transaction is not available yet: use session (a client holds one pooled server for its session) or off',
+    );
+  }
+  const ms = (value: number | undefined, flag: 'pool-wait-timeout' | 'server-idle-timeout' | 'server-lifetime') =>
+    Math.round((value ?? defaultFor(flag)!) * 1000);
+  const resetQuery = input.serverResetQuery ?? defaultFor('server-reset-query')!;
+  if (resetQuery.trim() === '')
+    throw new ConfigError('--server-reset-query: a query is needed (DISCARD ALL brings a server back to how its clients started it)');
+  return Object.freeze({
+    mode,
+    size: input.poolSize ?? defaultFor('pool-size')!,
+    maxServers: input.maxServerConnections,
+    waitTimeoutMs: ms(input.poolWaitTimeout, 'pool-wait-timeout'),
+    idleTimeoutMs: ms(input.serverIdleTimeout, 'server-idle-timeout'),
+    lifetimeMs: ms(input.serverLifetime, 'server-lifetime'),
+    resetQuery,
+  });
 }
 
 /** Loopback: only this machine's processes can connect. */

@@ -115,6 +115,10 @@ export class OpsServer {
     } else if (path === '/readyz') {
       const state = this.readiness();
       res.writeHead(state.ready ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(state)}\n`);
+    } else if (path === '/pools') {
+      // Every pool of every pooling instance: its user and database, its servers and clients by state.
+      const pools = this.options.proxy.instances.filter((i) => i.pools).map((i) => ({ instance: i.name, pools: i.pools!.snapshot() }));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(pools)}\n`);
     } else if (path === '/metrics') {
       metrics.registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
@@ -122,7 +126,7 @@ export class OpsServer {
         (err: Error) => res.writeHead(500).end(err.message),
       );
     } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz or /metrics\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz, /metrics or /pools\n');
     }
   }
 

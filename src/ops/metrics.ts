@@ -3,6 +3,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { Failure } from '../protocol/errors.js';
 import type { InstanceObserver, Instance } from '../proxy/engine.js';
+import type { PoolSnapshot } from '../pool/pool.js';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -47,8 +48,52 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private readonly poolWait = new Histogram({
+    name: 'pg_iam_proxy_pool_wait_seconds',
+    help: 'Seconds a client waited for a pooled server (only clients that had to wait).',
+    labelNames: ['instance', 'user', 'database'],
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30],
+    registers: [this.registry],
+  });
+  private readonly serverLogins = new Counter({
+    name: 'pg_iam_proxy_server_logins_total',
+    help: 'Servers a pool logged in (each one IAM login); a pooled connect that reuses a server adds none.',
+    labelNames: ['instance', 'user', 'database'],
+    registers: [this.registry],
+  });
+
   constructor() {
     const metrics = this;
+    // Pools are read at scrape time, like the bytes: nothing is counted on the per-client path. Pools of one
+    // user and database (clients with other startup parameters) add up under the same labels.
+    const poolGauge = (name: string, help: string, read: (pool: PoolSnapshot) => Record<string, number>) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['instance', 'user', 'database', 'state'],
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const instance of metrics.instances) {
+            for (const pool of instance.pools?.snapshot() ?? []) {
+              for (const [state, n] of Object.entries(read(pool)))
+                this.inc({ instance: instance.name, user: pool.user, database: pool.database, state }, n);
+            }
+          }
+        },
+      });
+    poolGauge(
+      'pg_iam_proxy_pool_servers',
+      'Pooled servers by state: idle (ready for a client), active (held by a client, being reset or logging in).',
+      (p) => ({
+        idle: p.servers.idle,
+        active: p.servers.active + p.servers.opening,
+      }),
+    );
+    poolGauge('pg_iam_proxy_pool_clients', 'Clients of a pool by state: active (holding a server), waiting (for one).', (p) => ({
+      active: p.clients.active,
+      waiting: p.clients.waiting,
+    }));
     new Counter({
       name: 'pg_iam_proxy_bytes_total',
       help: 'Bytes relayed, by direction: client_to_server (read from clients), server_to_client (written to clients).',
@@ -81,6 +126,10 @@ export class Metrics {
       },
       ready: (seconds) => this.connectSeconds.observe(labels, seconds),
       signed: () => this.signed.inc(labels),
+      pool: {
+        login: (key) => this.serverLogins.inc({ ...labels, user: key.user, database: key.database }),
+        waited: (key, seconds) => this.poolWait.observe({ ...labels, user: key.user, database: key.database }, seconds),
+      },
       failed: (reason) => this.failures.inc({ ...labels, reason }),
       closed: (fromClient, toClient) => {
         this.active.dec(labels);

@@ -2,7 +2,7 @@
 // and decoding of the few it acts on. Error fields are decoded by pg-protocol's own parser.
 import { Parser } from 'pg-protocol/dist/parser.js';
 import type { BackendMessage, DatabaseError } from 'pg-protocol/dist/messages.js';
-import { AuthCode, CODE_SIZE, HEADER_SIZE, LENGTH_SIZE, SqlState } from './constants.js';
+import { AuthCode, BackendCode, CODE_SIZE, HEADER_SIZE, LENGTH_SIZE, SqlState } from './constants.js';
 import { Failure, WireError } from './errors.js';
 
 /** Largest pre-auth backend message accepted: real ones (errors, parameter status) are far smaller. */
@@ -81,3 +81,26 @@ export function decodeBackendKey(frame: BackendFrame): Buffer {
   // Keep pid + key as the bytes a CancelRequest carries after its code.
   return frame.bytes.subarray(HEADER_SIZE);
 }
+
+/** A backend message: code, length, body (the few the proxy itself sends to a pooled client). */
+function message(code: number, body: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(HEADER_SIZE + body.length);
+  out[0] = code;
+  out.writeUInt32BE(LENGTH_SIZE + body.length, CODE_SIZE);
+  body.copy(out, HEADER_SIZE);
+  return out;
+}
+
+/** AuthenticationOk. */
+export const authenticationOk = (): Buffer => message(BackendCode.Authentication, Buffer.from([0, 0, 0, AuthCode.Ok]));
+
+/** BackendKeyData: pid and secret key (4 bytes in protocol 3.0, up to 256 in 3.2). */
+export function backendKeyData(pid: number, key: Buffer): Buffer {
+  const body = Buffer.allocUnsafe(4 + key.length);
+  body.writeInt32BE(pid, 0);
+  key.copy(body, 4);
+  return message(BackendCode.BackendKeyData, body);
+}
+
+/** ReadyForQuery with a transaction status ('I', 'T', 'E'). */
+export const readyForQuery = (status: number): Buffer => message(BackendCode.ReadyForQuery, Buffer.from([status]));

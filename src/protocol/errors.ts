@@ -56,6 +56,7 @@ export const Failure = {
   UserNotAllowed: 'user_not_allowed', // --allow-user
   DatabaseNotAllowed: 'database_not_allowed', // --allow-database
   MaxConnections: 'max_connections', // --max-connections
+  PoolTimeout: 'pool_timeout', // no pooled server free within --pool-wait-timeout
   // Credentials and tokens.
   NoCredentials: 'no_credentials', // no token could be had (no credentials, expired ones)
   CredentialsTimeout: 'credentials_timeout', // none came within --connect-timeout

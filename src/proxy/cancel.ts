@@ -8,11 +8,18 @@ import type { CancelRequest } from '../protocol/startup.js';
 /** Where pid + key start in a CancelRequest: after its length and request code. */
 const CANCEL_KEY_OFFSET = LENGTH_SIZE + 4;
 
+/** Where a cancel goes: the server's connector, and the request it expects when not the client's own. */
+export interface CancelTarget {
+  readonly connector: Connector;
+  /** A pooled client holds the proxy's key: its cancel is sent with the server's (undefined: as received). */
+  readonly request?: Buffer | undefined;
+}
+
 export class CancelRegistry {
-  private readonly targets = new Map<string, Connector>();
+  private readonly targets = new Map<string, CancelTarget>();
 
   /** Remember where the session with this BackendKeyData (pid + key) lives; returns the forget function. */
-  register(backendKey: Buffer, target: Connector): () => void {
+  register(backendKey: Buffer, target: CancelTarget): () => void {
     const id = backendKey.toString('hex');
     this.targets.set(id, target);
     return () => {
@@ -20,7 +27,7 @@ export class CancelRegistry {
     };
   }
 
-  lookup(request: CancelRequest): Connector | undefined {
+  lookup(request: CancelRequest): CancelTarget | undefined {
     return this.targets.get(request.bytes.subarray(CANCEL_KEY_OFFSET).toString('hex'));
   }
 }
@@ -29,11 +36,11 @@ export class CancelRegistry {
  * Send the CancelRequest, byte for byte, over a fresh verified connection; wait until the server closes
  * it for at most the connect timeout (a server that never closes must not hold the proxy's shutdown).
  */
-export async function forwardCancel(request: CancelRequest, target: Connector, timeoutMs: number): Promise<void> {
-  const server = await target.connect();
+export async function forwardCancel(request: CancelRequest, target: CancelTarget, timeoutMs: number): Promise<void> {
+  const server = await target.connector.connect();
   const signal = AbortSignal.timeout(timeoutMs);
   try {
-    server.end(request.bytes);
+    server.end(target.request ?? request.bytes);
     server.resume();
     await once(server, 'close', { signal }).catch((err: Error) => {
       throw signal.aborted ? new Error(`the server did not close the cancel connection within ${timeoutMs / 1000} s`) : err;

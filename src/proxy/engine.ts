@@ -15,6 +15,7 @@ import { RecentRejections } from './rejections.js';
 import { fileClientTls, generatedClientTls, type ClientTls } from './client-tls.js';
 import { ScramSecret } from './scram.js';
 import { Session, type SessionContext, type SessionObserver } from './session.js';
+import { Pools, type PoolObserver } from '../pool/pool.js';
 
 /** A login rejected with 28000 is tried once more, with a fresh token, after this many ms. */
 export const LOGIN_RETRY_DELAY_MS = 250;
@@ -29,6 +30,8 @@ export interface InstanceObserver extends SessionObserver {
   signed(): void;
   /** A client connection is gone, whatever it was (a session, a cancel request, garbage): its byte counts. */
   closed(fromClient: number, toClient: number): void;
+  /** What the instance's pools report, when it pools. */
+  readonly pool?: PoolObserver | undefined;
 }
 
 export interface EngineDeps {
@@ -114,6 +117,8 @@ export class Instance {
         },
       };
     }
+    // Pooled: servers are lent to clients from here (after the metrics wrap: a pool's logins count too).
+    if (config.pool) this.ctx = { ...this.ctx, pools: new Pools(this.ctx, config.pool, this.ctx.log, observer?.pool) };
     const max = proxy.maxConnections ?? Infinity;
     const accept = (client: Socket) => {
       const refusal = this.draining
@@ -140,6 +145,11 @@ export class Instance {
     // allowHalfOpen: a client that shuts down its sending side still gets the server's last replies.
     if (config.listen) this.servers.tcp = createServer({ allowHalfOpen: true, noDelay: true }, accept);
     if (config.unixSocket) this.servers.unix = createServer({ allowHalfOpen: true }, accept);
+  }
+
+  /** The instance's pools, when it pools (GET /pools, the pool gauges). */
+  get pools(): Pools | undefined {
+    return this.ctx.pools;
   }
 
   /** Bytes of the sessions open now (closed ones were reported to the observer). */
@@ -220,6 +230,8 @@ export class Instance {
    */
   async close(graceMs: number): Promise<void> {
     this.draining = true;
+    // Idle pooled servers go at once; servers held by clients go as their clients leave.
+    this.ctx.pools?.close();
     const open = [...this.sessions];
     if (open.length > 0) {
       const drained = Promise.all(open.map(([client]) => new Promise((resolve) => client.once('close', resolve))));

@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { TLSSocket } from 'node:tls';
 import { formatHostPort } from '../host-port.js';
-import { SqlState, TERMINATE_MESSAGE } from '../protocol/constants.js';
+import { BackendCode, ProtocolVersion, SqlState, TERMINATE_MESSAGE } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { withUser, type CancelRequest, type StartupMessage } from '../protocol/startup.js';
 import { type CancelRegistry, forwardCancel } from './cancel.js';
@@ -13,6 +13,11 @@ import type { ClientTls } from './client-tls.js';
 import { authenticateClient, type ScramSecret } from './scram.js';
 import { Inbox, InboxClosed } from './inbox.js';
 import { splice } from './splice.js';
+import { randomBytes, randomInt } from 'node:crypto';
+import { backendKeyData, decodeBackendKey } from '../protocol/backend.js';
+import type { PoolKey, Pools } from '../pool/pool.js';
+import { relayPooled } from '../pool/relay.js';
+import type { PooledServer } from '../pool/server.js';
 import { openServer, type LoginTarget } from './login.js';
 import type { LoginResult } from './upstream-auth.js';
 
@@ -23,6 +28,8 @@ export interface SessionContext extends LoginTarget {
   readonly cancels: CancelRegistry;
   readonly startupTimeoutMs: number;
   readonly log: Logger;
+  /** Pooling (--pool-mode session): servers are lent from here instead of logged in per client. */
+  readonly pools?: Pools | undefined;
   /** Answer SSLRequest with 'S' and direct TLS with this certificate; undefined: decline ('N'). */
   readonly clientTls?: ClientTls | Promise<ClientTls> | undefined;
   /** Demand this password (SCRAM-SHA-256) before anything goes upstream. */
@@ -41,9 +48,12 @@ export interface SessionObserver {
   failed(reason: Failure): void;
 }
 
-/** A logged-in session, handed from the startup and login phases to the splice. */
+/** A logged-in session, handed from the startup and login phases to the relay. */
 interface Opened {
-  readonly server: TLSSocket;
+  /** The server: the session's own (spliced byte for byte), or one lent by the pool. */
+  readonly upstream:
+    | { readonly kind: 'spliced'; readonly server: TLSSocket }
+    | { readonly kind: 'pooled'; readonly server: PooledServer; readonly key: PoolKey };
   readonly toClient: Buffer;
   readonly pipelined: Buffer;
   /** The client half-closed behind its pipelined bytes: the server gets them, then our FIN. */
@@ -119,11 +129,18 @@ export class Session {
     if (!opened) return;
     // Only the two sockets stay referenced while the session is spliced: everything the startup and
     // login needed was local to open() and is garbage now (an idle session is small).
-    const { server, forget } = opened;
-    const spliced = splice(this.client, server, opened.toClient, opened.pipelined, opened.clientEnded);
-    opened = undefined;
-    const end = await spliced;
+    const { upstream, forget } = opened;
+    if (upstream.kind === 'spliced') {
+      const spliced = splice(this.client, upstream.server, opened.toClient, opened.pipelined, opened.clientEnded);
+      opened = undefined;
+      const end = await spliced;
+      forget();
+      this.close(end.reason, end.error);
+      return;
+    }
+    const end = await relayPooled(this.client, upstream.server.socket, opened.toClient, opened.pipelined, opened.clientEnded);
     forget();
+    this.ctx.pools!.release(upstream.server, upstream.key, end.serverGone ? 'gone' : end.serverIdle ? 'idle' : 'busy');
     this.close(end.reason, end.error);
   }
 
@@ -189,11 +206,36 @@ export class Session {
       if (isNothingOrTerminate(inbox.buffered)) this.gone.abort(new Error('client closed the connection'));
     };
     this.client.on('end', onEnd);
+    const user = this.ctx.dbUser ?? packet.user;
+    const startup = this.ctx.dbUser ? withUser(packet, this.ctx.dbUser) : packet.bytes;
+    if (this.ctx.pools) {
+      let lent: Omit<Opened, 'pipelined' | 'clientEnded'>;
+      try {
+        lent = await this.borrow({ user, database: packet.database, startup }, packet.version);
+      } finally {
+        this.client.off('end', onEnd);
+      }
+      if (this.gone.signal.aborted) {
+        lent.forget();
+        if (lent.upstream.kind === 'pooled') this.ctx.pools.release(lent.upstream.server, lent.upstream.key, 'idle');
+        throw this.gone.signal.reason;
+      }
+      this.phase = 'ready';
+      this.ctx.observer?.ready((performance.now() - this.started) / 1000);
+      this.log.info(
+        {
+          startup: this.startup,
+          endpoint: formatHostPort(this.ctx.connector.endpoint),
+          readyMs: this.elapsedMs(),
+          pooled: lent.upstream.kind === 'pooled' ? lent.upstream.server.id : undefined,
+        },
+        'session opened from the pool',
+      );
+      return { ...lent, clientEnded: inbox.ended, pipelined: inbox.release() };
+    }
     let login: LoginResult;
     let server: TLSSocket;
-    const user = this.ctx.dbUser ?? packet.user;
     try {
-      const startup = this.ctx.dbUser ? withUser(packet, this.ctx.dbUser) : packet.bytes;
       ({ server, login } = await openServer(this.ctx, { startup, user, signal: this.gone.signal, log: this.log }));
     } finally {
       this.client.off('end', onEnd);
@@ -204,7 +246,8 @@ export class Session {
     }
     const clientEnded = inbox.ended;
     const pipelined = inbox.release();
-    const forget = login.backendKey && !login.failure ? this.ctx.cancels.register(login.backendKey, this.ctx.connector) : () => undefined;
+    const forget =
+      login.backendKey && !login.failure ? this.ctx.cancels.register(login.backendKey, { connector: this.ctx.connector }) : () => undefined;
     this.phase = 'ready';
     const fields = {
       startup: this.startup,
@@ -220,7 +263,27 @@ export class Session {
       this.ctx.observer?.ready((performance.now() - this.started) / 1000);
       this.log.info(fields, login.token ? 'session opened' : 'session opened: the server asked for no password, so no token was sent');
     }
-    return { server, toClient: login.toClient, pipelined, clientEnded, forget };
+    return { upstream: { kind: 'spliced', server }, toClient: login.toClient, pipelined, clientEnded, forget };
+  }
+
+  /**
+   * A server from the pool, and the greeting the client gets instead of a login. The client's cancel key
+   * is the proxy's own (a server passes from client to client: an old key must never reach a new
+   * client's query); a cancel with it goes to the server this client holds, with the server's key.
+   */
+  private async borrow(key: PoolKey, version: number): Promise<Omit<Opened, 'pipelined' | 'clientEnded'>> {
+    const server = await this.ctx.pools!.acquire(key, this.gone.signal);
+    const pid = randomInt(1, 2 ** 31 - 1);
+    const secret = randomBytes(version === ProtocolVersion.V3_0 ? 4 : 32);
+    const request = server.cancelRequest();
+    const keyData = backendKeyData(pid, secret);
+    const forget = request
+      ? this.ctx.cancels.register(decodeBackendKey({ code: BackendCode.BackendKeyData, bytes: keyData }), {
+          connector: this.ctx.connector,
+          request,
+        })
+      : () => undefined;
+    return { upstream: { kind: 'pooled', server, key }, toClient: server.greeting(keyData), forget };
   }
 
   /** The allow-lists: refused before any AWS or upstream work (28000). */

@@ -9,6 +9,7 @@ import { SharedTokens, type IamToken, type TokenScope, type TokenSource } from '
 import { resolveInstance, type InstanceInput, type ProxyConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { Engine } from '../../src/proxy/engine.js';
+import type { PoolSettings } from '../../src/pool/pool.js';
 import { awsSeams } from '../../src/commands/wiring.js';
 import type { AwsKey, TestDb } from './testdb.js';
 
@@ -36,6 +37,8 @@ export interface TestProxyOptions extends Partial<Omit<InstanceInput, 'caFile'>>
   connectTimeoutMs?: number;
   key?: AwsKey;
   tokens?: TokenSource;
+  /** Pooling settings (--pool-mode and the pool options); off by default. */
+  pool?: PoolSettings;
 }
 
 export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Promise<TestProxy> {
@@ -55,7 +58,7 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
     allowUnauthenticatedNetworkClients: options.allowUnauthenticatedNetworkClients,
   });
   const config: ProxyConfig = {
-    instances: [instance],
+    instances: [{ ...instance, pool: options.pool }],
     startupTimeoutMs: options.startupTimeoutMs ?? 5_000,
     connectTimeoutMs: options.connectTimeoutMs ?? 5_000,
     maxConnections: options.maxConnections,

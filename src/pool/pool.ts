@@ -1,0 +1,299 @@
+// Pools of logged-in servers, one per (DB user, startup parameters) of an instance: a client is handed an
+// idle server when there is one (no token, no TLS handshake, no login), a new one is opened while the pool
+// is under its size, and clients beyond wait in order. Keying on the whole startup packet (database,
+// client_encoding, DateStyle, TimeZone, options, application_name...) makes every server in a pool start
+// exactly as its clients asked, and the reset query (DISCARD ALL) brings a server back to that start: a
+// client's settings hold whichever server it gets and never leak to another.
+import type { Logger } from 'pino';
+import { SqlState } from '../protocol/constants.js';
+import { Failure, WireError } from '../protocol/errors.js';
+import { openServer, type LoginTarget } from '../proxy/login.js';
+import { UpstreamError } from '../proxy/upstream-auth.js';
+import { PooledServer } from './server.js';
+
+export type PoolMode = 'session' | 'transaction';
+
+export interface PoolSettings {
+  readonly mode: PoolMode;
+  /** Servers per pool. */
+  readonly size: number;
+  /** Servers per instance, over all its pools; undefined: no limit but the pools'. */
+  readonly maxServers: number | undefined;
+  /** How long a client may wait for a server before it hears 53300. */
+  readonly waitTimeoutMs: number;
+  /** An idle server is closed after this long. */
+  readonly idleTimeoutMs: number;
+  /** A server is closed (when next idle) once it is this old. */
+  readonly lifetimeMs: number;
+  /** Run between clients; the server must come back idle from it. */
+  readonly resetQuery: string;
+  /** An idle server unused for longer is checked with an empty query before a client gets it (default 30 s). */
+  readonly checkIdleAfterMs?: number | undefined;
+}
+
+/** An idle server unused for longer than this is checked with an empty query before a client gets it. */
+export const CHECK_IDLE_AFTER_MS = 30_000;
+
+/** What a pool is for: who logs in, with which startup packet. */
+export interface PoolKey {
+  readonly user: string;
+  readonly database: string;
+  /** The StartupMessage sent when a server is opened: every server of the pool starts from it. */
+  readonly startup: Buffer;
+}
+
+/** What the operations side hears (metrics). */
+export interface PoolObserver {
+  /** A server logged in for the pool of `key`. */
+  login(key: PoolKey): void;
+  /** A client of the pool of `key` waited this long for a server. */
+  waited(key: PoolKey, seconds: number): void;
+}
+
+/** One pool's state, for GET /pools and the pool gauges. */
+export interface PoolSnapshot {
+  readonly user: string;
+  readonly database: string;
+  readonly mode: PoolMode;
+  readonly size: number;
+  readonly servers: { readonly idle: number; readonly active: number; readonly opening: number };
+  readonly clients: { readonly active: number; readonly waiting: number };
+}
+
+interface Waiter {
+  readonly since: number;
+  give(server: PooledServer): void;
+  fail(err: Error): void;
+}
+
+class Pool {
+  readonly idle: PooledServer[] = [];
+  readonly active = new Set<PooledServer>();
+  readonly waiting: Waiter[] = [];
+  /** Logins under way. */
+  opening = 0;
+  /** Servers held by clients now (active also counts those being reset). */
+  lent = 0;
+
+  constructor(readonly key: PoolKey) {}
+
+  get servers(): number {
+    return this.idle.length + this.active.size + this.opening;
+  }
+}
+
+/** A pool per DB user and startup packet (which names the database and every parameter). */
+const poolId = (key: PoolKey): string => `${key.user}\0${key.startup.toString('base64')}`;
+
+export class Pools {
+  private readonly pools = new Map<string, Pool>();
+  private closing = false;
+
+  constructor(
+    private readonly target: LoginTarget,
+    readonly settings: PoolSettings,
+    private readonly log: Logger,
+    private readonly observer?: PoolObserver,
+  ) {}
+
+  /** Servers of the instance, in every pool, open or opening. */
+  private get total(): number {
+    let n = 0;
+    for (const pool of this.pools.values()) n += pool.servers;
+    return n;
+  }
+
+  /**
+   * A logged-in server for `key`: an idle one (checked if idle for long), a new one while there is room,
+   * or the next one released, within the wait timeout. `signal`: the client went away.
+   */
+  async acquire(key: PoolKey, signal: AbortSignal): Promise<PooledServer> {
+    if (this.closing) throw new WireError(SqlState.CannotConnectNow, 'pg-iam-proxy is shutting down', { reason: Failure.Shutdown });
+    const id = poolId(key);
+    let pool = this.pools.get(id);
+    if (!pool) this.pools.set(id, (pool = new Pool(key)));
+    for (let server = pool.idle.pop(); server; server = pool.idle.pop()) {
+      if (await this.usable(server)) return this.lend(pool, server);
+    }
+    if (pool.servers < this.settings.size && (this.settings.maxServers === undefined || this.total < this.settings.maxServers)) {
+      return this.lend(pool, await this.open(pool, signal));
+    }
+    return this.wait(pool, signal);
+  }
+
+  /**
+   * The client is done with `server`. `state` idle: it left the server idle with nothing outstanding, so it
+   * is reset and pooled (or given to the next waiting client); busy or gone: it is closed.
+   */
+  release(server: PooledServer, key: PoolKey, state: 'idle' | 'busy' | 'gone'): void {
+    const pool = this.pools.get(poolId(key))!;
+    pool.active.delete(server);
+    pool.lent--;
+    const old = Date.now() - server.createdAt >= this.settings.lifetimeMs;
+    const why =
+      state === 'gone' || server.broken
+        ? 'it closed or was terminated while held'
+        : state === 'busy'
+          ? 'the client left it busy'
+          : old
+            ? 'server lifetime reached'
+            : this.closing
+              ? 'shutting down'
+              : undefined;
+    if (why) {
+      this.retire(pool, server, why);
+      return;
+    }
+    pool.active.add(server); // still ours while it resets
+    server.run(this.settings.resetQuery, this.target.connectTimeoutMs).then(
+      () => {
+        pool.active.delete(server);
+        server.lastUsedAt = Date.now();
+        this.park(pool, server);
+      },
+      (err: Error) => {
+        pool.active.delete(server);
+        this.retire(pool, server, `reset failed: ${err.message}`);
+      },
+    );
+  }
+
+  /** Close every idle server now; busy ones close as their clients leave. */
+  close(): void {
+    this.closing = true;
+    for (const pool of this.pools.values()) {
+      for (const server of pool.idle.splice(0)) this.retire(pool, server, 'shutting down');
+      for (const waiter of pool.waiting.splice(0))
+        waiter.fail(new WireError(SqlState.CannotConnectNow, 'pg-iam-proxy is shutting down', { reason: Failure.Shutdown }));
+    }
+  }
+
+  /** Every pool's servers and clients, for GET /pools and the pool gauges. */
+  snapshot(): PoolSnapshot[] {
+    return [...this.pools.values()].map((pool) => ({
+      user: pool.key.user,
+      database: pool.key.database,
+      mode: this.settings.mode,
+      size: this.settings.size,
+      servers: { idle: pool.idle.length, active: pool.active.size, opening: pool.opening },
+      // In session mode a client holds its server for its whole session.
+      clients: { active: pool.lent, waiting: pool.waiting.length },
+    }));
+  }
+
+  private async open(pool: Pool, signal: AbortSignal): Promise<PooledServer> {
+    pool.opening++;
+    try {
+      const { server, login } = await openServer(this.target, { startup: pool.key.startup, user: pool.key.user, signal, log: this.log });
+      if (login.failure) {
+        // Refused after AuthenticationOk (no such database): the client hears it as from a 1:1 login.
+        server.destroy();
+        throw new UpstreamError(login.toClient, SqlState.ConnectionFailure, login.failure);
+      }
+      this.observer?.login(pool.key);
+      const pooled = new PooledServer(server, login.backendKey, login.toClient);
+      this.log.info({ server: pooled.id, user: pool.key.user, database: pool.key.database }, 'pool: server opened');
+      return pooled;
+    } finally {
+      pool.opening--;
+    }
+  }
+
+  private lend(pool: Pool, server: PooledServer): PooledServer {
+    server.unwatch();
+    pool.active.add(server);
+    pool.lent++;
+    return server;
+  }
+
+  /** A server that may have died while idle: its EOF was noticed, or a quick query tells. */
+  private async usable(server: PooledServer): Promise<boolean> {
+    if (server.broken) return false;
+    if (Date.now() - server.lastUsedAt < (this.settings.checkIdleAfterMs ?? CHECK_IDLE_AFTER_MS)) return true;
+    server.unwatch();
+    try {
+      await server.run('', this.target.connectTimeoutMs);
+      return true;
+    } catch (err) {
+      server.close();
+      this.log.info({ server: server.id, err }, 'pool: server closed: it failed its check after a long idle');
+      return false;
+    }
+  }
+
+  private wait(pool: Pool, signal: AbortSignal): Promise<PooledServer> {
+    return new Promise((resolve, reject) => {
+      const since = performance.now();
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        pool.waiting.splice(pool.waiting.indexOf(waiter), 1);
+      };
+      const waiter: Waiter = {
+        since,
+        give: (server) => {
+          done();
+          this.observer?.waited(pool.key, (performance.now() - since) / 1000);
+          resolve(this.lend(pool, server));
+        },
+        fail: (err) => {
+          done();
+          reject(err);
+        },
+      };
+      const onAbort = () => waiter.fail(signal.reason as Error);
+      const timer = setTimeout(
+        () =>
+          waiter.fail(
+            new WireError(
+              SqlState.TooManyConnections,
+              `no server free in the pool for user "${pool.key.user}", database "${pool.key.database}" within ${this.settings.waitTimeoutMs / 1000} s`,
+              {
+                reason: Failure.PoolTimeout,
+                hint: `All ${this.settings.size} servers of the pool are in use (--pool-size). Raise --pool-size or --pool-wait-timeout, or have clients hold servers for less time.`,
+              },
+            ),
+          ),
+        this.settings.waitTimeoutMs,
+      );
+      signal.addEventListener('abort', onAbort, { once: true });
+      pool.waiting.push(waiter);
+      this.log.debug({ user: pool.key.user, database: pool.key.database, waiting: pool.waiting.length }, 'pool: waiting for a server');
+    });
+  }
+
+  /** Idle: to the first waiting client, else into the pool, watched for its EOF and its idle timeout. */
+  private park(pool: Pool, server: PooledServer): void {
+    const waiter = pool.waiting[0];
+    if (waiter) {
+      waiter.give(server);
+      return;
+    }
+    if (this.closing) {
+      this.retire(pool, server, 'shutting down');
+      return;
+    }
+    pool.idle.push(server);
+    this.log.debug({ server: server.id, user: pool.key.user, database: pool.key.database, idle: pool.idle.length }, 'pool: server idle');
+    server.watch(this.settings.idleTimeoutMs, (why) => {
+      const at = pool.idle.indexOf(server);
+      if (at < 0) return;
+      pool.idle.splice(at, 1);
+      this.retire(pool, server, why);
+    });
+  }
+
+  private retire(pool: Pool, server: PooledServer, why: string): void {
+    server.close();
+    this.log.info({ server: server.id, user: pool.key.user, database: pool.key.database, reason: why }, 'pool: server closed');
+    // Room in the pool now: the first waiting client gets a new server.
+    const waiter = pool.waiting[0];
+    if (waiter && !this.closing && pool.servers < this.settings.size) {
+      const controller = new AbortController();
+      this.open(pool, controller.signal).then(
+        (fresh) => (pool.waiting[0] ? pool.waiting[0].give(fresh) : this.park(pool, fresh)),
+        (err: Error) => pool.waiting[0]?.fail(err),
+      );
+    }
+  }
+}

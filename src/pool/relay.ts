@@ -1,0 +1,147 @@
+// The relay of a pooled session: bytes both ways with backpressure, as the 1:1 splice, with message
+// boundaries followed on both sides (MessageCursor: no copy, no allocation per message). The client's
+// Terminate is held back, since the server stays logged in for the next client; and when the client
+// leaves, whether the server is idle with nothing outstanding decides if it can be reset and pooled.
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { MessageCursor } from '../protocol/framing.js';
+import { TxStatus } from './server.js';
+
+export interface PooledEnd {
+  /** Why the session ended, in the words a log reader wants. */
+  readonly reason: string;
+  readonly error: Error | undefined;
+  /** The client left the server idle ('I'), answered, at a message boundary: it can be reset and pooled. */
+  readonly serverIdle: boolean;
+  /** The server closed, failed, or said FATAL unasked (terminated by an administrator, shutting down). */
+  readonly serverGone: boolean;
+}
+
+const Q = 0x51; // Query: one ReadyForQuery to come
+const S = 0x53; // Sync: one ReadyForQuery to come
+const F = 0x46; // FunctionCall: one ReadyForQuery to come
+const X = 0x58; // Terminate: the client's goodbye, not the server's
+const Z = 0x5a; // ReadyForQuery
+const E = 0x45; // ErrorResponse: with nothing asked, a FATAL (the backend is going)
+
+/**
+ * Relay until the client leaves or the server goes. `toClient` (the greeting) and `toServer` (what the
+ * client pipelined behind its startup) go first; `clientEnded`: its FIN came before the relay.
+ */
+export function relayPooled(
+  client: Socket,
+  server: TLSSocket,
+  toClient: Buffer,
+  toServer: Buffer,
+  clientEnded: boolean,
+): Promise<PooledEnd> {
+  return new Promise((resolve) => {
+    const fromClient = new MessageCursor();
+    const fromServer = new MessageCursor();
+    /** Requests sent whose ReadyForQuery has not come back. */
+    let pending = 0;
+    let status: number = TxStatus.Idle;
+    let serverGone = false;
+    let clientHeldTerminate = false;
+    /** The client half-closed with answers still owed: they go out, then the session ends. */
+    let awaitingAnswers = false;
+    let done = false;
+    const finish = (reason: string, error?: Error) => {
+      if (done) return;
+      done = true;
+      for (const [socket, event, listener] of listeners) socket.off(event, listener);
+      client.off('drain', resumeServer);
+      server.off('drain', resumeClient);
+      server.pause();
+      // Our FIN: the client has heard all it will (a server gone: its last words, e.g. a FATAL, were written).
+      client.end();
+      client.resume();
+      const serverIdle =
+        !serverGone && !clientHeldTerminate && pending === 0 && status === TxStatus.Idle && fromClient.atBoundary && fromServer.atBoundary;
+      resolve({ reason, error, serverIdle, serverGone });
+    };
+    const resumeServer = () => server.resume();
+    const resumeClient = () => client.resume();
+    const hold = (from: Socket, to: Socket, resume: () => void) => {
+      if (to.writableLength > to.writableHighWaterMark && !to.destroyed) {
+        from.pause();
+        to.once('drain', resume);
+      }
+    };
+    const onClientData = (chunk: Buffer) => {
+      let cut = chunk.length;
+      try {
+        fromClient.walk(chunk, (m) => {
+          if (cut < chunk.length) return; // nothing counts after the Terminate
+          if (m.code === Q || m.code === S || m.code === F) pending++;
+          else if (m.code === X) {
+            // A Terminate whose first bytes went out with an earlier chunk has reached the server in
+            // part: that server cannot be handed on.
+            if (m.at < 0) clientHeldTerminate = true;
+            cut = Math.max(0, m.at);
+          }
+        });
+      } catch (err) {
+        // Not the protocol: nothing more goes to the server, which is not reused.
+        clientHeldTerminate = true;
+        finish(`the client broke the protocol: ${(err as Error).message}`, err as Error);
+        return;
+      }
+      if (cut > 0) server.write(cut === chunk.length ? chunk : chunk.subarray(0, cut));
+      if (cut < chunk.length) finish('client closed the connection');
+      else hold(client, server, resumeClient);
+    };
+    const onServerData = (chunk: Buffer) => {
+      try {
+        fromServer.walk(chunk, (m) => {
+          if (m.code === E && pending === 0) serverGone = true;
+          if (m.code !== Z) return;
+          pending = Math.max(0, pending - 1);
+          status = m.first;
+        });
+      } catch (err) {
+        serverGone = true;
+        server.destroy();
+        finish(`the server broke the protocol: ${(err as Error).message}`, err as Error);
+        return;
+      }
+      client.write(chunk);
+      if (awaitingAnswers && pending === 0) finish('client closed the connection');
+      else hold(server, client, resumeServer);
+    };
+    const onClientEnd = () => {
+      if (pending === 0) finish('client closed the connection');
+      else awaitingAnswers = true;
+    };
+    const onClientError = (err: Error) => finish(`error on the client connection: ${err.message}`, err);
+    const onClientClose = () => finish('client closed the connection');
+    const onServerEnd = () => {
+      serverGone = true;
+      finish('server closed the connection');
+    };
+    const onServerError = (err: Error) => {
+      serverGone = true;
+      finish(`error on the server connection: ${err.message}`, err);
+    };
+    // Attached for the session and all removed at its end: the server socket goes back to the pool.
+    // biome-ignore lint/suspicious/noExplicitAny: Node's own listener type, (...args: any[]) => void
+    type Listener = (...args: any[]) => void;
+    const listeners: ReadonlyArray<readonly [Socket, string, Listener]> = [
+      [client, 'data', onClientData],
+      [client, 'end', onClientEnd],
+      [client, 'error', onClientError],
+      [client, 'close', onClientClose],
+      [server, 'data', onServerData],
+      [server, 'end', onServerEnd],
+      [server, 'error', onServerError],
+      [server, 'close', onServerEnd],
+    ];
+    for (const [socket, event, listener] of listeners) socket.on(event, listener);
+    if (toClient.length > 0) client.write(toClient);
+    if (toServer.length > 0) onClientData(toServer);
+    if (clientEnded) onClientEnd();
+    if (done) return;
+    client.resume();
+    server.resume();
+  });
+}

@@ -1,0 +1,160 @@
+// One logged-in server connection a pool owns: what it said at login (the ParameterStatus values a client
+// is greeted with), its own cancel key, and the health checks between clients.
+import type { TLSSocket } from 'node:tls';
+import { serialize } from 'pg-protocol';
+import { BackendCode, CANCEL_HEADER_SIZE, HEADER_SIZE, LENGTH_SIZE, RequestCode, SqlState } from '../protocol/constants.js';
+import { authenticationOk, decodeError, readBackendFrame, readyForQuery } from '../protocol/backend.js';
+import { Failure, WireError } from '../protocol/errors.js';
+import { Inbox } from '../proxy/inbox.js';
+
+let nextServerId = 1;
+
+/** A ReadyForQuery status byte: idle, in a transaction, in a failed transaction. */
+export const TxStatus = { Idle: 0x49, InTransaction: 0x54, Failed: 0x45 } as const; // I T E
+
+export class PooledServer {
+  readonly id = nextServerId++;
+  readonly createdAt = Date.now();
+  lastUsedAt = Date.now();
+  /** ParameterStatus messages by name, as the server last sent them: replayed to each new client. */
+  private readonly params = new Map<string, Buffer>();
+  /** Whether the socket is gone (closed, failed): never handed out again. */
+  broken = false;
+  /** The server's NegotiateProtocolVersion at login, if any: every client of the pool asked the same. */
+  private negotiation: Buffer | undefined;
+
+  constructor(
+    readonly socket: TLSSocket,
+    /** pid + secret key from the server's BackendKeyData: what a CancelRequest for it must carry. */
+    readonly backendKey: Buffer | undefined,
+    greeting: Buffer,
+  ) {
+    this.learn(greeting);
+    socket.once('close', () => (this.broken = true));
+    socket.on('error', () => (this.broken = true));
+  }
+
+  /** Note every ParameterStatus in `bytes` (whole messages): the server's values change with SET, RESET. */
+  learn(bytes: Buffer): void {
+    for (let at = 0; at < bytes.length; ) {
+      const frame = readBackendFrame(bytes.subarray(at));
+      if (!frame) break;
+      if (frame.code === BackendCode.NegotiateProtocolVersion) this.negotiation = Buffer.from(frame.bytes);
+      else if (frame.code === BackendCode.ParameterStatus) {
+        const name = frame.bytes.toString('utf8', HEADER_SIZE, frame.bytes.indexOf(0, HEADER_SIZE));
+        this.params.set(name, Buffer.from(frame.bytes));
+      }
+      at += frame.bytes.length;
+    }
+  }
+
+  /**
+   * What a client handed this server hears instead of a login: the protocol negotiation the server did for
+   * the same startup, AuthenticationOk, the server's ParameterStatus values, a BackendKeyData of the
+   * proxy's own (`key`: the client never learns the server's), ReadyForQuery idle.
+   */
+  greeting(key: Buffer): Buffer {
+    return Buffer.concat([
+      ...(this.negotiation ? [this.negotiation] : []),
+      authenticationOk(),
+      ...this.params.values(),
+      key,
+      readyForQuery(TxStatus.Idle),
+    ]);
+  }
+
+  /** A CancelRequest for this server's backend, or undefined when it sent no key. */
+  cancelRequest(): Buffer | undefined {
+    if (!this.backendKey) return undefined;
+    const out = Buffer.alloc(CANCEL_HEADER_SIZE - 4 + this.backendKey.length);
+    out.writeUInt32BE(out.length, 0);
+    out.writeUInt32BE(RequestCode.CancelRequest, LENGTH_SIZE);
+    this.backendKey.copy(out, LENGTH_SIZE + 4);
+    return out;
+  }
+
+  /**
+   * Run `sql` as a simple query and read to its ReadyForQuery: the reset between clients, or the check
+   * of a server idle for long. Resolves only when the server ends idle ('I') with no error; the
+   * ParameterStatus it sends on the way (RESET ALL changes reported values) are learnt.
+   */
+  async run(sql: string, timeoutMs: number): Promise<void> {
+    const inbox = new Inbox(this.socket, 64 * 1024);
+    const timer = setTimeout(() => inbox.fail(new Error(`no answer to ${JSON.stringify(sql)} within ${timeoutMs / 1000} s`)), timeoutMs);
+    try {
+      this.socket.write(serialize.query(sql));
+      let failure: string | undefined;
+      for (;;) {
+        let frame = readBackendFrame(inbox.buffered);
+        while (!frame) {
+          await inbox.fill(inbox.buffered.length + 1);
+          frame = readBackendFrame(inbox.buffered);
+        }
+        inbox.consume(frame.bytes.length);
+        if (frame.code === BackendCode.ParameterStatus) this.learn(frame.bytes);
+        else if (frame.code === BackendCode.ErrorResponse) failure = decodeError(frame).message;
+        else if (frame.code === BackendCode.ReadyForQuery) {
+          const status = frame.bytes[HEADER_SIZE];
+          if (failure !== undefined || status !== TxStatus.Idle) {
+            throw new WireError(
+              SqlState.ConnectionFailure,
+              `the server did not come back idle from ${JSON.stringify(sql)}: ${failure ?? `status ${String.fromCharCode(status!)}`}`,
+              { reason: Failure.UpstreamProtocol },
+            );
+          }
+          if (inbox.buffered.length > 0) throw new Error('the server sent more after ReadyForQuery');
+          return;
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+      inbox.release();
+    }
+  }
+
+  /** The listeners and timer of an idle server, removed when a client gets it. */
+  private watching: { readonly off: () => void } | undefined;
+
+  /**
+   * While idle: anything the server sends, its EOF or its close means it is gone (an administrator's FATAL,
+   * a failover), and so does the idle timeout. `gone` is told once, with why.
+   */
+  watch(idleTimeoutMs: number, gone: (why: string) => void): void {
+    const socket = this.socket;
+    let told = false;
+    const tell = (why: string) => () => {
+      if (told) return;
+      told = true;
+      this.unwatch();
+      gone(why);
+    };
+    const onData = tell('it spoke while idle (terminated or failing over)');
+    const onEnd = tell('it closed while idle');
+    const timer = setTimeout(tell('server idle timeout'), idleTimeoutMs).unref();
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+    socket.on('close', onEnd);
+    socket.resume();
+    this.watching = {
+      off: () => {
+        clearTimeout(timer);
+        socket.off('data', onData);
+        socket.off('end', onEnd);
+        socket.off('close', onEnd);
+        socket.pause();
+      },
+    };
+  }
+
+  /** Stop watching (a client gets the server, or it is checked). */
+  unwatch(): void {
+    this.watching?.off();
+    this.watching = undefined;
+  }
+
+  close(): void {
+    this.unwatch();
+    this.broken = true;
+    this.socket.destroy();
+  }
+}

@@ -1,0 +1,68 @@
+// Message boundaries in a stream of regular (typed) protocol messages, followed chunk by chunk without
+// copying a message: only a header split across chunks is gathered, in a buffer owned by the cursor
+// (pg-protocol's Parser keeps one buffer with an offset the same way). A pooled relay needs to know where
+// each message starts (a Terminate to hold back, a ReadyForQuery's status); the 1:1 relay never uses it.
+import { CODE_SIZE, HEADER_SIZE, LENGTH_SIZE } from './constants.js';
+
+/** What the cursor reports of one message: its code, its length word, and where it starts in the chunk. */
+export interface MessageStart {
+  readonly code: number;
+  /** The length word: the body and itself, not the code byte. */
+  readonly length: number;
+  /** Where the message's code byte is in the chunk being walked; negative when it began in an earlier chunk. */
+  readonly at: number;
+  /** The first body byte (a ReadyForQuery's transaction status), or -1 for an empty body. */
+  readonly first: number;
+}
+
+/** A message header over this is no PostgreSQL message a proxy relays (the server's own limit is 1 GB). */
+export const MAX_MESSAGE_LENGTH = 0x3fff_ffff + LENGTH_SIZE;
+
+export class MessageCursor {
+  /** Bytes of the current message (code included) not yet walked past. */
+  private left = 0;
+  /** A header (plus the first body byte) that straddles chunks, and how much of it has come. */
+  private readonly head = Buffer.alloc(HEADER_SIZE + 1);
+  private have = 0;
+  /** Bytes walked before the current chunk, and where the message being gathered began (stream offsets). */
+  private walked = 0;
+  private begin = 0;
+
+  /** True between messages: nothing of a message is pending. */
+  get atBoundary(): boolean {
+    return this.left === 0 && this.have === 0;
+  }
+
+  /**
+   * Walk `chunk`, calling `each` once for every message whose header (and first body byte) completes in
+   * it. Throws on a length word no protocol message can have: the stream is not what it claims to be.
+   */
+  walk(chunk: Buffer, each: (message: MessageStart) => void): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.left > 0) {
+        const skip = Math.min(this.left, chunk.length - at);
+        this.left -= skip;
+        at += skip;
+        continue;
+      }
+      if (this.have === 0) this.begin = this.walked + at;
+      // Gather code + length, then the first body byte if the message has a body.
+      const want = this.have < HEADER_SIZE ? HEADER_SIZE : HEADER_SIZE + 1;
+      const take = Math.min(want - this.have, chunk.length - at);
+      chunk.copy(this.head, this.have, at, at + take);
+      this.have += take;
+      at += take;
+      if (this.have < HEADER_SIZE) break;
+      const length = this.head.readUInt32BE(CODE_SIZE);
+      if (length < LENGTH_SIZE || length > MAX_MESSAGE_LENGTH) throw new Error(`invalid message length ${length}`);
+      const hasBody = length > LENGTH_SIZE;
+      if (hasBody && this.have === HEADER_SIZE) continue; // its first body byte comes next (or in the next chunk)
+      each({ code: this.head[0]!, length, at: this.begin - this.walked, first: hasBody ? this.head[HEADER_SIZE]! : -1 });
+      // What is left of the message after the bytes gathered into the header.
+      this.left = CODE_SIZE + length - this.have;
+      this.have = 0;
+    }
+    this.walked += chunk.length;
+  }
+}

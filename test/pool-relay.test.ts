@@ -1,0 +1,152 @@
+// The pooled relay in process, chunk by chunk as the sockets would deliver them: what reaches the server,
+// and whether the server can be handed on when the client leaves.
+import t from 'tap';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { Duplex } from 'node:stream';
+import { relayPooled } from '../src/pool/relay.js';
+import { Bytes } from './support/bytes.js';
+
+/** A socket stand-in: what is pushed to it is "received"; what is written to it is kept. */
+function end() {
+  const written: Buffer[] = [];
+  const socket = new Duplex({
+    read() {},
+    write(chunk: Buffer, _enc, done) {
+      written.push(chunk);
+      done();
+    },
+    final(done) {
+      done();
+    },
+  });
+  const turn = () => new Promise((r) => setImmediate(r));
+  return { socket, written: () => Buffer.concat(written), receive: async (b: Uint8Array) => (socket.push(b), turn()), turn };
+}
+
+const query = (sql: string) => new Bytes().cstring(sql).join('Q');
+const ready = (status: string) => new Bytes().raw(Buffer.from(status)).join('Z');
+const terminate = Buffer.from([0x58, 0, 0, 0, 4]);
+const complete = new Bytes().cstring('SELECT 1').join('C');
+
+function relay(toServer: Buffer = Buffer.alloc(0), clientEnded = false) {
+  const client = end();
+  const server = end();
+  const done = relayPooled(
+    client.socket as unknown as Socket,
+    server.socket as unknown as TLSSocket,
+    Buffer.alloc(0),
+    toServer,
+    clientEnded,
+  );
+  return { client, server, done };
+}
+
+t.test('a Terminate is held back, and an idle server can be handed on', async (t) => {
+  const { client, server, done } = relay();
+  await client.receive(query('SELECT 1'));
+  await server.receive(Buffer.concat([complete, ready('I')]));
+  await client.receive(terminate);
+  const end = await done;
+  t.match(end, { serverIdle: true, serverGone: false, reason: 'client closed the connection' });
+  t.same(server.written(), query('SELECT 1'), 'the server got the query, not the Terminate');
+});
+
+t.test('a Terminate split across reads: its first bytes reached the server, which is not handed on', async (t) => {
+  const { client, done } = relay();
+  await client.receive(terminate.subarray(0, 2));
+  await client.receive(terminate.subarray(2));
+  t.match(await done, { serverIdle: false });
+});
+
+t.test('leaving with an answer owed, or inside a transaction: not handed on', async (t) => {
+  const owed = relay();
+  await owed.client.receive(Buffer.concat([query('SELECT pg_sleep(1)'), terminate]));
+  t.match(await owed.done, { serverIdle: false, serverGone: false });
+  const inTx = relay();
+  await inTx.client.receive(query('BEGIN'));
+  await inTx.server.receive(Buffer.concat([complete, ready('T')]));
+  await inTx.client.receive(terminate);
+  t.match(await inTx.done, { serverIdle: false });
+});
+
+t.test('a half-close with answers owed: they go out, then the session ends', async (t) => {
+  const { client, server, done } = relay(query('SELECT 1'), true);
+  await server.turn();
+  await server.receive(Buffer.concat([complete, ready('I')]));
+  t.match(await done, { serverIdle: true });
+  t.same(client.written(), Buffer.concat([complete, ready('I')]), 'the client got its answer');
+});
+
+t.test('a FATAL nobody asked for: the server is gone', async (t) => {
+  const { server, done } = relay();
+  await server.receive(new Bytes().cstring('SFATAL').cstring('C57P01').cstring('Mterminating').raw([0]).join('E'));
+  server.socket.push(null);
+  t.match(await done, { serverGone: true, reason: 'server closed the connection' });
+});
+
+t.test('garbage from either side ends the session; the server is not reused', async (t) => {
+  const fromClient = relay();
+  await fromClient.client.receive(Buffer.from([0x51, 0, 0, 0, 1]));
+  t.match(await fromClient.done, { serverIdle: false, reason: /the client broke the protocol: invalid message length 1/ });
+  const fromServer = relay();
+  await fromServer.server.receive(Buffer.from([0x44, 0, 0, 0, 2]));
+  t.match(await fromServer.done, { serverGone: true, reason: /the server broke the protocol/ });
+});
+
+/** A socket stand-in that holds its writes until `drain()`: a reader slower than its writer. */
+function slow() {
+  const held: Array<() => void> = [];
+  const socket = new Duplex({
+    writableHighWaterMark: 4,
+    read() {},
+    write(_chunk: Buffer, _enc, done) {
+      held.push(done);
+    },
+    final(done) {
+      done();
+    },
+  });
+  return {
+    socket,
+    drain: () => {
+      for (const done of held.splice(0)) done();
+    },
+  };
+}
+
+t.test('backpressure both ways: a side that cannot keep up pauses the other until it drains', async (t) => {
+  const client = slow();
+  const server = end();
+  const done = relayPooled(
+    client.socket as unknown as Socket,
+    server.socket as unknown as TLSSocket,
+    Buffer.alloc(0),
+    Buffer.alloc(0),
+    false,
+  );
+  await server.receive(Buffer.concat([new Bytes().cstring('x'.repeat(100)).join('N'), ready('I')]));
+  t.ok(server.socket.isPaused(), 'the server is paused while the client is behind');
+  client.drain();
+  await server.turn();
+  t.notOk(server.socket.isPaused(), 'and resumed once it drained');
+  server.socket.destroy(new Error('reset by peer'));
+  t.match(await done, { serverGone: true, reason: 'error on the server connection: reset by peer' });
+
+  const fast = end();
+  const stuck = slow();
+  const other = relayPooled(
+    fast.socket as unknown as Socket,
+    stuck.socket as unknown as TLSSocket,
+    Buffer.alloc(0),
+    Buffer.alloc(0),
+    false,
+  );
+  await fast.receive(query('x'.repeat(100)));
+  t.ok(fast.socket.isPaused(), 'the client is paused while the server is behind');
+  stuck.drain();
+  await fast.turn();
+  t.notOk(fast.socket.isPaused());
+  fast.socket.destroy(new Error('client gone'));
+  t.match(await other, { reason: 'error on the client connection: client gone' });
+});
