@@ -34,15 +34,23 @@ interface Run {
   cpuUsPerTx?: number;
 }
 async function pgbench(target: Target, clients: number, extra: string[] = ['-S']): Promise<Run> {
-  const pid = pidOf[target];
+  return pgbenchOn(target, await pgEnv(target), pidOf[target], clients, extra);
+}
+async function pgbenchOn(
+  name: string,
+  libpq: Record<string, string>,
+  pid: number | undefined,
+  clients: number,
+  extra: string[],
+): Promise<Run> {
   const cpu0 = pid ? cpuSeconds(pid) : 0;
   const r = await runPg(
     'pgbench',
     ['-n', ...extra, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)],
-    await pgEnv(target),
+    libpq,
   );
   const tx = Number(/actually processed: (\d+)/.exec(r.stdout)?.[1]);
-  if (!tx) throw new Error(`${target}: ${r.stderr}`);
+  if (!tx) throw new Error(`${name}: ${r.stderr}`);
   const run: Run = {
     tps: Number(/tps = ([\d.]+)/.exec(r.stdout)![1]),
     latencyMs: Number(/latency average = ([\d.]+) ms/.exec(r.stdout)![1]),
@@ -72,6 +80,42 @@ for (let round = 0; round < ROUNDS; round++) {
   for (const target of ['direct', 'proxy'] as const) connect[target].push(await pgbench(target, 1, ['-C', '-f', script]));
 }
 say('connection setup');
+
+// --- pooled connect (issue 13): a connect that reuses a logged-in server -------------------------
+// The proxy in --pool-mode session against pgbouncer in session mode, one client, a connection per
+// transaction (pgbench -C); and the IAM logins the proxy's connects cost.
+const pooledProxy = await startCli(
+  [
+    `${db.endpoint}:${db.port}`,
+    '--listen',
+    '127.0.0.1:0',
+    '--connect-to',
+    `127.0.0.1:${db.port}`,
+    '--ca-file',
+    db.caFile,
+    '--client-tls',
+    'off',
+    '--log-format',
+    'json',
+    '--pool-mode',
+    'session',
+  ],
+  env,
+);
+const pooledEnv = { PGHOST: '127.0.0.1', PGPORT: String(pooledProxy.port), PGSSLMODE: 'disable', PGUSER: 'iam_user', PGDATABASE: 'orders' };
+const pooledConnect: Record<'proxy' | 'pgbouncer', Run[]> = { proxy: [], pgbouncer: [] };
+const loginsBefore = (await db.checkerLog()).length;
+let pooledConnects = 0;
+for (let round = 0; round < ROUNDS; round++) {
+  const proxyRun = await pgbenchOn('pooled proxy', pooledEnv, pooledProxy.child.pid, 1, ['-C', '-f', script]);
+  pooledConnects += Math.round(proxyRun.tps * SECONDS);
+  pooledConnect.proxy.push(proxyRun);
+  pooledConnect.pgbouncer.push(await pgbench('pgbouncer', 1, ['-C', '-f', script]));
+}
+const pooledLogins = (await db.checkerLog()).length - loginsBefore;
+pooledProxy.child.kill('SIGTERM');
+await pooledProxy.exit;
+say('pooled connect');
 
 // --- bulk transfer: COPY out and in ------------------------------------------------------------
 const ROWS = 200_000; // 200,000 rows of 1,000 bytes: about 200 MB each way
@@ -203,13 +247,25 @@ const lines = [
   `| resident memory per idle proxied connection (${IDLE} held by a fresh proxy, median of 3) | | ${f(perIdleBytes / 1024, 1)} KiB | |`,
   `| start to listening (node start included), median of 5 | | ${f(median(startups))} ms | |`,
   '',
+  '## Pooled connect (--pool-mode session), pgbench -C, 1 client',
+  '',
+  '| measure | pgbouncer (session) | proxy (session) | proxy / pgbouncer |',
+  '|---|---:|---:|---:|',
+  `| connections/s | ${f(m(pooledConnect.pgbouncer, 'tps'), 1)} | ${f(m(pooledConnect.proxy, 'tps'), 1)} | ${f(m(pooledConnect.proxy, 'tps') / m(pooledConnect.pgbouncer, 'tps'), 2)} |`,
+  `| ms per connection (latency) | ${f(m(pooledConnect.pgbouncer, 'latencyMs'), 3)} | ${f(m(pooledConnect.proxy, 'latencyMs'), 3)} | ${f(m(pooledConnect.proxy, 'latencyMs') / m(pooledConnect.pgbouncer, 'latencyMs'), 2)} |`,
+  `| CPU µs per connection | ${f(m(pooledConnect.pgbouncer, 'cpuUsPerTx'), 1)} | ${f(m(pooledConnect.proxy, 'cpuUsPerTx'), 1)} | ${f(m(pooledConnect.proxy, 'cpuUsPerTx') / m(pooledConnect.pgbouncer, 'cpuUsPerTx'), 2)} |`,
+  `| IAM logins for the proxy's ${pooledConnects.toLocaleString('en-US')} connects | | ${pooledLogins} | |`,
+  '',
   'Targets (issue 7): CPU/tx <= 1.0x pgbouncer, TPS >= 1.0x pgbouncer at 8 clients, COPY <= 1.05x direct, setup <= direct + 1 ms, <= 32 KiB per idle connection, start <= 250 ms.',
   '',
 ];
 mkdirSync(RESULTS, { recursive: true });
 writeFileSync(join(RESULTS, 'latest.md'), lines.join('\n'));
 writeFileSync(join(RESULTS, 'latest.svg'), chart(rows));
-writeFileSync(join(RESULTS, 'latest.json'), JSON.stringify({ rows, connect, bulk, perIdle, startups }, null, 1));
+writeFileSync(
+  join(RESULTS, 'latest.json'),
+  JSON.stringify({ rows, connect, pooledConnect, pooledLogins, bulk, perIdle, startups }, null, 1),
+);
 process.stdout.write(lines.join('\n'));
 
 await stop();

@@ -10,7 +10,7 @@ import { regionFromEndpoint } from './aws/endpoint.js';
 import { formatHostPort, parseHostPort, type HostPort } from './host-port.js';
 import { Identities, NoCredentialsError } from './aws/identity.js';
 import { terminalMfa } from './aws/mfa.js';
-import { checkNumber, ConfigError, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
+import { asConfigError, checkNumber, ConfigError, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
 import { createLogger, redactSecrets, type LogFormat } from './log.js';
 import { loadConfigFile, type FileSettings } from './config-file.js';
 import {
@@ -266,19 +266,11 @@ export function serveConfig(
   return {
     config,
     warnings,
-    http: httpText === undefined ? undefined : wrapConfig(() => parseHostPort(httpText, '--http', null)),
+    http: httpText === undefined ? undefined : asConfigError(() => parseHostPort(httpText, '--http', null)),
     requireCredentials: setting('require-credentials') === true,
     // The level has a default for serve and run; both are among their choices, checked above.
     log: { level: setting('log-level')!, format: format !== undefined && isChoice('log-format', format) ? format : undefined },
   };
-}
-
-function wrapConfig<T>(parse: () => T): T {
-  try {
-    return parse();
-  } catch (err) {
-    throw new ConfigError((err as Error).message);
-  }
 }
 
 function logOptions(log: { level: string; format: LogFormat | undefined }) {

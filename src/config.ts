@@ -102,15 +102,17 @@ export class ConfigError extends Error {
  */
 export function resolveInstance(input: InstanceInput, envRegion?: string): { instance: InstanceConfig; warnings: string[] } {
   const warnings: string[] = [];
-  const endpoint = wrap(() => parseHostPort(input.endpoint, 'endpoint'));
+  const endpoint = asConfigError(() => parseHostPort(input.endpoint, 'endpoint'));
   const listen =
-    input.listen === null || input.listen === NO_LISTEN ? undefined : wrap(() => parseHostPort(input.listen ?? DEFAULT_LISTEN, '--listen'));
+    input.listen === null || input.listen === NO_LISTEN
+      ? undefined
+      : asConfigError(() => parseHostPort(input.listen ?? DEFAULT_LISTEN, '--listen'));
   const unixSocket =
     input.unixSocket === undefined ? undefined : resolveUnixSocket(input.unixSocket, input.unixSocketMode, listen?.port ?? 5432);
   if (input.listen === NO_LISTEN && !unixSocket) {
     throw new ConfigError(`--listen ${NO_LISTEN} leaves no way in: give --unix-socket DIR too (or a TCP address to --listen)`);
   }
-  const connectTo = input.connectTo ? wrap(() => parseHostPort(input.connectTo!, '--connect-to')) : endpoint;
+  const connectTo = input.connectTo ? asConfigError(() => parseHostPort(input.connectTo!, '--connect-to')) : endpoint;
   const region = input.region ?? regionFromEndpoint(endpoint.host) ?? envRegion;
   if (!region) {
     throw new ConfigError(
@@ -260,7 +262,8 @@ export function resolveIdentity(input: InstanceInput): IdentitySpec {
   return Object.freeze(Object.fromEntries(Object.entries(spec).filter(([, v]) => v !== undefined)) as IdentitySpec);
 }
 
-function wrap<T>(parse: () => T): T {
+/** `parse`, its error made a ConfigError (exit 2) with the same message. */
+export function asConfigError<T>(parse: () => T): T {
   try {
     return parse();
   } catch (err) {

@@ -150,3 +150,19 @@ t.test('backpressure both ways: a side that cannot keep up pauses the other unti
   fast.socket.destroy(new Error('client gone'));
   t.match(await other, { reason: 'error on the client connection: client gone' });
 });
+
+t.test('a late cancel: the client let the server go while the cancel connection was made, so nothing is sent', async (t) => {
+  const { forwardCancel } = await import('../src/proxy/cancel.js');
+  const server = end();
+  const connector = {
+    endpoint: { host: 'db', port: 5432 },
+    connectTo: { host: 'db', port: 5432 },
+    connect: async () => server.socket as unknown as TLSSocket,
+  };
+  const request = { kind: 'cancel' as const, pid: 1, key: Buffer.alloc(4), bytes: Buffer.alloc(16) };
+  await t.rejects(
+    forwardCancel(request, { connector, request: Buffer.alloc(16, 1), current: () => false }, 1_000),
+    /no longer holds that server/,
+  );
+  t.equal(server.written().length, 0, 'no cancel reached the server');
+});

@@ -215,6 +215,7 @@ t.test('a login the server refuses after AuthenticationOk reaches the client as 
       (e: pg.DatabaseError) => e,
     );
   t.match(err, { code: '3D000', message: /database "nope" does not exist/ });
+  t.same(proxy.proxy.instances[0]!.pools!.snapshot(), [], 'no pool is kept for a login that failed');
 });
 
 const app = (l: Record<string, unknown>) => (l.startup as { application_name?: string } | undefined)?.application_name;
@@ -278,7 +279,7 @@ t.test('a waiting client that leaves, and waiting clients at shutdown', async (t
 });
 
 t.test('--max-server-connections bounds the servers of all pools together', async (t) => {
-  await using proxy = await pooled({ size: 5, maxServers: 1, waitTimeoutMs: 300 });
+  await using proxy = await pooled({ size: 5, maxServers: 1, waitTimeoutMs: 1_500 });
   const a = client(proxy, { application_name: 'max-a' });
   await a.connect();
   const err = await client(proxy, { application_name: 'max-b' })
@@ -288,7 +289,16 @@ t.test('--max-server-connections bounds the servers of all pools together', asyn
       (e: pg.DatabaseError) => e,
     );
   t.match(err, { code: '53300' }, 'another pool, but no server left for the instance');
+  // A client of the other pool waiting when the server is released gets a server of its own.
+  const b = client(proxy, { application_name: 'max-b' });
+  const waited = b.connect();
+  let waits = 0;
+  await proxy.line((l) => l.msg === 'pool: waiting for a server' && ++waits === 2);
   await a.end();
+  await waited;
+  t.equal((await b.query('SELECT 1 AS one')).rows[0].one, 1, 'served once the other pool made room');
+  t.ok(await proxy.line((l) => l.msg === 'pool: server closed' && /another pool needed room/.test(String(l.reason))));
+  await b.end();
 });
 
 t.test('the pooled relay with a real server: half-close with answers owed, garbage after login', async (t) => {
@@ -301,6 +311,18 @@ t.test('the pooled relay with a real server: half-close with answers owed, garba
     t.equal((await c.untilReady()).at(-1)?.code, 'Z');
     return c;
   };
+  // A client asking for protocol 3.2 of a PostgreSQL 15 server: negotiated down to 3.0 at the first login,
+  // and every later client of the pool hears it too, with a 4-byte cancel key as 3.0 has.
+  for (const round of [1, 2]) {
+    const c = await WireClient.connect(proxy.port);
+    c.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: 'v32' }, 196610));
+    const greeting = await c.untilReady();
+    t.equal(greeting[0]?.code, 'v', `round ${round}: NegotiateProtocolVersion first`);
+    t.equal(greeting.find((m) => m.code === 'K')?.bytes.length, 1 + 4 + 4 + 4, `round ${round}: a 4-byte cancel key`);
+    c.write(Buffer.from([0x58, 0, 0, 0, 4]));
+    await c.closed;
+    await parked(proxy, round);
+  }
   const half = await login('relay');
   half.write(new Bytes().cstring('SELECT 40 + 2').join('Q'));
   half.socket.end();

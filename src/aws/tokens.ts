@@ -33,6 +33,9 @@ export interface TokenSource {
 /** One cache and rejection key per scope. */
 export const scopeKey = (scope: TokenScope): string => `${scope.host}\0${scope.port}\0${scope.region}\0${scope.user}`;
 
+/** Static credentials are dropped after a rejected token at most this often. */
+const INVALIDATE_EVERY_MS = 60_000;
+
 /** RDS accepts a token for 900 s after X-Amz-Date. */
 export const TOKEN_LIFETIME_MS = 900_000;
 
@@ -66,6 +69,8 @@ export class SharedTokens implements TokenSource {
   private readonly sign: NonNullable<SharedTokensOptions['sign']>;
   private readonly maxEntries: number;
   readonly label: string | undefined;
+  /** When static credentials were last dropped after a rejection. */
+  private invalidatedAt = -Infinity;
 
   constructor(
     private readonly credentials: CredentialsHolder,
@@ -82,8 +87,13 @@ export class SharedTokens implements TokenSource {
   async get(scope: TokenScope, notThis?: IamToken): Promise<IamToken> {
     const key = scopeKey(scope);
     // Static keys (no expiry) may have been rotated in the shared files since they were read: a rejected
-    // token makes the holder read them again. Expiring credentials are renewed on their own schedule.
-    if (notThis) this.credentials.invalidate(notThis.accessKeyId);
+    // token makes the holder read them again, at most once a minute (a client naming users that do not
+    // exist must not make every login re-read the files or rerun credential_process). Expiring
+    // credentials are renewed on their own schedule.
+    if (notThis && this.now() - this.invalidatedAt >= INVALIDATE_EVERY_MS) {
+      this.invalidatedAt = this.now();
+      this.credentials.invalidate(notThis.accessKeyId);
+    }
     const cached = this.cache.get(key);
     if (cached) {
       const token = await cached.catch(() => undefined);

@@ -1,9 +1,11 @@
 // The operations endpoint: /healthz (the process serves), /readyz (credentials in hand, every endpoint
-// reached over TLS recently, not draining), /metrics (Prometheus text).
+// reached over TLS recently, not draining), /metrics (Prometheus text), /pools (each pool's servers and
+// clients, when an instance pools).
 //
 // Anyone who reaches the port may call it (in Kubernetes it listens on the pod IP for the kubelet), so
 // it is built for strangers: every connection has a few seconds to ask and a few seconds of silence,
-// there are never more than a few dozen at once, and nothing it says names who signs.
+// there are never more than a few dozen at once, and nothing it says names who signs (identities are
+// numbers). Pools are named by their DB user and database, as their metrics are: the README says so.
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo, Socket } from 'node:net';

@@ -61,7 +61,6 @@ export interface PoolSnapshot {
 }
 
 interface Waiter {
-  readonly since: number;
   give(server: PooledServer): void;
   fail(err: Error): void;
 }
@@ -72,13 +71,18 @@ class Pool {
   readonly waiting: Waiter[] = [];
   /** Logins under way. */
   opening = 0;
+  /** Idle servers taken out for their check (an empty query) before a client gets them. */
+  checking = 0;
   /** Servers held by clients now (active also counts those being reset). */
   lent = 0;
 
-  constructor(readonly key: PoolKey) {}
+  constructor(
+    readonly id: string,
+    readonly key: PoolKey,
+  ) {}
 
   get servers(): number {
-    return this.idle.length + this.active.size + this.opening;
+    return this.idle.length + this.active.size + this.opening + this.checking;
   }
 }
 
@@ -103,6 +107,46 @@ export class Pools {
     return n;
   }
 
+  private instanceHasRoom(): boolean {
+    return this.settings.maxServers === undefined || this.total < this.settings.maxServers;
+  }
+
+  /** Whether one more server may be opened for `pool`: under its size and the instance's cap. */
+  private hasRoom(pool: Pool): boolean {
+    return !this.closing && pool.servers < this.settings.size && this.instanceHasRoom();
+  }
+
+  /** Close the longest-idle server of another pool, if any. */
+  private evictIdleElsewhere(pool: Pool): void {
+    for (const other of this.pools.values()) {
+      if (other === pool || other.idle.length === 0) continue;
+      const server = other.idle.shift()!;
+      this.retire(other, server, 'another pool needed room (--max-server-connections)');
+      return;
+    }
+  }
+
+  /** Room came free (a server closed, a login failed): the first waiting clients get new servers. */
+  private serveWaiters(): void {
+    for (const pool of this.pools.values()) {
+      let owed = pool.waiting.length - pool.opening;
+      while (owed-- > 0 && this.hasRoom(pool)) {
+        this.open(pool, new AbortController().signal).then(
+          (fresh) => this.park(pool, fresh),
+          (err: Error) => {
+            pool.waiting[0]?.fail(err);
+            this.forgetIfEmpty(pool);
+          },
+        );
+      }
+    }
+  }
+
+  /** A pool with no server and no client waiting is forgotten: client-chosen parameters must not pile up. */
+  private forgetIfEmpty(pool: Pool): void {
+    if (pool.servers === 0 && pool.waiting.length === 0 && this.pools.get(pool.id) === pool) this.pools.delete(pool.id);
+  }
+
   /**
    * A logged-in server for `key`: an idle one (checked if idle for long), a new one while there is room,
    * or the next one released, within the wait timeout. `signal`: the client went away.
@@ -111,12 +155,23 @@ export class Pools {
     if (this.closing) throw new WireError(SqlState.CannotConnectNow, 'pg-iam-proxy is shutting down', { reason: Failure.Shutdown });
     const id = poolId(key);
     let pool = this.pools.get(id);
-    if (!pool) this.pools.set(id, (pool = new Pool(key)));
+    if (!pool) this.pools.set(id, (pool = new Pool(id, key)));
     for (let server = pool.idle.pop(); server; server = pool.idle.pop()) {
-      if (await this.usable(server)) return this.lend(pool, server);
+      pool.checking++;
+      const usable = await this.usable(server).finally(() => pool.checking--);
+      if (usable) return this.lend(pool, server);
     }
-    if (pool.servers < this.settings.size && (this.settings.maxServers === undefined || this.total < this.settings.maxServers)) {
-      return this.lend(pool, await this.open(pool, signal));
+    // At the instance's cap, an idle server of another pool gives way: idle servers of a pool no client
+    // uses now must not keep this one's clients waiting.
+    if (pool.servers < this.settings.size && !this.instanceHasRoom()) this.evictIdleElsewhere(pool);
+    if (this.hasRoom(pool)) {
+      try {
+        return this.lend(pool, await this.open(pool, signal));
+      } catch (err) {
+        this.serveWaiters();
+        this.forgetIfEmpty(pool);
+        throw err;
+      }
     }
     return this.wait(pool, signal);
   }
@@ -222,6 +277,8 @@ export class Pools {
   }
 
   private wait(pool: Pool, signal: AbortSignal): Promise<PooledServer> {
+    // A client gone while its server was being checked: an abort that came first is heard by no listener.
+    signal.throwIfAborted();
     return new Promise((resolve, reject) => {
       const since = performance.now();
       const done = () => {
@@ -230,7 +287,6 @@ export class Pools {
         pool.waiting.splice(pool.waiting.indexOf(waiter), 1);
       };
       const waiter: Waiter = {
-        since,
         give: (server) => {
           done();
           this.observer?.waited(pool.key, (performance.now() - since) / 1000);
@@ -274,6 +330,12 @@ export class Pools {
       return;
     }
     pool.idle.push(server);
+    // At the instance's cap, with clients of another pool waiting: this server makes room for theirs.
+    if (!this.instanceHasRoom() && [...this.pools.values()].some((other) => other !== pool && other.waiting.length > 0)) {
+      pool.idle.pop();
+      this.retire(pool, server, 'another pool needed room (--max-server-connections)');
+      return;
+    }
     this.log.debug({ server: server.id, user: pool.key.user, database: pool.key.database, idle: pool.idle.length }, 'pool: server idle');
     server.watch(this.settings.idleTimeoutMs, (why) => {
       const at = pool.idle.indexOf(server);
@@ -286,14 +348,7 @@ export class Pools {
   private retire(pool: Pool, server: PooledServer, why: string): void {
     server.close();
     this.log.info({ server: server.id, user: pool.key.user, database: pool.key.database, reason: why }, 'pool: server closed');
-    // Room in the pool now: the first waiting client gets a new server.
-    const waiter = pool.waiting[0];
-    if (waiter && !this.closing && pool.servers < this.settings.size) {
-      const controller = new AbortController();
-      this.open(pool, controller.signal).then(
-        (fresh) => (pool.waiting[0] ? pool.waiting[0].give(fresh) : this.park(pool, fresh)),
-        (err: Error) => pool.waiting[0]?.fail(err),
-      );
-    }
+    this.forgetIfEmpty(pool);
+    this.serveWaiters();
   }
 }

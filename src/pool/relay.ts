@@ -5,6 +5,7 @@
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { MessageCursor } from '../protocol/framing.js';
+import { holdBack } from '../proxy/splice.js';
 import { TxStatus } from './server.js';
 
 export interface PooledEnd {
@@ -42,7 +43,8 @@ export function relayPooled(
     let pending = 0;
     let status: number = TxStatus.Idle;
     let serverGone = false;
-    let clientHeldTerminate = false;
+    /** Bytes reached the server that leave it mid-message (part of a Terminate, or garbage): not reusable. */
+    let serverPoisoned = false;
     /** The client half-closed with answers still owed: they go out, then the session ends. */
     let awaitingAnswers = false;
     let done = false;
@@ -57,17 +59,11 @@ export function relayPooled(
       client.end();
       client.resume();
       const serverIdle =
-        !serverGone && !clientHeldTerminate && pending === 0 && status === TxStatus.Idle && fromClient.atBoundary && fromServer.atBoundary;
+        !serverGone && !serverPoisoned && pending === 0 && status === TxStatus.Idle && fromClient.atBoundary && fromServer.atBoundary;
       resolve({ reason, error, serverIdle, serverGone });
     };
     const resumeServer = () => server.resume();
     const resumeClient = () => client.resume();
-    const hold = (from: Socket, to: Socket, resume: () => void) => {
-      if (to.writableLength > to.writableHighWaterMark && !to.destroyed) {
-        from.pause();
-        to.once('drain', resume);
-      }
-    };
     const onClientData = (chunk: Buffer) => {
       let cut = chunk.length;
       try {
@@ -77,19 +73,19 @@ export function relayPooled(
           else if (m.code === X) {
             // A Terminate whose first bytes went out with an earlier chunk has reached the server in
             // part: that server cannot be handed on.
-            if (m.at < 0) clientHeldTerminate = true;
+            if (m.at < 0) serverPoisoned = true;
             cut = Math.max(0, m.at);
           }
         });
       } catch (err) {
         // Not the protocol: nothing more goes to the server, which is not reused.
-        clientHeldTerminate = true;
+        serverPoisoned = true;
         finish(`the client broke the protocol: ${(err as Error).message}`, err as Error);
         return;
       }
       if (cut > 0) server.write(cut === chunk.length ? chunk : chunk.subarray(0, cut));
       if (cut < chunk.length) finish('client closed the connection');
-      else hold(client, server, resumeClient);
+      else holdBack(client, server, resumeClient);
     };
     const onServerData = (chunk: Buffer) => {
       try {
@@ -107,7 +103,7 @@ export function relayPooled(
       }
       client.write(chunk);
       if (awaitingAnswers && pending === 0) finish('client closed the connection');
-      else hold(server, client, resumeServer);
+      else holdBack(server, client, resumeServer);
     };
     const onClientEnd = () => {
       if (pending === 0) finish('client closed the connection');

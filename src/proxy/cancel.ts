@@ -13,6 +13,8 @@ export interface CancelTarget {
   readonly connector: Connector;
   /** A pooled client holds the proxy's key: its cancel is sent with the server's (undefined: as received). */
   readonly request?: Buffer | undefined;
+  /** Whether the client still holds the server, checked again just before the cancel is sent. */
+  readonly current?: () => boolean;
 }
 
 export class CancelRegistry {
@@ -40,6 +42,7 @@ export async function forwardCancel(request: CancelRequest, target: CancelTarget
   const server = await target.connector.connect();
   const signal = AbortSignal.timeout(timeoutMs);
   try {
+    if (target.current && !target.current()) throw new Error('the client no longer holds that server');
     server.end(target.request ?? request.bytes);
     server.resume();
     await once(server, 'close', { signal }).catch((err: Error) => {

@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { TLSSocket } from 'node:tls';
 import { formatHostPort } from '../host-port.js';
-import { BackendCode, ProtocolVersion, SqlState, TERMINATE_MESSAGE } from '../protocol/constants.js';
+import { BackendCode, SqlState, TERMINATE_MESSAGE } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { withUser, type CancelRequest, type StartupMessage } from '../protocol/startup.js';
 import { type CancelRegistry, forwardCancel } from './cancel.js';
@@ -127,7 +127,7 @@ export class Session {
       return;
     }
     if (!opened) return;
-    // Only the two sockets stay referenced while the session is spliced: everything the startup and
+    // Only the two sockets stay referenced while the session is relayed: everything the startup and
     // login needed was local to open() and is garbage now (an idle session is small).
     const { upstream, forget } = opened;
     if (upstream.kind === 'spliced') {
@@ -138,7 +138,9 @@ export class Session {
       this.close(end.reason, end.error);
       return;
     }
-    const end = await relayPooled(this.client, upstream.server.socket, opened.toClient, opened.pipelined, opened.clientEnded);
+    const relayed = relayPooled(this.client, upstream.server.socket, opened.toClient, opened.pipelined, opened.clientEnded);
+    opened = undefined;
+    const end = await relayed;
     forget();
     this.ctx.pools!.release(upstream.server, upstream.key, end.serverGone ? 'gone' : end.serverIdle ? 'idle' : 'busy');
     this.close(end.reason, end.error);
@@ -211,7 +213,7 @@ export class Session {
     if (this.ctx.pools) {
       let lent: Omit<Opened, 'pipelined' | 'clientEnded'>;
       try {
-        lent = await this.borrow({ user, database: packet.database, startup }, packet.version);
+        lent = await this.borrow({ user, database: packet.database, startup });
       } finally {
         this.client.off('end', onEnd);
       }
@@ -271,18 +273,28 @@ export class Session {
    * is the proxy's own (a server passes from client to client: an old key must never reach a new
    * client's query); a cancel with it goes to the server this client holds, with the server's key.
    */
-  private async borrow(key: PoolKey, version: number): Promise<Omit<Opened, 'pipelined' | 'clientEnded'>> {
+  private async borrow(key: PoolKey): Promise<Omit<Opened, 'pipelined' | 'clientEnded'>> {
     const server = await this.ctx.pools!.acquire(key, this.gone.signal);
     const pid = randomInt(1, 2 ** 31 - 1);
-    const secret = randomBytes(version === ProtocolVersion.V3_0 ? 4 : 32);
+    // As long as the server's own key: 4 bytes in protocol 3.0 (what the session speaks, negotiated down
+    // or not), longer only where the server's is.
+    const secret = randomBytes(server.backendKey ? server.backendKey.length - 4 : 4);
     const request = server.cancelRequest();
     const keyData = backendKeyData(pid, secret);
-    const forget = request
+    // A cancel that arrives late (its connection made after this client let the server go) must not reach
+    // the query of the server's next client: the target says whether this client still holds it.
+    let held = true;
+    const unregister = request
       ? this.ctx.cancels.register(decodeBackendKey({ code: BackendCode.BackendKeyData, bytes: keyData }), {
           connector: this.ctx.connector,
           request,
+          current: () => held,
         })
       : () => undefined;
+    const forget = () => {
+      held = false;
+      unregister();
+    };
     return { upstream: { kind: 'pooled', server, key }, toClient: server.greeting(keyData), forget };
   }
 

@@ -75,16 +75,21 @@ const CORK_LIMIT = 256 * 1024;
  * turn's wait cost a small reply more than they save). A few closures per direction, no pipe() state:
  * an idle session holds little.
  */
+/**
+ * Backpressure: `from` pauses while `to` holds more than its high-water mark, and `resume` runs on its
+ * 'drain'. A destroyed `to` keeps its unsent length but will never drain: what `from` sends now is dropped.
+ */
+export function holdBack(from: Socket, to: Socket, resume: () => void): void {
+  if (to.writableLength > to.writableHighWaterMark && !to.destroyed) {
+    from.pause();
+    to.once('drain', resume);
+  }
+}
+
 function relay(from: Socket, to: Socket, byTurn: boolean): void {
   let corked = false;
   const resume = () => from.resume();
-  const hold = () => {
-    // A destroyed `to` keeps its unsent length but will never drain: what `from` sends now is dropped.
-    if (to.writableLength > to.writableHighWaterMark && !to.destroyed) {
-      from.pause();
-      to.once('drain', resume);
-    }
-  };
+  const hold = () => holdBack(from, to, resume);
   const flush = () => {
     if (!corked) return; // flushed early, at the limit
     corked = false;
