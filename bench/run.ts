@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { runPg } from '../test/support/proxy.js';
-import { BIN, startCli } from '../test/support/cli.js';
+import { BIN, serveArgs, startCli } from '../test/support/cli.js';
 import { say, startTargets, type Target } from './targets.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -84,24 +84,7 @@ say('connection setup');
 // --- pooled connect (issue 13): a connect that reuses a logged-in server -------------------------
 // The proxy in --pool-mode session against pgbouncer in session mode, one client, a connection per
 // transaction (pgbench -C); and the IAM logins the proxy's connects cost.
-const pooledProxy = await startCli(
-  [
-    `${db.endpoint}:${db.port}`,
-    '--listen',
-    '127.0.0.1:0',
-    '--connect-to',
-    `127.0.0.1:${db.port}`,
-    '--ca-file',
-    db.caFile,
-    '--client-tls',
-    'off',
-    '--log-format',
-    'json',
-    '--pool-mode',
-    'session',
-  ],
-  env,
-);
+const pooledProxy = await startCli(serveArgs(db, '--client-tls', 'off', '--pool-mode', 'session'), env);
 const pooledEnv = { PGHOST: '127.0.0.1', PGPORT: String(pooledProxy.port), PGSSLMODE: 'disable', PGUSER: 'iam_user', PGDATABASE: 'orders' };
 const pooledConnect: Record<'proxy' | 'pgbouncer', Run[]> = { proxy: [], pgbouncer: [] };
 const loginsBefore = (await db.checkerLog()).length;
@@ -152,22 +135,7 @@ const connectIdle = async (port: number) => {
 };
 const perIdle: number[] = [];
 for (let round = 0; round < 3; round++) {
-  const fresh = await startCli(
-    [
-      `${db.endpoint}:${db.port}`,
-      '--listen',
-      '127.0.0.1:0',
-      '--connect-to',
-      `127.0.0.1:${db.port}`,
-      '--ca-file',
-      db.caFile,
-      '--client-tls',
-      'off',
-      '--log-format',
-      'json',
-    ],
-    env,
-  );
+  const fresh = await startCli(serveArgs(db, '--client-tls', 'off'), env);
   await (await connectIdle(fresh.port)).end();
   await new Promise((r) => setTimeout(r, 500)); // its start-up garbage collected
   const before = rss(fresh.child.pid!);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Signer } from '@aws-sdk/rds-signer';
 import { startTestDb, type TestDb } from '../test/support/testdb.js';
 import { runPg, closedPort } from '../test/support/proxy.js';
-import { cleanAwsEnv, startCli, type StartedCli } from '../test/support/cli.js';
+import { cleanAwsEnv, serveArgs, startCli, type StartedCli } from '../test/support/cli.js';
 
 export type Target = 'direct' | 'proxy' | 'pgbouncer';
 
@@ -49,23 +49,7 @@ export async function startTargets(proxyArgs: readonly string[] = []): Promise<T
     new Signer({ hostname: db.endpoint, port: db.port, region: db.region, username: 'iam_user', credentials: db.key }).getAuthToken();
   const env = cleanAwsEnv(db.dir, { AWS_ACCESS_KEY_ID: db.key.accessKeyId, AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey });
 
-  const proxy = await startCli(
-    [
-      `${db.endpoint}:${db.port}`,
-      '--listen',
-      '127.0.0.1:0',
-      '--connect-to',
-      `127.0.0.1:${db.port}`,
-      '--ca-file',
-      db.caFile,
-      '--client-tls',
-      'off',
-      '--log-format',
-      'json',
-      ...proxyArgs,
-    ],
-    env,
-  );
+  const proxy = await startCli(serveArgs(db, '--client-tls', 'off', ...proxyArgs), env);
 
   // pgbouncer: session mode, TLS to the server (verify-ca: it dials 127.0.0.1, which the certificate does
   // not name), the token as the server password (valid 15 minutes: longer than a run), trust locally.

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BIN, cleanAwsEnv, startCli, type StartedCli } from './support/cli.js';
+import { BIN, cleanAwsEnv, serveArgs, startCli, type StartedCli } from './support/cli.js';
 import { startTestDb, type AwsKey } from './support/testdb.js';
 import { runPg } from './support/proxy.js';
 import { startEcs } from './support/aws/container.js';
@@ -42,21 +42,7 @@ function env(extra: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 async function serve(environment: NodeJS.ProcessEnv, args: string[] = []): Promise<StartedCli> {
-  const cli = await startCli(
-    [
-      `${db.endpoint}:${db.port}`,
-      '--listen',
-      '127.0.0.1:0',
-      '--connect-to',
-      `127.0.0.1:${db.port}`,
-      '--ca-file',
-      db.caFile,
-      '--log-format',
-      'json',
-      ...args,
-    ],
-    environment,
-  );
+  const cli = await startCli(serveArgs(db, ...args), environment);
   t.teardown(async () => {
     if (cli.child.exitCode === null) {
       cli.child.kill('SIGKILL');

@@ -338,20 +338,10 @@ t.test('the pooled relay with a real server: half-close with answers owed, garba
 });
 
 t.test('through the CLI: --pool-mode session, GET /pools and the pool metrics', async (t) => {
-  const { cleanAwsEnv, runCli, startCli } = await import('./support/cli.js');
+  const { cleanAwsEnv, runCli, serveArgs, startCli } = await import('./support/cli.js');
   const env = cleanAwsEnv(db.dir, { AWS_ACCESS_KEY_ID: db.key.accessKeyId, AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey });
   const endpoint = `${db.endpoint}:${db.port}`;
-  const args = [
-    endpoint,
-    '--listen',
-    '127.0.0.1:0',
-    '--connect-to',
-    `127.0.0.1:${db.port}`,
-    '--ca-file',
-    db.caFile,
-    '--log-format',
-    'json',
-  ];
+  const args = serveArgs(db);
   const cli = await startCli([...args, '--pool-mode', 'session', '--pool-size', '1', '--http', '127.0.0.1:0', '--log-level', 'debug'], env);
   t.teardown(() => void cli.child.kill('SIGKILL'));
   const before = await logins();

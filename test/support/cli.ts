@@ -23,6 +23,23 @@ export function cleanAwsEnv(home: string, extra: Record<string, string> = {}): N
   };
 }
 
+/** The CLI's arguments for serving the test database on a loopback port of its own, with JSON logs. */
+export function serveArgs(db: { endpoint: string; port: number; caFile: string }, ...extra: string[]): string[] {
+  const { endpoint, port, caFile } = db;
+  return [
+    `${endpoint}:${port}`,
+    '--listen',
+    '127.0.0.1:0',
+    '--connect-to',
+    `127.0.0.1:${port}`,
+    '--ca-file',
+    caFile,
+    '--log-format',
+    'json',
+    ...extra,
+  ];
+}
+
 /** Children still running when the test process ends (a failed assertion skipped their stop) are killed. */
 const running = new Set<ChildProcess>();
 process.on('exit', () => {
