@@ -1,11 +1,10 @@
 // The credentials holder and the shared token cache, on a fake clock.
 import t from 'tap';
-import { Writable } from 'node:stream';
 import type { AwsCredentialIdentity } from '@aws-sdk/types';
 import { CredentialsHolder } from '../src/aws/credentials.js';
 import { SharedTokens, signWithSdk, type TokenScope } from '../src/aws/tokens.js';
-import { createLogger } from '../src/log.js';
 import { fakeTime } from './support/fake-time.js';
+import { memoryLog } from './support/memory-log.js';
 
 const MIN = 60_000;
 const scope: TokenScope = { host: 'mydb.abc123xyz.us-east-1.rds.amazonaws.com', port: 5432, region: 'us-east-1', user: 'iam_user' };
@@ -77,22 +76,6 @@ t.test('static credentials (no expiry) are fetched once', async (t) => {
   await holder.get();
   t.equal(s.fetches(), 1);
 });
-
-/** JSON log lines written to memory. */
-function memoryLog(level = 'debug') {
-  let out = '';
-  const sink = new Writable({ write: (c, _e, done) => ((out += String(c)), done()) });
-  return {
-    log: createLogger({ level, format: 'json' }, sink),
-    raw: () => out,
-    lines: () =>
-      out
-        .trim()
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
-}
 
 /** Gaps between successive times. */
 const gaps = (times: readonly number[]) => times.slice(1).map((at, i) => at - times[i]!);

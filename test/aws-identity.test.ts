@@ -32,6 +32,7 @@ import { configFile, credentialFile, isolateAwsEnv } from './support/aws/files.j
 import { randomAccessKeyId, randomSecretAccessKey } from './support/aws/keys.js';
 import { startSts } from './support/aws/sts.js';
 import { fakeTime } from './support/fake-time.js';
+import { memoryLog } from './support/memory-log.js';
 
 const ROLE = 'arn:aws:iam::123456789012:role/app-db';
 
@@ -341,22 +342,6 @@ t.test('a failed refresh names what the user can do', async (t) => {
     expiration: new Date(60 * 60_000).toISOString(),
   });
 });
-
-/** JSON log lines written to memory. */
-function memoryLog(level = 'debug') {
-  let out = '';
-  const sink = new Writable({ write: (c, _e, done) => ((out += String(c)), done()) });
-  return {
-    log: createLogger({ level, format: 'json' }, sink),
-    raw: () => out,
-    lines: () =>
-      out
-        .trim()
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
-}
 
 /** A credential_process helper that fails the way the report describes: a secret in its arguments, another on stderr. */
 function failingHelper(dir: string, status = 1): string {

@@ -9,7 +9,7 @@ import { connect, createServer } from 'node:net';
 import { errorOf } from './support/wire.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cleanAwsEnv, runCli, startCli, type StartedCli } from './support/cli.js';
+import { cleanAwsEnv, runCli, serveArgs, startCli, type StartedCli } from './support/cli.js';
 import { startTestDb } from './support/testdb.js';
 import { closedPort, runPg } from './support/proxy.js';
 import { startSts } from './support/aws/sts.js';
@@ -174,22 +174,7 @@ instances:
 });
 
 t.test('sessions still open when the grace ends are closed, with the reason logged', async (t) => {
-  const cli = await startCli(
-    [
-      ENDPOINT,
-      '--listen',
-      '127.0.0.1:0',
-      '--connect-to',
-      `127.0.0.1:${db.port}`,
-      '--ca-file',
-      db.caFile,
-      '--shutdown-grace',
-      '0.2',
-      '--log-format',
-      'json',
-    ],
-    env(),
-  );
+  const cli = await startCli(serveArgs(db, '--shutdown-grace', '0.2'), env());
   const client = new pg.Client({ host: '127.0.0.1', port: cli.port, user: 'iam_user', database: 'orders' });
   await client.connect();
   const ended = once(client, 'error');

@@ -62,6 +62,13 @@ interface Opened {
   readonly forget: () => void;
 }
 
+/** A pooled server lent to this client, with the greeting it hears and how to drop its cancel key. */
+interface Lent {
+  readonly server: PooledServer;
+  readonly toClient: Buffer;
+  readonly forget: () => void;
+}
+
 interface StartupSummary {
   readonly user: string;
   readonly database: string;
@@ -211,15 +218,17 @@ export class Session {
     const user = this.ctx.dbUser ?? packet.user;
     const startup = this.ctx.dbUser ? withUser(packet, this.ctx.dbUser) : packet.bytes;
     if (this.ctx.pools) {
-      let lent: Omit<Opened, 'pipelined' | 'clientEnded'>;
+      const key: PoolKey = { user, database: packet.database, startup };
+      let lent: Lent;
       try {
-        lent = await this.borrow({ user, database: packet.database, startup });
+        lent = await this.borrow(key);
       } finally {
         this.client.off('end', onEnd);
       }
       if (this.gone.signal.aborted) {
+        // Lent to a client that left before hearing of it: untouched, so it goes straight back.
         lent.forget();
-        if (lent.upstream.kind === 'pooled') this.ctx.pools.release(lent.upstream.server, lent.upstream.key, 'idle');
+        this.ctx.pools.release(lent.server, key, 'idle');
         throw this.gone.signal.reason;
       }
       this.phase = 'ready';
@@ -229,11 +238,17 @@ export class Session {
           startup: this.startup,
           endpoint: formatHostPort(this.ctx.connector.endpoint),
           readyMs: this.elapsedMs(),
-          pooled: lent.upstream.kind === 'pooled' ? lent.upstream.server.id : undefined,
+          pooled: lent.server.id,
         },
         'session opened from the pool',
       );
-      return { ...lent, clientEnded: inbox.ended, pipelined: inbox.release() };
+      return {
+        upstream: { kind: 'pooled', server: lent.server, key },
+        toClient: lent.toClient,
+        forget: lent.forget,
+        clientEnded: inbox.ended,
+        pipelined: inbox.release(),
+      };
     }
     let login: LoginResult;
     let server: TLSSocket;
@@ -273,7 +288,7 @@ export class Session {
    * is the proxy's own (a server passes from client to client: an old key must never reach a new
    * client's query); a cancel with it goes to the server this client holds, with the server's key.
    */
-  private async borrow(key: PoolKey): Promise<Omit<Opened, 'pipelined' | 'clientEnded'>> {
+  private async borrow(key: PoolKey): Promise<Lent> {
     const server = await this.ctx.pools!.acquire(key, this.gone.signal);
     const pid = randomInt(1, 2 ** 31 - 1);
     // As long as the server's own key: 4 bytes in protocol 3.0 (what the session speaks, negotiated down
@@ -295,7 +310,7 @@ export class Session {
       held = false;
       unregister();
     };
-    return { upstream: { kind: 'pooled', server, key }, toClient: server.greeting(keyData), forget };
+    return { server, toClient: server.greeting(keyData), forget };
   }
 
   /** The allow-lists: refused before any AWS or upstream work (28000). */

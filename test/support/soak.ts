@@ -7,28 +7,14 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { cleanAwsEnv, startCli } from './cli.js';
+import { cleanAwsEnv, serveArgs, startCli } from './cli.js';
 import { startTestDb } from './testdb.js';
 import { runPg } from './proxy.js';
 
 const minutes = Number(process.argv[2] ?? 2);
 const db = await startTestDb();
 const cli = await startCli(
-  [
-    `${db.endpoint}:${db.port}`,
-    '--listen',
-    '127.0.0.1:0',
-    '--connect-to',
-    `127.0.0.1:${db.port}`,
-    '--ca-file',
-    db.caFile,
-    '--http',
-    '127.0.0.1:0',
-    '--log-format',
-    'json',
-    '--startup-timeout',
-    '2',
-  ],
+  serveArgs(db, '--http', '127.0.0.1:0', '--startup-timeout', '2'),
   cleanAwsEnv(db.dir, { AWS_ACCESS_KEY_ID: db.key.accessKeyId, AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey }),
 );
 const pid = cli.child.pid!;
