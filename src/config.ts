@@ -172,11 +172,6 @@ function resolvePool(input: InstanceInput): PoolSettings | undefined {
   const mode = input.poolMode ?? defaultFor('pool-mode')!;
   if (!isChoice('pool-mode', mode)) throw new ConfigError(`--pool-mode: "${mode}" is not ${choiceList(option('pool-mode').choices)}`);
   if (mode === 'off') return undefined;
-  if (mode === 'transaction') {
-    throw new ConfigError(
-      '--pool-mode transaction is not available yet: use session (a client holds one pooled server for its session) or off',
-    );
-  }
   const ms = (value: number | undefined, flag: 'pool-wait-timeout' | 'server-idle-timeout' | 'server-lifetime') =>
     Math.round((value ?? defaultFor(flag)!) * 1000);
   const resetQuery = input.serverResetQuery ?? defaultFor('server-reset-query')!;
@@ -190,6 +185,7 @@ function resolvePool(input: InstanceInput): PoolSettings | undefined {
     idleTimeoutMs: ms(input.serverIdleTimeout, 'server-idle-timeout'),
     lifetimeMs: ms(input.serverLifetime, 'server-lifetime'),
     resetQuery,
+    maxPreparedStatements: input.maxPreparedStatements ?? defaultFor('max-prepared-statements')!,
   });
 }
 

@@ -216,7 +216,7 @@ const TABLE = [
     commands: PROXY,
     default: 'off',
     describe:
-      'off: a login per client, bytes spliced as they are; session: a client is handed a logged-in server from a pool for its whole session (transaction: not yet)',
+      'off: a login per client, bytes spliced as they are; session: a client holds a logged-in server from a pool for its whole session; transaction: from its first message after idle to the end of each transaction',
   },
   {
     flag: 'pool-size',
@@ -269,6 +269,15 @@ const TABLE = [
     commands: PROXY,
     default: 3600,
     describe: 'seconds after which a pooled server is closed when its client leaves',
+  },
+  {
+    flag: 'max-prepared-statements',
+    kind: 'count',
+    range: { min: 1, exclusive: false, max: 100_000 },
+    scope: 'client',
+    commands: PROXY,
+    default: 200,
+    describe: 'transaction mode: named prepared statements kept per server (least recently used closed first)',
   },
 
   {

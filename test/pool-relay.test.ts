@@ -160,9 +160,20 @@ t.test('a late cancel: the client let the server go while the cancel connection 
     connect: async () => server.socket as unknown as TLSSocket,
   };
   const request = { kind: 'cancel' as const, pid: 1, key: Buffer.alloc(4), bytes: Buffer.alloc(16) };
-  await t.rejects(
-    forwardCancel(request, { connector, request: Buffer.alloc(16, 1), current: () => false }, 1_000),
-    /no longer holds that server/,
-  );
+  let holds = true;
+  let released = 0;
+  const held = { cancelRequest: () => Buffer.alloc(16, 1), beginCancel: () => () => void released++ };
+  const connect = connector.connect;
+  connector.connect = async () => {
+    holds = false; // the client's transaction ended while the cancel connection was being made
+    return connect();
+  };
+  await t.rejects(forwardCancel(request, { connector, held: () => (holds ? held : undefined) }, 1_000), /no longer holds that server/);
   t.equal(server.written().length, 0, 'no cancel reached the server');
+  t.equal(released, 1, 'the server was kept from other clients until the cancel was settled, then let go');
+  await t.rejects(
+    forwardCancel(request, { connector, held: () => undefined }, 1_000),
+    /holds no server now/,
+    'a client holding no server: dropped',
+  );
 });

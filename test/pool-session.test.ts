@@ -409,5 +409,8 @@ t.test('through the CLI: --pool-mode session, GET /pools and the pool metrics', 
     cli.lines.some((l) => l.msg === 'pool: server closed' && l.reason === 'shutting down'),
     'the idle server closed at the drain',
   );
-  t.match(await runCli([...args, '--pool-mode', 'transaction'], env), { code: 2, stderr: /--pool-mode transaction is not available yet/ });
+  t.match(await runCli([...args, '--pool-mode', 'transaction', '--max-prepared-statements', '0'], env), {
+    code: 2,
+    stderr: /--max-prepared-statements/,
+  });
 });

@@ -9,7 +9,8 @@ import { SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { openServer, type LoginTarget } from '../proxy/login.js';
 import { UpstreamError } from '../proxy/upstream-auth.js';
-import { PooledServer } from './server.js';
+import { type GreetingTemplate, PooledServer } from './server.js';
+import { StatementRegistry } from './statements.js';
 
 export type PoolMode = 'session' | 'transaction';
 
@@ -29,7 +30,12 @@ export interface PoolSettings {
   readonly resetQuery: string;
   /** An idle server unused for longer is checked with an empty query before a client gets it (default 30 s). */
   readonly checkIdleAfterMs?: number | undefined;
+  /** Transaction mode: named statements kept prepared per server (least recently used closed first). */
+  readonly maxPreparedStatements?: number | undefined;
 }
+
+/** Statements per server by default (pgbouncer's max_prepared_statements default). */
+export const MAX_PREPARED_STATEMENTS = 200;
 
 /** An idle server unused for longer than this is checked with an empty query before a client gets it. */
 export const CHECK_IDLE_AFTER_MS = 30_000;
@@ -75,6 +81,8 @@ class Pool {
   checking = 0;
   /** Servers held by clients now (active also counts those being reset). */
   lent = 0;
+  /** What clients are greeted with: the first server's login (transaction mode greets without a server). */
+  template: GreetingTemplate | undefined;
 
   constructor(
     readonly id: string,
@@ -92,6 +100,8 @@ const poolId = (key: PoolKey): string => `${key.user}\0${key.startup.toString('b
 export class Pools {
   private readonly pools = new Map<string, Pool>();
   private closing = false;
+  /** Transaction mode: the distinct named statements clients hold, shared by all pools of the instance. */
+  readonly statements = new StatementRegistry();
 
   constructor(
     private readonly target: LoginTarget,
@@ -177,10 +187,23 @@ export class Pools {
   }
 
   /**
-   * The client is done with `server`. `state` idle: it left the server idle with nothing outstanding, so it
-   * is reset and pooled (or given to the next waiting client); busy or gone: it is closed.
+   * Transaction mode: what a new client of `key` is greeted with, without holding a server. The pool's
+   * first login gives it; until there is one, a server is opened (or waited for) and given back untouched.
    */
-  release(server: PooledServer, key: PoolKey, state: 'idle' | 'busy' | 'gone'): void {
+  async greeting(key: PoolKey, signal: AbortSignal): Promise<GreetingTemplate> {
+    const known = this.pools.get(poolId(key))?.template;
+    if (known) return known;
+    const server = await this.acquire(key, signal);
+    this.release(server, key, 'idle', false);
+    return this.pools.get(poolId(key))?.template ?? server.template();
+  }
+
+  /**
+   * The client is done with `server`. `state` idle: it left the server idle with nothing outstanding, so it
+   * is reset and pooled (or given to the next waiting client); busy or gone: it is closed. `reset` false
+   * (transaction mode, nothing changed that the next client could see): pooled as it is.
+   */
+  release(server: PooledServer, key: PoolKey, state: 'idle' | 'busy' | 'gone', reset = true): void {
     const pool = this.pools.get(poolId(key))!;
     pool.active.delete(server);
     pool.lent--;
@@ -199,18 +222,34 @@ export class Pools {
       this.retire(pool, server, why);
       return;
     }
-    pool.active.add(server); // still ours while it resets
-    server.run(this.settings.resetQuery, this.target.connectTimeoutMs).then(
-      () => {
+    pool.active.add(server); // still ours while it resets, or while a cancel is on its way to it
+    server.whenCancelsDone(() => {
+      if (!reset) {
         pool.active.delete(server);
         server.lastUsedAt = Date.now();
         this.park(pool, server);
-      },
-      (err: Error) => {
-        pool.active.delete(server);
-        this.retire(pool, server, `reset failed: ${err.message}`);
-      },
-    );
+        return;
+      }
+      this.reset(server).then(
+        () => {
+          pool.active.delete(server);
+          server.lastUsedAt = Date.now();
+          this.park(pool, server);
+        },
+        (err: Error) => {
+          pool.active.delete(server);
+          this.retire(pool, server, `reset failed: ${err.message}`);
+        },
+      );
+    });
+  }
+
+  /** The reset query; in transaction mode the proxy's statements go too (DISCARD ALL drops them already). */
+  private async reset(server: PooledServer): Promise<void> {
+    await server.run(this.settings.resetQuery, this.target.connectTimeoutMs);
+    if (server.prepared.size === 0) return;
+    if (!/^\s*discard\s+all\s*;?\s*$/i.test(this.settings.resetQuery)) await server.run('DEALLOCATE ALL', this.target.connectTimeoutMs);
+    server.prepared.clear();
   }
 
   /** Close every idle server now; busy ones close as their clients leave. */
@@ -247,6 +286,7 @@ export class Pools {
       }
       this.observer?.login(pool.key);
       const pooled = new PooledServer(server, login.backendKey, login.toClient);
+      pool.template ??= pooled.template();
       this.log.info({ server: pooled.id, user: pool.key.user, database: pool.key.database }, 'pool: server opened');
       return pooled;
     } finally {

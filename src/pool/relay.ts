@@ -41,6 +41,8 @@ export function relayPooled(
     const fromServer = new MessageCursor();
     /** Requests sent whose ReadyForQuery has not come back. */
     let pending = 0;
+    /** Messages sent since the last Sync, Query or FunctionCall (a pipeline read with Flush). */
+    let unsynced = false;
     let status: number = TxStatus.Idle;
     let serverGone = false;
     /** Bytes reached the server that leave it mid-message (part of a Terminate, or garbage): not reusable. */
@@ -69,13 +71,15 @@ export function relayPooled(
       try {
         fromClient.walk(chunk, (m) => {
           if (cut < chunk.length) return; // nothing counts after the Terminate
-          if (m.code === Q || m.code === S || m.code === F) pending++;
-          else if (m.code === X) {
+          if (m.code === Q || m.code === S || m.code === F) {
+            pending++;
+            unsynced = false;
+          } else if (m.code === X) {
             // A Terminate whose first bytes went out with an earlier chunk has reached the server in
             // part: that server cannot be handed on.
             if (m.at < 0) serverPoisoned = true;
             cut = Math.max(0, m.at);
-          }
+          } else unsynced = true;
         });
       } catch (err) {
         // Not the protocol: nothing more goes to the server, which is not reused.
@@ -90,7 +94,7 @@ export function relayPooled(
     const onServerData = (chunk: Buffer) => {
       try {
         fromServer.walk(chunk, (m) => {
-          if (m.code === E && pending === 0) serverGone = true;
+          if (m.code === E && pending === 0 && !unsynced) serverGone = true;
           if (m.code !== Z) return;
           pending = Math.max(0, pending - 1);
           status = m.first;

@@ -6,6 +6,7 @@ import { BackendCode, CANCEL_HEADER_SIZE, HEADER_SIZE, LENGTH_SIZE, RequestCode,
 import { authenticationOk, decodeError, readBackendFrame, readyForQuery } from '../protocol/backend.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { Inbox } from '../proxy/inbox.js';
+import type { Statement } from './statements.js';
 
 let nextServerId = 1;
 
@@ -22,6 +23,14 @@ export class PooledServer {
   broken = false;
   /** The server's NegotiateProtocolVersion at login, if any: every client of the pool asked the same. */
   private negotiation: Buffer | undefined;
+  /**
+   * Transaction pooling: the statements prepared on this server under the proxy's names, least recently
+   * used first (a Set keeps insertion order: a use moves one to the end).
+   */
+  readonly prepared = new Set<Statement>();
+  /** Cancels being forwarded to this server: it is not handed to another client until they are done. */
+  private cancelling = 0;
+  private afterCancels: (() => void) | undefined;
 
   constructor(
     readonly socket: TLSSocket,
@@ -54,13 +63,35 @@ export class PooledServer {
    * proxy's own (`key`: the client never learns the server's), ReadyForQuery idle.
    */
   greeting(key: Buffer): Buffer {
-    return Buffer.concat([
-      ...(this.negotiation ? [this.negotiation] : []),
-      authenticationOk(),
-      ...this.params.values(),
-      key,
-      readyForQuery(TxStatus.Idle),
-    ]);
+    return greeting(this.template(), key);
+  }
+
+  /** What a client is greeted with at login, whichever server of the pool it is later lent. */
+  template(): GreetingTemplate {
+    return { negotiation: this.negotiation, params: [...this.params.values()], keyLength: this.backendKey?.length ?? 8 };
+  }
+
+  /**
+   * A cancel is on its way to this server: until `done` is called it is not handed on (a cancel that
+   * lands after the query it was for must not hit the next client's). `done` runs whatever waited.
+   */
+  beginCancel(): () => void {
+    this.cancelling++;
+    let called = false;
+    return () => {
+      if (called) return;
+      called = true;
+      if (--this.cancelling > 0) return;
+      const next = this.afterCancels;
+      this.afterCancels = undefined;
+      next?.();
+    };
+  }
+
+  /** Run `next` now, or once the cancels in flight to this server are done. */
+  whenCancelsDone(next: () => void): void {
+    if (this.cancelling === 0) next();
+    else this.afterCancels = next;
   }
 
   /** A CancelRequest for this server's backend, or undefined when it sent no key. */
@@ -157,4 +188,23 @@ export class PooledServer {
     this.broken = true;
     this.socket.destroy();
   }
+}
+
+/** What a pool's clients are told at login: from its first server's login. */
+export interface GreetingTemplate {
+  readonly negotiation: Buffer | undefined;
+  readonly params: readonly Buffer[];
+  /** Bytes of the server's pid + key: the proxy's keys for clients are as long. */
+  readonly keyLength: number;
+}
+
+/** AuthenticationOk, the ParameterStatus values, the proxy's BackendKeyData (`key`), ReadyForQuery idle. */
+export function greeting(template: GreetingTemplate, key: Buffer): Buffer {
+  return Buffer.concat([
+    ...(template.negotiation ? [template.negotiation] : []),
+    authenticationOk(),
+    ...template.params,
+    key,
+    readyForQuery(TxStatus.Idle),
+  ]);
 }

@@ -90,5 +90,6 @@ export const SqlState = {
   AdminShutdown: '57P01',
   CannotConnectNow: '57P03', // cannot_connect_now: the server is starting up or shutting down
   NameTooLong: '42622',
+  DuplicatePreparedStatement: '42P05',
 } as const;
 export type SqlState = (typeof SqlState)[keyof typeof SqlState];

@@ -8,13 +8,23 @@ import type { CancelRequest } from '../protocol/startup.js';
 /** Where pid + key start in a CancelRequest: after its length and request code. */
 const CANCEL_KEY_OFFSET = LENGTH_SIZE + 4;
 
-/** Where a cancel goes: the server's connector, and the request it expects when not the client's own. */
+/** A pooled server a cancel can go to (PooledServer). */
+export interface CancelRoute {
+  /** The CancelRequest with the server's own key. */
+  cancelRequest(): Buffer | undefined;
+  /** Keep the server from passing to another client until the returned function is called. */
+  beginCancel(): () => void;
+}
+
+/** Where a cancel goes: the server's connector, and for a pooled client the server it holds. */
 export interface CancelTarget {
   readonly connector: Connector;
-  /** A pooled client holds the proxy's key: its cancel is sent with the server's (undefined: as received). */
-  readonly request?: Buffer | undefined;
-  /** Whether the client still holds the server, checked again just before the cancel is sent. */
-  readonly current?: () => boolean;
+  /**
+   * A pooled client holds the proxy's key: its cancel goes to the server it holds at that moment, with
+   * the server's key, and nowhere when it holds none. Asked again just before the cancel is sent.
+   * Undefined: the client's own server, with the request as received.
+   */
+  readonly held?: () => CancelRoute | undefined;
 }
 
 export class CancelRegistry {
@@ -39,16 +49,26 @@ export class CancelRegistry {
  * it for at most the connect timeout (a server that never closes must not hold the proxy's shutdown).
  */
 export async function forwardCancel(request: CancelRequest, target: CancelTarget, timeoutMs: number): Promise<void> {
-  const server = await target.connector.connect();
-  const signal = AbortSignal.timeout(timeoutMs);
+  const route = target.held?.();
+  if (target.held && !route) throw new Error('the client holds no server now');
+  // From here until the server has taken the cancel, that server stays with this client.
+  const done = route?.beginCancel();
   try {
-    if (target.current && !target.current()) throw new Error('the client no longer holds that server');
-    server.end(target.request ?? request.bytes);
-    server.resume();
-    await once(server, 'close', { signal }).catch((err: Error) => {
-      throw signal.aborted ? new Error(`the server did not close the cancel connection within ${timeoutMs / 1000} s`) : err;
-    });
+    const server = await target.connector.connect();
+    const signal = AbortSignal.timeout(timeoutMs);
+    try {
+      if (route && target.held!() !== route) throw new Error('the client no longer holds that server');
+      const bytes = route ? route.cancelRequest() : request.bytes;
+      if (!bytes) throw new Error('the server gave no cancel key at its login');
+      server.end(bytes);
+      server.resume();
+      await once(server, 'close', { signal }).catch((err: Error) => {
+        throw signal.aborted ? new Error(`the server did not close the cancel connection within ${timeoutMs / 1000} s`) : err;
+      });
+    } finally {
+      server.destroy();
+    }
   } finally {
-    server.destroy();
+    done?.();
   }
 }

@@ -17,7 +17,8 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { backendKeyData, decodeBackendKey } from '../protocol/backend.js';
 import type { PoolKey, Pools } from '../pool/pool.js';
 import { relayPooled } from '../pool/relay.js';
-import type { PooledServer } from '../pool/server.js';
+import { greeting, type PooledServer } from '../pool/server.js';
+import { type Holding, relayTransactions } from '../pool/transaction.js';
 import { openServer, type LoginTarget } from './login.js';
 import type { LoginResult } from './upstream-auth.js';
 
@@ -28,7 +29,7 @@ export interface SessionContext extends LoginTarget {
   readonly cancels: CancelRegistry;
   readonly startupTimeoutMs: number;
   readonly log: Logger;
-  /** Pooling (--pool-mode session): servers are lent from here instead of logged in per client. */
+  /** Pooling (--pool-mode session|transaction): servers are lent from here instead of logged in per client. */
   readonly pools?: Pools | undefined;
   /** Answer SSLRequest with 'S' and direct TLS with this certificate; undefined: decline ('N'). */
   readonly clientTls?: ClientTls | Promise<ClientTls> | undefined;
@@ -53,7 +54,8 @@ interface Opened {
   /** The server: the session's own (spliced byte for byte), or one lent by the pool. */
   readonly upstream:
     | { readonly kind: 'spliced'; readonly server: TLSSocket }
-    | { readonly kind: 'pooled'; readonly server: PooledServer; readonly key: PoolKey };
+    | { readonly kind: 'pooled'; readonly server: PooledServer; readonly key: PoolKey }
+    | { readonly kind: 'transaction'; readonly key: PoolKey; readonly holding: Holding };
   readonly toClient: Buffer;
   readonly pipelined: Buffer;
   /** The client half-closed behind its pipelined bytes: the server gets them, then our FIN. */
@@ -62,9 +64,13 @@ interface Opened {
   readonly forget: () => void;
 }
 
-/** A pooled server lent to this client, with the greeting it hears and how to drop its cancel key. */
+/**
+ * A pooled server lent to this client (session mode) or the holding it will be lent through (transaction
+ * mode), with the greeting it hears and how to drop its cancel key.
+ */
 interface Lent {
-  readonly server: PooledServer;
+  readonly server?: PooledServer;
+  readonly holding?: Holding;
   readonly toClient: Buffer;
   readonly forget: () => void;
 }
@@ -145,6 +151,24 @@ export class Session {
       this.close(end.reason, end.error);
       return;
     }
+    if (upstream.kind === 'transaction') {
+      const relayed = relayTransactions({
+        client: this.client,
+        pools: this.ctx.pools!,
+        key: upstream.key,
+        signal: this.gone.signal,
+        holding: upstream.holding,
+        toClient: opened.toClient,
+        pipelined: opened.pipelined,
+        clientEnded: opened.clientEnded,
+        log: this.log,
+      });
+      opened = undefined;
+      const end = await relayed;
+      forget();
+      this.close(end.reason, end.error);
+      return;
+    }
     const relayed = relayPooled(this.client, upstream.server.socket, opened.toClient, opened.pipelined, opened.clientEnded);
     opened = undefined;
     const end = await relayed;
@@ -221,14 +245,14 @@ export class Session {
       const key: PoolKey = { user, database: packet.database, startup };
       let lent: Lent;
       try {
-        lent = await this.borrow(key);
+        lent = this.ctx.pools.settings.mode === 'transaction' ? await this.attach(key) : await this.borrow(key);
       } finally {
         this.client.off('end', onEnd);
       }
       if (this.gone.signal.aborted) {
         // Lent to a client that left before hearing of it: untouched, so it goes straight back.
         lent.forget();
-        this.ctx.pools.release(lent.server, key, 'idle');
+        if (lent.server) this.ctx.pools.release(lent.server, key, 'idle');
         throw this.gone.signal.reason;
       }
       this.phase = 'ready';
@@ -238,12 +262,12 @@ export class Session {
           startup: this.startup,
           endpoint: formatHostPort(this.ctx.connector.endpoint),
           readyMs: this.elapsedMs(),
-          pooled: lent.server.id,
+          ...(lent.server ? { pooled: lent.server.id } : { pooled: 'transaction' }),
         },
         'session opened from the pool',
       );
       return {
-        upstream: { kind: 'pooled', server: lent.server, key },
+        upstream: lent.server ? { kind: 'pooled', server: lent.server, key } : { kind: 'transaction', key, holding: lent.holding! },
         toClient: lent.toClient,
         forget: lent.forget,
         clientEnded: inbox.ended,
@@ -290,27 +314,40 @@ export class Session {
    */
   private async borrow(key: PoolKey): Promise<Lent> {
     const server = await this.ctx.pools!.acquire(key, this.gone.signal);
-    const pid = randomInt(1, 2 ** 31 - 1);
-    // As long as the server's own key: 4 bytes in protocol 3.0 (what the session speaks, negotiated down
-    // or not), longer only where the server's is.
-    const secret = randomBytes(server.backendKey ? server.backendKey.length - 4 : 4);
-    const request = server.cancelRequest();
-    const keyData = backendKeyData(pid, secret);
     // A cancel that arrives late (its connection made after this client let the server go) must not reach
-    // the query of the server's next client: the target says whether this client still holds it.
+    // the query of the server's next client: the target asks whether this client still holds it.
     let held = true;
-    const unregister = request
-      ? this.ctx.cancels.register(decodeBackendKey({ code: BackendCode.BackendKeyData, bytes: keyData }), {
-          connector: this.ctx.connector,
-          request,
-          current: () => held,
-        })
-      : () => undefined;
+    const { keyData, unregister } = this.proxyKey(server.backendKey?.length ?? 8, () => (held ? server : undefined));
     const forget = () => {
       held = false;
       unregister();
     };
     return { server, toClient: server.greeting(keyData), forget };
+  }
+
+  /**
+   * Transaction mode: the greeting, with no server held (the pool's first login gave its values); a
+   * cancel goes to whichever server the client holds when it comes, if any.
+   */
+  private async attach(key: PoolKey): Promise<Lent> {
+    const template = await this.ctx.pools!.greeting(key, this.gone.signal);
+    const holding: Holding = { server: undefined };
+    const { keyData, unregister } = this.proxyKey(template.keyLength, () => holding.server);
+    return { holding, toClient: greeting(template, keyData), forget: unregister };
+  }
+
+  /**
+   * The BackendKeyData a pooled client gets: the proxy's own (a server passes from client to client, so
+   * an old key must never reach a new client's query), as long as the server's (4-byte secret in protocol
+   * 3.0, longer only where the server's is), registered so a cancel with it goes where `held` says.
+   */
+  private proxyKey(length: number, held: () => PooledServer | undefined): { keyData: Buffer; unregister: () => void } {
+    const keyData = backendKeyData(randomInt(1, 2 ** 31 - 1), randomBytes(length - 4));
+    const unregister = this.ctx.cancels.register(decodeBackendKey({ code: BackendCode.BackendKeyData, bytes: keyData }), {
+      connector: this.ctx.connector,
+      held,
+    });
+    return { keyData, unregister };
   }
 
   /** The allow-lists: refused before any AWS or upstream work (28000). */

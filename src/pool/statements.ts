@@ -1,0 +1,61 @@
+// Named prepared statements in transaction pooling. A client's "s1" lives on each server it lands on
+// under a name the proxy chose: one per distinct statement (the SQL and parameter types), shared by every
+// client that prepares the same thing, as pgbouncer's max_prepared_statements does. Each server keeps at
+// most a set number, least recently used closed first.
+import { Frontend, frontendMessage } from '../protocol/frontend.js';
+
+/** Server-side names start with this; a client's names never reach a server. */
+export const STATEMENT_PREFIX = 'pg_iam_proxy_';
+/** A statement name the proxy never prepares: a client's Close goes to it (CloseComplete, nothing closed). */
+export const NEVER_PREPARED = `${STATEMENT_PREFIX}none`;
+/** Prepared and closed at once to answer a client's Parse of a statement the server already has. */
+export const SCRATCH = `${STATEMENT_PREFIX}parse`;
+
+/** One distinct statement: its name on servers and the Parse that prepares it there. */
+export class Statement {
+  /** Clients that hold it under a name of theirs; at 0 it is forgotten (servers may still have it). */
+  refs = 0;
+  readonly name: string;
+  /** The Parse message that prepares it on a server, under `name`. */
+  readonly parse: Buffer;
+
+  constructor(
+    readonly id: number,
+    /** Everything of the client's Parse after its statement name: SQL, parameter count and types. */
+    readonly shape: string,
+    body: Buffer,
+  ) {
+    this.name = `${STATEMENT_PREFIX}${id}`;
+    this.parse = frontendMessage(Frontend.Parse, this.name, body);
+  }
+}
+
+/** The distinct statements clients hold now, by shape. */
+export class StatementRegistry {
+  private readonly byShape = new Map<string, Statement>();
+  private nextId = 1;
+
+  /** The statement of a client's Parse (`head`: the whole message; `after`: where its name ended). */
+  hold(head: Buffer, after: number): Statement {
+    const shape = head.toString('latin1', after);
+    let statement = this.byShape.get(shape);
+    if (!statement) {
+      statement = new Statement(this.nextId++, shape, head.subarray(after));
+      this.byShape.set(shape, statement);
+    }
+    statement.refs++;
+    return statement;
+  }
+
+  /** A client let go of it (Close, or the client left). */
+  let(statement: Statement): void {
+    if (--statement.refs === 0 && this.byShape.get(statement.shape) === statement) this.byShape.delete(statement.shape);
+  }
+}
+
+/** A Close of the statement `name`. */
+export const closeStatement = (name: string): Buffer => frontendMessage(Frontend.Close, Buffer.of(0x53), name);
+
+/** Parse(SCRATCH, "") + Close(SCRATCH): the first answers the client's Parse in its place, the second undoes it. */
+export const SCRATCH_PARSE = frontendMessage(Frontend.Parse, SCRATCH, '', Buffer.alloc(2));
+export const SCRATCH_CLOSE = closeStatement(SCRATCH);

@@ -1,0 +1,202 @@
+// The client's stream in transaction pooling, message by message, for a relay that must rename prepared
+// statements on the way (a client's statement "s1" lives on whichever server it lands on under a name
+// the proxy chose). Only Parse, Bind, Describe and Close are read: a Parse, Describe or Close whole, a
+// Bind up to its statement name (its parameters, possibly large, stream through uncopied). Every other
+// message passes as a slice of the chunk it came in, consecutive ones as one slice; nothing is copied
+// that is not rewritten.
+import { CODE_SIZE, HEADER_SIZE, LENGTH_SIZE } from './constants.js';
+import { MAX_MESSAGE_LENGTH } from './framing.js';
+
+/** Frontend message codes the transaction relay reads or writes. */
+export const Frontend = {
+  Bind: 0x42, // B
+  Close: 0x43, // C
+  Describe: 0x44, // D
+  Execute: 0x45, // E
+  FunctionCall: 0x46, // F
+  Flush: 0x48, // H
+  Parse: 0x50, // P
+  Query: 0x51, // Q
+  Sync: 0x53, // S
+  Terminate: 0x58, // X
+} as const;
+
+/** Describe and Close name a statement ('S') or a portal ('P'). */
+export const STATEMENT = 0x53;
+
+/** The most of a message gathered to be rewritten: a Parse's SQL, or a Bind's portal and statement names. */
+export const MAX_GATHERED = 16 * 1024 * 1024;
+
+/** What the relay does with the messages the stream reads. */
+export interface FrontendHandler {
+  /**
+   * A Parse, Describe or Close (whole), or the head of a Bind (up to and including its statement name).
+   * `head` starts with the code and the message's length word; `rest`: the bytes of the message that
+   * follow it and will stream on as they are. The handler pushes onto `out` what goes to the server
+   * instead (the head itself when nothing changes), with injected messages before or after it, and any
+   * replacement head's length word set with `lengthFor`.
+   */
+  rewrite(code: number, head: Buffer, rest: number, out: Buffer[]): void;
+  /** A message passed on as it is (its code: Sync, Query, Execute, CopyData...). */
+  passed(code: number): void;
+}
+
+export class FrontendStream {
+  /** Bytes of the current message still to pass through uncopied. */
+  private left = 0;
+  /** Header bytes of the current message gathered so far (code + length). */
+  private readonly header = Buffer.alloc(HEADER_SIZE);
+  private have = 0;
+  /** A message being gathered (Parse, Bind, Describe, Close), in pieces until it is complete. */
+  private gathering: Buffer[] | undefined;
+  private gathered = 0;
+  private length = 0;
+  /** The client sent Terminate: nothing after it is read. */
+  terminated = false;
+
+  constructor(private readonly handler: FrontendHandler) {}
+
+  /** True between messages. */
+  get atBoundary(): boolean {
+    return this.left === 0 && this.have === 0 && this.gathering === undefined;
+  }
+
+  /**
+   * Walk `chunk`, pushing onto `out` what goes to the server: slices of the chunk, rewritten heads, and
+   * injected messages. Stops at a Terminate (not passed on). Throws on a length word no message can have,
+   * or a message to rewrite over MAX_GATHERED.
+   */
+  translate(chunk: Buffer, out: Buffer[]): void {
+    let at = 0;
+    /** Start of the run of bytes passed as they are; -1 while a message to rewrite is gathered. */
+    let run = this.gathering || (this.have > 0 && isRewritten(this.header[0]!)) ? -1 : 0;
+    const flush = (to: number) => {
+      if (run >= 0 && to > run) out.push(chunk.subarray(run, to));
+    };
+    while (at < chunk.length && !this.terminated) {
+      if (this.left > 0) {
+        const skip = Math.min(this.left, chunk.length - at);
+        this.left -= skip;
+        at += skip;
+        continue;
+      }
+      if (this.gathering) {
+        at = this.gather(chunk, at, out);
+        if (!this.gathering) run = at;
+        continue;
+      }
+      if (this.have === 0) {
+        const code = chunk[at]!;
+        if (code === Frontend.Terminate) {
+          flush(at);
+          run = -1;
+          this.terminated = true;
+          break;
+        }
+        if (isRewritten(code)) {
+          flush(at);
+          run = -1;
+        }
+      }
+      const take = Math.min(HEADER_SIZE - this.have, chunk.length - at);
+      chunk.copy(this.header, this.have, at, at + take);
+      this.have += take;
+      at += take;
+      if (this.have < HEADER_SIZE) break;
+      const code = this.header[0]!;
+      const length = this.header.readUInt32BE(CODE_SIZE);
+      if (length < LENGTH_SIZE || length > MAX_MESSAGE_LENGTH) throw new Error(`invalid message length ${length}`);
+      this.have = 0;
+      if (isRewritten(code)) {
+        this.gathering = [Buffer.from(this.header)];
+        this.gathered = HEADER_SIZE;
+        this.length = length;
+        if (length === LENGTH_SIZE) {
+          this.complete(out);
+          run = at;
+        }
+        continue;
+      }
+      this.handler.passed(code);
+      this.left = length - LENGTH_SIZE;
+    }
+    if (!this.terminated) flush(chunk.length);
+  }
+
+  /** Take bytes of the message being gathered; hand it over once it has what the handler needs. */
+  private gather(chunk: Buffer, at: number, out: Buffer[]): number {
+    const pieces = this.gathering!;
+    const total = CODE_SIZE + this.length;
+    let want = Math.min(total - this.gathered, chunk.length - at);
+    if (pieces[0]![0] === Frontend.Bind) {
+      // A Bind's head ends after its second string (portal, statement): look for that NUL.
+      const end = secondNul(pieces, chunk, at, want);
+      if (end >= 0) want = end - at + 1;
+    }
+    if (this.gathered + want > HEADER_SIZE + MAX_GATHERED) {
+      throw new Error(`a ${String.fromCharCode(pieces[0]![0]!)} message too long to rewrite (over ${MAX_GATHERED} bytes)`);
+    }
+    pieces.push(chunk.subarray(at, at + want));
+    this.gathered += want;
+    at += want;
+    const done = this.gathered === total || (pieces[0]![0] === Frontend.Bind && countNuls(pieces) >= 2);
+    if (done) this.complete(out);
+    else if (pieces.length > 1) {
+      // Keep what was taken from this chunk: the chunk itself may be reused once the handler returns.
+      pieces[pieces.length - 1] = Buffer.from(pieces[pieces.length - 1]!);
+    }
+    return at;
+  }
+
+  private complete(out: Buffer[]): void {
+    const head = Buffer.concat(this.gathering!);
+    const rest = CODE_SIZE + this.length - this.gathered;
+    this.gathering = undefined;
+    this.left = rest;
+    this.handler.rewrite(head[0]!, head, rest, out);
+  }
+}
+
+const isRewritten = (code: number): boolean =>
+  code === Frontend.Parse || code === Frontend.Bind || code === Frontend.Describe || code === Frontend.Close;
+
+/** Where in `chunk` (at or after `from`, within `span`) the Bind's second string ends, or -1. */
+function secondNul(pieces: readonly Buffer[], chunk: Buffer, from: number, span: number): number {
+  let seen = countNuls(pieces);
+  for (let i = from; i < from + span; i++) if (chunk[i] === 0 && ++seen === 2) return i;
+  return -1;
+}
+
+/** NULs in the body gathered so far (the header's length word may hold zero bytes: skipped). */
+function countNuls(pieces: readonly Buffer[]): number {
+  let n = 0;
+  let offset = 0;
+  for (const piece of pieces) {
+    for (let i = 0; i < piece.length; i++) if (offset + i >= HEADER_SIZE && piece[i] === 0) n++;
+    offset += piece.length;
+  }
+  return n;
+}
+
+/** A NUL-terminated string at `at`, and where the byte after its NUL is; undefined if unterminated. */
+export function readCString(buf: Buffer, at: number): { value: string; next: number } | undefined {
+  const end = buf.indexOf(0, at);
+  if (end < 0) return undefined;
+  return { value: buf.toString('utf8', at, end), next: end + 1 };
+}
+
+/** Set a rewritten head's length word: its own bytes after the code, plus `rest` bytes to follow. */
+export function lengthFor(head: Buffer, rest: number): Buffer {
+  head.writeUInt32BE(head.length - CODE_SIZE + rest, CODE_SIZE);
+  return head;
+}
+
+/** A message of `code` whose body is these NUL-terminated strings (and raw bytes). */
+export function frontendMessage(code: number, ...parts: ReadonlyArray<string | Buffer>): Buffer {
+  const bodies = parts.map((p) => (typeof p === 'string' ? Buffer.from(`${p}\0`, 'utf8') : p));
+  const out = Buffer.allocUnsafe(HEADER_SIZE + bodies.reduce((n, b) => n + b.length, 0));
+  out[0] = code;
+  let at = HEADER_SIZE;
+  for (const b of bodies) at += b.copy(out, at);
+  return lengthFor(out, 0);
+}

@@ -1,0 +1,480 @@
+// The transaction relay in process, chunk by chunk as sockets would deliver them: which server gets what
+// (statement names translated, Parses injected), what the client hears (injected answers kept from it,
+// wherever a read cuts them), and how each server goes back to the pool.
+import t from 'tap';
+import fc from 'fast-check';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { Duplex } from 'node:stream';
+import pino from 'pino';
+import { relayTransactions, type Holding } from '../src/pool/transaction.js';
+import { PooledServer } from '../src/pool/server.js';
+import { NEVER_PREPARED, SCRATCH, StatementRegistry } from '../src/pool/statements.js';
+import type { PoolKey, Pools } from '../src/pool/pool.js';
+import { FrontendStream } from '../src/protocol/frontend.js';
+import { Bytes } from './support/bytes.js';
+
+/** A socket stand-in: what is pushed to it is "received"; what is written to it is kept. */
+function end() {
+  const written: Buffer[] = [];
+  const socket = new Duplex({
+    read() {},
+    write(chunk: Buffer, _enc, done) {
+      written.push(chunk);
+      done();
+    },
+    final(done) {
+      done();
+    },
+  });
+  const turn = () => new Promise((r) => setImmediate(r));
+  return {
+    socket,
+    written: () => Buffer.concat(written),
+    clear: () => void written.splice(0),
+    receive: async (b: Uint8Array) => (socket.push(b), turn()),
+    turn,
+  };
+}
+
+// Frontend messages.
+const parse = (name: string, sql: string) => new Bytes().cstring(name).cstring(sql).raw([0, 0]).join('P');
+const bind = (name: string, portal = '') => new Bytes().cstring(portal).cstring(name).raw([0, 0, 0, 0, 0, 0]).join('B');
+const describe = (type: 'S' | 'P', name: string) => new Bytes().raw(Buffer.from(type)).cstring(name).join('D');
+const close = (type: 'S' | 'P', name: string) => new Bytes().raw(Buffer.from(type)).cstring(name).join('C');
+const execute = new Bytes().cstring('').int32(0).join('E');
+const sync = new Bytes().join('S');
+const flush = new Bytes().join('H');
+const query = (sql: string) => new Bytes().cstring(sql).join('Q');
+const terminate = Buffer.from([0x58, 0, 0, 0, 4]);
+// Backend messages.
+const parseComplete = new Bytes().join('1');
+const bindComplete = new Bytes().join('2');
+const closeComplete = new Bytes().join('3');
+const commandComplete = new Bytes().cstring('SELECT 1').join('C');
+const ready = (status: string) => new Bytes().raw(Buffer.from(status)).join('Z');
+const error = (code: string) => new Bytes().raw(Buffer.from('S')).cstring('ERROR').raw(Buffer.from('C')).cstring(code).raw([0]).join('E');
+const parameterStatus = (name: string, value: string) => new Bytes().cstring(name).cstring(value).join('S');
+
+const KEY: PoolKey = { user: 'app', database: 'db', startup: Buffer.alloc(0) };
+
+interface Released {
+  server: PooledServer;
+  state: string;
+  reset: boolean;
+}
+
+/** A pool of fake servers handed out in order, and what came back. */
+function fakePools(servers: PooledServer[], maxPreparedStatements = 200) {
+  const released: Released[] = [];
+  let failure: Error | undefined;
+  const pools = {
+    statements: new StatementRegistry(),
+    settings: { maxPreparedStatements },
+    acquire: async () => {
+      if (failure) throw failure;
+      const server = servers.shift();
+      if (!server) throw new Error('no fake server left');
+      return server;
+    },
+    release: (server: PooledServer, _key: PoolKey, state: string, reset = true) => {
+      released.push({ server, state, reset });
+      servers.push(server); // back in the pool, for the next transaction
+    },
+  };
+  return { pools: pools as unknown as Pools, released, failWith: (err: Error) => (failure = err) };
+}
+
+function server() {
+  const socket = end();
+  return { ...socket, pooled: new PooledServer(socket.socket as unknown as TLSSocket, Buffer.alloc(8), Buffer.alloc(0)) };
+}
+
+function relay(
+  servers: ReturnType<typeof server>[],
+  options: {
+    pipelined?: Buffer;
+    maxPrepared?: number;
+    shared?: Pick<ReturnType<typeof fakePools>, 'pools' | 'released' | 'failWith'>;
+  } = {},
+) {
+  const client = end();
+  const fake =
+    options.shared ??
+    fakePools(
+      servers.map((s) => s.pooled),
+      options.maxPrepared,
+    );
+  const holding: Holding = { server: undefined };
+  const done = relayTransactions({
+    client: client.socket as unknown as Socket,
+    pools: fake.pools,
+    key: KEY,
+    signal: new AbortController().signal,
+    holding,
+    toClient: Buffer.alloc(0),
+    pipelined: options.pipelined ?? Buffer.alloc(0),
+    clientEnded: false,
+    log: pino({ level: 'silent' }),
+  });
+  return { pools: fake.pools, released: fake.released, failWith: fake.failWith, client, done, holding };
+}
+
+const cat = (...parts: Buffer[]) => Buffer.concat(parts);
+
+t.test('a named statement follows its client to another server: prepared there first, its answer kept', async (t) => {
+  const a = server();
+  const b = server();
+  const { client, released, holding } = relay([a, b]);
+  await client.receive(cat(parse('s1', 'SELECT 1'), sync));
+  t.equal(holding.server, a.pooled, 'the first transaction holds server A');
+  t.same(a.written(), cat(parse('pg_iam_proxy_1', 'SELECT 1'), sync), "A prepares it under the proxy's name");
+  await a.receive(cat(parseComplete, ready('I')));
+  t.same(client.written(), cat(parseComplete, ready('I')));
+  t.match(released, [{ server: a.pooled, state: 'idle', reset: false }], 'A is back in the pool, as it is');
+  t.equal(holding.server, undefined, 'between transactions the client holds nothing');
+  // A is handed to someone else meanwhile: the next transaction lands on B.
+  client.clear();
+  await client.receive(cat(bind('s1'), execute, sync));
+  t.equal(holding.server, b.pooled);
+  t.same(b.written(), cat(parse('pg_iam_proxy_1', 'SELECT 1'), bind('pg_iam_proxy_1'), execute, sync), 'B gets the Parse first');
+  await b.receive(cat(parseComplete, bindComplete, commandComplete, ready('I')));
+  t.same(client.written(), cat(bindComplete, commandComplete, ready('I')), 'the injected ParseComplete is not heard');
+  t.equal(released.length, 2);
+  // Back on A, which has it: the Bind alone.
+  client.clear();
+  a.clear();
+  await client.receive(cat(bind('s1'), execute, sync));
+  t.same(a.written(), cat(bind('pg_iam_proxy_1'), execute, sync));
+  await a.receive(cat(bindComplete, commandComplete, ready('I')));
+  t.same(client.written(), cat(bindComplete, commandComplete, ready('I')));
+});
+
+t.test('an injected ParseComplete is kept from the client wherever the reads cut the answer', async (t) => {
+  const answer = cat(parseComplete, bindComplete, commandComplete, ready('I'));
+  for (let cut1 = 1; cut1 < answer.length; cut1++) {
+    for (const cut2 of [cut1 + 1, cut1 + 3, answer.length]) {
+      if (cut2 > answer.length) continue;
+      const a = server();
+      const { client, released } = relay([a]);
+      // The client's statement is known (prepared elsewhere), not on this server.
+      await client.receive(cat(parse('s1', 'SELECT 1'), sync));
+      await a.receive(cat(parseComplete, ready('I')));
+      a.pooled.prepared.clear();
+      client.clear();
+      await client.receive(cat(bind('s1'), execute, sync));
+      for (const piece of [answer.subarray(0, cut1), answer.subarray(cut1, cut2), answer.subarray(cut2)]) {
+        if (piece.length > 0) await a.receive(piece);
+      }
+      t.same(client.written(), cat(bindComplete, commandComplete, ready('I')), `cut at ${cut1} and ${cut2}`);
+      t.equal(released.length, 2, `released after the answer (cut at ${cut1}, ${cut2})`);
+    }
+  }
+});
+
+t.test('an error in a pipeline: the rest up to Sync is skipped, and what it prepared is undone', async (t) => {
+  const a = server();
+  const b = server();
+  const { client, released } = relay([a, b]);
+  await client.receive(cat(parse('good', 'SELECT 1'), bind('good'), execute, parse('bad', 'SELEC 2'), bind('bad'), execute, sync));
+  await a.receive(cat(parseComplete, bindComplete, commandComplete, error('42601'), ready('I')));
+  t.same(client.written(), cat(parseComplete, bindComplete, commandComplete, error('42601'), ready('I')));
+  t.equal(a.pooled.prepared.size, 1, 'the server has the good statement only');
+  t.equal(released.length, 1);
+  // "bad" does not exist for the client now, as with PostgreSQL: its Bind goes as it is (the server says so).
+  b.clear();
+  await client.receive(cat(bind('bad'), execute, sync));
+  t.same(b.written(), cat(bind('bad'), execute, sync));
+});
+
+t.test('an error before an injected Parse: both skipped, and the server is known not to have it', async (t) => {
+  const a = server();
+  const { client } = relay([a]);
+  await client.receive(cat(parse('s1', 'SELECT 1'), sync));
+  await a.receive(cat(parseComplete, ready('I')));
+  a.pooled.prepared.clear(); // as if closed there meanwhile
+  a.clear();
+  client.clear();
+  await client.receive(cat(query('SELECT 1/0'), bind('s1'), execute, sync));
+  await a.receive(cat(error('22012'), ready('I')));
+  // Only the Query's own group errored; the Bind's group follows with its own Sync.
+  t.equal(a.pooled.prepared.size, 1, 'the Parse came after the Query group: prepared');
+  await a.receive(cat(parseComplete, bindComplete, commandComplete, ready('I')));
+  t.same(client.written(), cat(error('22012'), ready('I'), bindComplete, commandComplete, ready('I')));
+  a.clear();
+  client.clear();
+  a.pooled.prepared.clear();
+  await client.receive(cat(bind('nope'), bind('s1'), execute, sync));
+  await a.receive(cat(error('26000'), ready('I')));
+  t.equal(a.pooled.prepared.size, 0, 'the injected Parse was skipped with the rest');
+  t.same(client.written(), cat(error('26000'), ready('I')), 'no ParseComplete is heard, none was sent');
+});
+
+t.test("a Parse of a statement the server already has: answered by a throwaway, the client's names kept apart", async (t) => {
+  const a = server();
+  const first = relay([a]);
+  await first.client.receive(cat(parse('mine', 'SELECT 1'), sync));
+  await a.receive(cat(parseComplete, ready('I')));
+  a.clear();
+  // Another client prepares the same SQL under another name on the same server.
+  const second = relay([], { shared: first });
+  await second.client.receive(cat(parse('theirs', 'SELECT 1'), bind('theirs'), execute, sync));
+  t.same(
+    a.written(),
+    cat(parse(SCRATCH, ''), close('S', SCRATCH), bind('pg_iam_proxy_1'), execute, sync),
+    'the shared statement is used; the throwaway answers the Parse',
+  );
+  await a.receive(cat(parseComplete, closeComplete, bindComplete, commandComplete, ready('I')));
+  t.same(second.client.written(), cat(parseComplete, bindComplete, commandComplete, ready('I')));
+});
+
+t.test('Close: the client forgets the name, the server keeps the statement for others; the name can be reused', async (t) => {
+  const a = server();
+  const { client } = relay([a]);
+  await client.receive(cat(parse('s1', 'SELECT 1'), sync));
+  await a.receive(cat(parseComplete, ready('I')));
+  a.clear();
+  client.clear();
+  await client.receive(cat(close('S', 's1'), parse('s1', 'SELECT 2'), bind('s1'), execute, close('P', ''), sync));
+  t.same(
+    a.written(),
+    cat(close('S', NEVER_PREPARED), parse('pg_iam_proxy_2', 'SELECT 2'), bind('pg_iam_proxy_2'), execute, close('P', ''), sync),
+  );
+  await a.receive(cat(closeComplete, parseComplete, bindComplete, commandComplete, closeComplete, ready('I')));
+  t.same(client.written(), cat(closeComplete, parseComplete, bindComplete, commandComplete, closeComplete, ready('I')));
+  t.equal(a.pooled.prepared.size, 2, 'both statements stay on the server');
+});
+
+t.test('--max-prepared-statements: the least recently used statement is closed on the server first', async (t) => {
+  const a = server();
+  const { client } = relay([a], { maxPrepared: 1 });
+  await client.receive(cat(parse('s1', 'SELECT 1'), parse('s2', 'SELECT 2'), bind('s1'), sync));
+  t.same(
+    a.written(),
+    cat(
+      parse('pg_iam_proxy_1', 'SELECT 1'),
+      close('S', 'pg_iam_proxy_1'),
+      parse('pg_iam_proxy_2', 'SELECT 2'),
+      close('S', 'pg_iam_proxy_2'),
+      parse('pg_iam_proxy_1', 'SELECT 1'),
+      bind('pg_iam_proxy_1'),
+      sync,
+    ),
+  );
+  await a.receive(cat(parseComplete, closeComplete, parseComplete, closeComplete, parseComplete, bindComplete, ready('I')));
+  t.same(client.written(), cat(parseComplete, parseComplete, bindComplete, ready('I')), 'the injected answers are kept');
+  t.same(
+    [...a.pooled.prepared].map((s) => s.name),
+    ['pg_iam_proxy_1'],
+  );
+});
+
+t.test('Describe of a statement, Flush, then the rest: the server is held until Sync is answered', async (t) => {
+  const a = server();
+  const { client, released } = relay([a]);
+  await client.receive(cat(parse('s1', 'SELECT $1::int'), describe('S', 's1'), flush));
+  t.same(a.written(), cat(parse('pg_iam_proxy_1', 'SELECT $1::int'), describe('S', 'pg_iam_proxy_1'), flush));
+  await a.receive(cat(parseComplete, new Bytes().raw([0, 1, 0, 0, 0, 23]).join('t'), new Bytes().raw([0, 0]).join('T')));
+  t.equal(released.length, 0, 'no Sync yet: the server stays');
+  await client.receive(cat(bind('s1'), execute, sync));
+  await a.receive(cat(bindComplete, commandComplete, ready('I')));
+  t.equal(released.length, 1);
+});
+
+t.test('a transaction spans several round trips; the server goes back only at ReadyForQuery idle', async (t) => {
+  const a = server();
+  const { client, released } = relay([a]);
+  await client.receive(query('BEGIN'));
+  await a.receive(cat(commandComplete, ready('T')));
+  await client.receive(query('SELECT 1'));
+  await a.receive(cat(commandComplete, ready('T')));
+  t.equal(released.length, 0);
+  await client.receive(query('COMMIT'));
+  await a.receive(cat(parameterStatus('TimeZone', 'UTC'), commandComplete, ready('I')));
+  t.match(released, [{ state: 'idle', reset: true }], 'a setting changed: the server is reset before the next client');
+});
+
+t.test('a client that leaves: mid-transaction the server is closed, between transactions nothing is held', async (t) => {
+  const a = server();
+  const mid = relay([a]);
+  await mid.client.receive(query('BEGIN'));
+  await a.receive(cat(commandComplete, ready('T')));
+  mid.client.socket.push(null);
+  t.match(await mid.done, { reason: 'client closed the connection' });
+  t.match(mid.released, [{ state: 'busy' }]);
+  const b = server();
+  const idle = relay([b]);
+  await idle.client.receive(terminate);
+  t.match(await idle.done, { reason: 'client closed the connection' });
+  t.same(b.written(), Buffer.alloc(0), 'a goodbye while holding nothing takes no server');
+  t.equal(idle.released.length, 0);
+});
+
+t.test('a half-close behind a query: its answer goes out, then the session ends', async (t) => {
+  const a = server();
+  const { client, done, released } = relay([a], { pipelined: query('SELECT 1') });
+  client.socket.push(null);
+  await a.turn();
+  await a.receive(cat(commandComplete, ready('I')));
+  await done;
+  t.same(client.written(), cat(commandComplete, ready('I')));
+  t.match(released, [{ state: 'idle' }]);
+});
+
+t.test('a Parse of a name in use, or of a proxy name: FATAL 42P05, the server not reused', async (t) => {
+  for (const second of ['s1', 'pg_iam_proxy_7']) {
+    const a = server();
+    const { client, done, released } = relay([a]);
+    await client.receive(cat(parse('s1', 'SELECT 1'), sync));
+    await a.receive(cat(parseComplete, ready('I')));
+    await client.receive(cat(parse(second, 'SELECT 2'), sync));
+    const end = await done;
+    t.match(end.reason, `prepared statement "${second}" already exists`);
+    t.match(client.written().toString(), /FATAL.*42P05/s);
+    t.match(released.at(-1), { state: 'busy' });
+  }
+});
+
+t.test("names that look like the proxy's own never reach a server", async (t) => {
+  const a = server();
+  const { client } = relay([a]);
+  await client.receive(cat(bind('pg_iam_proxy_1'), describe('S', 'pg_iam_proxy_1'), sync));
+  t.same(a.written(), cat(bind(NEVER_PREPARED), describe('S', NEVER_PREPARED), sync));
+});
+
+t.test('no server to be had: the client hears FATAL, then the close', async (t) => {
+  const { client, done, failWith } = relay([]);
+  failWith(new Error('login refused'));
+  await client.receive(query('SELECT 1'));
+  t.match(await done, { reason: 'pg-iam-proxy could not get a server: login refused' });
+  t.match(client.written().toString(), /FATAL.*08006.*login refused/s);
+});
+
+t.test('a server that breaks the order of answers is dropped', async (t) => {
+  const a = server();
+  const { client, done, released } = relay([a]);
+  await client.receive(cat(query('SELECT 1')));
+  await a.receive(parseComplete);
+  t.match(await done, { reason: 'the server broke the protocol: an unexpected ParseComplete' });
+  t.match(released, [{ state: 'gone' }]);
+});
+
+t.test('a FATAL with nothing asked (terminated): the client hears it, the server is gone', async (t) => {
+  const a = server();
+  const { client, done, released } = relay([a]);
+  await client.receive(query('BEGIN'));
+  await a.receive(cat(commandComplete, ready('T')));
+  await a.receive(error('57P01'));
+  t.match(await done, { reason: 'the server ended the session' });
+  t.match(released, [{ state: 'gone' }]);
+  t.match(client.written().toString(), /57P01/);
+});
+
+t.test('the client breaks the protocol: FATAL 08P01, and the server it held is not reused', async (t) => {
+  const a = server();
+  const { client, done, released } = relay([a]);
+  await client.receive(query('BEGIN'));
+  await a.receive(cat(commandComplete, ready('T')));
+  await client.receive(Buffer.from([0x51, 0, 0, 0, 1])); // a length word under 4
+  t.match(await done, { reason: 'invalid message from the client: invalid message length 1' });
+  t.match(client.written().toString(), /FATAL.*08P01/s);
+  t.match(released, [{ state: 'busy' }]);
+});
+
+t.test('the server goes while held (closed, failed): the client is ended, the server not pooled', async (t) => {
+  for (const how of ['end', 'error'] as const) {
+    const a = server();
+    const { client, done, released } = relay([a]);
+    await client.receive(query('SELECT pg_sleep(1)'));
+    if (how === 'end') a.socket.push(null);
+    else a.socket.destroy(new Error('connection reset'));
+    t.match(await done, { reason: how === 'end' ? 'server closed the connection' : 'error on the server connection: connection reset' });
+    t.match(released, [{ state: 'gone' }]);
+  }
+});
+
+t.test('a client gone while it waited for a server: the server, untouched, goes straight back', async (t) => {
+  const a = server();
+  let give: (s: PooledServer) => void = () => undefined;
+  const released: Released[] = [];
+  const pools = {
+    statements: new StatementRegistry(),
+    settings: { maxPreparedStatements: 10 },
+    acquire: () => new Promise<PooledServer>((resolve) => (give = resolve)),
+    release: (server: PooledServer, _key: PoolKey, state: string, reset = true) => void released.push({ server, state, reset }),
+  } as unknown as Pools;
+  const client = end();
+  const done = relayTransactions({
+    client: client.socket as unknown as Socket,
+    pools,
+    key: KEY,
+    signal: new AbortController().signal,
+    holding: { server: undefined },
+    toClient: Buffer.alloc(0),
+    pipelined: Buffer.alloc(0),
+    clientEnded: false,
+    log: pino({ level: 'silent' }),
+  });
+  await client.receive(query('SELECT 1'));
+  client.socket.destroy();
+  await done;
+  give(a.pooled);
+  await a.turn();
+  t.match(released, [{ server: a.pooled, state: 'idle', reset: false }]);
+  t.same(a.written(), Buffer.alloc(0), 'nothing was sent to it');
+});
+
+t.test('the client stream: a message to rewrite in many reads, and one too long to gather', async (t) => {
+  const seen: Buffer[] = [];
+  const stream = new FrontendStream({ rewrite: (_c, head, _r, out) => void (seen.push(head), out.push(head)), passed: () => undefined });
+  const long = parse('s1', 'SELECT '.padEnd(3000, 'x'));
+  const out: Buffer[] = [];
+  for (let at = 0; at < long.length; at += 100) {
+    const chunk = Buffer.from(long.subarray(at, at + 100));
+    stream.translate(chunk, out);
+    chunk.fill(0); // the stream must have kept its own copy
+  }
+  t.same(Buffer.concat(out), long);
+  t.same(seen, [long]);
+  const huge = Buffer.alloc(5);
+  huge[0] = 0x50;
+  huge.writeUInt32BE(17 * 1024 * 1024, 1);
+  const big = new FrontendStream({ rewrite: () => undefined, passed: () => undefined });
+  big.translate(huge, []);
+  t.throws(() => big.translate(Buffer.alloc(17 * 1024 * 1024), []), /a P message too long to rewrite/);
+});
+
+t.test('the client stream: any cut of any message sequence gives the server the same bytes', async (t) => {
+  const message = fc.oneof(
+    fc.constantFrom(sync, flush, execute, query('SELECT 1'), terminate.subarray(0, 0)),
+    fc.tuple(fc.constantFrom('', 's1', 's2'), fc.string({ maxLength: 40 })).map(([n, sql]) => parse(n, sql.replace(/\0/g, ''))),
+    fc.tuple(fc.constantFrom('', 's1', 's2'), fc.constantFrom('', 'p')).map(([n, p]) => bind(n, p)),
+    fc.tuple(fc.constantFrom<'S' | 'P'>('S', 'P'), fc.constantFrom('', 's1')).map(([k, n]) => describe(k, n)),
+    fc.tuple(fc.constantFrom<'S' | 'P'>('S', 'P'), fc.constantFrom('', 's2')).map(([k, n]) => close(k, n)),
+  );
+  fc.assert(
+    fc.property(fc.array(message, { maxLength: 12 }), fc.array(fc.nat(), { maxLength: 6 }), (messages, cuts) => {
+      const whole = Buffer.concat(messages);
+      const translate = (chunks: Buffer[]) => {
+        const seen: string[] = [];
+        const stream = new FrontendStream({
+          rewrite: (code, head, rest, out) => {
+            seen.push(`${String.fromCharCode(code)}:${head.length}+${rest}`);
+            out.push(head);
+          },
+          passed: (code) => void seen.push(String.fromCharCode(code)),
+        });
+        const out: Buffer[] = [];
+        for (const chunk of chunks) stream.translate(Buffer.from(chunk), out);
+        return { bytes: Buffer.concat(out), seen, boundary: stream.atBoundary };
+      };
+      const positions = [0, ...[...new Set(cuts.map((c) => c % (whole.length + 1)))].sort((x, y) => x - y), whole.length];
+      const chunks = positions.slice(1).map((to, i) => whole.subarray(positions[i], to));
+      const once = translate([whole]);
+      const cut = translate(chunks);
+      return cut.bytes.equals(whole) && JSON.stringify(cut.seen) === JSON.stringify(once.seen) && cut.boundary;
+    }),
+    { numRuns: 500 },
+  );
+  t.pass('500 message sequences, cut anywhere: the same bytes and messages');
+});
