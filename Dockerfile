@@ -1,17 +1,25 @@
 # syntax=docker/dockerfile:1
-# Build: compile TypeScript with the dev dependencies, then keep only what runs.
-FROM node:22-slim AS build
+# Build: compile TypeScript with the dev dependencies, then keep only what runs. NODE_IMAGE is the base
+# of both stages: the official image anywhere (Node 24, the active LTS line), or a stand-in with the
+# same layout where no registry is reachable (test/support/image.ts builds one from Debian's packages).
+ARG NODE_IMAGE=node:24-slim
+FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
 COPY test ./test
 COPY bin ./bin
-RUN npm ci --no-audit --no-fund --ignore-scripts \
+# npm_ca (optional build secret): extra CA certificates for a network that inspects TLS, e.g.
+#   docker build --secret id=npm_ca,src=/etc/ssl/certs/ca-certificates.crt .
+# Used by npm only, never written to a layer.
+RUN --mount=type=secret,id=npm_ca,required=false \
+    if [ -s /run/secrets/npm_ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/npm_ca; fi \
+ && npm ci --no-audit --no-fund --ignore-scripts \
  && npx tsc -p tsconfig.json \
  && npm prune --omit=dev --no-audit --no-fund
 
-# Run: Node 22 LTS slim, production dependencies only, non-root.
-FROM node:22-slim
+# Run: the same Node, production dependencies only, non-root.
+FROM ${NODE_IMAGE}
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /app/package.json ./

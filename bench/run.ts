@@ -3,7 +3,7 @@
 // into bench/results/latest.md and a chart, bench/results/latest.svg. Starts what it needs: the test
 // database (IAM tokens checked over PAM), pgbouncer from Debian's packages (installed when absent).
 //   ROUNDS=3 SECONDS=5 npm run bench
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { join } from 'node:path';
@@ -11,20 +11,21 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { runPg } from '../test/support/proxy.js';
 import { BIN, serveArgs, startCli } from '../test/support/cli.js';
-import { say, startTargets, type Target } from './targets.js';
+import { say, startBouncer, startTargets, type Target } from './targets.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const SECONDS = Number(process.env.SECONDS ?? 5);
 const CLIENTS = [1, 8, 32];
 const RESULTS = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 
-const { db, env, pids, pgEnv, stop } = await startTargets();
+const { db, env, pids, pgEnv, stop, token, bouncerVersion } = await startTargets();
 const pidOf: Partial<Record<Target, number>> = pids;
 const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString());
 const cpuSeconds = (pid: number) => {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) / TICK; // utime + stime
 };
+const rss = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 // --- pgbench select-only --------------------------------------------------------------------------
@@ -42,13 +43,10 @@ async function pgbenchOn(
   pid: number | undefined,
   clients: number,
   extra: string[],
+  threads = Math.min(clients, 2),
 ): Promise<Run> {
   const cpu0 = pid ? cpuSeconds(pid) : 0;
-  const r = await runPg(
-    'pgbench',
-    ['-n', ...extra, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)],
-    libpq,
-  );
+  const r = await runPg('pgbench', ['-n', ...extra, '-c', String(clients), '-j', String(threads), '-T', String(SECONDS)], libpq);
   const tx = Number(/actually processed: (\d+)/.exec(r.stdout)?.[1]);
   if (!tx) throw new Error(`${name}: ${r.stderr}`);
   const run: Run = {
@@ -100,6 +98,75 @@ pooledProxy.child.kill('SIGTERM');
 await pooledProxy.exit;
 say('pooled connect');
 
+// --- transaction pooling (issue 13): 64 clients over a pool of 8 ------------------------------------
+// pgbench -S -M prepared through the proxy in --pool-mode transaction against pgbouncer in transaction
+// mode with max_prepared_statements (1.21+: PGBOUNCER_ROOT, see targets.ts; Debian bookworm's 1.18 has
+// none, so it is measured with -M extended, unnamed statements, and the row says so). A thread per
+// client: pgbench prepares with a blocking call.
+const TX_CLIENTS = 64;
+const TX_POOL = 8;
+const txProxy = await startCli(serveArgs(db, '--client-tls', 'off', '--pool-mode', 'transaction', '--pool-size', String(TX_POOL)), env);
+const txBouncer = await startBouncer(db, await token(), { mode: 'transaction', poolSize: TX_POOL, maxPreparedStatements: 200 });
+const txEnv = (port: number) => ({
+  PGHOST: '127.0.0.1',
+  PGPORT: String(port),
+  PGSSLMODE: 'disable',
+  PGUSER: 'iam_user',
+  PGDATABASE: 'orders',
+});
+const bouncerTxMode = txBouncer.preparedStatements ? 'prepared' : 'extended';
+const txPooled: Record<'proxy' | 'proxyExtended' | 'pgbouncer', Run[]> = { proxy: [], proxyExtended: [], pgbouncer: [] };
+for (let round = 0; round < ROUNDS; round++) {
+  const runs = [
+    async () =>
+      txPooled.proxy.push(
+        await pgbenchOn('tx proxy', txEnv(txProxy.port), txProxy.child.pid, TX_CLIENTS, ['-S', '-M', 'prepared'], TX_CLIENTS),
+      ),
+    async () =>
+      txPooled.proxyExtended.push(
+        await pgbenchOn('tx proxy extended', txEnv(txProxy.port), txProxy.child.pid, TX_CLIENTS, ['-S', '-M', 'extended'], TX_CLIENTS),
+      ),
+    async () =>
+      txPooled.pgbouncer.push(
+        await pgbenchOn('tx pgbouncer', txEnv(txBouncer.port), txBouncer.pid, TX_CLIENTS, ['-S', '-M', bouncerTxMode], TX_CLIENTS),
+      ),
+  ];
+  for (let i = 0; i < runs.length; i++) await runs[(i + round) % runs.length]!();
+  say(`transaction pooling, round ${round + 1}/${ROUNDS}`);
+}
+txBouncer.stop();
+
+// Idle clients of transaction pooling: 1,000 clients (each ran one query) over a pool of 10 hold no
+// server; the proxy's resident set grows by this much per client.
+const IDLE_TX = 1_000;
+const perIdleTx: number[] = [];
+for (let round = 0; round < 3; round++) {
+  const fresh = await startCli(serveArgs(db, '--client-tls', 'off', '--pool-mode', 'transaction', '--pool-size', '10'), env);
+  const warm = new pg.Client({ host: '127.0.0.1', port: fresh.port, user: 'iam_user', database: 'orders' });
+  await warm.connect();
+  await warm.query('SELECT 1');
+  await warm.end();
+  await new Promise((r) => setTimeout(r, 500)); // its start-up garbage collected
+  const before = rss(fresh.child.pid!);
+  const clients: pg.Client[] = [];
+  for (let i = 0; i < IDLE_TX; i += 100) {
+    const batch = Array.from(
+      { length: 100 },
+      () => new pg.Client({ host: '127.0.0.1', port: fresh.port, user: 'iam_user', database: 'orders' }),
+    );
+    await Promise.all(batch.map(async (c) => (await c.connect(), await c.query('SELECT 1'))));
+    clients.push(...batch);
+  }
+  await new Promise((r) => setTimeout(r, 1_000)); // settled
+  perIdleTx.push((rss(fresh.child.pid!) - before) / IDLE_TX);
+  await Promise.all(clients.map((c) => c.end()));
+  fresh.child.kill('SIGTERM');
+  await fresh.exit;
+}
+txProxy.child.kill('SIGTERM');
+await txProxy.exit;
+say('transaction pooling: idle clients');
+
 // --- bulk transfer: COPY out and in ------------------------------------------------------------
 const ROWS = 200_000; // 200,000 rows of 1,000 bytes: about 200 MB each way
 const bulkFile = join(db.dir, 'bulk.txt');
@@ -126,7 +193,6 @@ say('bulk COPY');
 // --- resident memory per idle connection -------------------------------------------------------
 // A fresh proxy each time (as a sidecar starts), one connection to warm it, then IDLE held open: the
 // growth of its resident set, per connection. Median of three.
-const rss = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 const IDLE = 150;
 const connectIdle = async (port: number) => {
   const c = new pg.Client({ host: '127.0.0.1', port, user: 'iam_user', database: 'orders' });
@@ -187,13 +253,7 @@ const connProxy = m(connect.proxy, 'latencyMs');
 const lines = [
   `# pg-iam-proxy benchmark`,
   '',
-  `${new Date().toISOString().slice(0, 10)}, ${execFileSync('nproc').toString().trim()} cores, Node ${process.version}, PostgreSQL 15 (test database: IAM tokens over PAM), pgbouncer ${spawnSync(
-    '/usr/sbin/pgbouncer',
-    ['--version'],
-  )
-    .stdout.toString()
-    .split('\n')[0]!
-    .replace(/^PgBouncer /, '')}; medians of ${ROUNDS} interleaved rounds of ${SECONDS} s.`,
+  `${new Date().toISOString().slice(0, 10)}, ${execFileSync('nproc').toString().trim()} cores, Node ${process.version}, PostgreSQL 15 (test database: IAM tokens over PAM), pgbouncer ${bouncerVersion.replace(/^PgBouncer /, '')}; medians of ${ROUNDS} interleaved rounds of ${SECONDS} s.`,
   '',
   '## pgbench select-only (-S), persistent connections',
   '',
@@ -224,6 +284,19 @@ const lines = [
   `| CPU µs per connection | ${f(m(pooledConnect.pgbouncer, 'cpuUsPerTx'), 1)} | ${f(m(pooledConnect.proxy, 'cpuUsPerTx'), 1)} | ${f(m(pooledConnect.proxy, 'cpuUsPerTx') / m(pooledConnect.pgbouncer, 'cpuUsPerTx'), 2)} |`,
   `| IAM logins for the proxy's ${pooledConnects.toLocaleString('en-US')} connects | | ${pooledLogins} | |`,
   '',
+  `## Transaction pooling, pgbench -S, ${TX_CLIENTS} clients over a pool of ${TX_POOL}`,
+  '',
+  `pgbouncer: ${txBouncer.version}, pool_mode = transaction${txBouncer.preparedStatements ? ', max_prepared_statements = 200, -M prepared' : ' (no max_prepared_statements before 1.21: -M extended)'}.`,
+  '',
+  '| measure | pgbouncer | proxy -M prepared | proxy -M extended | proxy prepared / pgbouncer |',
+  '|---|---:|---:|---:|---:|',
+  `| tps | ${f(m(txPooled.pgbouncer, 'tps'))} | ${f(m(txPooled.proxy, 'tps'))} | ${f(m(txPooled.proxyExtended, 'tps'))} | ${f(m(txPooled.proxy, 'tps') / m(txPooled.pgbouncer, 'tps'), 2)} |`,
+  `| CPU µs per transaction | ${f(m(txPooled.pgbouncer, 'cpuUsPerTx'), 1)} | ${f(m(txPooled.proxy, 'cpuUsPerTx'), 1)} | ${f(m(txPooled.proxyExtended, 'cpuUsPerTx'), 1)} | ${f(m(txPooled.proxy, 'cpuUsPerTx') / m(txPooled.pgbouncer, 'cpuUsPerTx'), 2)} |`,
+  `| latency ms | ${f(m(txPooled.pgbouncer, 'latencyMs'), 2)} | ${f(m(txPooled.proxy, 'latencyMs'), 2)} | ${f(m(txPooled.proxyExtended, 'latencyMs'), 2)} | |`,
+  `| resident memory per idle client (${IDLE_TX.toLocaleString('en-US')} clients, pool of 10, median of 3) | | ${f(median(perIdleTx) / 1024, 1)} KiB | | |`,
+  '',
+  'Targets (issue 13): pooled connect CPU <= pgbouncer, 1,000 connects <= pool-size logins, transaction-mode TPS >= 0.9x pgbouncer, <= 16 KiB per idle transaction-mode client.',
+  '',
   'Targets (issue 7): CPU/tx <= 1.0x pgbouncer, TPS >= 1.0x pgbouncer at 8 clients, COPY <= 1.05x direct, setup <= direct + 1 ms, <= 32 KiB per idle connection, start <= 250 ms.',
   '',
 ];
@@ -232,7 +305,7 @@ writeFileSync(join(RESULTS, 'latest.md'), lines.join('\n'));
 writeFileSync(join(RESULTS, 'latest.svg'), chart(rows));
 writeFileSync(
   join(RESULTS, 'latest.json'),
-  JSON.stringify({ rows, connect, pooledConnect, pooledLogins, bulk, perIdle, startups }, null, 1),
+  JSON.stringify({ rows, connect, pooledConnect, pooledLogins, txPooled, perIdleTx, bulk, perIdle, startups }, null, 1),
 );
 process.stdout.write(lines.join('\n'));
 

@@ -19,6 +19,10 @@ export interface Targets {
   readonly pids: Record<'proxy' | 'pgbouncer', number>;
   /** libpq settings for each target. */
   pgEnv(target: Target): Promise<Record<string, string>>;
+  /** A fresh IAM token for the test database's iam_user (what pgbouncer is given as its password). */
+  token(): Promise<string>;
+  /** "PgBouncer 1.24.1" */
+  readonly bouncerVersion: string;
   stop(): Promise<void>;
 }
 
@@ -51,46 +55,9 @@ export async function startTargets(proxyArgs: readonly string[] = []): Promise<T
 
   const proxy = await startCli(serveArgs(db, '--client-tls', 'off', ...proxyArgs), env);
 
-  // pgbouncer: session mode, TLS to the server (verify-ca: it dials 127.0.0.1, which the certificate does
-  // not name), the token as the server password (valid 15 minutes: longer than a run), trust locally.
-  const bouncerDir = mkdtempSync('/tmp/pgbouncer-bench-');
-  const bouncerPort = await closedPort();
-  writeFileSync(join(bouncerDir, 'users.txt'), '"iam_user" ""\n');
-  writeFileSync(
-    join(bouncerDir, 'pgbouncer.ini'),
-    `[databases]
-orders = host=127.0.0.1 port=${db.port} dbname=orders user=iam_user password=${await token()}
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${bouncerPort}
-unix_socket_dir =
-auth_type = trust
-auth_file = ${join(bouncerDir, 'users.txt')}
-pool_mode = session
-max_client_conn = 500
-default_pool_size = 100
-server_tls_sslmode = verify-ca
-server_tls_ca_file = ${db.caFile}
-logfile = ${join(bouncerDir, 'pgbouncer.log')}
-pidfile = ${join(bouncerDir, 'pgbouncer.pid')}
-`,
-    { mode: 0o600 }, // it holds a live token: its owner (postgres, below) alone reads it
-  );
-  execFileSync('chown', ['-R', 'postgres', bouncerDir]);
-  const bouncer = spawn('/usr/sbin/runuser', ['-u', 'postgres', '--', '/usr/sbin/pgbouncer', join(bouncerDir, 'pgbouncer.ini')], {
-    stdio: 'ignore',
-  });
-  for (;;) {
-    if (bouncer.exitCode !== null) throw new Error(`pgbouncer exited (${bouncer.exitCode}): see ${join(bouncerDir, 'pgbouncer.log')}`);
-    const probe = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], {
-      PGHOST: '127.0.0.1',
-      PGPORT: String(bouncerPort),
-      PGUSER: 'iam_user',
-      PGDATABASE: 'orders',
-    });
-    if (probe.stdout.trim() === '1') break;
-  }
-  const bouncerPid = Number(readFileSync(join(bouncerDir, 'pgbouncer.pid'), 'utf8').trim());
+  const bouncer = await startBouncer(db, await token(), { mode: 'session', poolSize: 100 });
+  const bouncerPort = bouncer.port;
+  const bouncerPid = bouncer.pid;
 
   const settings: Record<Target, () => Promise<Record<string, string>>> = {
     direct: async () => ({
@@ -124,13 +91,99 @@ pidfile = ${join(bouncerDir, 'pgbouncer.pid')}
     proxy,
     pids: { proxy: proxy.child.pid!, pgbouncer: bouncerPid },
     pgEnv: (target) => settings[target](),
+    token,
+    bouncerVersion: bouncer.version,
     async stop() {
-      process.kill(bouncerPid, 'SIGTERM');
-      bouncer.kill('SIGTERM');
+      bouncer.stop();
       proxy.child.kill('SIGTERM');
       await proxy.exit;
-      rmSync(bouncerDir, { recursive: true, force: true });
       await db.destroy();
+    },
+  };
+}
+
+export interface Bouncer {
+  readonly port: number;
+  readonly pid: number;
+  /** "PgBouncer 1.18.0" */
+  readonly version: string;
+  /** Whether it tracks named prepared statements in transaction mode (1.21+, max_prepared_statements). */
+  readonly preparedStatements: boolean;
+  stop(): void;
+}
+
+/**
+ * pgbouncer with TLS to the server (verify-ca: it dials 127.0.0.1, which the certificate does not name),
+ * an IAM token as the server password (valid 15 minutes: longer than a run), trust locally. Debian's
+ * package by default; PGBOUNCER_ROOT names a root file system holding a newer one (e.g. made with
+ * `mmdebstrap --variant=minbase --include=pgbouncer trixie DIR`: 1.24, with max_prepared_statements),
+ * run there with chroot.
+ */
+export async function startBouncer(
+  db: TestDb,
+  token: string,
+  options: { mode: 'session' | 'transaction'; poolSize: number; maxPreparedStatements?: number },
+): Promise<Bouncer> {
+  const root = process.env.PGBOUNCER_ROOT ?? '';
+  // This machine's postgres user, by number: the root file system's own may have other ids.
+  const userspec = `--userspec=${execFileSync('id', ['-u', 'postgres']).toString().trim()}:${execFileSync('id', ['-g', 'postgres']).toString().trim()}`;
+  const run = (args: string[]) =>
+    root ? execFileSync('chroot', [userspec, root, ...args]) : execFileSync('/usr/sbin/runuser', ['-u', 'postgres', '--', ...args]);
+  const version = run(['/usr/sbin/pgbouncer', '--version']).toString().split('\n')[0]!.trim();
+  const [major, minor] = (/(\d+)\.(\d+)/.exec(version) ?? ['', '0', '0']).slice(1).map(Number) as [number, number];
+  const preparedStatements = major > 1 || minor >= 21;
+  // Inside the root file system when there is one: pgbouncer sees only that.
+  const dir = mkdtempSync(join(root || '/', 'tmp', 'pgbouncer-bench-'));
+  const inside = (path: string) => (root ? path.slice(root.length) : path);
+  writeFileSync(join(dir, 'ca.pem'), readFileSync(db.caFile));
+  const port = await closedPort();
+  writeFileSync(join(dir, 'users.txt'), '"iam_user" ""\n');
+  writeFileSync(
+    join(dir, 'pgbouncer.ini'),
+    `[databases]
+orders = host=127.0.0.1 port=${db.port} dbname=orders user=iam_user password=${token}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${port}
+unix_socket_dir =
+auth_type = trust
+auth_file = ${inside(join(dir, 'users.txt'))}
+pool_mode = ${options.mode}
+max_client_conn = 2000
+default_pool_size = ${options.poolSize}
+${preparedStatements ? `max_prepared_statements = ${options.maxPreparedStatements ?? 0}` : ''}
+server_tls_sslmode = verify-ca
+server_tls_ca_file = ${inside(join(dir, 'ca.pem'))}
+logfile = ${inside(join(dir, 'pgbouncer.log'))}
+pidfile = ${inside(join(dir, 'pgbouncer.pid'))}
+`,
+    { mode: 0o600 }, // it holds a live token: its owner (postgres, below) alone reads it
+  );
+  execFileSync('chown', ['-R', 'postgres', dir]);
+  const ini = inside(join(dir, 'pgbouncer.ini'));
+  const child = root
+    ? spawn('chroot', [userspec, root, '/usr/sbin/pgbouncer', ini], { stdio: 'ignore' })
+    : spawn('/usr/sbin/runuser', ['-u', 'postgres', '--', '/usr/sbin/pgbouncer', ini], { stdio: 'ignore' });
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`pgbouncer exited (${child.exitCode}): see ${join(dir, 'pgbouncer.log')}`);
+    const probe = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], {
+      PGHOST: '127.0.0.1',
+      PGPORT: String(port),
+      PGUSER: 'iam_user',
+      PGDATABASE: 'orders',
+    });
+    if (probe.stdout.trim() === '1') break;
+  }
+  const pid = Number(readFileSync(join(dir, 'pgbouncer.pid'), 'utf8').trim());
+  return {
+    port,
+    pid,
+    version,
+    preparedStatements,
+    stop() {
+      process.kill(pid, 'SIGTERM');
+      child.kill('SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

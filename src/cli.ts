@@ -174,6 +174,8 @@ function overFile(given: InstanceInput, own: InstanceInput & { line: number }, f
     if (row.scope === 'listener') merged[key] = flag === undefined || flag === '' ? instance[key] : flag;
     else merged[key] = flag ?? instance[key] ?? shared[row.scope]?.[key];
   }
+  // Identities per DB user: the file's, then the instance's own over them, user by user.
+  if (file.users || own.users) merged.users = { ...file.users, ...own.users };
   // The keys are the instance's and its rows', the values checked for their kinds by yargs or the file's schema.
   return merged as InstanceInput & { line: number };
 }
@@ -288,9 +290,31 @@ async function serveCommand(args: Args<'serve'>, env: NodeJS.ProcessEnv): Promis
   return code;
 }
 
+/**
+ * token, doctor: the instance their ENDPOINT names, from the command line; with --config, the file's
+ * instance of that endpoint (its identity and `users:`), the command line over it.
+ */
+function commandInstance(args: Args<'token' | 'doctor'>, env: NodeJS.ProcessEnv) {
+  const given = { ...instanceInput(args), listen: null };
+  if (!args.config) return resolveInstance(given, envRegion(env));
+  const file = loadConfigFile(args.config);
+  const wanted = asConfigError(() => parseHostPort(given.endpoint, 'endpoint'));
+  const same = (text: string) => {
+    const other = parseHostPort(text, 'endpoint');
+    return other.host.toLowerCase() === wanted.host.toLowerCase() && other.port === wanted.port;
+  };
+  const own = file.instances.find((instance) => same(instance.endpoint));
+  if (!own) {
+    throw new ConfigError(
+      `${args.config} has no instance for ${formatHostPort(wanted)} (it has ${file.instances.map((i) => i.endpoint).join(', ')})`,
+    );
+  }
+  return resolveInstance({ ...overFile(given, own, file), endpoint: own.endpoint, listen: null }, envRegion(env));
+}
+
 /** `token`: one token on stdout and nothing else there; errors on stderr. */
 async function token(args: Args<'token'>, env: NodeJS.ProcessEnv): Promise<number> {
-  const { instance, warnings } = resolveInstance({ ...instanceInput(args), listen: null }, envRegion(env));
+  const { instance, warnings } = commandInstance(args, env);
   const log = createLogger({ level: 'warn', format: process.stderr.isTTY ? 'pretty' : 'json' });
   for (const warning of warnings) log.warn(warning);
   routeProcessWarnings(log);
@@ -348,7 +372,7 @@ async function run(args: RunArgs, env: NodeJS.ProcessEnv): Promise<number> {
 
 /** `doctor`: every check in order, printed for people or as JSON; 0 only when a real login succeeded. */
 async function doctor(args: Args<'doctor'>, env: NodeJS.ProcessEnv): Promise<number> {
-  const { instance, warnings } = resolveInstance({ ...instanceInput(args), listen: null }, envRegion(env));
+  const { instance, warnings } = commandInstance(args, env);
   const log = createLogger({ level: 'silent', format: 'json' });
   routeProcessWarnings(log);
   const identities = new Identities({ mfa: terminalMfa() });

@@ -42,16 +42,41 @@ const INSTANCE = keysOf('listener', 'identity', 'client');
 /** `aws:`: the identity every instance signs with unless it names its own. */
 const AWS = keysOf('identity');
 
+/**
+ * `users:`: an identity per DB user (`app_rw: { roleArn: ... }`), each whole in itself (the identity keys it
+ * gives, nothing inherited); users not listed sign with the instance's identity.
+ */
+const readUsers: Reader = (node, path, at) => {
+  const { isMap, isScalar } = load();
+  if (!isMap(node)) throw new ConfigError(`${at(node)}: ${path}: a mapping of DB user names to identities is expected`);
+  const users: Record<string, Record<string, unknown>> = {};
+  for (const pair of node.items) {
+    const user = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
+    if (user === '' || Buffer.byteLength(user) > 63) {
+      throw new ConfigError(`${at(pair.key as Node)}: ${path}: "${user}" is not a PostgreSQL user name of 1 to 63 bytes`);
+    }
+    users[user] = readPlace(pair.value as Node, USER, `${path}.${user}`, at);
+  }
+  return users;
+};
+
+/** A DB user's identity: who signs (the region is the instance's, as the endpoint is). */
+const { region: _region, ...USER } = AWS;
+
+/** An instance: its listener, its identity, its clients, and identities per DB user. */
+const INSTANCE_KEYS: Keys = { ...INSTANCE, users: readUsers };
+
 /** The top level: the process, `aws:` defaults for every instance's identity, client-side defaults, the instances. */
 const FILE: Keys = {
   ...keysOf('process'),
   aws: (node, path, at) => readPlace(node, AWS, path, at),
+  users: readUsers,
   ...keysOf('client'),
   instances: (node, path, at) => {
     const { isSeq } = load();
     if (!isSeq(node)) throw new ConfigError(`${at(node)}: ${path}: a list is expected`);
     return node.items.map((item, i) => ({
-      ...readPlace(item as Node, INSTANCE, `${path}[${i}]`, at),
+      ...readPlace(item as Node, INSTANCE_KEYS, `${path}[${i}]`, at),
       line: Number(
         at(item as Node)
           .split(':')
@@ -67,8 +92,13 @@ const FILE: Keys = {
  */
 export type FileSettings = Settings<'process' | 'client'> & {
   readonly aws?: Settings<'identity'>;
+  /** Identities per DB user, for every instance (an instance's own `users:` entries win). */
+  readonly users?: UserIdentities;
   readonly instances: ReadonlyArray<InstanceInput & { readonly line: number }>;
 };
+
+/** `users:` as read: DB user name to identity keys. */
+export type UserIdentities = Readonly<Record<string, Settings<'identity'>>>;
 
 /** Read and check a config file; every error names the file and, where it can, the line. */
 export function loadConfigFile(path: string): FileSettings {

@@ -22,6 +22,8 @@ export interface InstanceConfig {
   readonly dbUser: string | undefined;
   /** Who signs the tokens: the default chain, a profile, a role assumed from either. */
   readonly identity: IdentitySpec;
+  /** DB users that sign with an identity of their own (`users:`); the others sign with `identity`. */
+  readonly users?: ReadonlyMap<string, IdentitySpec> | undefined;
   /** TLS for clients: a certificate made at start (auto), the user's (files), or none (off: 'N'). */
   readonly clientTls: ClientTlsSetting;
   /** Clients must prove this password (SCRAM-SHA-256) first. */
@@ -61,6 +63,8 @@ export interface ProxyConfig {
  */
 export type InstanceInput = Omit<Settings<'listener' | 'identity' | 'client'>, 'endpoint' | 'listen'> & {
   endpoint: string;
+  /** An identity per DB user (config file `users:`). */
+  users?: Readonly<Record<string, Settings<'identity'>>> | undefined;
   /** null: the command listens nowhere (token, doctor) or only on its own socket (run); 'none': no TCP listener. */
   listen?: string | null | undefined;
 };
@@ -131,6 +135,7 @@ export function resolveInstance(input: InstanceInput, envRegion?: string): { ins
     throw new ConfigError('--db-user: a PostgreSQL user name of 1 to 63 bytes');
   }
   const identity = resolveIdentity(input);
+  const users = resolveUsers(input.users);
   const clientTls = resolveClientTls(input);
   const allowUsers = names(input.allowUsers, '--allow-user');
   const allowDatabases = names(input.allowDatabases, '--allow-database');
@@ -162,6 +167,7 @@ export function resolveInstance(input: InstanceInput, envRegion?: string): { ins
       allowUsers,
       allowDatabases,
       ...(pool ? { pool } : {}),
+      ...(users ? { users } : {}),
     }),
     warnings,
   };
@@ -225,6 +231,20 @@ function resolveUnixSocket(dir: string, modeInput: string | number | undefined, 
   if (Buffer.byteLength(join(dir, `.s.PGSQL.${port || 65535}`)) > 107)
     throw new ConfigError(`--unix-socket: "${dir}" is too long for a socket path`);
   return Object.freeze({ dir, port, mode });
+}
+
+/** `users:`: each entry an identity of its own, checked as the flags are (the errors name the entry). */
+function resolveUsers(input: InstanceInput['users']): ReadonlyMap<string, IdentitySpec> | undefined {
+  if (!input || Object.keys(input).length === 0) return undefined;
+  const users = new Map<string, IdentitySpec>();
+  for (const [user, keys] of Object.entries(input)) {
+    try {
+      users.set(user, resolveIdentity({ ...keys, endpoint: '' }));
+    } catch (err) {
+      throw err instanceof ConfigError ? new ConfigError(`users.${user}: ${err.message}`) : err;
+    }
+  }
+  return users;
 }
 
 /** The identity settings, checked against what STS and IAM accept, so a typo fails at start. */

@@ -63,6 +63,8 @@ export const NO_LISTEN = 'none';
 const ALL = COMMANDS;
 /** The commands that run the engine. */
 const PROXY = ['serve', 'run'] as const;
+/** Pooling: what the proxy does, and what doctor checks against the server. */
+const POOLING = ['serve', 'run', 'doctor'] as const;
 const SERVE = ['serve'] as const;
 const TIMEOUT = { min: 0, exclusive: true, max: 3600 } as const;
 
@@ -80,8 +82,9 @@ const TABLE = [
     flag: 'config',
     kind: 'string',
     scope: 'command',
-    commands: SERVE,
-    describe: 'YAML file: several instances and global settings (see config.example.yaml)',
+    commands: ['serve', 'token', 'doctor'],
+    describe:
+      'YAML file: several instances and global settings (see config.example.yaml); token and doctor take the instance of their ENDPOINT from it',
   },
 
   {
@@ -213,7 +216,7 @@ const TABLE = [
     kind: 'choice',
     choices: ['off', 'session', 'transaction'],
     scope: 'client',
-    commands: PROXY,
+    commands: POOLING,
     default: 'off',
     describe:
       'off: a login per client, bytes spliced as they are; session: a client holds a logged-in server from a pool for its whole session; transaction: from its first message after idle to the end of each transaction',
@@ -223,7 +226,7 @@ const TABLE = [
     kind: 'count',
     range: { min: 1, exclusive: false, max: 10_000 },
     scope: 'client',
-    commands: PROXY,
+    commands: POOLING,
     default: 10,
     describe: 'servers per pool (a pool per DB user and startup parameters)',
   },
@@ -232,7 +235,7 @@ const TABLE = [
     kind: 'count',
     range: { min: 1, exclusive: false, max: 100_000 },
     scope: 'client',
-    commands: PROXY,
+    commands: POOLING,
     describe: 'servers per instance over all its pools (default: only the pool size bounds them)',
   },
   {
@@ -240,7 +243,7 @@ const TABLE = [
     kind: 'seconds',
     range: TIMEOUT,
     scope: 'client',
-    commands: PROXY,
+    commands: POOLING,
     default: 30,
     describe: 'seconds a client waits for a pooled server before FATAL 53300',
   },
@@ -248,7 +251,7 @@ const TABLE = [
     flag: 'server-reset-query',
     kind: 'string',
     scope: 'client',
-    commands: PROXY,
+    commands: POOLING,
     default: 'DISCARD ALL',
     describe: 'run on a pooled server between clients; it must leave the server idle',
   },
@@ -257,7 +260,7 @@ const TABLE = [
     kind: 'seconds',
     range: { min: 0, exclusive: true, max: 86_400 },
     scope: 'client',
-    commands: PROXY,
+    commands: POOLING,
     default: 600,
     describe: 'seconds a pooled server may stay idle before it is closed',
   },
@@ -266,7 +269,7 @@ const TABLE = [
     kind: 'seconds',
     range: { min: 0, exclusive: true, max: 604_800 },
     scope: 'client',
-    commands: PROXY,
+    commands: POOLING,
     default: 3600,
     describe: 'seconds after which a pooled server is closed when its client leaves',
   },
@@ -275,7 +278,7 @@ const TABLE = [
     kind: 'count',
     range: { min: 1, exclusive: false, max: 100_000 },
     scope: 'client',
-    commands: PROXY,
+    commands: POOLING,
     default: 200,
     describe: 'transaction mode: named prepared statements kept per server (least recently used closed first)',
   },

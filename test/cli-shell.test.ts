@@ -193,8 +193,9 @@ t.test('doctor: the healthy chain passes every check and exits 0', async (t) => 
   t.equal(report.ok, true);
   t.same(
     report.checks.map((c) => [c.id, c.status]),
-    ['credentials', 'endpoint', 'dns', 'tcp', 'tls', 'certificate', 'clock', 'token', 'login'].map((id) => [id, 'pass']),
+    ['credentials', 'endpoint', 'dns', 'tcp', 'tls', 'certificate', 'clock', 'token', 'login', 'pooling'].map((id) => [id, 'pass']),
   );
+  t.match(byId.pooling!.found, /pooling is off/);
   t.match(
     byId.credentials!.found,
     /environment variables \(AWS_ACCESS_KEY_ID\), access key AKIA\w+; signs as arn:aws:iam::123456789012:user\/ci \(account 123456789012\)/,
@@ -212,6 +213,40 @@ t.test('doctor: the healthy chain passes every check and exits 0', async (t) => 
     /^pg-iam-proxy doctor: .*\n\nPASS {2}AWS credentials and identity\n {6}the default credential chain: .*The login succeeded/s,
   );
   t.notMatch(human.stdout, /\x1b\[/, 'no colour off a terminal');
+});
+
+t.test('doctor: pool sizes against the server (max_connections, connections open now)', async (t) => {
+  const fits = await doctor([
+    ENDPOINT,
+    ...dial,
+    '--user',
+    'iam_user',
+    '--database',
+    'orders',
+    '--pool-mode',
+    'transaction',
+    '--pool-size',
+    '5',
+  ]);
+  t.equal(fits.code, 0);
+  t.match(fits.byId.pooling, {
+    status: 'pass',
+    found: /--pool-mode transaction, --pool-size 5 per DB user and startup parameters .*max_connections \d+ .*session SET, LISTEN/,
+  });
+  const over = await doctor([
+    ENDPOINT,
+    ...dial,
+    '--user',
+    'iam_user',
+    '--database',
+    'orders',
+    '--pool-mode',
+    'session',
+    '--max-server-connections',
+    '5000',
+  ]);
+  t.equal(over.code, 0, 'a warning, not a failure: the login works');
+  t.match(over.byId.pooling, { status: 'warn', fix: /may open 5000 servers and the server has room for \d+ more/ });
 });
 
 t.test('doctor: each failure found, explained, and the rest skipped', async (t) => {

@@ -48,3 +48,38 @@ t.test('values as written: modes keep their digits, empty keys are absent, numbe
   t.throws(() => resolveInstance({ endpoint: E, unixSocket: `/${'d'.repeat(120)}` }), /too long for a socket path/);
   t.same(resolveInstance({ endpoint: E, unixSocket: '/tmp', unixSocketMode: 0o640 }).instance.unixSocket?.mode, 0o640);
 });
+
+t.test('users: an identity per DB user, at the top level and per instance, checked like the flags', async (t) => {
+  const path = join(dir, 'users.yaml');
+  writeFileSync(
+    path,
+    [
+      'users:',
+      '  app_ro: { profile: readonly }',
+      '  app_rw: { roleArn: arn:aws:iam::123456789012:role/top-rw }',
+      'instances:',
+      `  - endpoint: ${E}`,
+      '    users:',
+      '      app_rw: { roleArn: arn:aws:iam::123456789012:role/orders-rw, externalId: x-1 }',
+      '',
+    ].join('\n'),
+  );
+  const file = loadConfigFile(path);
+  t.same(file.users, { app_ro: { profile: 'readonly' }, app_rw: { roleArn: 'arn:aws:iam::123456789012:role/top-rw' } });
+  t.same(file.instances[0]!.users, { app_rw: { roleArn: 'arn:aws:iam::123456789012:role/orders-rw', externalId: 'x-1' } });
+  const { instance } = resolveInstance({ endpoint: E, users: { ...file.users, ...file.instances[0]!.users } });
+  t.same(Object.fromEntries(instance.users!), {
+    app_ro: { profile: 'readonly' },
+    app_rw: { roleArn: 'arn:aws:iam::123456789012:role/orders-rw', externalId: 'x-1' },
+  });
+  t.equal(resolveInstance({ endpoint: E }).instance.users, undefined, 'no users: every user signs with the instance identity');
+  const bad: Array<[string, RegExp]> = [
+    [`users: [app]\ninstances: [{ endpoint: ${E} }]\n`, /:1: users: a mapping of DB user names to identities is expected/],
+    [`users:\n  app: { listen: 1 }\ninstances: [{ endpoint: ${E} }]\n`, /:2: users\.app\.listen: unknown key \(known here: profile/],
+    [`users:\n  ${'x'.repeat(64)}: { profile: p }\ninstances: [{ endpoint: ${E} }]\n`, /:2: users: "x{64}" is not a PostgreSQL user name/],
+  ];
+  for (const [yaml, message] of bad) t.throws(load(yaml), { message }, yaml);
+  t.throws(() => resolveInstance({ endpoint: E, users: { app: { roleArn: 'nope' } } }), {
+    message: /^users\.app: --role-arn: "nope" is not an IAM role ARN/,
+  });
+});

@@ -23,7 +23,7 @@ function instructions(text: string): Array<{ op: string; args: string }> {
     });
 }
 
-t.test('Dockerfile: multi-stage on Node 22 LTS slim, production dependencies, non-root, exec-form, healthcheck', async (t) => {
+t.test('Dockerfile: multi-stage on Node 24 LTS slim, production dependencies, non-root, exec-form, healthcheck', async (t) => {
   const steps = instructions(readFileSync(root('Dockerfile'), 'utf8'));
   const known = new Set([
     'FROM',
@@ -43,12 +43,19 @@ t.test('Dockerfile: multi-stage on Node 22 LTS slim, production dependencies, no
   for (const step of steps) t.ok(known.has(step.op), `known instruction ${step.op}`);
   const froms = steps.filter((s) => s.op === 'FROM');
   t.equal(froms.length, 2, 'two stages');
+  t.match(steps[0], { op: 'ARG', args: 'NODE_IMAGE=node:24-slim' }, 'the base is an argument, Node 24 LTS slim by default');
   t.ok(
-    froms.every((f) => /^node:22-slim\b/.test(f.args)),
-    'Node 22 LTS slim in both stages',
+    froms.every((f) => /^\$\{NODE_IMAGE\}/.test(f.args)),
+    'both stages on it',
   );
   const final = steps.slice(steps.lastIndexOf(froms[1]!));
-  t.match(steps.find((s) => s.op === 'RUN')?.args, /npm ci .*npm prune --omit=dev/, 'dev dependencies pruned after the build');
+  const run = steps.find((s) => s.op === 'RUN')?.args;
+  t.match(run, /npm ci .*npm prune --omit=dev/, 'dev dependencies pruned after the build');
+  t.match(
+    run,
+    /^--mount=type=secret,id=npm_ca,required=false .*NODE_EXTRA_CA_CERTS=\/run\/secrets\/npm_ca/,
+    'extra CAs for npm as an optional build secret',
+  );
   t.ok(
     final.some((s) => s.op === 'COPY' && /--from=build \/app\/node_modules/.test(s.args)),
     'only the pruned node_modules are copied',

@@ -68,9 +68,12 @@ interface Released {
 function fakePools(servers: PooledServer[], maxPreparedStatements = 200) {
   const released: Released[] = [];
   let failure: Error | undefined;
+  let taken = 0;
   const pools = {
     statements: new StatementRegistry(),
     settings: { maxPreparedStatements },
+    // Every other transaction finds its server at once, the others wait for one (both paths).
+    tryAcquire: () => (taken++ % 2 === 0 && !failure && servers.shift()) || undefined,
     acquire: async () => {
       if (failure) throw failure;
       const server = servers.shift();
@@ -370,6 +373,81 @@ t.test('a FATAL with nothing asked (terminated): the client hears it, the server
   t.match(client.written().toString(), /57P01/);
 });
 
+t.test('an error while the client is still sending its pipeline: the rest of that group is skipped too', async (t) => {
+  const a = server();
+  const { client, released } = relay([a]);
+  await client.receive(cat(parse('', 'SELECT 1/0'), bind(''), execute));
+  await a.receive(cat(parseComplete, bindComplete, error('22012')));
+  // More of the same group, after the error: the server skips it up to the Sync.
+  await client.receive(cat(parse('s1', 'SELECT 1'), bind('s1'), execute, sync));
+  await a.receive(ready('I'));
+  t.equal(released.length, 1, 'released: nothing is owed');
+  t.equal(a.pooled.prepared.size, 0, 'the skipped Parse is not taken as done');
+  a.clear();
+  await client.receive(cat(parse('s1', 'SELECT 1'), sync));
+  t.same(
+    a.written(),
+    cat(close('S', ''), parse('pg_iam_proxy_2', 'SELECT 1'), sync),
+    's1 did not exist, as PostgreSQL says: it can be parsed again (after the unnamed statement is closed)',
+  );
+  await a.receive(cat(closeComplete, parseComplete, ready('I')));
+  t.equal(released.length, 2);
+});
+
+t.test('COPY FROM STDIN: the server goes back when it ends, in simple and extended protocol', async (t) => {
+  const a = server();
+  const { client, released } = relay([a]);
+  await client.receive(query('COPY t FROM STDIN'));
+  await a.receive(new Bytes().raw([0, 0, 0]).join('G'));
+  await client.receive(cat(new Bytes().raw(Buffer.from('1\n')).join('d'), new Bytes().join('c')));
+  await a.receive(cat(new Bytes().cstring('COPY 1').join('C'), ready('I')));
+  t.equal(released.length, 1, 'simple: released at the end of the COPY');
+  // libpq's extended COPY: the Sync sent with the Execute is ignored during copy-in; the one after
+  // CopyDone is answered.
+  await client.receive(cat(parse('', 'COPY t FROM STDIN'), bind(''), execute, sync));
+  await a.receive(cat(parseComplete, bindComplete, new Bytes().raw([0, 0, 0]).join('G')));
+  await client.receive(cat(new Bytes().raw(Buffer.from('2\n')).join('d'), new Bytes().join('c'), sync));
+  t.equal(released.length, 1, 'held during the COPY');
+  await a.receive(cat(new Bytes().cstring('COPY 1').join('C'), ready('I')));
+  t.equal(released.length, 2, 'extended: released at its one ReadyForQuery');
+  // A COPY that fails: the error does not end the session, the server goes back after the Sync. (The
+  // unnamed statement of the last transaction is closed first.)
+  await client.receive(cat(parse('', 'COPY t FROM STDIN'), bind(''), execute, sync));
+  await a.receive(cat(closeComplete, parseComplete, bindComplete, new Bytes().raw([0, 0, 0]).join('G')));
+  await client.receive(cat(new Bytes().cstring('no').join('f'), sync));
+  await a.receive(cat(error('57014'), ready('I')));
+  t.equal(released.length, 3);
+  t.match(released.at(-1), { state: 'idle' });
+});
+
+t.test('SET, LISTEN, DISCARD or DEALLOCATE: the server is reset before another client gets it', async (t) => {
+  for (const tag of ['SET', 'LISTEN', 'DISCARD ALL', 'DEALLOCATE ALL', 'DEALLOCATE']) {
+    const a = server();
+    const { client, released } = relay([a]);
+    await client.receive(query(tag));
+    await a.receive(cat(new Bytes().cstring(tag).join('C'), ready('I')));
+    t.match(released, [{ state: 'idle', reset: true }], tag);
+  }
+  const a = server();
+  const { client, released } = relay([a]);
+  await client.receive(query('DELETE FROM t'));
+  await a.receive(cat(new Bytes().cstring('DELETE 3').join('C'), ready('I')));
+  t.match(released, [{ state: 'idle', reset: false }], 'other commands: no reset');
+});
+
+t.test("the unnamed statement a client left is closed before the next client's first message", async (t) => {
+  const a = server();
+  const first = relay([a]);
+  await first.client.receive(cat(parse('', 'SELECT 1'), bind(''), execute, sync));
+  await a.receive(cat(parseComplete, bindComplete, commandComplete, ready('I')));
+  a.clear();
+  const second = relay([], { shared: first });
+  await second.client.receive(cat(bind(''), execute, sync));
+  t.same(a.written(), cat(close('S', ''), bind(''), execute, sync));
+  await a.receive(cat(closeComplete, error('26000'), ready('I')));
+  t.same(second.client.written(), cat(error('26000'), ready('I')), "it cannot run the other client's statement");
+});
+
 t.test('the client breaks the protocol: FATAL 08P01, and the server it held is not reused', async (t) => {
   const a = server();
   const { client, done, released } = relay([a]);
@@ -400,6 +478,7 @@ t.test('a client gone while it waited for a server: the server, untouched, goes 
   const pools = {
     statements: new StatementRegistry(),
     settings: { maxPreparedStatements: 10 },
+    tryAcquire: () => undefined,
     acquire: () => new Promise<PooledServer>((resolve) => (give = resolve)),
     release: (server: PooledServer, _key: PoolKey, state: string, reset = true) => void released.push({ server, state, reset }),
   } as unknown as Pools;

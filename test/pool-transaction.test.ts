@@ -269,6 +269,27 @@ t.test('a client killed mid-transaction: its server is closed; a server terminat
   await proxy.line((l) => l.msg === 'pool: server closed' && l.reason === 'it closed or was terminated while held');
 });
 
+t.test('drain: clients between transactions go at once, one in a transaction when it ends; idle servers close', async (t) => {
+  const proxy = await pooled({ size: 2 });
+  const idle = client(proxy, { application_name: 'drain' });
+  const busy = client(proxy, { application_name: 'drain' });
+  const idleError = new Promise<Error>((resolve) => idle.once('error', resolve));
+  const busyError = new Promise<Error>((resolve) => busy.once('error', resolve));
+  await idle.connect();
+  await busy.connect();
+  await idle.query('SELECT 1');
+  await busy.query('BEGIN');
+  await busy.query('CREATE TEMP TABLE d (x int) ON COMMIT DROP');
+  const closed = proxy.close(60_000);
+  t.match(await idleError, { code: '57P01', message: 'terminating connection: pg-iam-proxy is shutting down' });
+  const commit = await busy.query('COMMIT');
+  t.equal(commit.command, 'COMMIT', 'the open transaction commits');
+  t.match(await busyError, { code: '57P01' }, 'then its client is let go');
+  await closed;
+  t.pass('the proxy stopped without waiting out the grace period');
+  t.ok(proxy.logs().some((l) => l.msg === 'pool: server closed' && l.reason === 'shutting down'));
+});
+
 t.test('pool exhaustion: a client waits, then hears 53300 naming the pool', async (t) => {
   await using proxy = await pooled({ size: 1, waitTimeoutMs: 300 });
   const holder = client(proxy, { application_name: 'full' });
@@ -349,8 +370,9 @@ t.test('postgres.js: prepared statements by default, many queries at once over m
 });
 
 const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
-t.test('psycopg 3: prepare=True across transactions and servers', async (t) => {
+t.test('psycopg 3: prepare=True across transactions and servers, and COPY', async (t) => {
   await using proxy = await pooled({ size: 2 });
+  await db.admin('CREATE TABLE tx_pycopy (n int); GRANT INSERT, SELECT ON tx_pycopy TO iam_user;', 'orders');
   const script = `
 import psycopg, sys
 conns = [psycopg.connect(host='127.0.0.1', port=${proxy.port}, user='iam_user', dbname='orders', autocommit=True, prepare_threshold=0) for _ in range(4)]
@@ -358,6 +380,11 @@ total = 0
 for i in range(50):
     c = conns[i % 4]
     total += c.execute('SELECT %s::int + 1', (i,), prepare=True).fetchone()[0]
+    if i % 10 == 0:
+        with c.cursor().copy('COPY tx_pycopy (n) FROM STDIN') as copy:
+            for n in range(100):
+                copy.write_row((n,))
+total += conns[1].execute('SELECT count(*) FROM tx_pycopy').fetchone()[0]
 print(total)
 `;
   const r = await new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
@@ -369,7 +396,7 @@ print(total)
     p.on('exit', (code) => resolve({ code, out, err }));
   });
   t.equal(r.code, 0, r.err);
-  t.equal(r.out.trim(), String((49 * 50) / 2 + 50));
+  t.equal(r.out.trim(), String((49 * 50) / 2 + 50 + 500), 'the sums, and 500 rows copied in');
 });
 
 const jdbc = '/usr/share/java/postgresql.jar';

@@ -17,7 +17,7 @@ export interface TokenScope {
 export interface IamToken extends Token {
   readonly scope: TokenScope;
   readonly accessKeyId: string;
-  readonly signer: { readonly accessKeyId: string };
+  readonly signer: { readonly accessKeyId: string; readonly identity?: string };
   /** When the server stops accepting it: 15 minutes after signing, or the credentials' expiry. */
   readonly expiresAt: number;
 }
@@ -145,7 +145,8 @@ export class SharedTokens implements TokenSource {
       value,
       scope,
       accessKeyId: creds.accessKeyId,
-      signer: { accessKeyId: creds.accessKeyId },
+      // Who signed, for the session's log line: the key, and the identity's name when it has one.
+      signer: this.label ? { accessKeyId: creds.accessKeyId, identity: this.label } : { accessKeyId: creds.accessKeyId },
       signedAt,
       expiresAt: Math.min(signedAt + TOKEN_LIFETIME_MS, credsEnd),
     };

@@ -13,7 +13,10 @@ import { callerIdentity, NoCredentialsError, type CallerIdentity, type Identitie
 import type { IamToken } from '../aws/tokens.js';
 import type { InstanceConfig } from '../config.js';
 import { redactSecrets } from '../log.js';
-import { NegotiationReply, ProtocolVersion, TERMINATE_MESSAGE } from '../protocol/constants.js';
+import { BackendCode, HEADER_SIZE, NegotiationReply, ProtocolVersion, TERMINATE_MESSAGE } from '../protocol/constants.js';
+import { decodeError, readBackendFrame } from '../protocol/backend.js';
+import { Inbox } from '../proxy/inbox.js';
+import { serialize } from 'pg-protocol';
 import type { WireError } from '../protocol/errors.js';
 import { startupMessage } from '../protocol/startup.js';
 import { SSL_REQUEST, connectUpstream } from '../proxy/upstream-connect.js';
@@ -64,6 +67,7 @@ const CHECKS = [
   ['clock', 'Clock'],
   ['token', 'IAM token'],
   ['login', 'Login'],
+  ['pooling', 'Pooling against the server'],
 ] as const;
 
 type CheckId = (typeof CHECKS)[number][0];
@@ -86,7 +90,8 @@ export async function runDoctor(instance: InstanceConfig, options: DoctorOptions
   const ctx: Context = { instance, options, set, fail, now };
   let ok = false;
   try {
-    const signer = options.identities.for(instance.identity, region);
+    // The identity this DB user signs with: its own under `users:`, else the instance's.
+    const signer = options.identities.for(instance.users?.get(options.user) ?? instance.identity, region);
     const { creds, who } = await checkCredentials(ctx, signer);
     await checkEndpoint(ctx);
     await checkDns(ctx);
@@ -426,8 +431,9 @@ async function checkLogin(
           missingDb ? `Pick an existing database with --database (e.g. postgres), or create it: CREATE DATABASE "${database}";` : undefined,
         );
       }
-      server.end(TERMINATE_MESSAGE);
       set('login', 'pass', `logged in as "${user}" to database "${database}" over verified TLS`);
+      await checkPooling({ instance, set }, server, options.connectTimeoutMs);
+      server.end(TERMINATE_MESSAGE);
       return true;
     } finally {
       server.destroy();
@@ -444,6 +450,82 @@ async function checkLogin(
     const e = err instanceof PasswordMethodRefused ? notIamUser(user, err.method) : (err as WireError);
     throw fail('login', redactSecrets(e.message), e.hint);
   }
+}
+
+/**
+ * The pool settings against what the server allows: its max_connections, less the connections open now,
+ * must hold the pools' servers (pgbouncer's sizing rule). Transaction mode: what does not work there.
+ */
+async function checkPooling({ instance, set }: Pick<Context, 'instance' | 'set'>, server: Socket, timeoutMs: number): Promise<void> {
+  const pool = instance.pool;
+  if (!pool) {
+    set('pooling', 'pass', 'pooling is off (--pool-mode off): a login per client, as without the proxy');
+    return;
+  }
+  const [max, reserved, open] = await queryRow(
+    server,
+    "SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections'), (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+    timeoutMs,
+  );
+  const room = Number(max) - Number(reserved) - Number(open);
+  const servers = pool.maxServers ?? pool.size;
+  const mode =
+    pool.mode === 'transaction'
+      ? ' In transaction mode session SET, LISTEN, session advisory locks, WITH HOLD cursors, temporary tables kept across transactions and SQL PREPARE do not work (see the README, Pooling).'
+      : '';
+  const found = `--pool-mode ${pool.mode}, --pool-size ${pool.size}${pool.maxServers ? `, --max-server-connections ${pool.maxServers}` : ' per DB user and startup parameters (no --max-server-connections)'}; the server allows max_connections ${max} (${reserved} reserved for superusers), ${open} open now.${mode}`;
+  const data = {
+    maxConnections: Number(max),
+    reserved: Number(reserved),
+    open: Number(open),
+    poolSize: pool.size,
+    maxServers: pool.maxServers,
+  };
+  if (servers > room) {
+    set(
+      'pooling',
+      'warn',
+      found,
+      `This proxy may open ${servers} servers and the server has room for ${room} more: lower --pool-size or set --max-server-connections under ${room} (summed over every proxy in front of this database), or use a larger instance class (RDS sets max_connections from its memory).`,
+      data,
+    );
+  } else set('pooling', 'pass', found, undefined, data);
+}
+
+/** One row of a simple query on a logged-in server, as text. */
+async function queryRow(server: Socket, sql: string, timeoutMs: number): Promise<string[]> {
+  const inbox = new Inbox(server, 64 * 1024);
+  const timer = setTimeout(() => inbox.fail(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs);
+  try {
+    server.write(serialize.query(sql));
+    let row: string[] = [];
+    for (;;) {
+      let frame = readBackendFrame(inbox.buffered);
+      while (!frame) {
+        await inbox.fill(inbox.buffered.length + 1);
+        frame = readBackendFrame(inbox.buffered);
+      }
+      inbox.consume(frame.bytes.length);
+      if (frame.code === BackendCode.ErrorResponse) throw new Error(decodeError(frame).message);
+      if (frame.code === 0x44) row = dataRow(frame.bytes); // DataRow
+      if (frame.code === BackendCode.ReadyForQuery) return row;
+    }
+  } finally {
+    clearTimeout(timer);
+    inbox.release();
+  }
+}
+
+function dataRow(bytes: Buffer): string[] {
+  const out: string[] = [];
+  let at = HEADER_SIZE + 2;
+  for (let i = bytes.readUInt16BE(HEADER_SIZE); i > 0; i--) {
+    const length = bytes.readInt32BE(at);
+    at += 4;
+    out.push(length < 0 ? '' : bytes.toString('utf8', at, at + length));
+    at += Math.max(0, length);
+  }
+  return out;
 }
 
 const COLORS: Record<CheckStatus, string> = { pass: '\x1b[32m', warn: '\x1b[33m', fail: '\x1b[31m', skip: '\x1b[2m' };

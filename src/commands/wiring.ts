@@ -19,7 +19,7 @@ export function engineDeps(options: {
 }): EngineDeps {
   const { identities } = options;
   return {
-    ...awsSeams((instance) => identities.for(instance.identity, instance.region).tokens),
+    ...awsSeams((instance) => tokensOf(identities, instance)),
     log: options.log,
     observe: options.observe,
   };
@@ -52,15 +52,31 @@ export function awsSeams(tokensFor: (instance: InstanceConfig) => TokenSource): 
   };
 }
 
-/** Log who signs for each identity in use, once each; resolves to whether each has credentials. */
+/**
+ * An instance's tokens: signed with the identity of the DB user when `users:` names one, else with the
+ * instance's. Identities are shared (one credentials holder and token cache each) as always.
+ */
+export function tokensOf(identities: Identities, instance: InstanceConfig): TokenSource {
+  const base = identities.for(instance.identity, instance.region).tokens;
+  if (!instance.users) return base;
+  const byUser = new Map([...instance.users].map(([user, spec]) => [user, identities.for(spec, instance.region).tokens]));
+  return {
+    label: base.label,
+    get: (scope, notThis) => (byUser.get(scope.user) ?? base).get(scope, notThis),
+  };
+}
+
+/** Log who signs for each identity in use (users: included), once each; resolves to whether each has credentials. */
 export async function announceAll(config: ProxyConfig, identities: Identities, log: Logger): Promise<boolean[]> {
   const seen = new Set<unknown>();
   const jobs: Promise<boolean>[] = [];
   for (const instance of config.instances) {
-    const identity = identities.for(instance.identity, instance.region);
-    if (seen.has(identity)) continue;
-    seen.add(identity);
-    jobs.push(announce(identity, instance.region, log));
+    for (const spec of [instance.identity, ...(instance.users?.values() ?? [])]) {
+      const identity = identities.for(spec, instance.region);
+      if (seen.has(identity)) continue;
+      seen.add(identity);
+      jobs.push(announce(identity, instance.region, log));
+    }
   }
   return Promise.all(jobs);
 }

@@ -187,6 +187,20 @@ export class Pools {
   }
 
   /**
+   * An idle server of `key`'s pool at once, without waiting or checking, or undefined (then `acquire`).
+   * The caller listens to its socket in this same turn: reading goes on uninterrupted.
+   */
+  tryAcquire(key: PoolKey): PooledServer | undefined {
+    const pool = this.pools.get(poolId(key));
+    if (!pool || this.closing) return undefined;
+    const server = pool.idle.at(-1);
+    if (!server || server.broken || Date.now() - server.lastUsedAt >= (this.settings.checkIdleAfterMs ?? CHECK_IDLE_AFTER_MS))
+      return undefined;
+    pool.idle.pop();
+    return this.lend(pool, server, false);
+  }
+
+  /**
    * Transaction mode: what a new client of `key` is greeted with, without holding a server. The pool's
    * first login gives it; until there is one, a server is opened (or waited for) and given back untouched.
    */
@@ -222,6 +236,13 @@ export class Pools {
       this.retire(pool, server, why);
       return;
     }
+    if (!reset && server.cancelsSettled) {
+      // Straight back (transaction mode): parked in this turn, its socket read throughout.
+      server.lastUsedAt = Date.now();
+      this.park(pool, server);
+      return;
+    }
+    server.socket.pause(); // not listened to until it is parked or reset
     pool.active.add(server); // still ours while it resets, or while a cancel is on its way to it
     server.whenCancelsDone(() => {
       if (!reset) {
@@ -294,8 +315,8 @@ export class Pools {
     }
   }
 
-  private lend(pool: Pool, server: PooledServer): PooledServer {
-    server.unwatch();
+  private lend(pool: Pool, server: PooledServer, pause = true): PooledServer {
+    server.unwatch(pause);
     pool.active.add(server);
     pool.lent++;
     return server;

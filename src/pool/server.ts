@@ -28,6 +28,8 @@ export class PooledServer {
    * used first (a Set keeps insertion order: a use moves one to the end).
    */
   readonly prepared = new Set<Statement>();
+  /** A client parsed the unnamed statement: it outlives the transaction, so the next client closes it first. */
+  unnamedStatement = false;
   /** Cancels being forwarded to this server: it is not handed to another client until they are done. */
   private cancelling = 0;
   private afterCancels: (() => void) | undefined;
@@ -159,6 +161,7 @@ export class PooledServer {
       this.unwatch();
       gone(why);
     };
+    // Still reading when it comes straight from a transaction: resume() is then a no-op.
     const onData = tell('it spoke while idle (terminated or failing over)');
     const onEnd = tell('it closed while idle');
     const timer = setTimeout(tell('server idle timeout'), idleTimeoutMs).unref();
@@ -172,15 +175,25 @@ export class PooledServer {
         socket.off('data', onData);
         socket.off('end', onEnd);
         socket.off('close', onEnd);
-        socket.pause();
       },
     };
   }
 
-  /** Stop watching (a client gets the server, or it is checked). */
-  unwatch(): void {
+  /**
+   * Stop watching (a client gets the server, or it is checked). `pause` false: the caller listens to the
+   * socket at once, in this same turn (a transaction relay), so reading need not stop and start again.
+   */
+  unwatch(pause = true): void {
     this.watching?.off();
     this.watching = undefined;
+    // Also when it was not watched (straight from a transaction to a waiting client): nothing it says
+    // may be read before its next listener is there.
+    if (pause) this.socket.pause();
+  }
+
+  /** No cancel is on its way to this server. */
+  get cancelsSettled(): boolean {
+    return this.cancelling === 0;
   }
 
   close(): void {

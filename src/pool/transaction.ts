@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { HEADER_SIZE, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { MessageCursor } from '../protocol/framing.js';
-import { Frontend, FrontendStream, lengthFor, readCString, STATEMENT } from '../protocol/frontend.js';
+import { Frontend, FrontendStream, frontendMessage, lengthFor, readCString, STATEMENT } from '../protocol/frontend.js';
 import { holdBack } from '../proxy/splice.js';
 import type { PoolKey, Pools } from './pool.js';
 import { type PooledServer, TxStatus } from './server.js';
@@ -39,10 +39,24 @@ export interface Holding {
 const B = {
   ParseComplete: 0x31, // 1
   CloseComplete: 0x33, // 3
+  CommandComplete: 0x43, // C
   Error: 0x45, // E
+  CopyInResponse: 0x47, // G
   ParameterStatus: 0x53, // S
   ReadyForQuery: 0x5a, // Z
 } as const;
+
+/** Client messages of a COPY: no server state waits on a Sync after them. */
+const COPY_DATA = 0x64; // d
+const COPY_DONE = 0x63; // c
+const COPY_FAIL = 0x66; // f
+
+/**
+ * Command tags after which a server is not what its pool's next client may find: session settings, a
+ * LISTEN, statements dropped under the proxy's names. It is reset (and its statements forgotten) before
+ * it is lent again.
+ */
+const DIRTYING = /^(SET|RESET|LISTEN|DISCARD|DEALLOCATE)\b/;
 
 /** A Parse or Close sent to the server, whose answer (ParseComplete, CloseComplete) is still to come. */
 interface Expected {
@@ -55,12 +69,20 @@ interface Expected {
   readonly undo?: (() => void) | undefined;
 }
 
+/** Whether the proxy is draining, and who to tell when it starts (undefined: no one). */
+export interface Drain {
+  draining(): boolean;
+  onDrain(listener: (() => void) | undefined): void;
+}
+
 export interface TransactionRelayOptions {
   readonly client: Socket;
   readonly pools: Pools;
   readonly key: PoolKey;
   /** The client went away: a wait for a server stops. */
   readonly signal: AbortSignal;
+  /** The proxy is shutting down: the client is let go between transactions (at once if it is between). */
+  readonly drain?: Drain | undefined;
   readonly holding: Holding;
   readonly toClient: Buffer;
   readonly pipelined: Buffer;
@@ -79,7 +101,16 @@ class TransactionRelay {
   /** The client's named statements: its names to the proxy's statements. */
   private readonly named = new Map<string, Statement>();
   private readonly fromClient: FrontendStream;
-  private readonly fromServer = new MessageCursor();
+  /** The server's messages; a CommandComplete's tag is peeked at (DIRTYING). */
+  private readonly fromServer = new MessageCursor((code) => (code === B.CommandComplete ? 11 : 1));
+  /** The group an error is skipping, up to its Sync: what the client sends into it is skipped too. */
+  private failedGroup = -1;
+  /** What ends each group sent and not yet answered: Sync (extended), Query or FunctionCall (simple). */
+  private groupEnds: number[] = [];
+  /** Flow control: the client is paused until the server's socket drains. */
+  private heldBack = false;
+  /** Linked and nothing sent yet in this transaction. */
+  private fresh = false;
   private server: PooledServer | undefined;
   /** Client bytes that came while it held no server, waiting for one. */
   private queued: Buffer[] = [];
@@ -118,7 +149,14 @@ class TransactionRelay {
     if (this.o.pipelined.length > 0) this.onClientData(this.o.pipelined);
     if (this.o.clientEnded) this.onClientEnd();
     if (!this.done && !this.acquiring) this.client.resume();
+    if (this.o.drain?.draining()) this.onDrain();
+    else this.o.drain?.onDrain(this.onDrain);
   }
+
+  /** Shutting down: a client between transactions goes now; one in a transaction at its end. */
+  private readonly onDrain = (): void => {
+    if (!this.server && !this.acquiring) this.fail(SHUTTING_DOWN);
+  };
 
   // The client's side.
 
@@ -128,13 +166,22 @@ class TransactionRelay {
       this.forward(chunk);
       return;
     }
-    this.queued.push(chunk);
-    if (this.acquiring) return;
+    if (this.acquiring) {
+      this.queued.push(chunk);
+      return;
+    }
     // A goodbye while holding nothing: no server is needed for it.
     if (this.fromClient.atBoundary && chunk.length >= 5 && chunk[0] === Frontend.Terminate) {
       this.finish('client closed the connection');
       return;
     }
+    const idle = this.o.pools.tryAcquire(this.o.key);
+    if (idle) {
+      this.link(idle);
+      this.forward(chunk);
+      return;
+    }
+    this.queued.push(chunk);
     this.acquire();
   };
 
@@ -177,6 +224,14 @@ class TransactionRelay {
   private forward(chunk: Buffer): void {
     const server = this.server!;
     const out: Buffer[] = [];
+    if (this.fresh) {
+      this.fresh = false;
+      if (server.unnamedStatement) {
+        // The last client's unnamed statement goes before this client's first message (its answer kept).
+        server.unnamedStatement = false;
+        this.expect(out, CLOSE_UNNAMED, B.CloseComplete, true);
+      }
+    }
     try {
       this.fromClient.translate(chunk, out);
     } catch (err) {
@@ -195,10 +250,15 @@ class TransactionRelay {
       this.finish('client closed the connection');
       return;
     }
-    holdBack(this.client, server.socket, this.resumeClient);
+    if (!this.heldBack && server.socket.writableLength > server.socket.writableHighWaterMark) {
+      this.heldBack = true;
+      this.client.pause();
+      server.socket.once('drain', this.resumeClient);
+    }
   }
 
   private readonly resumeClient = (): void => {
+    this.heldBack = false;
     this.client.resume();
   };
 
@@ -206,8 +266,9 @@ class TransactionRelay {
     if (code === Frontend.Sync || code === Frontend.Query || code === Frontend.FunctionCall) {
       this.pending++;
       this.groupsSent++;
+      this.groupEnds.push(code);
       this.unsynced = false;
-    } else this.unsynced = true;
+    } else if (code !== COPY_DATA && code !== COPY_DONE && code !== COPY_FAIL && code !== Frontend.Flush) this.unsynced = true;
   }
 
   /** A Parse, Bind, Describe or Close of the client: its statement names become the proxy's. */
@@ -221,7 +282,9 @@ class TransactionRelay {
   private parse(head: Buffer, out: Buffer[]): void {
     const name = readCString(head, 5);
     if (!name || name.value === '') {
-      // The unnamed statement lives only as long as the transaction here, as anywhere: sent as it is.
+      // Sent as it is. It outlives the transaction on the server (until the next unnamed Parse): the
+      // server's next client has it closed first, so it cannot Bind what this client parsed.
+      this.server!.unnamedStatement = true;
       this.expect(out, head, B.ParseComplete, false);
       return;
     }
@@ -326,7 +389,9 @@ class TransactionRelay {
 
   private expect(out: Buffer[], message: Buffer, code: number, swallow: boolean, undo?: () => void): void {
     out.push(message);
-    this.expected.push({ code, swallow, group: this.groupsSent, undo });
+    // Into a group an error is already skipping: the server will skip this one too, and answer nothing.
+    if (this.groupsSent === this.failedGroup) undo?.();
+    else this.expected.push({ code, swallow, group: this.groupsSent, undo });
   }
 
   // The server's side.
@@ -340,6 +405,9 @@ class TransactionRelay {
     this.unsynced = false;
     this.status = TxStatus.Idle;
     this.settingsChanged = false;
+    this.failedGroup = -1;
+    this.groupEnds = [];
+    this.fresh = true;
     const socket = server.socket;
     socket.on('data', this.onServerData);
     socket.on('end', this.onServerEnd);
@@ -356,8 +424,9 @@ class TransactionRelay {
     socket.off('close', this.onServerEnd);
     socket.off('error', this.onServerError);
     socket.off('drain', this.resumeClient);
+    this.heldBack = false;
     this.client.off('drain', this.resumeServer);
-    socket.pause();
+    // Not paused: the pool parks it (and listens) in this turn, or pauses it itself.
     this.server = undefined;
     this.o.holding.server = undefined;
     return server;
@@ -380,13 +449,18 @@ class TransactionRelay {
         const code = m.code;
         if (code === B.ReadyForQuery) {
           this.pending = Math.max(0, this.pending - 1);
+          if (this.failedGroup === this.groupsAnswered) this.failedGroup = -1;
           this.groupsAnswered++;
+          this.groupEnds.shift();
           this.status = m.first;
         } else if (code === B.Error) {
           // With nothing asked (no request since the last answered Sync), a FATAL: the backend is going.
           if (this.pending === 0 && !this.unsynced) this.serverGone = true;
           else this.skipGroup();
         } else if (code === B.ParameterStatus) this.settingsChanged = true;
+        else if (code === B.CommandComplete) {
+          if (DIRTYING.test(m.head.toString('latin1', HEADER_SIZE, HEADER_SIZE + m.peeked))) this.settingsChanged = true;
+        } else if (code === B.CopyInResponse) this.copyIn();
         else if (code === B.ParseComplete || code === B.CloseComplete) {
           const e = this.expected.shift();
           if (!e || e.code !== code) throw new Error(`an unexpected ${code === B.ParseComplete ? 'ParseComplete' : 'CloseComplete'}`);
@@ -416,20 +490,6 @@ class TransactionRelay {
       if (end > next) pieces.push(chunk.subarray(next, end));
       if (pieces.length > 0) this.client.write(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces));
     }
-    if (process.env.DBG_TX)
-      console.error(
-        'srv',
-        chunk.length,
-        JSON.stringify({
-          p: this.pending,
-          st: this.status,
-          u: this.unsynced,
-          e: this.expected.length,
-          w: this.withheld,
-          cb: this.fromClient.atBoundary,
-          sb: this.fromServer.atBoundary,
-        }),
-      );
     if (this.serverGone) {
       this.finish('the server ended the session');
       return;
@@ -442,8 +502,24 @@ class TransactionRelay {
     holdBack(server.socket, this.client, this.resumeServer);
   };
 
+  /**
+   * COPY FROM STDIN started by an Execute: the backend ignores a Sync that comes during copy-in, and
+   * libpq has already sent the one that ends the Execute's group. That Sync is not answered: the group
+   * goes on to the client's next Sync (after CopyDone).
+   */
+  private copyIn(): void {
+    if (this.groupEnds[0] !== Frontend.Sync) return; // a Query's COPY, or a Sync yet to come
+    this.groupEnds.shift();
+    this.pending--;
+    this.groupsSent--;
+    for (const e of this.expected) if (e.group > this.groupsAnswered) (e as { group: number }).group--;
+    this.unsynced = true; // the group is open until the client's Sync after its CopyDone
+  }
+
   /** An error: the server skips the rest of the pipeline up to Sync; what those messages assumed is undone. */
   private skipGroup(): void {
+    // A simple Query's error ends its own statement only; later groups are not skipped.
+    if (this.groupEnds[0] === Frontend.Sync || this.groupEnds.length === 0) this.failedGroup = this.groupsAnswered;
     const skipped: Expected[] = [];
     while (this.expected.length > 0 && this.expected[0]!.group === this.groupsAnswered) skipped.push(this.expected.shift()!);
     for (let i = skipped.length - 1; i >= 0; i--) skipped[i]!.undo?.();
@@ -465,7 +541,8 @@ class TransactionRelay {
     const changed = this.settingsChanged;
     const server = this.unlink();
     this.o.pools.release(server, this.o.key, 'idle', changed);
-    this.client.resume(); // if it waited for the server's drain: that server is no longer its concern
+    if (this.o.drain?.draining()) this.fail(SHUTTING_DOWN);
+    else this.client.resume(); // if it waited for the server's drain: that server is no longer its concern
   }
 
   private readonly onServerEnd = (): void => {
@@ -494,6 +571,7 @@ class TransactionRelay {
   private finish(reason: string, error?: Error): void {
     if (this.done) return;
     this.done = true;
+    this.o.drain?.onDrain(undefined);
     this.client.off('data', this.onClientData);
     this.client.off('end', this.onClientEnd);
     this.client.off('error', this.onClientError);
@@ -511,6 +589,14 @@ class TransactionRelay {
     this.resolve({ reason, error });
   }
 }
+
+/** Close of the unnamed statement. */
+const CLOSE_UNNAMED = frontendMessage(Frontend.Close, Buffer.of(STATEMENT), '');
+
+/** What a client hears when the proxy shuts down between its transactions, as from a server's shutdown. */
+const SHUTTING_DOWN = new WireError(SqlState.AdminShutdown, 'terminating connection: pg-iam-proxy is shutting down', {
+  reason: Failure.Shutdown,
+});
 
 /** A Bind, Describe or Close head with the string at `at` (a statement name) replaced by `name`. */
 function renamedHead(head: Buffer, at: number, name: string, rest: number): Buffer {

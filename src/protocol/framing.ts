@@ -13,7 +13,14 @@ export interface MessageStart {
   readonly at: number;
   /** The first body byte (a ReadyForQuery's transaction status), or -1 for an empty body. */
   readonly first: number;
+  /** The header and the body's first bytes (as many as `peek` asked for the code): valid during the call only. */
+  readonly head: Buffer;
+  /** How many body bytes `head` holds. */
+  readonly peeked: number;
 }
+
+/** The most body bytes a cursor gathers of one message: enough for a CommandComplete's tag. */
+export const MAX_PEEK = 16;
 
 /** A message header over this is no PostgreSQL message a proxy relays (the server's own limit is 1 GB). */
 export const MAX_MESSAGE_LENGTH = 0x3fff_ffff + LENGTH_SIZE;
@@ -21,9 +28,14 @@ export const MAX_MESSAGE_LENGTH = 0x3fff_ffff + LENGTH_SIZE;
 export class MessageCursor {
   /** Bytes of the current message (code included) not yet walked past. */
   private left = 0;
-  /** A header (plus the first body byte) that straddles chunks, and how much of it has come. */
-  private readonly head = Buffer.alloc(HEADER_SIZE + 1);
+  /** A header (plus the first body bytes) that straddles chunks, and how much of it has come. */
+  private readonly head: Buffer;
   private have = 0;
+
+  /** `peek`: how many body bytes to gather of a message with this code (1 when not given; at most MAX_PEEK). */
+  constructor(private readonly peek?: (code: number) => number) {
+    this.head = Buffer.alloc(HEADER_SIZE + (peek ? MAX_PEEK : 1));
+  }
   /** Bytes walked before the current chunk, and where the message being gathered began (stream offsets). */
   private walked = 0;
   private begin = 0;
@@ -55,8 +67,12 @@ export class MessageCursor {
         continue;
       }
       if (this.have === 0) this.begin = this.walked + at;
-      // Gather code + length, then the first body byte if the message has a body.
-      const want = this.have < HEADER_SIZE ? HEADER_SIZE : HEADER_SIZE + 1;
+      // Gather code + length, then the first body byte(s) if the message has a body.
+      let want = HEADER_SIZE;
+      if (this.have >= HEADER_SIZE) {
+        const body = this.head.readUInt32BE(CODE_SIZE) - LENGTH_SIZE;
+        want += Math.min(body, this.peek ? Math.min(MAX_PEEK, Math.max(1, this.peek(this.head[0]!))) : 1);
+      }
       const take = Math.min(want - this.have, chunk.length - at);
       chunk.copy(this.head, this.have, at, at + take);
       this.have += take;
@@ -65,8 +81,16 @@ export class MessageCursor {
       const length = this.head.readUInt32BE(CODE_SIZE);
       if (length < LENGTH_SIZE || length > MAX_MESSAGE_LENGTH) throw new Error(`invalid message length ${length}`);
       const hasBody = length > LENGTH_SIZE;
-      if (hasBody && this.have === HEADER_SIZE) continue; // its first body byte comes next (or in the next chunk)
-      each({ code: this.head[0]!, length, at: this.begin - this.walked, first: hasBody ? this.head[HEADER_SIZE]! : -1 });
+      if (hasBody && this.have === HEADER_SIZE) continue; // its first body bytes come next (or in the next chunk)
+      if (this.have < want) break; // more of the body to peek at, in the next chunk
+      each({
+        code: this.head[0]!,
+        length,
+        at: this.begin - this.walked,
+        first: hasBody ? this.head[HEADER_SIZE]! : -1,
+        head: this.head,
+        peeked: this.have - HEADER_SIZE,
+      });
       // What is left of the message after the bytes gathered into the header.
       this.left = CODE_SIZE + length - this.have;
       this.have = 0;

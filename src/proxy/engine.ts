@@ -233,6 +233,7 @@ export class Instance {
     // Idle pooled servers go at once; servers held by clients go as their clients leave.
     this.ctx.pools?.close();
     const open = [...this.sessions];
+    for (const [, session] of open) session.drain();
     if (open.length > 0) {
       const drained = Promise.all(open.map(([client]) => new Promise((resolve) => client.once('close', resolve))));
       let timer: NodeJS.Timeout | undefined;

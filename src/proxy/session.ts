@@ -130,6 +130,18 @@ export class Session {
     }
   }
 
+  /**
+   * The proxy is draining: a client of transaction pooling is let go between transactions (at once when
+   * it holds no server); other sessions run on until they end or the grace period is over.
+   */
+  drain(): void {
+    this.draining = true;
+    this.onDrain?.();
+  }
+  private draining = false;
+  /** The relay's part of a drain (transaction pooling); a callback, not an AbortSignal: idle sessions stay small. */
+  private onDrain: (() => void) | undefined;
+
   /** Serve the client until the session ends; never rejects. */
   async run(): Promise<void> {
     let opened: Opened | undefined;
@@ -157,6 +169,7 @@ export class Session {
         pools: this.ctx.pools!,
         key: upstream.key,
         signal: this.gone.signal,
+        drain: { draining: () => this.draining, onDrain: (listener) => (this.onDrain = listener) },
         holding: upstream.holding,
         toClient: opened.toClient,
         pipelined: opened.pipelined,

@@ -58,7 +58,10 @@ export interface StartedCli {
 
 /** Start the CLI with JSON logs and wait for its first "listening" line. */
 export async function startCli(args: string[], env: NodeJS.ProcessEnv): Promise<StartedCli> {
-  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The benchmarks measure other Node binaries and flags (a profile: BENCH_NODE_FLAGS=--cpu-prof).
+  const node = process.env.BENCH_NODE ?? process.execPath;
+  const flags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(node, [...flags, BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
   child.once('exit', () => running.delete(child));
   const lines: Array<Record<string, unknown>> = [];
