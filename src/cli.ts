@@ -285,7 +285,13 @@ async function serveCommand(args: Args<'serve'>, env: NodeJS.ProcessEnv): Promis
   const log = createLogger(logOptions(settings.log));
   for (const warning of settings.warnings) log.warn(warning);
   routeProcessWarnings(log);
-  const code = await serve(settings.config, { http: settings.http, requireCredentials: settings.requireCredentials, log });
+  const code = await serve(settings.config, {
+    http: settings.http,
+    requireCredentials: settings.requireCredentials,
+    log,
+    // SIGHUP: the file read again, with the same flags and environment over it.
+    reload: args.config ? () => serveConfig(args, env) : undefined,
+  });
   await flush(log);
   return code;
 }

@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import pino, { type Logger } from 'pino';
+import { terminalStream } from './log-terminal.js';
 
 export type LogFormat = 'json' | 'pretty';
 export interface LogOptions {
@@ -25,12 +27,32 @@ const REDACT_PATHS = [
   '*.value',
 ];
 
-function errSerializer(err: unknown): unknown {
-  const out = pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown>;
-  for (const key of ['message', 'stack'] as const) {
-    if (typeof out[key] === 'string') out[key] = redactSecrets(out[key] as string);
-  }
-  return out;
+/** Stacks remembered as already logged; beyond this many, the oldest is forgotten (and logged again). */
+const STACKS_KEPT = 100;
+
+/**
+ * The err serializer of one logger: pino's, with secrets blanked. A stack is logged once: an error that
+ * recurs (a credentials fetch failing at every retry) carries `stackSeen: true` instead of the same
+ * frames again.
+ */
+function errSerializer(): (err: unknown) => unknown {
+  const seen = new Set<string>();
+  return (err) => {
+    const out = pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown>;
+    for (const key of ['message', 'stack'] as const) {
+      if (typeof out[key] === 'string') out[key] = redactSecrets(out[key] as string);
+    }
+    if (typeof out.stack !== 'string') return out;
+    const hash = createHash('sha256').update(`${out.message}\n${out.stack}`).digest('base64');
+    if (seen.has(hash)) {
+      out.stack = undefined;
+      out.stackSeen = true;
+      return out;
+    }
+    seen.add(hash);
+    if (seen.size > STACKS_KEPT) seen.delete(seen.values().next().value!);
+    return out;
+  };
 }
 
 /** The one root logger; sessions take children of it. */
@@ -40,11 +62,10 @@ export function createLogger(options: LogOptions, destination?: pino.Destination
     level: options.level,
     base: { pid: process.pid },
     redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
-    serializers: { err: errSerializer },
+    serializers: { err: errSerializer() },
   };
   if (destination) return pino(base, destination);
-  if (options.format === 'pretty') {
-    return pino({ ...base, transport: { target: 'pino-pretty', options: { destination: 2, translateTime: 'SYS:HH:MM:ss.l' } } });
-  }
+  // For people: formatted in this thread from pino's JSON, one line per event (log-terminal.ts).
+  if (options.format === 'pretty') return pino(base, terminalStream({ level: options.level, color: process.stderr.isTTY === true }));
   return pino(base, pino.destination({ dest: 2, sync: false }));
 }

@@ -5,15 +5,10 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { BIN, cleanAwsEnv, runCli } from './support/cli.js';
-import { startTestDb } from './support/testdb.js';
 import { runPg } from './support/proxy.js';
-import { startSts } from './support/aws/sts.js';
+import { dbWithSts } from './support/aws/sts.js';
 
-const db = await startTestDb();
-t.teardown(() => db.destroy());
-const sts = await startSts();
-t.teardown(() => sts.close());
-sts.identities.set(db.key.accessKeyId, { arn: 'arn:aws:iam::123456789012:user/ci', userId: 'AIDACI', account: '123456789012' });
+const { db, sts } = await dbWithSts(t);
 
 const ENDPOINT = `${db.endpoint}:${db.port}`;
 const env = (extra: Record<string, string> = {}) =>
@@ -216,35 +211,14 @@ t.test('doctor: the healthy chain passes every check and exits 0', async (t) => 
 });
 
 t.test('doctor: pool sizes against the server (max_connections, connections open now)', async (t) => {
-  const fits = await doctor([
-    ENDPOINT,
-    ...dial,
-    '--user',
-    'iam_user',
-    '--database',
-    'orders',
-    '--pool-mode',
-    'transaction',
-    '--pool-size',
-    '5',
-  ]);
+  const orders = [ENDPOINT, ...dial, '--user', 'iam_user', '--database', 'orders'];
+  const fits = await doctor([...orders, '--pool-mode', 'transaction', '--pool-size', '5']);
   t.equal(fits.code, 0);
   t.match(fits.byId.pooling, {
     status: 'pass',
     found: /--pool-mode transaction, --pool-size 5 per DB user and startup parameters .*max_connections \d+ .*session SET, LISTEN/,
   });
-  const over = await doctor([
-    ENDPOINT,
-    ...dial,
-    '--user',
-    'iam_user',
-    '--database',
-    'orders',
-    '--pool-mode',
-    'session',
-    '--max-server-connections',
-    '5000',
-  ]);
+  const over = await doctor([...orders, '--pool-mode', 'session', '--max-server-connections', '5000']);
   t.equal(over.code, 0, 'a warning, not a failure: the login works');
   t.match(over.byId.pooling, { status: 'warn', fix: /may open 5000 servers and the server has room for \d+ more/ });
 });

@@ -1,7 +1,7 @@
-// Issue 19: what ships for one use loads only for it. pino-pretty (terminal logs) and @peculiar/x509
-// with tsyringe and reflect-metadata (the --client-tls auto certificate) stay on disk in a proxy that
-// logs JSON with client TLS off, through start, a session and shutdown; the same trace sees them load
-// when they are used, so the first answer is not the trace missing them.
+// Issue 19: what ships for one use loads only for it. @peculiar/x509 with tsyringe and reflect-metadata
+// (the --client-tls auto certificate) stay on disk in a proxy with client TLS off, through start, a
+// session and shutdown; the same trace sees them load when they are used, so the first answer is not the
+// trace missing them. (Terminal logs are the proxy's own formatter, src/log-terminal.ts: nothing to load.)
 import t from 'tap';
 import pg from 'pg';
 import { spawn } from 'node:child_process';
@@ -23,7 +23,6 @@ const env = cleanAwsEnv(dir, {
 });
 
 const ONLY_WHEN_USED: Record<string, RegExp> = {
-  'pino-pretty': /\/node_modules\/pino-pretty\//,
   '@peculiar/x509': /\/node_modules\/@peculiar\/x509\//,
   tsyringe: /\/node_modules\/tsyringe\//,
   'reflect-metadata': /\/node_modules\/reflect-metadata\//,
@@ -46,7 +45,7 @@ async function failedSession(port: number, ssl: boolean): Promise<string | undef
   );
 }
 
-t.test('serve with --log-format json and --client-tls off loads neither the pretty printer nor the x509 code', async (t) => {
+t.test('serve with --client-tls off does not load the x509 code', async (t) => {
   const trace = join(dir, 'json-off.trace');
   const upstream = await closedPort();
   const cli = await startCli(
@@ -90,12 +89,12 @@ t.test('the same trace sees them load with --log-format pretty and --client-tls 
     { env: traceEnv(trace, env), stdio: ['ignore', 'ignore', 'pipe'] },
   );
   const exit = once(child, 'exit');
-  // Pretty logs put the listener's address on a line of its own under "listening".
+  // Terminal logs put the listener's address in the "listening" line as listen=HOST:PORT.
   let stderr = '';
   const port = await new Promise<number>((resolve, reject) => {
     child.stderr.on('data', (chunk) => {
       stderr += String(chunk);
-      const found = /listen: "127\.0\.0\.1:(\d+)"/.exec(stderr);
+      const found = /listen=127\.0\.0\.1:(\d+)/.exec(stderr);
       if (found) resolve(Number(found[1]));
     });
     void exit.then(() => reject(new Error(`exited before listening: ${stderr}`)));

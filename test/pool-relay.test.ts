@@ -6,23 +6,10 @@ import type { TLSSocket } from 'node:tls';
 import { Duplex } from 'node:stream';
 import { relayPooled } from '../src/pool/relay.js';
 import { Bytes } from './support/bytes.js';
+import { socketStandIn } from './support/socket-stand-in.js';
 
-/** A socket stand-in: what is pushed to it is "received"; what is written to it is kept. */
-function end() {
-  const written: Buffer[] = [];
-  const socket = new Duplex({
-    read() {},
-    write(chunk: Buffer, _enc, done) {
-      written.push(chunk);
-      done();
-    },
-    final(done) {
-      done();
-    },
-  });
-  const turn = () => new Promise((r) => setImmediate(r));
-  return { socket, written: () => Buffer.concat(written), receive: async (b: Uint8Array) => (socket.push(b), turn()), turn };
-}
+/** A socket stand-in (written bytes kept, received ones pushed). */
+const end = socketStandIn;
 
 const query = (sql: string) => new Bytes().cstring(sql).join('Q');
 const ready = (status: string) => new Bytes().raw(Buffer.from(status)).join('Z');

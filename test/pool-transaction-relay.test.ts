@@ -5,7 +5,6 @@ import t from 'tap';
 import fc from 'fast-check';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { Duplex } from 'node:stream';
 import pino from 'pino';
 import { relayTransactions, type Holding } from '../src/pool/transaction.js';
 import { PooledServer } from '../src/pool/server.js';
@@ -13,29 +12,10 @@ import { NEVER_PREPARED, SCRATCH, StatementRegistry } from '../src/pool/statemen
 import type { PoolKey, Pools } from '../src/pool/pool.js';
 import { FrontendStream } from '../src/protocol/frontend.js';
 import { Bytes } from './support/bytes.js';
+import { socketStandIn } from './support/socket-stand-in.js';
 
-/** A socket stand-in: what is pushed to it is "received"; what is written to it is kept. */
-function end() {
-  const written: Buffer[] = [];
-  const socket = new Duplex({
-    read() {},
-    write(chunk: Buffer, _enc, done) {
-      written.push(chunk);
-      done();
-    },
-    final(done) {
-      done();
-    },
-  });
-  const turn = () => new Promise((r) => setImmediate(r));
-  return {
-    socket,
-    written: () => Buffer.concat(written),
-    clear: () => void written.splice(0),
-    receive: async (b: Uint8Array) => (socket.push(b), turn()),
-    turn,
-  };
-}
+/** A socket stand-in (written bytes kept, received ones pushed). */
+const end = socketStandIn;
 
 // Frontend messages.
 const parse = (name: string, sql: string) => new Bytes().cstring(name).cstring(sql).raw([0, 0]).join('P');

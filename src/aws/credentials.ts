@@ -117,6 +117,11 @@ export class CredentialsHolder {
     return creds.expiration ? creds.expiration.getTime() - this.now() : Infinity;
   }
 
+  /** Fetch again now (the machine woke from a sleep its timers did not see); failures go the usual way. */
+  renew(): void {
+    this.refresh().catch(() => undefined);
+  }
+
   /** Stop the background refresh (at shutdown). */
   close(): void {
     clearTimeout(this.timer);
@@ -185,6 +190,8 @@ export class CredentialsHolder {
           keepUsing: stillValid !== undefined,
           ...(stillValid?.expiration ? { expiration: stillValid.expiration.toISOString() } : {}),
           ...(expiring ? { fetchedExpiration: err.expiration.toISOString(), retryInMs: this.nextAttemptAt - this.now() } : {}),
+          // When the timer tries again: a terminal folds the repeats of this warning into "next try in N s".
+          retryInSeconds: Math.round((this.nextAttemptAt - this.now()) / 1000),
           ...(advice ? { advice } : {}),
         },
         expiring

@@ -5,6 +5,8 @@ import { subscribe } from 'node:diagnostics_channel';
 import { hostname } from 'node:os';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-sdk/types';
 import type { Logger } from 'pino';
+import { SSO_WARN_AHEAD_MS, ssoSession } from './sso.js';
+import { WakeWatch, type WakeWatchOptions } from './wake.js';
 import { redactSecrets } from '../log.js';
 import { CredentialsHolder, type CredentialsHolderOptions } from './credentials.js';
 import { SharedTokens, type SharedTokensOptions } from './tokens.js';
@@ -455,13 +457,28 @@ export interface IdentitiesOptions {
   readonly onRefresh?: (ref: string) => void;
   /** The seam tests use to swap the SDK; the real chain by default. */
   readonly providerFor?: (spec: IdentitySpec, options: ProviderOptions) => TracedProvider;
+  /** How a sleep is noticed (tests: a fake clock); with a log, the watch runs. */
+  readonly wake?: WakeWatchOptions;
 }
 
 /** One holder per identity: a hundred instances on one profile still fetch its credentials once. */
 export class Identities {
   private readonly byKey = new Map<string, SignerIdentity>();
+  private readonly wake: WakeWatch | undefined;
 
-  constructor(private readonly options: IdentitiesOptions = {}) {}
+  constructor(private readonly options: IdentitiesOptions = {}) {
+    const log = options.log;
+    // A long-running proxy (serve, run: they log) renews at once on waking from a sleep.
+    if (log) {
+      this.wake = new WakeWatch((slept) => {
+        log.info(
+          { sleptSeconds: Math.round(slept / 1000) },
+          `woke up: this machine slept about ${Math.max(1, Math.round(slept / 60_000))} min (a timer fired that late): renewing AWS credentials now`,
+        );
+        for (const identity of this.byKey.values()) identity.holder.renew();
+      }, options.wake);
+    }
+  }
 
   for(spec: IdentitySpec, region: string): SignerIdentity {
     const key = identityKey(spec);
@@ -499,6 +516,7 @@ export class Identities {
 
   /** Stop every background refresh. */
   close(): void {
+    this.wake?.close();
     for (const identity of this.byKey.values()) identity.holder.close();
   }
 }
@@ -508,6 +526,42 @@ export class Identities {
  * source) and until when, with a warning when renewal will need the user. Failures are logged, not
  * fatal: credentials may come later and clients are told until then.
  */
+/** More than this between this machine's clock and AWS's, and tokens may be refused. */
+export const CLOCK_SKEW_WARN_MS = 60_000;
+
+/** The clock against STS's Date header (as doctor checks it): a warning past a minute. */
+export function warnOfClockSkew(serverDate: Date | undefined, log: Logger, now = Date.now()): void {
+  if (!serverDate) return;
+  const skew = now - serverDate.getTime();
+  if (Math.abs(skew) <= CLOCK_SKEW_WARN_MS) return;
+  log.warn(
+    { skewSeconds: Math.round(skew / 1000) },
+    `this machine's clock is ${Math.round(Math.abs(skew) / 1000)} s ${skew > 0 ? 'ahead of' : 'behind'} AWS's: RDS may refuse tokens signed with it (fix the system clock: NTP)`,
+  );
+}
+
+/**
+ * An SSO profile whose session token cannot be refreshed: warn ten minutes before it ends, with the
+ * command to run (at once when it is that close already). The timer never holds the process.
+ */
+export function watchSsoSession(profile: string | undefined, log: Logger, env: NodeJS.ProcessEnv = process.env, now = Date.now()): void {
+  const session = ssoSession(profile, env);
+  if (!session || session.refreshable) return;
+  const end = session.end.getTime();
+  const warn = () => {
+    const left = Math.round((end - Date.now()) / 60_000);
+    log.warn(
+      { ssoSessionEnds: session.end.toISOString() },
+      left > 0
+        ? `the SSO session ends in ${left} min (${session.end.toISOString()}): run \`${session.command}\` before then, or renewals fail`
+        : `the SSO session has ended (${session.end.toISOString()}): run \`${session.command}\``,
+    );
+  };
+  const at = end - SSO_WARN_AHEAD_MS - now;
+  if (at <= 0) warn();
+  else setTimeout(warn, Math.min(at, 2 ** 31 - 1)).unref();
+}
+
 export async function announce(identity: SignerIdentity, region: string, log: Logger): Promise<boolean> {
   let creds: AwsCredentialIdentity;
   try {
@@ -530,12 +584,14 @@ export async function announce(identity: SignerIdentity, region: string, log: Lo
   try {
     const who = await callerIdentity(creds, region);
     log.info({ ...fields, arn: who.arn, account: who.account }, 'AWS identity ready');
+    warnOfClockSkew(who.serverDate, log);
   } catch (err) {
     log.info(
       { ...fields, stsError: redactSecrets((err as Error).message) },
       'AWS credentials ready (sts:GetCallerIdentity did not answer)',
     );
   }
+  if (source.includes('SSO')) watchSsoSession(identity.spec.profile, log);
   const advice = renewalAdvice(source, identity.spec);
   if (advice && creds.expiration) {
     log.warn(

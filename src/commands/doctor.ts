@@ -13,10 +13,8 @@ import { callerIdentity, NoCredentialsError, type CallerIdentity, type Identitie
 import type { IamToken } from '../aws/tokens.js';
 import type { InstanceConfig } from '../config.js';
 import { redactSecrets } from '../log.js';
-import { BackendCode, HEADER_SIZE, NegotiationReply, ProtocolVersion, TERMINATE_MESSAGE } from '../protocol/constants.js';
-import { decodeError, readBackendFrame } from '../protocol/backend.js';
-import { Inbox } from '../proxy/inbox.js';
-import { serialize } from 'pg-protocol';
+import { HEADER_SIZE, NegotiationReply, ProtocolVersion, TERMINATE_MESSAGE } from '../protocol/constants.js';
+import { simpleQuery } from '../proxy/simple-query.js';
 import type { WireError } from '../protocol/errors.js';
 import { startupMessage } from '../protocol/startup.js';
 import { SSL_REQUEST, connectUpstream } from '../proxy/upstream-connect.js';
@@ -494,26 +492,12 @@ async function checkPooling({ instance, set }: Pick<Context, 'instance' | 'set'>
 
 /** One row of a simple query on a logged-in server, as text. */
 async function queryRow(server: Socket, sql: string, timeoutMs: number): Promise<string[]> {
-  const inbox = new Inbox(server, 64 * 1024);
-  const timer = setTimeout(() => inbox.fail(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs);
-  try {
-    server.write(serialize.query(sql));
-    let row: string[] = [];
-    for (;;) {
-      let frame = readBackendFrame(inbox.buffered);
-      while (!frame) {
-        await inbox.fill(inbox.buffered.length + 1);
-        frame = readBackendFrame(inbox.buffered);
-      }
-      inbox.consume(frame.bytes.length);
-      if (frame.code === BackendCode.ErrorResponse) throw new Error(decodeError(frame).message);
-      if (frame.code === 0x44) row = dataRow(frame.bytes); // DataRow
-      if (frame.code === BackendCode.ReadyForQuery) return row;
-    }
-  } finally {
-    clearTimeout(timer);
-    inbox.release();
-  }
+  let row: string[] = [];
+  const { error } = await simpleQuery(server, sql, timeoutMs, (frame) => {
+    if (frame.code === 0x44) row = dataRow(frame.bytes); // DataRow
+  });
+  if (error !== undefined) throw new Error(error);
+  return row;
 }
 
 function dataRow(bytes: Buffer): string[] {

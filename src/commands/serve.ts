@@ -1,12 +1,14 @@
 // `pg-iam-proxy serve` (the default command): the engine on its listeners, /healthz /readyz /metrics when
 // asked for, credentials fetched at start, and a drain on the first SIGTERM/SIGINT.
+import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { Identities } from '../aws/identity.js';
 import { terminalMfa } from '../aws/mfa.js';
-import type { ProxyConfig } from '../config.js';
-import type { HostPort } from '../host-port.js';
+import type { InstanceConfig, ProxyConfig } from '../config.js';
+import { formatHostPort, type HostPort } from '../host-port.js';
 import type { Metrics } from '../ops/metrics.js';
 import { Engine } from '../proxy/engine.js';
+import { type Reread, reloadOnHangup } from './reload.js';
 import { announceAll, engineDeps } from './wiring.js';
 
 /** Process exit codes a supervisor can act on. */
@@ -25,6 +27,8 @@ export interface ServeOptions {
   /** Exit (3) rather than serve when no credentials can be had at start. */
   readonly requireCredentials: boolean;
   readonly log: Logger;
+  /** With --config: the settings read again, for SIGHUP (undefined: SIGHUP keeps its default). */
+  readonly reload?: (() => Reread) | undefined;
 }
 
 /** Run the proxy until a signal; resolves to the exit code. */
@@ -41,8 +45,11 @@ export async function serve(config: ProxyConfig, options: ServeOptions): Promise
     return code;
   };
   try {
-    await proxy.listen();
+    const addresses = await proxy.listen();
     if (ops && options.http) await ops.listen(options.http);
+    for (const [i, instance] of config.instances.entries()) {
+      log.info({ instance: formatHostPort(instance.endpoint) }, `ready: psql "${connectionString(instance, addresses[i])}"`);
+    }
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     log.fatal({ err }, e.code === 'EADDRINUSE' ? `cannot listen: address in use (${e.message})` : `cannot start: ${e.message}`);
@@ -57,8 +64,29 @@ export async function serve(config: ProxyConfig, options: ServeOptions): Promise
     await proxy.close(0);
     return stop(ExitCode.NoCredentials);
   }
-  return stop(await untilSignal(proxy, log, () => ops?.drain()));
+  const hangup = options.reload && reloadOnHangup(proxy, options.reload, { log, identities, reloaded: metrics?.reloaded });
+  const code = await untilSignal(proxy, log, () => ops?.drain());
+  hangup?.off();
+  return stop(code);
 }
+
+/**
+ * What a person types to reach an instance: its listener (a wildcard address as the loopback, where the
+ * client runs), and the user and database when the proxy decides them.
+ */
+function connectionString(instance: InstanceConfig, address: AddressInfo | undefined): string {
+  const wildcard: Record<string, string> = { '0.0.0.0': '127.0.0.1', '::': '::1' };
+  // serve has a TCP listener, or the unix socket alone (--listen none), whose port is then its own.
+  const [host, port] = address
+    ? [wildcard[address.address] ?? address.address, address.port]
+    : [instance.unixSocket!.dir, instance.unixSocket!.port];
+  const user = instance.dbUser ? conninfoValue(instance.dbUser) : '<db user>';
+  const dbname = instance.allowDatabases?.length === 1 ? conninfoValue(instance.allowDatabases[0]!) : '<db>';
+  return `host=${conninfoValue(host)} port=${port} user=${user} dbname=${dbname}`;
+}
+
+/** A libpq keyword value: quoted when it holds a space, a quote or a backslash. */
+const conninfoValue = (value: string) => (/^[^\s'\\]+$/.test(value) ? value : `'${value.replace(/['\\]/g, '\\$&')}'`);
 
 /** First SIGINT/SIGTERM: drain and exit 0. A second: exit at once with 128 + signal. */
 function untilSignal(proxy: Engine, log: Logger, onDrain: () => void): Promise<number> {

@@ -62,8 +62,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private readonly reloads = new Counter({
+    name: 'pg_iam_proxy_config_reloads_total',
+    help: 'Reloads of --config on SIGHUP: ok (applied) or error (the file did not parse or validate; nothing changed).',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+
+  /** A SIGHUP reload was applied (ok) or refused (error). */
+  reloaded = (result: 'ok' | 'error'): void => this.reloads.inc({ result });
+
   constructor() {
     const metrics = this;
+    for (const result of ['ok', 'error']) this.reloads.inc({ result }, 0);
     // Pools are read at scrape time, like the bytes: nothing is counted on the per-client path. Pools of one
     // user and database (clients with other startup parameters) add up under the same labels.
     const poolGauge = (name: string, help: string, read: (pool: PoolSnapshot) => Record<string, number>) =>

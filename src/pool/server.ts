@@ -1,11 +1,10 @@
 // One logged-in server connection a pool owns: what it said at login (the ParameterStatus values a client
 // is greeted with), its own cancel key, and the health checks between clients.
 import type { TLSSocket } from 'node:tls';
-import { serialize } from 'pg-protocol';
 import { BackendCode, CANCEL_HEADER_SIZE, HEADER_SIZE, LENGTH_SIZE, RequestCode, SqlState } from '../protocol/constants.js';
-import { authenticationOk, decodeError, readBackendFrame, readyForQuery } from '../protocol/backend.js';
+import { authenticationOk, readBackendFrame, readyForQuery } from '../protocol/backend.js';
 import { Failure, WireError } from '../protocol/errors.js';
-import { Inbox } from '../proxy/inbox.js';
+import { simpleQuery } from '../proxy/simple-query.js';
 import type { Statement } from './statements.js';
 
 let nextServerId = 1;
@@ -112,36 +111,15 @@ export class PooledServer {
    * ParameterStatus it sends on the way (RESET ALL changes reported values) are learnt.
    */
   async run(sql: string, timeoutMs: number): Promise<void> {
-    const inbox = new Inbox(this.socket, 64 * 1024);
-    const timer = setTimeout(() => inbox.fail(new Error(`no answer to ${JSON.stringify(sql)} within ${timeoutMs / 1000} s`)), timeoutMs);
-    try {
-      this.socket.write(serialize.query(sql));
-      let failure: string | undefined;
-      for (;;) {
-        let frame = readBackendFrame(inbox.buffered);
-        while (!frame) {
-          await inbox.fill(inbox.buffered.length + 1);
-          frame = readBackendFrame(inbox.buffered);
-        }
-        inbox.consume(frame.bytes.length);
-        if (frame.code === BackendCode.ParameterStatus) this.learn(frame.bytes);
-        else if (frame.code === BackendCode.ErrorResponse) failure = decodeError(frame).message;
-        else if (frame.code === BackendCode.ReadyForQuery) {
-          const status = frame.bytes[HEADER_SIZE];
-          if (failure !== undefined || status !== TxStatus.Idle) {
-            throw new WireError(
-              SqlState.ConnectionFailure,
-              `the server did not come back idle from ${JSON.stringify(sql)}: ${failure ?? `status ${String.fromCharCode(status!)}`}`,
-              { reason: Failure.UpstreamProtocol },
-            );
-          }
-          if (inbox.buffered.length > 0) throw new Error('the server sent more after ReadyForQuery');
-          return;
-        }
-      }
-    } finally {
-      clearTimeout(timer);
-      inbox.release();
+    const { status, error } = await simpleQuery(this.socket, sql, timeoutMs, (frame) => {
+      if (frame.code === BackendCode.ParameterStatus) this.learn(frame.bytes);
+    });
+    if (error !== undefined || status !== TxStatus.Idle) {
+      throw new WireError(
+        SqlState.ConnectionFailure,
+        `the server did not come back idle from ${JSON.stringify(sql)}: ${error ?? `status ${String.fromCharCode(status)}`}`,
+        { reason: Failure.UpstreamProtocol },
+      );
     }
   }
 

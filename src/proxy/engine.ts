@@ -60,39 +60,83 @@ export class Instance {
   /** Shutting down: open sessions may finish, new clients are told so. */
   private draining = false;
 
+  /** The settings new sessions get (a reload may change them; open sessions keep theirs). */
+  config: InstanceConfig;
+  private maxConnections: number;
+  private readonly observer: InstanceObserver | undefined;
+
   constructor(
-    readonly config: InstanceConfig,
+    config: InstanceConfig,
     proxy: ProxyConfig,
-    deps: EngineDeps,
+    private readonly deps: EngineDeps,
     /** The instance's name in logs and metrics: its endpoint, or endpoint#N when several share one. */
     name = formatHostPort(config.endpoint),
   ) {
     this.name = name;
-    this.ctx = {
+    this.config = config;
+    this.maxConnections = proxy.maxConnections ?? Infinity;
+    this.observer = deps.observe?.(this);
+    this.ctx = this.context(config, proxy, undefined);
+    const observer = this.observer;
+    const accept = (client: Socket) => {
+      const max = this.maxConnections;
+      const refusal = this.draining
+        ? new WireError(SqlState.CannotConnectNow, 'pg-iam-proxy is shutting down', {
+            reason: Failure.Shutdown,
+            hint: 'Connect again in a moment: to the new instance of the proxy, once it is up.',
+          })
+        : this.sessions.size >= max
+          ? new WireError(SqlState.TooManyConnections, `sorry, too many clients already (pg-iam-proxy --max-connections ${max})`, {
+              reason: Failure.MaxConnections,
+            })
+          : undefined;
+      observer?.accepted();
+      const session = new Session(client, this.ctx, nextSessionId++, refusal);
+      this.sessions.set(client, session);
+      client.once('close', () => {
+        this.sessions.delete(client);
+        observer?.closed(client.bytesRead, client.bytesWritten);
+      });
+      const running = session.run();
+      this.running.add(running);
+      void running.finally(() => this.running.delete(running));
+    };
+    // allowHalfOpen: a client that shuts down its sending side still gets the server's last replies.
+    if (config.listen) this.servers.tcp = createServer({ allowHalfOpen: true, noDelay: true }, accept);
+    if (config.unixSocket) this.servers.unix = createServer({ allowHalfOpen: true }, accept);
+  }
+
+  /**
+   * What this instance's sessions share, from its settings. `previous`: the context a reload replaces: its
+   * pools are kept when the pool settings did not change, its local TLS certificate always.
+   */
+  private context(config: InstanceConfig, proxy: ProxyConfig, previous: SessionContext | undefined): SessionContext {
+    const deps = this.deps;
+    let ctx: SessionContext = {
       connector: deps.connectorFor(config, proxy.connectTimeoutMs),
       auth: deps.authenticatorFor(config),
       connectTimeoutMs: proxy.connectTimeoutMs,
       dbUser: config.dbUser,
-      cancels: new CancelRegistry(),
+      cancels: previous?.cancels ?? new CancelRegistry(),
       startupTimeoutMs: proxy.startupTimeoutMs,
       retryDelayMs: LOGIN_RETRY_DELAY_MS,
-      rejections: new RecentRejections(),
-      log: deps.log.child({ instance: this.name }),
+      rejections: previous?.rejections ?? new RecentRejections(),
+      log: previous?.log ?? deps.log.child({ instance: this.name }),
       allowUsers: config.allowUsers,
       allowDatabases: config.allowDatabases,
     };
     if (config.clientPasswordFile) {
       const { secret, warning } = ScramSecret.fromFile(config.clientPasswordFile);
-      if (warning) this.ctx.log.warn(warning);
-      this.ctx = { ...this.ctx, clientPassword: secret };
+      if (warning) ctx.log.warn(warning);
+      ctx = { ...ctx, clientPassword: secret };
     }
-    if (config.clientTls.mode === 'files')
-      this.ctx = { ...this.ctx, clientTls: fileClientTls(config.clientTls.cert, config.clientTls.key) };
-    const observer = deps.observe?.(this);
+    if (config.clientTls.mode === 'files') ctx = { ...ctx, clientTls: fileClientTls(config.clientTls.cert, config.clientTls.key) };
+    else if (config.clientTls.mode === 'auto' && previous?.clientTls) ctx = { ...ctx, clientTls: previous.clientTls };
+    const observer = this.observer;
     if (observer) {
-      const auth = this.ctx.auth;
-      this.ctx = {
-        ...this.ctx,
+      const auth = ctx.auth;
+      ctx = {
+        ...ctx,
         // The same authenticator, telling the metrics of each token the first time a session uses it.
         auth: {
           label: auth.label,
@@ -118,33 +162,31 @@ export class Instance {
       };
     }
     // Pooled: servers are lent to clients from here (after the metrics wrap: a pool's logins count too).
-    if (config.pool) this.ctx = { ...this.ctx, pools: new Pools(this.ctx, config.pool, this.ctx.log, observer?.pool) };
-    const max = proxy.maxConnections ?? Infinity;
-    const accept = (client: Socket) => {
-      const refusal = this.draining
-        ? new WireError(SqlState.CannotConnectNow, 'pg-iam-proxy is shutting down', {
-            reason: Failure.Shutdown,
-            hint: 'Connect again in a moment: to the new instance of the proxy, once it is up.',
-          })
-        : this.sessions.size >= max
-          ? new WireError(SqlState.TooManyConnections, `sorry, too many clients already (pg-iam-proxy --max-connections ${max})`, {
-              reason: Failure.MaxConnections,
-            })
-          : undefined;
-      observer?.accepted();
-      const session = new Session(client, this.ctx, nextSessionId++, refusal);
-      this.sessions.set(client, session);
-      client.once('close', () => {
-        this.sessions.delete(client);
-        observer?.closed(client.bytesRead, client.bytesWritten);
-      });
-      const running = session.run();
-      this.running.add(running);
-      void running.finally(() => this.running.delete(running));
-    };
-    // allowHalfOpen: a client that shuts down its sending side still gets the server's last replies.
-    if (config.listen) this.servers.tcp = createServer({ allowHalfOpen: true, noDelay: true }, accept);
-    if (config.unixSocket) this.servers.unix = createServer({ allowHalfOpen: true }, accept);
+    if (config.pool) {
+      const same =
+        previous?.pools && JSON.stringify(previous.pools.settings) === JSON.stringify(config.pool) && !this.loginChanged(config, proxy);
+      ctx = { ...ctx, pools: same ? previous.pools : new Pools(ctx, config.pool, ctx.log, observer?.pool) };
+    }
+    return ctx;
+  }
+
+  /** Whether a new configuration logs in differently (a pool's servers would not be what it says). */
+  private loginChanged(config: InstanceConfig, proxy: ProxyConfig): boolean {
+    const old = this.config;
+    return settingsKey(old, ['pool']) !== settingsKey(config, ['pool']) || this.ctx.connectTimeoutMs !== proxy.connectTimeoutMs;
+  }
+
+  /**
+   * A reload changed this instance's settings: new sessions get them; open sessions keep theirs. Pools
+   * whose settings changed are replaced, the old ones drained (idle servers closed at once).
+   */
+  reconfigure(config: InstanceConfig, proxy: ProxyConfig): void {
+    const previous = this.ctx;
+    this.ctx = this.context(config, proxy, previous);
+    this.config = config;
+    this.maxConnections = proxy.maxConnections ?? Infinity;
+    if (previous.pools && previous.pools !== this.ctx.pools) previous.pools.close();
+    this.ctx.log.info('configuration reloaded: new sessions get the new settings');
   }
 
   /** The instance's pools, when it pools (GET /pools, the pool gauges). */
@@ -272,23 +314,102 @@ async function removeStaleSocket(path: string): Promise<void> {
   await unlink(path);
 }
 
+/** A stable text of settings (Maps as their entries), for telling whether a reload changed them. */
+export function settingsKey(value: unknown, omit: readonly string[] = []): string {
+  return JSON.stringify(value, (key, v: unknown) => (omit.includes(key) ? undefined : v instanceof Map ? [...v] : v));
+}
+
+/** What a reload did, instance by instance. */
+export interface ReloadOutcome {
+  readonly added: readonly string[];
+  readonly removed: readonly string[];
+  readonly changed: readonly string[];
+  readonly unchanged: readonly string[];
+}
+
+/** An instance's identity across reloads: its listeners (no two instances share one). */
+const listenerKey = (config: InstanceConfig): string =>
+  `${config.listen ? formatHostPort(config.listen) : ''}|${config.unixSocket ? `${config.unixSocket.dir}:${config.unixSocket.port}` : ''}`;
+
 /** Why the local certificate was never made: another listener failed to start. */
 const NOT_STARTED = new Error('the proxy did not start');
 
 /** All instances of one process. */
 export class Engine {
-  readonly instances: readonly Instance[];
+  private list: Instance[];
+  /** The local certificate every --client-tls auto instance shares (made once the listeners are up). */
+  private generated: (() => Promise<ClientTls>) | undefined;
+  /** Instances a reload removed, still draining: a shutdown waits for them too. */
+  private readonly leaving = new Set<Promise<void>>();
 
   constructor(
-    readonly config: ProxyConfig,
-    deps: EngineDeps,
+    public config: ProxyConfig,
+    private readonly deps: EngineDeps,
   ) {
     const names = config.instances.map((instance) => formatHostPort(instance.endpoint));
-    this.instances = config.instances.map((instance, i) => {
+    this.list = config.instances.map((instance, i) => {
       const shared = names.filter((n) => n === names[i]).length > 1;
       const name = shared ? `${names[i]}#${names.slice(0, i + 1).filter((n) => n === names[i]).length}` : names[i];
       return new Instance(instance, config, deps, name);
     });
+  }
+
+  get instances(): readonly Instance[] {
+    return this.list;
+  }
+
+  /**
+   * SIGHUP: the configuration read again. Instances are matched by their listeners: one added starts
+   * listening, one removed stops accepting and drains like a shutdown, one changed gives new sessions
+   * its new settings; the sessions of the others are not touched. Resolves once the new listeners are up.
+   */
+  async reload(next: ProxyConfig): Promise<ReloadOutcome> {
+    const outcome = { added: [] as string[], removed: [] as string[], changed: [] as string[], unchanged: [] as string[] };
+    const byKey = new Map(next.instances.map((config) => [listenerKey(config), config]));
+    const kept: Instance[] = [];
+    const processChanged = settingsKey({ ...this.config, instances: [] }) !== settingsKey({ ...next, instances: [] });
+    for (const instance of this.list) {
+      const config = byKey.get(listenerKey(instance.config));
+      if (!config) {
+        outcome.removed.push(instance.name);
+        const leaving = instance
+          .close(next.shutdownGraceMs)
+          .then(() => this.deps.log.info({ instance: instance.name }, 'stopped listening: removed from the configuration'));
+        this.leaving.add(leaving);
+        void leaving.finally(() => this.leaving.delete(leaving));
+        continue;
+      }
+      byKey.delete(listenerKey(config));
+      kept.push(instance);
+      if (!processChanged && settingsKey(config) === settingsKey(instance.config)) outcome.unchanged.push(instance.name);
+      else {
+        instance.reconfigure(config, next);
+        outcome.changed.push(instance.name);
+      }
+    }
+    const taken = new Set(kept.map((instance) => instance.name));
+    const added: Instance[] = [];
+    for (const config of byKey.values()) {
+      const base = formatHostPort(config.endpoint);
+      let name = base;
+      for (let n = 2; taken.has(name); n++) name = `${base}#${n}`;
+      taken.add(name);
+      added.push(new Instance(config, next, this.deps, name));
+    }
+    this.config = next;
+    this.list = [...kept, ...added];
+    for (const instance of added) {
+      try {
+        await instance.listen(this.generated);
+      } catch (err) {
+        // Not listening (an address in use): not kept; the others of this reload stand.
+        this.list = this.list.filter((other) => other !== instance);
+        await instance.close(0);
+        throw err;
+      }
+      outcome.added.push(instance.name);
+    }
+    return outcome;
   }
 
   async listen(): Promise<Array<AddressInfo | undefined>> {
@@ -302,6 +423,7 @@ export class Engine {
       // (loading the x509 code first would delay them); a TLS client arriving earlier waits for it.
       let made: Promise<ClientTls> | undefined;
       const generated = () => (made ??= listening.then(() => generatedClientTls()));
+      this.generated = generated;
       for (const instance of this.instances) addresses.push(await instance.listen(generated));
     } catch (err) {
       // A client that reached a listener already up must not wait for a certificate never to be made.
@@ -314,6 +436,6 @@ export class Engine {
   }
 
   async close(graceMs = this.config.shutdownGraceMs): Promise<void> {
-    await Promise.all(this.instances.map((instance) => instance.close(graceMs)));
+    await Promise.all([...this.list.map((instance) => instance.close(graceMs)), ...this.leaving]);
   }
 }

@@ -1,5 +1,5 @@
 // Preloaded into a process under test (NODE_OPTIONS="--require <this file>", which, unlike --import,
-// worker threads run too: pino's pretty transport loads in one) to record every module it loads, one
+// worker threads run too, as pino's transports do) to record every module it loads, one
 // absolute path or URL per line, into the file named by MODULE_TRACE_FILE. CommonJS through
 // Module.prototype.load (a require, or an import of a CommonJS file), ES modules through a resolve hook.
 // Loaded with require() of an ES module, which Node 20.19 allows.

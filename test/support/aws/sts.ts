@@ -251,3 +251,17 @@ class Sts extends StandInServer implements StsStandIn {
 export async function startSts(opts: StsOptions = {}): Promise<StsStandIn> {
   return new Sts(opts).start();
 }
+
+/**
+ * The test database with an STS stand-in that knows its key as arn:aws:iam::123456789012:user/ci (what
+ * the CLI's start-up and doctor ask), both stopped when `t` ends.
+ */
+export async function dbWithSts(t: { teardown(fn: () => unknown): void }) {
+  const { startTestDb } = await import('../testdb.js');
+  const db = await startTestDb();
+  t.teardown(() => db.destroy());
+  const sts = await startSts();
+  t.teardown(() => sts.close());
+  sts.identities.set(db.key.accessKeyId, { arn: 'arn:aws:iam::123456789012:user/ci', userId: 'AIDACI', account: '123456789012' });
+  return { db, sts };
+}

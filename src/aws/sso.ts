@@ -1,0 +1,73 @@
+// AWS IAM Identity Center (SSO) profiles: the SDK renews role credentials from the SSO session's token,
+// cached by `aws sso login` in ~/.aws/sso/cache. When that token ends (and it cannot be refreshed), every
+// renewal fails until someone runs `aws sso login` again: the proxy reads the token's own expiry and
+// warns ten minutes ahead, with the command to run.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+/** Warn this long before an SSO session ends. */
+export const SSO_WARN_AHEAD_MS = 10 * 60_000;
+
+/** The [profile NAME] and [sso-session NAME] sections of an AWS config file, key = value each. */
+function configSections(text: string): Map<string, Record<string, string>> {
+  const sections = new Map<string, Record<string, string>>();
+  let current: Record<string, string> | undefined;
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.replace(/[#;].*$/, '').trim();
+    const header = /^\[\s*(.+?)\s*\]$/.exec(line);
+    if (header) {
+      current = {};
+      sections.set(header[1]!.replace(/\s+/g, ' '), current);
+    } else if (current && line.includes('=')) {
+      const at = line.indexOf('=');
+      current[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    }
+  }
+  return sections;
+}
+
+export interface SsoSession {
+  /** When the cached SSO token ends. */
+  readonly end: Date;
+  /** Whether the SDK can refresh the token itself (then the end is the access token's, renewed quietly). */
+  readonly refreshable: boolean;
+  /** What the user runs to log in again. */
+  readonly command: string;
+}
+
+/**
+ * The SSO session a profile's credentials come from, as `aws sso login` cached it; undefined when the
+ * profile is not an SSO profile or nothing is cached (then the SDK's own error says what to do).
+ */
+export function ssoSession(profile: string | undefined, env: NodeJS.ProcessEnv = process.env): SsoSession | undefined {
+  const name = profile ?? env.AWS_PROFILE ?? 'default';
+  const home = env.HOME ?? homedir();
+  let text: string;
+  try {
+    text = readFileSync(env.AWS_CONFIG_FILE ?? join(home, '.aws', 'config'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const sections = configSections(text);
+  const settings = sections.get(name === 'default' ? 'default' : `profile ${name}`) ?? sections.get(`profile ${name}`);
+  if (!settings) return undefined;
+  // A named sso-session (the CLI's current form) is cached under its name; the legacy form under its start URL.
+  const id = settings.sso_session ?? settings.sso_start_url;
+  if (!id) return undefined;
+  try {
+    const cached = JSON.parse(
+      readFileSync(join(home, '.aws', 'sso', 'cache', `${createHash('sha1').update(id).digest('hex')}.json`), 'utf8'),
+    ) as { expiresAt?: string; refreshToken?: string };
+    const end = new Date(cached.expiresAt ?? '');
+    if (Number.isNaN(end.getTime())) return undefined;
+    return {
+      end,
+      refreshable: typeof cached.refreshToken === 'string' && cached.refreshToken !== '',
+      command: `aws sso login${name === 'default' ? '' : ` --profile ${name}`}`,
+    };
+  } catch {
+    return undefined;
+  }
+}

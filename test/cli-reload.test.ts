@@ -1,0 +1,95 @@
+// SIGHUP reloads --config, through the real CLI and the test database: an instance added starts
+// listening, a changed one gives new sessions its new settings, a removed one drains, the sessions of the
+// others are untouched; a file that does not validate changes nothing and is logged with its line; the
+// reloads are counted.
+import t from 'tap';
+import pg from 'pg';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect } from 'node:net';
+import { startTestDb } from './support/testdb.js';
+import { closedPort } from './support/proxy.js';
+import { cleanAwsEnv, startCli } from './support/cli.js';
+
+const db = await startTestDb();
+t.teardown(() => db.destroy());
+const env = cleanAwsEnv(db.dir, { AWS_ACCESS_KEY_ID: db.key.accessKeyId, AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey });
+const config = join(db.dir, 'reload.yaml');
+const instance = (port: number, extra: string[] = []) => [
+  `  - endpoint: ${db.endpoint}:${db.port}`,
+  `    connectTo: 127.0.0.1:${db.port}`,
+  `    caFile: ${db.caFile}`,
+  `    listen: 127.0.0.1:${port}`,
+  ...extra.map((line) => `    ${line}`),
+];
+const write = (...instances: string[][]) =>
+  writeFileSync(config, ['log: { format: json }', 'instances:', ...instances.flat(), ''].join('\n'));
+const client = (port: number) => {
+  const c = new pg.Client({ host: '127.0.0.1', port, user: 'iam_user', database: 'orders' });
+  c.on('error', () => undefined);
+  return c;
+};
+const refused = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => (s.destroy(), resolve(false)));
+    s.once('error', () => resolve(true));
+  });
+
+t.test('SIGHUP: added, changed, removed and untouched instances; a bad file changes nothing', async (t) => {
+  const [first, second, http] = [await closedPort(), await closedPort(), await closedPort()];
+  write(instance(first));
+  const cli = await startCli(['--config', config, '--http', `127.0.0.1:${http}`], env);
+  t.teardown(() => void cli.child.kill('SIGKILL'));
+  let reloads = 0;
+  const reloaded = async () => {
+    reloads++;
+    let seen = 0;
+    return cli.line((l) => (l.msg === 'configuration reloaded' || /^configuration not reloaded/.test(String(l.msg))) && ++seen === reloads);
+  };
+  const open = client(first);
+  await open.connect();
+  const pid = (await open.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+
+  // Added: a second listener, same database, only for iam_user.
+  write(instance(first), instance(second, ['allowUsers: [iam_user]']));
+  cli.child.kill('SIGHUP');
+  t.match(await reloaded(), { msg: 'configuration reloaded', added: [/#2$/], unchanged: [`${db.endpoint}:${db.port}`] });
+  const onSecond = client(second);
+  await onSecond.connect();
+  t.equal((await onSecond.query('SELECT 1 AS one')).rows[0].one, 1, 'the added instance serves');
+  await onSecond.end();
+
+  // Changed: the first instance now signs only for a user nobody is; its open session goes on.
+  write(instance(first, ['allowUsers: [nobody]']), instance(second, ['allowUsers: [iam_user]']));
+  cli.child.kill('SIGHUP');
+  t.match(await reloaded(), { changed: [`${db.endpoint}:${db.port}`], unchanged: [/#2$/] });
+  const err = await client(first)
+    .connect()
+    .then(
+      () => undefined,
+      (e: pg.DatabaseError) => e,
+    );
+  t.match(err, { code: '28000', message: /does not sign for user "iam_user"/ }, 'new sessions get the new settings');
+  t.equal((await open.query('SELECT pg_backend_pid() AS pid')).rows[0].pid, pid, 'the open session is untouched');
+
+  // A file that does not validate: logged with its line and key, nothing changes.
+  writeFileSync(config, `instances:\n  - endpoint: ${db.endpoint}\n    listen: 127.0.0.1:${first}\n    poolSize: many\n`);
+  cli.child.kill('SIGHUP');
+  t.match(await reloaded(), { msg: /^configuration not reloaded, nothing changed: .*reload\.yaml:4: instances\[0\]\.poolSize/ });
+  t.equal((await open.query('SELECT 1 AS one')).rows[0].one, 1, 'still serving');
+
+  // Removed: the second instance stops accepting (no sessions: at once).
+  write(instance(first, ['allowUsers: [nobody]']));
+  cli.child.kill('SIGHUP');
+  t.match(await reloaded(), { removed: [/#2$/] });
+  await cli.line((l) => l.msg === 'stopped listening: removed from the configuration');
+  t.ok(await refused(second), 'the removed instance no longer listens');
+
+  const metrics = await (await fetch(`http://127.0.0.1:${http}/metrics`)).text();
+  t.match(metrics, /^pg_iam_proxy_config_reloads_total\{result="ok"\} 3$/m);
+  t.match(metrics, /^pg_iam_proxy_config_reloads_total\{result="error"\} 1$/m);
+  await open.end();
+  cli.child.kill('SIGTERM');
+  t.equal(await cli.exit, 0);
+});
