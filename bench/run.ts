@@ -253,7 +253,12 @@ const connProxy = m(connect.proxy, 'latencyMs');
 const lines = [
   `# pg-iam-proxy benchmark`,
   '',
-  `${new Date().toISOString().slice(0, 10)}, ${execFileSync('nproc').toString().trim()} cores, Node ${process.version}, PostgreSQL 15 (test database: IAM tokens over PAM), pgbouncer ${bouncerVersion.replace(/^PgBouncer /, '')}; medians of ${ROUNDS} interleaved rounds of ${SECONDS} s.`,
+  `${new Date().toISOString().slice(0, 10)}, ${execFileSync('nproc').toString().trim()} cores, the proxy on Node ${execFileSync(
+    process.env.BENCH_NODE ?? process.execPath,
+    ['--version'],
+  )
+    .toString()
+    .trim()} (BENCH_NODE), PostgreSQL 15 (test database: IAM tokens over PAM), pgbouncer ${bouncerVersion.replace(/^PgBouncer /, '')}; medians of ${ROUNDS} interleaved rounds of ${SECONDS} s.`,
   '',
   '## pgbench select-only (-S), persistent connections',
   '',
