@@ -91,7 +91,7 @@ export interface TransactionRelayOptions {
 }
 
 export function relayTransactions(options: TransactionRelayOptions): Promise<TransactionEnd> {
-  return new Promise((resolve) => new TransactionRelay(options, resolve).start());
+  return new Promise((resolve) => new TransactionRelay(options, resolve).begin());
 }
 
 class TransactionRelay {
@@ -130,24 +130,34 @@ class TransactionRelay {
   private clientEnded = false;
   private done = false;
 
+  /** What the relay keeps of its options for the client's whole life: not the greeting or pipelined bytes. */
+  private readonly o: Pick<TransactionRelayOptions, 'pools' | 'key' | 'signal' | 'holding' | 'drain'>;
+  /** The first bytes each way, dropped once sent: an idle client holds no buffer. */
+  private start: Pick<TransactionRelayOptions, 'toClient' | 'pipelined' | 'clientEnded'> | undefined;
+
   constructor(
-    private readonly o: TransactionRelayOptions,
+    options: TransactionRelayOptions,
     private readonly resolve: (end: TransactionEnd) => void,
   ) {
+    const o = options;
+    this.o = { pools: o.pools, key: o.key, signal: o.signal, holding: o.holding, drain: o.drain };
+    this.start = { toClient: o.toClient, pipelined: o.pipelined, clientEnded: o.clientEnded };
     this.client = o.client;
     this.statements = o.pools.statements;
     this.maxPrepared = o.pools.settings.maxPreparedStatements ?? 200;
     this.fromClient = new FrontendStream({ rewrite: (c, h, r, out) => this.rewrite(c, h, r, out), passed: (c) => this.passed(c) });
   }
 
-  start(): void {
+  begin(): void {
     this.client.on('data', this.onClientData);
     this.client.on('end', this.onClientEnd);
     this.client.on('error', this.onClientError);
     this.client.on('close', this.onClientClose);
-    if (this.o.toClient.length > 0) this.client.write(this.o.toClient);
-    if (this.o.pipelined.length > 0) this.onClientData(this.o.pipelined);
-    if (this.o.clientEnded) this.onClientEnd();
+    const first = this.start!;
+    this.start = undefined;
+    if (first.toClient.length > 0) this.client.write(first.toClient);
+    if (first.pipelined.length > 0) this.onClientData(first.pipelined);
+    if (first.clientEnded) this.onClientEnd();
     if (!this.done && !this.acquiring) this.client.resume();
     if (this.o.drain?.draining()) this.onDrain();
     else this.o.drain?.onDrain(this.onDrain);

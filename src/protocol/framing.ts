@@ -34,7 +34,8 @@ export class MessageCursor {
 
   /** `peek`: how many body bytes to gather of a message with this code (1 when not given; at most MAX_PEEK). */
   constructor(private readonly peek?: (code: number) => number) {
-    this.head = Buffer.alloc(HEADER_SIZE + (peek ? MAX_PEEK : 1));
+    // From the shared pool (allocUnsafe): a few bytes need no ArrayBuffer of their own per session.
+    this.head = Buffer.allocUnsafe(HEADER_SIZE + (peek ? MAX_PEEK : 1));
   }
   /** Bytes walked before the current chunk, and where the message being gathered began (stream offsets). */
   private walked = 0;

@@ -45,7 +45,8 @@ export class FrontendStream {
   /** Bytes of the current message still to pass through uncopied. */
   private left = 0;
   /** Header bytes of the current message gathered so far (code + length). */
-  private readonly header = Buffer.alloc(HEADER_SIZE);
+  // From the shared pool (allocUnsafe): a few bytes need no ArrayBuffer of their own per client.
+  private readonly header = Buffer.allocUnsafe(HEADER_SIZE);
   private have = 0;
   /** A message being gathered (Parse, Bind, Describe, Close), in pieces until it is complete. */
   private gathering: Buffer[] | undefined;
