@@ -13,7 +13,7 @@ import type { ClientTls } from './client-tls.js';
 import { authenticateClient, type ScramSecret } from './scram.js';
 import { Inbox, InboxClosed } from './inbox.js';
 import { splice } from './splice.js';
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { backendKeyData, decodeBackendKey } from '../protocol/backend.js';
 import type { PoolKey, Pools } from '../pool/pool.js';
 import { relayPooled } from '../pool/relay.js';
@@ -195,11 +195,14 @@ export class Session {
     const link: ClientLink = { socket: this.client, inbox: new Inbox(this.client), encrypted: false };
     // The TCP peer, read before a TLS upgrade wraps the socket (a direct-TLS socket has no address).
     const address = this.client.remoteAddress;
-    // One deadline for everything before the proxy works for the client: packets, TLS, the password.
-    const deadline = new AbortController();
+    // One deadline for everything before the proxy works for the client: packets, TLS, the password. The
+    // startup stops at it or when the session ends (a shutdown), a TLS handshake included: one controller
+    // for both (AbortSignal.any costs a registry of weak references per connection).
+    const stopper = new AbortController();
+    const stop = stopper.signal;
     const timer = setTimeout(
       () =>
-        deadline.abort(
+        stopper.abort(
           new WireError(
             SqlState.ProtocolViolation,
             `the client did not complete its startup within ${this.ctx.startupTimeoutMs / 1000} s`,
@@ -208,10 +211,12 @@ export class Session {
         ),
       this.ctx.startupTimeoutMs,
     );
-    // The startup stops at the deadline or when the session ends (a shutdown), a TLS handshake included.
-    const stop = AbortSignal.any([deadline.signal, this.gone.signal]);
+    const onGone = () => stopper.abort(this.gone.signal.reason);
+    if (this.gone.signal.aborted) onGone();
+    else this.gone.signal.addEventListener('abort', onGone, { once: true });
     const onStop = () => link.inbox.fail(stop.reason as Error);
-    stop.addEventListener('abort', onStop, { once: true });
+    if (stop.aborted) onStop();
+    else stop.addEventListener('abort', onStop, { once: true });
     let packet: StartupMessage | CancelRequest;
     try {
       try {
@@ -230,6 +235,7 @@ export class Session {
     } finally {
       clearTimeout(timer);
       stop.removeEventListener('abort', onStop);
+      this.gone.signal.removeEventListener('abort', onGone);
     }
     const inbox = link.inbox;
     if (packet.kind === 'cancel') {
@@ -355,7 +361,8 @@ export class Session {
    * 3.0, longer only where the server's is), registered so a cancel with it goes where `held` says.
    */
   private proxyKey(length: number, held: () => PooledServer | undefined): { keyData: Buffer; unregister: () => void } {
-    const keyData = backendKeyData(randomInt(1, 2 ** 31 - 1), randomBytes(length - 4));
+    const bytes = randomKeyBytes(length);
+    const keyData = backendKeyData(bytes.readUInt32BE(0) & 0x7fff_ffff || 1, bytes.subarray(4));
     const unregister = this.ctx.cancels.register(decodeBackendKey({ code: BackendCode.BackendKeyData, bytes: keyData }), {
       connector: this.ctx.connector,
       held,
@@ -463,6 +470,20 @@ export class Session {
   private elapsedMs(): number {
     return Math.round(performance.now() - this.started);
   }
+}
+
+/** Cryptographic random bytes for the proxy's cancel keys, drawn from 4 KiB at a time (not one call per session). */
+let randomPool = Buffer.alloc(0);
+let randomAt = 0;
+function randomKeyBytes(n: number): Buffer {
+  if (randomAt + n > randomPool.length) {
+    randomPool = randomBytes(Math.max(4096, n));
+    randomAt = 0;
+  }
+  const out = Buffer.from(randomPool.subarray(randomAt, randomAt + n));
+  randomPool.fill(0, randomAt, randomAt + n); // a key handed out is not kept here
+  randomAt += n;
+  return out;
 }
 
 /** What a client that has left may leave behind: nothing, or its Terminate. */
