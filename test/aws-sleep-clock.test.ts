@@ -30,20 +30,22 @@ t.test('a tick that comes hours late by the wall clock is a wake-up', async (t) 
 t.test('on waking, every identity renews its credentials at once, and the log says why', async (t) => {
   const { log, lines } = memoryLog('info');
   let fetches = 0;
+  let clock = Date.now();
   const providerFor = (): TracedProvider => ({
     provider: async () => {
       fetches++;
-      return { accessKeyId: 'AKIAWAKE', secretAccessKey: 's', expiration: new Date(Date.now() + 3_600_000) } as AwsCredentialIdentity;
+      return { accessKeyId: 'AKIAWAKE', secretAccessKey: 's', expiration: new Date(clock + 3_600_000) } as AwsCredentialIdentity;
     },
     source: () => undefined,
   });
-  let clock = Date.now();
   let jump = 0;
   let refreshed: () => void = () => undefined;
+  // One wall clock for the watch and the holder: three hours pass by it while timers stand still.
   const identities = new Identities({
     log,
     providerFor,
     onRefresh: () => refreshed(),
+    holder: { now: () => clock },
     wake: { tickMs: 5, slackMs: 1_000, now: () => (clock += jump) },
   });
   t.teardown(() => identities.close());
@@ -56,6 +58,9 @@ t.test('on waking, every identity renews its credentials at once, and the log sa
   jump = 3 * 3_600_000; // the next tick comes three hours later by the wall clock
   await renewed;
   t.equal(fetches, 2, 'fetched again at once, no client needed');
+  jump = 0;
+  identity.holder.renew();
+  t.equal(fetches, 2, 'credentials still good by the wall clock are not fetched again (an MFA role would ask for a code)');
   t.match(
     lines().find((l) => /^woke up/.test(String(l.msg))),
     { msg: /^woke up: this machine slept about \d+ min .*renewing AWS credentials now/, sleptSeconds: Number },
@@ -87,7 +92,7 @@ t.test('an SSO session read from the cache of `aws sso login`, warned of before 
       'sso_session = corp',
       'sso_account_id = 123456789012',
       '[profile legacy]',
-      'sso_start_url = https://corp.awsapps.com/start  # the old form',
+      'sso_start_url = https://corp.awsapps.com/start#/  ; the old form, with a # in its URL',
       '[profile keys]',
       'region = us-east-1',
       '[sso-session corp]',
@@ -100,7 +105,7 @@ t.test('an SSO session read from the cache of `aws sso login`, warned of before 
   const env = { HOME: home };
   const soon = new Date(Date.now() + 5 * 60_000).toISOString();
   cache('corp', { expiresAt: soon, accessToken: 'x' });
-  cache('https://corp.awsapps.com/start', { expiresAt: soon, refreshToken: 'r', accessToken: 'y' });
+  cache('https://corp.awsapps.com/start#/', { expiresAt: soon, refreshToken: 'r', accessToken: 'y' });
   t.match(ssoSession('dev', env), { end: new Date(soon), refreshable: false, command: 'aws sso login --profile dev' });
   t.match(ssoSession('legacy', env), { refreshable: true }, 'the legacy form, by its start URL; a refresh token renews it quietly');
   t.equal(ssoSession('keys', env), undefined, 'not an SSO profile');

@@ -79,6 +79,18 @@ t.test('SIGHUP: added, changed, removed and untouched instances; a bad file chan
   t.match(await reloaded(), { msg: /^configuration not reloaded, nothing changed: .*reload\.yaml:4: instances\[0\]\.poolSize/ });
   t.equal((await open.query('SELECT 1 AS one')).rows[0].one, 1, 'still serving');
 
+  // A file that validates but names a CA bundle that cannot be read: nothing changes either.
+  write(
+    instance(first, ['allowUsers: [nobody]']).map((l) => l.replace(/caFile: .*/, 'caFile: /nonexistent/ca.pem')),
+    instance(second),
+  );
+  cli.child.kill('SIGHUP');
+  t.match(await reloaded(), { msg: /^configuration not reloaded, nothing changed: .*\/nonexistent\/ca\.pem/ });
+  const still = client(second);
+  await still.connect();
+  t.equal((await still.query('SELECT 1 AS one')).rows[0].one, 1, 'the second instance kept its settings');
+  await still.end();
+
   // Removed: the second instance stops accepting (no sessions: at once).
   write(instance(first, ['allowUsers: [nobody]']));
   cli.child.kill('SIGHUP');
@@ -88,7 +100,7 @@ t.test('SIGHUP: added, changed, removed and untouched instances; a bad file chan
 
   const metrics = await (await fetch(`http://127.0.0.1:${http}/metrics`)).text();
   t.match(metrics, /^pg_iam_proxy_config_reloads_total\{result="ok"\} 3$/m);
-  t.match(metrics, /^pg_iam_proxy_config_reloads_total\{result="error"\} 1$/m);
+  t.match(metrics, /^pg_iam_proxy_config_reloads_total\{result="error"\} 2$/m);
   await open.end();
   cli.child.kill('SIGTERM');
   t.equal(await cli.exit, 0);

@@ -117,8 +117,15 @@ export class CredentialsHolder {
     return creds.expiration ? creds.expiration.getTime() - this.now() : Infinity;
   }
 
-  /** Fetch again now (the machine woke from a sleep its timers did not see); failures go the usual way. */
+  /**
+   * The machine woke from a sleep its timers did not see: fetch now if a fetch is due by the wall clock
+   * (credentials at their refresh time, or a retry after a failure), not otherwise: an MFA role must not
+   * ask for a code after every nap.
+   */
   renew(): void {
+    const now = this.now();
+    if (now < this.nextAttemptAt) return;
+    if (this.current && now < this.refreshAt) return;
     this.refresh().catch(() => undefined);
   }
 

@@ -558,9 +558,12 @@ export function watchSsoSession(profile: string | undefined, log: Logger, env: N
     );
   };
   const at = end - SSO_WARN_AHEAD_MS - now;
+  // One warning timer per profile: announced again (a reload), the last reading of the cache stands.
+  clearTimeout(ssoTimers.get(profile ?? ''));
   if (at <= 0) warn();
-  else setTimeout(warn, Math.min(at, 2 ** 31 - 1)).unref();
+  else ssoTimers.set(profile ?? '', setTimeout(warn, Math.min(at, 2 ** 31 - 1)).unref());
 }
+const ssoTimers = new Map<string, NodeJS.Timeout>();
 
 export async function announce(identity: SignerIdentity, region: string, log: Logger): Promise<boolean> {
   let creds: AwsCredentialIdentity;

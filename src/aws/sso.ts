@@ -15,7 +15,12 @@ function configSections(text: string): Map<string, Record<string, string>> {
   const sections = new Map<string, Record<string, string>>();
   let current: Record<string, string> | undefined;
   for (const raw of text.split(/\r?\n/)) {
-    const line = raw.replace(/[#;].*$/, '').trim();
+    // Whole-line comments, and inline ones after a space (a start URL may hold '#').
+    const line = raw
+      .trim()
+      .replace(/^[#;].*$/, '')
+      .replace(/\s[#;].*$/, '')
+      .trim();
     const header = /^\[\s*(.+?)\s*\]$/.exec(line);
     if (header) {
       current = {};

@@ -2,10 +2,9 @@
 // running engine (Engine.reload). A file that does not parse or validate changes nothing: the error is
 // logged with its file, line and key, as at start. Reloads run one at a time, in order.
 import type { Logger } from 'pino';
-import type { Identities } from '../aws/identity.js';
+import { announce, type Identities } from '../aws/identity.js';
 import type { ProxyConfig } from '../config.js';
 import type { Engine } from '../proxy/engine.js';
-import { announceAll } from './wiring.js';
 
 /** What a reload reads: the settings serve started with, from the file as it is now. */
 export interface Reread {
@@ -21,14 +20,18 @@ export interface ReloadOptions {
   readonly reloaded?: ((result: 'ok' | 'error') => void) | undefined;
 }
 
-/** Reload on every SIGHUP until the returned function is called; `done` resolves after each reload (tests). */
+/**
+ * Reload on every SIGHUP until `off()`. Installed before the listeners are up, so a SIGHUP meanwhile does
+ * not end the process (its default): reloads wait for `listening()`. `off()` at the start of a shutdown.
+ */
 export function reloadOnHangup(
   proxy: Engine,
   reread: () => Reread,
   options: ReloadOptions,
-): { off: () => void; idle: () => Promise<void> } {
+): { off: () => void; listening: () => void; idle: () => Promise<void> } {
   const { log } = options;
-  let chain = Promise.resolve();
+  let listening!: () => void;
+  let chain = new Promise<void>((resolve) => (listening = resolve));
   const reload = async () => {
     let settings: Reread;
     try {
@@ -39,17 +42,27 @@ export function reloadOnHangup(
       return;
     }
     try {
+      const held = new Set(options.identities.all());
       const outcome = await proxy.reload(settings.config);
       log.level = settings.log.level;
       for (const warning of settings.warnings) log.warn(warning);
       options.reloaded?.('ok');
       log.info(outcome, 'configuration reloaded');
-      // Identities new to this process are fetched now, as at start (those already held are not asked again).
-      const fresh = proxy.instances.filter((instance) => [...outcome.added, ...outcome.changed].includes(instance.name));
-      if (fresh.length > 0) await announceAll({ ...settings.config, instances: fresh.map((i) => i.config) }, options.identities, log);
+      // Identities new to this process are fetched now, as at start; those already held are not asked again.
+      const jobs: Promise<boolean>[] = [];
+      for (const { config } of proxy.instances) {
+        for (const spec of [config.identity, ...(config.users?.values() ?? [])]) {
+          const identity = options.identities.for(spec, config.region);
+          if (held.has(identity)) continue;
+          held.add(identity);
+          jobs.push(announce(identity, config.region, log));
+        }
+      }
+      await Promise.all(jobs);
     } catch (err) {
       options.reloaded?.('error');
-      log.error({ err }, `configuration reloaded in part: ${(err as Error).message}`);
+      // Engine.reload changes nothing until every new part is ready (files read, new listeners up).
+      log.error({ err }, `configuration not reloaded, nothing changed: ${(err as Error).message}`);
     }
   };
   const onHangup = () => {
@@ -57,5 +70,5 @@ export function reloadOnHangup(
     chain = chain.then(reload);
   };
   process.on('SIGHUP', onHangup);
-  return { off: () => process.off('SIGHUP', onHangup), idle: () => chain };
+  return { off: () => process.off('SIGHUP', onHangup), listening, idle: () => chain };
 }

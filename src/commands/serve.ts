@@ -38,8 +38,11 @@ export async function serve(config: ProxyConfig, options: ServeOptions): Promise
   const metrics: Metrics | undefined = options.http ? new (await import('../ops/metrics.js')).Metrics() : undefined;
   const identities = new Identities({ log, mfa: terminalMfa(), onRefresh: metrics?.credentialsRefreshed });
   const proxy = new Engine(config, engineDeps({ identities, log, observe: metrics?.observe }));
+  // From here a SIGHUP reloads (once listening), rather than end the process as by default.
+  const hangup = options.reload && reloadOnHangup(proxy, options.reload, { log, identities, reloaded: metrics?.reloaded });
   const ops = metrics ? new (await import('../ops/http.js')).OpsServer({ proxy, identities, metrics, log }) : undefined;
   const stop = async (code: number) => {
+    hangup?.off();
     identities.close();
     await ops?.close();
     return code;
@@ -64,10 +67,13 @@ export async function serve(config: ProxyConfig, options: ServeOptions): Promise
     await proxy.close(0);
     return stop(ExitCode.NoCredentials);
   }
-  const hangup = options.reload && reloadOnHangup(proxy, options.reload, { log, identities, reloaded: metrics?.reloaded });
-  const code = await untilSignal(proxy, log, () => ops?.drain());
-  hangup?.off();
-  return stop(code);
+  hangup?.listening();
+  return stop(
+    await untilSignal(proxy, log, () => {
+      hangup?.off(); // a reload no longer: the proxy is going
+      ops?.drain();
+    }),
+  );
 }
 
 /**

@@ -131,7 +131,11 @@ export class Instance {
       ctx = { ...ctx, clientPassword: secret };
     }
     if (config.clientTls.mode === 'files') ctx = { ...ctx, clientTls: fileClientTls(config.clientTls.cert, config.clientTls.key) };
-    else if (config.clientTls.mode === 'auto' && previous?.clientTls) ctx = { ...ctx, clientTls: previous.clientTls };
+    else if (config.clientTls.mode === 'auto' && previous) {
+      // The process's one generated certificate: kept from before, or taken now (off or files before).
+      const made = this.config.clientTls.mode === 'auto' ? previous.clientTls : this.generated?.();
+      if (made) ctx = { ...ctx, clientTls: made };
+    }
     const observer = this.observer;
     if (observer) {
       const auth = ctx.auth;
@@ -178,15 +182,20 @@ export class Instance {
 
   /**
    * A reload changed this instance's settings: new sessions get them; open sessions keep theirs. Pools
-   * whose settings changed are replaced, the old ones drained (idle servers closed at once).
+   * whose settings changed are replaced, the old ones drained (idle servers closed at once). The new
+   * settings are made ready first (files read); the returned function puts them in place.
    */
-  reconfigure(config: InstanceConfig, proxy: ProxyConfig): void {
+  prepare(config: InstanceConfig, proxy: ProxyConfig, quiet = false): () => void {
+    // Everything that can fail (a file read) happens here; what is returned only swaps it in.
     const previous = this.ctx;
-    this.ctx = this.context(config, proxy, previous);
-    this.config = config;
-    this.maxConnections = proxy.maxConnections ?? Infinity;
-    if (previous.pools && previous.pools !== this.ctx.pools) previous.pools.close();
-    this.ctx.log.info('configuration reloaded: new sessions get the new settings');
+    const next = this.context(config, proxy, previous);
+    return () => {
+      this.ctx = next;
+      this.config = config;
+      this.maxConnections = proxy.maxConnections ?? Infinity;
+      if (previous.pools && previous.pools !== next.pools) previous.pools.close();
+      if (!quiet) next.log.info('configuration reloaded: new sessions get the new settings');
+    };
   }
 
   /** The instance's pools, when it pools (GET /pools, the pool gauges). */
@@ -218,7 +227,11 @@ export class Instance {
   }
 
   /** Listen on TCP and/or the unix socket; resolves to the TCP address when there is one. */
+  /** The process's generated certificate (--client-tls auto), for a reload that turns it on. */
+  private generated: (() => Promise<ClientTls>) | undefined;
+
   async listen(generated?: () => Promise<ClientTls>): Promise<AddressInfo | undefined> {
+    this.generated = generated;
     if (this.config.clientTls.mode === 'auto' && generated) {
       // Made once every listener is up (Engine.listen); a client's SSLRequest waits for it (a few ms, once).
       const made = generated();
@@ -339,8 +352,10 @@ export class Engine {
   private list: Instance[];
   /** The local certificate every --client-tls auto instance shares (made once the listeners are up). */
   private generated: (() => Promise<ClientTls>) | undefined;
-  /** Instances a reload removed, still draining: a shutdown waits for them too. */
+  /** Instances a reload removed, still draining: a shutdown waits for them too; their names stay taken. */
   private readonly leaving = new Set<Promise<void>>();
+  private readonly retired = new Set<Instance>();
+  private closing = false;
 
   constructor(
     public config: ProxyConfig,
@@ -364,30 +379,36 @@ export class Engine {
    * its new settings; the sessions of the others are not touched. Resolves once the new listeners are up.
    */
   async reload(next: ProxyConfig): Promise<ReloadOutcome> {
+    if (this.closing) throw new Error('shutting down: not reloaded');
     const outcome = { added: [] as string[], removed: [] as string[], changed: [] as string[], unchanged: [] as string[] };
     const byKey = new Map(next.instances.map((config) => [listenerKey(config), config]));
+    // What the instances' contexts take from the process: a change there changes every instance.
+    const shared = (c: ProxyConfig) => settingsKey([c.connectTimeoutMs, c.startupTimeoutMs, c.maxConnections]);
+    const processChanged = shared(this.config) !== shared(next);
+    // First everything that can fail, with nothing changed: new contexts (files are read), new instances.
+    const removed: Instance[] = [];
+    const commits: Array<() => void> = [];
     const kept: Instance[] = [];
-    const processChanged = settingsKey({ ...this.config, instances: [] }) !== settingsKey({ ...next, instances: [] });
     for (const instance of this.list) {
       const config = byKey.get(listenerKey(instance.config));
       if (!config) {
-        outcome.removed.push(instance.name);
-        const leaving = instance
-          .close(next.shutdownGraceMs)
-          .then(() => this.deps.log.info({ instance: instance.name }, 'stopped listening: removed from the configuration'));
-        this.leaving.add(leaving);
-        void leaving.finally(() => this.leaving.delete(leaving));
+        removed.push(instance);
         continue;
       }
       byKey.delete(listenerKey(config));
       kept.push(instance);
-      if (!processChanged && settingsKey(config) === settingsKey(instance.config)) outcome.unchanged.push(instance.name);
-      else {
-        instance.reconfigure(config, next);
+      // Files named by the settings (CA bundle, client certificate, password) are read again: they may
+      // have been replaced at the same path.
+      const files = config.caFile !== undefined || config.clientPasswordFile !== undefined || config.clientTls.mode === 'files';
+      if (!processChanged && settingsKey(config) === settingsKey(instance.config)) {
+        outcome.unchanged.push(instance.name);
+        if (files) commits.push(instance.prepare(config, next, true));
+      } else {
+        commits.push(instance.prepare(config, next));
         outcome.changed.push(instance.name);
       }
     }
-    const taken = new Set(kept.map((instance) => instance.name));
+    const taken = new Set([...this.list, ...this.retired].map((instance) => instance.name));
     const added: Instance[] = [];
     for (const config of byKey.values()) {
       const base = formatHostPort(config.endpoint);
@@ -396,19 +417,30 @@ export class Engine {
       taken.add(name);
       added.push(new Instance(config, next, this.deps, name));
     }
+    // Then the new listeners: one that cannot listen undoes them all (nothing else has changed yet).
+    try {
+      for (const instance of added) await instance.listen(this.generated);
+    } catch (err) {
+      await Promise.all(added.map((instance) => instance.close(0)));
+      throw err;
+    }
+    // From here nothing fails: the changes go in.
+    for (const commit of commits) commit();
+    for (const instance of removed) {
+      outcome.removed.push(instance.name);
+      this.retired.add(instance);
+      const leaving = instance
+        .close(next.shutdownGraceMs)
+        .then(() => this.deps.log.info({ instance: instance.name }, 'stopped listening: removed from the configuration'));
+      this.leaving.add(leaving);
+      void leaving.finally(() => {
+        this.leaving.delete(leaving);
+        this.retired.delete(instance);
+      });
+    }
+    outcome.added.push(...added.map((instance) => instance.name));
     this.config = next;
     this.list = [...kept, ...added];
-    for (const instance of added) {
-      try {
-        await instance.listen(this.generated);
-      } catch (err) {
-        // Not listening (an address in use): not kept; the others of this reload stand.
-        this.list = this.list.filter((other) => other !== instance);
-        await instance.close(0);
-        throw err;
-      }
-      outcome.added.push(instance.name);
-    }
     return outcome;
   }
 
@@ -436,6 +468,7 @@ export class Engine {
   }
 
   async close(graceMs = this.config.shutdownGraceMs): Promise<void> {
+    this.closing = true;
     await Promise.all([...this.list.map((instance) => instance.close(graceMs)), ...this.leaving]);
   }
 }
