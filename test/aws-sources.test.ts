@@ -340,20 +340,7 @@ t.test('MFA: a role that needs a code asks on the terminal, and fails clearly wi
   // On a terminal (script(1) gives it one): the prompt appears, the code goes to STS.
   const role = await trusted();
   mfa.issue(role);
-  const args = [
-    BIN,
-    `${db.endpoint}:${db.port}`,
-    '--listen',
-    '127.0.0.1:0',
-    '--connect-to',
-    `127.0.0.1:${db.port}`,
-    '--ca-file',
-    db.caFile,
-    '--log-format',
-    'json',
-    '--profile',
-    'admin',
-  ];
+  const args = [BIN, ...serveArgs(db, '--profile', 'admin')];
   const tty = spawn('script', ['-qefc', `exec ${[process.execPath, ...args].map(shellQuote).join(' ')}`, '/dev/null'], {
     env: environment,
     stdio: ['pipe', 'pipe', 'ignore'],

@@ -77,11 +77,13 @@ t.test('each DB user signs with its identity; users not listed with the instance
 });
 
 t.test('token and doctor with --config: the user mapped to its identity', async (t) => {
+  // Only the key id is looked at: a token never goes into an assertion's message or diff.
+  const signedBy = (stdout: string) => /X-Amz-Credential=([A-Z0-9]+)%2F/.exec(stdout)?.[1];
   const token = await runCli(['token', endpoint, '--config', config, '--user', 'iam_ro'], env);
-  t.equal(token.code, 0, token.stderr);
-  t.match(token.stdout, new RegExp(`X-Amz-Credential=${readonly.accessKeyId}%2F`), "signed with the user's key");
+  t.equal(token.code, 0, token.code === 0 ? 'signed' : token.stderr);
+  t.equal(signedBy(token.stdout), readonly.accessKeyId, "signed with the user's key");
   const plain = await runCli(['token', endpoint, '--config', config, '--user', 'iam_user'], env);
-  t.match(plain.stdout, new RegExp(`X-Amz-Credential=${db.key.accessKeyId}%2F`), 'and the others with the instance identity');
+  t.equal(signedBy(plain.stdout), db.key.accessKeyId, 'and the others with the instance identity');
   const doctor = await runCli(['doctor', endpoint, '--config', config, '--user', 'iam_ro', '--database', 'orders', '--json'], env);
   t.equal(doctor.code, 0, doctor.stdout + doctor.stderr);
   const checks = (JSON.parse(doctor.stdout) as { checks: Array<{ id: string; found: string }> }).checks;

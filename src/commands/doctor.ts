@@ -13,7 +13,7 @@ import { callerIdentity, NoCredentialsError, type CallerIdentity, type Identitie
 import type { IamToken } from '../aws/tokens.js';
 import type { InstanceConfig } from '../config.js';
 import { redactSecrets } from '../log.js';
-import { HEADER_SIZE, NegotiationReply, ProtocolVersion, TERMINATE_MESSAGE } from '../protocol/constants.js';
+import { BackendCode, HEADER_SIZE, NegotiationReply, ProtocolVersion, TERMINATE_MESSAGE } from '../protocol/constants.js';
 import { simpleQuery } from '../proxy/simple-query.js';
 import type { WireError } from '../protocol/errors.js';
 import { startupMessage } from '../protocol/startup.js';
@@ -494,7 +494,7 @@ async function checkPooling({ instance, set }: Pick<Context, 'instance' | 'set'>
 async function queryRow(server: Socket, sql: string, timeoutMs: number): Promise<string[]> {
   let row: string[] = [];
   const { error } = await simpleQuery(server, sql, timeoutMs, (frame) => {
-    if (frame.code === 0x44) row = dataRow(frame.bytes); // DataRow
+    if (frame.code === BackendCode.DataRow) row = dataRow(frame.bytes);
   });
   if (error !== undefined) throw new Error(error);
   return row;

@@ -4,6 +4,7 @@
 // leaves, whether the server is idle with nothing outstanding decides if it can be reset and pooled.
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { BackendCode, FrontendCode } from '../protocol/constants.js';
 import { MessageCursor } from '../protocol/framing.js';
 import { holdBack } from '../proxy/splice.js';
 import { TxStatus } from './server.js';
@@ -18,12 +19,10 @@ export interface PooledEnd {
   readonly serverGone: boolean;
 }
 
-const Q = 0x51; // Query: one ReadyForQuery to come
-const S = 0x53; // Sync: one ReadyForQuery to come
-const F = 0x46; // FunctionCall: one ReadyForQuery to come
-const X = 0x58; // Terminate: the client's goodbye, not the server's
-const Z = 0x5a; // ReadyForQuery
-const E = 0x45; // ErrorResponse: with nothing asked, a FATAL (the backend is going)
+// Query, Sync and FunctionCall each have one ReadyForQuery to come; Terminate is the client's goodbye,
+// not the server's; an ErrorResponse with nothing asked is a FATAL (the backend is going).
+const { Query: Q, Sync: S, FunctionCall: F, Terminate: X } = FrontendCode;
+const { ReadyForQuery: Z, ErrorResponse: E } = BackendCode;
 
 /**
  * Relay until the client leaves or the server goes. `toClient` (the greeting) and `toServer` (what the

@@ -9,12 +9,12 @@
 // and an error drops the rest of its pipeline up to Sync (the server skips them), undoing what they did.
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { HEADER_SIZE, SqlState } from '../protocol/constants.js';
+import { BackendCode as B, HEADER_SIZE, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { MessageCursor } from '../protocol/framing.js';
 import { Frontend, FrontendStream, frontendMessage, lengthFor, readCString, STATEMENT } from '../protocol/frontend.js';
 import { holdBack } from '../proxy/splice.js';
-import type { PoolKey, Pools } from './pool.js';
+import { MAX_PREPARED_STATEMENTS, type PoolKey, type Pools } from './pool.js';
 import { type PooledServer, TxStatus } from './server.js';
 import {
   closeStatement,
@@ -35,21 +35,6 @@ export interface TransactionEnd {
 export interface Holding {
   server: PooledServer | undefined;
 }
-
-const B = {
-  ParseComplete: 0x31, // 1
-  CloseComplete: 0x33, // 3
-  CommandComplete: 0x43, // C
-  Error: 0x45, // E
-  CopyInResponse: 0x47, // G
-  ParameterStatus: 0x53, // S
-  ReadyForQuery: 0x5a, // Z
-} as const;
-
-/** Client messages of a COPY: no server state waits on a Sync after them. */
-const COPY_DATA = 0x64; // d
-const COPY_DONE = 0x63; // c
-const COPY_FAIL = 0x66; // f
 
 /**
  * Command tags after which a server is not what its pool's next client may find: session settings, a
@@ -144,7 +129,7 @@ class TransactionRelay {
     this.start = { toClient: o.toClient, pipelined: o.pipelined, clientEnded: o.clientEnded };
     this.client = o.client;
     this.statements = o.pools.statements;
-    this.maxPrepared = o.pools.settings.maxPreparedStatements ?? 200;
+    this.maxPrepared = o.pools.settings.maxPreparedStatements ?? MAX_PREPARED_STATEMENTS;
     this.fromClient = new FrontendStream({ rewrite: (c, h, r, out) => this.rewrite(c, h, r, out), passed: (c) => this.passed(c) });
   }
 
@@ -278,7 +263,8 @@ class TransactionRelay {
       this.groupsSent++;
       this.groupEnds.push(code);
       this.unsynced = false;
-    } else if (code !== COPY_DATA && code !== COPY_DONE && code !== COPY_FAIL && code !== Frontend.Flush) this.unsynced = true;
+    } else if (code !== Frontend.CopyData && code !== Frontend.CopyDone && code !== Frontend.CopyFail && code !== Frontend.Flush)
+      this.unsynced = true;
   }
 
   /** A Parse, Bind, Describe or Close of the client: its statement names become the proxy's. */
@@ -463,7 +449,7 @@ class TransactionRelay {
           this.groupsAnswered++;
           this.groupEnds.shift();
           this.status = m.first;
-        } else if (code === B.Error) {
+        } else if (code === B.ErrorResponse) {
           // With nothing asked (no request since the last answered Sync), a FATAL: the backend is going.
           if (this.pending === 0 && !this.unsynced) this.serverGone = true;
           else this.skipGroup();

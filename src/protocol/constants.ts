@@ -47,18 +47,35 @@ export const NegotiationReply = {
 
 /** Frontend message codes the proxy reads or writes itself. */
 export const FrontendCode = {
+  Bind: 0x42, // B
+  Close: 0x43, // C
+  CopyData: 0x64, // d
+  CopyDone: 0x63, // c
+  CopyFail: 0x66, // f
+  Describe: 0x44, // D
+  Execute: 0x45, // E
+  Flush: 0x48, // H
+  FunctionCall: 0x46, // F
+  Parse: 0x50, // P
   Password: 0x70, // p: PasswordMessage, SASLInitialResponse, SASLResponse
+  Query: 0x51, // Q
+  Sync: 0x53, // S
   Terminate: 0x58, // X
 } as const;
 
 /** Terminate: a client's (or doctor's) goodbye, code and length only. Never written to. */
 export const TERMINATE_MESSAGE: Readonly<Buffer> = Buffer.from([FrontendCode.Terminate, 0, 0, 0, LENGTH_SIZE]);
 
-/** Backend message codes the proxy reads before the splice. */
+/** Backend message codes the proxy reads (before the splice; and the pooled relays, after it). */
 export const BackendCode = {
   Authentication: 0x52, // R
   BackendKeyData: 0x4b, // K
+  CloseComplete: 0x33, // 3
+  CommandComplete: 0x43, // C
+  CopyInResponse: 0x47, // G
+  DataRow: 0x44, // D
   ErrorResponse: 0x45, // E
+  ParseComplete: 0x31, // 1
   NoticeResponse: 0x4e, // N
   NegotiateProtocolVersion: 0x76, // v
   ParameterStatus: 0x53, // S

@@ -4,22 +4,11 @@
 // Bind up to its statement name (its parameters, possibly large, stream through uncopied). Every other
 // message passes as a slice of the chunk it came in, consecutive ones as one slice; nothing is copied
 // that is not rewritten.
-import { CODE_SIZE, HEADER_SIZE, LENGTH_SIZE } from './constants.js';
+import { CODE_SIZE, FrontendCode, HEADER_SIZE, LENGTH_SIZE } from './constants.js';
 import { MAX_MESSAGE_LENGTH } from './framing.js';
 
-/** Frontend message codes the transaction relay reads or writes. */
-export const Frontend = {
-  Bind: 0x42, // B
-  Close: 0x43, // C
-  Describe: 0x44, // D
-  Execute: 0x45, // E
-  FunctionCall: 0x46, // F
-  Flush: 0x48, // H
-  Parse: 0x50, // P
-  Query: 0x51, // Q
-  Sync: 0x53, // S
-  Terminate: 0x58, // X
-} as const;
+/** The frontend codes, as the rest of the proxy names them (constants.ts). */
+export const Frontend = FrontendCode;
 
 /** Describe and Close name a statement ('S') or a portal ('P'). */
 export const STATEMENT = 0x53;
@@ -52,6 +41,8 @@ export class FrontendStream {
   private gathering: Buffer[] | undefined;
   private gathered = 0;
   private length = 0;
+  /** NULs in a Bind's body gathered so far: its head ends at the second. */
+  private nuls = 0;
   /** The client sent Terminate: nothing after it is read. */
   terminated = false;
 
@@ -111,6 +102,7 @@ export class FrontendStream {
       if (isRewritten(code)) {
         this.gathering = [Buffer.from(this.header)];
         this.gathered = HEADER_SIZE;
+        this.nuls = 0;
         this.length = length;
         if (length === LENGTH_SIZE) {
           this.complete(out);
@@ -129,10 +121,16 @@ export class FrontendStream {
     const pieces = this.gathering!;
     const total = CODE_SIZE + this.length;
     let want = Math.min(total - this.gathered, chunk.length - at);
+    let headDone = false;
     if (pieces[0]![0] === Frontend.Bind) {
-      // A Bind's head ends after its second string (portal, statement): look for that NUL.
-      const end = secondNul(pieces, chunk, at, want);
-      if (end >= 0) want = end - at + 1;
+      // A Bind's head ends after its second string (portal, statement): count NULs in the new bytes only.
+      for (let i = at; i < at + want; i++) {
+        if (chunk[i] === 0 && ++this.nuls === 2) {
+          want = i - at + 1;
+          headDone = true;
+          break;
+        }
+      }
     }
     if (this.gathered + want > HEADER_SIZE + MAX_GATHERED) {
       throw new Error(`a ${String.fromCharCode(pieces[0]![0]!)} message too long to rewrite (over ${MAX_GATHERED} bytes)`);
@@ -140,12 +138,9 @@ export class FrontendStream {
     pieces.push(chunk.subarray(at, at + want));
     this.gathered += want;
     at += want;
-    const done = this.gathered === total || (pieces[0]![0] === Frontend.Bind && countNuls(pieces) >= 2);
-    if (done) this.complete(out);
-    else if (pieces.length > 1) {
-      // Keep what was taken from this chunk: the chunk itself may be reused once the handler returns.
-      pieces[pieces.length - 1] = Buffer.from(pieces[pieces.length - 1]!);
-    }
+    if (headDone || this.gathered === total) this.complete(out);
+    // Keep what was taken from this chunk: the chunk itself may be reused once the handler returns.
+    else pieces[pieces.length - 1] = Buffer.from(pieces[pieces.length - 1]!);
     return at;
   }
 
@@ -160,24 +155,6 @@ export class FrontendStream {
 
 const isRewritten = (code: number): boolean =>
   code === Frontend.Parse || code === Frontend.Bind || code === Frontend.Describe || code === Frontend.Close;
-
-/** Where in `chunk` (at or after `from`, within `span`) the Bind's second string ends, or -1. */
-function secondNul(pieces: readonly Buffer[], chunk: Buffer, from: number, span: number): number {
-  let seen = countNuls(pieces);
-  for (let i = from; i < from + span; i++) if (chunk[i] === 0 && ++seen === 2) return i;
-  return -1;
-}
-
-/** NULs in the body gathered so far (the header's length word may hold zero bytes: skipped). */
-function countNuls(pieces: readonly Buffer[]): number {
-  let n = 0;
-  let offset = 0;
-  for (const piece of pieces) {
-    for (let i = 0; i < piece.length; i++) if (offset + i >= HEADER_SIZE && piece[i] === 0) n++;
-    offset += piece.length;
-  }
-  return n;
-}
 
 /** A NUL-terminated string at `at`, and where the byte after its NUL is; undefined if unterminated. */
 export function readCString(buf: Buffer, at: number): { value: string; next: number } | undefined {
