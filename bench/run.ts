@@ -220,7 +220,7 @@ const startups: number[] = [];
 for (let i = 0; i < 5; i++) {
   const t0 = performance.now();
   const child = spawn(
-    process.execPath,
+    process.env.BENCH_NODE ?? process.execPath,
     [BIN, `${db.endpoint}:${db.port}`, '--listen', '127.0.0.1:0', '--ca-file', db.caFile, '--log-format', 'json'],
     { env, stdio: ['ignore', 'ignore', 'pipe'] },
   );

@@ -16,6 +16,7 @@ import { fileClientTls, generatedClientTls, type ClientTls } from './client-tls.
 import { ScramSecret } from './scram.js';
 import { Session, type SessionContext, type SessionObserver } from './session.js';
 import { Pools, type PoolObserver } from '../pool/pool.js';
+import { readPath } from './user-buffer.js';
 
 /** A login rejected with 28000 is tried once more, with a fresh token, after this many ms. */
 export const LOGIN_RETRY_DELAY_MS = 250;
@@ -457,6 +458,11 @@ export class Engine {
       const generated = () => (made ??= listening.then(() => generatedClientTls()));
       this.generated = generated;
       for (const instance of this.instances) addresses.push(await instance.listen(generated));
+      const reads = readPath();
+      this.deps.log.debug(
+        { reads: reads.kind, ...(reads.kind === 'stream' ? { why: reads.why } : {}) },
+        reads.kind === 'user-buffer' ? 'the splice reads into buffers of its own' : 'the splice reads through Node streams',
+      );
     } catch (err) {
       // A client that reached a listener already up must not wait for a certificate never to be made.
       failed(NOT_STARTED);

@@ -5,6 +5,7 @@
 // fail decides the close reason.
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { encrypts, reads, useUserBuffer } from './user-buffer.js';
 
 export interface SpliceEnd {
   /** Why the session ended, in the words a log reader wants ("client closed the connection"). */
@@ -87,6 +88,12 @@ export function holdBack(from: Socket, to: Socket, resume: () => void): void {
 }
 
 function relay(from: Socket, to: Socket, byTurn: boolean): void {
+  if (!relayOwnBuffers(from, to, byTurn)) relayStream(from, to, byTurn);
+  from.resume();
+}
+
+/** The public path: a Buffer per read from Node's stream machinery. */
+function relayStream(from: Socket, to: Socket, byTurn: boolean): void {
   let corked = false;
   const resume = () => from.resume();
   const hold = () => holdBack(from, to, resume);
@@ -97,6 +104,7 @@ function relay(from: Socket, to: Socket, byTurn: boolean): void {
     hold();
   };
   from.on('data', (chunk: Buffer) => {
+    reads.stream++;
     if (corked) {
       to.write(chunk);
       // A turn can read megabytes from a fast server: what waits for the flush stays bounded.
@@ -114,5 +122,108 @@ function relay(from: Socket, to: Socket, byTurn: boolean): void {
     }
   });
   from.on('end', () => to.end());
-  from.resume();
+}
+
+/** A client's reads, one at a time, each gone into SSL_write before the next: one buffer for them all. */
+const SHARED_SIZE = 64 * 1024;
+let shared: Buffer | undefined;
+/**
+ * A TLS socket's own buffer between bursts: PostgreSQL flushes at most 8 KiB at a time (its send buffer),
+ * one TLS record, except for a message longer than that (records up to 16 KiB, read in two). An idle
+ * session holds this one buffer.
+ */
+const OWN = 8 * 1024;
+/** Room a burst buffer keeps for the next read: one TLS record's plaintext (TLS caps it at 16 KiB). */
+const RECORD = 16 * 1024;
+/** During a burst, the records of a turn gather in one buffer of this size and leave in one write. */
+const BURST = 64 * 1024;
+/** Burst buffers no write holds any more, for the next burst (of any session). */
+const spareBursts: Buffer[] = [];
+const MAX_SPARE_BURSTS = 8;
+
+/**
+ * `from` to `to` reading into buffers the relay owns (user-buffer.ts); false when `from` cannot. A buffer is
+ * used again only when no write still holds it: a write to a TLS socket that was not queued has been
+ * encrypted (copied) before write() returns, and one to a TCP socket holds its bytes while
+ * `writableLength` is above zero (written in part; the rest waits for the socket).
+ *
+ * - A plain client to a TLS server: every read goes on at once, so all clients share one buffer; a read
+ *   that would be queued behind an earlier write is copied.
+ * - A TLS socket (the server; a TLS client): its own buffer, kept while its writes go out at once. With
+ *   `byTurn`, a full record (a bulk transfer) starts a burst: the next reads land one after the other in a
+ *   64 KiB buffer and leave together at the end of the turn, or when it is full; a short read ends it.
+ */
+function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean): boolean {
+  const resume = () => from.resume();
+  const hold = () => holdBack(from, to, resume);
+  if (!encrypts(from) && encrypts(to)) {
+    const buffer = (shared ??= Buffer.allocUnsafeSlow(SHARED_SIZE));
+    const onRead = (n: number) => {
+      const bytes = buffer.subarray(0, n);
+      if (to.writableLength === 0 && !to.writableCorked) to.write(bytes);
+      else {
+        reads.copied++;
+        to.write(Buffer.from(bytes));
+      }
+      hold();
+    };
+    if (!useUserBuffer(from, buffer, onRead, () => undefined)) return false;
+  } else {
+    const toEncrypts = encrypts(to);
+    let buffer: Buffer = Buffer.allocUnsafeSlow(OWN);
+    /** Where the next read lands; bytes from `sent` to `at` are read and not yet written. */
+    let at = 0;
+    let sent = 0;
+    /** A write may still hold bytes before `sent`: the buffer is not used from its start again. */
+    let held = false;
+    let burst = false;
+    let flushing = false;
+    const flush = () => {
+      if (sent === at) return;
+      const bytes = buffer.subarray(sent, at);
+      sent = at;
+      const queued = to.writableLength > 0 || to.writableCorked;
+      to.write(bytes);
+      if (toEncrypts ? queued : to.writableLength > 0) {
+        if (!held) reads.held++;
+        held = true;
+      }
+      hold();
+    };
+    const flushLater = () => {
+      flushing = false;
+      flush();
+    };
+    const onRead = (n: number) => {
+      at += n;
+      if (burst && n >= BULK_CHUNK && buffer.length - at >= RECORD) {
+        // More records are likely decrypted in this turn: they gather behind this one.
+        if (!flushing) {
+          flushing = true;
+          setImmediate(flushLater);
+        }
+      } else {
+        flush();
+        burst = byTurn && n >= BULK_CHUNK;
+      }
+    };
+    const next = (): Buffer => {
+      if (sent < at) return buffer.subarray(at); // gathering: room for a record was checked
+      if (!held) at = sent = 0;
+      const size = burst ? BURST : OWN;
+      if (buffer.length !== size || (held && buffer.length - at < RECORD)) {
+        if (!held && buffer.length === BURST && spareBursts.length < MAX_SPARE_BURSTS) spareBursts.push(buffer);
+        buffer = (size === BURST && spareBursts.pop()) || Buffer.allocUnsafeSlow(size);
+        at = sent = 0;
+        held = false;
+      }
+      return at === 0 ? buffer : buffer.subarray(at);
+    };
+    if (!useUserBuffer(from, buffer, onRead, next)) return false;
+    // The end of the stream comes after the last read: what gathers goes out before our FIN.
+    from.on('end', flush);
+  }
+  // Reads that arrive by the stream path all the same (the hooks did not engage) are relayed as ever.
+  relayStream(from, to, byTurn);
+  return true;
 }

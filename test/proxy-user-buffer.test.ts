@@ -1,0 +1,213 @@
+// The relay's fast path (issue 14): reads into buffers of its own, on the Node line that runs this file
+// (CI runs it on each supported line). It must engage here, and this file fails if it silently stops
+// doing so; what it reads must arrive byte for byte when a write holds a buffer; the public path it
+// falls back to works as well.
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { readFile, writeFile } from 'node:fs/promises';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
+import { join } from 'node:path';
+import pg from 'pg';
+import { selfSignedPem } from '../src/proxy/client-tls.js';
+import { splice } from '../src/proxy/splice.js';
+import { detectReadPath, readPath, reads } from '../src/proxy/user-buffer.js';
+import { Bytes, startupBytes } from './support/bytes.js';
+import { runPg, startProxy } from './support/proxy.js';
+import { startTestDb } from './support/testdb.js';
+
+const db = await startTestDb();
+t.teardown(() => db.destroy());
+const proxy = await startProxy(db);
+t.teardown(() => proxy.close());
+const libpq = (sslmode: string) => ({
+  PGHOST: '127.0.0.1',
+  PGPORT: String(proxy.port),
+  PGUSER: 'iam_user',
+  PGDATABASE: 'orders',
+  PGSSLMODE: sslmode,
+});
+type Tap = Pick<typeof t, 'equal'>;
+const sha = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
+const snapshot = () => ({ ...reads });
+await db.admin('CREATE TABLE ub_in (i int, t text); GRANT INSERT, SELECT, TRUNCATE ON ub_in TO iam_user;', 'orders');
+
+/** COPY out and in through psql, checked against the database's own digest; then a few queries by node-postgres. */
+async function traffic(t: Tap, sslmode: string): Promise<void> {
+  const out = join(db.dir, `ub_out_${sslmode}.tsv`);
+  const rows = 100_000;
+  const r = await runPg(
+    'psql',
+    ['-X', '-q', '-c', `\\copy (SELECT i, md5(i::text) FROM generate_series(1, ${rows}) i) TO '${out}'`],
+    libpq(sslmode),
+  );
+  t.equal(r.code, 0, r.stderr);
+  const expected = await db.admin(
+    `SELECT encode(sha256(convert_to(string_agg(i || E'\\t' || md5(i::text) || E'\\n', '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, ${rows}) i`,
+  );
+  t.equal(sha(await readFile(out)), expected, `COPY out (${sslmode}): every byte`);
+
+  const lines = Array.from({ length: rows }, (_, k) => `${k + 1}\t${sha(String(k))}`);
+  const file = join(db.dir, `ub_in_${sslmode}.tsv`);
+  await writeFile(file, `${lines.join('\n')}\n`);
+  const w = await runPg('psql', ['-X', '-q', '-c', 'TRUNCATE ub_in', '-c', `\\copy ub_in FROM '${file}'`], libpq(sslmode));
+  t.equal(w.code, 0, w.stderr);
+  const digest = await db.admin(
+    "SELECT encode(sha256(convert_to(string_agg(i || E'\\t' || t, E'\\n' ORDER BY i), 'UTF8')), 'hex') FROM ub_in",
+    'orders',
+  );
+  t.equal(digest, sha(lines.join('\n')), `COPY in (${sslmode}): every byte`);
+
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port: proxy.port,
+    user: 'iam_user',
+    database: 'orders',
+    ssl: sslmode === 'disable' ? false : { rejectUnauthorized: false },
+  });
+  await client.connect();
+  for (let i = 0; i < 50; i++) {
+    const { rows: got } = await client.query('SELECT $1::int AS n, repeat($2::text, $1::int) AS s', [i, 'ab']);
+    t.equal(got[0].s, 'ab'.repeat(i));
+  }
+  await client.end();
+}
+
+t.test(`Node ${process.version} reads into the relay's own buffers`, async (t) => {
+  t.same(readPath(), { kind: 'user-buffer' }, 'the onread hooks are found on this Node line');
+  const said = await proxy.line((e) => e.reads !== undefined);
+  t.equal(said.reads, 'user-buffer', 'the debug log says which path runs');
+  t.equal(said.msg, 'the splice reads into buffers of its own');
+});
+
+for (const sslmode of ['disable', 'require']) {
+  t.test(
+    `COPY both ways and queries, client ${sslmode === 'disable' ? 'in plaintext' : 'over TLS'}: every read by the fast path`,
+    async (t) => {
+      const before = snapshot();
+      await traffic(t, sslmode);
+      t.ok(reads.userBuffer - before.userBuffer > 100, `reads into own buffers: ${reads.userBuffer - before.userBuffer}`);
+      t.equal(reads.stream, before.stream, 'not one read through Node streams');
+    },
+  );
+}
+
+t.test('a client that stops reading: buffers a write holds are not used again, and every byte arrives', async (t) => {
+  const before = snapshot();
+  const ROWS = 30_000;
+  const query = `SELECT repeat(md5(i::text), 32) FROM generate_series(1, ${ROWS}) i`;
+  const socket = connect({ host: '127.0.0.1', port: proxy.port });
+  await once(socket, 'connect');
+  const hash = createHash('sha256');
+  let rows = 0;
+  let ready = 0;
+  let pending = Buffer.alloc(0);
+  const readyWaiters: Array<() => void> = [];
+  socket.on('data', (chunk: Buffer) => {
+    let buf = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+    while (buf.length >= 5 && buf.length >= 1 + buf.readUInt32BE(1)) {
+      const end = 1 + buf.readUInt32BE(1);
+      const code = String.fromCharCode(buf[0]!);
+      if (code === 'D') {
+        rows++;
+        hash.update(buf.subarray(11, end));
+      } else if (code === 'Z') {
+        ready++;
+        for (const wake of readyWaiters.splice(0)) wake();
+      }
+      buf = buf.subarray(end);
+    }
+    pending = Buffer.from(buf);
+  });
+  const readyFor = async (n: number) => {
+    while (ready < n) await new Promise<void>((wake) => readyWaiters.push(wake));
+  };
+  socket.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: 'ub-slow-reader' }));
+  await readyFor(1);
+  socket.write(new Bytes().cstring(query).join('Q'));
+  socket.pause();
+  for (;;) {
+    const state = await db.admin("SELECT wait_event FROM pg_stat_activity WHERE application_name = 'ub-slow-reader' AND state = 'active'");
+    if (state === 'ClientWrite') break;
+  }
+  t.ok(reads.held > before.held, 'a write to the stalled client held a buffer: the next read went elsewhere');
+  socket.resume();
+  await readyFor(2);
+  t.equal(rows, ROWS, 'every row');
+  const expected = await db.admin(
+    `SELECT encode(sha256(convert_to(string_agg(repeat(md5(i::text), 32), '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, ${ROWS}) i`,
+  );
+  t.equal(hash.digest('hex'), expected, 'every byte, in order');
+  socket.end(new Bytes().join('X'));
+  await once(socket, 'close');
+});
+
+t.test('a read queued behind a TLS write is copied: the next read into the shared buffer does not reach it', async (t) => {
+  // Two splices in process: plain clients to a TLS server that records what each connection sends.
+  const { cert, key } = await selfSignedPem(['localhost']);
+  const got: Buffer[][] = [];
+  const arrived: Array<() => void> = [];
+  const server = createTlsServer({ cert, key }, (s) => {
+    const chunks: Buffer[] = [];
+    got.push(chunks);
+    s.on('data', (c: Buffer) => {
+      chunks.push(c);
+      for (const wake of arrived.splice(0)) wake();
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const front = createServer();
+  front.listen(0, '127.0.0.1');
+  await once(front, 'listening');
+  t.teardown(() => {
+    server.close();
+    front.close();
+  });
+  const pair = async () => {
+    const outside = connect((front.address() as AddressInfo).port, '127.0.0.1');
+    const [inside] = (await once(front, 'connection')) as [Socket];
+    const upstream = tlsConnect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', ca: cert, servername: 'localhost' });
+    await once(upstream, 'secureConnect');
+    const ended = splice(inside, upstream, Buffer.alloc(0), Buffer.alloc(0));
+    return { outside, upstream, ended, received: got.at(-1) ?? [] };
+  };
+  const a = await pair();
+  const b = await pair();
+  const bytesOf = (received: Buffer[]) => Buffer.concat(received);
+  const until = async (done: () => boolean) => {
+    while (!done()) await new Promise<void>((wake) => arrived.push(wake));
+  };
+  const before = snapshot();
+  a.upstream.cork(); // a's next write is queued, not encrypted at once
+  a.outside.write(Buffer.alloc(1000, 'a'));
+  while (reads.copied === before.copied) await new Promise<void>((wake) => setImmediate(wake));
+  t.equal(reads.copied - before.copied, 1, 'the read behind the corked write was copied');
+  b.outside.write(Buffer.alloc(1000, 'b')); // lands where a's read did
+  await until(() => bytesOf(got[1]!).length === 1000);
+  a.upstream.uncork();
+  await until(() => bytesOf(got[0]!).length === 1000);
+  t.same(bytesOf(got[0]!), Buffer.alloc(1000, 'a'), "a's server gets a's bytes");
+  t.same(bytesOf(got[1]!), Buffer.alloc(1000, 'b'), "b's server gets b's bytes");
+  for (const p of [a, b]) p.outside.destroy();
+  t.same((await a.ended).reason, 'client closed the connection');
+  await b.ended;
+});
+
+t.test('PG_IAM_PROXY_USER_BUFFERS=off: the public path, with the same bytes', async (t) => {
+  process.env.PG_IAM_PROXY_USER_BUFFERS = 'off';
+  t.teardown(() => {
+    delete process.env.PG_IAM_PROXY_USER_BUFFERS;
+    detectReadPath();
+  });
+  t.same(detectReadPath(), { kind: 'stream', why: 'PG_IAM_PROXY_USER_BUFFERS=off' });
+  const before = snapshot();
+  for (const sslmode of ['disable', 'require']) await traffic(t, sslmode);
+  t.ok(reads.stream - before.stream > 100, `reads through Node streams: ${reads.stream - before.stream}`);
+  t.equal(reads.userBuffer, before.userBuffer, 'not one read into own buffers');
+  const off = await startProxy(db);
+  t.teardown(() => off.close());
+  const said = await off.line((e) => e.reads !== undefined);
+  t.same([said.reads, said.why, said.msg], ['stream', 'PG_IAM_PROXY_USER_BUFFERS=off', 'the splice reads through Node streams']);
+});
