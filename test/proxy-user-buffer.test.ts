@@ -131,7 +131,10 @@ t.test('a client that stops reading: buffers a write holds are not used again, a
     const state = await db.admin("SELECT wait_event FROM pg_stat_activity WHERE application_name = 'ub-slow-reader' AND state = 'active'");
     if (state === 'ClientWrite') break;
   }
-  t.ok(reads.held > before.held, 'a write to the stalled client held a buffer: the next read went elsewhere');
+  // The backend blocks as soon as the proxy is slower than it; the proxy's writes to the client, which
+  // reads nothing, wait soon after (each turn asks the database once: no sleep).
+  while (reads.held === before.held) await db.admin('SELECT 1');
+  t.pass('a write to the stalled client held a buffer: the next read went elsewhere');
   socket.resume();
   await readyFor(2);
   t.equal(rows, ROWS, 'every row');
@@ -193,6 +196,64 @@ t.test('a read queued behind a TLS write is copied: the next read into the share
   for (const p of [a, b]) p.outside.destroy();
   t.same((await a.ended).reason, 'client closed the connection');
   await b.ended;
+});
+
+/** A TLS server and a plain front door, in process, for splices whose both ends the test holds. */
+async function splicePair(t: { teardown: (fn: () => void) => void }) {
+  const { cert, key } = await selfSignedPem(['localhost']);
+  let serverSide!: (s: import('node:tls').TLSSocket) => void;
+  const accepted = new Promise<import('node:tls').TLSSocket>((resolve) => (serverSide = resolve));
+  const server = createTlsServer({ cert, key }, serverSide);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  // A high-water mark the test's bursts stay under: the relay never pauses for it.
+  const front = createServer({ highWaterMark: 1 << 20 });
+  front.listen(0, '127.0.0.1');
+  await once(front, 'listening');
+  t.teardown(() => {
+    server.close();
+    front.close();
+  });
+  const outside = connect((front.address() as AddressInfo).port, '127.0.0.1');
+  const [inside] = (await once(front, 'connection')) as [Socket];
+  const upstream = tlsConnect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', ca: cert, servername: 'localhost' });
+  await once(upstream, 'secureConnect');
+  return { outside, inside, upstream, peer: await accepted };
+}
+
+t.test('a burst to a client whose writes wait: its buffer goes on after what they hold, every byte in order', async (t) => {
+  const { outside, inside, upstream, peer } = await splicePair(t);
+  const ended = splice(inside, upstream, Buffer.alloc(0), Buffer.alloc(0));
+  const before = snapshot();
+  const got: Buffer[] = [];
+  outside.on('data', (c: Buffer) => got.push(c));
+  const turns = async (done: () => boolean) => {
+    while (!done()) await new Promise<void>((wake) => setImmediate(wake));
+  };
+  inside.cork(); // the client's writes wait: every buffer handed to them stays held
+  const record = (n: number, fill: number) => Buffer.alloc(n, fill);
+  const sent = [record(8192, 1), record(8192, 2), record(8192, 3)];
+  for (const r of sent) peer.write(r); // three full records: a burst
+  await turns(() => inside.writableLength >= 3 * 8192);
+  const more = [record(8192, 4), record(100, 5)]; // one more of the burst, then a short one that ends it
+  for (const r of more) peer.write(r);
+  await turns(() => inside.writableLength >= 4 * 8192 + 100);
+  t.ok(reads.held > before.held, 'the buffers the waiting writes hold were given up');
+  inside.uncork();
+  const all = Buffer.concat([...sent, ...more]);
+  await turns(() => Buffer.concat(got).length >= all.length);
+  t.ok(Buffer.concat(got).equals(all), 'every byte, in order');
+  outside.destroy();
+  await ended;
+});
+
+t.test('a client gone before the splice: nothing to read, the splice ends', async (t) => {
+  const { outside, inside, upstream } = await splicePair(t);
+  outside.destroy();
+  inside.destroy();
+  const end = await splice(inside, upstream, Buffer.alloc(0), Buffer.alloc(0));
+  t.match(end.reason, /closed/);
+  t.ok(upstream.destroyed, 'the server side goes with it');
 });
 
 t.test('PG_IAM_PROXY_USER_BUFFERS=off: the public path, with the same bytes', async (t) => {

@@ -29,7 +29,7 @@ function detect(): ReadPath {
   if (process.env.PG_IAM_PROXY_USER_BUFFERS === 'off') return { kind: 'stream', why: 'PG_IAM_PROXY_USER_BUFFERS=off' };
   const probe = Buffer.alloc(1);
   const generator = () => probe;
-  const callback = () => {};
+  const callback = () => false;
   // @types/node 20 declares `onread` for net.connect() only; the constructor reads it all the same.
   const socket = new Socket({ onread: { buffer: generator, callback } } as ConstructorParameters<typeof Socket>[0]);
   const slots = socket as unknown as Record<symbol, unknown>;
@@ -38,8 +38,11 @@ function detect(): ReadPath {
   const cb = by('kBufferCb');
   const gen = by('kBufferGen');
   socket.destroy();
+  // The constructor's own slots, holding what was given: the generator and the callback answer as ours do.
+  const works = (b: symbol, c: symbol, g: symbol) =>
+    slots[b] === true && (slots[g] as () => Buffer)() === probe && (slots[c] as (n: number, b: Buffer) => unknown)(0, probe) === false;
   /* c8 ignore next 3 -- found on every supported line (20, 22, 24, 26); proxy-user-buffer.test.ts fails if not */
-  if (!buffer || !cb || !gen || slots[cb] !== callback || slots[gen] !== generator) {
+  if (!buffer || !cb || !gen || !works(buffer, cb, gen)) {
     return { kind: 'stream', why: "this Node's net.Socket keeps its onread hooks elsewhere" };
   }
   hooks = { buffer, callback: cb, generator: gen };
