@@ -76,7 +76,16 @@ const TABLE = [
     scope: 'listener',
     commands: ALL,
     positional: true,
-    describe: 'RDS endpoint name[:port] that tokens are signed for and TLS verifies',
+    describe:
+      'the database: an RDS endpoint name[:port], an Azure NAME.postgres.database.azure.com[:port] or a Cloud SQL PROJECT:REGION:INSTANCE connection name; tokens are made for it and TLS verifies it',
+  },
+  {
+    flag: 'cloud',
+    kind: 'choice',
+    choices: ['aws', 'azure', 'gcp'],
+    scope: 'listener',
+    commands: ALL,
+    describe: "the endpoint's cloud when its name does not tell (default: from the endpoint's form)",
   },
   {
     flag: 'config',
@@ -122,7 +131,16 @@ const TABLE = [
     kind: 'string',
     scope: 'listener',
     commands: ALL,
-    describe: 'PEM bundle to trust for the server certificate instead of the bundled RDS CAs',
+    describe:
+      "PEM bundle to trust for the server certificate (default: AWS the bundled RDS CAs, Azure Node's public roots, Cloud SQL the instance's server CA from the SQL Admin API)",
+  },
+  {
+    flag: 'sqladmin-api-endpoint',
+    kind: 'string',
+    scope: 'listener',
+    commands: ALL,
+    describe:
+      "Cloud SQL: the SQL Admin API's base URL, for the instance's addresses and server CA (default: https://sqladmin.googleapis.com)",
   },
   { flag: 'db-user', kind: 'string', scope: 'listener', commands: PROXY, describe: 'log in as this DB user whatever the client sends' },
 

@@ -4,6 +4,7 @@ import { constants } from 'node:os';
 import type { Logger } from 'pino';
 import type { Identities } from '../aws/identity.js';
 import type { ProxyConfig } from '../config.js';
+import { CloudCredentials } from '../oauth/sources.js';
 import { Engine } from '../proxy/engine.js';
 import { announceAll, engineDeps } from './wiring.js';
 
@@ -51,7 +52,8 @@ const AWS_CREDENTIALS = [
  */
 export async function runWithProxy(config: ProxyConfig, options: RunOptions): Promise<number> {
   const { log, identities } = options;
-  const proxy = new Engine(config, engineDeps({ identities, log }));
+  const clouds = new CloudCredentials({ log });
+  const proxy = new Engine(config, engineDeps({ identities, clouds, log }));
   try {
     await proxy.listen();
   } catch (err) {
@@ -59,7 +61,7 @@ export async function runWithProxy(config: ProxyConfig, options: RunOptions): Pr
     return 1;
   }
   // Credentials first: an MFA prompt must not compete with the command for the terminal.
-  await announceAll(config, identities, log);
+  await announceAll(config, identities, log, clouds);
   const instance = proxy.instances[0]!;
   const socket = instance.socketPath!;
   const withheld = options.keepAwsEnv ? [] : AWS_CREDENTIALS.filter((name) => options.env[name] !== undefined);
@@ -91,5 +93,6 @@ export async function runWithProxy(config: ProxyConfig, options: RunOptions): Pr
   for (const signal of [...FORWARDED, ...FROM_TERMINAL]) process.off(signal, pass);
   // The command is gone; anything it left behind (a background child's session) gets a short grace.
   await proxy.close(Math.min(config.shutdownGraceMs, 2_000));
+  clouds.close();
   return status;
 }
