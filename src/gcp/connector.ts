@@ -169,7 +169,7 @@ export class CloudSqlConnector implements Connector {
 
   explain(err: unknown): WireError | undefined {
     const code = String((err as { code?: unknown }).code ?? '');
-    const cause = String(((err as { cause?: { code?: unknown } }).cause ?? {}).code ?? '');
+    const cause = String((err as { cause?: { code?: unknown } }).cause?.code ?? '');
     if (!CLIENT_CERT.test(code) && !CLIENT_CERT.test(cause)) return undefined;
     return new WireError(SqlState.UnableToConnect, `the Cloud SQL instance ${this.instance.connectionName} requires client certificates`, {
       reason: Failure.TlsClientCertRequired,

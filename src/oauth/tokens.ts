@@ -19,7 +19,11 @@ export type BearerFetch = () => Promise<{ value: string; expiresAt: number; sign
 export interface BearerTokensOptions {
   /** Who the tokens are from, in people's words (the credential chain), for the log and errors. */
   readonly label: string;
-  /** Renew in the background once fewer than this many ms remain (the SDKs' own threshold: 5 minutes). */
+  /**
+   * Renew in the background once fewer than this many ms remain: 4.5 minutes by default, inside the 5
+   * minutes within which the SDKs (MSAL, google-auth-library) stop handing out their cached token, so that
+   * a renewal gets a new one.
+   */
   readonly refreshAheadMs?: number;
   /** A token with fewer ms left than this is never used: it must outlive the login. */
   readonly minValidityMs?: number;
@@ -56,7 +60,7 @@ export class BearerTokens {
     private readonly options: BearerTokensOptions,
   ) {
     this.label = options.label;
-    this.refreshAheadMs = options.refreshAheadMs ?? 5 * 60_000;
+    this.refreshAheadMs = options.refreshAheadMs ?? 270_000;
     this.minValidityMs = options.minValidityMs ?? 60_000;
     this.baseRetryMs = this.retryMs = options.retryMs ?? 1_000;
     this.maxRetryMs = options.maxRetryMs ?? 60_000;
