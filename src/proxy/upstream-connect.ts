@@ -92,7 +92,8 @@ export async function connectUpstream(target: UpstreamTarget, signal?: AbortSign
       ...sni(target),
       secureContext: target.tls,
       rejectUnauthorized: true,
-      checkServerIdentity: (_host, cert) => target.checkIdentity?.(cert) ?? checkServerIdentity(target.endpoint.host, cert),
+      checkServerIdentity: (_host, cert) =>
+        target.checkIdentity ? target.checkIdentity(cert) : checkServerIdentity(target.endpoint.host, cert),
       ALPNProtocols: ['postgresql'],
     });
     await once(secure, 'secureConnect', { signal: controller.signal }).catch((err) => {
