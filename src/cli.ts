@@ -397,6 +397,8 @@ async function doctor(args: Args<'doctor'>, env: NodeJS.ProcessEnv): Promise<num
   const log = createLogger({ level: 'silent', format: 'json' });
   routeProcessWarnings(log);
   const identities = new Identities({ mfa: terminalMfa() });
+  const { CloudCredentials } = await import('./oauth/sources.js');
+  const clouds = new CloudCredentials();
   try {
     const { formatReport, runDoctor } = await import('./commands/doctor.js');
     const report = await runDoctor(instance, {
@@ -406,12 +408,14 @@ async function doctor(args: Args<'doctor'>, env: NodeJS.ProcessEnv): Promise<num
       connectTimeoutMs: ms(args['connect-timeout'] ?? defaultFor('connect-timeout', 'doctor')!),
       identities,
       configWarnings: warnings,
+      clouds,
       regionSource: args.region ? 'flag' : regionFromEndpoint(instance.endpoint.host) ? 'endpoint' : 'env',
     });
     process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report, process.stdout.isTTY === true));
     return report.ok ? ExitCode.Ok : ExitCode.Failure;
   } finally {
     identities.close();
+    clouds.close();
   }
 }
 

@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import { AZURE_LABEL, azureFetch } from '../azure/entra.js';
 import { adminApi, type ConnectSettingsFetch } from '../gcp/connector.js';
-import { GOOGLE_LABEL, googleFetch, LOGIN_SCOPE } from '../gcp/iam.js';
+import { GOOGLE_LABEL, googleAuth, googleFetch, LOGIN_SCOPE } from '../gcp/iam.js';
 import { type BearerFetch, BearerTokens, type BearerTokensOptions } from './tokens.js';
 
 export type OAuthCloud = 'azure' | 'gcp';
@@ -25,6 +25,8 @@ const LABELS: Readonly<Record<OAuthCloud, string>> = { azure: AZURE_LABEL, gcp: 
 export class CloudCredentials {
   private readonly holders = new Map<OAuthCloud, BearerTokens>();
   private settings: ConnectSettingsFetch | undefined;
+  /** Application Default Credentials for logins: the tokens' and the principal's. */
+  private readonly googleLogin = googleAuth(LOGIN_SCOPE);
 
   constructor(private readonly options: CloudCredentialsOptions = {}) {}
 
@@ -32,7 +34,7 @@ export class CloudCredentials {
   tokens(cloud: OAuthCloud): BearerTokens {
     let holder = this.holders.get(cloud);
     if (!holder) {
-      const fetch = this.options.fetchFor?.(cloud) ?? (cloud === 'azure' ? azureFetch() : googleFetch(LOGIN_SCOPE));
+      const fetch = this.options.fetchFor?.(cloud) ?? (cloud === 'azure' ? azureFetch() : googleFetch(LOGIN_SCOPE, this.googleLogin));
       holder = new BearerTokens(fetch, {
         ...this.options.holder,
         label: LABELS[cloud],
@@ -47,6 +49,19 @@ export class CloudCredentials {
   /** Cloud SQL's connect.get, shared by its instances. */
   connectSettings(): ConnectSettingsFetch {
     return (this.settings ??= this.options.connectSettings ?? adminApi());
+  }
+
+  /**
+   * Google: the email of the account Application Default Credentials stand for (a service account key,
+   * the metadata server's account); undefined when they do not say (a person's gcloud login).
+   */
+  async googleAccount(): Promise<string | undefined> {
+    if (this.options.fetchFor) return undefined;
+    try {
+      return (await (await this.googleLogin()).getCredentials()).client_email ?? undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** The holders in use, by cloud (readiness). */

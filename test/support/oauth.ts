@@ -61,6 +61,9 @@ export class AzureIdentityStandIn extends StandInServer implements Issuing {
   }
 
   protected handle(rec: RecordedRequest, _body: string, req: IncomingMessage): Reply {
+    // An identity endpoint that refuses the request (a misconfigured identity), which MSAL does not retry.
+    if (rec.path === '/msi/broken')
+      return { status: 400, headers: JSON_TYPE, body: '{"error":"invalid_request","error_description":"no identity"}' };
     if (rec.path !== this.path || rec.method !== 'GET') return { status: 404, headers: TEXT, body: 'Not Found' };
     if (req.headers['x-identity-header'] !== this.secret) return { status: 401, headers: JSON_TYPE, body: '{"error":"unauthorized"}' };
     if (rec.params['api-version'] !== '2019-08-01' || !rec.params.resource)
