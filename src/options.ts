@@ -80,14 +80,6 @@ const TABLE = [
       'the database: an RDS endpoint name[:port], an Azure NAME.postgres.database.azure.com[:port] or a Cloud SQL PROJECT:REGION:INSTANCE connection name; tokens are made for it and TLS verifies it',
   },
   {
-    flag: 'cloud',
-    kind: 'choice',
-    choices: ['aws', 'azure', 'gcp'],
-    scope: 'listener',
-    commands: ALL,
-    describe: "the endpoint's cloud when its name does not tell (default: from the endpoint's form)",
-  },
-  {
     flag: 'config',
     kind: 'string',
     scope: 'command',
@@ -133,6 +125,14 @@ const TABLE = [
     commands: ALL,
     describe:
       "PEM bundle to trust for the server certificate (default: AWS the bundled RDS CAs, Azure Node's public roots, Cloud SQL the instance's server CA from the SQL Admin API)",
+  },
+  {
+    flag: 'cloud',
+    kind: 'choice',
+    choices: ['aws', 'azure', 'gcp'],
+    scope: 'listener',
+    commands: ALL,
+    describe: "the endpoint's cloud when its name does not tell (default: from the endpoint's form)",
   },
   {
     flag: 'sqladmin-api-endpoint',

@@ -213,6 +213,9 @@ t.test('pooling works with Cloud SQL: two clients in turn, one server login', as
     await client.connect();
     t.same((await client.query('SELECT count(*)::int AS n FROM items')).rows, [{ n: 3 }]);
     await client.end();
+    // Back in the pool (reset) before the next client comes.
+    let idle = 0;
+    await pooled.line((l) => l.msg === 'pool: server idle' && ++idle === 1 + i);
   }
   t.equal((await db.checkerLog()).length, before + 1, 'the second client had the first one’s server');
 });

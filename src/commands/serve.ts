@@ -66,7 +66,8 @@ export async function serve(config: ProxyConfig, options: ServeOptions): Promise
   // told why, /readyz says not ready) unless --require-credentials asks for an exit a supervisor sees.
   const announced = announceAll(config, identities, log, clouds);
   if (options.requireCredentials && (await announced).includes(false)) {
-    log.fatal('no credentials at start, and --require-credentials is set: exiting');
+    const aws = config.instances.every((instance) => instance.cloud === 'aws');
+    log.fatal(`no ${aws ? 'AWS credentials' : 'credentials or access token'} at start, and --require-credentials is set: exiting`);
     await proxy.close(0);
     return stop(ExitCode.NoCredentials);
   }

@@ -14,6 +14,8 @@ export interface CloudProxy {
   readonly clouds: CloudCredentials;
   rawLogs(): string;
   logs(): Array<Record<string, unknown>>;
+  /** The first log line, written so far or later, that matches. */
+  line(match: (entry: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
   close(): Promise<void>;
 }
 
@@ -30,12 +32,26 @@ export async function startCloudProxy(
     shutdownGraceMs: 1_000,
   };
   let lines = '';
+  const waiters = new Set<{ match: (entry: Record<string, unknown>) => boolean; resolve: (entry: Record<string, unknown>) => void }>();
   const sink = new Writable({
     write(chunk, _enc, done) {
       lines += String(chunk);
+      for (const text of String(chunk).split('\n').filter(Boolean)) {
+        const entry = JSON.parse(text) as Record<string, unknown>;
+        for (const waiter of waiters) {
+          if (!waiter.match(entry)) continue;
+          waiters.delete(waiter);
+          waiter.resolve(entry);
+        }
+      }
       done();
     },
   });
+  const logs = () =>
+    lines
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
   const log = createLogger({ level: 'debug', format: 'json' }, sink);
   const clouds = new CloudCredentials({ log, ...options.clouds });
   const identities = new Identities();
@@ -46,11 +62,13 @@ export async function startCloudProxy(
     port: address!.port,
     clouds,
     rawLogs: () => lines,
-    logs: () =>
-      lines
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    logs,
+    line: (match) =>
+      new Promise((resolve) => {
+        const seen = logs().find(match);
+        if (seen) resolve(seen);
+        else waiters.add({ match, resolve });
+      }),
     close: async () => {
       await proxy.close(1_000);
       clouds.close();
