@@ -6,7 +6,10 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN } from './support/cli.js';
+import { writeFileSync } from 'node:fs';
+import pg from 'pg';
+import { BIN, startCli } from './support/cli.js';
+import { closedPort } from './support/proxy.js';
 import { AzureIdentityStandIn, cleanCloudEnv, GceMetadataStandIn, LOGIN_SCOPE, SqlAdminStandIn } from './support/oauth.js';
 import { AZURE_ENDPOINT, AZURE_USER, CLOUD_SQL_DNS, CLOUD_SQL_NAME, GCP_USER, startTestDb } from './support/testdb.js';
 
@@ -207,4 +210,53 @@ t.test('run: psql through the proxy to Cloud SQL, the cloud told by PG_IAM_PROXY
   );
   t.equal(code, 0, stderr);
   t.equal(stdout, `${GCP_USER}\n`);
+});
+
+t.test('serve: SIGHUP adds an Azure instance to an AWS one; its token is fetched then, and /readyz and /metrics count it', async (t) => {
+  const [aws, az, http] = [await closedPort(), await closedPort(), await closedPort()];
+  const file = join(home, 'reload.yaml');
+  const instance = (endpoint: string, port: number) => [
+    `  - endpoint: ${endpoint}`,
+    `    connectTo: 127.0.0.1:${db.port}`,
+    `    caFile: ${db.caFile}`,
+    `    listen: 127.0.0.1:${port}`,
+  ];
+  const write = (...instances: string[][]) =>
+    writeFileSync(file, ['log: { format: json }', 'instances:', ...instances.flat(), ''].join('\n'));
+  write(instance(`${db.endpoint}:${db.port}`, aws));
+  const cli = await startCli(['--config', file, '--http', `127.0.0.1:${http}`], {
+    ...env,
+    AWS_ACCESS_KEY_ID: db.key.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: db.key.secretAccessKey,
+    AWS_ENDPOINT_URL_STS: 'http://127.0.0.1:9',
+    AWS_CONFIG_FILE: join(home, 'none'),
+    AWS_SHARED_CREDENTIALS_FILE: join(home, 'none'),
+  });
+  t.teardown(() => void cli.child.kill('SIGKILL'));
+  const fetched = msi.count();
+  write(instance(`${db.endpoint}:${db.port}`, aws), instance(`${AZURE_ENDPOINT}:${db.port}`, az));
+  cli.child.kill('SIGHUP');
+  await cli.line((l) => l.msg === 'configuration reloaded');
+  await cli.line((l) => l.msg === 'access tokens from DefaultAzureCredential');
+  t.equal(msi.count(), fetched + 1, 'the new cloud fetched its token at the reload');
+  const client = new pg.Client({ host: '127.0.0.1', port: az, user: AZURE_USER, database: 'orders' });
+  await client.connect();
+  t.same((await client.query('SELECT current_user AS u')).rows, [{ u: AZURE_USER }]);
+  await client.end();
+  const ready = (await (await fetch(`http://127.0.0.1:${http}/readyz`)).json()) as {
+    credentials: Array<{ identity: string; ok: boolean }>;
+  };
+  t.same(
+    ready.credentials.map((c) => [c.identity, c.ok]),
+    [
+      ['#1', true],
+      ['azure', true],
+    ],
+    'the AWS identity by number, the Azure token by its cloud',
+  );
+  const metrics = await (await fetch(`http://127.0.0.1:${http}/metrics`)).text();
+  t.match(metrics, /pg_iam_proxy_credential_refreshes_total\{identity="azure"\} 1/);
+  cli.child.kill('SIGTERM');
+  t.equal(await cli.exit, 0);
+  noTokenIn(t, JSON.stringify(cli.lines), 'the log');
 });

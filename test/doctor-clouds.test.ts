@@ -16,7 +16,12 @@ const db = await startTestDb();
 t.teardown(() => db.destroy());
 const AUDIENCE = 'https://ossrdbms-aad.database.windows.net';
 
-async function doctor(input: Partial<InstanceInput> & { endpoint: string }, user: string, claims: Record<string, unknown>, database = 'orders') {
+async function doctor(
+  input: Partial<InstanceInput> & { endpoint: string },
+  user: string,
+  claims: Record<string, unknown>,
+  database = 'orders',
+) {
   const { instance } = resolveInstance({ listen: null, connectTo: `127.0.0.1:${db.port}`, caFile: db.caFile, ...input });
   const now = Math.floor(Date.now() / 1000);
   const token = testJwt(db.jwtKey, { iat: now, exp: now + 3600, ...claims });
@@ -26,7 +31,15 @@ async function doctor(input: Partial<InstanceInput> & { endpoint: string }, user
   });
   const identities = new Identities();
   try {
-    const report = await runDoctor(instance, { user, database, connectTimeoutMs: 5_000, identities, configWarnings: [], regionSource: 'env', clouds });
+    const report = await runDoctor(instance, {
+      user,
+      database,
+      connectTimeoutMs: 5_000,
+      identities,
+      configWarnings: [],
+      regionSource: 'env',
+      clouds,
+    });
     t.notOk(JSON.stringify(report).includes(token), 'no token in the report');
     return report;
   } finally {
@@ -48,8 +61,16 @@ t.test('Azure: a token for another resource stops at the credentials', async (t)
 
 t.test('Azure: a user name that differs in case only is flagged, and the login refused with the causes', async (t) => {
   const report = await doctor({ endpoint }, 'MixedCase_User', { ...azure, upn: 'mixedcase_user' });
-  t.match(check(report, 'endpoint'), { status: 'warn', found: /differs from the token's principal "mixedcase_user" in case only/, fix: /log in as "mixedcase_user"/ });
-  t.match(check(report, 'login'), { status: 'fail', found: /rejected the access token/, fix: /^1\) the role was created.*\n2\) The user name/s });
+  t.match(check(report, 'endpoint'), {
+    status: 'warn',
+    found: /differs from the token's principal "mixedcase_user" in case only/,
+    fix: /log in as "mixedcase_user"/,
+  });
+  t.match(check(report, 'login'), {
+    status: 'fail',
+    found: /rejected the access token/,
+    fix: /^1\) the role was created.*\n2\) The user name/s,
+  });
   t.match(formatReport(report, false), /Stopped at: Login\./);
 });
 
@@ -66,8 +87,19 @@ t.test('Azure: a service principal (no user name in the token) and pooling check
 
 t.test('Azure: a name the certificate does not carry fails the certificate check', async (t) => {
   const report = await doctor({ endpoint: `pg.internal.example:${db.port}`, cloud: 'azure' }, AZURE_USER, azure);
-  t.same(statuses(report), { credentials: 'pass', endpoint: 'warn', tcp: 'pass', tls: 'pass', certificate: 'fail', login: 'skip', pooling: 'skip' });
-  t.match(check(report, 'certificate'), { found: /does not match host name "pg\.internal\.example"/, fix: /NAME\.postgres\.database\.azure\.com/ });
+  t.same(statuses(report), {
+    credentials: 'pass',
+    endpoint: 'warn',
+    tcp: 'pass',
+    tls: 'pass',
+    certificate: 'fail',
+    login: 'skip',
+    pooling: 'skip',
+  });
+  t.match(check(report, 'certificate'), {
+    found: /does not match host name "pg\.internal\.example"/,
+    fix: /NAME\.postgres\.database\.azure\.com/,
+  });
 });
 
 t.test('Azure: nothing listening fails TCP; a server without TLS fails TLS', async (t) => {
@@ -77,27 +109,58 @@ t.test('Azure: nothing listening fails TCP; a server without TLS fails TLS', asy
   plain.listen(0, '127.0.0.1');
   await once(plain, 'listening');
   const noTls = await doctor({ endpoint, connectTo: `127.0.0.1:${(plain.address() as { port: number }).port}` }, AZURE_USER, azure);
-  t.same(statuses(noTls), { credentials: 'pass', endpoint: 'pass', tcp: 'pass', tls: 'fail', certificate: 'skip', login: 'skip', pooling: 'skip' });
+  t.same(statuses(noTls), {
+    credentials: 'pass',
+    endpoint: 'pass',
+    tcp: 'pass',
+    tls: 'fail',
+    certificate: 'skip',
+    login: 'skip',
+    pooling: 'skip',
+  });
   t.match(check(noTls, 'tls'), { found: /does not accept TLS/, fix: /Azure always offers TLS/ });
   plain.close();
 });
 
 t.test('Azure: a password user, and a database that does not exist', async (t) => {
   const password = await doctor({ endpoint }, 'pw_user', { ...azure, upn: 'pw_user' });
-  t.match(check(password, 'login'), { status: 'fail', found: /"pw_user" is not set up for Microsoft Entra authentication: the server asked for SCRAM-SHA-256/ });
+  t.match(check(password, 'login'), {
+    status: 'fail',
+    found: /"pw_user" is not set up for Microsoft Entra authentication: the server asked for SCRAM-SHA-256/,
+  });
   const missing = await doctor({ endpoint }, AZURE_USER, azure, 'nosuchdb');
-  t.match(check(missing, 'login'), { status: 'fail', found: /the token was accepted, then the server ended the session: database "nosuchdb" does not exist/, fix: /--database/ });
+  t.match(check(missing, 'login'), {
+    status: 'fail',
+    found: /the token was accepted, then the server ended the session: database "nosuchdb" does not exist/,
+    fix: /--database/,
+  });
 });
 
 t.test('Cloud SQL: --connect-to and --ca-file without the API; the certificate must have CN PROJECT:INSTANCE', async (t) => {
-  const report = await doctor({ endpoint: `${CLOUD_SQL_NAME}:${db.port}` }, GCP_USER, { email: `${GCP_USER}.gserviceaccount.com`, scope: 'https://www.googleapis.com/auth/sqlservice.login' });
-  t.match(check(report, 'instance'), { status: 'pass', found: /not asked: --connect-to 127\.0\.0\.1:\d+ and --ca-file .* the certificate must have CN my-project:myinstance/ });
+  const report = await doctor({ endpoint: `${CLOUD_SQL_NAME}:${db.port}` }, GCP_USER, {
+    email: `${GCP_USER}.gserviceaccount.com`,
+    scope: 'https://www.googleapis.com/auth/sqlservice.login',
+  });
+  t.match(check(report, 'instance'), {
+    status: 'pass',
+    found: /not asked: --connect-to 127\.0\.0\.1:\d+ and --ca-file .* the certificate must have CN my-project:myinstance/,
+  });
   t.match(check(report, 'certificate'), { status: 'fail', found: /certificate does not match/ });
   await db.useCertificate('cloudsql-cn');
   t.teardown(() => db.useCertificate('names'));
-  const legacy = await doctor({ endpoint: `${CLOUD_SQL_NAME}:${db.port}` }, GCP_USER, { email: `${GCP_USER}.gserviceaccount.com`, scope: 'https://www.googleapis.com/auth/sqlservice.login' });
+  const legacy = await doctor({ endpoint: `${CLOUD_SQL_NAME}:${db.port}` }, GCP_USER, {
+    email: `${GCP_USER}.gserviceaccount.com`,
+    scope: 'https://www.googleapis.com/auth/sqlservice.login',
+  });
   t.equal(legacy.ok, true);
-  t.match(check(legacy, 'certificate'), { status: 'pass', found: /to my-project:myinstance, verified for my-project:us-central1:myinstance/ });
+  t.match(check(legacy, 'certificate'), {
+    status: 'pass',
+    found: /to my-project:myinstance, verified for my-project:us-central1:myinstance/,
+  });
   const password = await doctor({ endpoint: `${CLOUD_SQL_NAME}:${db.port}` }, 'pw_user', {});
-  t.match(check(password, 'login'), { status: 'fail', found: /not set up for IAM database authentication/, fix: /gcloud sql users create pw_user/ });
+  t.match(check(password, 'login'), {
+    status: 'fail',
+    found: /not set up for IAM database authentication/,
+    fix: /gcloud sql users create pw_user/,
+  });
 });

@@ -2,7 +2,7 @@
 // renewal failures, refused tokens), each cloud's words, and the Cloud SQL connector's reading of connect.get.
 import t from 'tap';
 import { type PeerCertificate, rootCertificates } from 'node:tls';
-import { azureConnectHints, entraClaims, entraWords } from '../src/azure/entra.js';
+import { azureConnectHints, entraClaims, entraSigner, entraWords } from '../src/azure/entra.js';
 import { resolveInstance } from '../src/config.js';
 import {
   adminApi,
@@ -13,7 +13,7 @@ import {
   CloudSqlConnector,
   pickAddress,
 } from '../src/gcp/connector.js';
-import { cloudSqlChecklist, cloudSqlWords } from '../src/gcp/iam.js';
+import { cloudSqlChecklist, cloudSqlWords, googleFetch } from '../src/gcp/iam.js';
 import { redactSecrets } from '../src/log.js';
 import { BearerAuthenticator } from '../src/oauth/authenticator.js';
 import { CloudCredentials } from '../src/oauth/sources.js';
@@ -306,3 +306,36 @@ t.test('the clouds: one holder per cloud, made on first use', async (t) => {
 
 /** A CA certificate that parses (whose does not matter: nothing that answers is dialled). */
 const NOT_A_CA = rootCertificates[0]!;
+
+t.test('log fields name the principal and tenant, never the token', async (t) => {
+  t.same(entraSigner(testJwt(KEY, { upn: 'a@b.c', tid: 't-1' })), {
+    identity: 'DefaultAzureCredential',
+    principal: 'a@b.c',
+    tenant: 't-1',
+  });
+  t.same(entraSigner(testJwt(KEY, { upn: 'a@b.c' })), { identity: 'DefaultAzureCredential', principal: 'a@b.c' });
+});
+
+t.test("Google's library: no token is a failure; a token without an end lives an hour", async (t) => {
+  const client = (token: string | null, credentials: object) => async () =>
+    ({ getClient: async () => ({ getAccessToken: async () => ({ token }), credentials }) }) as never;
+  await t.rejects(googleFetch('s', client(null, {}))(), /returned no access token/);
+  const before = Date.now();
+  const got = await googleFetch('s', client('ya29.x', {}))();
+  t.ok(got.expiresAt >= before + 3600_000 && got.expiresAt <= Date.now() + 3600_000, 'an hour from now');
+  t.equal((await googleFetch('s', client('ya29.x', { expiry_date: 42 }))()).expiresAt, 42, "the library's own end when it has one");
+});
+
+t.test('no Google account is named when Application Default Credentials have none', async (t) => {
+  const saved = { ...process.env };
+  t.teardown(() => {
+    for (const name of Object.keys(process.env)) if (!(name in saved)) delete process.env[name];
+    Object.assign(process.env, saved);
+  });
+  for (const name of Object.keys(process.env)) if (/^(GOOGLE_|GCE_|CLOUDSDK_)/.test(name)) delete process.env[name];
+  // Nothing to find: no key file, no gcloud login, no metadata server (not even pinged).
+  Object.assign(process.env, { CLOUDSDK_CONFIG: '/nonexistent/gcloud', METADATA_SERVER_DETECTION: 'none' });
+  const clouds = new CloudCredentials();
+  t.equal(await clouds.googleAccount(), undefined);
+  clouds.close();
+});

@@ -28,6 +28,7 @@ export function azureFetch(): BearerFetch {
       credential = new DefaultAzureCredential();
     }
     const got = await credential.getToken(AZURE_SCOPE);
+    /* c8 ignore next -- typed as nullable; DefaultAzureCredential throws instead */
     if (!got) throw new Error('DefaultAzureCredential returned no token');
     return { value: got.token, expiresAt: got.expiresOnTimestamp, signer: entraSigner(got.token) };
   };
@@ -53,7 +54,8 @@ export function entraClaims(token: string): EntraClaims {
   return { principal, tenant: text('tid'), audience: text('aud') };
 }
 
-function entraSigner(token: string): Record<string, string> {
+/** Log fields that say whose a token is. */
+export function entraSigner(token: string): Record<string, string> {
   const { principal, tenant } = entraClaims(token);
   return { identity: AZURE_LABEL, principal, ...(tenant ? { tenant } : {}) };
 }

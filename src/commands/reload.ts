@@ -46,6 +46,8 @@ export function reloadOnHangup(
     }
     try {
       const held = new Set(options.identities.all());
+      // Clouds whose token is held already, before the new instances make holders of their own.
+      const clouds = new Set(options.clouds?.all().map(([cloud]) => cloud));
       const outcome = await proxy.reload(settings.config);
       log.level = settings.log.level;
       for (const warning of settings.warnings) log.warn(warning);
@@ -53,7 +55,6 @@ export function reloadOnHangup(
       log.info(outcome, 'configuration reloaded');
       // Identities new to this process are fetched now, as at start; those already held are not asked again.
       const jobs: Promise<boolean>[] = [];
-      const clouds = new Set(options.clouds?.all().map(([cloud]) => cloud));
       for (const { config } of proxy.instances) {
         if (config.cloud !== 'aws') {
           if (options.clouds && !clouds.has(config.cloud)) jobs.push(options.clouds.announce(config.cloud, log));
