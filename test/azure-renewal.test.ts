@@ -12,6 +12,7 @@ import { AZURE_ENDPOINT, AZURE_USER, startTestDb } from './support/testdb.js';
 import { AzureIdentityStandIn } from './support/oauth.js';
 import { startCloudProxy } from './support/cloud-proxy.js';
 import { Bytes } from './support/bytes.js';
+import { errorResponse } from '../src/protocol/errors.js';
 
 const db = await startTestDb();
 t.teardown(() => db.destroy());
@@ -102,4 +103,43 @@ t.test('a 7 KB token goes through the password message whole', async (t) => {
   t.ok(issued.length > 7_000, `the token is ${issued.length} bytes`);
   t.equal(received?.toString('utf8'), issued, 'the server received it byte for byte');
   noTokenIn(t, big.rawLogs(), 'the logs');
+});
+
+t.test("a refusal answered as a wrong password (28P01) is a refused token too, told in Azure's words", async (t) => {
+  const cert = await readFile(join(db.dir, 'server.crt'));
+  const key = await readFile(join(db.dir, 'server.key'));
+  let passwords = 0;
+  const server = createServer((raw: Socket) => {
+    raw.on('error', () => undefined);
+    raw.once('data', () => {
+      raw.write('S');
+      const s = new TLSSocket(raw, { isServer: true, cert, key });
+      s.on('error', () => undefined);
+      let stage: 'startup' | 'password' = 'startup';
+      s.on('data', () => {
+        if (stage === 'startup') {
+          stage = 'password';
+          s.write(new Bytes().int32(3).join('R'));
+          return;
+        }
+        passwords++;
+        s.end(errorResponse({ severity: 'FATAL', code: '28P01', message: `password authentication failed for user "${AZURE_USER}"` }));
+      });
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => new Promise((r) => server.close(r)));
+  const port = (server.address() as { port: number }).port;
+  const proxy = await startCloudProxy({ endpoint, connectTo: `127.0.0.1:${port}`, caFile: db.caFile });
+  t.teardown(() => proxy.close());
+  const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: AZURE_USER, database: 'orders' });
+  const err = (await client.connect().catch((e: unknown) => e)) as pg.DatabaseError;
+  t.match(err, {
+    code: '28000',
+    message: `password authentication failed for user "${AZURE_USER}"`,
+    detail: /Entra ID access token from DefaultAzureCredential for alice@example\.com/,
+    hint: /pgaadauth_create_principal/,
+  });
+  t.equal(passwords, 2, 'tried once more with a fresh token, as a PAM refusal is');
 });
