@@ -168,6 +168,32 @@ t.test('the authenticator: no token, a slow source', async (t) => {
   const err = (await auth.token('u').catch((e: unknown) => e)) as WireError;
   t.match(err, { code: '08001', reason: Failure.NoCredentials, hint: /gcloud auth application-default print-access-token/ });
   t.notMatch(err.message, /secret-value/, 'the token in the SDK message is blanked');
+  const chained = new BearerAuthenticator(
+    new BearerTokens(
+      async () => {
+        throw new Error(
+          'ChainedTokenCredential authentication failed.\nCredentialUnavailableError: EnvironmentCredential is unavailable.\nCredentialUnavailableError: Azure CLI could not be found.',
+        );
+      },
+      { label: 'DefaultAzureCredential' },
+    ),
+    entraWords,
+  );
+  t.match(await chained.token('u').catch((e: unknown) => e), {
+    message: 'pg-iam-proxy could not get a Microsoft Entra ID access token: ChainedTokenCredential authentication failed.',
+    detail:
+      'Credentials from DefaultAzureCredential, tried in order: CredentialUnavailableError: EnvironmentCredential is unavailable. CredentialUnavailableError: Azure CLI could not be found.',
+  });
+  const silent = new BearerAuthenticator(
+    new BearerTokens(
+      async () => {
+        throw new Error('');
+      },
+      { label: 'x' },
+    ),
+    entraWords,
+  );
+  t.match(await silent.token('u').catch((e: unknown) => e), { message: /: no reason given$/ });
   t.match(auth.tokenTimeout(10_000), {
     reason: Failure.CredentialsTimeout,
     message: /no access token from Application Default Credentials within 10 s/,

@@ -67,7 +67,7 @@ export async function runOAuthDoctor(
     } catch (err) {
       throw fail(
         'credentials',
-        `${tokens.label} gave no token: ${redactSecrets((err as Error).message)}`,
+        `${tokens.label} gave no token: ${redactSecrets((err as Error).message).replace(/\s*\n\s*/g, ' ')}`,
         azure
           ? `Make \`az account get-access-token --scope ${AZURE_SCOPE}\` work here: az login (as the user the proxy runs as), a managed identity, workload identity, or AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET.`
           : 'Make `gcloud auth application-default print-access-token` work here: gcloud auth application-default login, GOOGLE_APPLICATION_CREDENTIALS=key.json, workload identity federation, or the attached service account on GCE, GKE or Cloud Run.',

@@ -32,16 +32,16 @@ export class BearerAuthenticator implements Authenticator {
     try {
       return await this.tokens.get(notThis);
     } catch (err) {
-      throw new WireError(
-        SqlState.UnableToConnect,
-        `pg-iam-proxy could not get ${this.words.tokenName}: ${redactSecrets((err as Error).message)}`,
-        {
-          reason: Failure.NoCredentials,
-          detail: `Credentials from ${this.label}.`,
-          hint: `Check that \`${this.words.tryCommand}\` works where the proxy runs, as the same user. The proxy keeps serving and logs in as soon as a token can be had.`,
-          cause: err,
-        },
-      );
+      // DefaultAzureCredential says what each credential in its chain answered, a line each: those go in DETAIL.
+      const [first, ...tried] = redactSecrets((err as Error).message)
+        .split('\n')
+        .filter(Boolean);
+      throw new WireError(SqlState.UnableToConnect, `pg-iam-proxy could not get ${this.words.tokenName}: ${first ?? 'no reason given'}`, {
+        reason: Failure.NoCredentials,
+        detail: tried.length > 0 ? `Credentials from ${this.label}, tried in order: ${tried.join(' ')}` : `Credentials from ${this.label}.`,
+        hint: `Check that \`${this.words.tryCommand}\` works where the proxy runs, as the same user. The proxy keeps serving and logs in as soon as a token can be had.`,
+        cause: err,
+      });
     }
   }
 
