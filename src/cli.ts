@@ -7,10 +7,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { regionFromEndpoint } from './aws/endpoint.js';
-import { formatHostPort, parseHostPort, type HostPort } from './host-port.js';
+import { DEFAULT_PG_PORT, formatHostPort, parseHostPort, type HostPort } from './host-port.js';
+import { parseCloudSqlName } from './clouds.js';
 import { Identities, NoCredentialsError } from './aws/identity.js';
 import { terminalMfa } from './aws/mfa.js';
-import { asConfigError, checkNumber, ConfigError, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
+import { asConfigError, checkNumber, ConfigError, resolveCloud, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
 import { createLogger, redactSecrets, type LogFormat } from './log.js';
 import { loadConfigFile, type FileSettings } from './config-file.js';
 import {
@@ -165,7 +166,9 @@ function instanceInput(args: Args<Command>): InstanceInput {
 function overFile(given: InstanceInput, own: InstanceInput & { line: number }, file: FileSettings): InstanceInput & { line: number } {
   const flags: Readonly<Record<string, unknown>> = given;
   const instance: Readonly<Record<string, unknown>> = own;
-  const shared: Readonly<Record<string, Readonly<Record<string, unknown>>>> = { identity: file.aws ?? {}, client: file };
+  // `aws:` is the AWS instances' identity; another cloud's instance has none to inherit.
+  const aws = resolveCloud({ cloud: given.cloud ?? own.cloud, endpoint: own.endpoint }) === 'aws' ? file.aws : undefined;
+  const shared: Readonly<Record<string, Readonly<Record<string, unknown>>>> = { identity: aws ?? {}, client: file };
   const merged: Record<string, unknown> = { ...own };
   for (const row of rowsIn('listener', 'identity', 'client')) {
     if (row.positional) continue; // the endpoint is the file's: both is an error
@@ -175,7 +178,8 @@ function overFile(given: InstanceInput, own: InstanceInput & { line: number }, f
     else merged[key] = flag ?? instance[key] ?? shared[row.scope]?.[key];
   }
   // Identities per DB user: the file's, then the instance's own over them, user by user.
-  if (file.users || own.users) merged.users = { ...file.users, ...own.users };
+  if (aws && (file.users || own.users)) merged.users = { ...file.users, ...own.users };
+  else if (own.users) merged.users = own.users;
   // The keys are the instance's and its rows', the values checked for their kinds by yargs or the file's schema.
   return merged as InstanceInput & { line: number };
 }
@@ -215,7 +219,10 @@ export function serveConfig(
     }
     for (const own of file.instances) inputs.push({ ...overFile(given, own, file), ...override });
   } else {
-    if (!args.endpoint) throw new ConfigError('an ENDPOINT (the RDS endpoint name) or --config FILE is needed');
+    if (!args.endpoint)
+      throw new ConfigError(
+        'an ENDPOINT (the RDS endpoint name, Azure server name or Cloud SQL connection name) or --config FILE is needed',
+      );
     inputs.push({ ...given, ...override });
   }
   const warnings: string[] = [];
@@ -304,18 +311,21 @@ function commandInstance(args: Args<'token' | 'doctor'>, env: NodeJS.ProcessEnv)
   const given = { ...instanceInput(args), listen: null };
   if (!args.config) return resolveInstance(given, envRegion(env));
   const file = loadConfigFile(args.config);
-  const wanted = asConfigError(() => parseHostPort(given.endpoint, 'endpoint'));
-  const same = (text: string) => {
-    const other = parseHostPort(text, 'endpoint');
-    return other.host.toLowerCase() === wanted.host.toLowerCase() && other.port === wanted.port;
-  };
+  const wanted = asConfigError(() => endpointKey(given.endpoint));
+  const same = (text: string) => endpointKey(text) === wanted;
   const own = file.instances.find((instance) => same(instance.endpoint));
   if (!own) {
-    throw new ConfigError(
-      `${args.config} has no instance for ${formatHostPort(wanted)} (it has ${file.instances.map((i) => i.endpoint).join(', ')})`,
-    );
+    throw new ConfigError(`${args.config} has no instance for ${wanted} (it has ${file.instances.map((i) => i.endpoint).join(', ')})`);
   }
   return resolveInstance({ ...overFile(given, own, file), endpoint: own.endpoint, listen: null }, envRegion(env));
+}
+
+/** An endpoint as compared between the command line and a file: a Cloud SQL connection name, or host:port (any case). */
+function endpointKey(text: string): string {
+  const cloudSql = parseCloudSqlName(text);
+  if (cloudSql) return `${cloudSql.instance.connectionName}:${cloudSql.port ?? DEFAULT_PG_PORT}`;
+  const { host, port } = parseHostPort(text, 'endpoint');
+  return formatHostPort({ host: host.toLowerCase(), port });
 }
 
 /** `token`: one token on stdout and nothing else there; errors on stderr. */
@@ -325,17 +335,22 @@ async function token(args: Args<'token'>, env: NodeJS.ProcessEnv): Promise<numbe
   for (const warning of warnings) log.warn(warning);
   routeProcessWarnings(log);
   const identities = new Identities({ mfa: terminalMfa() });
+  const { CloudCredentials } = await import('./oauth/sources.js');
+  const clouds = new CloudCredentials();
   try {
     const { signToken } = await import('./commands/token.js');
     // Required (demandOption): yargs refused the command line without it.
-    process.stdout.write(`${await signToken(instance, args.user!, identities)}\n`);
+    process.stdout.write(`${await signToken(instance, args.user!, identities, clouds)}\n`);
     return ExitCode.Ok;
   } catch (err) {
     const tried = err instanceof NoCredentialsError && err.tried.length > 0 ? `\n  sources tried: ${err.describeTried()}` : '';
-    process.stderr.write(`pg-iam-proxy: cannot sign a token: ${redactSecrets((err as Error).message)}${tried}\n`);
+    process.stderr.write(
+      `pg-iam-proxy: cannot ${instance.cloud === 'aws' ? 'sign' : 'get'} a token: ${redactSecrets((err as Error).message)}${tried}\n`,
+    );
     return ExitCode.Failure;
   } finally {
     identities.close();
+    clouds.close();
     await flush(log);
   }
 }
@@ -382,6 +397,8 @@ async function doctor(args: Args<'doctor'>, env: NodeJS.ProcessEnv): Promise<num
   const log = createLogger({ level: 'silent', format: 'json' });
   routeProcessWarnings(log);
   const identities = new Identities({ mfa: terminalMfa() });
+  const { CloudCredentials } = await import('./oauth/sources.js');
+  const clouds = new CloudCredentials();
   try {
     const { formatReport, runDoctor } = await import('./commands/doctor.js');
     const report = await runDoctor(instance, {
@@ -391,12 +408,14 @@ async function doctor(args: Args<'doctor'>, env: NodeJS.ProcessEnv): Promise<num
       connectTimeoutMs: ms(args['connect-timeout'] ?? defaultFor('connect-timeout', 'doctor')!),
       identities,
       configWarnings: warnings,
+      clouds,
       regionSource: args.region ? 'flag' : regionFromEndpoint(instance.endpoint.host) ? 'endpoint' : 'env',
     });
     process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report, process.stdout.isTTY === true));
     return report.ok ? ExitCode.Ok : ExitCode.Failure;
   } finally {
     identities.close();
+    clouds.close();
   }
 }
 

@@ -1,7 +1,8 @@
 // The engine's two seams to a cloud, as cloud-sql-proxy keeps a Dialer and a token source apart from its
 // engine: how to reach an instance over verified TLS (Connector), and how to answer its password request
-// (Authenticator), with the cloud's own words when that fails. src/proxy/ knows these and nothing of AWS;
-// each cloud (src/aws/) implements them, and commands/wiring.ts gives each instance its pair.
+// (Authenticator), with the cloud's own words when that fails. src/proxy/ knows these and nothing of any
+// cloud; each cloud (src/aws/, src/azure/, src/gcp/) implements them, and commands/wiring.ts gives each
+// instance its pair.
 import type { TLSSocket } from 'node:tls';
 import type { HostPort } from './host-port.js';
 import type { WireError } from './protocol/errors.js';
@@ -30,6 +31,8 @@ export interface Authenticator {
   rejection(user: string, token: Token): { readonly detail: string; readonly hint: string };
   /** The server asked for another kind of password (`method`): the user is not set up for token logins. */
   notTokenUser(user: string, method: string): WireError;
+  /** A user name this cloud never accepts, refused before anything is dialled; undefined: go ahead. */
+  refuseUser?(user: string): WireError | undefined;
 }
 
 /** Opens verified TLS connections to one instance. */
@@ -40,6 +43,11 @@ export interface Connector {
   readonly connectTo: HostPort;
   /** A connection whose certificate was verified for `endpoint`; `signal` abandons it. */
   connect(signal?: AbortSignal): Promise<TLSSocket>;
+  /**
+   * The cloud's words for a failure on a connection it made, seen only later in the login (a TLS 1.3 server
+   * refusing the client's certificate after the handshake); undefined: the failure as it is.
+   */
+  explain?(err: unknown): WireError | undefined;
 }
 
 /** Advice only the cloud can give, attached to the engine's TLS errors. */

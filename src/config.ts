@@ -3,20 +3,29 @@
 import { isIP } from 'node:net';
 import { isAbsolute, join } from 'node:path';
 import { regionFromEndpoint } from './aws/endpoint.js';
-import { formatHostPort, parseHostPort, type HostPort } from './host-port.js';
+import { CLOUD_NAMES, cloudOfEndpoint, isAzureServerName, parseCloudSqlName, type CloudName, type CloudSqlInstance } from './clouds.js';
+import { DEFAULT_PG_PORT, formatHostPort, parseHostPort, type HostPort } from './host-port.js';
 import type { IdentitySpec } from './aws/identity.js';
 import { choiceList, DEFAULT_LISTEN, defaultFor, isChoice, NO_LISTEN, option, type NumberRow, type Settings } from './options.js';
 import type { PoolSettings } from './pool/pool.js';
 
 export interface InstanceConfig {
-  /** The RDS endpoint: what tokens are signed for and what the certificate must name. */
+  /** Whose database it is: from the endpoint's form, or --cloud. */
+  readonly cloud: CloudName;
+  /**
+   * The endpoint: what tokens are made for and what the certificate must name (RDS, Azure); for Cloud SQL
+   * the connection name PROJECT:REGION:INSTANCE as the host (see `cloudSql`).
+   */
   readonly endpoint: HostPort;
+  /** Cloud SQL: the instance, and the SQL Admin API that describes it. */
+  readonly cloudSql?: { readonly instance: CloudSqlInstance; readonly api: string } | undefined;
   /** Where the TCP connection goes (a tunnel, a pinned address); the endpoint by default. */
   readonly connectTo: HostPort;
   /** The TCP listener; none for `run`, which listens only on a private unix socket. */
   readonly listen: HostPort | undefined;
   /** Also (or only) listen on DIR/.s.PGSQL.PORT, the way libpq looks for a server. */
   readonly unixSocket: UnixSocket | undefined;
+  /** AWS: the signing region; Cloud SQL: the instance's region; Azure: empty. */
   readonly region: string;
   readonly caFile: string | undefined;
   readonly dbUser: string | undefined;
@@ -106,16 +115,12 @@ export class ConfigError extends Error {
  */
 export function resolveInstance(input: InstanceInput, envRegion?: string): { instance: InstanceConfig; warnings: string[] } {
   const warnings: string[] = [];
+  const cloud = resolveCloud(input);
+  if (cloud !== 'aws') return resolveOtherCloud(input, cloud);
+  if (input.sqladminApiEndpoint !== undefined)
+    throw new ConfigError(`--sqladmin-api-endpoint is a Cloud SQL setting; ${input.endpoint} is ${CLOUD_NAMES.aws}`);
   const endpoint = asConfigError(() => parseHostPort(input.endpoint, 'endpoint'));
-  const listen =
-    input.listen === null || input.listen === NO_LISTEN
-      ? undefined
-      : asConfigError(() => parseHostPort(input.listen ?? DEFAULT_LISTEN, '--listen'));
-  const unixSocket =
-    input.unixSocket === undefined ? undefined : resolveUnixSocket(input.unixSocket, input.unixSocketMode, listen?.port ?? 5432);
-  if (input.listen === NO_LISTEN && !unixSocket) {
-    throw new ConfigError(`--listen ${NO_LISTEN} leaves no way in: give --unix-socket DIR too (or a TCP address to --listen)`);
-  }
+  const { listen, unixSocket } = resolveListeners(input);
   const connectTo = input.connectTo ? asConfigError(() => parseHostPort(input.connectTo!, '--connect-to')) : endpoint;
   const region = input.region ?? regionFromEndpoint(endpoint.host) ?? envRegion;
   if (!region) {
@@ -131,10 +136,119 @@ export function resolveInstance(input: InstanceInput, envRegion?: string): { ins
   } else if (!regionFromEndpoint(endpoint.host)) {
     warnings.push(`endpoint ${endpoint.host} is not an *.rds.amazonaws.com name: tokens for a CNAME or custom domain are rejected by RDS.`);
   }
+  return finishInstance(input, { cloud, endpoint, connectTo, listen, unixSocket, region, identity: resolveIdentity(input) }, warnings);
+}
+
+/** The TCP listener and the unix socket. */
+function resolveListeners(input: InstanceInput): Pick<InstanceConfig, 'listen' | 'unixSocket'> {
+  const listen =
+    input.listen === null || input.listen === NO_LISTEN
+      ? undefined
+      : asConfigError(() => parseHostPort(input.listen ?? DEFAULT_LISTEN, '--listen'));
+  const unixSocket =
+    input.unixSocket === undefined ? undefined : resolveUnixSocket(input.unixSocket, input.unixSocketMode, listen?.port ?? 5432);
+  if (input.listen === NO_LISTEN && !unixSocket) {
+    throw new ConfigError(`--listen ${NO_LISTEN} leaves no way in: give --unix-socket DIR too (or a TCP address to --listen)`);
+  }
+  return { listen, unixSocket };
+}
+
+/** The instance's cloud: --cloud (checked), else the endpoint's form, else AWS as always. */
+export function resolveCloud(input: Pick<InstanceInput, 'cloud' | 'endpoint'>): CloudName {
+  const given = input.cloud;
+  if (given !== undefined) {
+    if (!isChoice('cloud', given)) throw new ConfigError(`--cloud: "${given}" is not ${choiceList(option('cloud').choices)}`);
+    return given;
+  }
+  return cloudOfEndpoint(input.endpoint) ?? 'aws';
+}
+
+/** The default SQL Admin API, where Google's connectors ask for an instance's addresses and server CA. */
+export const SQLADMIN_API = 'https://sqladmin.googleapis.com';
+
+/** The settings that name an AWS identity: refused for another cloud, whose identity comes from its own SDK's chain. */
+const AWS_ONLY = ['region', 'profile', 'roleArn', 'roleSessionName', 'externalId', 'mfaSerial'] as const;
+
+/**
+ * An Azure or Cloud SQL instance: the endpoint's own form (a server name, a connection name), no AWS
+ * identity settings (the cloud's SDK finds its credentials: DefaultAzureCredential, Application Default
+ * Credentials), no per-user identities.
+ */
+function resolveOtherCloud(input: InstanceInput, cloud: 'azure' | 'gcp'): { instance: InstanceConfig; warnings: string[] } {
+  const warnings: string[] = [];
+  const flags: Readonly<Record<string, unknown>> = input;
+  for (const key of AWS_ONLY) {
+    if (flags[key] !== undefined) {
+      const flag = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+      throw new ConfigError(
+        `--${flag} is an AWS setting, and ${input.endpoint} is ${CLOUD_NAMES[cloud]}: its credentials come from ${cloud === 'azure' ? 'DefaultAzureCredential (az login, a managed identity, AZURE_* variables)' : 'Application Default Credentials (gcloud auth application-default login, GOOGLE_APPLICATION_CREDENTIALS, the metadata server)'}`,
+      );
+    }
+  }
+  if (input.users && Object.keys(input.users).length > 0)
+    throw new ConfigError(`users: identities per DB user are AWS identities; ${input.endpoint} is ${CLOUD_NAMES[cloud]}`);
+  const { listen, unixSocket } = resolveListeners(input);
+  let endpoint: HostPort;
+  let cloudSql: InstanceConfig['cloudSql'];
+  if (cloud === 'gcp') {
+    const parsed = parseCloudSqlName(input.endpoint);
+    if (!parsed) {
+      throw new ConfigError(
+        `endpoint: "${input.endpoint}" is not a Cloud SQL instance connection name (PROJECT:REGION:INSTANCE, as the console and \`gcloud sql instances describe\` show it)`,
+      );
+    }
+    endpoint = { host: parsed.instance.connectionName, port: parsed.port ?? DEFAULT_PG_PORT };
+    const api = (input.sqladminApiEndpoint ?? SQLADMIN_API).replace(/\/+$/, '');
+    if (!/^https?:\/\/[^/\s]+/.test(api)) throw new ConfigError(`--sqladmin-api-endpoint: "${api}" is not an http(s) URL`);
+    // The API is sent an access token and names the CA the server is checked against: plain HTTP only to
+    // this host (a stand-in, a local forwarder), never across a network.
+    if (api.startsWith('http:') && !isLoopback(new URL(api).hostname.replace(/^\[|\]$/g, ''))) {
+      throw new ConfigError(
+        `--sqladmin-api-endpoint: "${api}" is plain HTTP to another host; the API gets an access token and names the CA to trust, so it must be https (http only on loopback)`,
+      );
+    }
+    cloudSql = Object.freeze({ instance: Object.freeze(parsed.instance), api });
+  } else {
+    endpoint = asConfigError(() => parseHostPort(input.endpoint, 'endpoint'));
+    if (isIP(endpoint.host)) {
+      throw new ConfigError(
+        `endpoint ${endpoint.host} is an IP address: Azure's certificate names the server (NAME.postgres.database.azure.com). Pass the server name and --connect-to ${formatHostPort(endpoint)}.`,
+      );
+    }
+    if (!isAzureServerName(endpoint.host))
+      warnings.push(
+        `endpoint ${endpoint.host} is not a *.postgres.database.azure.com name: its certificate must name it, or the connection is refused.`,
+      );
+  }
+  if (input.sqladminApiEndpoint !== undefined && cloud !== 'gcp')
+    throw new ConfigError(`--sqladmin-api-endpoint is a Cloud SQL setting; ${input.endpoint} is ${CLOUD_NAMES[cloud]}`);
+  const connectTo = input.connectTo ? asConfigError(() => parseHostPort(input.connectTo!, '--connect-to')) : endpoint;
+  return finishInstance(
+    input,
+    {
+      cloud,
+      endpoint,
+      connectTo,
+      listen,
+      unixSocket,
+      region: cloudSql?.instance.region ?? '',
+      identity: Object.freeze({}),
+      ...(cloudSql ? { cloudSql } : {}),
+    },
+    warnings,
+  );
+}
+
+/** What every cloud's instance shares once its endpoint, dial address and identity are known. */
+function finishInstance(
+  input: InstanceInput,
+  own: Pick<InstanceConfig, 'cloud' | 'endpoint' | 'connectTo' | 'listen' | 'unixSocket' | 'region' | 'identity' | 'cloudSql'>,
+  warnings: string[],
+): { instance: InstanceConfig; warnings: string[] } {
+  const { listen } = own;
   if (input.dbUser !== undefined && (input.dbUser === '' || Buffer.byteLength(input.dbUser) > 63)) {
     throw new ConfigError('--db-user: a PostgreSQL user name of 1 to 63 bytes');
   }
-  const identity = resolveIdentity(input);
   const users = resolveUsers(input.users);
   const clientTls = resolveClientTls(input);
   const allowUsers = names(input.allowUsers, '--allow-user');
@@ -154,21 +268,16 @@ export function resolveInstance(input: InstanceInput, envRegion?: string): { ins
   }
   return {
     instance: Object.freeze({
-      endpoint,
-      connectTo,
-      listen,
-      unixSocket,
-      region,
+      ...own,
       caFile: input.caFile,
       dbUser: input.dbUser,
-      identity,
       clientTls,
       clientPasswordFile: input.clientPasswordFile,
       allowUsers,
       allowDatabases,
       ...(pool ? { pool } : {}),
       ...(users ? { users } : {}),
-    }),
+    }) as InstanceConfig,
     warnings,
   };
 }

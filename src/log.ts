@@ -11,8 +11,14 @@ export interface LogOptions {
 /** Query parameters of a presigned URL that make it a credential (PROTOCOL.md D7). */
 const SECRET_QUERY = /(X-Amz-(?:Signature|Security-Token|Credential)=)[^&\s"']*/gi;
 
+/**
+ * OAuth access tokens in text: a JWT (Entra ID's, any other), Google's `ya29.` tokens, whatever follows
+ * "Bearer " (an SDK's error quoting a request).
+ */
+const BEARER = /\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*|\bya29\.[\w.-]+|(?<=\bBearer\s+)[^\s"',]+/g;
+
 /** Blank the credential parts of any text that might hold a token (error messages from SDKs, URLs). */
-export const redactSecrets = (text: string): string => text.replace(SECRET_QUERY, '$1[REDACTED]');
+export const redactSecrets = (text: string): string => text.replace(SECRET_QUERY, '$1[REDACTED]').replace(BEARER, '[REDACTED]');
 
 /** Paths that could hold a secret if someone ever logged the wrong object. */
 const REDACT_PATHS = [

@@ -76,7 +76,8 @@ const TABLE = [
     scope: 'listener',
     commands: ALL,
     positional: true,
-    describe: 'RDS endpoint name[:port] that tokens are signed for and TLS verifies',
+    describe:
+      'the database: an RDS endpoint name[:port], an Azure NAME.postgres.database.azure.com[:port] or a Cloud SQL PROJECT:REGION:INSTANCE connection name; tokens are made for it and TLS verifies it',
   },
   {
     flag: 'config',
@@ -122,7 +123,24 @@ const TABLE = [
     kind: 'string',
     scope: 'listener',
     commands: ALL,
-    describe: 'PEM bundle to trust for the server certificate instead of the bundled RDS CAs',
+    describe:
+      "PEM bundle to trust for the server certificate (default: AWS the bundled RDS CAs, Azure Node's public roots, Cloud SQL the instance's server CA from the SQL Admin API)",
+  },
+  {
+    flag: 'cloud',
+    kind: 'choice',
+    choices: ['aws', 'azure', 'gcp'],
+    scope: 'listener',
+    commands: ALL,
+    describe: "the endpoint's cloud when its name does not tell (default: from the endpoint's form)",
+  },
+  {
+    flag: 'sqladmin-api-endpoint',
+    kind: 'string',
+    scope: 'listener',
+    commands: ALL,
+    describe:
+      "Cloud SQL: the SQL Admin API's base URL, for the instance's addresses and server CA (default: https://sqladmin.googleapis.com)",
   },
   { flag: 'db-user', kind: 'string', scope: 'listener', commands: PROXY, describe: 'log in as this DB user whatever the client sends' },
 
@@ -365,7 +383,7 @@ const TABLE = [
     scope: 'command',
     commands: ['run'],
     describe:
-      'pass AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN on to the command (by default it gets none: the proxy signs for it)',
+      "pass AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (and Azure's AZURE_CLIENT_SECRET, IDENTITY_HEADER, ...) on to the command (by default it gets none: the proxy gets its tokens)",
   },
   {
     flag: 'database',

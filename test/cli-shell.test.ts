@@ -96,10 +96,15 @@ t.test('run: psql, pg_dump and a shell get a private socket, and run exits with 
   t.match(await runCli(['run', ENDPOINT, ...dial], env()), { code: 2, stderr: /run: no command given/ });
 });
 
-t.test('run: the command gets no AWS credentials, unless --keep-aws-env', async (t) => {
+t.test('run: the command gets no cloud credentials, unless --keep-aws-env', async (t) => {
   // AWS_SECURITY_TOKEN stands in for a session token: the SDK ignores it, so the proxy signs as before.
-  const environment = env({ AWS_SECURITY_TOKEN: 'legacy-session-token', PG_IAM_PROXY_LOG_LEVEL: 'warn' });
-  const credentials = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SECURITY_TOKEN'];
+  // AZURE_CLIENT_SECRET without AZURE_CLIENT_ID and a tenant: no Azure credential the proxy would use.
+  const environment = env({
+    AWS_SECURITY_TOKEN: 'legacy-session-token',
+    AZURE_CLIENT_SECRET: 'azure-secret',
+    PG_IAM_PROXY_LOG_LEVEL: 'warn',
+  });
+  const credentials = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SECURITY_TOKEN', 'AZURE_CLIENT_SECRET'];
   // Names only, so a failing assertion never prints a secret.
   const names = (stdout: string) => stdout.split('\n').map((line) => line.slice(0, line.indexOf('=')));
 

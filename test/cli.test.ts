@@ -93,7 +93,10 @@ t.test('no credentials: the client is told, the proxy keeps serving', async (t) 
 t.test('configuration errors exit 2 with the reason; a port in use exits 1', async (t) => {
   const run = (args: string[], env = withKeys()) => runCli(args, env);
   t.match(await run(['db.corp.example']), { code: 2, stderr: /cannot tell the signing region for db\.corp\.example.*--region/ });
-  t.match(await run([]), { code: 2, stderr: /an ENDPOINT \(the RDS endpoint name\) or --config FILE is needed/ });
+  t.match(await run([]), {
+    code: 2,
+    stderr: /an ENDPOINT \(the RDS endpoint name, Azure server name or Cloud SQL connection name\) or --config FILE is needed/,
+  });
   t.match(await run([db.endpoint, '--max-connections', '0']), { code: 2, stderr: /--max-connections/ });
   t.match(await run([db.endpoint, '--startup-timeout', '-1']), { code: 2, stderr: /--startup-timeout/ });
   t.match(await run([db.endpoint, '--bogus']), { code: 2, stderr: /Unknown argument: bogus/ });

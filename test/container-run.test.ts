@@ -88,6 +88,22 @@ t.test('the image, built and run', { skip: unavailable ?? false, timeout: 20 * 6
   t.equal(uid.stdout.trim(), '1000', 'uid 1000, not root');
   const health = await run('podman', ['healthcheck', 'run', name], { env });
   t.equal(health.code, 0, `HEALTHCHECK healthy: ${health.stdout}${health.stderr}`);
+  // The clouds' SDKs load from the pruned node_modules (the build removes @azure/msal-browser and source maps).
+  const sdks = await run(
+    'podman',
+    [
+      'exec',
+      '-w',
+      '/app',
+      name,
+      'node',
+      '--input-type=module',
+      '-e',
+      "await import('@azure/identity'); await import('google-auth-library'); console.log('loaded')",
+    ],
+    { env },
+  );
+  t.equal(sdks.stdout.trim(), 'loaded', `Azure's and Google's SDKs load in the image: ${sdks.stderr}`);
 
   // The sidecar shape: another container in this one's network namespace reaches it on 127.0.0.1.
   const probe = `const s=require('net').connect(${port},'127.0.0.1',()=>s.write(Buffer.from([0,0,0,8,4,210,22,47])));s.once('data',d=>{console.log(String.fromCharCode(d[0]));s.destroy()})`;

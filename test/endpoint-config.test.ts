@@ -37,6 +37,7 @@ t.test('region from the endpoint name', async (t) => {
 t.test('resolveInstance: defaults, precedence and errors', async (t) => {
   const { instance, warnings } = resolveInstance({ endpoint: 'mydb.abc123xyz.us-east-1.rds.amazonaws.com' }, 'eu-west-1');
   t.same(instance, {
+    cloud: 'aws',
     endpoint: { host: 'mydb.abc123xyz.us-east-1.rds.amazonaws.com', port: 5432 },
     connectTo: { host: 'mydb.abc123xyz.us-east-1.rds.amazonaws.com', port: 5432 },
     listen: { host: '127.0.0.1', port: 5432 },

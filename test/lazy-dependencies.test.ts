@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import { BIN, cleanAwsEnv, startCli } from './support/cli.js';
 import { closedPort } from './support/proxy.js';
 import { traceEnv, tracedModules } from './support/module-trace.js';
+import { AzureIdentityStandIn, cleanCloudEnv } from './support/oauth.js';
+import { AZURE_ENDPOINT, AZURE_USER, startTestDb } from './support/testdb.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pg-iam-proxy-trace-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -28,6 +30,15 @@ const ONLY_WHEN_USED: Record<string, RegExp> = {
   'reflect-metadata': /\/node_modules\/reflect-metadata\//,
 };
 const loaded = (modules: string[]) => Object.keys(ONLY_WHEN_USED).filter((name) => modules.some((m) => ONLY_WHEN_USED[name]!.test(m)));
+
+/** Issue 17: each cloud's SDK loads only for an instance of that cloud. */
+const CLOUD_SDKS: Record<string, RegExp> = {
+  '@azure/identity': /\/node_modules\/@azure\/identity\//,
+  '@azure/msal-node': /\/node_modules\/@azure\/msal-node\//,
+  'google-auth-library': /\/node_modules\/google-auth-library\//,
+  gaxios: /\/node_modules\/gaxios\//,
+};
+const sdks = (modules: string[]) => Object.keys(CLOUD_SDKS).filter((name) => modules.some((m) => CLOUD_SDKS[name]!.test(m)));
 
 /** One client session that fails upstream (nothing listens there): the session path runs end to end. */
 async function failedSession(port: number, ssl: boolean): Promise<string | undefined> {
@@ -66,6 +77,39 @@ t.test('serve with --client-tls off does not load the x509 code', async (t) => {
     'and the ES modules',
   );
   t.same(loaded(modules), [], 'none of the packages loaded only when used');
+  t.same(sdks(modules), [], "an AWS proxy loads neither Azure's nor Google's SDK");
+});
+
+t.test("an Azure proxy loads Azure's SDK for its first token, and nothing of Google's", async (t) => {
+  const db = await startTestDb();
+  t.teardown(() => db.destroy());
+  const msi = await new AzureIdentityStandIn(db.jwtKey, AZURE_USER).start();
+  t.teardown(() => msi.close());
+  const trace = join(dir, 'azure.trace');
+  const cli = await startCli(
+    [
+      `${AZURE_ENDPOINT}:${db.port}`,
+      '--listen',
+      '127.0.0.1:0',
+      '--connect-to',
+      `127.0.0.1:${db.port}`,
+      '--ca-file',
+      db.caFile,
+      '--client-tls',
+      'off',
+      '--log-format',
+      'json',
+    ],
+    traceEnv(trace, cleanCloudEnv(dir, msi.env())),
+  );
+  const client = new pg.Client({ host: '127.0.0.1', port: cli.port, user: AZURE_USER, database: 'orders' });
+  await client.connect();
+  await client.end();
+  cli.child.kill('SIGTERM');
+  t.equal(await cli.exit, 0);
+  const modules = await tracedModules(trace);
+  t.same(sdks(modules), ['@azure/identity', '@azure/msal-node'], "Azure's SDK, and not Google's");
+  t.same(loaded(modules), [], 'nor the x509 code with --client-tls off');
 });
 
 t.test('the same trace sees them load with --log-format pretty and --client-tls auto', async (t) => {

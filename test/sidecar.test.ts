@@ -379,7 +379,7 @@ t.test('config errors name the file, the line and the key', async (t) => {
 t.test('config.example.yaml documents every key and is valid', async (t) => {
   const example = fileURLToPath(new URL('../../config.example.yaml', import.meta.url));
   const file = loadConfigFile(example);
-  t.equal(file.instances.length, 2);
+  t.equal(file.instances.length, 5);
   const settings = serveConfig({ config: example } as never, {});
   t.match(settings.config.instances[0], {
     unixSocket: { dir: '/var/run/postgresql', port: 5432, mode: 0o600 },
@@ -388,6 +388,17 @@ t.test('config.example.yaml documents every key and is valid', async (t) => {
     allowUsers: ['app_iam', 'app_readonly'],
   });
   t.match(settings.config.instances[1], { region: 'eu-west-1', identity: { profile: 'reporting' }, allowUsers: undefined });
+  // One per cloud: Azure told by its name and by `cloud:`, Cloud SQL by its connection name; no AWS identity.
+  t.same(
+    settings.config.instances.map((i) => [i.cloud, i.identity, i.users === undefined]),
+    [
+      ['aws', { profile: 'app', roleArn: 'arn:aws:iam::123456789012:role/orders-db' }, false],
+      ['aws', { profile: 'reporting' }, false],
+      ['azure', {}, true],
+      ['azure', {}, true],
+      ['gcp', {}, true],
+    ],
+  );
   t.match(settings, { http: { host: '127.0.0.1', port: 9090 }, requireCredentials: false });
 });
 

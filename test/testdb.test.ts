@@ -135,7 +135,7 @@ t.test('fixture', async (t) => {
     await db.admin(
       "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE m.roleid = 'rds_iam'::regrole ORDER BY 1",
     ),
-    'MixedCase_User\niam_user',
+    'MixedCase_User\nalice@example.com\napp-sa@my-project.iam\niam_user',
   );
   await t.rejects(db.admin('SELECT nope'), /column "nope" does not exist/);
   const hba = readFileSync(join(db.dir, 'pgdata', 'pg_hba.conf'), 'utf8');

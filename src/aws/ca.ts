@@ -30,7 +30,8 @@ export function upstreamTls(caFile?: string): UpstreamTls {
   };
 }
 
-function readCaFile(path: string): string[] {
+/** The PEM certificates of a --ca-file; the errors name the file. */
+export function readCaFile(path: string): string[] {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');

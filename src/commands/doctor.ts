@@ -12,6 +12,7 @@ import { formatHostPort } from '../host-port.js';
 import { callerIdentity, NoCredentialsError, type CallerIdentity, type Identities, type SignerIdentity } from '../aws/identity.js';
 import type { IamToken } from '../aws/tokens.js';
 import type { InstanceConfig } from '../config.js';
+import type { CloudCredentials } from '../oauth/sources.js';
 import { redactSecrets } from '../log.js';
 import { BackendCode, HEADER_SIZE, NegotiationReply, ProtocolVersion, TERMINATE_MESSAGE } from '../protocol/constants.js';
 import { simpleQuery } from '../proxy/simple-query.js';
@@ -53,6 +54,8 @@ export interface DoctorOptions {
   /** Where the region came from. */
   readonly regionSource: 'flag' | 'endpoint' | 'env';
   readonly now?: () => number;
+  /** Azure's and Cloud SQL's tokens: required for their instances. */
+  readonly clouds?: CloudCredentials | undefined;
 }
 
 const CHECKS = [
@@ -74,6 +77,13 @@ type CheckId = (typeof CHECKS)[number][0];
 class Stop extends Error {}
 
 export async function runDoctor(instance: InstanceConfig, options: DoctorOptions): Promise<DoctorReport> {
+  if (instance.cloud !== 'aws') {
+    const { runOAuthDoctor } = await import('./doctor-oauth.js');
+    // The CLI passes the clouds' credentials for every doctor run.
+    return runOAuthDoctor(instance, { ...options, clouds: options.clouds! }, (config, set, server, timeoutMs) =>
+      checkPooling({ instance: config, set: (_id, status, found, fix, data) => set(status, found, fix, data) }, server, timeoutMs),
+    );
+  }
   const checks: Check[] = CHECKS.map(([id, title]) => ({ id, title, status: 'skip', found: 'not checked: an earlier check failed' }));
   const check = (id: CheckId) => checks.find((c) => c.id === id)!;
   const set = (id: CheckId, status: CheckStatus, found: string, fix?: string, data?: Record<string, unknown>) => {

@@ -4,6 +4,7 @@
 import type { Logger } from 'pino';
 import { announce, type Identities } from '../aws/identity.js';
 import type { ProxyConfig } from '../config.js';
+import type { CloudCredentials } from '../oauth/sources.js';
 import type { Engine } from '../proxy/engine.js';
 
 /** What a reload reads: the settings serve started with, from the file as it is now. */
@@ -16,6 +17,8 @@ export interface Reread {
 export interface ReloadOptions {
   readonly log: Logger;
   readonly identities: Identities;
+  /** Azure's and Cloud SQL's tokens. */
+  readonly clouds?: CloudCredentials | undefined;
   /** pg_iam_proxy_config_reloads_total, with --http. */
   readonly reloaded?: ((result: 'ok' | 'error') => void) | undefined;
 }
@@ -43,6 +46,8 @@ export function reloadOnHangup(
     }
     try {
       const held = new Set(options.identities.all());
+      // Clouds whose token is held already, before the new instances make holders of their own.
+      const clouds = new Set(options.clouds?.all().map(([cloud]) => cloud));
       const outcome = await proxy.reload(settings.config);
       log.level = settings.log.level;
       for (const warning of settings.warnings) log.warn(warning);
@@ -51,6 +56,11 @@ export function reloadOnHangup(
       // Identities new to this process are fetched now, as at start; those already held are not asked again.
       const jobs: Promise<boolean>[] = [];
       for (const { config } of proxy.instances) {
+        if (config.cloud !== 'aws') {
+          if (options.clouds && !clouds.has(config.cloud)) jobs.push(options.clouds.announce(config.cloud, log));
+          clouds.add(config.cloud);
+          continue;
+        }
         for (const spec of [config.identity, ...(config.users?.values() ?? [])]) {
           const identity = options.identities.for(spec, config.region);
           if (held.has(identity)) continue;

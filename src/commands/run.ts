@@ -4,6 +4,7 @@ import { constants } from 'node:os';
 import type { Logger } from 'pino';
 import type { Identities } from '../aws/identity.js';
 import type { ProxyConfig } from '../config.js';
+import { CloudCredentials } from '../oauth/sources.js';
 import { Engine } from '../proxy/engine.js';
 import { announceAll, engineDeps } from './wiring.js';
 
@@ -29,7 +30,7 @@ const FROM_TERMINAL: readonly NodeJS.Signals[] = ['SIGINT', 'SIGQUIT'];
 const BYPASS = ['PGHOSTADDR', 'PGSERVICE', 'PGSERVICEFILE', 'PGSSLNEGOTIATION', 'PGREQUIRESSL'];
 
 /**
- * AWS credentials themselves, as the SDK reads them from the environment. The proxy signs for the
+ * Cloud credentials themselves, as the SDKs read them from the environment. The proxy signs for the
  * command, which needs none of them; an environment is inherited by every process the command starts
  * and shows up in `env` output, crash reports and /proc/PID/environ. What only names or points at a
  * credential (AWS_PROFILE, AWS_REGION, AWS_WEB_IDENTITY_TOKEN_FILE, PG_IAM_PROXY_*) stays: it is no
@@ -42,6 +43,12 @@ const AWS_CREDENTIALS = [
   'AWS_SECURITY_TOKEN', // the older name of AWS_SESSION_TOKEN, still read by boto
   'AWS_CREDENTIAL_EXPIRATION', // goes with the keys above
   'AWS_CONTAINER_AUTHORIZATION_TOKEN', // the bearer token for the ECS / EKS Pod Identity credentials endpoint
+  // Azure's secrets as @azure/identity reads them (the proxy gets the command's tokens for it too).
+  'AZURE_CLIENT_SECRET',
+  'AZURE_CLIENT_CERTIFICATE_PASSWORD',
+  'AZURE_PASSWORD',
+  'IDENTITY_HEADER', // the managed identity endpoint's secret (App Service, Functions, Arc)
+  'MSI_SECRET', // its older name
 ];
 
 /**
@@ -51,7 +58,8 @@ const AWS_CREDENTIALS = [
  */
 export async function runWithProxy(config: ProxyConfig, options: RunOptions): Promise<number> {
   const { log, identities } = options;
-  const proxy = new Engine(config, engineDeps({ identities, log }));
+  const clouds = new CloudCredentials({ log });
+  const proxy = new Engine(config, engineDeps({ identities, clouds, log }));
   try {
     await proxy.listen();
   } catch (err) {
@@ -59,11 +67,12 @@ export async function runWithProxy(config: ProxyConfig, options: RunOptions): Pr
     return 1;
   }
   // Credentials first: an MFA prompt must not compete with the command for the terminal.
-  await announceAll(config, identities, log);
+  await announceAll(config, identities, log, clouds);
   const instance = proxy.instances[0]!;
   const socket = instance.socketPath!;
   const withheld = options.keepAwsEnv ? [] : AWS_CREDENTIALS.filter((name) => options.env[name] !== undefined);
-  if (withheld.length > 0) log.debug({ withheld }, "AWS credentials kept out of the command's environment (--keep-aws-env passes them on)");
+  if (withheld.length > 0)
+    log.debug({ withheld }, "cloud credentials kept out of the command's environment (--keep-aws-env passes them on)");
   const env: NodeJS.ProcessEnv = {
     ...Object.fromEntries(Object.entries(options.env).filter(([k]) => !BYPASS.includes(k) && !withheld.includes(k))),
     PGHOST: socket.slice(0, socket.lastIndexOf('/')),
@@ -91,5 +100,6 @@ export async function runWithProxy(config: ProxyConfig, options: RunOptions): Pr
   for (const signal of [...FORWARDED, ...FROM_TERMINAL]) process.off(signal, pass);
   // The command is gone; anything it left behind (a background child's session) gets a short grace.
   await proxy.close(Math.min(config.shutdownGraceMs, 2_000));
+  clouds.close();
   return status;
 }

@@ -7,6 +7,7 @@ import { terminalMfa } from '../aws/mfa.js';
 import type { InstanceConfig, ProxyConfig } from '../config.js';
 import { formatHostPort, type HostPort } from '../host-port.js';
 import type { Metrics } from '../ops/metrics.js';
+import { CloudCredentials } from '../oauth/sources.js';
 import { Engine } from '../proxy/engine.js';
 import { type Reread, reloadOnHangup } from './reload.js';
 import { announceAll, engineDeps } from './wiring.js';
@@ -37,13 +38,15 @@ export async function serve(config: ProxyConfig, options: ServeOptions): Promise
   // Metrics and the HTTP endpoint load only when asked for (--http): start-up stays short without them.
   const metrics: Metrics | undefined = options.http ? new (await import('../ops/metrics.js')).Metrics() : undefined;
   const identities = new Identities({ log, mfa: terminalMfa(), onRefresh: metrics?.credentialsRefreshed });
-  const proxy = new Engine(config, engineDeps({ identities, log, observe: metrics?.observe }));
+  const clouds = new CloudCredentials({ log, onRefresh: metrics && ((cloud) => metrics.credentialsRefreshed(cloud)) });
+  const proxy = new Engine(config, engineDeps({ identities, clouds, log, observe: metrics?.observe }));
   // From here a SIGHUP reloads (once listening), rather than end the process as by default.
-  const hangup = options.reload && reloadOnHangup(proxy, options.reload, { log, identities, reloaded: metrics?.reloaded });
-  const ops = metrics ? new (await import('../ops/http.js')).OpsServer({ proxy, identities, metrics, log }) : undefined;
+  const hangup = options.reload && reloadOnHangup(proxy, options.reload, { log, identities, clouds, reloaded: metrics?.reloaded });
+  const ops = metrics ? new (await import('../ops/http.js')).OpsServer({ proxy, identities, clouds, metrics, log }) : undefined;
   const stop = async (code: number) => {
     hangup?.off();
     identities.close();
+    clouds.close();
     await ops?.close();
     return code;
   };
@@ -61,9 +64,10 @@ export async function serve(config: ProxyConfig, options: ServeOptions): Promise
   }
   // Fetch credentials now, so the first client does not wait. Without them the proxy serves (clients are
   // told why, /readyz says not ready) unless --require-credentials asks for an exit a supervisor sees.
-  const announced = announceAll(config, identities, log);
+  const announced = announceAll(config, identities, log, clouds);
   if (options.requireCredentials && (await announced).includes(false)) {
-    log.fatal('no AWS credentials at start, and --require-credentials is set: exiting');
+    const aws = config.instances.every((instance) => instance.cloud === 'aws');
+    log.fatal(`no ${aws ? 'AWS credentials' : 'credentials or access token'} at start, and --require-credentials is set: exiting`);
     await proxy.close(0);
     return stop(ExitCode.NoCredentials);
   }

@@ -1,9 +1,18 @@
 // Wiring shared by the commands that run the engine (serve, run): each instance's seams, from its cloud.
-// The engine (src/proxy/) knows only the Connector and the Authenticator; here they are made from AWS's
-// pieces: the RDS CA bundle and its advice, the identity's shared token cache and its words.
+// The engine (src/proxy/) knows only the Connector and the Authenticator; here they are made from the
+// cloud's pieces. AWS: the RDS CA bundle and its advice, the identity's shared token cache and its words.
+// Azure: Node's public roots (or --ca-file), Entra ID tokens from DefaultAzureCredential. Cloud SQL: the
+// instance's server CA and address from the SQL Admin API, tokens from Application Default Credentials.
+import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { RdsAuthenticator } from '../aws/authenticator.js';
-import { upstreamTls, type UpstreamTls } from '../aws/ca.js';
+import { readCaFile, UPSTREAM_GROUPS, upstreamTls, type UpstreamTls } from '../aws/ca.js';
+import { azureConnectHints, entraWords } from '../azure/entra.js';
+import type { Authenticator, Connector } from '../cloud.js';
+import { CloudSqlConnector } from '../gcp/connector.js';
+import { cloudSqlWords } from '../gcp/iam.js';
+import { BearerAuthenticator } from '../oauth/authenticator.js';
+import type { CloudCredentials } from '../oauth/sources.js';
 import { rdsConnectHints } from '../aws/hints.js';
 import { announce, type Identities } from '../aws/identity.js';
 import type { TokenSource } from '../aws/tokens.js';
@@ -14,14 +23,65 @@ import { pgTlsConnector } from '../proxy/upstream-connect.js';
 /** What the engine needs, for the instances of this process: one place decides how each is served. */
 export function engineDeps(options: {
   identities: Identities;
+  /** Azure's and Cloud SQL's tokens; needed only when an instance is theirs. */
+  clouds?: CloudCredentials | undefined;
   log: Logger;
   observe?: ((instance: Instance) => InstanceObserver) | undefined;
 }): EngineDeps {
-  const { identities } = options;
+  const { identities, clouds } = options;
+  const aws = awsSeams((instance) => tokensOf(identities, instance));
+  const others = clouds ? oauthSeams(clouds) : undefined;
+  const seams = (instance: InstanceConfig) => {
+    if (instance.cloud === 'aws') return aws;
+    /* c8 ignore next -- the commands always pass clouds; a missing one is a wiring bug */
+    if (!others) throw new Error(`no credentials for ${instance.cloud} instances were wired`);
+    return others;
+  };
   return {
-    ...awsSeams((instance) => tokensOf(identities, instance)),
+    authenticatorFor: (instance) => seams(instance).authenticatorFor(instance),
+    connectorFor: (instance, connectTimeoutMs) => seams(instance).connectorFor(instance, connectTimeoutMs),
     log: options.log,
     observe: options.observe,
+  };
+}
+
+/**
+ * An Azure or Cloud SQL instance's seams: the cloud's one token holder (the token names the identity,
+ * whatever the DB user) and TLS verify-full against the server name (Azure) or the instance's identity
+ * (Cloud SQL).
+ */
+export function oauthSeams(clouds: CloudCredentials): Pick<EngineDeps, 'authenticatorFor' | 'connectorFor'> {
+  const contexts = new Map<string, SecureContext>();
+  const azureTls = (caFile: string | undefined) => {
+    const key = caFile ?? '';
+    let context = contexts.get(key);
+    // No `ca`: Node's public roots (with NODE_EXTRA_CA_CERTS), DigiCert Global Root G2 and Microsoft RSA Root CA 2017 among them.
+    if (!context)
+      contexts.set(
+        key,
+        (context = createSecureContext({
+          ...(caFile ? { ca: readCaFile(caFile) } : {}),
+          minVersion: 'TLSv1.2',
+          ecdhCurve: UPSTREAM_GROUPS,
+        })),
+      );
+    return context;
+  };
+  return {
+    authenticatorFor: (instance): Authenticator =>
+      instance.cloud === 'azure'
+        ? new BearerAuthenticator(clouds.tokens('azure'), entraWords)
+        : new BearerAuthenticator(clouds.tokens('gcp'), cloudSqlWords(instance.cloudSql?.instance)),
+    connectorFor: (instance, connectTimeoutMs): Connector =>
+      instance.cloud === 'azure'
+        ? pgTlsConnector({
+            endpoint: instance.endpoint,
+            connectTo: instance.connectTo,
+            tls: azureTls(instance.caFile),
+            hints: azureConnectHints(instance.caFile),
+            connectTimeoutMs,
+          })
+        : new CloudSqlConnector(instance, connectTimeoutMs, clouds.connectSettings()),
   };
 }
 
@@ -66,11 +126,19 @@ export function tokensOf(identities: Identities, instance: InstanceConfig): Toke
   };
 }
 
-/** Log who signs for each identity in use (users: included), once each; resolves to whether each has credentials. */
-export async function announceAll(config: ProxyConfig, identities: Identities, log: Logger): Promise<boolean[]> {
+/**
+ * Log who signs for each identity in use (users: included), once each; resolves to whether each has
+ * credentials. Azure and Cloud SQL instances: their cloud's token, fetched once.
+ */
+export async function announceAll(config: ProxyConfig, identities: Identities, log: Logger, clouds?: CloudCredentials): Promise<boolean[]> {
   const seen = new Set<unknown>();
   const jobs: Promise<boolean>[] = [];
   for (const instance of config.instances) {
+    if (instance.cloud !== 'aws') {
+      if (clouds && !seen.has(instance.cloud)) jobs.push(clouds.announce(instance.cloud, log));
+      seen.add(instance.cloud);
+      continue;
+    }
     for (const spec of [instance.identity, ...(instance.users?.values() ?? [])]) {
       const identity = identities.for(spec, instance.region);
       if (seen.has(identity)) continue;

@@ -12,6 +12,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { formatHostPort, type HostPort } from '../host-port.js';
 import type { Identities } from '../aws/identity.js';
+import type { CloudCredentials } from '../oauth/sources.js';
 import type { Engine } from '../proxy/engine.js';
 import type { Metrics } from './metrics.js';
 
@@ -45,6 +46,8 @@ export const HTTP_LIMITS = {
 export interface OpsOptions {
   readonly proxy: Engine;
   readonly identities: Identities;
+  /** Azure's and Cloud SQL's tokens: ready when each cloud in use has one. */
+  readonly clouds?: CloudCredentials | undefined;
   readonly metrics: Metrics;
   readonly log: Logger;
   /** An endpoint counts as reachable for this long after a TLS handshake with it. */
@@ -190,7 +193,8 @@ export class OpsServer {
     const now = Date.now();
     const credentials = this.options.identities
       .all()
-      .map((identity) => ({ identity: identity.ref, ok: identity.holder.peek() !== undefined }));
+      .map((identity) => ({ identity: identity.ref, ok: identity.holder.peek() !== undefined }))
+      .concat((this.options.clouds?.all() ?? []).map(([cloud, tokens]) => ({ identity: cloud, ok: tokens.peek() !== undefined })));
     const instances = this.options.proxy.instances.map((instance) => ({
       instance: instance.name,
       ok: now - instance.lastReachableAt <= this.reachableForMs,

@@ -63,6 +63,7 @@ export const Failure = {
   CredentialsTimeout: 'credentials_timeout', // none came within --connect-timeout
   IamRejected: 'iam_rejected', // the server refused the token
   NotIamUser: 'not_iam_user', // the server asked for another kind of password
+  BadUserName: 'bad_user_name', // a user name the cloud never accepts (Cloud SQL: the .gserviceaccount.com suffix left on)
   // The server and the way to it.
   UpstreamUnreachable: 'upstream_unreachable', // TCP connect failed, or the server hung up at the SSLRequest
   UpstreamTimeout: 'upstream_timeout', // connect, TLS or login took longer than --connect-timeout
@@ -73,6 +74,7 @@ export const Failure = {
   TlsUntrusted: 'tls_untrusted', // no trusted CA vouches for the server's certificate
   TlsNameMismatch: 'tls_name_mismatch', // the certificate names another host
   TlsExpired: 'tls_expired',
+  TlsClientCertRequired: 'tls_client_cert_required', // the server demands a client certificate (Cloud SQL's connector-only instances)
   TlsFailed: 'tls_failed', // any other TLS failure
   // The proxy itself.
   Shutdown: 'shutdown', // ended by a shutdown

@@ -45,6 +45,9 @@ export interface OpenedServer {
  */
 export async function openServer(target: LoginTarget, options: OpenServerOptions): Promise<OpenedServer> {
   const { rejections } = target;
+  // A name the cloud never accepts costs no connection and no token.
+  const refused = target.auth.refuseUser?.(options.user);
+  if (refused) throw refused;
   // Known before this client's first try: a retry would only add another check to a refusal.
   const known = rejections.recent(options.user);
   const tried: TriedToken[] = [];
@@ -97,7 +100,8 @@ async function attempt(target: LoginTarget, options: OpenServerOptions, notThis:
   } catch (err) {
     server?.destroy();
     if (controller.signal.aborted) throw controller.signal.reason;
-    throw err instanceof PasswordMethodRefused ? target.auth.notTokenUser(options.user, err.method) : err;
+    if (err instanceof PasswordMethodRefused) throw target.auth.notTokenUser(options.user, err.method);
+    throw target.connector.explain?.(err) ?? err;
   } finally {
     clearTimeout(timer);
     options.signal.removeEventListener('abort', onAbort);

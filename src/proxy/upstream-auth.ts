@@ -106,7 +106,10 @@ export async function loginUpstream(upstream: TLSSocket, startup: Buffer, option
         }
         case BackendCode.ErrorResponse: {
           const err = decodeError(frame);
-          if (sent && err.code === SqlState.InvalidAuthorization) throw new TokenRejected(err.message, sent);
+          // RDS refuses a token through PAM (28000); Azure and Cloud SQL check it in their own hooks, which
+          // may answer as a refused password (28P01): a refusal of the token either way.
+          if (sent && (err.code === SqlState.InvalidAuthorization || err.code === SqlState.InvalidPassword))
+            throw new TokenRejected(err.message, sent);
           throw new UpstreamError(frame.bytes, err.code ?? SqlState.ConnectionFailure, err.message);
         }
         case BackendCode.NegotiateProtocolVersion: // D4

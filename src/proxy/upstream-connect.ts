@@ -2,7 +2,7 @@
 // (PROTOCOL.md C1-C4). Never plaintext.
 import { once } from 'node:events';
 import { connect as tcpConnect, isIP, type Socket } from 'node:net';
-import { checkServerIdentity, connect as tlsConnect, type SecureContext, type TLSSocket } from 'node:tls';
+import { checkServerIdentity, connect as tlsConnect, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import type { ConnectHints, Connector } from '../cloud.js';
 import { formatHostPort, type HostPort } from '../host-port.js';
 import { LENGTH_SIZE, NegotiationReply, RequestCode, SqlState } from '../protocol/constants.js';
@@ -19,6 +19,10 @@ export interface UpstreamTarget {
   /** The cloud's words for what the user can do when TLS cannot be had or trusted. */
   readonly hints: ConnectHints;
   readonly connectTimeoutMs: number;
+  /** The SNI name, when not the endpoint's host (null: none; Cloud SQL's connection name is no host name). */
+  readonly servername?: string | null;
+  /** The server identity check, when not the endpoint's host name (Cloud SQL: CN = PROJECT:INSTANCE). */
+  readonly checkIdentity?: (cert: PeerCertificate) => Error | undefined;
 }
 
 /** The Connector of an instance reached by PostgreSQL's SSLRequest and TLS verify-full. */
@@ -85,10 +89,11 @@ export async function connectUpstream(target: UpstreamTarget, signal?: AbortSign
     secure = tlsConnect({
       socket: raw,
       // SNI carries a name, never an address (RFC 6066).
-      ...(isIP(target.endpoint.host) ? {} : { servername: target.endpoint.host }),
+      ...sni(target),
       secureContext: target.tls,
       rejectUnauthorized: true,
-      checkServerIdentity: (_host, cert) => checkServerIdentity(target.endpoint.host, cert),
+      checkServerIdentity: (_host, cert) =>
+        target.checkIdentity ? target.checkIdentity(cert) : checkServerIdentity(target.endpoint.host, cert),
       ALPNProtocols: ['postgresql'],
     });
     await once(secure, 'secureConnect', { signal: controller.signal }).catch((err) => {
@@ -103,6 +108,12 @@ export async function connectUpstream(target: UpstreamTarget, signal?: AbortSign
     clearTimeout(timer);
     signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/** The SNI name: the target's own, else the endpoint's host unless it is an address. */
+function sni(target: UpstreamTarget): { servername?: string } {
+  if (target.servername !== undefined) return target.servername === null ? {} : { servername: target.servername };
+  return isIP(target.endpoint.host) ? {} : { servername: target.endpoint.host };
 }
 
 /** Read the single byte that answers SSLRequest; anything behind an 'S' is an attack (C1, CVE-2021-23222). */

@@ -25,6 +25,15 @@ import * as x509 from '@peculiar/x509';
 
 export const ENDPOINT = 'mydb.abc123xyz.us-east-1.rds.amazonaws.com';
 export const REGION = 'us-east-1';
+/** The same database as an Azure Database for PostgreSQL server: its certificate names this too. */
+export const AZURE_ENDPOINT = 'mydb.postgres.database.azure.com';
+/** An Entra ID user principal, set up as pgaadauth_create_principal would (a PAM user here). */
+export const AZURE_USER = 'alice@example.com';
+/** The same database as a Cloud SQL instance: its connection name, and the DNS name its certificate carries. */
+export const CLOUD_SQL_NAME = 'my-project:us-central1:myinstance';
+export const CLOUD_SQL_DNS = 'myinstance.abc123def.us-central1.sql.goog';
+/** A Cloud SQL IAM service account user (its email less .gserviceaccount.com). */
+export const GCP_USER = 'app-sa@my-project.iam';
 
 export interface AwsKey {
   accessKeyId: string;
@@ -58,6 +67,13 @@ export interface TestDb {
   readonly socketDir: string;
   /** A long-term key pair (AKIA...) that the checker trusts. */
   readonly key: AwsKey;
+  /** The HMAC key of the test JWTs the checker accepts as Entra ID and Cloud SQL tokens. */
+  readonly jwtKey: Buffer;
+  /**
+   * Serve another certificate (restarting the server): 'names' (the default: the RDS, Azure and Cloud SQL
+   * DNS names) or 'cloudsql-cn' (CN = my-project:myinstance and no names, as a legacy Cloud SQL instance).
+   */
+  useCertificate(kind: 'names' | 'cloudsql-cn'): Promise<void>;
   /** The temp dir holding everything for this database. */
   readonly dir: string;
   /**
@@ -97,13 +113,17 @@ CREATE USER "MixedCase_User";
 GRANT rds_iam TO "MixedCase_User";
 CREATE USER pw_user PASSWORD 'pw_secret';
 CREATE USER trust_user;
+CREATE USER "alice@example.com";
+GRANT rds_iam TO "alice@example.com";
+CREATE USER "app-sa@my-project.iam";
+GRANT rds_iam TO "app-sa@my-project.iam";
 CREATE DATABASE orders;
-GRANT CONNECT, TEMPORARY ON DATABASE orders TO iam_user, "MixedCase_User", pw_user, trust_user;
+GRANT CONNECT, TEMPORARY ON DATABASE orders TO iam_user, "MixedCase_User", pw_user, trust_user, "alice@example.com", "app-sa@my-project.iam";
 \\connect orders
-GRANT USAGE ON SCHEMA public TO iam_user, "MixedCase_User", pw_user;
+GRANT USAGE ON SCHEMA public TO iam_user, "MixedCase_User", pw_user, "alice@example.com", "app-sa@my-project.iam";
 CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
 INSERT INTO items VALUES (1, 'apple'), (2, 'banana'), (3, 'cherry');
-GRANT SELECT ON items TO iam_user, "MixedCase_User", pw_user;
+GRANT SELECT ON items TO iam_user, "MixedCase_User", pw_user, "alice@example.com", "app-sa@my-project.iam";
 `;
 
 /** <checker dir>/config.json, as read by token-checker.ts. */
@@ -111,6 +131,7 @@ interface CheckerConfig {
   host: string;
   region: string;
   keys: Record<string, { secret: string; sessionToken?: string }>;
+  jwtKey: string;
 }
 
 interface PostgresIds {
@@ -169,10 +190,12 @@ export async function startTestDb(): Promise<TestDb> {
     const caFile = join(dir, 'ca.pem');
     const otherCaFile = join(dir, 'other-ca.pem');
     const certFile = join(dir, 'server.crt');
+    const cnCertFile = join(dir, 'server-cn.crt');
     const keyFile = join(dir, 'server.key');
     await writeFile(caFile, tls.caPem);
     await writeFile(otherCaFile, tls.otherCaPem);
     await writeFile(certFile, tls.certPem);
+    await writeFile(cnCertFile, tls.cnCertPem);
     await writeOwned(keyFile, tls.keyPem, ids, 0o600); // postgres refuses group/world-readable keys
 
     const checkerScript = join(dir, 'checker.mjs');
@@ -182,7 +205,13 @@ export async function startTestDb(): Promise<TestDb> {
     await chown(checkerDir, ids.uid, ids.gid);
 
     const key: AwsKey = { accessKeyId: `AKIA${randomId(16)}`, secretAccessKey: randomBytes(30).toString('base64') };
-    const config: CheckerConfig = { host: '', region: REGION, keys: { [key.accessKeyId]: { secret: key.secretAccessKey } } };
+    const jwtKey = randomBytes(32);
+    const config: CheckerConfig = {
+      host: '',
+      region: REGION,
+      keys: { [key.accessKeyId]: { secret: key.secretAccessKey } },
+      jwtKey: jwtKey.toString('base64'),
+    };
     const writeConfig = (): Promise<void> => writeOwned(join(checkerDir, 'config.json'), JSON.stringify(config, null, 2), ids, 0o600);
 
     // pam_exec runs the checker with an empty environment, hence absolute paths.
@@ -209,6 +238,7 @@ export async function startTestDb(): Promise<TestDb> {
     );
     await appendFile(join(pgdata, 'postgresql.conf'), "\ninclude = 'testdb.conf'\n");
 
+    let servedCert = certFile;
     const writeServerConfig = (port: number): Promise<void> =>
       writeOwned(
         join(pgdata, 'testdb.conf'),
@@ -217,7 +247,7 @@ export async function startTestDb(): Promise<TestDb> {
           `port = ${port}`,
           `unix_socket_directories = '${dir}'`,
           'ssl = on',
-          `ssl_cert_file = '${certFile}'`,
+          `ssl_cert_file = '${servedCert}'`,
           `ssl_key_file = '${keyFile}'`,
           // Throwaway data: durability costs startup and test time for nothing.
           'fsync = off',
@@ -258,7 +288,16 @@ export async function startTestDb(): Promise<TestDb> {
       otherCaFile,
       socketDir: dir,
       key,
+      jwtKey,
       dir,
+      async useCertificate(kind: 'names' | 'cloudsql-cn'): Promise<void> {
+        servedCert = kind === 'names' ? certFile : cnCertFile;
+        await writeServerConfig(port);
+        await stopServer(pgdata, 'fast');
+        running = false;
+        await startServer(pgdata, dir);
+        running = true;
+      },
       async admin(sql: string, dbName = 'postgres'): Promise<string> {
         const { stdout } = await run(
           join(PG_BIN, 'psql'),
@@ -462,6 +501,8 @@ interface Certificates {
   caPem: string;
   otherCaPem: string;
   certPem: string;
+  /** The same key, CN = my-project:myinstance and no names: a Cloud SQL instance on a per-instance CA. */
+  cnCertPem: string;
   keyPem: string;
 }
 
@@ -507,8 +548,31 @@ async function makeCertificates(): Promise<Certificates> {
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      // DNS name only (no IP SAN): clients must verify the endpoint name.
-      new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: ENDPOINT }]),
+      // DNS names only (no IP SAN): clients must verify the endpoint name. The same server stands in for
+      // an RDS instance, an Azure server and a CAS-based Cloud SQL instance.
+      new x509.SubjectAlternativeNameExtension([
+        { type: 'dns', value: ENDPOINT },
+        { type: 'dns', value: AZURE_ENDPOINT },
+        { type: 'dns', value: CLOUD_SQL_DNS },
+      ]),
+      await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
+      await x509.SubjectKeyIdentifierExtension.create(leafKeys.publicKey),
+    ],
+  });
+  const cnLeaf = await x509.X509CertificateGenerator.create({
+    serialNumber: randomBytes(8).toString('hex'),
+    // Cloud SQL's legacy server certificates: CN = PROJECT:INSTANCE, no subjectAltName.
+    subject: `CN=${CLOUD_SQL_NAME.split(':')[0]}:${CLOUD_SQL_NAME.split(':')[2]}`,
+    issuer: ca.cert.subject,
+    notBefore,
+    notAfter,
+    publicKey: leafKeys.publicKey,
+    signingKey: ca.keys.privateKey,
+    signingAlgorithm: EC,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
       await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
       await x509.SubjectKeyIdentifierExtension.create(leafKeys.publicKey),
     ],
@@ -519,6 +583,7 @@ async function makeCertificates(): Promise<Certificates> {
     caPem: `${ca.cert.toString('pem')}\n`,
     otherCaPem: `${other.cert.toString('pem')}\n`,
     certPem: `${leaf.toString('pem')}\n`,
+    cnCertPem: `${cnLeaf.toString('pem')}\n`,
     keyPem: `${x509.PemConverter.encode(pkcs8, 'PRIVATE KEY')}\n`,
   };
 }

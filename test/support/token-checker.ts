@@ -31,6 +31,11 @@ interface CheckerConfig {
   host: string;
   region: string;
   keys: Record<string, KeyConfig>;
+  /**
+   * The HMAC key (base64) of the compact test JWTs that stand in for Azure's Entra ID tokens and Google's
+   * access tokens (the real ones are verified against Microsoft's keys and Google's tokeninfo).
+   */
+  jwtKey?: string;
 }
 
 /** What is known about an attempt, for the log line. */
@@ -57,6 +62,11 @@ const PAM_AUTHTOK_LIMIT = 511;
  */
 const EMPTY_PAYLOAD_SHA256 = createHash('sha256').update('').digest('hex');
 
+/** Azure Database for PostgreSQL's resource: the audience of its tokens. */
+const AZURE_AUDIENCE = 'https://ossrdbms-aad.database.windows.net';
+/** The scope a Cloud SQL IAM login token must carry. */
+const CLOUD_SQL_SCOPE = 'https://www.googleapis.com/auth/sqlservice.login';
+
 const dataDir = process.argv[2];
 if (dataDir === undefined || dataDir === '') {
   process.stderr.write('usage: checker.mjs <datadir>\n');
@@ -68,7 +78,9 @@ let ok = false;
 let reason = 'internal error';
 try {
   const config = JSON.parse(readFileSync(join(dataDir, 'config.json'), 'utf8')) as CheckerConfig;
-  verify(readToken(), config, attempt, new Date());
+  const token = readToken();
+  if (token.startsWith('eyJ')) verifyJwt(token, config, attempt, new Date());
+  else verify(token, config, attempt, new Date());
   if (consumeForcedRejection(dataDir)) throw new Rejection('forced');
   ok = true;
   reason = 'ok';
@@ -174,6 +186,40 @@ function verify(token: string, config: CheckerConfig, attempt: Attempt, now: Dat
   for (const part of [region, SERVICE, 'aws4_request']) signingKey = hmac(signingKey, part);
   const expected = hmac(signingKey, stringToSign).toString('hex');
   if (!constantTimeEqual(signature, expected)) throw new Rejection('signature mismatch');
+}
+
+/**
+ * A test JWT (HS256 with the configured key) as Azure (aud, upn: the principal, case-sensitive) or Cloud
+ * SQL (scope, email: the user, or a service account's user plus .gserviceaccount.com) would accept it.
+ * `host` in the log says which: "azure" or "gcp"; `accessKeyId` names the principal.
+ */
+function verifyJwt(token: string, config: CheckerConfig, attempt: Attempt, now: Date): void {
+  const parts = token.split('.');
+  if (parts.length !== 3 || config.jwtKey === undefined) throw new Rejection('malformed token');
+  const [header, payload, signature] = parts as [string, string, string];
+  const expected = createHmac('sha256', Buffer.from(config.jwtKey, 'base64')).update(`${header}.${payload}`).digest('base64url');
+  if (!constantTimeEqual(signature, expected)) throw new Rejection('signature mismatch');
+  let claims: Record<string, unknown>;
+  try {
+    claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as Record<string, unknown>;
+  } catch {
+    throw new Rejection('malformed claims');
+  }
+  const exp = typeof claims.exp === 'number' ? claims.exp : 0;
+  if (exp * 1000 <= now.getTime()) throw new Rejection('token expired');
+  if (typeof claims.aud === 'string') {
+    attempt.host = 'azure';
+    attempt.accessKeyId = String(claims.upn ?? '');
+    if (claims.aud !== AZURE_AUDIENCE) throw new Rejection(`wrong audience ${claims.aud}`);
+    if (claims.upn !== attempt.user) throw new Rejection('principal does not match login user');
+    return;
+  }
+  attempt.host = 'gcp';
+  attempt.accessKeyId = String(claims.email ?? '');
+  const scopes = typeof claims.scope === 'string' ? claims.scope.split(' ') : [];
+  if (!scopes.includes(CLOUD_SQL_SCOPE)) throw new Rejection('missing sqlservice.login scope');
+  if (claims.email !== attempt.user && claims.email !== `${attempt.user}.gserviceaccount.com`)
+    throw new Rejection('principal does not match login user');
 }
 
 /** Parses a query string strictly: percent-decoding, no `+` as space, no duplicates. */

@@ -112,6 +112,7 @@ export abstract class StandInServer implements StandIn {
   private readonly queue: Partial<IssuedCredentials>[] = [];
   private listening = false;
   private closed = false;
+  private readonly waiters = new Set<{ n: number; filter: RequestFilter | undefined; resolve: () => void }>();
 
   constructor() {
     this.server = createServer((req, res) => void this.dispatch(req, res));
@@ -144,6 +145,12 @@ export abstract class StandInServer implements StandIn {
 
   last(filter?: RequestFilter): RecordedRequest | undefined {
     return this.requests.filter((r) => matches(r, filter)).at(-1);
+  }
+
+  /** Resolves once `n` recorded requests match the filter (at once if they already do). */
+  until(n: number, filter?: RequestFilter): Promise<void> {
+    if (this.count(filter) >= n) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.add({ n, filter, resolve }));
   }
 
   issue(...next: Partial<IssuedCredentials>[]): void {
@@ -207,6 +214,11 @@ export abstract class StandInServer implements StandIn {
     rec.status = reply.status;
     if (reply.issued !== undefined) rec.issued = reply.issued;
     this.requests.push(rec);
+    for (const waiter of this.waiters) {
+      if (this.count(waiter.filter) < waiter.n) continue;
+      this.waiters.delete(waiter);
+      waiter.resolve();
+    }
     const payload = reply.body ?? '';
     res.writeHead(reply.status, { 'content-length': String(Buffer.byteLength(payload)), ...reply.headers });
     res.end(payload);

@@ -1,0 +1,57 @@
+// Which cloud an endpoint is in, told by its form: RDS endpoint names, Azure Database for PostgreSQL
+// server names, and Cloud SQL instance connection names each look like nothing else. `--cloud` decides
+// when the name cannot (a private DNS zone, a custom domain in front of Azure).
+import { regionFromEndpoint } from './aws/endpoint.js';
+
+export const CLOUDS = ['aws', 'azure', 'gcp'] as const;
+export type CloudName = (typeof CLOUDS)[number];
+
+/** The clouds in people's words. */
+export const CLOUD_NAMES: Readonly<Record<CloudName, string>> = {
+  aws: 'AWS RDS/Aurora',
+  azure: 'Azure Database for PostgreSQL',
+  gcp: 'Google Cloud SQL',
+};
+
+/** A Cloud SQL instance, by its connection name `PROJECT:REGION:INSTANCE`. */
+export interface CloudSqlInstance {
+  /** The project ID, domain-scoped ones included (`example.com:project`). */
+  readonly project: string;
+  readonly region: string;
+  readonly instance: string;
+  /** `PROJECT:REGION:INSTANCE`, as the console shows it. */
+  readonly connectionName: string;
+}
+
+/** Azure Database for PostgreSQL (flexible and single server): NAME.postgres.database.azure.com. */
+const AZURE_NAME = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\.(?:privatelink\.)?postgres\.database\.azure\.com\.?$/i;
+
+/**
+ * `[DOMAIN:]PROJECT:REGION:INSTANCE[:PORT]`: project IDs are 6 to 30 lowercase letters, digits and hyphens
+ * (a domain-scoped project carries its domain first), regions like us-central1, instance names start with
+ * a letter. The port (default 5432) is for a server reached elsewhere than Cloud SQL's own port.
+ */
+const CLOUD_SQL_NAME = /^((?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]):([a-z]+-[a-z]+\d+):([a-z][a-z0-9-]{0,97})(?::(\d{1,5}))?$/;
+
+/** A Cloud SQL connection name and the port, or undefined when `text` is not one. */
+export function parseCloudSqlName(text: string): { instance: CloudSqlInstance; port: number | undefined } | undefined {
+  const match = CLOUD_SQL_NAME.exec(text.trim());
+  if (!match) return undefined;
+  const [, project, region, instance, port] = match as unknown as [string, string, string, string, string | undefined];
+  return {
+    instance: { project, region, instance, connectionName: `${project}:${region}:${instance}` },
+    port: port === undefined ? undefined : Number(port),
+  };
+}
+
+/** Whether a host name is an Azure Database for PostgreSQL server name. */
+export const isAzureServerName = (host: string): boolean => AZURE_NAME.test(host);
+
+/** The cloud an endpoint's form names, or undefined when it names none. */
+export function cloudOfEndpoint(text: string): CloudName | undefined {
+  if (parseCloudSqlName(text)) return 'gcp';
+  const host = text.trim().replace(/:\d+$/, '');
+  if (isAzureServerName(host)) return 'azure';
+  if (regionFromEndpoint(host)) return 'aws';
+  return undefined;
+}

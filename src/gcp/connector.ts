@@ -1,0 +1,244 @@
+// Reaching a Cloud SQL instance over verified TLS on its PostgreSQL port. The instance's addresses, server
+// CA and DNS names come from the SQL Admin API (connect.get), as Google's connectors get them, unless both
+// --connect-to and --ca-file say where and whom to trust. The certificate's identity is checked the way the
+// connectors check it: the instance's DNS name when its CA is CAS-based, else CN = PROJECT:INSTANCE.
+import { checkServerIdentity, createSecureContext, type PeerCertificate, type TLSSocket } from 'node:tls';
+import { readCaFile, UPSTREAM_GROUPS } from '../aws/ca.js';
+import type { ConnectHints, Connector } from '../cloud.js';
+import type { CloudSqlInstance } from '../clouds.js';
+import type { InstanceConfig } from '../config.js';
+import type { HostPort } from '../host-port.js';
+import { redactSecrets } from '../log.js';
+import { SqlState } from '../protocol/constants.js';
+import { Failure, WireError } from '../protocol/errors.js';
+import { connectUpstream, type UpstreamTarget } from '../proxy/upstream-connect.js';
+import { ADMIN_SCOPE, googleAuth } from './iam.js';
+
+/** What connect.get answers (sql/v1beta4 ConnectSettings), the fields the proxy reads. */
+export interface ConnectSettings {
+  readonly ipAddresses?: ReadonlyArray<{ readonly type?: string; readonly ipAddress?: string }>;
+  readonly serverCaCert?: { readonly cert?: string };
+  readonly dnsName?: string;
+  readonly dnsNames?: ReadonlyArray<{ readonly name?: string }>;
+  readonly serverCaMode?: string;
+  readonly databaseVersion?: string;
+  readonly region?: string;
+}
+
+/** Ask the SQL Admin API at `api` for an instance's connect settings. */
+export type ConnectSettingsFetch = (instance: CloudSqlInstance, api: string, timeoutMs: number) => Promise<ConnectSettings>;
+
+/** The API's answer as a failure the client can act on (no access, no such instance, API off). */
+export class AdminApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number | undefined,
+    readonly hint: string,
+  ) {
+    super(message);
+    this.name = 'AdminApiError';
+  }
+}
+
+/** connect.get with Application Default Credentials (scope sqlservice.admin), through google-auth-library's client. */
+export function adminApi(auth = googleAuth(ADMIN_SCOPE)): ConnectSettingsFetch {
+  return async (instance, api, timeoutMs) => {
+    const url = `${api}/sql/v1beta4/projects/${encodeURIComponent(instance.project)}/instances/${encodeURIComponent(instance.instance)}/connectSettings`;
+    try {
+      const response = await (await auth()).request<ConnectSettings>({ url, method: 'GET', timeout: timeoutMs, retry: false });
+      return response.data;
+    } catch (err) {
+      const status =
+        (err as { status?: number; response?: { status?: number } }).status ?? (err as { response?: { status?: number } }).response?.status;
+      throw new AdminApiError(
+        `the SQL Admin API (${api}) did not describe ${instance.connectionName}: ${redactSecrets((err as Error).message)}`,
+        status,
+        adminHint(status, instance),
+      );
+    }
+  };
+}
+
+function adminHint(status: number | undefined, instance: CloudSqlInstance): string {
+  if (status === 403)
+    return `The credentials need cloudsql.instances.connect and cloudsql.instances.get on project ${instance.project} (roles/cloudsql.client), and the SQL Admin API enabled: gcloud services enable sqladmin.googleapis.com.`;
+  if (status === 404)
+    return `No instance ${instance.instance} in project ${instance.project}: check the connection name (gcloud sql instances describe ${instance.instance} --format='value(connectionName)').`;
+  if (status === 401) return 'The credentials were refused: renew them (gcloud auth application-default login).';
+  return 'Check that sqladmin.googleapis.com is reachable from here, or give both --connect-to (the instance address) and --ca-file (its server CA) to do without the API.';
+}
+
+/** The address connect.get gives: public first, then private, then anything (PSC). */
+export function pickAddress(settings: ConnectSettings): string | undefined {
+  const addresses = settings.ipAddresses ?? [];
+  return (
+    addresses.find((a) => a.type === 'PRIMARY')?.ipAddress ??
+    addresses.find((a) => a.type === 'PRIVATE')?.ipAddress ??
+    addresses.find((a) => a.ipAddress)?.ipAddress
+  );
+}
+
+/** The name a CAS-based server certificate carries; undefined for an instance on a per-instance CA (CN check). */
+export function casDnsName(settings: ConnectSettings): string | undefined {
+  if (settings.serverCaMode === undefined || settings.serverCaMode === 'GOOGLE_MANAGED_INTERNAL_CA') return undefined;
+  const name = settings.dnsName ?? settings.dnsNames?.find((d) => d.name)?.name;
+  return name?.replace(/\.$/, '');
+}
+
+/** The identity check: the DNS name when there is one, else the legacy CN = PROJECT:INSTANCE. */
+export function cloudSqlIdentity(
+  instance: CloudSqlInstance,
+  dnsName: string | undefined,
+): Pick<UpstreamTarget, 'servername' | 'checkIdentity'> {
+  if (dnsName) return { servername: dnsName, checkIdentity: (cert) => checkServerIdentity(dnsName, cert) };
+  const expected = `${instance.project}:${instance.instance}`;
+  return {
+    servername: null,
+    checkIdentity: (cert: PeerCertificate) => {
+      const cn = cert.subject?.CN;
+      if (cn === expected) return undefined;
+      return Object.assign(new Error(`the certificate is for ${String(cn)}, not the instance ${expected}`), {
+        code: 'ERR_TLS_CERT_ALTNAME_INVALID',
+        reason: `Certificate CN ${String(cn)} is not ${expected}`,
+      });
+    },
+  };
+}
+
+/** The advice attached to the engine's TLS errors for a Cloud SQL instance. */
+export function cloudSqlConnectHints(instance: CloudSqlInstance, caFile: string | undefined): ConnectHints {
+  return {
+    untrusted: caFile
+      ? `No CA in ${caFile} signed this certificate: download the instance's server CA (gcloud sql instances describe ${instance.instance} --format='value(serverCaCert.cert)'), or drop --ca-file to have it from the SQL Admin API.`
+      : "The instance's server CA from the SQL Admin API did not sign this certificate: the dial address is another instance, or the CA was rotated (the proxy asks the API again on the next connection).",
+    nameMismatch: `The certificate is not ${instance.connectionName}'s: check the connection name and --connect-to (another instance answers there).`,
+    noTls: 'Cloud SQL always offers TLS and pg-iam-proxy never falls back to plaintext: check that --connect-to points at the instance.',
+  };
+}
+
+/** The TLS alert of a server that wants a client certificate (TLS 1.3; over TLS 1.2 it only fails the handshake). */
+const CLIENT_CERT = /CERTIFICATE_REQUIRED/;
+
+/** A connect.get answer is reused this long: the CA and addresses change rarely, and a TLS failure asks again at once. */
+const SETTINGS_TTL_MS = 60 * 60_000;
+
+export class CloudSqlConnector implements Connector {
+  readonly endpoint: HostPort;
+  private readonly instance: CloudSqlInstance;
+  /** Dial where --connect-to says; undefined: where the API says. */
+  private readonly dial: HostPort | undefined;
+  private resolved: { target: UpstreamTarget; at: number } | undefined;
+  private inflight: Promise<UpstreamTarget> | undefined;
+  /** --ca-file's certificates, read once at start (an unreadable file stops the start, as for RDS). */
+  private readonly caFromFile: readonly string[] | undefined;
+
+  constructor(
+    private readonly config: InstanceConfig,
+    private readonly connectTimeoutMs: number,
+    private readonly describe: ConnectSettingsFetch,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.endpoint = config.endpoint;
+    this.instance = config.cloudSql!.instance;
+    this.dial = config.connectTo === config.endpoint ? undefined : config.connectTo;
+    this.caFromFile = config.caFile ? readCaFile(config.caFile) : undefined;
+  }
+
+  /** The dial address: --connect-to, else the API's, once known. */
+  get connectTo(): HostPort {
+    return this.resolved?.target.connectTo ?? this.dial ?? this.config.endpoint;
+  }
+
+  /** Whether the SQL Admin API is asked: unless --connect-to and --ca-file together say everything. */
+  get usesApi(): boolean {
+    return !(this.dial && this.config.caFile);
+  }
+
+  async connect(signal?: AbortSignal): Promise<TLSSocket> {
+    const target = await this.target();
+    try {
+      return await connectUpstream(target, signal);
+    } catch (err) {
+      // A certificate the API's CA does not vouch for, or naming another instance: the CA may have been
+      // rotated, so the next connection asks the API again.
+      if (err instanceof WireError && (err.reason === Failure.TlsUntrusted || err.reason === Failure.TlsNameMismatch))
+        this.resolved = undefined;
+      throw this.explain(err) ?? err;
+    }
+  }
+
+  explain(err: unknown): WireError | undefined {
+    const code = String((err as { code?: unknown }).code ?? '');
+    const cause = String((err as { cause?: { code?: unknown } }).cause?.code ?? '');
+    if (!CLIENT_CERT.test(code) && !CLIENT_CERT.test(cause)) return undefined;
+    return new WireError(SqlState.UnableToConnect, `the Cloud SQL instance ${this.instance.connectionName} requires client certificates`, {
+      reason: Failure.TlsClientCertRequired,
+      detail:
+        'Its SSL mode asks every client for a certificate the SQL Admin API issues (TRUSTED_CLIENT_CERTIFICATE_REQUIRED, or "Allow only connections that use Cloud SQL connectors"): pg-iam-proxy logs in with IAM tokens over server-verified TLS and has none.',
+      hint: `Use Google's Cloud SQL Auth Proxy (cloud-sql-proxy --auto-iam-authn ${this.instance.connectionName}) or a Cloud SQL connector library, or allow connections without client certificates: gcloud sql instances patch ${this.instance.instance} --ssl-mode=ENCRYPTED_ONLY.`,
+      cause: err,
+    });
+  }
+
+  /** Where to dial and whom to trust: from the flags, or connect.get (single flight, reused for an hour). */
+  private target(): Promise<UpstreamTarget> {
+    const resolved = this.resolved;
+    if (resolved && this.now() - resolved.at < SETTINGS_TTL_MS) return Promise.resolve(resolved.target);
+    this.inflight ??= this.resolve().finally(() => (this.inflight = undefined));
+    return this.inflight;
+  }
+
+  private async resolve(): Promise<UpstreamTarget> {
+    const { config, instance } = this;
+    const hints = cloudSqlConnectHints(instance, config.caFile);
+    const base = { endpoint: config.endpoint, hints, connectTimeoutMs: this.connectTimeoutMs };
+    if (!this.usesApi) {
+      const target: UpstreamTarget = {
+        ...base,
+        connectTo: this.dial!,
+        tls: context(this.caFromFile!),
+        ...cloudSqlIdentity(instance, undefined),
+      };
+      this.resolved = { target, at: this.now() };
+      return target;
+    }
+    let settings: ConnectSettings;
+    try {
+      settings = await this.describe(instance, config.cloudSql!.api, this.connectTimeoutMs);
+    } catch (err) {
+      const api = err instanceof AdminApiError ? err : undefined;
+      throw new WireError(SqlState.UnableToConnect, redactSecrets((err as Error).message), {
+        reason: api?.status === 401 || api?.status === 403 ? Failure.NoCredentials : Failure.UpstreamUnreachable,
+        hint: api?.hint,
+        cause: err,
+      });
+    }
+    const address = pickAddress(settings);
+    const ca = settings.serverCaCert?.cert;
+    if (!this.dial && !address) {
+      throw new WireError(SqlState.UnableToConnect, `the SQL Admin API gives no IP address for ${instance.connectionName}`, {
+        reason: Failure.UpstreamUnreachable,
+        hint: 'Give the instance an IP address (public or private), or dial a Private Service Connect endpoint or a tunnel with --connect-to.',
+      });
+    }
+    if (!config.caFile && !ca) {
+      throw new WireError(SqlState.UnableToConnect, `the SQL Admin API gives no server CA for ${instance.connectionName}`, {
+        reason: Failure.TlsUntrusted,
+        hint: `Pass the instance's server CA with --ca-file (gcloud sql instances describe ${instance.instance} --format='value(serverCaCert.cert)').`,
+      });
+    }
+    const target: UpstreamTarget = {
+      ...base,
+      connectTo: this.dial ?? { host: address!, port: config.endpoint.port },
+      tls: context(this.caFromFile ?? [ca!]),
+      ...cloudSqlIdentity(instance, casDnsName(settings)),
+    };
+    this.resolved = { target, at: this.now() };
+    return target;
+  }
+}
+
+/** One SecureContext per resolution: the CAs are parsed once, not per connection. TLS 1.2 at least. */
+function context(ca: readonly string[]) {
+  return createSecureContext({ ca: [...ca], minVersion: 'TLSv1.2', ecdhCurve: UPSTREAM_GROUPS });
+}
