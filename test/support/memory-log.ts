@@ -2,17 +2,41 @@
 import { Writable } from 'node:stream';
 import { createLogger } from '../../src/log.js';
 
+type Entry = Record<string, unknown>;
+
 export function memoryLog(level = 'debug') {
   let out = '';
-  const sink = new Writable({ write: (c, _e, done) => ((out += String(c)), done()) });
+  const waiters = new Set<{ match: (entry: Entry) => boolean; resolve: (entry: Entry) => void }>();
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      out += String(chunk);
+      for (const text of String(chunk).split('\n').filter(Boolean)) {
+        const entry = JSON.parse(text) as Entry;
+        for (const waiter of waiters) {
+          if (!waiter.match(entry)) continue;
+          waiters.delete(waiter);
+          waiter.resolve(entry);
+        }
+      }
+      done();
+    },
+  });
+  const lines = () =>
+    out
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Entry);
   return {
     log: createLogger({ level, format: 'json' }, sink),
     raw: () => out,
-    lines: () =>
-      out
-        .trim()
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    lines,
+    /** The first line, written so far or later, that matches. */
+    line: (match: (entry: Entry) => boolean): Promise<Entry> =>
+      new Promise((resolve) => {
+        const seen = lines().find(match);
+        if (seen) resolve(seen);
+        else waiters.add({ match, resolve });
+      }),
   };
 }

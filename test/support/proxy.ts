@@ -1,13 +1,12 @@
 // Start the engine in-process in front of a TestDb, with the real signer, a counting token source and
 // logs captured in memory (to assert on them, and that no token ever reaches them).
-import { Writable } from 'node:stream';
 import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
 import { once } from 'node:events';
 import { CredentialsHolder } from '../../src/aws/credentials.js';
 import { SharedTokens, type IamToken, type TokenScope, type TokenSource } from '../../src/aws/tokens.js';
 import { resolveInstance, type InstanceInput, type ProxyConfig } from '../../src/config.js';
-import { createLogger } from '../../src/log.js';
+import { memoryLog } from './memory-log.js';
 import { Engine } from '../../src/proxy/engine.js';
 import type { PoolSettings } from '../../src/pool/pool.js';
 import { awsSeams } from '../../src/commands/wiring.js';
@@ -64,28 +63,8 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
     maxConnections: options.maxConnections,
     shutdownGraceMs: 1_000,
   };
-  let lines = '';
-  const waiters = new Set<{ match: (entry: Record<string, unknown>) => boolean; resolve: (entry: Record<string, unknown>) => void }>();
-  const sink = new Writable({
-    write(chunk, _enc, done) {
-      lines += String(chunk);
-      for (const text of String(chunk).split('\n').filter(Boolean)) {
-        const entry = JSON.parse(text) as Record<string, unknown>;
-        for (const waiter of waiters) {
-          if (!waiter.match(entry)) continue;
-          waiters.delete(waiter);
-          waiter.resolve(entry);
-        }
-      }
-      done();
-    },
-  });
-  const logs = () =>
-    lines
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-  const log = createLogger({ level: 'debug', format: 'json' }, sink);
+  const memory = memoryLog();
+  const log = memory.log;
   let fetches = 0;
   let signatures = 0;
   const key = options.key ?? db.key;
@@ -109,14 +88,9 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
     issued,
     signed: () => signatures,
     credentialFetches: () => fetches,
-    logs,
-    line: (match) =>
-      new Promise((resolve) => {
-        const seen = logs().find(match);
-        if (seen) resolve(seen);
-        else waiters.add({ match, resolve });
-      }),
-    rawLogs: () => lines,
+    logs: memory.lines,
+    line: memory.line,
+    rawLogs: memory.raw,
     close,
     [Symbol.asyncDispose]: () => close(),
   };
