@@ -7,9 +7,10 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
-import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
+import { createSecureContext, createServer as createTlsServer, connect as tlsConnect, TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import pg from 'pg';
+import { prefixed } from '../src/proxy/client-startup.js';
 import { selfSignedPem } from '../src/proxy/client-tls.js';
 import { splice } from '../src/proxy/splice.js';
 import { detectReadPath, readPath, reads } from '../src/proxy/user-buffer.js';
@@ -31,6 +32,9 @@ const libpq = (sslmode: string) => ({
 type Tap = Pick<typeof t, 'equal'>;
 const sha = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
 const snapshot = () => ({ ...reads });
+// Node's warnings while this file runs: a relay that piles up 'drain' listeners shows here.
+const warnings: string[] = [];
+process.on('warning', (w) => warnings.push(`${w.name}: ${w.message}`));
 await db.admin('CREATE TABLE ub_in (i int, t text); GRANT INSERT, SELECT, TRUNCATE ON ub_in TO iam_user;', 'orders');
 
 /** COPY out and in through psql, checked against the database's own digest; then a few queries by node-postgres. */
@@ -198,28 +202,84 @@ t.test('a read queued behind a TLS write is copied: the next read into the share
   await b.ended;
 });
 
-/** A TLS server and a plain front door, in process, for splices whose both ends the test holds. */
-async function splicePair(t: { teardown: (fn: () => void) => void }) {
+/**
+ * A TLS server and a front door, in process, for splices whose both ends the test holds. `tlsClient`: the
+ * client speaks TLS, taken over a Duplex as direct TLS takes it (client-startup.ts). `highWaterMark`: the
+ * front door's (by default one the tests' bursts stay under: the relay never pauses for it).
+ */
+async function splicePair(t: { teardown: (fn: () => void) => void }, options: { tlsClient?: boolean; highWaterMark?: number } = {}) {
   const { cert, key } = await selfSignedPem(['localhost']);
-  let serverSide!: (s: import('node:tls').TLSSocket) => void;
-  const accepted = new Promise<import('node:tls').TLSSocket>((resolve) => (serverSide = resolve));
+  let serverSide!: (s: TLSSocket) => void;
+  const accepted = new Promise<TLSSocket>((resolve) => (serverSide = resolve));
   const server = createTlsServer({ cert, key }, serverSide);
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  // A high-water mark the test's bursts stay under: the relay never pauses for it.
-  const front = createServer({ highWaterMark: 1 << 20 });
+  const front = createServer({ highWaterMark: options.highWaterMark ?? 1 << 20, pauseOnConnect: true });
   front.listen(0, '127.0.0.1');
   await once(front, 'listening');
   t.teardown(() => {
     server.close();
     front.close();
   });
-  const outside = connect((front.address() as AddressInfo).port, '127.0.0.1');
-  const [inside] = (await once(front, 'connection')) as [Socket];
+  const port = (front.address() as AddressInfo).port;
+  const outside: Socket = options.tlsClient
+    ? tlsConnect({ port, host: '127.0.0.1', ca: cert, servername: 'localhost' })
+    : connect(port, '127.0.0.1');
+  const [raw] = (await once(front, 'connection')) as [Socket];
+  let inside: Socket = raw;
+  if (options.tlsClient) {
+    raw.resume();
+    const [hello] = (await once(raw, 'data')) as [Buffer];
+    raw.pause();
+    const secure = new TLSSocket(prefixed(raw, hello), { isServer: true, secureContext: createSecureContext({ cert, key }) });
+    await Promise.all([once(secure, 'secure'), once(outside, 'secureConnect')]);
+    inside = secure;
+  } else raw.resume();
   const upstream = tlsConnect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', ca: cert, servername: 'localhost' });
   await once(upstream, 'secureConnect');
   return { outside, inside, upstream, peer: await accepted };
 }
+
+const turns = async (done: () => boolean) => {
+  while (!done()) await new Promise<void>((wake) => setImmediate(wake));
+};
+
+t.test('bytes a TLS client sent before the splice (held by its stream) go to the server before later ones', async (t) => {
+  const { outside, inside, upstream, peer } = await splicePair(t, { tlsClient: true });
+  const got: Buffer[] = [];
+  peer.on('data', (c: Buffer) => got.push(c));
+  const early = Buffer.alloc(256 * 1024, 'e'); // more than the TLS socket's stream holds before the splice
+  const late = Buffer.alloc(64 * 1024, 'l');
+  outside.write(early);
+  await turns(() => inside.readableLength >= 16 * 1024);
+  const ended = splice(inside, upstream, Buffer.alloc(0), Buffer.alloc(0));
+  outside.write(late);
+  await turns(() => Buffer.concat(got).length >= early.length + late.length);
+  t.ok(Buffer.concat(got).equals(Buffer.concat([early, late])), 'every byte, in the order sent');
+  outside.destroy();
+  await ended;
+});
+
+t.test('a TLS source paused for a full TLS client asks for one drain, however many records it still decrypts', async (t) => {
+  const { outside, inside, upstream, peer } = await splicePair(t, { tlsClient: true });
+  const ended = splice(inside, upstream, Buffer.alloc(0), Buffer.alloc(0));
+  inside.cork(); // the client's writes wait: the relay goes over the mark and pauses the server side
+  const sent = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < sent.length; i += 4) sent.writeUInt32BE(i, i);
+  // Short records, each its own read and write: many of them are decrypted after the pause.
+  for (let i = 0; i < sent.length; i += 1024) peer.write(sent.subarray(i, i + 1024));
+  // The records of the read that went over the mark are decrypted in that same turn, each a read.
+  await turns(() => upstream.isPaused());
+  t.ok(inside.writableLength > 16 * 1024, `over the mark: ${inside.writableLength} bytes wait`);
+  t.equal(inside.listenerCount('drain'), 1, 'one drain listener');
+  const got: Buffer[] = [];
+  outside.on('data', (c: Buffer) => got.push(c));
+  inside.uncork();
+  await turns(() => Buffer.concat(got).length >= sent.length);
+  t.ok(Buffer.concat(got).equals(sent), 'every byte, in order');
+  outside.destroy();
+  await ended;
+});
 
 t.test('a burst to a client whose writes wait: its buffer goes on after what they hold, every byte in order', async (t) => {
   const { outside, inside, upstream, peer } = await splicePair(t);
@@ -227,9 +287,6 @@ t.test('a burst to a client whose writes wait: its buffer goes on after what the
   const before = snapshot();
   const got: Buffer[] = [];
   outside.on('data', (c: Buffer) => got.push(c));
-  const turns = async (done: () => boolean) => {
-    while (!done()) await new Promise<void>((wake) => setImmediate(wake));
-  };
   inside.cork(); // the client's writes wait: every buffer handed to them stays held
   const record = (n: number, fill: number) => Buffer.alloc(n, fill);
   const sent = [record(8192, 1), record(8192, 2), record(8192, 3)];
@@ -271,4 +328,8 @@ t.test('PG_IAM_PROXY_USER_BUFFERS=off: the public path, with the same bytes', as
   t.teardown(() => off.close());
   const said = await off.line((e) => e.reads !== undefined);
   t.same([said.reads, said.why, said.msg], ['stream', 'PG_IAM_PROXY_USER_BUFFERS=off', 'the splice reads through Node streams']);
+});
+
+t.test('no warning from Node while all of the above ran (one drain listener at a time)', async (t) => {
+  t.same(warnings, []);
 });

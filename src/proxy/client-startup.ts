@@ -133,7 +133,7 @@ async function upgrade(link: ClientLink, tls: ClientTls, direct: boolean, signal
 }
 
 /** A stream that yields `head` and then what `raw` sends: the TLS layer reads the ClientHello first. */
-function prefixed(raw: Socket, head: Buffer): Duplex {
+export function prefixed(raw: Socket, head: Buffer): Duplex {
   const stream = new Duplex({
     read: () => void raw.resume(),
     write: (chunk: Buffer, _encoding, done) => void raw.write(chunk, done),

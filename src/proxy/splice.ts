@@ -88,15 +88,41 @@ export function holdBack(from: Socket, to: Socket, resume: () => void): void {
 }
 
 function relay(from: Socket, to: Socket, byTurn: boolean): void {
-  if (!relayOwnBuffers(from, to, byTurn)) relayStream(from, to, byTurn);
+  const hold = pacer(from, to);
+  // What the stream already holds (read before the splice, not yet handed over) goes first: once reads
+  // land in the relay's buffers, they would overtake it (a TLS client over a Duplex delivers its buffered
+  // plaintext a tick after the reads that its resume() sets off).
+  for (let chunk: Buffer | null; (chunk = from.read() as Buffer | null) !== null; ) {
+    reads.stream++;
+    to.write(chunk);
+  }
+  hold();
+  if (!relayOwnBuffers(from, to, byTurn, hold)) relayStream(from, to, byTurn, hold);
   from.resume();
 }
 
+/**
+ * Backpressure for one direction: `from` pauses while `to` holds more than its high-water mark, with one
+ * 'drain' listener at a time (a TLS socket goes on decrypting the records it has after a pause, each a
+ * read that asks again).
+ */
+function pacer(from: Socket, to: Socket): () => void {
+  let waiting = false;
+  const resume = () => {
+    waiting = false;
+    from.resume();
+  };
+  return () => {
+    if (waiting || to.writableLength <= to.writableHighWaterMark || to.destroyed) return;
+    waiting = true;
+    from.pause();
+    to.once('drain', resume);
+  };
+}
+
 /** The public path: a Buffer per read from Node's stream machinery. */
-function relayStream(from: Socket, to: Socket, byTurn: boolean): void {
+function relayStream(from: Socket, to: Socket, byTurn: boolean, hold: () => void): void {
   let corked = false;
-  const resume = () => from.resume();
-  const hold = () => holdBack(from, to, resume);
   const flush = () => {
     if (!corked) return; // flushed early, at the limit
     corked = false;
@@ -153,9 +179,7 @@ const MAX_SPARE_BURSTS = 8;
  *   `byTurn`, a full record (a bulk transfer) starts a burst: the next reads land one after the other in a
  *   64 KiB buffer and leave together at the end of the turn, or when it is full; a short read ends it.
  */
-function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean): boolean {
-  const resume = () => from.resume();
-  const hold = () => holdBack(from, to, resume);
+function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean, hold: () => void): boolean {
   if (!encrypts(from) && encrypts(to)) {
     const buffer = (shared ??= Buffer.allocUnsafeSlow(SHARED_SIZE));
     const onRead = (n: number) => {
@@ -224,6 +248,6 @@ function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean): boolean {
     from.on('end', flush);
   }
   // Reads that arrive by the stream path all the same (the hooks did not engage) are relayed as ever.
-  relayStream(from, to, byTurn);
+  relayStream(from, to, byTurn, hold);
   return true;
 }
