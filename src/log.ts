@@ -17,8 +17,16 @@ const SECRET_QUERY = /(X-Amz-(?:Signature|Security-Token|Credential)=)[^&\s"']*/
  */
 const BEARER = /\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*|\bya29\.[\w.-]+|(?<=\bBearer\s+)[^\s"',]+/g;
 
+/**
+ * OAuth's other secrets as SDK errors quote a request or a response: form fields and JSON members
+ * (client_secret, refresh_token, a client assertion, an access token) and the managed identity header.
+ */
+const OAUTH_FIELD =
+  /((?:client_secret|refresh_token|client_assertion|assertion|access_token|id_token)(?:=|"\s*:\s*")|x-identity-header["']?\s*[:=]\s*["']?)[^&\s"',]+/gi;
+
 /** Blank the credential parts of any text that might hold a token (error messages from SDKs, URLs). */
-export const redactSecrets = (text: string): string => text.replace(SECRET_QUERY, '$1[REDACTED]').replace(BEARER, '[REDACTED]');
+export const redactSecrets = (text: string): string =>
+  text.replace(SECRET_QUERY, '$1[REDACTED]').replace(OAUTH_FIELD, '$1[REDACTED]').replace(BEARER, '[REDACTED]');
 
 /** Paths that could hold a secret if someone ever logged the wrong object. */
 const REDACT_PATHS = [
@@ -33,6 +41,26 @@ const REDACT_PATHS = [
   '*.value',
 ];
 
+/**
+ * What an SDK's error carries besides its words: the request it made (headers with a bearer token:
+ * gaxios' `config`), the response, the raw request. pino copies an error's own fields as they are.
+ */
+const REQUEST_FIELDS = ['config', 'request', 'response', 'headers'];
+
+/** A serialized error with its secrets blanked: its words, and those of the errors it aggregates. */
+function scrubbed(out: Record<string, unknown>): Record<string, unknown> {
+  for (const key of REQUEST_FIELDS) delete out[key];
+  for (const key of ['message', 'stack'] as const) {
+    if (typeof out[key] === 'string') out[key] = redactSecrets(out[key] as string);
+  }
+  // Azure's AggregateAuthenticationError: one error per credential of the chain.
+  if (Array.isArray(out.aggregateErrors))
+    out.aggregateErrors = out.aggregateErrors.map((e: unknown) =>
+      e !== null && typeof e === 'object' ? scrubbed(e as Record<string, unknown>) : e,
+    );
+  return out;
+}
+
 /** Stacks remembered as already logged; beyond this many, the oldest is forgotten (and logged again). */
 const STACKS_KEPT = 100;
 
@@ -44,10 +72,7 @@ const STACKS_KEPT = 100;
 function errSerializer(): (err: unknown) => unknown {
   const seen = new Set<string>();
   return (err) => {
-    const out = pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown>;
-    for (const key of ['message', 'stack'] as const) {
-      if (typeof out[key] === 'string') out[key] = redactSecrets(out[key] as string);
-    }
+    const out = scrubbed(pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown>);
     if (typeof out.stack !== 'string') return out;
     const hash = createHash('sha256').update(`${out.message}\n${out.stack}`).digest('base64');
     if (seen.has(hash)) {

@@ -3,6 +3,7 @@
 // commands that have it, its default and its help text. The command line (cli.ts), the file's schema
 // (config-file.ts) and the InstanceInput type (config.ts) are derived from these rows, so a new option is
 // one row here and the code that reads its value.
+import { CLOUDS } from './clouds.js';
 
 export const COMMANDS = ['serve', 'run', 'token', 'doctor'] as const;
 export type Command = (typeof COMMANDS)[number];
@@ -129,7 +130,7 @@ const TABLE = [
   {
     flag: 'cloud',
     kind: 'choice',
-    choices: ['aws', 'azure', 'gcp'],
+    choices: [...CLOUDS],
     scope: 'listener',
     commands: ALL,
     describe: "the endpoint's cloud when its name does not tell (default: from the endpoint's form)",

@@ -206,6 +206,24 @@ t.test('redactSecrets blanks OAuth tokens', async (t) => {
   t.equal(redactSecrets(`got ${jwt} back`), 'got [REDACTED] back');
   t.equal(redactSecrets('token ya29.a0AfH6SMB-xyz.123 expired'), 'token [REDACTED] expired');
   t.equal(redactSecrets('Authorization: Bearer abc.def'), 'Authorization: Bearer [REDACTED]');
+  t.equal(
+    redactSecrets('grant_type=x&client_secret=s3cr3t&refresh_token=r3fr3sh&client_assertion=a55 {"access_token":"opaque-token"}'),
+    'grant_type=x&client_secret=[REDACTED]&refresh_token=[REDACTED]&client_assertion=[REDACTED] {"access_token":"[REDACTED]"}',
+  );
+  t.equal(redactSecrets('headers: { "x-identity-header": "hdr-secret" }'), 'headers: { "x-identity-header": "[REDACTED]" }');
+});
+
+t.test('an SDK error logged whole: its request, response and aggregated errors leave no secret', async (t) => {
+  const { log, raw } = memoryLog();
+  const inner = Object.assign(new Error('ManagedIdentityCredential: Bearer inner-secret refused'), { response: { body: 'x' } });
+  const err = Object.assign(new AggregateError([inner, new Error('AzureCliCredential: not logged in')], 'ChainedTokenCredential failed'), {
+    config: { headers: { Authorization: 'Bearer ya29.config-secret' } },
+    response: { data: { access_token: 'response-secret' } },
+  });
+  log.error({ err }, 'no token');
+  const text = raw();
+  for (const secret of ['inner-secret', 'config-secret', 'response-secret']) t.notOk(text.includes(secret), `no ${secret} in the log`);
+  t.match(text, /AzureCliCredential: not logged in/, 'the aggregated errors are kept, scrubbed');
 });
 
 t.test('connect.get read as the connectors read it', async (t) => {

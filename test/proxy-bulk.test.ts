@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { startTestDb } from './support/testdb.js';
 import { runPg, startProxy } from './support/proxy.js';
 import { Bytes, startupBytes } from './support/bytes.js';
+import { rowReader } from './support/wire.js';
 
 const db = await startTestDb();
 t.teardown(() => db.destroy());
@@ -54,31 +55,7 @@ t.test('a client that stops reading stops the server; when it reads again, nothi
   const query = `SELECT repeat(md5(i::text), 32) FROM generate_series(1, ${ROWS}) i`;
   const socket = connect({ host: '127.0.0.1', port: proxy.port });
   await once(socket, 'connect');
-  const hash = createHash('sha256');
-  let rows = 0;
-  let pending = Buffer.alloc(0);
-  let ready = 0;
-  let readyWaiters: Array<{ n: number; wake: () => void }> = [];
-  socket.on('data', (chunk: Buffer) => {
-    let buf = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-    while (buf.length >= 5 && buf.length >= 1 + buf.readUInt32BE(1)) {
-      const end = 1 + buf.readUInt32BE(1);
-      const code = String.fromCharCode(buf[0]!);
-      if (code === 'D') {
-        rows++;
-        hash.update(buf.subarray(11, end)); // one column: int16 count, int32 length, then the value
-      } else if (code === 'Z') {
-        ready++;
-        for (const w of readyWaiters.filter((w) => ready >= w.n)) w.wake();
-        readyWaiters = readyWaiters.filter((w) => ready < w.n);
-      } else if (code === 'E') {
-        t.fail(`server error: ${buf.subarray(5, end).toString('latin1')}`);
-      }
-      buf = buf.subarray(end);
-    }
-    pending = Buffer.from(buf);
-  });
-  const readyFor = (n: number) => new Promise<void>((wake) => (ready >= n ? wake() : readyWaiters.push({ n, wake })));
+  const { rows, digest, readyFor } = rowReader(socket, (text) => t.fail(text));
   socket.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: 'slow-reader' }));
   await readyFor(1);
 
@@ -92,11 +69,11 @@ t.test('a client that stops reading stops the server; when it reads again, nothi
   t.pass('the server waits in ClientWrite while the client does not read');
   socket.resume();
   await readyFor(2);
-  t.equal(rows, ROWS, 'every row');
+  t.equal(rows(), ROWS, 'every row');
   const expected = await db.admin(
     `SELECT encode(sha256(convert_to(string_agg(repeat(md5(i::text), 32), '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, ${ROWS}) i`,
   );
-  t.equal(hash.digest('hex'), expected, 'every byte, in order');
+  t.equal(digest(), expected, 'every byte, in order');
   socket.end(new Bytes().join('X'));
   await once(socket, 'close');
 });

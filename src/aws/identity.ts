@@ -521,11 +521,6 @@ export class Identities {
   }
 }
 
-/**
- * At start: fetch each identity's credentials and log who signs (the ARN when STS answers, else the
- * source) and until when, with a warning when renewal will need the user. Failures are logged, not
- * fatal: credentials may come later and clients are told until then.
- */
 /** More than this between this machine's clock and AWS's, and tokens may be refused. */
 export const CLOCK_SKEW_WARN_MS = 60_000;
 
@@ -565,6 +560,11 @@ export function watchSsoSession(profile: string | undefined, log: Logger, env: N
 }
 const ssoTimers = new Map<string, NodeJS.Timeout>();
 
+/**
+ * At start: fetch each identity's credentials and log who signs (the ARN when STS answers, else the
+ * source) and until when, with a warning when renewal will need the user. Failures are logged, not
+ * fatal: credentials may come later and clients are told until then.
+ */
 export async function announce(identity: SignerIdentity, region: string, log: Logger): Promise<boolean> {
   let creds: AwsCredentialIdentity;
   try {

@@ -9,7 +9,14 @@ import { upstreamTls, type UpstreamTls } from '../aws/ca.js';
 import { GLOBAL_BUNDLE_URL, notIamUser, rdsConnectHints, rejectionFixes } from '../aws/hints.js';
 import { isRdsEndpointName, regionFromEndpoint } from '../aws/endpoint.js';
 import { formatHostPort } from '../host-port.js';
-import { callerIdentity, NoCredentialsError, type CallerIdentity, type Identities, type SignerIdentity } from '../aws/identity.js';
+import {
+  CLOCK_SKEW_WARN_MS,
+  callerIdentity,
+  NoCredentialsError,
+  type CallerIdentity,
+  type Identities,
+  type SignerIdentity,
+} from '../aws/identity.js';
 import type { IamToken } from '../aws/tokens.js';
 import type { InstanceConfig } from '../config.js';
 import type { CloudCredentials } from '../oauth/sources.js';
@@ -374,7 +381,8 @@ function checkClock({ set, fail, now }: Context, who: CallerIdentity | undefined
   const found = `this clock is ${Math.abs(skewS)} s ${skewS >= 0 ? 'ahead of' : 'behind'} STS's`;
   if (Math.abs(skewS) > 300)
     throw fail('clock', found, 'AWS rejects signatures more than 5 minutes off: synchronize the clock (NTP, chrony).');
-  else if (Math.abs(skewS) > 60) set('clock', 'warn', found, 'Synchronize the clock (NTP, chrony): tokens are dated by it.');
+  else if (Math.abs(skewS) * 1000 > CLOCK_SKEW_WARN_MS)
+    set('clock', 'warn', found, 'Synchronize the clock (NTP, chrony): tokens are dated by it.');
   else set('clock', 'pass', found, undefined, { skewSeconds: skewS });
 }
 

@@ -2,7 +2,8 @@
 // running engine (Engine.reload). A file that does not parse or validate changes nothing: the error is
 // logged with its file, line and key, as at start. Reloads run one at a time, in order.
 import type { Logger } from 'pino';
-import { announce, type Identities } from '../aws/identity.js';
+import type { Identities } from '../aws/identity.js';
+import { announceAll } from './wiring.js';
 import type { ProxyConfig } from '../config.js';
 import type { CloudCredentials } from '../oauth/sources.js';
 import type { Engine } from '../proxy/engine.js';
@@ -45,30 +46,15 @@ export function reloadOnHangup(
       return;
     }
     try {
-      const held = new Set(options.identities.all());
-      // Clouds whose token is held already, before the new instances make holders of their own.
-      const clouds = new Set(options.clouds?.all().map(([cloud]) => cloud));
+      // Identities and clouds whose credentials are held already, before the new instances make holders.
+      const held = new Set<unknown>([...options.identities.all(), ...(options.clouds?.all().map(([cloud]) => cloud) ?? [])]);
       const outcome = await proxy.reload(settings.config);
       log.level = settings.log.level;
       for (const warning of settings.warnings) log.warn(warning);
       options.reloaded?.('ok');
       log.info(outcome, 'configuration reloaded');
       // Identities new to this process are fetched now, as at start; those already held are not asked again.
-      const jobs: Promise<boolean>[] = [];
-      for (const { config } of proxy.instances) {
-        if (config.cloud !== 'aws') {
-          if (options.clouds && !clouds.has(config.cloud)) jobs.push(options.clouds.announce(config.cloud, log));
-          clouds.add(config.cloud);
-          continue;
-        }
-        for (const spec of [config.identity, ...(config.users?.values() ?? [])]) {
-          const identity = options.identities.for(spec, config.region);
-          if (held.has(identity)) continue;
-          held.add(identity);
-          jobs.push(announce(identity, config.region, log));
-        }
-      }
-      await Promise.all(jobs);
+      await announceAll({ instances: proxy.instances.map((instance) => instance.config) }, options.identities, log, options.clouds, held);
     } catch (err) {
       options.reloaded?.('error');
       // Engine.reload changes nothing until every new part is ready (files read, new listeners up).

@@ -4,6 +4,7 @@ import type { Identities } from '../aws/identity.js';
 import type { InstanceConfig } from '../config.js';
 import type { CloudCredentials } from '../oauth/sources.js';
 import { cloudSqlWords } from '../gcp/iam.js';
+import { tokensOf } from './wiring.js';
 
 /**
  * A token for the instance and `user`. AWS: signed for the endpoint with the user's identity (`users:`) or
@@ -16,7 +17,11 @@ export async function signToken(instance: InstanceConfig, user: string, identiti
     if (refused) throw new Error(`${refused.message}. ${refused.hint}`);
     return (await clouds.tokens(instance.cloud).get()).value;
   }
-  const { tokens } = identities.for(instance.users?.get(user) ?? instance.identity, instance.region);
-  const token = await tokens.get({ host: instance.endpoint.host, port: instance.endpoint.port, region: instance.region, user });
+  const token = await tokensOf(identities, instance).get({
+    host: instance.endpoint.host,
+    port: instance.endpoint.port,
+    region: instance.region,
+    user,
+  });
   return token.value;
 }

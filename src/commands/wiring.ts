@@ -3,10 +3,10 @@
 // cloud's pieces. AWS: the RDS CA bundle and its advice, the identity's shared token cache and its words.
 // Azure: Node's public roots (or --ca-file), Entra ID tokens from DefaultAzureCredential. Cloud SQL: the
 // instance's server CA and address from the SQL Admin API, tokens from Application Default Credentials.
-import { createSecureContext, type SecureContext } from 'node:tls';
+import type { SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { RdsAuthenticator } from '../aws/authenticator.js';
-import { readCaFile, UPSTREAM_GROUPS, upstreamTls, type UpstreamTls } from '../aws/ca.js';
+import { readCaFile, upstreamContext, upstreamTls, type UpstreamTls } from '../aws/ca.js';
 import { azureConnectHints, entraWords } from '../azure/entra.js';
 import type { Authenticator, Connector } from '../cloud.js';
 import { CloudSqlConnector } from '../gcp/connector.js';
@@ -56,15 +56,7 @@ export function oauthSeams(clouds: CloudCredentials): Pick<EngineDeps, 'authenti
     const key = caFile ?? '';
     let context = contexts.get(key);
     // No `ca`: Node's public roots (with NODE_EXTRA_CA_CERTS), DigiCert Global Root G2 and Microsoft RSA Root CA 2017 among them.
-    if (!context)
-      contexts.set(
-        key,
-        (context = createSecureContext({
-          ...(caFile ? { ca: readCaFile(caFile) } : {}),
-          minVersion: 'TLSv1.2',
-          ecdhCurve: UPSTREAM_GROUPS,
-        })),
-      );
+    if (!context) contexts.set(key, (context = upstreamContext(caFile ? readCaFile(caFile) : undefined)));
     return context;
   };
   return {
@@ -130,8 +122,14 @@ export function tokensOf(identities: Identities, instance: InstanceConfig): Toke
  * Log who signs for each identity in use (users: included), once each; resolves to whether each has
  * credentials. Azure and Cloud SQL instances: their cloud's token, fetched once.
  */
-export async function announceAll(config: ProxyConfig, identities: Identities, log: Logger, clouds?: CloudCredentials): Promise<boolean[]> {
-  const seen = new Set<unknown>();
+export async function announceAll(
+  config: Pick<ProxyConfig, 'instances'>,
+  identities: Identities,
+  log: Logger,
+  clouds?: CloudCredentials,
+  /** Identities and clouds announced already (a reload): not asked again. */
+  seen: Set<unknown> = new Set(),
+): Promise<boolean[]> {
   const jobs: Promise<boolean>[] = [];
   for (const instance of config.instances) {
     if (instance.cloud !== 'aws') {

@@ -2,8 +2,8 @@
 // CA and DNS names come from the SQL Admin API (connect.get), as Google's connectors get them, unless both
 // --connect-to and --ca-file say where and whom to trust. The certificate's identity is checked the way the
 // connectors check it: the instance's DNS name when its CA is CAS-based, else CN = PROJECT:INSTANCE.
-import { checkServerIdentity, createSecureContext, type PeerCertificate, type TLSSocket } from 'node:tls';
-import { readCaFile, UPSTREAM_GROUPS } from '../aws/ca.js';
+import { checkServerIdentity, type PeerCertificate, type TLSSocket } from 'node:tls';
+import { readCaFile, upstreamContext } from '../aws/ca.js';
 import type { ConnectHints, Connector } from '../cloud.js';
 import type { CloudSqlInstance } from '../clouds.js';
 import type { InstanceConfig } from '../config.js';
@@ -110,7 +110,7 @@ export function cloudSqlConnectHints(instance: CloudSqlInstance, caFile: string 
   return {
     untrusted: caFile
       ? `No CA in ${caFile} signed this certificate: download the instance's server CA (gcloud sql instances describe ${instance.instance} --format='value(serverCaCert.cert)'), or drop --ca-file to have it from the SQL Admin API.`
-      : "The instance's server CA from the SQL Admin API did not sign this certificate: the dial address is another instance, or the CA was rotated (the proxy asks the API again on the next connection).",
+      : "The instance's server CA from the SQL Admin API did not sign this certificate: the dial address is another instance, or the CA was rotated (the proxy asks the API again, at most once a minute).",
     nameMismatch: `The certificate is not ${instance.connectionName}'s: check the connection name and --connect-to (another instance answers there).`,
     noTls: 'Cloud SQL always offers TLS and pg-iam-proxy never falls back to plaintext: check that --connect-to points at the instance.',
   };
@@ -119,8 +119,13 @@ export function cloudSqlConnectHints(instance: CloudSqlInstance, caFile: string 
 /** The TLS alert of a server that wants a client certificate (TLS 1.3; over TLS 1.2 it only fails the handshake). */
 const CLIENT_CERT = /CERTIFICATE_REQUIRED/;
 
-/** A connect.get answer is reused this long: the CA and addresses change rarely, and a TLS failure asks again at once. */
+/** A connect.get answer is reused this long: the CA and addresses change rarely. */
 const SETTINGS_TTL_MS = 60 * 60_000;
+/**
+ * After a TLS failure the API is asked again once its answer is this old (a rotated CA is learnt within a
+ * minute; an instance that keeps failing costs the API's quota one call a minute, not one per login).
+ */
+const REASK_AFTER_FAILURE_MS = 60_000;
 
 export class CloudSqlConnector implements Connector {
   readonly endpoint: HostPort;
@@ -131,6 +136,8 @@ export class CloudSqlConnector implements Connector {
   private inflight: Promise<UpstreamTarget> | undefined;
   /** --ca-file's certificates, read once at start (an unreadable file stops the start, as for RDS). */
   private readonly caFromFile: readonly string[] | undefined;
+  /** With --connect-to and --ca-file: where and whom, for good (the API is never asked). */
+  private readonly fixed: UpstreamTarget | undefined;
 
   constructor(
     private readonly config: InstanceConfig,
@@ -142,6 +149,16 @@ export class CloudSqlConnector implements Connector {
     this.instance = config.cloudSql!.instance;
     this.dial = config.connectTo === config.endpoint ? undefined : config.connectTo;
     this.caFromFile = config.caFile ? readCaFile(config.caFile) : undefined;
+    if (this.dial && this.caFromFile) {
+      this.fixed = {
+        endpoint: config.endpoint,
+        hints: cloudSqlConnectHints(this.instance, config.caFile),
+        connectTimeoutMs,
+        connectTo: this.dial,
+        tls: upstreamContext(this.caFromFile),
+        ...cloudSqlIdentity(this.instance, undefined),
+      };
+    }
   }
 
   /** The dial address: --connect-to, else the API's, once known. */
@@ -151,7 +168,7 @@ export class CloudSqlConnector implements Connector {
 
   /** Whether the SQL Admin API is asked: unless --connect-to and --ca-file together say everything. */
   get usesApi(): boolean {
-    return !(this.dial && this.config.caFile);
+    return this.fixed === undefined;
   }
 
   async connect(signal?: AbortSignal): Promise<TLSSocket> {
@@ -160,9 +177,9 @@ export class CloudSqlConnector implements Connector {
       return await connectUpstream(target, signal);
     } catch (err) {
       // A certificate the API's CA does not vouch for, or naming another instance: the CA may have been
-      // rotated, so the next connection asks the API again.
-      if (err instanceof WireError && (err.reason === Failure.TlsUntrusted || err.reason === Failure.TlsNameMismatch))
-        this.resolved = undefined;
+      // rotated, so a later connection asks the API again (at most once a minute).
+      const tlsRefused = err instanceof WireError && (err.reason === Failure.TlsUntrusted || err.reason === Failure.TlsNameMismatch);
+      if (tlsRefused && this.resolved && this.now() - this.resolved.at >= REASK_AFTER_FAILURE_MS) this.resolved = undefined;
       throw this.explain(err) ?? err;
     }
   }
@@ -182,6 +199,7 @@ export class CloudSqlConnector implements Connector {
 
   /** Where to dial and whom to trust: from the flags, or connect.get (single flight, reused for an hour). */
   private target(): Promise<UpstreamTarget> {
+    if (this.fixed) return Promise.resolve(this.fixed);
     const resolved = this.resolved;
     if (resolved && this.now() - resolved.at < SETTINGS_TTL_MS) return Promise.resolve(resolved.target);
     this.inflight ??= this.resolve().finally(() => (this.inflight = undefined));
@@ -192,16 +210,6 @@ export class CloudSqlConnector implements Connector {
     const { config, instance } = this;
     const hints = cloudSqlConnectHints(instance, config.caFile);
     const base = { endpoint: config.endpoint, hints, connectTimeoutMs: this.connectTimeoutMs };
-    if (!this.usesApi) {
-      const target: UpstreamTarget = {
-        ...base,
-        connectTo: this.dial!,
-        tls: context(this.caFromFile!),
-        ...cloudSqlIdentity(instance, undefined),
-      };
-      this.resolved = { target, at: this.now() };
-      return target;
-    }
     let settings: ConnectSettings;
     try {
       settings = await this.describe(instance, config.cloudSql!.api, this.connectTimeoutMs);
@@ -230,15 +238,10 @@ export class CloudSqlConnector implements Connector {
     const target: UpstreamTarget = {
       ...base,
       connectTo: this.dial ?? { host: address!, port: config.endpoint.port },
-      tls: context(this.caFromFile ?? [ca!]),
+      tls: upstreamContext(this.caFromFile ?? [ca!]), // parsed once per answer, not per connection
       ...cloudSqlIdentity(instance, casDnsName(settings)),
     };
     this.resolved = { target, at: this.now() };
     return target;
   }
-}
-
-/** One SecureContext per resolution: the CAs are parsed once, not per connection. TLS 1.2 at least. */
-function context(ca: readonly string[]) {
-  return createSecureContext({ ca: [...ca], minVersion: 'TLSv1.2', ecdhCurve: UPSTREAM_GROUPS });
 }

@@ -169,7 +169,7 @@ export class Instance {
     // Pooled: servers are lent to clients from here (after the metrics wrap: a pool's logins count too).
     if (config.pool) {
       const same =
-        previous?.pools && JSON.stringify(previous.pools.settings) === JSON.stringify(config.pool) && !this.loginChanged(config, proxy);
+        previous?.pools && settingsKey(previous.pools.settings) === settingsKey(config.pool) && !this.loginChanged(config, proxy);
       ctx = { ...ctx, pools: same ? previous.pools : new Pools(ctx, config.pool, ctx.log, observer?.pool) };
     }
     return ctx;
@@ -227,10 +227,10 @@ export class Instance {
     return this.sessions.size;
   }
 
-  /** Listen on TCP and/or the unix socket; resolves to the TCP address when there is one. */
   /** The process's generated certificate (--client-tls auto), for a reload that turns it on. */
   private generated: (() => Promise<ClientTls>) | undefined;
 
+  /** Listen on TCP and/or the unix socket; resolves to the TCP address when there is one. */
   async listen(generated?: () => Promise<ClientTls>): Promise<AddressInfo | undefined> {
     this.generated = generated;
     if (this.config.clientTls.mode === 'auto' && generated) {

@@ -78,17 +78,20 @@ const CORK_LIMIT = 256 * 1024;
  */
 /**
  * Backpressure: `from` pauses while `to` holds more than its high-water mark, and `resume` runs on its
- * 'drain'. A destroyed `to` keeps its unsent length but will never drain: what `from` sends now is dropped.
+ * 'drain', once however often this is asked meanwhile (a paused TLS socket goes on decrypting the records
+ * it has, each a read that asks again). A destroyed `to` keeps its unsent length but will never drain:
+ * what `from` sends now is dropped.
  */
 export function holdBack(from: Socket, to: Socket, resume: () => void): void {
-  if (to.writableLength > to.writableHighWaterMark && !to.destroyed) {
+  if (to.writableLength > to.writableHighWaterMark && !to.destroyed && !to.listeners('drain').includes(resume)) {
     from.pause();
     to.once('drain', resume);
   }
 }
 
 function relay(from: Socket, to: Socket, byTurn: boolean): void {
-  const hold = pacer(from, to);
+  const resume = () => from.resume();
+  const hold = () => holdBack(from, to, resume);
   // What the stream already holds (read before the splice, not yet handed over) goes first: once reads
   // land in the relay's buffers, they would overtake it (a TLS client over a Duplex delivers its buffered
   // plaintext a tick after the reads that its resume() sets off).
@@ -99,25 +102,6 @@ function relay(from: Socket, to: Socket, byTurn: boolean): void {
   hold();
   if (!relayOwnBuffers(from, to, byTurn, hold)) relayStream(from, to, byTurn, hold);
   from.resume();
-}
-
-/**
- * Backpressure for one direction: `from` pauses while `to` holds more than its high-water mark, with one
- * 'drain' listener at a time (a TLS socket goes on decrypting the records it has after a pause, each a
- * read that asks again).
- */
-function pacer(from: Socket, to: Socket): () => void {
-  let waiting = false;
-  const resume = () => {
-    waiting = false;
-    from.resume();
-  };
-  return () => {
-    if (waiting || to.writableLength <= to.writableHighWaterMark || to.destroyed) return;
-    waiting = true;
-    from.pause();
-    to.once('drain', resume);
-  };
 }
 
 /** The public path: a Buffer per read from Node's stream machinery. */

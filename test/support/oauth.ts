@@ -32,6 +32,30 @@ export interface Issuing {
   readonly tokens: string[];
 }
 
+/** Every token `issued` gave out is absent from `text`, and so is each one's signature (a JWT's third part). */
+export function noTokenIn(t: { notOk: (v: unknown, m: string) => unknown }, issued: readonly string[], text: string, what: string): void {
+  t.notOk(
+    issued.some((token) => text.includes(token) || text.includes(token.split('.')[2]!)),
+    `no token (nor its signature) in ${what}`,
+  );
+}
+
+/**
+ * Make this process's SDK see `env` and nothing else of a cloud's (`prefix`: its variables' names): no
+ * credentials of the machine's, no HTTP proxy.
+ */
+export function onlyCloudEnv(prefix: RegExp, env: Record<string, string>): void {
+  for (const name of Object.keys(process.env)) {
+    if (prefix.test(name) || /^(https?|no|all)_proxy$/i.test(name)) delete process.env[name];
+  }
+  Object.assign(process.env, env);
+}
+
+/** Azure's variables (what @azure/identity and MSAL read). */
+export const AZURE_ENV = /^(AZURE_|IDENTITY_|MSI_|MSAL_)/;
+/** Google's variables (what google-auth-library and gcloud read). */
+export const GOOGLE_ENV = /^(GOOGLE_|GCE_|CLOUDSDK_|GCLOUD_)/;
+
 export class AzureIdentityStandIn extends StandInServer implements Issuing {
   readonly tokens: string[] = [];
   /** The secret App Service puts in IDENTITY_HEADER. */
@@ -200,12 +224,8 @@ export class SqlAdminStandIn extends StandInServer {
 export function cleanCloudEnv(home: string, extra: Record<string, string> = {}): Record<string, string> {
   const kept = Object.entries(process.env).filter(
     ([k]) =>
-      !k.startsWith('AZURE_') &&
-      !k.startsWith('IDENTITY_') &&
-      !k.startsWith('MSI_') &&
-      !k.startsWith('GOOGLE_') &&
-      !k.startsWith('GCE_') &&
-      !k.startsWith('CLOUDSDK_') &&
+      !AZURE_ENV.test(k) &&
+      !GOOGLE_ENV.test(k) &&
       !k.startsWith('AWS_') &&
       !k.startsWith('PG_IAM_PROXY_') &&
       !/^(https?|no|all)_proxy$/i.test(k),

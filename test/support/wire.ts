@@ -1,4 +1,5 @@
 // A raw protocol client for tests that need bytes pg and psql would never send.
+import { createHash } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { decodeError, readBackendFrame } from '../../src/protocol/backend.js';
@@ -105,3 +106,39 @@ export class WireClient {
 }
 
 export const errorOf = (m: Message | undefined) => (m && m.code === 'E' ? decodeError({ code: 0x45, bytes: m.bytes }) : undefined);
+
+/**
+ * A raw protocol reader for a query of one text column: counts the DataRows and hashes their values as
+ * they come, and waits for the n-th ReadyForQuery; an ErrorResponse goes to `onError`. Pausing `socket`
+ * makes a client that stops reading.
+ */
+export function rowReader(socket: Socket, onError: (text: string) => void) {
+  const hash = createHash('sha256');
+  let rows = 0;
+  let ready = 0;
+  let pending = Buffer.alloc(0);
+  const waiters: Array<() => void> = [];
+  socket.on('data', (chunk: Buffer) => {
+    let buf = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+    while (buf.length >= 5 && buf.length >= 1 + buf.readUInt32BE(1)) {
+      const end = 1 + buf.readUInt32BE(1);
+      const code = String.fromCharCode(buf[0]!);
+      if (code === 'D') {
+        rows++;
+        hash.update(buf.subarray(11, end)); // one column: int16 count, int32 length, then the value
+      } else if (code === 'Z') {
+        ready++;
+        for (const wake of waiters.splice(0)) wake();
+      } else if (code === 'E') onError(`server error: ${buf.subarray(5, end).toString('latin1')}`);
+      buf = buf.subarray(end);
+    }
+    pending = Buffer.from(buf);
+  });
+  return {
+    rows: () => rows,
+    digest: () => hash.digest('hex'),
+    readyFor: async (n: number) => {
+      while (ready < n) await new Promise<void>((wake) => waiters.push(wake));
+    },
+  };
+}
