@@ -57,12 +57,26 @@ t.test('leaving with an answer owed, or inside a transaction: not handed on', as
   t.match(await inTx.done, { serverIdle: false });
 });
 
-t.test('a half-close with answers owed: they go out, then the session ends', async (t) => {
-  const { client, server, done } = relay(query('SELECT 1'), true);
+t.test('a client gone with answers owed: the session ends at once, the server is not idle (it is cancelled and closed)', async (t) => {
+  const { client, server, done } = relay(query('SELECT pg_sleep(20)'), true);
+  t.match(await done, { serverIdle: false, serverGone: false, reason: 'client closed the connection' });
   await server.turn();
-  await server.receive(Buffer.concat([complete, ready('I')]));
-  t.match(await done, { serverIdle: true });
-  t.same(client.written(), Buffer.concat([complete, ready('I')]), 'the client got its answer');
+  t.same(server.written(), query('SELECT pg_sleep(20)'), 'the query went out before the client left');
+  t.same(client.written(), Buffer.alloc(0));
+});
+
+t.test("session mode, libpq's extended COPY FROM STDIN: the Sync sent in the copy is not owed, the server stays poolable", async (t) => {
+  const { client, server, done } = relay();
+  const parse = new Bytes().cstring('').cstring('COPY t FROM STDIN').raw([0, 0]).join('P');
+  const bind = new Bytes().cstring('').cstring('').raw([0, 0, 0, 0, 0, 0]).join('B');
+  const execute = new Bytes().cstring('').int32(0).join('E');
+  const sync = new Bytes().join('S');
+  await client.receive(Buffer.concat([parse, bind, execute, sync]));
+  await server.receive(Buffer.concat([new Bytes().join('1'), new Bytes().join('2'), new Bytes().raw([0, 0, 0]).join('G')]));
+  await client.receive(Buffer.concat([new Bytes().raw(Buffer.from('1\n')).join('d'), new Bytes().join('c'), sync]));
+  await server.receive(Buffer.concat([new Bytes().cstring('COPY 1').join('C'), ready('I')]));
+  await client.receive(Buffer.from([0x58, 0, 0, 0, 4]));
+  t.match(await done, { serverIdle: true, reason: 'client closed the connection' });
 });
 
 t.test('a FATAL nobody asked for: the server is gone', async (t) => {

@@ -293,29 +293,40 @@ t.test('a client that leaves: mid-transaction the server is closed, between tran
   t.equal(idle.released.length, 0);
 });
 
-t.test('a half-close behind a query: its answer goes out, then the session ends', async (t) => {
+t.test('a client that leaves behind a query it sent: nobody reads the answer, the server is cancelled and closed', async (t) => {
   const a = server();
-  const { client, done, released } = relay([a], { pipelined: query('SELECT 1') });
-  client.socket.push(null);
+  const { client, done, released } = relay([a], { pipelined: query('SELECT pg_sleep(20)') });
   await a.turn();
-  await a.receive(cat(commandComplete, ready('I')));
-  await done;
-  t.same(client.written(), cat(commandComplete, ready('I')));
-  t.match(released, [{ state: 'idle' }]);
+  t.same(a.written(), query('SELECT pg_sleep(20)'));
+  client.socket.push(null);
+  t.match(await done, { reason: 'client closed the connection' });
+  t.match(released, [{ state: 'busy' }], 'at once, not when the query ends');
 });
 
-t.test('a Parse of a name in use, or of a proxy name: FATAL 42P05, the server not reused', async (t) => {
-  for (const second of ['s1', 'pg_iam_proxy_7']) {
-    const a = server();
-    const { client, done, released } = relay([a]);
-    await client.receive(cat(parse('s1', 'SELECT 1'), sync));
-    await a.receive(cat(parseComplete, ready('I')));
-    await client.receive(cat(parse(second, 'SELECT 2'), sync));
-    const end = await done;
-    t.match(end.reason, `prepared statement "${second}" already exists`);
-    t.match(client.written().toString(), /FATAL.*42P05/s);
-    t.match(released.at(-1), { state: 'busy' });
-  }
+t.test('a Parse of a name in use: the server says 42P05 in its own words, from a statement of that name', async (t) => {
+  const a = server();
+  const { client, released } = relay([a]);
+  await client.receive(cat(parse('s1', 'SELECT 1'), sync));
+  await a.receive(cat(parseComplete, ready('I')));
+  a.clear();
+  client.clear();
+  await client.receive(cat(parse('s1', 'SELECT 2'), sync));
+  t.same(a.written(), cat(close('S', 's1'), parse('s1', 'SELECT'), parse('s1', 'SELECT 2'), sync));
+  await a.receive(cat(closeComplete, parseComplete, error('42P05'), ready('I')));
+  t.same(client.written(), cat(error('42P05'), ready('I')), "only the error is the client's");
+  t.match(released.at(-1), { state: 'idle', reset: true }, 'the server is reset: its statement "s1" goes');
+});
+
+t.test("a Parse of one of the proxy's names: FATAL 42P05; the server, untouched, goes back", async (t) => {
+  const a = server();
+  const { client, done, released } = relay([a]);
+  await client.receive(cat(parse('s1', 'SELECT 1'), sync));
+  await a.receive(cat(parseComplete, ready('I')));
+  await client.receive(cat(parse('pg_iam_proxy_7', 'SELECT 2'), sync));
+  const end = await done;
+  t.match(end.reason, 'prepared statement "pg_iam_proxy_7" already exists');
+  t.match(client.written().toString(), /FATAL.*42P05/s);
+  t.match(released.at(-1), { state: 'idle' });
 });
 
 t.test("names that look like the proxy's own never reach a server", async (t) => {
@@ -333,13 +344,17 @@ t.test('no server to be had: the client hears FATAL, then the close', async (t) 
   t.match(client.written().toString(), /FATAL.*08006.*login refused/s);
 });
 
-t.test('a server that breaks the order of answers is dropped', async (t) => {
+t.test('answers that match nothing sent: the server stays with its client, then is closed, never lent', async (t) => {
   const a = server();
   const { client, done, released } = relay([a]);
   await client.receive(cat(query('SELECT 1')));
-  await a.receive(parseComplete);
-  t.match(await done, { reason: 'the server broke the protocol: an unexpected ParseComplete' });
-  t.match(released, [{ state: 'gone' }]);
+  await a.receive(cat(parseComplete, commandComplete, ready('I')));
+  t.same(client.written(), cat(parseComplete, commandComplete, ready('I')), 'the client hears what the server said');
+  t.equal(a.pooled.ledger.doubt, 'a ParseComplete answered no request of its kind');
+  t.equal(released.length, 0, 'not released at its ReadyForQuery');
+  await client.receive(terminate);
+  await done;
+  t.match(released, [{ state: 'busy' }]);
 });
 
 t.test('a FATAL with nothing asked (terminated): the client hears it, the server is gone', async (t) => {
@@ -365,12 +380,8 @@ t.test('an error while the client is still sending its pipeline: the rest of tha
   t.equal(a.pooled.prepared.size, 0, 'the skipped Parse is not taken as done');
   a.clear();
   await client.receive(cat(parse('s1', 'SELECT 1'), sync));
-  t.same(
-    a.written(),
-    cat(close('S', ''), parse('pg_iam_proxy_2', 'SELECT 1'), sync),
-    's1 did not exist, as PostgreSQL says: it can be parsed again (after the unnamed statement is closed)',
-  );
-  await a.receive(cat(closeComplete, parseComplete, ready('I')));
+  t.same(a.written(), cat(parse('pg_iam_proxy_2', 'SELECT 1'), sync), 's1 did not exist, as PostgreSQL says: it can be parsed again');
+  await a.receive(cat(parseComplete, ready('I')));
   t.equal(released.length, 2);
 });
 
@@ -390,32 +401,33 @@ t.test('COPY FROM STDIN: the server goes back when it ends, in simple and extend
   t.equal(released.length, 1, 'held during the COPY');
   await a.receive(cat(new Bytes().cstring('COPY 1').join('C'), ready('I')));
   t.equal(released.length, 2, 'extended: released at its one ReadyForQuery');
-  // A COPY that fails: the error does not end the session, the server goes back after the Sync. (The
-  // unnamed statement of the last transaction is closed first.)
+  // A COPY that fails: the error does not end the session, the server goes back after the Sync.
   await client.receive(cat(parse('', 'COPY t FROM STDIN'), bind(''), execute, sync));
-  await a.receive(cat(closeComplete, parseComplete, bindComplete, new Bytes().raw([0, 0, 0]).join('G')));
+  await a.receive(cat(parseComplete, bindComplete, new Bytes().raw([0, 0, 0]).join('G')));
   await client.receive(cat(new Bytes().cstring('no').join('f'), sync));
   await a.receive(cat(error('57014'), ready('I')));
   t.equal(released.length, 3);
   t.match(released.at(-1), { state: 'idle' });
 });
 
-t.test('SET, LISTEN, DISCARD or DEALLOCATE: the server is reset before another client gets it', async (t) => {
-  for (const tag of ['SET', 'LISTEN', 'DISCARD ALL', 'DEALLOCATE ALL', 'DEALLOCATE']) {
+t.test('SET, LISTEN, DISCARD, PREPARE, DECLARE, CREATE TABLE: the server is reset before another client gets it', async (t) => {
+  for (const tag of ['SET', 'RESET', 'LISTEN', 'DISCARD ALL', 'DISCARD PLANS', 'PREPARE', 'DECLARE CURSOR', 'CREATE TABLE']) {
     const a = server();
     const { client, released } = relay([a]);
-    await client.receive(query(tag));
+    await client.receive(query(`-- ${tag}`));
     await a.receive(cat(new Bytes().cstring(tag).join('C'), ready('I')));
     t.match(released, [{ state: 'idle', reset: true }], tag);
   }
-  const a = server();
-  const { client, released } = relay([a]);
-  await client.receive(query('DELETE FROM t'));
-  await a.receive(cat(new Bytes().cstring('DELETE 3').join('C'), ready('I')));
-  t.match(released, [{ state: 'idle', reset: false }], 'other commands: no reset');
+  for (const tag of ['DELETE 3', 'DEALLOCATE', 'DEALLOCATE ALL', 'CREATE INDEX']) {
+    const a = server();
+    const { client, released } = relay([a]);
+    await client.receive(query(`-- ${tag}`));
+    await a.receive(cat(new Bytes().cstring(tag).join('C'), ready('I')));
+    t.match(released, [{ state: 'idle', reset: false }], `${tag}: no reset`);
+  }
 });
 
-t.test("the unnamed statement a client left is closed before the next client's first message", async (t) => {
+t.test("another client's unnamed statement is closed before a client without one binds the unnamed statement", async (t) => {
   const a = server();
   const first = relay([a]);
   await first.client.receive(cat(parse('', 'SELECT 1'), bind(''), execute, sync));
@@ -483,7 +495,7 @@ t.test('a client gone while it waited for a server: the server, untouched, goes 
   t.same(a.written(), Buffer.alloc(0), 'nothing was sent to it');
 });
 
-t.test('the client stream: a message to rewrite in many reads, and one too long to gather', async (t) => {
+t.test('the client stream: a message to rewrite in many reads, a Parse over 16 MiB, a Bind head too long to gather', async (t) => {
   const seen: Buffer[] = [];
   const stream = new FrontendStream({ rewrite: (_c, head, _r, out) => void (seen.push(head), out.push(head)), passed: () => undefined });
   const long = parse('s1', 'SELECT '.padEnd(3000, 'x'));
@@ -495,12 +507,20 @@ t.test('the client stream: a message to rewrite in many reads, and one too long 
   }
   t.same(Buffer.concat(out), long);
   t.same(seen, [long]);
+  const hugeParse = parse('s1', `SELECT '${'x'.repeat(17 * 1024 * 1024)}'`);
+  const parses: Buffer[] = [];
+  const whole = new FrontendStream({
+    rewrite: (_c, head, rest) => void parses.push(Buffer.from(head), Buffer.of(rest)),
+    passed: () => undefined,
+  });
+  for (let at = 0; at < hugeParse.length; at += 1 << 20) whole.translate(hugeParse.subarray(at, at + (1 << 20)), []);
+  t.same(parses, [hugeParse, Buffer.of(0)], 'a Parse is gathered whole, as PostgreSQL reads it');
   const huge = Buffer.alloc(5);
-  huge[0] = 0x50;
+  huge[0] = 0x42;
   huge.writeUInt32BE(17 * 1024 * 1024, 1);
   const big = new FrontendStream({ rewrite: () => undefined, passed: () => undefined });
   big.translate(huge, []);
-  t.throws(() => big.translate(Buffer.alloc(17 * 1024 * 1024), []), /a P message too long to rewrite/);
+  t.throws(() => big.translate(Buffer.alloc(17 * 1024 * 1024, 1), []), /a B message too long to rewrite/);
 });
 
 t.test('the client stream: any cut of any message sequence gives the server the same bytes', async (t) => {
@@ -536,4 +556,232 @@ t.test('the client stream: any cut of any message sequence gives the server the 
     { numRuns: 500 },
   );
   t.pass('500 message sequences, cut anywhere: the same bytes and messages');
+});
+
+const copyIn = new Bytes().raw([0, 0, 0]).join('G');
+const copyData = (s: string) => new Bytes().raw(Buffer.from(s)).join('d');
+const copyDone = new Bytes().join('c');
+const complete = (tag: string) => new Bytes().cstring(tag).join('C');
+const row = (s: string) => new Bytes().raw([0, 1]).int32(s.length).raw(Buffer.from(s)).join('D');
+
+t.test('Execute(COPY), CopyData, CopyDone and Sync in one write: the server is not lent before its last answer', async (t) => {
+  const a = server();
+  const first = relay([a]);
+  await first.client.receive(cat(parse('', 'COPY t FROM STDIN'), bind(''), execute, copyData('1\n'), copyDone, sync));
+  await a.receive(cat(parseComplete, bindComplete, copyIn, complete('COPY 1')));
+  t.equal(first.released.length, 0, 'held while its Sync is unanswered');
+  await a.receive(ready('I'));
+  t.match(first.released, [{ state: 'idle' }], 'back after the ReadyForQuery that answers that Sync');
+  t.same(first.client.written(), cat(parseComplete, bindComplete, copyIn, complete('COPY 1'), ready('I')));
+});
+
+t.test('pipelines with errors: a skipped Close, a skipped Parse and a re-Parse act as on a direct connection', async (t) => {
+  const a = server();
+  const { client, released } = relay([a]);
+  await client.receive(cat(parse('k1', 'SELECT 1'), sync));
+  await a.receive(cat(parseComplete, ready('I')));
+  a.clear();
+  client.clear();
+  // An error makes the server skip a Close of k1 and a Parse of m2; the next group, already pipelined,
+  // binds both: it is held until the server has told what became of them.
+  await client.receive(cat(parse('', 'SELECT 1/0'), bind(''), execute, close('S', 'k1'), parse('m2', 'SELECT 2'), sync));
+  await client.receive(cat(bind('k1'), execute, bind('m2'), execute, sync, parse('m2', 'SELECT 2'), sync));
+  t.same(
+    a.written(),
+    cat(parse('', 'SELECT 1/0'), bind(''), execute, close('S', NEVER_PREPARED), parse('pg_iam_proxy_2', 'SELECT 2'), sync),
+    'the second group waits: it names what the first may not have done',
+  );
+  a.clear();
+  await a.receive(cat(parseComplete, bindComplete, error('22012'), ready('I')));
+  t.same(
+    a.written(),
+    cat(bind('pg_iam_proxy_1'), execute, bind('m2'), execute, sync, parse('pg_iam_proxy_3', 'SELECT 2'), sync),
+    "k1 still exists (its Close was skipped); m2 does not (its Parse was skipped), in the client's own words; parsing it again runs",
+  );
+  t.same(
+    [...a.pooled.prepared].map((s) => s.name),
+    ['pg_iam_proxy_1', 'pg_iam_proxy_3'],
+  );
+  await a.receive(cat(bindComplete, commandComplete, error('26000'), ready('I'), parseComplete, ready('I')));
+  t.equal(released.length, 2);
+  t.same(
+    client.written(),
+    cat(
+      parseComplete,
+      bindComplete,
+      error('22012'),
+      ready('I'),
+      bindComplete,
+      commandComplete,
+      error('26000'),
+      ready('I'),
+      parseComplete,
+      ready('I'),
+    ),
+  );
+});
+
+t.test("a client's DEALLOCATE and DISCARD ALL act on its own statements, in both protocols", async (t) => {
+  const a = server();
+  const { client } = relay([a]);
+  await client.receive(cat(parse('_pg3_0', 'SELECT 1'), parse('_pg3_1', 'SELECT 2'), sync));
+  await a.receive(cat(parseComplete, parseComplete, ready('I')));
+  a.clear();
+  client.clear();
+  // Simple protocol: DEALLOCATE of a name of the client's.
+  await client.receive(query('DEALLOCATE _pg3_0'));
+  t.same(a.written(), query('PREPARE pg_iam_proxy_deallocate_q AS SELECT; DEALLOCATE pg_iam_proxy_deallocate_q'));
+  await a.receive(cat(complete('PREPARE'), complete('DEALLOCATE'), ready('I')));
+  t.same(client.written(), cat(complete('DEALLOCATE'), ready('I')), 'the client hears its DEALLOCATE only');
+  a.clear();
+  client.clear();
+  // Extended protocol (psycopg in a pipeline): the unnamed Parse's SQL names a statement made for it.
+  await client.receive(cat(parse('', 'DEALLOCATE _pg3_1'), bind(''), execute, sync));
+  t.same(
+    a.written(),
+    cat(
+      close('S', 'pg_iam_proxy_deallocate'),
+      parse('pg_iam_proxy_deallocate', 'SELECT'),
+      parse('', 'DEALLOCATE pg_iam_proxy_deallocate'),
+      bind(''),
+      execute,
+      sync,
+    ),
+  );
+  await a.receive(cat(closeComplete, parseComplete, parseComplete, bindComplete, complete('DEALLOCATE'), ready('I')));
+  t.same(client.written(), cat(parseComplete, bindComplete, complete('DEALLOCATE'), ready('I')));
+  a.clear();
+  // Both names are free again: Parse them anew, no 42P05.
+  await client.receive(cat(parse('_pg3_0', 'SELECT 1'), parse('_pg3_1', 'SELECT 3'), sync));
+  t.same(a.written(), cat(parse('pg_iam_proxy_3', 'SELECT 1'), parse('pg_iam_proxy_4', 'SELECT 3'), sync));
+  await a.receive(cat(parseComplete, parseComplete, ready('I')));
+  a.clear();
+  // DEALLOCATE ALL drops them all, and a failed one takes nothing away.
+  await client.receive(query('DEALLOCATE ALL'));
+  await a.receive(cat(error('25P02'), ready('E')));
+  await client.receive(cat(bind('_pg3_0'), sync));
+  t.match(a.written().toString(), /pg_iam_proxy_3/, 'the failed DEALLOCATE ALL dropped nothing');
+  await a.receive(cat(bindComplete, ready('E')));
+  a.clear();
+  await client.receive(query('ROLLBACK'));
+  await a.receive(cat(complete('ROLLBACK'), ready('I')));
+  await client.receive(query('discard  ALL ;'));
+  await a.receive(cat(complete('DISCARD ALL'), ready('I')));
+  t.equal(a.pooled.prepared.size, 0, 'the server said it has none of them left');
+  a.clear();
+  await client.receive(cat(bind('_pg3_0'), sync));
+  t.same(a.written(), cat(bind('_pg3_0'), sync), 'the client has none either: the server says so in its words');
+});
+
+t.test('the unnamed statement follows its client to another server; a Query drops it', async (t) => {
+  const a = server();
+  const b = server();
+  const list = [a.pooled, b.pooled];
+  const shared = fakePools(list);
+  /** The next transaction of any client lands on `s`. */
+  const next = (s: ReturnType<typeof server>) => list.sort((x) => (x === s.pooled ? -1 : 1));
+  const one = relay([], { shared });
+  const two = relay([], { shared });
+  next(a);
+  await one.client.receive(cat(parse('', 'SELECT $1::int'), sync));
+  await a.receive(cat(parseComplete, ready('I')));
+  next(b);
+  await two.client.receive(cat(parse('', 'SELECT 2'), sync));
+  await b.receive(cat(parseComplete, ready('I')));
+  one.client.clear();
+  // Client one lands on B, which holds client two's unnamed statement: its own goes first.
+  next(b);
+  b.clear();
+  await one.client.receive(cat(bind(''), execute, sync));
+  t.same(b.written(), cat(parse('', 'SELECT $1::int'), bind(''), execute, sync));
+  await b.receive(cat(parseComplete, bindComplete, commandComplete, ready('I')));
+  t.same(one.client.written(), cat(bindComplete, commandComplete, ready('I')));
+  // Back on B it has its own: nothing goes first.
+  next(b);
+  b.clear();
+  await one.client.receive(cat(bind(''), execute, sync));
+  t.same(b.written(), cat(bind(''), execute, sync));
+  await b.receive(cat(bindComplete, commandComplete, ready('I')));
+  // After a Query the client has none: on A, which holds its old one, that one is closed first.
+  next(b);
+  await one.client.receive(query('SELECT 1'));
+  await b.receive(cat(commandComplete, ready('I')));
+  next(a);
+  a.clear();
+  await one.client.receive(cat(bind(''), sync));
+  t.same(a.written(), cat(close('S', ''), bind(''), sync), 'the statement it had before its Query is not bound');
+  await a.receive(cat(closeComplete, error('26000'), ready('I')));
+});
+
+t.test(
+  'a Bind of a statement that was gone (26000): the server forgets its statements, then closes each before preparing it',
+  async (t) => {
+    const a = server();
+    const { client, released } = relay([a]);
+    await client.receive(cat(parse('s1', 'SELECT 1'), sync));
+    await a.receive(cat(parseComplete, ready('I')));
+    a.clear();
+    await client.receive(cat(bind('s1'), execute, sync));
+    await a.receive(cat(error('26000'), ready('I')));
+    t.equal(a.pooled.statementsUnsure, true);
+    t.equal(a.pooled.prepared.size, 0);
+    a.clear();
+    await client.receive(cat(bind('s1'), execute, sync));
+    t.same(a.written(), cat(close('S', 'pg_iam_proxy_1'), parse('pg_iam_proxy_1', 'SELECT 1'), bind('pg_iam_proxy_1'), execute, sync));
+    await a.receive(cat(closeComplete, parseComplete, bindComplete, commandComplete, ready('I')));
+    t.same(client.written().subarray(-(bindComplete.length + commandComplete.length + 6)), cat(bindComplete, commandComplete, ready('I')));
+    t.equal(released.length, 3);
+  },
+);
+
+t.test('a client that leaves while it waits for a server is dropped from the queue at once', async (t) => {
+  let signal: AbortSignal | undefined;
+  const released: Released[] = [];
+  const pools = {
+    statements: new StatementRegistry(),
+    settings: { maxPreparedStatements: 10 },
+    tryAcquire: () => undefined,
+    acquire: (_key: PoolKey, s: AbortSignal) =>
+      new Promise<PooledServer>((_resolve, reject) => {
+        signal = s;
+        s.addEventListener('abort', () => reject(s.reason));
+      }),
+    release: (server: PooledServer, _key: PoolKey, state: string, reset = true) => void released.push({ server, state, reset }),
+  } as unknown as Pools;
+  const client = end();
+  const done = relayTransactions({
+    client: client.socket as unknown as Socket,
+    pools,
+    key: KEY,
+    signal: new AbortController().signal,
+    holding: { server: undefined },
+    toClient: Buffer.alloc(0),
+    pipelined: Buffer.alloc(0),
+    clientEnded: false,
+    log: pino({ level: 'silent' }),
+  });
+  await client.receive(query('SELECT 1'));
+  t.equal(signal?.aborted, false, 'waiting');
+  client.socket.push(null); // a clean FIN, as a client's close while queued sends
+  t.match(await done, { reason: 'client closed the connection while waiting for a server' });
+  t.equal(signal?.aborted, true, 'the wait was given up');
+  t.equal(released.length, 0);
+});
+
+t.test('a server message cut anywhere, kept from the client or not: the client gets exactly its own bytes', async (t) => {
+  const answers = cat(closeComplete, parseComplete, bindComplete, row('x'.repeat(40)), complete('SELECT 1'), ready('I'));
+  const expected = cat(bindComplete, row('x'.repeat(40)), complete('SELECT 1'), ready('I'));
+  for (let size = 1; size <= 9; size++) {
+    const a = server();
+    const { client, released } = relay([a]);
+    await client.receive(cat(parse('s1', 'SELECT 1'), sync));
+    await a.receive(cat(parseComplete, ready('I')));
+    a.pooled.statementsUnsure = true;
+    a.pooled.prepared.clear();
+    client.clear();
+    await client.receive(cat(bind('s1'), execute, sync));
+    for (let at = 0; at < answers.length; at += size) await a.receive(answers.subarray(at, at + size));
+    t.same(client.written(), expected, `in pieces of ${size}`);
+    t.equal(released.length, 2);
+  }
 });

@@ -171,11 +171,15 @@ t.test("pgbouncer's hard cases: a pipeline with an error and a late Sync, name r
   );
   w.write(serialize.query('SELECT 1'));
   t.same(await untilZ(w), ['T', 'D', 'C', 'Z'], 'the connection goes on');
-  // A second Parse of a name in use: FATAL, as pgbouncer does.
+  // A second Parse of a name in use: the server's own error, as on a direct connection; the client goes on
+  // and its statement is the one it had.
   w.write(Buffer.concat([serialize.parse({ name: 'shape', text: 'SELECT 2' }), serialize.sync()]));
-  const fatal = errorOf(await w.message());
-  t.match(fatal, { code: '42P05', severity: 'FATAL', message: 'prepared statement "shape" already exists' });
-  await w.closed;
+  const exists = errorOf(await w.message());
+  t.match(exists, { code: '42P05', severity: 'ERROR', message: 'prepared statement "shape" already exists' });
+  t.same(await untilZ(w), ['Z']);
+  w.write(Buffer.concat([serialize.describe({ type: 'S', name: 'shape' }), serialize.sync()]));
+  t.same(await untilZ(w), ['t', 'T', 'Z'], 'still the statement it prepared');
+  w.close();
 });
 
 t.test('COPY in and out inside transaction pooling', async (t) => {

@@ -7,6 +7,7 @@
 import type { Logger } from 'pino';
 import { SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
+import { sendCancel } from '../proxy/cancel.js';
 import { openServer, type LoginTarget } from '../proxy/login.js';
 import { UpstreamError } from '../proxy/upstream-auth.js';
 import { type GreetingTemplate, PooledServer } from './server.js';
@@ -233,6 +234,9 @@ export class Pools {
               ? 'shutting down'
               : undefined;
     if (why) {
+      // Left with work outstanding: a query may still run (or a COPY hold its locks) on the backend; the
+      // cancel stops it, as closing the connection alone would not until it next wrote.
+      if (state === 'busy' && !server.broken) this.cancel(server);
       this.retire(pool, server, why);
       return;
     }
@@ -268,9 +272,20 @@ export class Pools {
   /** The reset query; in transaction mode the proxy's statements go too (DISCARD ALL drops them already). */
   private async reset(server: PooledServer): Promise<void> {
     await server.run(this.settings.resetQuery, this.target.connectTimeoutMs);
-    if (server.prepared.size === 0) return;
+    if (server.prepared.size === 0 && !server.statementsUnsure) return;
     if (!/^\s*discard\s+all\s*;?\s*$/i.test(this.settings.resetQuery)) await server.run('DEALLOCATE ALL', this.target.connectTimeoutMs);
     server.prepared.clear();
+    server.statementsUnsure = false;
+  }
+
+  /** Cancel whatever the server's backend runs now (best effort: the server is closed anyway). */
+  private cancel(server: PooledServer): void {
+    const request = server.cancelRequest();
+    if (!request) return;
+    sendCancel(this.target.connector, this.target.connectTimeoutMs, () => request).then(
+      () => this.log.debug({ server: server.id }, 'pool: query of a departed client cancelled'),
+      (err: unknown) => this.log.debug({ server: server.id, err }, 'pool: the cancel for a departed client failed'),
+    );
   }
 
   /** Close every idle server now; busy ones close as their clients leave. */

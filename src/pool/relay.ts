@@ -1,13 +1,14 @@
 // The relay of a pooled session: bytes both ways with backpressure, as the 1:1 splice, with message
-// boundaries followed on both sides (MessageCursor: no copy, no allocation per message). The client's
-// Terminate is held back, since the server stays logged in for the next client; and when the client
-// leaves, whether the server is idle with nothing outstanding decides if it can be reset and pooled.
+// boundaries followed on both sides (MessageCursor: no copy, no allocation per message) and what the
+// server owes counted by its ledger (ledger.ts). The client's Terminate is held back, since the server
+// stays logged in for the next client. When the client leaves, a server it left idle, having answered
+// everything, is reset and pooled; one it left with work outstanding is cancelled and closed.
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { BackendCode, FrontendCode } from '../protocol/constants.js';
 import { MessageCursor } from '../protocol/framing.js';
 import { holdBack } from '../proxy/splice.js';
-import { TxStatus } from './server.js';
+import { Ledger, TxStatus } from './ledger.js';
 
 export interface PooledEnd {
   /** Why the session ended, in the words a log reader wants. */
@@ -19,10 +20,8 @@ export interface PooledEnd {
   readonly serverGone: boolean;
 }
 
-// Query, Sync and FunctionCall each have one ReadyForQuery to come; Terminate is the client's goodbye,
-// not the server's; an ErrorResponse with nothing asked is a FATAL (the backend is going).
-const { Query: Q, Sync: S, FunctionCall: F, Terminate: X } = FrontendCode;
-const { ReadyForQuery: Z, ErrorResponse: E } = BackendCode;
+const { Terminate: X } = FrontendCode;
+const { ErrorResponse: E } = BackendCode;
 
 /**
  * Relay until the client leaves or the server goes. `toClient` (the greeting) and `toServer` (what the
@@ -38,16 +37,10 @@ export function relayPooled(
   return new Promise((resolve) => {
     const fromClient = new MessageCursor();
     const fromServer = new MessageCursor();
-    /** Requests sent whose ReadyForQuery has not come back. */
-    let pending = 0;
-    /** Messages sent since the last Sync, Query or FunctionCall (a pipeline read with Flush). */
-    let unsynced = false;
-    let status: number = TxStatus.Idle;
+    const ledger = new Ledger();
     let serverGone = false;
     /** Bytes reached the server that leave it mid-message (part of a Terminate, or garbage): not reusable. */
     let serverPoisoned = false;
-    /** The client half-closed with answers still owed: they go out, then the session ends. */
-    let awaitingAnswers = false;
     let done = false;
     const finish = (reason: string, error?: Error) => {
       if (done) return;
@@ -60,7 +53,12 @@ export function relayPooled(
       client.end();
       client.resume();
       const serverIdle =
-        !serverGone && !serverPoisoned && pending === 0 && status === TxStatus.Idle && fromClient.atBoundary && fromServer.atBoundary;
+        !serverGone &&
+        !serverPoisoned &&
+        ledger.settled &&
+        ledger.status === TxStatus.Idle &&
+        fromClient.atBoundary &&
+        fromServer.atBoundary;
       resolve({ reason, error, serverIdle, serverGone });
     };
     const resumeServer = () => server.resume();
@@ -70,15 +68,12 @@ export function relayPooled(
       try {
         fromClient.walk(chunk, (m) => {
           if (cut < chunk.length) return; // nothing counts after the Terminate
-          if (m.code === Q || m.code === S || m.code === F) {
-            pending++;
-            unsynced = false;
-          } else if (m.code === X) {
+          if (m.code === X) {
             // A Terminate whose first bytes went out with an earlier chunk has reached the server in
             // part: that server cannot be handed on.
             if (m.at < 0) serverPoisoned = true;
             cut = Math.max(0, m.at);
-          } else unsynced = true;
+          } else ledger.sent(m.code);
         });
       } catch (err) {
         // Not the protocol: nothing more goes to the server, which is not reused.
@@ -93,10 +88,9 @@ export function relayPooled(
     const onServerData = (chunk: Buffer) => {
       try {
         fromServer.walk(chunk, (m) => {
-          if (m.code === E && pending === 0 && !unsynced) serverGone = true;
-          if (m.code !== Z) return;
-          pending = Math.max(0, pending - 1);
-          status = m.first;
+          // An error with nothing asked is a FATAL: the backend is going.
+          if (m.code === E && ledger.owed === 0 && !ledger.open) serverGone = true;
+          ledger.answer(m.code, m.first);
         });
       } catch (err) {
         serverGone = true;
@@ -105,13 +99,11 @@ export function relayPooled(
         return;
       }
       client.write(chunk);
-      if (awaitingAnswers && pending === 0) finish('client closed the connection');
-      else holdBack(server, client, resumeServer);
+      holdBack(server, client, resumeServer);
     };
-    const onClientEnd = () => {
-      if (pending === 0) finish('client closed the connection');
-      else awaitingAnswers = true;
-    };
+    // A client gone with work outstanding (mid-query, mid-COPY, half a message) leaves its server to be
+    // cancelled and closed: nobody reads the answers.
+    const onClientEnd = () => finish('client closed the connection');
     const onClientError = (err: Error) => finish(`error on the client connection: ${err.message}`, err);
     const onClientClose = () => finish('client closed the connection');
     const onServerEnd = () => {

@@ -9,8 +9,9 @@ import type { Statement } from './statements.js';
 
 let nextServerId = 1;
 
-/** A ReadyForQuery status byte: idle, in a transaction, in a failed transaction. */
-export const TxStatus = { Idle: 0x49, InTransaction: 0x54, Failed: 0x45 } as const; // I T E
+import { Ledger, TxStatus } from './ledger.js';
+
+export { TxStatus };
 
 export class PooledServer {
   readonly id = nextServerId++;
@@ -27,8 +28,18 @@ export class PooledServer {
    * used first (a Set keeps insertion order: a use moves one to the end).
    */
   readonly prepared = new Set<Statement>();
-  /** A client parsed the unnamed statement: it outlives the transaction, so the next client closes it first. */
-  unnamedStatement = false;
+  /**
+   * The server may hold statements under the proxy's names that `prepared` does not list (one it was said
+   * to have was gone): each is closed before it is prepared again, until the next reset.
+   */
+  statementsUnsure = false;
+  /**
+   * Whose unnamed statement the server holds (it outlives a transaction, until the next unnamed Parse or
+   * simple Query): the token of the client's Parse, or undefined for none or one no client can claim.
+   */
+  unnamed: object | undefined;
+  /** What the server owes the client that holds it: settled whenever the server is in its pool. */
+  readonly ledger = new Ledger();
   /** Cancels being forwarded to this server: it is not handed to another client until they are done. */
   private cancelling = 0;
   private afterCancels: (() => void) | undefined;
@@ -114,6 +125,7 @@ export class PooledServer {
     const { status, error } = await simpleQuery(this.socket, sql, timeoutMs, (frame) => {
       if (frame.code === BackendCode.ParameterStatus) this.learn(frame.bytes);
     });
+    this.unnamed = undefined; // a simple Query drops the unnamed statement
     if (error !== undefined || status !== TxStatus.Idle) {
       throw new WireError(
         SqlState.ConnectionFailure,

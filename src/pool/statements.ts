@@ -47,6 +47,16 @@ export class StatementRegistry {
     return statement;
   }
 
+  /** The statement of a client's Parse, if some client holds it now; not held by this call. */
+  peek(head: Buffer, after: number): Statement | undefined {
+    return this.byShape.get(head.toString('latin1', after));
+  }
+
+  /** A client holds it again (the Close that let go of it was skipped). */
+  rehold(statement: Statement): void {
+    if (statement.refs++ === 0 && !this.byShape.has(statement.shape)) this.byShape.set(statement.shape, statement);
+  }
+
   /** A client let go of it (Close, or the client left). */
   let(statement: Statement): void {
     if (--statement.refs === 0 && this.byShape.get(statement.shape) === statement) this.byShape.delete(statement.shape);
@@ -59,3 +69,19 @@ export const closeStatement = (name: string): Buffer => frontendMessage(Frontend
 /** Parse(SCRATCH, "") + Close(SCRATCH): the first answers the client's Parse in its place, the second undoes it. */
 export const SCRATCH_PARSE = frontendMessage(Frontend.Parse, SCRATCH, '', Buffer.alloc(2));
 export const SCRATCH_CLOSE = closeStatement(SCRATCH);
+
+/**
+ * A client's DEALLOCATE of one of its statements runs on the server as DEALLOCATE of this statement, made
+ * just before: the client hears DEALLOCATE, and the proxy's statement stays for other clients.
+ */
+export const DEALLOCATED = `${STATEMENT_PREFIX}deallocate`;
+/** Extended protocol: Close (nothing there is no error) and Parse of DEALLOCATED, before the client's Parse. */
+export const DEALLOCATED_CLOSE = closeStatement(DEALLOCATED);
+export const DEALLOCATED_PARSE = frontendMessage(Frontend.Parse, DEALLOCATED, 'SELECT', Buffer.alloc(2));
+/** The client's Parse's SQL becomes this. */
+export const DEALLOCATE_SQL = `DEALLOCATE ${DEALLOCATED}`;
+/**
+ * A simple Query: both in one message, under a name of its own (the first CommandComplete, PREPARE's, is
+ * kept from the client). Only a cancel between the two could leave it; an error marks the server for reset.
+ */
+export const DEALLOCATE_QUERY = frontendMessage(Frontend.Query, `PREPARE ${DEALLOCATED}_q AS SELECT; DEALLOCATE ${DEALLOCATED}_q`);

@@ -1,23 +1,32 @@
 // The relay of transaction pooling: a client holds a server from its first message after ReadyForQuery
-// 'I' to the next ReadyForQuery 'I' with nothing outstanding, then the server goes back to the pool.
+// 'I' until the server has answered everything the client sent (its ledger settled, ledger.ts) with
+// ReadyForQuery 'I' again; then the server goes back to the pool. When the relay is in any doubt, the
+// server stays with its client and is closed when the client leaves.
 //
-// Named prepared statements follow the client from server to server: its Parse of "s1" becomes a Parse of
-// the proxy's name for that statement (one per distinct SQL and parameter types), its Bind and Describe
-// of "s1" name the proxy's statement, prepared first (a Parse injected just before) on a server that does
-// not have it yet. The answers to injected messages (ParseComplete, CloseComplete) are kept from the
-// client, matched in order: every Parse and Close sent is queued with whether the client asked for it,
-// and an error drops the rest of its pipeline up to Sync (the server skips them), undoing what they did.
+// Prepared statements follow the client from server to server (docs/architecture.md, "Transaction
+// pooling"): its Parse of "s1" becomes a Parse of the proxy's name for that statement (one per distinct
+// SQL and parameter types), its Bind and Describe of "s1" name the proxy's statement, prepared first (a
+// Parse injected just before) on a server that does not have it yet. Its unnamed statement is prepared
+// again on a server that holds another's. Its DEALLOCATE and DISCARD ALL act on its own statements. The
+// answers to injected messages are kept from the client, matched in order by the server's ledger; what a
+// message assumed (a statement prepared, a name dropped) is undone when the server skips it or it fails.
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { BackendCode as B, HEADER_SIZE, SqlState } from '../protocol/constants.js';
+import { BackendCode as B, CODE_SIZE, HEADER_SIZE, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
-import { MessageCursor } from '../protocol/framing.js';
+import { type MessageStart, MessageCursor } from '../protocol/framing.js';
 import { Frontend, FrontendStream, frontendMessage, lengthFor, readCString, STATEMENT } from '../protocol/frontend.js';
 import { holdBack } from '../proxy/splice.js';
+import type { Ledger, SentOptions, Settled } from './ledger.js';
 import { MAX_PREPARED_STATEMENTS, type PoolKey, type Pools } from './pool.js';
 import { type PooledServer, TxStatus } from './server.js';
+import { statementCommand } from './sql.js';
 import {
   closeStatement,
+  DEALLOCATE_QUERY,
+  DEALLOCATE_SQL,
+  DEALLOCATED_CLOSE,
+  DEALLOCATED_PARSE,
   NEVER_PREPARED,
   SCRATCH_CLOSE,
   SCRATCH_PARSE,
@@ -38,21 +47,15 @@ export interface Holding {
 
 /**
  * Command tags after which a server is not what its pool's next client may find: session settings, a
- * LISTEN, statements dropped under the proxy's names. It is reset (and its statements forgotten) before
- * it is lent again.
+ * LISTEN, a cursor or SQL-prepared statement that outlives the transaction, a temporary table. It is reset
+ * before it is lent again.
  */
-const DIRTYING = /^(SET|RESET|LISTEN|DISCARD|DEALLOCATE)\b/;
+const DIRTYING = /^(SET|RESET|LISTEN|DISCARD|PREPARE|DECLARE|CREATE TABLE)\b/;
+/** Tags after which the server has none of the proxy's prepared statements. */
+const DROPS_STATEMENTS = /^(DEALLOCATE ALL|DISCARD ALL)\0/;
 
-/** A Parse or Close sent to the server, whose answer (ParseComplete, CloseComplete) is still to come. */
-interface Expected {
-  readonly code: number;
-  /** Injected by the proxy: its answer is not the client's. */
-  readonly swallow: boolean;
-  /** The ReadyForQuery count it belongs before: an error before it drops it (the server skips it). */
-  readonly group: number;
-  /** Undo what sending it assumed of the server's statements, when it is skipped or fails. */
-  readonly undo?: (() => void) | undefined;
-}
+/** The most bytes of a client's kept while it waits for a server; beyond, it is not read until it has one. */
+const QUEUED_LIMIT = 1024 * 1024;
 
 /** Whether the proxy is draining, and who to tell when it starts (undefined: no one). */
 export interface Drain {
@@ -64,7 +67,7 @@ export interface TransactionRelayOptions {
   readonly client: Socket;
   readonly pools: Pools;
   readonly key: PoolKey;
-  /** The client went away: a wait for a server stops. */
+  /** The session ends (a shutdown): a wait for a server stops. */
   readonly signal: AbortSignal;
   /** The proxy is shutting down: the client is let go between transactions (at once if it is between). */
   readonly drain?: Drain | undefined;
@@ -79,40 +82,57 @@ export function relayTransactions(options: TransactionRelayOptions): Promise<Tra
   return new Promise((resolve) => new TransactionRelay(options, resolve).begin());
 }
 
+/** Takes back what a request assumed: `failed` when the server ran it and it failed, else it was skipped. */
+type Undo = (failed: boolean) => void;
+
+/** One Settled for a request whose outcome several assumptions wait on. */
+function both(...settles: Array<Settled | undefined>): Settled | undefined {
+  const all = settles.filter((s) => s !== undefined);
+  if (all.length < 2) return all[0];
+  return (outcome) => {
+    for (const settled of all) settled(outcome);
+  };
+}
+
+/** The key of what the relay assumes of a statement on the held server (client names never hold a NUL). */
+const serverKey = (statement: Statement): string => `\0${statement.name}`;
+
+/** A client's unnamed statement: the Parse that made it. Its identity tells a server whose unnamed statement it holds. */
+interface Unnamed {
+  readonly parse: Buffer;
+}
+
 class TransactionRelay {
   private readonly client: Socket;
   private readonly statements: StatementRegistry;
   private readonly maxPrepared: number;
   /** The client's named statements: its names to the proxy's statements. */
   private readonly named = new Map<string, Statement>();
+  /** The client's unnamed statement, if it has one. */
+  private unnamed: Unnamed | undefined;
+  /** What changes the server has not answered yet (see `changes`), by key. */
+  private readonly unsettled = new Map<string, { count: number; group: number }>();
+  /** Sync, Query and FunctionCall messages sent: the groups of requests the server answers as one. */
+  private groups = 0;
+  /** Client bytes behind a message held until the server answers (see `changes`). */
+  private backlog: Buffer[] = [];
   private readonly fromClient: FrontendStream;
-  /** The server's messages; a CommandComplete's tag is peeked at (DIRTYING). */
-  private readonly fromServer = new MessageCursor((code) => (code === B.CommandComplete ? 11 : 1));
-  /** The group an error is skipping, up to its Sync: what the client sends into it is skipped too. */
-  private failedGroup = -1;
-  /** What ends each group sent and not yet answered: Sync (extended), Query or FunctionCall (simple). */
-  private groupEnds: number[] = [];
+  /** The server's messages; a CommandComplete's tag and an ErrorResponse's code are peeked at. */
+  private readonly fromServer = new MessageCursor((code) => (code === B.CommandComplete ? 16 : code === B.ErrorResponse ? 40 : 1));
+  /** Bytes of a message kept from the client that are still to come from the server. */
+  private cutRest = 0;
   /** Flow control: the client is paused until the server's socket drains. */
   private heldBack = false;
-  /** Linked and nothing sent yet in this transaction. */
-  private fresh = false;
   private server: PooledServer | undefined;
-  /** Client bytes that came while it held no server, waiting for one. */
+  /** Client bytes that came while it held no server, waiting for one, and how many. */
   private queued: Buffer[] = [];
-  private acquiring = false;
-  /** Requests sent whose ReadyForQuery has not come back; ReadyForQuery counts sent and received. */
-  private pending = 0;
-  private groupsSent = 0;
-  private groupsAnswered = 0;
-  /** Messages sent since the last Sync, Query or FunctionCall: the server holds state for them. */
-  private unsynced = false;
-  private status: number = TxStatus.Idle;
-  private expected: Expected[] = [];
-  /** A ParameterStatus came: the server's settings may differ from its pool's, so it is reset. */
+  private queuedBytes = 0;
+  /** Stops the wait for a server when the client leaves; set while waiting. */
+  private waiting: AbortController | undefined;
+  /** Something the next client could see changed (a setting, a cursor...): the server is reset. */
   private settingsChanged = false;
-  /** Header bytes of a ParseComplete / CloseComplete to keep from the client, held from the last chunk. */
-  private withheld = false;
   private clientEnded = false;
+  private serverGone = false;
   private done = false;
 
   /** What the relay keeps of its options for the client's whole life: not the greeting or pipelined bytes. */
@@ -143,14 +163,14 @@ class TransactionRelay {
     if (first.toClient.length > 0) this.client.write(first.toClient);
     if (first.pipelined.length > 0) this.onClientData(first.pipelined);
     if (first.clientEnded) this.onClientEnd();
-    if (!this.done && !this.acquiring) this.client.resume();
+    if (!this.done) this.client.resume();
     if (this.o.drain?.draining()) this.onDrain();
     else this.o.drain?.onDrain(this.onDrain);
   }
 
   /** Shutting down: a client between transactions goes now; one in a transaction at its end. */
   private readonly onDrain = (): void => {
-    if (!this.server && !this.acquiring) this.fail(SHUTTING_DOWN);
+    if (!this.server && !this.waiting) this.fail(SHUTTING_DOWN);
   };
 
   // The client's side.
@@ -161,90 +181,121 @@ class TransactionRelay {
       this.forward(chunk);
       return;
     }
-    if (this.acquiring) {
-      this.queued.push(chunk);
-      return;
+    if (!this.waiting) {
+      // A goodbye while holding nothing: no server is needed for it.
+      if (this.fromClient.atBoundary && chunk.length >= 5 && chunk[0] === Frontend.Terminate) {
+        this.finish('client closed the connection');
+        return;
+      }
+      const idle = this.o.pools.tryAcquire(this.o.key);
+      if (idle) {
+        this.link(idle);
+        this.forward(chunk);
+        return;
+      }
+      this.acquire();
     }
-    // A goodbye while holding nothing: no server is needed for it.
-    if (this.fromClient.atBoundary && chunk.length >= 5 && chunk[0] === Frontend.Terminate) {
-      this.finish('client closed the connection');
-      return;
-    }
-    const idle = this.o.pools.tryAcquire(this.o.key);
-    if (idle) {
-      this.link(idle);
-      this.forward(chunk);
-      return;
-    }
+    // Kept until a server comes; the client is still read (its leaving is seen) up to a limit.
     this.queued.push(chunk);
-    this.acquire();
+    this.queuedBytes += chunk.length;
+    if (this.queuedBytes > QUEUED_LIMIT) this.client.pause();
   };
 
   private readonly onClientEnd = (): void => {
     this.clientEnded = true;
-    if (this.acquiring) return; // its bytes are answered once a server is had
-    if (!this.server || this.pending === 0) this.finish('client closed the connection');
+    if (this.waiting) this.waiting.abort(new Error('client closed the connection'));
+    else this.finish('client closed the connection');
   };
 
   private readonly onClientError = (err: Error): void => this.finish(`error on the client connection: ${err.message}`, err);
   private readonly onClientClose = (): void => this.finish('client closed the connection');
 
-  /** Wait for a server (the client is not read meanwhile), then send what the client queued. */
+  /** Wait for a server, then send what the client queued meanwhile. */
   private acquire(): void {
-    this.acquiring = true;
-    this.client.pause();
-    this.o.pools.acquire(this.o.key, this.o.signal).then(
+    const waiting = new AbortController();
+    this.waiting = waiting;
+    const onShutdown = () => waiting.abort(this.o.signal.reason);
+    this.o.signal.addEventListener('abort', onShutdown, { once: true });
+    this.o.pools.acquire(this.o.key, waiting.signal).then(
       (server) => {
-        this.acquiring = false;
-        if (this.done) {
+        this.o.signal.removeEventListener('abort', onShutdown);
+        this.waiting = undefined;
+        if (this.done || this.clientEnded) {
           this.o.pools.release(server, this.o.key, 'idle', false); // untouched
+          this.finish('client closed the connection while waiting for a server');
           return;
         }
         this.link(server);
         const queued = this.queued;
         this.queued = [];
+        this.queuedBytes = 0;
         for (const chunk of queued) if (!this.done) this.forward(chunk);
-        if (this.done) return;
-        if (this.clientEnded && this.pending === 0) this.finish('client closed the connection');
-        else if (!this.server || server.socket.writableLength <= server.socket.writableHighWaterMark) this.client.resume();
+        if (!this.done && !this.heldBack) this.client.resume();
       },
       (err: Error) => {
-        this.acquiring = false;
-        this.fail(err);
+        this.o.signal.removeEventListener('abort', onShutdown);
+        this.waiting = undefined;
+        this.queued = [];
+        if (this.clientEnded) this.finish('client closed the connection while waiting for a server');
+        else this.fail(err);
       },
     );
   }
 
-  /** Client bytes to the held server, statement names translated. */
+  /** Client bytes to the held server, statement names translated; behind a held message, they wait. */
   private forward(chunk: Buffer): void {
-    const server = this.server!;
-    const out: Buffer[] = [];
-    if (this.fresh) {
-      this.fresh = false;
-      if (server.unnamedStatement) {
-        // The last client's unnamed statement goes before this client's first message (its answer kept).
-        server.unnamedStatement = false;
-        this.expect(out, CLOSE_UNNAMED, B.CloseComplete, true);
-      }
-    }
-    try {
-      this.fromClient.translate(chunk, out);
-    } catch (err) {
-      // Nothing more goes to the server; stopped mid-message, it is not reused.
-      this.fail(
-        err instanceof WireError
-          ? err
-          : new WireError(SqlState.ProtocolViolation, `invalid message from the client: ${(err as Error).message}`, {
-              reason: Failure.ClientProtocol,
-            }),
-      );
+    if (this.fromClient.holding) {
+      this.backlog.push(chunk);
       return;
     }
+    const out: Buffer[] = [];
+    let took: number;
+    try {
+      took = this.fromClient.translate(chunk, out);
+    } catch (err) {
+      this.broken(err);
+      return;
+    }
+    if (took < chunk.length) this.backlog.push(chunk.subarray(took));
+    this.toServer(out);
+  }
+
+  /** After the server's answers: a held message may go now, then what the client sent behind it. */
+  private unhold(): void {
+    const out: Buffer[] = [];
+    try {
+      if (!this.fromClient.resume(out)) return;
+    } catch (err) {
+      this.broken(err);
+      return;
+    }
+    this.toServer(out);
+    const backlog = this.backlog;
+    this.backlog = [];
+    for (const chunk of backlog) if (!this.done) this.forward(chunk);
+    if (!this.done && !this.fromClient.holding && !this.heldBack) this.client.resume();
+  }
+
+  /** The client broke the protocol: nothing more goes to the server; stopped mid-message, it is not reused. */
+  private broken(err: unknown): void {
+    this.fail(
+      err instanceof WireError
+        ? err
+        : new WireError(SqlState.ProtocolViolation, `invalid message from the client: ${(err as Error).message}`, {
+            reason: Failure.ClientProtocol,
+          }),
+    );
+  }
+
+  private toServer(out: Buffer[]): void {
+    const server = this.server!;
     if (out.length > 0) server.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out));
     if (this.fromClient.terminated) {
       this.finish('client closed the connection');
       return;
     }
+    // Held for an answer: what the client sends next waits in its socket.
+    if (this.fromClient.holding) this.client.pause();
     if (!this.heldBack && server.socket.writableLength > server.socket.writableHighWaterMark) {
       this.heldBack = true;
       this.client.pause();
@@ -254,106 +305,275 @@ class TransactionRelay {
 
   private readonly resumeClient = (): void => {
     this.heldBack = false;
-    this.client.resume();
+    if (!this.fromClient.holding) this.client.resume();
   };
 
+  private get ledger(): Ledger {
+    return this.server!.ledger;
+  }
+
+  /** A message passed on as it is: the server owes an answer to some of them. */
   private passed(code: number): void {
-    if (code === Frontend.Sync || code === Frontend.Query || code === Frontend.FunctionCall) {
-      this.pending++;
-      this.groupsSent++;
-      this.groupEnds.push(code);
-      this.unsynced = false;
-    } else if (code !== Frontend.CopyData && code !== Frontend.CopyDone && code !== Frontend.CopyFail && code !== Frontend.Flush)
-      this.unsynced = true;
+    if (code === Frontend.Sync || code === Frontend.FunctionCall) this.groups++;
+    this.ledger.sent(code);
   }
 
-  /** A Parse, Bind, Describe or Close of the client: its statement names become the proxy's. */
-  private rewrite(code: number, head: Buffer, rest: number, out: Buffer[]): void {
-    this.unsynced = true;
-    if (code === Frontend.Parse) this.parse(head, out);
-    else if (code === Frontend.Bind) this.bind(head, rest, out);
-    else this.describeOrClose(code, head, out);
+  /** `message` goes to the server, and the request into its ledger. */
+  private send(out: Buffer[], message: Buffer, code: number, options?: SentOptions): void {
+    if (code === Frontend.Query) this.groups++;
+    out.push(message);
+    this.ledger.sent(code, options);
   }
 
-  private parse(head: Buffer, out: Buffer[]): void {
-    const name = readCString(head, 5);
-    if (!name || name.value === '') {
-      // Sent as it is. It outlives the transaction on the server (until the next unnamed Parse): the
-      // server's next client has it closed first, so it cannot Bind what this client parsed.
-      this.server!.unnamedStatement = true;
-      this.expect(out, head, B.ParseComplete, false);
-      return;
+  // What the relay assumes before the server answers. Each assumption has a key: a client's statement name
+  // ('' for its unnamed statement), or the proxy's name of a statement on the held server (after a NUL).
+  // A request that changes what a key means registers the change; the server's answer settles it, and
+  // anything but an answer undoes it. A message whose translation reads a key that a change sent in an
+  // earlier group still leaves open is held until the server has answered: what a pipeline assumes of a
+  // group's effects never runs ahead of the group's outcome.
+
+  /** The Settled of a request that changes `key`: `undo` runs unless the server answered it. */
+  private changes(key: string, undo?: Undo): Settled {
+    let entry = this.unsettled.get(key);
+    if (!entry) this.unsettled.set(key, (entry = { count: 0, group: 0 }));
+    entry.count++;
+    entry.group = this.groups;
+    const counted = entry;
+    return (outcome) => {
+      if (outcome !== 'answered') undo?.(outcome === 'failed');
+      if (--counted.count === 0 && this.unsettled.get(key) === counted) this.unsettled.delete(key);
+    };
+  }
+
+  /** Whether a message reading `key` must wait for an answer (a change sent before the last group's end). */
+  private mustWait(key: string): boolean {
+    const entry = this.unsettled.get(key);
+    return entry !== undefined && entry.group < this.groups;
+  }
+
+  /** Whether any of the client's statement names must wait (a DEALLOCATE ALL reads them all). */
+  private anyMustWait(): boolean {
+    for (const key of this.unsettled.keys()) if (this.mustWait(key)) return true;
+    return false;
+  }
+
+  /** A message the proxy reads: statement names become the proxy's, DEALLOCATE acts on the client's own. */
+  private rewrite(code: number, head: Buffer, rest: number, out: Buffer[]): boolean {
+    if (code === Frontend.Parse) return this.parse(head, out);
+    if (code === Frontend.Bind) return this.bind(head, rest, out);
+    if (code === Frontend.Query) return this.query(head, rest, out);
+    if (code === Frontend.Close) return this.close(head, out);
+    return this.describe(head, out);
+  }
+
+  private parse(head: Buffer, out: Buffer[]): boolean {
+    const name = readCString(head, HEADER_SIZE);
+    if (!name) {
+      this.send(out, head, Frontend.Parse); // the server says what is wrong with it
+      return true;
     }
-    if (this.named.has(name.value) || name.value.startsWith(STATEMENT_PREFIX)) {
+    if (this.mustWait(name.value)) return false;
+    if (name.value === '') return this.parseUnnamed(head, name.next, out);
+    if (name.value.startsWith(STATEMENT_PREFIX)) {
       throw new WireError(SqlState.DuplicatePreparedStatement, `prepared statement "${name.value}" already exists`, {
         reason: Failure.ClientProtocol,
-        hint: name.value.startsWith(STATEMENT_PREFIX)
-          ? `Names starting with ${STATEMENT_PREFIX} are the proxy's own in transaction pooling.`
-          : 'In transaction pooling the proxy ends the connection here (as pgbouncer does): Close a statement before preparing its name again.',
+        hint: `Names starting with ${STATEMENT_PREFIX} are the proxy's own in transaction pooling.`,
       });
     }
-    const statement = this.statements.hold(head, name.next);
-    this.named.set(name.value, statement);
+    if (this.named.has(name.value)) {
+      // The server answers as it would (42P05, or the SQL's own error first), from a statement of that
+      // name made just before; the server is reset once the client is done with it.
+      this.settingsChanged = true;
+      this.send(out, closeStatement(name.value), Frontend.Close, { swallow: true });
+      this.send(out, frontendMessage(Frontend.Parse, name.value, 'SELECT', Buffer.alloc(2)), Frontend.Parse, { swallow: true });
+      this.send(out, head, Frontend.Parse);
+      return true;
+    }
+    const statement = this.statements.peek(head, name.next);
+    if (statement && this.mustWait(serverKey(statement))) return false;
+    const held = this.statements.hold(head, name.next);
+    this.named.set(name.value, held);
     // Skipped (an error earlier in the pipeline) or failed: the client has no such statement, as with
     // PostgreSQL itself.
-    const forget = () => {
-      if (this.named.get(name.value) !== statement) return;
+    const settled = this.changes(name.value, () => {
+      if (this.named.get(name.value) !== held) return;
       this.named.delete(name.value);
-      this.statements.let(statement);
-    };
-    const server = this.server!;
-    if (server.prepared.has(statement)) {
+      this.statements.let(held);
+    });
+    if (this.server!.prepared.has(held)) {
       // Already there (another client prepared the same SQL): the client's ParseComplete comes from a
       // throwaway statement, in order and skipped on an error as a real one would be.
-      this.touch(statement);
-      this.expect(out, SCRATCH_PARSE, B.ParseComplete, false, forget);
-      this.expect(out, SCRATCH_CLOSE, B.CloseComplete, true);
-      return;
-    }
-    this.prepare(statement, false, out, forget);
+      this.touch(held);
+      this.send(out, SCRATCH_PARSE, Frontend.Parse, { settled });
+      this.send(out, SCRATCH_CLOSE, Frontend.Close, { swallow: true });
+    } else this.prepare(held, false, out, settled);
+    return true;
   }
 
-  private bind(head: Buffer, rest: number, out: Buffer[]): void {
-    const portal = readCString(head, 5);
+  /**
+   * The unnamed statement outlives the transaction on the server, until the next unnamed Parse or Query:
+   * the server remembers whose it is. A DEALLOCATE of one of the client's statements becomes one of a
+   * statement made for it (the client's own lives on under the proxy's name for other clients).
+   */
+  private parseUnnamed(head: Buffer, sqlAt: number, out: Buffer[]): boolean {
+    const sql = mayDropStatements(head, sqlAt) ? readCString(head, sqlAt) : undefined;
+    const command = sql && statementCommand(sql.value);
+    const statement = command?.kind === 'deallocate' ? this.named.get(command.name) : undefined;
+    if (command?.kind === 'deallocate' ? this.mustWait(command.name) : command && this.anyMustWait()) return false;
+    const server = this.server!;
+    let message = head;
+    let dropped: Settled | undefined;
+    if (statement) {
+      this.send(out, DEALLOCATED_CLOSE, Frontend.Close, { swallow: true });
+      this.send(out, DEALLOCATED_PARSE, Frontend.Parse, { swallow: true });
+      message = frontendMessage(Frontend.Parse, '', DEALLOCATE_SQL, head.subarray(sql!.next));
+      dropped = this.drop((command as { name: string }).name, statement);
+    } else if (command && command.kind !== 'deallocate') dropped = this.dropAll();
+    const before = { client: this.unnamed, server: server.unnamed };
+    const mine: Unnamed = { parse: message };
+    this.unnamed = mine;
+    server.unnamed = mine;
+    const unnamed = this.changes('', (failed) => {
+      // A failed Parse has dropped the old unnamed statement already; a skipped one left it.
+      if (this.unnamed === mine) this.unnamed = failed ? undefined : before.client;
+      if (server.unnamed === mine) server.unnamed = failed ? undefined : before.server;
+    });
+    this.send(out, message, Frontend.Parse, { settled: both(dropped, unnamed) });
+    return true;
+  }
+
+  private query(head: Buffer, rest: number, out: Buffer[]): boolean {
+    const command =
+      rest === 0 && mayDropStatements(head, HEADER_SIZE)
+        ? statementCommand(head.toString('utf8', HEADER_SIZE, head.length - 1))
+        : undefined;
+    const statement = command?.kind === 'deallocate' ? this.named.get(command.name) : undefined;
+    if (this.mustWait('') || (command?.kind === 'deallocate' ? this.mustWait(command.name) : command && this.anyMustWait())) return false;
+    const server = this.server!;
+    // A simple Query drops the unnamed statement, even one that fails; a skipped one (an earlier error in
+    // the pipeline) does not.
+    let unnamed: Settled | undefined;
+    if (this.unnamed || server.unnamed) {
+      const before = { client: this.unnamed, server: server.unnamed };
+      this.unnamed = undefined;
+      server.unnamed = undefined;
+      unnamed = this.changes('', (failed) => {
+        if (failed) return;
+        this.unnamed = before.client;
+        server.unnamed = before.server;
+      });
+    }
+    if (statement) {
+      const dropped = this.drop((command as { name: string }).name, statement);
+      this.send(out, DEALLOCATE_QUERY, Frontend.Query, {
+        cutFirstComplete: true,
+        settled: both(dropped, unnamed, (outcome) => {
+          if (outcome === 'failed') this.settingsChanged = true; // the statement made for it may remain
+        }),
+      });
+      return true;
+    }
+    const dropped = command && command.kind !== 'deallocate' ? this.dropAll() : undefined;
+    this.send(out, head, Frontend.Query, { settled: both(dropped, unnamed) });
+    return true;
+  }
+
+  /** The client's statement `name` is dropped until the server answers; anything else takes that back. */
+  private drop(name: string, statement: Statement): Settled {
+    this.named.delete(name);
+    this.statements.let(statement);
+    return this.changes(name, () => {
+      if (this.named.has(name)) return; // prepared again since
+      this.named.set(name, statement);
+      this.statements.rehold(statement);
+    });
+  }
+
+  /** Every statement of the client's is dropped (DEALLOCATE ALL, DISCARD ALL), until the server answers. */
+  private dropAll(): Settled | undefined {
+    return both(...[...this.named].map(([name, statement]) => this.drop(name, statement)));
+  }
+
+  private bind(head: Buffer, rest: number, out: Buffer[]): boolean {
+    const portal = readCString(head, HEADER_SIZE);
     const name = portal && readCString(head, portal.next);
-    const statement = name && name.value !== '' ? this.named.get(name.value) : undefined;
-    if (!statement) {
-      out.push(name && this.foreign(name.value) ? renamedHead(head, portal!.next, NEVER_PREPARED, rest) : head);
-      return;
+    if (!name) {
+      this.send(out, head, Frontend.Bind);
+      return true;
     }
-    this.ensure(statement, out);
-    out.push(renamedHead(head, portal!.next, statement.name, rest));
+    const translated = this.statementFor(head, name.value, portal.next, rest, out);
+    if (!translated) return false;
+    this.send(out, translated, Frontend.Bind);
+    return true;
   }
 
-  private describeOrClose(code: number, head: Buffer, out: Buffer[]): void {
-    const isClose = code === Frontend.Close;
-    const name = head[5] === STATEMENT ? readCString(head, 6) : undefined;
-    if (!name || name.value === '') {
-      if (isClose) this.expect(out, head, B.CloseComplete, false);
-      else out.push(head);
-      return;
+  private describe(head: Buffer, out: Buffer[]): boolean {
+    const name = head[HEADER_SIZE] === STATEMENT ? readCString(head, HEADER_SIZE + 1) : undefined;
+    const translated = name ? this.statementFor(head, name.value, HEADER_SIZE + 1, 0, out) : head;
+    if (!translated) return false;
+    this.send(out, translated, Frontend.Describe);
+    return true;
+  }
+
+  /**
+   * The head of a Bind or Describe that names statement `name` (at `at`): the proxy's name for a statement
+   * of the client's, prepared first where the server lacks it; the unnamed statement, the client's own.
+   * Undefined: it must wait for the server's answers.
+   */
+  private statementFor(head: Buffer, name: string, at: number, rest: number, out: Buffer[]): Buffer | undefined {
+    if (this.mustWait(name)) return undefined;
+    if (name === '') {
+      this.ensureUnnamed(out);
+      return head;
+    }
+    const statement = this.named.get(name);
+    if (statement) {
+      if (this.mustWait(serverKey(statement))) return undefined;
+      this.ensure(statement, out);
+      return renamedHead(head, at, statement.name, rest);
+    }
+    // Never prepared by the client: the server says so in the client's words; a name that could be one of
+    // the proxy's is kept from the server.
+    return name.startsWith(STATEMENT_PREFIX) ? renamedHead(head, at, NEVER_PREPARED, rest) : head;
+  }
+
+  /** The server holds the client's unnamed statement, or none at all (then it says so, as it would directly). */
+  private ensureUnnamed(out: Buffer[]): void {
+    const server = this.server!;
+    if (server.unnamed === this.unnamed) return;
+    const before = server.unnamed;
+    const mine = this.unnamed;
+    server.unnamed = mine;
+    const settled = this.changes('', (failed) => {
+      if (server.unnamed === mine) server.unnamed = failed ? undefined : before;
+    });
+    if (mine) this.send(out, mine.parse, Frontend.Parse, { swallow: true, settled });
+    else this.send(out, CLOSE_UNNAMED, Frontend.Close, { swallow: true, settled });
+  }
+
+  private close(head: Buffer, out: Buffer[]): boolean {
+    const name = head[HEADER_SIZE] === STATEMENT ? readCString(head, HEADER_SIZE + 1) : undefined;
+    if (!name) {
+      this.send(out, head, Frontend.Close); // a portal's
+      return true;
+    }
+    if (this.mustWait(name.value)) return false;
+    if (name.value === '') {
+      const server = this.server!;
+      const before = { client: this.unnamed, server: server.unnamed };
+      this.unnamed = undefined;
+      server.unnamed = undefined;
+      const settled = this.changes('', () => {
+        this.unnamed = before.client;
+        server.unnamed = before.server;
+      });
+      this.send(out, head, Frontend.Close, { settled });
+      return true;
     }
     const statement = this.named.get(name.value);
-    if (isClose) {
-      if (statement) {
-        this.named.delete(name.value);
-        this.statements.let(statement);
-      }
-      // The server keeps the statement for other clients; the client gets its CloseComplete in order.
-      this.expect(out, closeStatement(NEVER_PREPARED), B.CloseComplete, false);
-      return;
-    }
-    if (!statement) {
-      out.push(this.foreign(name.value) ? renamedHead(head, 6, NEVER_PREPARED, 0) : head);
-      return;
-    }
-    this.ensure(statement, out);
-    out.push(renamedHead(head, 6, statement.name, 0));
-  }
-
-  /** A name the client never prepared but that could be one of the proxy's: kept from the server. */
-  private foreign(name: string): boolean {
-    return name.startsWith(STATEMENT_PREFIX);
+    // The server keeps the statement for other clients; the client gets its CloseComplete in order.
+    this.send(out, closeStatement(NEVER_PREPARED), Frontend.Close, { settled: statement && this.drop(name.value, statement) });
+    return true;
   }
 
   /** The statement is prepared on the held server, or a Parse for it goes first (its answer kept). */
@@ -368,26 +588,21 @@ class TransactionRelay {
     prepared.add(statement);
   }
 
-  private prepare(statement: Statement, injected: boolean, out: Buffer[], forget?: () => void): void {
-    const prepared = this.server!.prepared;
+  private prepare(statement: Statement, injected: boolean, out: Buffer[], settled?: Settled): void {
+    const server = this.server!;
+    const prepared = server.prepared;
     if (prepared.size >= this.maxPrepared) {
       // The least recently used goes (--max-prepared-statements).
       const oldest = prepared.values().next().value!;
       prepared.delete(oldest);
-      this.expect(out, closeStatement(oldest.name), B.CloseComplete, true, () => prepared.add(oldest));
+      const evicted = this.changes(serverKey(oldest), () => prepared.add(oldest));
+      this.send(out, closeStatement(oldest.name), Frontend.Close, { swallow: true, settled: evicted });
     }
+    // Where a statement the server was said to have was gone, one it is not said to have may be there.
+    if (server.statementsUnsure) this.send(out, closeStatement(statement.name), Frontend.Close, { swallow: true });
     prepared.add(statement);
-    this.expect(out, statement.parse, B.ParseComplete, injected, () => {
-      prepared.delete(statement);
-      forget?.();
-    });
-  }
-
-  private expect(out: Buffer[], message: Buffer, code: number, swallow: boolean, undo?: () => void): void {
-    out.push(message);
-    // Into a group an error is already skipping: the server will skip this one too, and answer nothing.
-    if (this.groupsSent === this.failedGroup) undo?.();
-    else this.expected.push({ code, swallow, group: this.groupsSent, undo });
+    const made = this.changes(serverKey(statement), () => prepared.delete(statement));
+    this.send(out, statement.parse, Frontend.Parse, { swallow: injected, settled: both(made, settled) });
   }
 
   // The server's side.
@@ -395,15 +610,7 @@ class TransactionRelay {
   private link(server: PooledServer): void {
     this.server = server;
     this.o.holding.server = server;
-    this.pending = 0;
-    this.groupsSent = 0;
-    this.groupsAnswered = 0;
-    this.unsynced = false;
-    this.status = TxStatus.Idle;
     this.settingsChanged = false;
-    this.failedGroup = -1;
-    this.groupEnds = [];
-    this.fresh = true;
     const socket = server.socket;
     socket.on('data', this.onServerData);
     socket.on('end', this.onServerEnd);
@@ -432,41 +639,26 @@ class TransactionRelay {
     this.server?.socket.resume();
   };
 
-  private serverGone = false;
-
   private readonly onServerData = (chunk: Buffer): void => {
     const server = this.server;
     if (!server || this.done) return;
-    // Messages kept from the client are cut out: `pieces` gathers what goes, `next` is where it resumes.
-    let pieces: Buffer[] | undefined;
-    let next = 0;
+    // Messages kept from the client are cut out: `out` gathers what goes, `from` is where the next run starts.
+    const out: Buffer[] = [];
+    let from = 0;
+    if (this.cutRest > 0) {
+      from = Math.min(this.cutRest, chunk.length);
+      this.cutRest -= from;
+    }
     try {
       this.fromServer.walk(chunk, (m) => {
-        const code = m.code;
-        if (code === B.ReadyForQuery) {
-          this.pending = Math.max(0, this.pending - 1);
-          if (this.failedGroup === this.groupsAnswered) this.failedGroup = -1;
-          this.groupsAnswered++;
-          this.groupEnds.shift();
-          this.status = m.first;
-        } else if (code === B.ErrorResponse) {
-          // With nothing asked (no request since the last answered Sync), a FATAL: the backend is going.
-          if (this.pending === 0 && !this.unsynced) this.serverGone = true;
-          else this.skipGroup();
-        } else if (code === B.ParameterStatus) this.settingsChanged = true;
-        else if (code === B.CommandComplete) {
-          if (DIRTYING.test(m.head.toString('latin1', HEADER_SIZE, HEADER_SIZE + m.peeked))) this.settingsChanged = true;
-        } else if (code === B.CopyInResponse) this.copyIn();
-        else if (code === B.ParseComplete || code === B.CloseComplete) {
-          const e = this.expected.shift();
-          if (!e || e.code !== code) throw new Error(`an unexpected ${code === B.ParseComplete ? 'ParseComplete' : 'CloseComplete'}`);
-          if (!e.swallow) return;
-          // Its 5 bytes (a header begun in the last chunk was held back then: see below).
-          pieces ??= [];
-          const from = Math.max(0, m.at);
-          if (from > next) pieces.push(chunk.subarray(next, from));
-          next = Math.max(next, m.at + HEADER_SIZE);
-        }
+        const cut = this.onServerMessage(m, server);
+        // Begun in an earlier chunk: its first bytes were held back there (below), and go now if it is the client's.
+        if (m.at < 0 && !cut) out.push(Buffer.from(m.head.subarray(0, -m.at)));
+        if (!cut) return;
+        if (m.at > from) out.push(chunk.subarray(from, m.at));
+        const end = m.at + CODE_SIZE + m.length;
+        this.cutRest = Math.max(0, end - chunk.length);
+        from = Math.min(end, chunk.length);
       });
     } catch (err) {
       this.serverGone = true;
@@ -474,23 +666,20 @@ class TransactionRelay {
       this.finish(`the server broke the protocol: ${(err as Error).message}`, err as Error);
       return;
     }
-    // A header cut by the chunk's end, of a message to keep from the client: none of it goes now.
-    let end = chunk.length;
-    const partial = this.fromServer.partialCode;
-    const ahead = this.expected[0];
-    this.withheld = ahead?.swallow === true && ahead.code === partial;
-    if (this.withheld) end = Math.max(0, chunk.length - this.fromServer.partialBytes);
-    if (!pieces && next === 0 && end === chunk.length) this.client.write(chunk);
-    else {
-      pieces ??= [];
-      if (end > next) pieces.push(chunk.subarray(next, end));
-      if (pieces.length > 0) this.client.write(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces));
-    }
+    // A message whose header this chunk cut: held back until it is known whether it is the client's.
+    const partial = this.fromServer.partialAt;
+    const end = partial === undefined ? chunk.length : Math.max(from, partial);
+    if (end > from) out.push(chunk.subarray(from, end));
+    if (out.length > 0) this.client.write(out.length === 1 ? out[0]! : Buffer.concat(out));
     if (this.serverGone) {
       this.finish('the server ended the session');
       return;
     }
-    if (this.pending === 0 && (this.clientEnded || this.transactionDone())) {
+    if (this.fromClient.holding) {
+      this.unhold();
+      if (this.done) return;
+    }
+    if (this.betweenTransactions()) {
       if (this.clientEnded) this.finish('client closed the connection');
       else this.releaseServer();
       return;
@@ -498,38 +687,45 @@ class TransactionRelay {
     holdBack(server.socket, this.client, this.resumeServer);
   };
 
-  /**
-   * COPY FROM STDIN started by an Execute: the backend ignores a Sync that comes during copy-in, and
-   * libpq has already sent the one that ends the Execute's group. That Sync is not answered: the group
-   * goes on to the client's next Sync (after CopyDone).
-   */
-  private copyIn(): void {
-    if (this.groupEnds[0] !== Frontend.Sync) return; // a Query's COPY, or a Sync yet to come
-    this.groupEnds.shift();
-    this.pending--;
-    this.groupsSent--;
-    for (const e of this.expected) if (e.group > this.groupsAnswered) (e as { group: number }).group--;
-    this.unsynced = true; // the group is open until the client's Sync after its CopyDone
+  /** What one server message means for the server's state; true when it is kept from the client. */
+  private onServerMessage(m: MessageStart, server: PooledServer): boolean {
+    const ledger = server.ledger;
+    const code = m.code;
+    if (code === B.ErrorResponse) {
+      // With nothing asked, a FATAL: the backend is going.
+      if (ledger.owed === 0 && !ledger.open) {
+        this.serverGone = true;
+        return false;
+      }
+      // One of the proxy's statements was gone (DEALLOCATE ALL where the proxy cannot see it): the
+      // server's are forgotten, and prepared again as they are needed.
+      if (errorCode(m) === SqlState.InvalidSqlStatementName) {
+        server.prepared.clear();
+        server.statementsUnsure = true;
+      }
+    } else if (code === B.ParameterStatus) this.settingsChanged = true;
+    const cut = ledger.answer(code, m.first);
+    if (code === B.CommandComplete && !cut) {
+      const tag = m.head.toString('latin1', HEADER_SIZE, HEADER_SIZE + m.peeked);
+      if (DIRTYING.test(tag)) this.settingsChanged = true;
+      if (DROPS_STATEMENTS.test(tag)) {
+        server.prepared.clear();
+        server.statementsUnsure = false;
+      }
+    }
+    return cut;
   }
 
-  /** An error: the server skips the rest of the pipeline up to Sync; what those messages assumed is undone. */
-  private skipGroup(): void {
-    // A simple Query's error ends its own statement only; later groups are not skipped.
-    if (this.groupEnds[0] === Frontend.Sync || this.groupEnds.length === 0) this.failedGroup = this.groupsAnswered;
-    const skipped: Expected[] = [];
-    while (this.expected.length > 0 && this.expected[0]!.group === this.groupsAnswered) skipped.push(this.expected.shift()!);
-    for (let i = skipped.length - 1; i >= 0; i--) skipped[i]!.undo?.();
-  }
-
-  /** Idle with nothing outstanding, between messages both ways: the server can go back to the pool. */
-  private transactionDone(): boolean {
+  /** The server answered everything and is idle, and both streams are between messages: it can go back. */
+  private betweenTransactions(): boolean {
+    const ledger = this.server!.ledger;
     return (
-      this.status === TxStatus.Idle &&
-      !this.unsynced &&
-      this.expected.length === 0 &&
-      !this.withheld &&
+      ledger.settled &&
+      ledger.status === TxStatus.Idle &&
+      this.cutRest === 0 &&
       this.fromClient.atBoundary &&
-      this.fromServer.atBoundary
+      this.fromServer.atBoundary &&
+      this.fromServer.partialAt === undefined
     );
   }
 
@@ -564,22 +760,29 @@ class TransactionRelay {
     this.finish(wire.message, err instanceof WireError ? undefined : err);
   }
 
+  /**
+   * The session ends. A server held with work outstanding (the client left mid-query, mid-COPY, in the
+   * middle of a message, or the relay is in doubt) is cancelled and closed; one between transactions goes
+   * back to the pool.
+   */
   private finish(reason: string, error?: Error): void {
     if (this.done) return;
     this.done = true;
     this.o.drain?.onDrain(undefined);
+    this.waiting?.abort(new Error(reason));
     this.client.off('data', this.onClientData);
     this.client.off('end', this.onClientEnd);
     this.client.off('error', this.onClientError);
     this.client.off('close', this.onClientClose);
     if (this.server) {
-      const idle = !this.serverGone && this.pending === 0 && this.transactionDone();
+      const idle = !this.serverGone && this.betweenTransactions();
       const changed = this.settingsChanged;
       const server = this.unlink();
       this.o.pools.release(server, this.o.key, this.serverGone ? 'gone' : idle ? 'idle' : 'busy', changed);
     }
     for (const statement of this.named.values()) this.statements.let(statement);
     this.named.clear();
+    this.queued = [];
     this.client.end();
     this.client.resume();
     this.resolve({ reason, error });
@@ -593,6 +796,24 @@ const CLOSE_UNNAMED = frontendMessage(Frontend.Close, Buffer.of(STATEMENT), '');
 const SHUTTING_DOWN = new WireError(SqlState.AdminShutdown, 'terminating connection: pg-iam-proxy is shutting down', {
   reason: Failure.Shutdown,
 });
+
+/** Whether the SQL at `at` starts with a D (DEALLOCATE, DISCARD): most do not, and are not decoded. */
+function mayDropStatements(message: Buffer, at: number): boolean {
+  while (at < message.length && (message[at] === 0x20 || (message[at]! >= 0x09 && message[at]! <= 0x0d))) at++;
+  return (message[at]! | 0x20) === 0x64; // d or D
+}
+
+/** The SQLSTATE of an ErrorResponse, from the fields the cursor peeked at (undefined if they did not reach it). */
+function errorCode(m: MessageStart): string | undefined {
+  const end = HEADER_SIZE + m.peeked;
+  for (let at = HEADER_SIZE; at < end && m.head[at] !== 0; ) {
+    const next = m.head.indexOf(0, at + 1);
+    if (next < 0 || next >= end) return undefined;
+    if (m.head[at] === 0x43) return m.head.toString('latin1', at + 1, next); // C
+    at = next + 1;
+  }
+  return undefined;
+}
 
 /** A Bind, Describe or Close head with the string at `at` (a statement name) replaced by `name`. */
 function renamedHead(head: Buffer, at: number, name: string, rest: number): Buffer {

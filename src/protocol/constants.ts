@@ -70,16 +70,23 @@ export const TERMINATE_MESSAGE: Readonly<Buffer> = Buffer.from([FrontendCode.Ter
 export const BackendCode = {
   Authentication: 0x52, // R
   BackendKeyData: 0x4b, // K
+  BindComplete: 0x32, // 2
   CloseComplete: 0x33, // 3
   CommandComplete: 0x43, // C
+  CopyBothResponse: 0x57, // W
   CopyInResponse: 0x47, // G
+  CopyOutResponse: 0x48, // H
   DataRow: 0x44, // D
+  EmptyQueryResponse: 0x49, // I
   ErrorResponse: 0x45, // E
+  NoData: 0x6e, // n
   ParseComplete: 0x31, // 1
   NoticeResponse: 0x4e, // N
   NegotiateProtocolVersion: 0x76, // v
   ParameterStatus: 0x53, // S
+  PortalSuspended: 0x73, // s
   ReadyForQuery: 0x5a, // Z
+  RowDescription: 0x54, // T
 } as const;
 
 /** Authentication request codes, the int32 after 'R'. */
@@ -108,5 +115,6 @@ export const SqlState = {
   CannotConnectNow: '57P03', // cannot_connect_now: the server is starting up or shutting down
   NameTooLong: '42622',
   DuplicatePreparedStatement: '42P05',
+  InvalidSqlStatementName: '26000', // a prepared statement that does not exist
 } as const;
 export type SqlState = (typeof SqlState)[keyof typeof SqlState];

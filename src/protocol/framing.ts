@@ -19,8 +19,11 @@ export interface MessageStart {
   readonly peeked: number;
 }
 
-/** The most body bytes a cursor gathers of one message: enough for a CommandComplete's tag. */
-export const MAX_PEEK = 16;
+/**
+ * The most body bytes a cursor gathers of one message: enough for a CommandComplete's tag, or an
+ * ErrorResponse's fields up to its SQLSTATE (a localized severity, the plain one, the code).
+ */
+export const MAX_PEEK = 40;
 
 /** A message header over this is no PostgreSQL message a proxy relays (the server's own limit is 1 GB). */
 export const MAX_MESSAGE_LENGTH = 0x3fff_ffff + LENGTH_SIZE;
@@ -41,6 +44,18 @@ export class MessageCursor {
   private walked = 0;
   private begin = 0;
 
+  /** Where the last walk's chunk began in the stream. */
+  private chunkStart = 0;
+
+  /**
+   * Where, in the last chunk walked, the message begins whose header (and peeked bytes) that chunk cut:
+   * negative when it began in an earlier chunk; undefined when the chunk ended between messages or inside
+   * a body already reported.
+   */
+  get partialAt(): number | undefined {
+    return this.have > 0 ? this.begin - this.chunkStart : undefined;
+  }
+
   /** The code of a message whose header the last chunk cut (-1: none), and how many of its bytes came. */
   get partialCode(): number {
     return this.have > 0 ? this.head[0]! : -1;
@@ -60,6 +75,7 @@ export class MessageCursor {
    */
   walk(chunk: Buffer, each: (message: MessageStart) => void): void {
     let at = 0;
+    this.chunkStart = this.walked;
     while (at < chunk.length) {
       if (this.left > 0) {
         const skip = Math.min(this.left, chunk.length - at);

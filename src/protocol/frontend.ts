@@ -1,9 +1,9 @@
 // The client's stream in transaction pooling, message by message, for a relay that must rename prepared
 // statements on the way (a client's statement "s1" lives on whichever server it lands on under a name
-// the proxy chose). Only Parse, Bind, Describe and Close are read: a Parse, Describe or Close whole, a
-// Bind up to its statement name (its parameters, possibly large, stream through uncopied). Every other
-// message passes as a slice of the chunk it came in, consecutive ones as one slice; nothing is copied
-// that is not rewritten.
+// the proxy chose). Only Parse, Bind, Describe, Close and the start of a Query are read: a Parse, Describe
+// or Close whole, a Bind up to its statement name (its parameters, possibly large, stream through
+// uncopied), a Query's first QUERY_HEAD bytes (enough to tell a DEALLOCATE). Every other message passes as
+// a slice of the chunk it came in, consecutive ones as one slice; nothing is copied that is not read.
 import { CODE_SIZE, FrontendCode, HEADER_SIZE, LENGTH_SIZE } from './constants.js';
 import { MAX_MESSAGE_LENGTH } from './framing.js';
 
@@ -13,19 +13,27 @@ export const Frontend = FrontendCode;
 /** Describe and Close name a statement ('S') or a portal ('P'). */
 export const STATEMENT = 0x53;
 
-/** The most of a message gathered to be rewritten: a Parse's SQL, or a Bind's portal and statement names. */
+/**
+ * The most of a Bind, Describe or Close gathered to be rewritten (its names). A Parse is gathered whole,
+ * however long, as the server itself reads it: its statement is prepared again on other servers.
+ */
 export const MAX_GATHERED = 16 * 1024 * 1024;
+
+/** The bytes of a Query's body read before the rest streams on: a whole DEALLOCATE or DISCARD fits. */
+export const QUERY_HEAD = 256;
 
 /** What the relay does with the messages the stream reads. */
 export interface FrontendHandler {
   /**
-   * A Parse, Describe or Close (whole), or the head of a Bind (up to and including its statement name).
+   * A Parse, Describe or Close (whole), the head of a Bind (up to and including its statement name), or
+   * of a Query (its first QUERY_HEAD bytes at most).
    * `head` starts with the code and the message's length word; `rest`: the bytes of the message that
    * follow it and will stream on as they are. The handler pushes onto `out` what goes to the server
    * instead (the head itself when nothing changes), with injected messages before or after it, and any
-   * replacement head's length word set with `lengthFor`.
+   * replacement head's length word set with `lengthFor`. Returns false to hold the message (nothing
+   * pushed): the stream stops before it, and `resume` offers it again.
    */
-  rewrite(code: number, head: Buffer, rest: number, out: Buffer[]): void;
+  rewrite(code: number, head: Buffer, rest: number, out: Buffer[]): boolean | undefined;
   /** A message passed on as it is (its code: Sync, Query, Execute, CopyData...). */
   passed(code: number): void;
 }
@@ -45,20 +53,39 @@ export class FrontendStream {
   private nuls = 0;
   /** The client sent Terminate: nothing after it is read. */
   terminated = false;
+  /** A message the handler held: offered again by `resume`. */
+  private held: { readonly head: Buffer; readonly rest: number } | undefined;
 
   constructor(private readonly handler: FrontendHandler) {}
 
   /** True between messages. */
   get atBoundary(): boolean {
-    return this.left === 0 && this.have === 0 && this.gathering === undefined;
+    return this.left === 0 && this.have === 0 && this.gathering === undefined && this.held === undefined;
+  }
+
+  /** Whether the handler holds a message: `translate` takes nothing until `resume` succeeds. */
+  get holding(): boolean {
+    return this.held !== undefined;
+  }
+
+  /** Offer the held message again; true once it is taken (nothing is held). */
+  resume(out: Buffer[]): boolean {
+    const held = this.held;
+    if (!held) return true;
+    if (this.handler.rewrite(held.head[0]!, held.head, held.rest, out) === false) return false;
+    this.held = undefined;
+    this.left = held.rest;
+    return true;
   }
 
   /**
    * Walk `chunk`, pushing onto `out` what goes to the server: slices of the chunk, rewritten heads, and
-   * injected messages. Stops at a Terminate (not passed on). Throws on a length word no message can have,
-   * or a message to rewrite over MAX_GATHERED.
+   * injected messages. Stops at a Terminate (not passed on), or after a message the handler holds: returns
+   * how many bytes of the chunk it took (the rest is for after `resume`). Throws on a length word no
+   * message can have, or a Bind, Describe or Close over MAX_GATHERED.
    */
-  translate(chunk: Buffer, out: Buffer[]): void {
+  translate(chunk: Buffer, out: Buffer[]): number {
+    if (this.held) return 0;
     let at = 0;
     /** Start of the run of bytes passed as they are; -1 while a message to rewrite is gathered. */
     let run = this.gathering || (this.have > 0 && isRewritten(this.header[0]!)) ? -1 : 0;
@@ -74,6 +101,7 @@ export class FrontendStream {
       }
       if (this.gathering) {
         at = this.gather(chunk, at, out);
+        if (this.held) return at;
         if (!this.gathering) run = at;
         continue;
       }
@@ -106,6 +134,7 @@ export class FrontendStream {
         this.length = length;
         if (length === LENGTH_SIZE) {
           this.complete(out);
+          if (this.held) return at;
           run = at;
         }
         continue;
@@ -114,6 +143,7 @@ export class FrontendStream {
       this.left = length - LENGTH_SIZE;
     }
     if (!this.terminated) flush(chunk.length);
+    return chunk.length;
   }
 
   /** Take bytes of the message being gathered; hand it over once it has what the handler needs. */
@@ -122,7 +152,14 @@ export class FrontendStream {
     const total = CODE_SIZE + this.length;
     let want = Math.min(total - this.gathered, chunk.length - at);
     let headDone = false;
-    if (pieces[0]![0] === Frontend.Bind) {
+    const code = pieces[0]![0];
+    if (code === Frontend.Query) {
+      const head = HEADER_SIZE + Math.min(QUERY_HEAD, this.length - LENGTH_SIZE);
+      if (this.gathered + want >= head) {
+        want = head - this.gathered;
+        headDone = true;
+      }
+    } else if (code === Frontend.Bind) {
       // A Bind's head ends after its second string (portal, statement): count NULs in the new bytes only.
       for (let i = at; i < at + want; i++) {
         if (chunk[i] === 0 && ++this.nuls === 2) {
@@ -132,7 +169,7 @@ export class FrontendStream {
         }
       }
     }
-    if (this.gathered + want > HEADER_SIZE + MAX_GATHERED) {
+    if (code !== Frontend.Parse && this.gathered + want > HEADER_SIZE + MAX_GATHERED) {
       throw new Error(`a ${String.fromCharCode(pieces[0]![0]!)} message too long to rewrite (over ${MAX_GATHERED} bytes)`);
     }
     pieces.push(chunk.subarray(at, at + want));
@@ -148,13 +185,13 @@ export class FrontendStream {
     const head = Buffer.concat(this.gathering!);
     const rest = CODE_SIZE + this.length - this.gathered;
     this.gathering = undefined;
-    this.left = rest;
-    this.handler.rewrite(head[0]!, head, rest, out);
+    if (this.handler.rewrite(head[0]!, head, rest, out) === false) this.held = { head, rest };
+    else this.left = rest;
   }
 }
 
 const isRewritten = (code: number): boolean =>
-  code === Frontend.Parse || code === Frontend.Bind || code === Frontend.Describe || code === Frontend.Close;
+  code === Frontend.Parse || code === Frontend.Bind || code === Frontend.Describe || code === Frontend.Close || code === Frontend.Query;
 
 /** A NUL-terminated string at `at`, and where the byte after its NUL is; undefined if unterminated. */
 export function readCString(buf: Buffer, at: number): { value: string; next: number } | undefined {

@@ -54,21 +54,31 @@ export async function forwardCancel(request: CancelRequest, target: CancelTarget
   // From here until the server has taken the cancel, that server stays with this client.
   const done = route?.beginCancel();
   try {
-    const server = await target.connector.connect();
-    const signal = AbortSignal.timeout(timeoutMs);
-    try {
+    await sendCancel(target.connector, timeoutMs, () => {
       if (route && target.held!() !== route) throw new Error('the client no longer holds that server');
       const bytes = route ? route.cancelRequest() : request.bytes;
       if (!bytes) throw new Error('the server gave no cancel key at its login');
-      server.end(bytes);
-      server.resume();
-      await once(server, 'close', { signal }).catch((err: Error) => {
-        throw signal.aborted ? new Error(`the server did not close the cancel connection within ${timeoutMs / 1000} s`) : err;
-      });
-    } finally {
-      server.destroy();
-    }
+      return bytes;
+    });
   } finally {
     done?.();
+  }
+}
+
+/**
+ * Send a CancelRequest (`request()`, asked once connected) over a fresh verified connection; wait until
+ * the server closes it, for at most `timeoutMs`.
+ */
+export async function sendCancel(connector: Connector, timeoutMs: number, request: () => Buffer): Promise<void> {
+  const server = await connector.connect();
+  const signal = AbortSignal.timeout(timeoutMs);
+  try {
+    server.end(request());
+    server.resume();
+    await once(server, 'close', { signal }).catch((err: Error) => {
+      throw signal.aborted ? new Error(`the server did not close the cancel connection within ${timeoutMs / 1000} s`) : err;
+    });
+  } finally {
+    server.destroy();
   }
 }

@@ -1,0 +1,290 @@
+// What a pooled server owes: every request sent to it, in order, each settled by the server's own answer.
+// A server goes back to its pool only when its ledger is settled (nothing owed, no pipeline open, no COPY)
+// and its last ReadyForQuery said idle. When the answers stop matching what was sent, the ledger is in
+// doubt: the server stays with its client and is closed when the client leaves, never lent again.
+//
+// The rules are PostgreSQL's (docs/architecture.md, "What a server owes"):
+// - Parse, Bind and Close are answered by ParseComplete, BindComplete and CloseComplete; Describe by NoData
+//   or RowDescription (after a ParameterDescription for a statement); Execute by CommandComplete,
+//   EmptyQueryResponse or PortalSuspended, or it starts a COPY; Sync, Query and FunctionCall by
+//   ReadyForQuery. Flush and CopyData are answered by nothing.
+// - An error in the extended protocol makes the server skip every message up to the next Sync. After the
+//   error of a Query, a FunctionCall or a Sync (a failed commit), only its ReadyForQuery follows.
+// - In COPY FROM STDIN the server ignores Sync and Flush; CopyDone ends the copy (CommandComplete),
+//   CopyFail or any other message ends it with an error. After that error an Execute's COPY skips to the
+//   next Sync, a Query's is over. CopyData, CopyDone and CopyFail outside a copy are ignored.
+import { BackendCode as B, FrontendCode as F } from '../protocol/constants.js';
+
+/** How a request ended: answered as asked, run and failed, or skipped (an earlier error, ignored in a COPY). */
+export type Outcome = 'answered' | 'failed' | 'skipped';
+
+/**
+ * Told once how a request ended: what sending it assumed (a statement prepared, a name dropped) is taken
+ * back unless it was answered.
+ */
+export type Settled = (outcome: Outcome) => void;
+
+/** A ReadyForQuery status byte: idle, in a transaction, in a failed transaction. */
+export const TxStatus = { Idle: 0x49, InTransaction: 0x54, Failed: 0x45 } as const; // I T E
+
+// A request is its frontend code and these flags, in one number.
+const CODE = 0xff;
+/** Sent by the proxy: its answer is kept from the client. */
+const SWALLOW = 0x100;
+/** CopyData went to the server between the request before this one and this one. */
+const AFTER_DATA = 0x200;
+/** A Query whose first CommandComplete answers a statement of the proxy's (kept from the client). */
+const CUT_COMPLETE = 0x400;
+
+const isExtended = (code: number): boolean =>
+  code === F.Parse || code === F.Bind || code === F.Describe || code === F.Execute || code === F.Close;
+const endsGroup = (code: number): boolean => code === F.Sync || code === F.Query || code === F.FunctionCall;
+const isCopyEnd = (code: number): boolean => code === F.CopyDone || code === F.CopyFail;
+
+export interface SentOptions {
+  /** The proxy's own request: its answer is not the client's. */
+  readonly swallow?: boolean;
+  readonly settled?: Settled | undefined;
+  /** A Query's first CommandComplete is not the client's (a statement the proxy put before the client's). */
+  readonly cutFirstComplete?: boolean;
+}
+
+export class Ledger {
+  /** Requests sent and not yet answered, oldest at `head`. */
+  private requests: number[] = [];
+  private settles: Array<Settled | undefined> = [];
+  private head = 0;
+  /** CopyData went out since the last request. */
+  private dataSinceLast = false;
+  /** The last ReadyForQuery's status. */
+  status: number = TxStatus.Idle;
+  /** Extended-query messages went out since the last Sync, Query or FunctionCall: a pipeline is open. */
+  open = false;
+  /** The server is in COPY FROM STDIN, for the request at `head`. */
+  copyIn = false;
+  /** Why the count can no longer be trusted; undefined while it can. */
+  doubt: string | undefined;
+  /** An error in the extended protocol came before its Sync was sent: the server skips all up to that Sync. */
+  private skipping = false;
+
+  /** Requests not yet answered. */
+  get owed(): number {
+    return this.requests.length - this.head;
+  }
+
+  /** Nothing owed, nothing open, the count trusted: with an idle status, the server is between transactions. */
+  get settled(): boolean {
+    return this.owed === 0 && !this.open && !this.copyIn && this.doubt === undefined;
+  }
+
+  /** A message went to the server (its code); Terminate is not a request and is never passed here. */
+  sent(code: number, options?: SentOptions): void {
+    if (code === F.CopyData) {
+      this.dataSinceLast = true;
+      return;
+    }
+    if (code === F.Flush) return;
+    if (this.skipping) {
+      if (code !== F.Sync) {
+        options?.settled?.('skipped');
+        return;
+      }
+      this.skipping = false;
+    }
+    if (endsGroup(code)) this.open = false;
+    else if (isExtended(code)) this.open = true;
+    // Outside a copy, with nothing before it that could start one, the server ignores a copy's end.
+    else if (isCopyEnd(code) && this.owed === 0 && !this.copyIn) return;
+    let request = code;
+    if (options?.swallow) request |= SWALLOW;
+    if (options?.cutFirstComplete) request |= CUT_COMPLETE;
+    if (this.dataSinceLast) request |= AFTER_DATA;
+    this.dataSinceLast = false;
+    this.requests.push(request);
+    this.settles.push(options?.settled);
+  }
+
+  /**
+   * A message from the server (its code, and the first body byte: a ReadyForQuery's status). Returns true
+   * when it answers a request of the proxy's and is not the client's to see.
+   */
+  answer(code: number, first: number): boolean {
+    switch (code) {
+      case B.ParseComplete:
+        return this.settle(F.Parse, 'ParseComplete');
+      case B.BindComplete:
+        return this.settle(F.Bind, 'BindComplete');
+      case B.CloseComplete:
+        return this.settle(F.Close, 'CloseComplete');
+      case B.NoData:
+        return this.settle(F.Describe, 'NoData');
+      case B.RowDescription:
+        // A Describe's answer, or the head of a Query's rows.
+        return this.code(0) === F.Describe ? this.settle(F.Describe, 'RowDescription') : false;
+      case B.CommandComplete:
+      case B.EmptyQueryResponse:
+      case B.PortalSuspended:
+        return this.completed();
+      case B.CopyInResponse:
+      case B.CopyBothResponse:
+        this.copyStarted(code);
+        return false;
+      case B.ErrorResponse:
+        this.failed();
+        return false;
+      case B.ReadyForQuery:
+        return this.ready(first);
+      default:
+        return false;
+    }
+  }
+
+  /** The code of the request `i` places after the oldest unanswered one, or -1. */
+  private code(i: number): number {
+    const at = this.head + i;
+    return at < this.requests.length ? this.requests[at]! & CODE : -1;
+  }
+
+  private distrust(why: string): void {
+    this.doubt ??= why;
+  }
+
+  /** The oldest request was answered; a copy's end the server ignores (no copy under way) goes with it. */
+  private pop(): number {
+    const request = this.requests[this.head]!;
+    const settled = this.settles[this.head];
+    this.settles[this.head] = undefined;
+    this.head++;
+    while (!this.copyIn && isCopyEnd(this.code(0))) {
+      this.settles[this.head] = undefined;
+      this.head++;
+    }
+    this.compact();
+    settled?.('answered');
+    return request;
+  }
+
+  /** Forget what lies before `head`. */
+  private compact(): void {
+    if (this.head === this.requests.length) {
+      this.requests.length = 0;
+      this.settles.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.requests.length) {
+      this.requests.splice(0, this.head);
+      this.settles.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+
+  /** Remove the request `i` places after the oldest (a Sync or copy end the server ignored). */
+  private removeAt(i: number): void {
+    const at = this.head + i;
+    const settled = this.settles[at];
+    this.requests.splice(at, 1);
+    this.settles.splice(at, 1);
+    settled?.('skipped');
+  }
+
+  private settle(code: number, what: string): boolean {
+    if (this.code(0) !== code) {
+      this.distrust(`a ${what} answered no request of its kind`);
+      return false;
+    }
+    return (this.pop() & SWALLOW) !== 0;
+  }
+
+  private completed(): boolean {
+    if (this.copyIn) this.copyDone();
+    const code = this.code(0);
+    if (code === F.Execute) return (this.pop() & SWALLOW) !== 0;
+    if (code === F.Query) {
+      const at = this.head;
+      if ((this.requests[at]! & CUT_COMPLETE) === 0) return false;
+      this.requests[at]! &= ~CUT_COMPLETE;
+      return true;
+    }
+    this.distrust('a command completed that no Execute or Query asked for');
+    return false;
+  }
+
+  private copyStarted(code: number): void {
+    const owner = this.code(0);
+    if (code === B.CopyBothResponse) this.distrust('a replication stream (CopyBoth) started');
+    else if (owner !== F.Execute && owner !== F.Query) this.distrust('a COPY started that no Execute or Query asked for');
+    this.copyIn = true;
+  }
+
+  /** The copy ended well: the server read up to its CopyDone, ignoring every Sync before it. */
+  private copyDone(): void {
+    this.copyIn = false;
+    for (;;) {
+      const code = this.code(1);
+      if (code === F.Sync) this.removeAt(1);
+      else {
+        if (code === F.CopyDone) this.removeAt(1);
+        else this.distrust('a COPY ended without the CopyDone that ends it');
+        return;
+      }
+    }
+  }
+
+  /**
+   * The copy ended with an error: the server ignored each Sync it read in the copy. A Sync sent before any
+   * CopyData was read before the data that failed; one sent after CopyData may have been read after the
+   * error (then it is answered), or before: the count is in doubt.
+   */
+  private copyFailed(): void {
+    this.copyIn = false;
+    const owner = this.code(0);
+    for (;;) {
+      const code = this.code(1);
+      if (code === -1) return;
+      const afterData = (this.requests[this.head + 1]! & AFTER_DATA) !== 0;
+      if (code === F.Sync && !afterData) {
+        this.removeAt(1);
+        continue;
+      }
+      if (code === F.Sync) this.distrust('a Sync sent among the CopyData of a COPY that failed');
+      else if (isCopyEnd(code)) {
+        // Read in the copy (its end) or after the error (ignored): never answered.
+        if (owner === F.Query) this.removeAt(1);
+      } else if (owner === F.Query) this.distrust('a message sent inside a COPY that failed');
+      return;
+    }
+  }
+
+  private failed(): void {
+    if (this.copyIn) this.copyFailed();
+    const code = this.code(0);
+    if (code === -1) return; // nothing asked: the relay reads it as a FATAL
+    if (code === F.Query) {
+      // Its statements after the failed one are not run; the one the proxy put first failed with it.
+      const at = this.head;
+      this.requests[at]! &= ~CUT_COMPLETE;
+      const settled = this.settles[at];
+      this.settles[at] = undefined;
+      settled?.('failed');
+      return;
+    }
+    if (!isExtended(code)) return; // a FunctionCall's or a Sync's: its ReadyForQuery follows
+    // The server skips to the next Sync: what the skipped messages assumed is undone, latest first.
+    let end = this.head;
+    while (end < this.requests.length && (this.requests[end]! & CODE) !== F.Sync) end++;
+    const settles = this.settles.slice(this.head, end);
+    this.skipping = end === this.requests.length;
+    this.head = end;
+    this.compact();
+    for (let i = settles.length - 1; i >= 0; i--) settles[i]?.(i === 0 ? 'failed' : 'skipped');
+  }
+
+  private ready(status: number): boolean {
+    this.status = status;
+    const code = this.code(0);
+    if (!endsGroup(code)) {
+      this.distrust('a ReadyForQuery that no Sync, Query or FunctionCall asked for');
+      return false;
+    }
+    return (this.pop() & SWALLOW) !== 0;
+  }
+}
