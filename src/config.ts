@@ -301,6 +301,7 @@ function resolvePool(input: InstanceInput): PoolSettings | undefined {
     lifetimeMs: ms(input.serverLifetime, 'server-lifetime'),
     resetQuery,
     maxPreparedStatements: input.maxPreparedStatements ?? defaultFor('max-prepared-statements')!,
+    idleTransactionTimeoutMs: input.idleTransactionTimeout === undefined ? undefined : Math.round(input.idleTransactionTimeout * 1000),
   });
 }
 

@@ -293,6 +293,15 @@ const TABLE = [
     describe: 'seconds after which a pooled server is closed when its client leaves',
   },
   {
+    flag: 'idle-transaction-timeout',
+    kind: 'seconds',
+    range: { min: 0, exclusive: true, max: 86_400 },
+    scope: 'client',
+    commands: POOLING,
+    describe:
+      'seconds a pooled client may hold its server idle in a transaction (or in the middle of a message) before FATAL 25P03 (default: no limit)',
+  },
+  {
     flag: 'max-prepared-statements',
     kind: 'count',
     range: { min: 1, exclusive: false, max: 100_000 },

@@ -124,6 +124,37 @@ t.test('a client that leaves mid-transaction: its server is closed, never reused
   t.pass('the busy backend is gone');
 });
 
+t.test(
+  '--idle-transaction-timeout in session mode: idle in a transaction or mid-message ends the client, idle outside is fine',
+  async (t) => {
+    await using proxy = await pooled({ size: 1, idleTransactionTimeoutMs: 300 });
+    const { WireClient, errorOf } = await import('./support/wire.js');
+    const { Bytes, startupBytes } = await import('./support/bytes.js');
+    for (const [what, bytes] of [
+      ['idle in a transaction', new Bytes().cstring('BEGIN').join('Q')],
+      ['half a message', Buffer.from([0x51, 0, 0, 0, 40, 0x53])],
+    ] as const) {
+      const c = await WireClient.connect(proxy.port);
+      c.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: 'idle-tx' }));
+      t.equal((await c.untilReady()).at(-1)?.code, 'Z');
+      c.write(bytes);
+      const seen = [];
+      for (let m = await c.message(); m; m = await c.message()) seen.push(m.code === 'E' ? errorOf(m) : m.code);
+      t.match(seen.at(-1), { code: '25P03', severity: 'FATAL' }, what);
+      t.ok(
+        await proxy.line((l) => l.msg === 'pool: server closed' && l.reason === 'the client left it busy'),
+        `${what}: its server closed`,
+      );
+    }
+    const idle = client(proxy, { application_name: 'idle-tx' });
+    await idle.connect();
+    // Longer than the timeout, outside a transaction: nothing is to happen, so no event can be awaited.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    t.equal((await idle.query('SELECT 1 AS one')).rows[0].one, 1, 'idle between transactions is never timed out');
+    await idle.end();
+  },
+);
+
 t.test('a server terminated while idle is never handed out', async (t) => {
   await using proxy = await pooled();
   const a = client(proxy, { application_name: 'killed-idle' });
@@ -177,6 +208,27 @@ t.test('the pool size holds; a client beyond waits, then gets the server release
   t.equal((await waiter.query('SELECT 1 AS one')).rows[0].one, 1, 'the waiting client got the released server');
   await waiter.end();
   t.equal(await backends('size'), '1', 'never more than the pool size');
+});
+
+t.test('a login refused while the pool has servers (a role connection limit): clients wait for those servers', async (t) => {
+  await db.admin('ALTER ROLE iam_user CONNECTION LIMIT 2');
+  t.teardown(() => db.admin('ALTER ROLE iam_user CONNECTION LIMIT -1'));
+  await using proxy = await pooled({ size: 4 });
+  const app = 'role-limit';
+  const clients = Array.from({ length: 6 }, () => client(proxy, { application_name: app }));
+  const results = await Promise.all(
+    clients.map(async (c, i) => {
+      await c.connect();
+      const { rows } = await c.query(`SELECT ${i} AS i, pg_sleep(0.2)`);
+      await c.end();
+      return rows[0].i as number;
+    }),
+  );
+  t.same(results, [0, 1, 2, 3, 4, 5], 'all 6 served by 2 servers');
+  const failed = await proxy.line((l) => l.msg === "pool: a login for a new server failed; clients wait for the pool's servers");
+  t.match(failed, { failures: Number, retryMs: Number }, 'the log says so, with the backoff');
+  t.match(JSON.stringify(failed), /too many connections for role/, "with the server's words");
+  t.ok(Number(await backends(app)) <= 2);
 });
 
 t.test("psql's Ctrl-C cancels the query on the server it holds, with the server's own key", async (t) => {

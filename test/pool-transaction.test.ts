@@ -182,6 +182,24 @@ t.test("pgbouncer's hard cases: a pipeline with an error and a late Sync, name r
   w.close();
 });
 
+t.test(
+  '--idle-transaction-timeout: a client idle in a transaction hears FATAL 25P03; its server is closed, the next client served',
+  async (t) => {
+    await using proxy = await pooled({ size: 1, idleTransactionTimeoutMs: 300 });
+    const w = await wire(proxy, 'idle-tx');
+    w.write(serialize.query('SELECT 1'));
+    t.same(await untilZ(w), ['T', 'D', 'C', 'Z'], 'between transactions a client is never timed out');
+    w.write(serialize.query('BEGIN'));
+    t.same(await untilZ(w), ['C', 'Z']);
+    const fatal = errorOf(await w.message());
+    t.match(fatal, { code: '25P03', severity: 'FATAL', message: 'terminating connection due to idle-in-transaction timeout' });
+    await w.closed;
+    t.ok(await proxy.line((l) => l.msg === 'pool: server closed' && l.reason === 'the client left it busy'));
+    const r = await runPg('psql', ['-X', '-At', '-c', 'SELECT 1'], env(proxy, 'idle-tx'));
+    t.equal(r.stdout.trim(), '1', 'the pool of one serves the next client');
+  },
+);
+
 t.test('COPY in and out inside transaction pooling', async (t) => {
   await using proxy = await pooled({ size: 1 });
   await db.admin('CREATE TABLE tx_copy (n int, s text); GRANT INSERT, SELECT ON tx_copy TO iam_user;', 'orders');

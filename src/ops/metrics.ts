@@ -62,6 +62,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private readonly serverLoginFailures = new Counter({
+    name: 'pg_iam_proxy_server_login_failures_total',
+    help: 'Logins a pool tried for a new server that failed; its clients waited for its other servers (backing off) or, with none, heard the refusal.',
+    labelNames: ['instance', 'user', 'database'],
+    registers: [this.registry],
+  });
+
   private readonly reloads = new Counter({
     name: 'pg_iam_proxy_config_reloads_total',
     help: 'Reloads of --config on SIGHUP: ok (applied) or error (the file did not parse or validate; nothing changed).',
@@ -140,6 +147,7 @@ export class Metrics {
       pool: {
         login: (key) => this.serverLogins.inc({ ...labels, user: key.user, database: key.database }),
         waited: (key, seconds) => this.poolWait.observe({ ...labels, user: key.user, database: key.database }, seconds),
+        loginFailed: (key) => this.serverLoginFailures.inc({ ...labels, user: key.user, database: key.database }),
       },
       failed: (reason) => this.failures.inc({ ...labels, reason }),
       closed: (fromClient, toClient) => {

@@ -33,6 +33,16 @@ export interface PoolSettings {
   readonly checkIdleAfterMs?: number | undefined;
   /** Transaction mode: named statements kept prepared per server (least recently used closed first). */
   readonly maxPreparedStatements?: number | undefined;
+  /** A client holding its server idle in a transaction (or mid-message) this long is ended; undefined: never. */
+  readonly idleTransactionTimeoutMs?: number | undefined;
+}
+
+/** What a client holding its server idle in a transaction too long hears (as from PostgreSQL's own timeout). */
+export function idleTransactionTimeout(ms: number): WireError {
+  return new WireError(SqlState.IdleInTransactionTimeout, 'terminating connection due to idle-in-transaction timeout', {
+    reason: Failure.IdleTransaction,
+    hint: `The client held its pooled server idle in a transaction for over ${ms / 1000} s (--idle-transaction-timeout).`,
+  });
 }
 
 /** Statements per server by default (pgbouncer's max_prepared_statements default). */
@@ -55,7 +65,16 @@ export interface PoolObserver {
   login(key: PoolKey): void;
   /** A client of the pool of `key` waited this long for a server. */
   waited(key: PoolKey, seconds: number): void;
+  /** A login for a new server of the pool of `key` failed. */
+  loginFailed?(key: PoolKey): void;
 }
+
+/** After a failed login for a pool that has servers, no new one before this (doubled per failure in a row). */
+const LOGIN_BACKOFF_MS = 250;
+const LOGIN_BACKOFF_MAX_MS = 10_000;
+
+/** A waiting client of a pool that a reload replaced: it waits in the new pools instead. */
+const MOVED = new Error('the pool was replaced by a reload');
 
 /** One pool's state, for GET /pools and the pool gauges. */
 export interface PoolSnapshot {
@@ -84,6 +103,10 @@ class Pool {
   lent = 0;
   /** What clients are greeted with: the first server's login (transaction mode greets without a server). */
   template: GreetingTemplate | undefined;
+  /** Logins that failed in a row while the pool had servers, and when the next may be tried. */
+  failures = 0;
+  retryAt = 0;
+  retryTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly id: string,
@@ -101,15 +124,25 @@ const poolId = (key: PoolKey): string => `${key.user}\0${key.startup.toString('b
 export class Pools {
   private readonly pools = new Map<string, Pool>();
   private closing = false;
-  /** Transaction mode: the distinct named statements clients hold, shared by all pools of the instance. */
-  readonly statements = new StatementRegistry();
+  /** Why servers close as they come back, once closing. */
+  private closingReason = 'shutting down';
+  /** The pools a reload put in this one's place: its clients get their next servers there. */
+  private successor: Pools | undefined;
+  /**
+   * Transaction mode: the distinct named statements clients hold, shared by all pools of the instance
+   * (and by the pools a reload puts in their place: clients keep theirs).
+   */
+  readonly statements: StatementRegistry;
 
   constructor(
     private readonly target: LoginTarget,
     readonly settings: PoolSettings,
     private readonly log: Logger,
     private readonly observer?: PoolObserver,
-  ) {}
+    statements?: StatementRegistry,
+  ) {
+    this.statements = statements ?? new StatementRegistry();
+  }
 
   /** Servers of the instance, in every pool, open or opening. */
   private get total(): number {
@@ -122,9 +155,28 @@ export class Pools {
     return this.settings.maxServers === undefined || this.total < this.settings.maxServers;
   }
 
-  /** Whether one more server may be opened for `pool`: under its size and the instance's cap. */
+  /** Whether one more server may be opened for `pool`: under its size and the instance's cap, not backing off. */
   private hasRoom(pool: Pool): boolean {
-    return !this.closing && pool.servers < this.settings.size && this.instanceHasRoom();
+    return !this.closing && pool.servers < this.settings.size && this.instanceHasRoom() && Date.now() >= pool.retryAt;
+  }
+
+  /**
+   * A login for a new server failed. With other servers in the pool, its clients wait for one of them
+   * (true) while logins back off; with none, the refusal goes to the client that asked (false).
+   */
+  private loginFailed(pool: Pool, err: unknown, signal?: AbortSignal): boolean {
+    this.observer?.loginFailed?.(pool.key);
+    if (signal?.aborted || this.closing || pool.servers === 0) return false;
+    pool.failures++;
+    const backoff = Math.min(LOGIN_BACKOFF_MS * 2 ** (pool.failures - 1), LOGIN_BACKOFF_MAX_MS);
+    pool.retryAt = Date.now() + backoff;
+    clearTimeout(pool.retryTimer);
+    pool.retryTimer = setTimeout(() => this.serveWaiters(), backoff).unref();
+    this.log.warn(
+      { user: pool.key.user, database: pool.key.database, err, failures: pool.failures, retryMs: backoff, servers: pool.servers },
+      "pool: a login for a new server failed; clients wait for the pool's servers",
+    );
+    return true;
   }
 
   /** Close the longest-idle server of another pool, if any. */
@@ -145,7 +197,7 @@ export class Pools {
         this.open(pool, new AbortController().signal).then(
           (fresh) => this.park(pool, fresh),
           (err: Error) => {
-            pool.waiting[0]?.fail(err);
+            if (!this.loginFailed(pool, err)) pool.waiting[0]?.fail(err);
             this.forgetIfEmpty(pool);
           },
         );
@@ -163,6 +215,7 @@ export class Pools {
    * or the next one released, within the wait timeout. `signal`: the client went away.
    */
   async acquire(key: PoolKey, signal: AbortSignal): Promise<PooledServer> {
+    if (this.successor) return this.successor.acquire(key, signal);
     if (this.closing) throw new WireError(SqlState.CannotConnectNow, 'pg-iam-proxy is shutting down', { reason: Failure.Shutdown });
     const id = poolId(key);
     let pool = this.pools.get(id);
@@ -179,12 +232,19 @@ export class Pools {
       try {
         return this.lend(pool, await this.open(pool, signal));
       } catch (err) {
-        this.serveWaiters();
-        this.forgetIfEmpty(pool);
-        throw err;
+        if (!this.loginFailed(pool, err, signal)) {
+          this.serveWaiters();
+          this.forgetIfEmpty(pool);
+          throw err;
+        }
       }
     }
-    return this.wait(pool, signal);
+    try {
+      return await this.wait(pool, signal);
+    } catch (err) {
+      if (err === MOVED) return this.successor!.acquire(key, signal);
+      throw err;
+    }
   }
 
   /**
@@ -192,6 +252,7 @@ export class Pools {
    * The caller listens to its socket in this same turn: reading goes on uninterrupted.
    */
   tryAcquire(key: PoolKey): PooledServer | undefined {
+    if (this.successor) return this.successor.tryAcquire(key);
     const pool = this.pools.get(poolId(key));
     if (!pool || this.closing) return undefined;
     const server = pool.idle.at(-1);
@@ -206,6 +267,7 @@ export class Pools {
    * first login gives it; until there is one, a server is opened (or waited for) and given back untouched.
    */
   async greeting(key: PoolKey, signal: AbortSignal): Promise<GreetingTemplate> {
+    if (this.successor) return this.successor.greeting(key, signal);
     const known = this.pools.get(poolId(key))?.template;
     if (known) return known;
     const server = await this.acquire(key, signal);
@@ -219,7 +281,13 @@ export class Pools {
    * (transaction mode, nothing changed that the next client could see): pooled as it is.
    */
   release(server: PooledServer, key: PoolKey, state: 'idle' | 'busy' | 'gone', reset = true): void {
-    const pool = this.pools.get(poolId(key))!;
+    const pool = this.pools.get(poolId(key));
+    // Lent by the pools that replaced these (a client of before a reload, on its next transaction).
+    if (this.successor && !pool?.active.has(server)) {
+      this.successor.release(server, key, state, reset);
+      return;
+    }
+    if (!pool) throw new Error(`pool: server ${server.id} released to a pool that never lent it`);
     pool.active.delete(server);
     pool.lent--;
     const old = Date.now() - server.createdAt >= this.settings.lifetimeMs;
@@ -231,7 +299,7 @@ export class Pools {
           : old
             ? 'server lifetime reached'
             : this.closing
-              ? 'shutting down'
+              ? this.closingReason
               : undefined;
     if (why) {
       // Left with work outstanding: a query may still run (or a COPY hold its locks) on the backend; the
@@ -288,10 +356,26 @@ export class Pools {
     );
   }
 
+  /**
+   * A reload put `successor` in place of these pools: their clients go on, and get their next servers
+   * there; idle servers close now, lent ones as they come back.
+   */
+  replaceWith(successor: Pools): void {
+    this.successor = successor;
+    this.closing = true;
+    this.closingReason = 'the configuration was reloaded';
+    for (const pool of this.pools.values()) {
+      clearTimeout(pool.retryTimer);
+      for (const server of pool.idle.splice(0)) this.retire(pool, server, 'the configuration was reloaded');
+      for (const waiter of pool.waiting.splice(0)) waiter.fail(MOVED);
+    }
+  }
+
   /** Close every idle server now; busy ones close as their clients leave. */
   close(): void {
     this.closing = true;
     for (const pool of this.pools.values()) {
+      clearTimeout(pool.retryTimer);
       for (const server of pool.idle.splice(0)) this.retire(pool, server, 'shutting down');
       for (const waiter of pool.waiting.splice(0))
         waiter.fail(new WireError(SqlState.CannotConnectNow, 'pg-iam-proxy is shutting down', { reason: Failure.Shutdown }));
@@ -321,6 +405,8 @@ export class Pools {
         throw new UpstreamError(login.toClient, SqlState.ConnectionFailure, login.failure);
       }
       this.observer?.login(pool.key);
+      pool.failures = 0;
+      pool.retryAt = 0;
       const pooled = new PooledServer(server, login.backendKey, login.toClient);
       pool.template ??= pooled.template();
       this.log.info({ server: pooled.id, user: pool.key.user, database: pool.key.database }, 'pool: server opened');
@@ -402,7 +488,7 @@ export class Pools {
       return;
     }
     if (this.closing) {
-      this.retire(pool, server, 'shutting down');
+      this.retire(pool, server, this.closingReason);
       return;
     }
     pool.idle.push(server);

@@ -9,6 +9,7 @@ import { BackendCode, FrontendCode } from '../protocol/constants.js';
 import { MessageCursor } from '../protocol/framing.js';
 import { holdBack } from '../proxy/splice.js';
 import { Ledger, TxStatus } from './ledger.js';
+import { idleTransactionTimeout } from './pool.js';
 
 export interface PooledEnd {
   /** Why the session ended, in the words a log reader wants. */
@@ -33,6 +34,8 @@ export function relayPooled(
   toClient: Buffer,
   toServer: Buffer,
   clientEnded: boolean,
+  /** The client may hold the server idle in a transaction (or mid-message) this long; undefined: forever. */
+  idleTransactionTimeoutMs?: number,
 ): Promise<PooledEnd> {
   return new Promise((resolve) => {
     const fromClient = new MessageCursor();
@@ -42,9 +45,26 @@ export function relayPooled(
     /** Bytes reached the server that leave it mid-message (part of a Terminate, or garbage): not reusable. */
     let serverPoisoned = false;
     let done = false;
+    let idleTimer: NodeJS.Timeout | undefined;
+    /** Nothing owed, but a transaction (or a message) left open: the client has so long to go on. */
+    const watchIdle = (ms: number | undefined) => {
+      if (ms === undefined) return;
+      clearTimeout(idleTimer);
+      // In the middle of a message (the server waits for the rest), or nothing owed in an open transaction.
+      const idle =
+        !done && !ledger.copyIn && (!fromClient.atBoundary || (ledger.owed === 0 && (ledger.status !== TxStatus.Idle || ledger.open)));
+      idleTimer = idle
+        ? setTimeout(() => {
+            const err = idleTransactionTimeout(ms);
+            client.write(err.toBuffer());
+            finish(err.message);
+          }, ms)
+        : undefined;
+    };
     const finish = (reason: string, error?: Error) => {
       if (done) return;
       done = true;
+      clearTimeout(idleTimer);
       for (const [socket, event, listener] of listeners) socket.off(event, listener);
       client.off('drain', resumeServer);
       server.off('drain', resumeClient);
@@ -83,7 +103,10 @@ export function relayPooled(
       }
       if (cut > 0) server.write(cut === chunk.length ? chunk : chunk.subarray(0, cut));
       if (cut < chunk.length) finish('client closed the connection');
-      else holdBack(client, server, resumeClient);
+      else {
+        watchIdle(idleTransactionTimeoutMs);
+        holdBack(client, server, resumeClient);
+      }
     };
     const onServerData = (chunk: Buffer) => {
       try {
@@ -99,6 +122,7 @@ export function relayPooled(
         return;
       }
       client.write(chunk);
+      watchIdle(idleTransactionTimeoutMs);
       holdBack(server, client, resumeServer);
     };
     // A client gone with work outstanding (mid-query, mid-COPY, half a message) leaves its server to be

@@ -18,7 +18,7 @@ import { type MessageStart, MessageCursor } from '../protocol/framing.js';
 import { Frontend, FrontendStream, frontendMessage, lengthFor, readCString, STATEMENT } from '../protocol/frontend.js';
 import { holdBack } from '../proxy/splice.js';
 import type { Ledger, SentOptions, Settled } from './ledger.js';
-import { MAX_PREPARED_STATEMENTS, type PoolKey, type Pools } from './pool.js';
+import { idleTransactionTimeout, MAX_PREPARED_STATEMENTS, type PoolKey, type Pools } from './pool.js';
 import { type PooledServer, TxStatus } from './server.js';
 import { statementCommand } from './sql.js';
 import {
@@ -133,6 +133,8 @@ class TransactionRelay {
   private settingsChanged = false;
   private clientEnded = false;
   private serverGone = false;
+  /** Runs while the client holds its server with nothing owed (--idle-transaction-timeout). */
+  private idleTimer: NodeJS.Timeout | undefined;
   private done = false;
 
   /** What the relay keeps of its options for the client's whole life: not the greeting or pipelined bytes. */
@@ -258,6 +260,18 @@ class TransactionRelay {
     }
     if (took < chunk.length) this.backlog.push(chunk.subarray(took));
     this.toServer(out);
+    this.watchIdle();
+  }
+
+  /** Holding its server with nothing owed (idle in a transaction, or mid-message): the client has so long. */
+  private watchIdle(): void {
+    const ms = this.o.pools.settings.idleTransactionTimeoutMs;
+    if (ms === undefined) return;
+    clearTimeout(this.idleTimer);
+    const ledger = this.server?.ledger;
+    // In the middle of a message (the server waits for the rest), or nothing owed in an open transaction.
+    const idle = !this.done && ledger !== undefined && !ledger.copyIn && (!this.fromClient.atBoundary || ledger.owed === 0);
+    this.idleTimer = idle ? setTimeout(() => this.fail(idleTransactionTimeout(ms)), ms) : undefined;
   }
 
   /** After the server's answers: a held message may go now, then what the client sent behind it. */
@@ -684,6 +698,7 @@ class TransactionRelay {
       else this.releaseServer();
       return;
     }
+    this.watchIdle();
     holdBack(server.socket, this.client, this.resumeServer);
   };
 
@@ -730,6 +745,7 @@ class TransactionRelay {
   }
 
   private releaseServer(): void {
+    clearTimeout(this.idleTimer);
     const changed = this.settingsChanged;
     const server = this.unlink();
     this.o.pools.release(server, this.o.key, 'idle', changed);
@@ -768,6 +784,7 @@ class TransactionRelay {
   private finish(reason: string, error?: Error): void {
     if (this.done) return;
     this.done = true;
+    clearTimeout(this.idleTimer);
     this.o.drain?.onDrain(undefined);
     this.waiting?.abort(new Error(reason));
     this.client.off('data', this.onClientData);

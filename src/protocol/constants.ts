@@ -116,5 +116,6 @@ export const SqlState = {
   NameTooLong: '42622',
   DuplicatePreparedStatement: '42P05',
   InvalidSqlStatementName: '26000', // a prepared statement that does not exist
+  IdleInTransactionTimeout: '25P03', // idle_in_transaction_session_timeout
 } as const;
 export type SqlState = (typeof SqlState)[keyof typeof SqlState];

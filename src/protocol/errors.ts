@@ -57,6 +57,7 @@ export const Failure = {
   DatabaseNotAllowed: 'database_not_allowed', // --allow-database
   MaxConnections: 'max_connections', // --max-connections
   PoolTimeout: 'pool_timeout', // no pooled server free within --pool-wait-timeout
+  IdleTransaction: 'idle_transaction', // a pooled client idle in a transaction beyond --idle-transaction-timeout
   ClientProtocol: 'client_protocol', // transaction pooling: a message it cannot relay (a statement name reused)
   // Credentials and tokens.
   NoCredentials: 'no_credentials', // no token could be had (no credentials, expired ones)

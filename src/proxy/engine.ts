@@ -170,15 +170,18 @@ export class Instance {
     if (config.pool) {
       const same =
         previous?.pools && settingsKey(previous.pools.settings) === settingsKey(config.pool) && !this.loginChanged(config, proxy);
-      ctx = { ...ctx, pools: same ? previous.pools : new Pools(ctx, config.pool, ctx.log, observer?.pool) };
+      ctx = { ...ctx, pools: same ? previous.pools : new Pools(ctx, config.pool, ctx.log, observer?.pool, previous?.pools?.statements) };
     }
     return ctx;
   }
 
-  /** Whether a new configuration logs in differently (a pool's servers would not be what it says). */
+  /**
+   * Whether a new configuration logs in differently (a pool's servers would not be what it says). What
+   * only concerns clients (who may connect, how they reach the proxy) leaves the servers as they are.
+   */
   private loginChanged(config: InstanceConfig, proxy: ProxyConfig): boolean {
     const old = this.config;
-    return settingsKey(old, ['pool']) !== settingsKey(config, ['pool']) || this.ctx.connectTimeoutMs !== proxy.connectTimeoutMs;
+    return settingsKey(old, CLIENT_SIDE) !== settingsKey(config, CLIENT_SIDE) || this.ctx.connectTimeoutMs !== proxy.connectTimeoutMs;
   }
 
   /**
@@ -194,7 +197,11 @@ export class Instance {
       this.ctx = next;
       this.config = config;
       this.maxConnections = proxy.maxConnections ?? Infinity;
-      if (previous.pools && previous.pools !== next.pools) previous.pools.close();
+      // Replaced pools: their clients go on, and get their next servers from the new ones.
+      if (previous.pools && previous.pools !== next.pools) {
+        if (next.pools) previous.pools.replaceWith(next.pools);
+        else previous.pools.close();
+      }
       if (!quiet) next.log.info('configuration reloaded: new sessions get the new settings');
     };
   }
@@ -329,6 +336,9 @@ async function removeStaleSocket(path: string): Promise<void> {
 }
 
 /** A stable text of settings (Maps as their entries), for telling whether a reload changed them. */
+/** Settings of an instance that concern only its clients, not how its servers log in. */
+const CLIENT_SIDE = ['pool', 'listen', 'unixSocket', 'unixSocketMode', 'clientTls', 'clientPasswordFile', 'allowUsers', 'allowDatabases'];
+
 export function settingsKey(value: unknown, omit: readonly string[] = []): string {
   return JSON.stringify(value, (key, v: unknown) => (omit.includes(key) ? undefined : v instanceof Map ? [...v] : v));
 }

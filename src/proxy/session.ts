@@ -182,7 +182,14 @@ export class Session {
       this.close(end.reason, end.error);
       return;
     }
-    const relayed = relayPooled(this.client, upstream.server.socket, opened.toClient, opened.pipelined, opened.clientEnded);
+    const relayed = relayPooled(
+      this.client,
+      upstream.server.socket,
+      opened.toClient,
+      opened.pipelined,
+      opened.clientEnded,
+      this.ctx.pools!.settings.idleTransactionTimeoutMs,
+    );
     opened = undefined;
     const end = await relayed;
     forget();
@@ -253,9 +260,11 @@ export class Session {
     this.phase = 'login';
     // The client is still read during the login: bytes it pipelines behind its startup wait in the
     // inbox (bounded, B11), and its FIN is seen at once. A client that leaves with nothing (or only a
-    // Terminate) pipelined is gone: the login stops, and no server stays logged in for nobody.
+    // Terminate) pipelined is gone: the login stops, and no server stays logged in for nobody. A pooled
+    // client's FIN ends its session whatever it pipelined (nobody would read the answers): it leaves the
+    // queue for a server at once.
     const onEnd = () => {
-      if (isNothingOrTerminate(inbox.buffered)) this.gone.abort(new Error('client closed the connection'));
+      if (this.ctx.pools || isNothingOrTerminate(inbox.buffered)) this.gone.abort(new Error('client closed the connection'));
     };
     this.client.on('end', onEnd);
     const user = this.ctx.dbUser ?? packet.user;
