@@ -84,18 +84,34 @@ t.test("a client's session state is gone for the next client on the same server"
   await b.end();
 });
 
-t.test('startup parameters hold per client: a different TimeZone or options is a different pool', async (t) => {
-  await using proxy = await pooled();
+t.test('startup parameters hold per client on one pool: a different TimeZone or application_name is SET, never a new server', async (t) => {
+  await using proxy = await pooled({ size: 1 });
+  const { WireClient } = await import('./support/wire.js');
+  const { startupBytes } = await import('./support/bytes.js');
   const tokyo = client(proxy, { options: '-c TimeZone=Asia/Tokyo', application_name: 'tz' });
   await tokyo.connect();
   t.equal((await tokyo.query('SHOW TimeZone')).rows[0].TimeZone, 'Asia/Tokyo');
   const tokyoPid = (await tokyo.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
   await tokyo.end();
-  const plain = client(proxy, { application_name: 'tz' });
+  await parked(proxy);
+  const plain = client(proxy, { application_name: 'tz-plain' });
   await plain.connect();
-  t.equal((await plain.query('SHOW TimeZone')).rows[0].TimeZone, 'UTC', "not the previous client's");
-  t.not((await plain.query('SELECT pg_backend_pid() AS pid')).rows[0].pid, tokyoPid, 'another server');
+  const row = (
+    await plain.query("SELECT current_setting('TimeZone') AS tz, current_setting('application_name') AS app, pg_backend_pid() AS pid")
+  ).rows[0];
+  t.same(row, { tz: 'UTC', app: 'tz-plain', pid: tokyoPid }, "the same server, with this client's settings, not the last one's");
   await plain.end();
+  await parked(proxy, 2);
+  // The greeting tells each client its own values, as the server spells them.
+  const w = await WireClient.connect(proxy.port);
+  w.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: 'tz-wire', TimeZone: 'asia/tokyo', DateStyle: 'sql' }));
+  const greeting = await w.untilReady();
+  const status = Object.fromEntries(
+    greeting.filter((m) => m.code === 'S').map((m) => m.bytes.toString('utf8', 5, m.bytes.length - 1).split('\0')),
+  );
+  t.match(status, { application_name: 'tz-wire', TimeZone: 'Asia/Tokyo', DateStyle: 'SQL, MDY' });
+  w.write(Buffer.from([0x58, 0, 0, 0, 4]));
+  await w.closed;
   const r = await runPg('psql', ['-X', '-At', '-c', 'SHOW TimeZone'], {
     PGHOST: '127.0.0.1',
     PGPORT: String(proxy.port),
@@ -104,7 +120,35 @@ t.test('startup parameters hold per client: a different TimeZone or options is a
     PGAPPNAME: 'tz',
     PGOPTIONS: '-c TimeZone=Asia/Tokyo',
   });
-  t.equal(r.stdout.trim(), 'Asia/Tokyo', `psql with PGOPTIONS gets the Tokyo pool back: ${r.stderr}`);
+  t.equal(r.stdout.trim(), 'Asia/Tokyo', `psql with PGOPTIONS: ${r.stderr}`);
+  t.equal(await backends('tz'), '0');
+  t.equal(Number(await db.admin("SELECT count(*) FROM pg_stat_activity WHERE usename = 'iam_user'")), 1, 'one server all along');
+});
+
+t.test('60 connects with distinct application names through a pool of 1: one backend, each client its own name', async (t) => {
+  await using proxy = await pooled({ size: 1 });
+  const logins = (await db.checkerLog()).length;
+  for (let i = 0; i < 60; i++) {
+    const c = client(proxy, { application_name: `app-${i}` });
+    await c.connect();
+    t.equal((await c.query("SELECT current_setting('application_name') AS app")).rows[0].app, `app-${i}`);
+    await c.end();
+  }
+  t.equal((await db.checkerLog()).length - logins, 1, 'one IAM login');
+});
+
+t.test("a value the server refuses: FATAL 22023 in the server's words, as at a direct login; the server stays usable", async (t) => {
+  await using proxy = await pooled({ size: 1 });
+  const bad = client(proxy, { options: '-c TimeZone=Mars/Olympus_Mons' });
+  const err = await bad.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
+  t.match(err, { code: '22023', message: /invalid value for parameter "TimeZone": "Mars\/Olympus_Mons"/ });
+  const good = client(proxy, { options: '-c TimeZone=Europe/Paris' });
+  await good.connect();
+  t.equal((await good.query('SHOW TimeZone')).rows[0].TimeZone, 'Europe/Paris');
+  await good.end();
 });
 
 t.test('a client that leaves mid-transaction: its server is closed, never reused', async (t) => {
@@ -206,8 +250,8 @@ t.test('the pool size holds; a client beyond waits, then gets the server release
   await holder.end();
   await waiting;
   t.equal((await waiter.query('SELECT 1 AS one')).rows[0].one, 1, 'the waiting client got the released server');
-  await waiter.end();
   t.equal(await backends('size'), '1', 'never more than the pool size');
+  await waiter.end();
 });
 
 t.test('a login refused while the pool has servers (a role connection limit): clients wait for those servers', async (t) => {
@@ -333,9 +377,10 @@ t.test('a waiting client that leaves, and waiting clients at shutdown', async (t
 
 t.test('--max-server-connections bounds the servers of all pools together', async (t) => {
   await using proxy = await pooled({ size: 5, maxServers: 1, waitTimeoutMs: 1_500 });
-  const a = client(proxy, { application_name: 'max-a' });
+  // Two pools: a setting that is not tracked keys the pool.
+  const a = client(proxy, { application_name: 'max-a', options: '-c geqo_threshold=11' });
   await a.connect();
-  const err = await client(proxy, { application_name: 'max-b' })
+  const err = await client(proxy, { application_name: 'max-b', options: '-c geqo_threshold=12' })
     .connect()
     .then(
       () => undefined,
@@ -343,7 +388,7 @@ t.test('--max-server-connections bounds the servers of all pools together', asyn
     );
   t.match(err, { code: '53300' }, 'another pool, but no server left for the instance');
   // A client of the other pool waiting when the server is released gets a server of its own.
-  const b = client(proxy, { application_name: 'max-b' });
+  const b = client(proxy, { application_name: 'max-b', options: '-c geqo_threshold=12' });
   const waited = b.connect();
   let waits = 0;
   await proxy.line((l) => l.msg === 'pool: waiting for a server' && ++waits === 2);
@@ -440,8 +485,10 @@ t.test('through the CLI: --pool-mode session, GET /pools and the pool metrics', 
         {
           user: 'iam_user',
           database: 'orders',
+          keyed: [],
           mode: 'session',
           size: 1,
+          loginFailures: 0,
           servers: { idle: 1, active: 0, opening: 0 },
           clients: { active: 0, waiting: 0 },
         },
@@ -450,13 +497,13 @@ t.test('through the CLI: --pool-mode session, GET /pools and the pool metrics', 
   ]);
   const metrics = await (await fetch(`http://127.0.0.1:${http}/metrics`)).text();
   const labels = `instance="${endpoint}",user="iam_user",database="orders"`;
-  // Two pools: psql and node pg send different startup packets (client_encoding, DateStyle...), a login each.
-  t.equal(pools[0]!.pools.length, 2);
-  t.match(metrics, new RegExp(`^pg_iam_proxy_server_logins_total\\{${labels.replaceAll('.', '\\.')}\\} 2$`, 'm'));
+  // One pool: psql and node pg send different startup packets (client_encoding, DateStyle...), SET per client.
+  t.equal(pools[0]!.pools.length, 1);
+  t.match(metrics, new RegExp(`^pg_iam_proxy_server_logins_total\\{${labels.replaceAll('.', '\\.')}\\} 1$`, 'm'));
   t.match(
     metrics,
-    new RegExp(`^pg_iam_proxy_pool_servers\\{${labels.replaceAll('.', '\\.')},state="idle"\\} 2$`, 'm'),
-    'the two pools of the user and database: an idle server each',
+    new RegExp(`^pg_iam_proxy_pool_servers\\{${labels.replaceAll('.', '\\.')},state="idle"\\} 1$`, 'm'),
+    'the one pool of the user and database: its idle server',
   );
   t.match(metrics, /^pg_iam_proxy_pool_clients\{.*state="waiting"\} 0$/m);
   t.match(metrics, new RegExp(`^pg_iam_proxy_pool_wait_seconds_count\\{${labels.replaceAll('.', '\\.')}\\} 1$`, 'm'), 'one client waited');

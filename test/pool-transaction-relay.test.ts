@@ -36,7 +36,7 @@ const ready = (status: string) => new Bytes().raw(Buffer.from(status)).join('Z')
 const error = (code: string) => new Bytes().raw(Buffer.from('S')).cstring('ERROR').raw(Buffer.from('C')).cstring(code).raw([0]).join('E');
 const parameterStatus = (name: string, value: string) => new Bytes().cstring(name).cstring(value).join('S');
 
-const KEY: PoolKey = { user: 'app', database: 'db', startup: Buffer.alloc(0) };
+const KEY: PoolKey = { id: 'app\0db', user: 'app', database: 'db', startup: Buffer.alloc(0), params: new Map() };
 
 interface Released {
   server: PooledServer;

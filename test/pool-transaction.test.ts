@@ -200,6 +200,26 @@ t.test(
   },
 );
 
+t.test(
+  'two busy pools under --max-server-connections: servers stay with a busy pool, logins stay near the cap, neither starves',
+  async (t) => {
+    await using proxy = await pooled({ size: 2, maxServers: 2 });
+    const before = (await db.checkerLog()).length;
+    // Two pools (a setting that is not tracked keys the pool), three clients each, 60 transactions a client.
+    const run = async (threshold: number) => {
+      const c = client(proxy, { application_name: 'thrash', options: `-c geqo_threshold=${threshold}` });
+      await c.connect();
+      for (let i = 0; i < 60; i++) await c.query('SELECT 1');
+      await c.end();
+    };
+    await Promise.all([run(11), run(11), run(11), run(12), run(12), run(12)]);
+    const logins = (await db.checkerLog()).length - before;
+    t.ok(logins <= 8, `${logins} IAM logins for 360 transactions over a cap of 2`);
+    const evicted = proxy.logs().filter((l) => l.msg === 'pool: server closed' && /another pool needed room/.test(String(l.reason))).length;
+    t.ok(evicted <= 6, `${evicted} evictions`);
+  },
+);
+
 t.test('COPY in and out inside transaction pooling', async (t) => {
   await using proxy = await pooled({ size: 1 });
   await db.admin('CREATE TABLE tx_copy (n int, s text); GRANT INSERT, SELECT ON tx_copy TO iam_user;', 'orders');

@@ -109,6 +109,12 @@ export class Ledger {
    * when it answers a request of the proxy's and is not the client's to see.
    */
   answer(code: number, first: number): boolean {
+    // A Query of the proxy's own (the settings of a client lent the server): all of its answer is the proxy's.
+    if (this.head < this.requests.length && (this.requests[this.head]! & (CODE | SWALLOW)) === (F.Query | SWALLOW)) {
+      if (code === B.ReadyForQuery) this.ready(first);
+      else if (code === B.ErrorResponse) this.failed();
+      return true;
+    }
     switch (code) {
       case B.ParseComplete:
         return this.settle(F.Parse, 'ParseComplete');

@@ -5,7 +5,7 @@
 // exactly as its clients asked, and the reset query (DISCARD ALL) brings a server back to that start: a
 // client's settings hold whichever server it gets and never leak to another.
 import type { Logger } from 'pino';
-import { SqlState } from '../protocol/constants.js';
+import { HEADER_SIZE, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { sendCancel } from '../proxy/cancel.js';
 import { openServer, type LoginTarget } from '../proxy/login.js';
@@ -51,12 +51,16 @@ export const MAX_PREPARED_STATEMENTS = 200;
 /** An idle server unused for longer than this is checked with an empty query before a client gets it. */
 export const CHECK_IDLE_AFTER_MS = 30_000;
 
-/** What a pool is for: who logs in, with which startup packet. */
+/** What a pool is for (params.ts: poolKeyOf), and what one client of it asks. */
 export interface PoolKey {
+  /** The pool: DB user, database, and the startup parameters that cannot be SET. */
+  readonly id: string;
   readonly user: string;
   readonly database: string;
   /** The StartupMessage sent when a server is opened: every server of the pool starts from it. */
   readonly startup: Buffer;
+  /** The client's tracked parameters (application_name, TimeZone, ...): SET on a server lent to it. */
+  readonly params: ReadonlyMap<string, Buffer>;
 }
 
 /** What the operations side hears (metrics). */
@@ -73,6 +77,9 @@ export interface PoolObserver {
 const LOGIN_BACKOFF_MS = 250;
 const LOGIN_BACKOFF_MAX_MS = 10_000;
 
+/** At the instance's cap, an idle server of one pool gives way to another pool's waiting client after this long idle. */
+const EVICT_GRACE_MS = 500;
+
 /** A waiting client of a pool that a reload replaced: it waits in the new pools instead. */
 const MOVED = new Error('the pool was replaced by a reload');
 
@@ -80,13 +87,21 @@ const MOVED = new Error('the pool was replaced by a reload');
 export interface PoolSnapshot {
   readonly user: string;
   readonly database: string;
+  /** Startup parameters that key the pool besides user and database (they cannot be SET), as name=value. */
+  readonly keyed: readonly string[];
   readonly mode: PoolMode;
   readonly size: number;
+  /** Servers of the instance over all its pools (--max-server-connections), if bounded. */
+  readonly maxServers: number | undefined;
+  /** Logins for new servers that failed in a row (the pool backs off while it has servers). */
+  readonly loginFailures: number;
   readonly servers: { readonly idle: number; readonly active: number; readonly opening: number };
   readonly clients: { readonly active: number; readonly waiting: number };
 }
 
 interface Waiter {
+  /** When it began to wait (ms since the epoch). */
+  readonly since: number;
   give(server: PooledServer): void;
   fail(err: Error): void;
 }
@@ -118,11 +133,38 @@ class Pool {
   }
 }
 
-/** A pool per DB user and startup packet (which names the database and every parameter). */
-const poolId = (key: PoolKey): string => `${key.user}\0${key.startup.toString('base64')}`;
+const poolId = (key: PoolKey): string => key.id;
+
+/** The reported-values cache is cleared when it grows past this (clients that vary application_name per request). */
+const MAX_REPORTED = 10_000;
+const reportedKey = (name: string, value: Buffer): string => `${name}\0${value.toString('latin1')}`;
+
+/** A greeting with the client's own values of the tracked parameters the server reports, where they differ. */
+function withParams(
+  template: GreetingTemplate,
+  params: ReadonlyMap<string, Buffer>,
+  reported: Map<string, Buffer | null>,
+): GreetingTemplate {
+  if (params.size === 0) return template;
+  const own = new Map<string, Buffer>();
+  for (const [name, value] of params) {
+    const message = reported.get(reportedKey(name, value));
+    if (message) own.set(name, message);
+  }
+  if (own.size === 0) return template;
+  const out = template.params.map((message) => {
+    const name = message.toString('utf8', HEADER_SIZE, message.indexOf(0, HEADER_SIZE)).toLowerCase();
+    const mine = own.get(name);
+    own.delete(name);
+    return mine ?? message;
+  });
+  return { ...template, params: [...out, ...own.values()] };
+}
 
 export class Pools {
   private readonly pools = new Map<string, Pool>();
+  /** How the server reports each tracked value clients asked for (its ParameterStatus; null: not reported). */
+  private readonly reported = new Map<string, Buffer | null>();
   private closing = false;
   /** Why servers close as they come back, once closing. */
   private closingReason = 'shutting down';
@@ -179,14 +221,52 @@ export class Pools {
     return true;
   }
 
-  /** Close the longest-idle server of another pool, if any. */
+  /**
+   * At the instance's cap: close a server of another pool idle for EVICT_GRACE_MS or more, so a client of
+   * `pool` gets one (a busy pool, idle between its transactions for a moment, keeps its servers). When
+   * none has been idle that long yet, look again when the first will have been.
+   */
   private evictIdleElsewhere(pool: Pool): void {
+    const now = Date.now();
+    let soonest = Infinity;
     for (const other of this.pools.values()) {
-      if (other === pool || other.idle.length === 0) continue;
-      const server = other.idle.shift()!;
-      this.retire(other, server, 'another pool needed room (--max-server-connections)');
-      return;
+      if (other === pool) continue;
+      for (const [i, server] of other.idle.entries()) {
+        const idleFor = now - server.lastUsedAt;
+        if (idleFor < EVICT_GRACE_MS) {
+          soonest = Math.min(soonest, EVICT_GRACE_MS - idleFor);
+          continue;
+        }
+        other.idle.splice(i, 1);
+        this.retire(other, server, 'another pool needed room (--max-server-connections)');
+        return;
+      }
     }
+    if (soonest < Infinity) this.rebalanceSoon(soonest);
+  }
+
+  /** Whether a client of a pool other than `pool`, with room under its size, has waited past the grace. */
+  private starving(pool: Pool): boolean {
+    const now = Date.now();
+    for (const other of this.pools.values()) {
+      const first = other.waiting[0];
+      if (other !== pool && first && now - first.since >= EVICT_GRACE_MS && other.servers < this.settings.size) return true;
+    }
+    return false;
+  }
+
+  private rebalanceTimer: NodeJS.Timeout | undefined;
+
+  /** In `ms`: pools with waiting clients at the instance's cap take servers idle past the grace from others. */
+  private rebalanceSoon(ms: number): void {
+    if (this.rebalanceTimer) return;
+    this.rebalanceTimer = setTimeout(() => {
+      this.rebalanceTimer = undefined;
+      for (const pool of this.pools.values()) {
+        if (pool.waiting.length > pool.opening && pool.servers < this.settings.size && !this.instanceHasRoom())
+          this.evictIdleElsewhere(pool);
+      }
+    }, ms).unref();
   }
 
   /** Room came free (a server closed, a login failed): the first waiting clients get new servers. */
@@ -268,11 +348,36 @@ export class Pools {
    */
   async greeting(key: PoolKey, signal: AbortSignal): Promise<GreetingTemplate> {
     if (this.successor) return this.successor.greeting(key, signal);
-    const known = this.pools.get(poolId(key))?.template;
-    if (known) return known;
+    let template = this.pools.get(poolId(key))?.template;
+    const unseen = [...key.params].some(([name, value]) => !this.reported.has(reportedKey(name, value)));
+    if (!template || unseen) {
+      // A server sets the client's values first: the server says whether it takes them, and how it
+      // reports each (its canonical spelling), as it would at a login with them.
+      const server = await this.acquire(key, signal);
+      try {
+        await server.track(key.params, this.target.connectTimeoutMs);
+      } catch (err) {
+        this.release(server, key, 'idle', false);
+        throw err;
+      }
+      if (this.reported.size > MAX_REPORTED) this.reported.clear();
+      for (const [name, value] of key.params) this.reported.set(reportedKey(name, value), server.reported(name) ?? null);
+      this.release(server, key, 'idle', false);
+      template = this.pools.get(poolId(key))?.template ?? server.template();
+    }
+    return withParams(template, key.params, this.reported);
+  }
+
+  /** Session mode: a server with the client's tracked parameters set; rejects (the server given back) if it refuses them. */
+  async acquireFor(key: PoolKey, signal: AbortSignal): Promise<PooledServer> {
     const server = await this.acquire(key, signal);
-    this.release(server, key, 'idle', false);
-    return this.pools.get(poolId(key))?.template ?? server.template();
+    try {
+      await server.track(key.params, this.target.connectTimeoutMs);
+    } catch (err) {
+      this.release(server, key, 'idle', false);
+      throw err;
+    }
+    return server;
   }
 
   /**
@@ -340,6 +445,9 @@ export class Pools {
   /** The reset query; in transaction mode the proxy's statements go too (DISCARD ALL drops them already). */
   private async reset(server: PooledServer): Promise<void> {
     await server.run(this.settings.resetQuery, this.target.connectTimeoutMs);
+    // Back to how the server started (without the tracked parameters), unless the reset query does not say.
+    if (/\b(discard|reset)\s+all\b/i.test(this.settings.resetQuery)) server.tracked = new Map();
+    else server.trackedUnknown = true;
     if (server.prepared.size === 0 && !server.statementsUnsure) return;
     if (!/^\s*discard\s+all\s*;?\s*$/i.test(this.settings.resetQuery)) await server.run('DEALLOCATE ALL', this.target.connectTimeoutMs);
     server.prepared.clear();
@@ -374,6 +482,7 @@ export class Pools {
   /** Close every idle server now; busy ones close as their clients leave. */
   close(): void {
     this.closing = true;
+    clearTimeout(this.rebalanceTimer);
     for (const pool of this.pools.values()) {
       clearTimeout(pool.retryTimer);
       for (const server of pool.idle.splice(0)) this.retire(pool, server, 'shutting down');
@@ -387,8 +496,17 @@ export class Pools {
     return [...this.pools.values()].map((pool) => ({
       user: pool.key.user,
       database: pool.key.database,
+      keyed: pool.key.id
+        .split('\0')
+        .slice(3)
+        .map((p) => {
+          const eq = p.indexOf('=');
+          return `${p.slice(0, eq)}=${Buffer.from(p.slice(eq + 1), 'base64').toString('utf8')}`;
+        }),
       mode: this.settings.mode,
       size: this.settings.size,
+      maxServers: this.settings.maxServers,
+      loginFailures: pool.failures,
       servers: { idle: pool.idle.length, active: pool.active.size, opening: pool.opening },
       // In session mode a client holds its server for its whole session.
       clients: { active: pool.lent, waiting: pool.waiting.length },
@@ -449,6 +567,7 @@ export class Pools {
         pool.waiting.splice(pool.waiting.indexOf(waiter), 1);
       };
       const waiter: Waiter = {
+        since: Date.now(),
         give: (server) => {
           done();
           this.observer?.waited(pool.key, (performance.now() - since) / 1000);
@@ -482,6 +601,12 @@ export class Pools {
 
   /** Idle: to the first waiting client, else into the pool, watched for its EOF and its idle timeout. */
   private park(pool: Pool, server: PooledServer): void {
+    // At the instance's cap, a client of another pool that waited past the grace gets this server's room
+    // (this pool keeps its others): no pool starves while another stays busy.
+    if (!this.closing && !this.instanceHasRoom() && pool.servers > 1 && this.starving(pool)) {
+      this.retire(pool, server, 'another pool needed room (--max-server-connections)');
+      return;
+    }
     const waiter = pool.waiting[0];
     if (waiter) {
       waiter.give(server);
@@ -492,12 +617,10 @@ export class Pools {
       return;
     }
     pool.idle.push(server);
-    // At the instance's cap, with clients of another pool waiting: this server makes room for theirs.
-    if (!this.instanceHasRoom() && [...this.pools.values()].some((other) => other !== pool && other.waiting.length > 0)) {
-      pool.idle.pop();
-      this.retire(pool, server, 'another pool needed room (--max-server-connections)');
-      return;
-    }
+    // At the instance's cap, with clients of another pool waiting: this server makes room for theirs if
+    // it stays idle past the grace.
+    if (!this.instanceHasRoom() && [...this.pools.values()].some((other) => other !== pool && other.waiting.length > 0))
+      this.rebalanceSoon(EVICT_GRACE_MS);
     this.log.debug({ server: server.id, user: pool.key.user, database: pool.key.database, idle: pool.idle.length }, 'pool: server idle');
     server.watch(this.settings.idleTimeoutMs, (why) => {
       const at = pool.idle.indexOf(server);

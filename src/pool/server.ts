@@ -10,6 +10,7 @@ import type { Statement } from './statements.js';
 let nextServerId = 1;
 
 import { Ledger, TxStatus } from './ledger.js';
+import { settingsQuery } from './params.js';
 
 export { TxStatus };
 
@@ -40,6 +41,10 @@ export class PooledServer {
   unnamed: object | undefined;
   /** What the server owes the client that holds it: settled whenever the server is in its pool. */
   readonly ledger = new Ledger();
+  /** The tracked parameters set on it now (params.ts); opened with none, back to none after a reset. */
+  tracked: ReadonlyMap<string, Buffer> = new Map();
+  /** What is set is not known (a SET that failed, a reset query that may not reset): RESET ALL first. */
+  trackedUnknown = false;
   /** Cancels being forwarded to this server: it is not handed to another client until they are done. */
   private cancelling = 0;
   private afterCancels: (() => void) | undefined;
@@ -133,6 +138,38 @@ export class PooledServer {
         { reason: Failure.UpstreamProtocol },
       );
     }
+  }
+
+  /**
+   * Session mode: take the tracked parameters to a client's (SET where they differ, RESET where it asked
+   * for none), read to the ReadyForQuery; the ParameterStatus values on the way are learnt. Rejects with
+   * the server's own words when it refuses a value.
+   */
+  async track(want: ReadonlyMap<string, Buffer>, timeoutMs: number): Promise<void> {
+    const query = settingsQuery(want, this.tracked, this.trackedUnknown);
+    if (!query) return;
+    const { status, error } = await simpleQuery(this.socket, query, timeoutMs, (frame) => {
+      if (frame.code === BackendCode.ParameterStatus) this.learn(frame.bytes);
+    });
+    this.unnamed = undefined;
+    if (error !== undefined || status !== TxStatus.Idle) {
+      this.trackedUnknown = true;
+      throw new WireError(
+        SqlState.InvalidParameterValue,
+        error ?? 'the server did not come back idle from setting the startup parameters',
+        {
+          reason: Failure.UpstreamError,
+        },
+      );
+    }
+    this.tracked = want;
+    this.trackedUnknown = false;
+  }
+
+  /** The ParameterStatus the server last sent for `name` (any case), if it reports it. */
+  reported(name: string): Buffer | undefined {
+    for (const [reported, message] of this.params) if (reported.toLowerCase() === name) return message;
+    return undefined;
   }
 
   /** The listeners and timer of an idle server, removed when a client gets it. */

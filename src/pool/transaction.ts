@@ -20,6 +20,7 @@ import { holdBack } from '../proxy/splice.js';
 import type { Ledger, SentOptions, Settled } from './ledger.js';
 import { idleTransactionTimeout, MAX_PREPARED_STATEMENTS, type PoolKey, type Pools } from './pool.js';
 import { type PooledServer, TxStatus } from './server.js';
+import { settingsQuery } from './params.js';
 import { statementCommand } from './sql.js';
 import {
   closeStatement,
@@ -625,6 +626,21 @@ class TransactionRelay {
     this.server = server;
     this.o.holding.server = server;
     this.settingsChanged = false;
+    // The client's tracked parameters (application_name, TimeZone...) first, where the server's differ.
+    const settings = settingsQuery(this.o.key.params, server.tracked, server.trackedUnknown);
+    if (settings) {
+      server.tracked = this.o.key.params;
+      server.trackedUnknown = false;
+      server.socket.write(settings);
+      server.ledger.sent(Frontend.Query, {
+        swallow: true,
+        settled: (outcome) => {
+          if (outcome === 'answered') return;
+          server.trackedUnknown = true;
+          this.settingsChanged = true;
+        },
+      });
+    }
     const socket = server.socket;
     socket.on('data', this.onServerData);
     socket.on('end', this.onServerEnd);
@@ -718,9 +734,12 @@ class TransactionRelay {
         server.prepared.clear();
         server.statementsUnsure = true;
       }
-    } else if (code === B.ParameterStatus) this.settingsChanged = true;
+    }
     const cut = ledger.answer(code, m.first);
-    if (code === B.CommandComplete && !cut) {
+    if (cut) return true;
+    // A reported setting the client changed: the server is reset before the next client gets it.
+    if (code === B.ParameterStatus) this.settingsChanged = true;
+    else if (code === B.CommandComplete) {
       const tag = m.head.toString('latin1', HEADER_SIZE, HEADER_SIZE + m.peeked);
       if (DIRTYING.test(tag)) this.settingsChanged = true;
       if (DROPS_STATEMENTS.test(tag)) {
@@ -728,7 +747,7 @@ class TransactionRelay {
         server.statementsUnsure = false;
       }
     }
-    return cut;
+    return false;
   }
 
   /** The server answered everything and is idle, and both streams are between messages: it can go back. */

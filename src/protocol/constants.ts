@@ -117,5 +117,6 @@ export const SqlState = {
   DuplicatePreparedStatement: '42P05',
   InvalidSqlStatementName: '26000', // a prepared statement that does not exist
   IdleInTransactionTimeout: '25P03', // idle_in_transaction_session_timeout
+  InvalidParameterValue: '22023',
 } as const;
 export type SqlState = (typeof SqlState)[keyof typeof SqlState];

@@ -16,6 +16,7 @@ import { splice } from './splice.js';
 import { randomBytes } from 'node:crypto';
 import { backendKeyData, decodeBackendKey } from '../protocol/backend.js';
 import type { PoolKey, Pools } from '../pool/pool.js';
+import { poolKeyOf } from '../pool/params.js';
 import { relayPooled } from '../pool/relay.js';
 import { greeting, type PooledServer } from '../pool/server.js';
 import { type Holding, relayTransactions } from '../pool/transaction.js';
@@ -270,7 +271,7 @@ export class Session {
     const user = this.ctx.dbUser ?? packet.user;
     const startup = this.ctx.dbUser ? withUser(packet, this.ctx.dbUser) : packet.bytes;
     if (this.ctx.pools) {
-      const key: PoolKey = { user, database: packet.database, startup };
+      const key = poolKeyOf(packet, user);
       let lent: Lent;
       try {
         lent = this.ctx.pools.settings.mode === 'transaction' ? await this.attach(key) : await this.borrow(key);
@@ -341,7 +342,7 @@ export class Session {
    * client's query); a cancel with it goes to the server this client holds, with the server's key.
    */
   private async borrow(key: PoolKey): Promise<Lent> {
-    const server = await this.ctx.pools!.acquire(key, this.gone.signal);
+    const server = await this.ctx.pools!.acquireFor(key, this.gone.signal);
     // A cancel that arrives late (its connection made after this client let the server go) must not reach
     // the query of the server's next client: the target asks whether this client still holds it.
     let held = true;

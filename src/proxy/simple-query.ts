@@ -19,14 +19,15 @@ export interface QueryOutcome {
  */
 export async function simpleQuery(
   socket: Socket,
-  sql: string,
+  /** The SQL, or a whole Query message. */
+  sql: string | Buffer,
   timeoutMs: number,
   each?: (frame: BackendFrame) => void,
 ): Promise<QueryOutcome> {
   const inbox = new Inbox(socket, 64 * 1024);
   const timer = setTimeout(() => inbox.fail(new Error(`no answer to ${JSON.stringify(sql)} within ${timeoutMs / 1000} s`)), timeoutMs);
   try {
-    socket.write(serialize.query(sql));
+    socket.write(typeof sql === 'string' ? serialize.query(sql) : sql);
     let error: string | undefined;
     for (;;) {
       let frame = readBackendFrame(inbox.buffered);
