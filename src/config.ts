@@ -282,6 +282,9 @@ function finishInstance(
   };
 }
 
+/** Servers per instance by default, as a multiple of --pool-size. */
+const MAX_SERVERS_PER_POOL_SIZE = 2;
+
 /** The pooling settings, or undefined with --pool-mode off (the 1:1 splice). */
 function resolvePool(input: InstanceInput): PoolSettings | undefined {
   const mode = input.poolMode ?? defaultFor('pool-mode')!;
@@ -292,10 +295,13 @@ function resolvePool(input: InstanceInput): PoolSettings | undefined {
   const resetQuery = input.serverResetQuery ?? defaultFor('server-reset-query')!;
   if (resetQuery.trim() === '')
     throw new ConfigError('--server-reset-query: a query is needed (DISCARD ALL brings a server back to how its clients started it)');
+  const size = input.poolSize ?? defaultFor('pool-size')!;
   return Object.freeze({
     mode,
-    size: input.poolSize ?? defaultFor('pool-size')!,
-    maxServers: input.maxServerConnections,
+    size,
+    // Bounded by default: twice a pool's size over all the instance's pools (pools are per DB user and
+    // database, so one user and database never reaches it).
+    maxServers: input.maxServerConnections ?? size * MAX_SERVERS_PER_POOL_SIZE,
     waitTimeoutMs: ms(input.poolWaitTimeout, 'pool-wait-timeout'),
     idleTimeoutMs: ms(input.serverIdleTimeout, 'server-idle-timeout'),
     lifetimeMs: ms(input.serverLifetime, 'server-lifetime'),

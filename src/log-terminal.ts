@@ -85,7 +85,7 @@ const CHOICES: ReadonlyArray<readonly [start: string, fields: readonly string[]]
   ['server ended the session at startup', [...SESSION_OPENED, 'reason']],
   ['session closed', ['user', 'db', 'from', 'duration', 'reason', 'failure']],
   ['session failed', ['user', 'db', 'from', 'duration', 'reason', 'failure']],
-  ['listening', ['listen', 'unix-socket', 'endpoint', 'connect-to']],
+  ['listening', ['listen', 'unix-socket', 'endpoint', 'connect-to', 'pool-mode', 'pool-size', 'max-server-connections']],
 ];
 const GENERAL = [
   'user',

@@ -255,7 +255,7 @@ const TABLE = [
     range: { min: 1, exclusive: false, max: 100_000 },
     scope: 'client',
     commands: POOLING,
-    describe: 'servers per instance over all its pools (default: only the pool size bounds them)',
+    describe: 'servers per instance over all its pools (default: twice --pool-size)',
   },
   {
     flag: 'pool-wait-timeout',

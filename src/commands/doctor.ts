@@ -489,7 +489,7 @@ async function checkPooling({ instance, set }: Pick<Context, 'instance' | 'set'>
     pool.mode === 'transaction'
       ? ' In transaction mode session SET, LISTEN, session advisory locks, WITH HOLD cursors, temporary tables kept across transactions and SQL PREPARE do not work (see the README, Pooling).'
       : '';
-  const found = `--pool-mode ${pool.mode}, --pool-size ${pool.size}${pool.maxServers ? `, --max-server-connections ${pool.maxServers}` : ' per DB user and startup parameters (no --max-server-connections)'}; the server allows max_connections ${max} (${reserved} reserved for superusers), ${open} open now.${mode}`;
+  const found = `--pool-mode ${pool.mode}, --pool-size ${pool.size}${pool.maxServers ? `, --max-server-connections ${pool.maxServers}` : ' per DB user and database (no --max-server-connections)'}; the server allows max_connections ${max} (${reserved} reserved for superusers), ${open} open now.${mode}`;
   const data = {
     maxConnections: Number(max),
     reserved: Number(reserved),

@@ -280,6 +280,9 @@ export class Instance {
         ...(this.socketPath ? { unixSocket: this.socketPath } : {}),
         connectTo: formatHostPort(this.config.connectTo),
         region: this.config.region,
+        ...(this.config.pool
+          ? { poolMode: this.config.pool.mode, poolSize: this.config.pool.size, maxServerConnections: this.config.pool.maxServers }
+          : {}),
       },
       'listening',
     );
