@@ -166,7 +166,7 @@ class TransactionRelay {
     if (first.toClient.length > 0) this.client.write(first.toClient);
     if (first.pipelined.length > 0) this.onClientData(first.pipelined);
     if (first.clientEnded) this.onClientEnd();
-    if (!this.done) this.client.resume();
+    if (!this.done && !this.fromClient.holding) this.client.resume();
     if (this.o.drain?.draining()) this.onDrain();
     else this.o.drain?.onDrain(this.onDrain);
   }
@@ -233,7 +233,7 @@ class TransactionRelay {
         this.queued = [];
         this.queuedBytes = 0;
         for (const chunk of queued) if (!this.done) this.forward(chunk);
-        if (!this.done && !this.heldBack) this.client.resume();
+        if (!this.done && !this.heldBack && !this.fromClient.holding) this.client.resume();
       },
       (err: Error) => {
         this.o.signal.removeEventListener('abort', onShutdown);
