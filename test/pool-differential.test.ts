@@ -13,6 +13,9 @@ const seed = process.env.PG_IAM_PROXY_DIFF_SEED === undefined ? undefined : Numb
 /** Seconds of searching and shrinking per mode before the verdict (a failing property must not run for hours). */
 const budget = Number(process.env.PG_IAM_PROXY_DIFF_SECONDS ?? 50);
 
+/** Fails on the relay as it is; the rewrite removes the mark (PG_IAM_PROXY_RUN_TODO=1 runs it meanwhile). */
+const todo = process.env.PG_IAM_PROXY_RUN_TODO ? {} : { todo: 'fails before the relay rewrite' };
+
 const db = await startTestDb();
 t.teardown(() => db.destroy());
 const h = await harness(db);
@@ -20,15 +23,11 @@ t.teardown(() => h.close());
 t.setTimeout((2 * budget + 60) * 1000);
 
 for (const mode of ['transaction', 'session'] as const) {
-  t.test(
-    `${mode} pooling: every client receives what it receives alone on a direct connection`,
-    { todo: 'fails before the relay rewrite' },
-    async (t) => {
-      await fc.assert(
-        fc.asyncProperty(scenario({ modes: [mode] }), (s) => check(h, s)),
-        { numRuns: runs, seed, interruptAfterTimeLimit: budget * 1000, markInterruptAsFailure: false, endOnFailure: false },
-      );
-      t.pass(`${runs} runs`);
-    },
-  );
+  t.test(`${mode} pooling: every client receives what it receives alone on a direct connection`, todo, async (t) => {
+    await fc.assert(
+      fc.asyncProperty(scenario({ modes: [mode] }), (s) => check(h, s)),
+      { numRuns: runs, seed, interruptAfterTimeLimit: budget * 1000, markInterruptAsFailure: false, endOnFailure: false },
+    );
+    t.pass(`${runs} runs`);
+  });
 }

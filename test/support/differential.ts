@@ -3,13 +3,15 @@
 // sequence gets on a direct connection to the same database. The direct runs set the expectation; nothing
 // here predicts PostgreSQL's answers.
 //
-// How a client knows a step is answered without a model of the server: after each step it sends an empty
-// simple Query (the fence). PostgreSQL answers an empty query with EmptyQueryResponse and ReadyForQuery
-// whatever the transaction state (it never parses a statement to refuse), and no step of the grammar
-// produces EmptyQueryResponse, so the first 'I' then 'Z' ends the step. Every step ends in a state where a
-// simple Query is read (a Sync, a finished COPY, or a Query), except the Flush step, whose shape is fixed
-// ([Parse] Bind [Describe] Execute Flush: it ends at the Execute's answer or the first error) and which the
-// next step always follows with a Sync.
+// How a client knows a step is answered without a model of the server: after each step it sends a fence,
+// Close of the statement "fence" and of the portal "fence" twice each, then Sync. PostgreSQL answers a
+// Close of a name that does not exist with CloseComplete, in any transaction state, and a Close touches
+// nothing else (a simple Query would drop the unnamed statement), so four CloseCompletes and a
+// ReadyForQuery end the step. The grammar never closes four names in a row before a Sync, so nothing else
+// looks like it (and were it to, direct and proxied streams would be cut the same way). Every step ends
+// where a Close is read as such (after a Sync, a finished COPY, or a Query), except the Flush step, whose
+// shape is fixed ([Parse] Bind [Describe] Execute Flush: it ends at the Execute's answer or the first
+// error) and which the next step always follows with a Sync.
 import fc from 'fast-check';
 import pg from 'pg';
 import { serialize } from 'pg-protocol';
@@ -36,7 +38,7 @@ interface Sql {
   show?: true;
 }
 
-/** Statements a step may run ({t}: the client's table); none is empty, none is COPY (COPY has its own steps). */
+/** Statements a step may run ({t}: the client's table); none is COPY (COPY has its own steps). */
 export const SQL: readonly Sql[] = [
   { text: 'SELECT n, s FROM {t} ORDER BY n', params: 0 },
   { text: "INSERT INTO {t} VALUES ($1::int, 'x') RETURNING n", params: 1 },
@@ -83,14 +85,26 @@ export type Step =
   /** [Parse] Bind [Describe] Execute Flush, the answer awaited, then `rest` and a Sync. */
   | { k: 'flush'; parse: boolean; sql: number; stmt: string; portal: string; describe: boolean; value: number; rest: Op[] }
   /** COPY FROM STDIN: simple or extended (libpq's PQexecParams: a Sync with the Execute, another after CopyDone). */
-  | { k: 'copyIn'; proto: 'simple' | 'ext'; rows: number[]; end: 'done' | 'fail' | 'bad'; syncFirst: boolean; waitG: boolean }
+  | {
+      k: 'copyIn';
+      proto: 'simple' | 'ext';
+      rows: number[];
+      /** Another 3,000 rows in one CopyData: the server takes a while over them. */
+      bulk: boolean;
+      end: 'done' | 'fail' | 'bad';
+      syncFirst: boolean;
+      /** After CopyInResponse: nothing (all in one write), the data (libpq), or only the next query (the fence). */
+      waitG: 'no' | 'data' | 'fence';
+    }
   | { k: 'copyOut'; proto: 'simple' | 'ext' }
   /** SQL PREPARE / EXECUTE [/ DEALLOCATE] in one Query. */
   | { k: 'sqlPrepare'; name: number; value: number; deallocate: boolean }
   /** SET extra_float_digits and SHOW it in one Query: the setting stays on the server (a leak to others if kept). */
   | { k: 'set'; value: number }
   /** A cursor WITH HOLD declared, fetched from and left open (or closed) in one Query. */
-  | { k: 'cursor'; close: boolean };
+  | { k: 'cursor'; close: boolean }
+  /** Frontend messages written as they are (the named tests' scripts); the fence follows. */
+  | { k: 'raw'; parts: Array<{ text: string; bytes: Buffer }> };
 
 export interface Client {
   steps: Step[];
@@ -165,9 +179,10 @@ export const step: fc.Arbitrary<Step> = fc.oneof(
       k: fc.constant('copyIn' as const),
       proto: fc.constantFrom('simple' as const, 'ext' as const),
       rows: fc.array(fc.integer({ min: 10, max: 99 }), { maxLength: 3 }),
+      bulk: fc.boolean(),
       end: fc.constantFrom('done' as const, 'done' as const, 'fail' as const, 'bad' as const),
       syncFirst: fc.boolean(),
-      waitG: fc.boolean(),
+      waitG: fc.constantFrom('no' as const, 'data' as const, 'fence' as const),
     }),
   },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('copyOut' as const), proto: fc.constantFrom('simple' as const, 'ext' as const) }) },
@@ -326,16 +341,23 @@ export function plan(c: Client, index: number): Planned[] {
       }
       case 'copyIn': {
         const data = s.rows.map((n) => serialize.copyData(Buffer.from(`${n}\tc${n}\n`)));
+        const bulk = Array.from({ length: 3_000 }, (_, n) => `${n + 100}\tbulk\n`).join('');
+        if (s.bulk) data.push(serialize.copyData(Buffer.from(bulk)));
         if (s.end === 'bad') data.push(serialize.copyData(Buffer.from('oops\tbad\n')));
         const ending = s.end === 'fail' ? serialize.copyFail('client gave up') : serialize.copyDone();
-        const dataText = [...s.rows.map((n) => `CopyData("${n}\\tc${n}\\n")`), ...(s.end === 'bad' ? ['CopyData("oops\\tbad\\n")'] : [])];
+        const dataText = [
+          ...s.rows.map((n) => `CopyData("${n}\\tc${n}\\n")`),
+          ...(s.bulk ? ['CopyData(3,000 rows)'] : []),
+          ...(s.end === 'bad' ? ['CopyData("oops\\tbad\\n")'] : []),
+        ];
         const endText = s.end === 'fail' ? 'CopyFail' : 'CopyDone';
         const copySql = `COPY ${t} FROM STDIN`;
         const tail = [...data.map((bytes, i) => ({ text: dataText[i]!, bytes })), { text: endText, bytes: ending }];
         if (s.proto === 'simple') {
           parts.push(q(copySql));
-          if (s.waitG) after = tail;
+          if (s.waitG === 'data') after = tail;
           else parts.push(...tail);
+          if (s.waitG === 'fence') after = [];
         } else {
           parts.push(
             { text: `Parse("", ${JSON.stringify(copySql)})`, bytes: serialize.parse({ name: '', text: copySql }) },
@@ -344,8 +366,9 @@ export function plan(c: Client, index: number): Planned[] {
           );
           if (s.syncFirst) parts.push(frontend({ op: 'S' }, t));
           const rest = [...tail, frontend({ op: 'S' }, t)];
-          if (s.waitG) after = rest;
+          if (s.waitG === 'data') after = rest;
           else parts.push(...rest);
+          if (s.waitG === 'fence') after = [];
         }
         break;
       }
@@ -376,6 +399,9 @@ export function plan(c: Client, index: number): Planned[] {
         }
         break;
       }
+      case 'raw':
+        parts.push(...s.parts);
+        break;
       case 'set':
         state.setter = true;
         parts.push(q(`SET extra_float_digits = ${s.value}; SHOW extra_float_digits`));
@@ -409,7 +435,12 @@ export function describeScenario(s: Scenario): string {
       `client ${i}${c.vanish ? ` (vanishes in its last step: ${c.vanish.how} after ${Math.round(c.vanish.cut * 100)}% of its bytes)` : ''}:`,
     );
     plan(c, i).forEach((p, j) => {
-      const parts = [...p.text, ...(p.wait === 'flush' ? ['(await answer)'] : []), ...(p.afterText ?? [])];
+      const parts = [
+        ...p.text,
+        ...(p.wait === 'flush' ? ['(await answer)'] : []),
+        ...(p.after && p.wait !== 'flush' ? ['(await CopyInResponse)'] : []),
+        ...(p.afterText ?? []),
+      ];
       lines.push(`  ${j}: ${parts.join(' ')}`);
     });
   });
@@ -419,7 +450,15 @@ export function describeScenario(s: Scenario): string {
 // ---------------------------------------------------------------------------------------------------------
 // Running.
 
-export const FENCE = serialize.query('');
+export const FENCE = Buffer.concat([
+  serialize.close({ type: 'S', name: 'fence' }),
+  serialize.close({ type: 'P', name: 'fence' }),
+  serialize.close({ type: 'S', name: 'fence' }),
+  serialize.close({ type: 'P', name: 'fence' }),
+  serialize.sync(),
+]);
+/** Whether `got` ends with the fence's answer. */
+const fenced = (got: Msg[]) => got.length >= 5 && got.at(-1)!.code === 'Z' && got.slice(-5, -1).every((x) => x.code === '3');
 const FLUSH_END = 'CIsE';
 
 /** What one client saw: per step the messages (the vanishing step's are not compared), and how it ended. */
@@ -430,7 +469,7 @@ export interface Transcript {
   stoppedAt?: { step: number; stop: string };
 }
 
-export async function runClient(conn: PgConn, c: Client, index: number, waitMs: number): Promise<Transcript> {
+export async function runClient(conn: PgConn, c: Client, index: number, waitMs: number, onStuck?: () => void): Promise<Transcript> {
   const planned = plan(c, index);
   const out: Transcript = { steps: [], end: 'done' };
   for (let i = 0; i < planned.length; i++) {
@@ -449,6 +488,7 @@ export async function runClient(conn: PgConn, c: Client, index: number, waitMs: 
         do stop = await conn.next(waitMs);
         while (typeof stop !== 'string');
         out.end = stop === 'eof' ? 'closed' : 'hang';
+        if (out.end === 'hang') onStuck?.();
         conn.destroy();
       }
       return out;
@@ -463,6 +503,7 @@ export async function runClient(conn: PgConn, c: Client, index: number, waitMs: 
       if (fenceNow && !c.fenceTogether[i]) await conn.write(FENCE);
     };
     const stopped = (stop: string) => {
+      if (stop === 'timeout') onStuck?.();
       out.stoppedAt = { step: i, stop };
       out.end = stop === 'eof' ? 'eof' : 'timeout';
       conn.destroy();
@@ -476,19 +517,20 @@ export async function runClient(conn: PgConn, c: Client, index: number, waitMs: 
       await conn.write(Buffer.concat([p.after!, ...(c.fenceTogether[i] ? [FENCE] : [])]));
       if (!c.fenceTogether[i]) await conn.write(FENCE);
     } else if (p.after) {
-      // libpq's way with COPY FROM STDIN: the data only once CopyInResponse (or an error) is in.
+      // libpq's way with COPY FROM STDIN: the data only once CopyInResponse (or an error) is in; or all of
+      // it at once and the next query while the COPY runs.
       await writeParts(p.bytes, false);
       const r = await conn.until('GEZ', waitMs);
       got.push(...r.msgs);
       if (r.stop) return stopped(r.stop);
       await conn.write(Buffer.concat([p.after, FENCE]));
     } else await writeParts(p.bytes, true);
-    // Up to the fence's EmptyQueryResponse and ReadyForQuery.
+    // Up to the fence's answer.
     for (;;) {
       const m = await conn.next(waitMs);
       if (typeof m === 'string') return stopped(m);
       got.push(m);
-      if (m.code === 'Z' && got.at(-2)?.code === 'I') break;
+      if (fenced(got)) break;
     }
   }
   await conn.end();
@@ -553,7 +595,7 @@ export async function settle(h: Harness, ms = 5_000): Promise<string[]> {
   }
 }
 
-const pooling = (mode: PoolMode, size: number): PoolSettings => ({
+export const pooling = (mode: PoolMode, size: number): PoolSettings => ({
   mode,
   size,
   maxServers: undefined,
@@ -564,7 +606,11 @@ const pooling = (mode: PoolMode, size: number): PoolSettings => ({
   maxPreparedStatements: 200,
 });
 
-const params = (i: number, via: string) => ({ user: DIFF_USER, database: DIFF_DATABASE, application_name: `diff-${via}-${i}` });
+/**
+ * Every client's startup parameters: the same for all (a pool is per user and startup packet, so clients
+ * that differ in application_name would never share a server). The arguments only name the caller.
+ */
+export const params = (_i: number, _via: string) => ({ user: DIFF_USER, database: DIFF_DATABASE, application_name: 'diff' });
 
 /** Each client alone (at the same time: nothing is shared) on its own direct connection. */
 export async function directRun(h: Harness, s: Scenario): Promise<Transcript[]> {
@@ -589,15 +635,24 @@ export async function proxiedRun(h: Harness, s: Scenario, expected: Transcript[]
   const proxy: TestProxy = await startProxy(h.db, { pool: pooling(s.mode, s.size) });
   const problems: string[] = [];
   try {
+    // Once one client is stuck the run has failed: the others stop waiting too (shrinking stays fast).
+    const conns: PgConn[] = [];
+    const stuck = () => {
+      for (const conn of conns) conn.abort();
+    };
     const got = await Promise.all(
       s.clients.map(async (c, i) => {
-        let conn: PgConn;
+        const conn = PgConn.open(proxy.port);
+        conns.push(conn);
         try {
-          conn = await PgConn.proxy(proxy.port, params(i, 'proxy'));
+          // In session mode a login waits for a server: as long as the clients before it take.
+          await conn.start(params(i, 'proxy'), h.waitMs * 4);
         } catch (err) {
+          stuck();
+          conn.destroy();
           return { steps: [], end: 'eof', stoppedAt: { step: -1, stop: String(err) } } as Transcript;
         }
-        return runClient(conn, c, i, h.waitMs);
+        return runClient(conn, c, i, h.waitMs, stuck);
       }),
     );
     got.forEach((tr, i) => {
@@ -612,6 +667,8 @@ export async function proxiedRun(h: Harness, s: Scenario, expected: Transcript[]
       if (tr.end !== want.end) problems.push(`client ${i}: ended ${tr.end}, directly ${want.end}`);
     });
     // Every client is gone: no server may still work for one, the pool lends nothing, the next client is served.
+    // (Not asked when a client already failed: the run has failed, and these waits would slow shrinking.)
+    if (problems.length > 0) return { ok: false, problems };
     const busy = await settle(h);
     if (busy.length) problems.push(`servers still busy after every client left: ${busy.join('; ')}`);
     const pool = await poolIdle(proxy);
@@ -638,7 +695,7 @@ async function poolIdle(proxy: TestProxy, ms = 3_000): Promise<string | undefine
 async function nextClient(proxy: TestProxy, waitMs: number): Promise<string | undefined> {
   let conn: PgConn | undefined;
   try {
-    conn = await PgConn.proxy(proxy.port, params(99, 'proxy'));
+    conn = await PgConn.proxy(proxy.port, params(99, 'proxy'), waitMs);
     const r = await conn.query('SELECT 1 AS one', waitMs);
     const codes = r.msgs.map(show).join(' ');
     return codes === 'T(one) D(1) C(SELECT 1) Z(I)' ? undefined : `${codes}${r.stop ? ` then ${r.stop}` : ''}`;
@@ -648,6 +705,43 @@ async function nextClient(proxy: TestProxy, waitMs: number): Promise<string | un
     await conn?.end();
   }
 }
+
+/** A named test's client: these steps in this order, each in one write with its fence. */
+export const scripted = (...steps: Array<Array<{ text: string; bytes: Buffer }>>): Client => ({
+  steps: steps.map((parts) => ({ k: 'raw', parts })),
+  split: steps.map(() => undefined),
+  fenceTogether: steps.map(() => true),
+});
+
+/** Frontend messages for scripts, each with the line a report shows. */
+export const m = {
+  query: (sql: string) => ({
+    text: `Query(${JSON.stringify(sql.length > 80 ? `${sql.slice(0, 80)}…` : sql)})`,
+    bytes: serialize.query(sql),
+  }),
+  parse: (name: string, sql: string) => ({
+    text: `Parse(${JSON.stringify(name)}, ${JSON.stringify(sql.length > 80 ? `${sql.slice(0, 80)}…` : sql)})`,
+    bytes: serialize.parse({ name, text: sql }),
+  }),
+  bind: (stmt: string, values: string[] = [], portal = '') => ({
+    text: `Bind(${JSON.stringify(portal)}, ${JSON.stringify(stmt)}, [${values.join(',')}])`,
+    bytes: serialize.bind({ portal, statement: stmt, values }),
+  }),
+  describe: (kind: 'S' | 'P', name = '') => ({
+    text: `Describe(${kind}, ${JSON.stringify(name)})`,
+    bytes: serialize.describe({ type: kind, name }),
+  }),
+  execute: (portal = '', rows = 0) => ({ text: `Execute(${JSON.stringify(portal)}, ${rows})`, bytes: serialize.execute({ portal, rows }) }),
+  close: (kind: 'S' | 'P', name: string) => ({
+    text: `Close(${kind}, ${JSON.stringify(name)})`,
+    bytes: serialize.close({ type: kind, name }),
+  }),
+  sync: () => ({ text: 'Sync', bytes: serialize.sync() }),
+  flush: () => ({ text: 'Flush', bytes: serialize.flush() }),
+  copyData: (s: string) => ({ text: `CopyData(${JSON.stringify(s)})`, bytes: serialize.copyData(Buffer.from(s)) }),
+  copyDone: () => ({ text: 'CopyDone', bytes: serialize.copyDone() }),
+  copyFail: (why: string) => ({ text: 'CopyFail', bytes: serialize.copyFail(why) }),
+};
 
 /** One property run: direct, then proxied; throws with the whole story when they differ. */
 export async function check(h: Harness, s: Scenario): Promise<void> {

@@ -39,10 +39,22 @@ export class PgConn {
   }
 
   /** A client of the proxy (plain TCP on loopback), logged in. */
-  static async proxy(port: number, params: Record<string, string>): Promise<PgConn> {
-    const socket = tcpConnect({ host: '127.0.0.1', port });
-    await once(socket, 'connect');
-    return new PgConn(socket).start(params);
+  static async proxy(port: number, params: Record<string, string>, loginMs = 10_000): Promise<PgConn> {
+    return PgConn.open(port).start(params, loginMs);
+  }
+
+  /** A connection to the proxy, not logged in yet (so that it can be aborted while its login waits). */
+  static open(port: number): PgConn {
+    const conn = new PgConn(tcpConnect({ host: '127.0.0.1', port }));
+    return conn;
+  }
+
+  private aborted = false;
+
+  /** Every wait, now and later, ends at once as a 'timeout' (another client of the run already failed). */
+  abort(): void {
+    this.aborted = true;
+    this.wake();
   }
 
   /** A client of the test database itself (TLS, as its pg_hba.conf demands), logged in. */
@@ -57,10 +69,11 @@ export class PgConn {
     return new PgConn(tls).start(params);
   }
 
-  private async start(params: Record<string, string>): Promise<PgConn> {
+  async start(params: Record<string, string>, loginMs = 10_000): Promise<PgConn> {
+    if (this.socket.connecting) await once(this.socket, 'connect');
     this.write(startupBytes(params));
     for (;;) {
-      const m = await this.next(10_000);
+      const m = await this.next(loginMs);
       if (typeof m === 'string') throw new Error(`login: ${m}`);
       this.login.push(m);
       if (m.code === 'E') throw new Error(`login refused: ${show(m)}`);
@@ -90,6 +103,7 @@ export class PgConn {
       }
       if (this.ended) return 'eof';
       const left = deadline - Date.now();
+      if (this.aborted) return 'timeout';
       if (left <= 0) return 'timeout';
       let timer: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve) => {
