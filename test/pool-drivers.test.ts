@@ -49,11 +49,14 @@ function py(proxy: TestProxy, script: string): Promise<{ code: number | null; ou
   });
 }
 
-t.test('psycopg 3 at its defaults: 110 distinct queries, each prepared past the threshold of 5, a cache of 100 that deallocates', todo, async (t) => {
-  await using proxy = await pooled();
-  const r = await py(
-    proxy,
-    `
+t.test(
+  'psycopg 3 at its defaults: 110 distinct queries, each prepared past the threshold of 5, a cache of 100 that deallocates',
+  todo,
+  async (t) => {
+    await using proxy = await pooled();
+    const r = await py(
+      proxy,
+      `
 conn = psycopg.connect(conninfo)  # autocommit off, prepare_threshold 5, prepared_max 100
 total = 0
 # Each query 7 times in a row: prepared on its 6th run; from the 101st on, each one prepared evicts the
@@ -71,13 +74,14 @@ for i in range(10):
 conn.commit()
 print(total)
 `,
-  );
-  t.equal(r.code, 0, r.err);
-  let want = 0;
-  for (let rep = 0; rep < 7; rep++) for (let i = 0; i < 110; i++) want += i + rep;
-  for (let rep = 0; rep < 7; rep++) for (let i = 0; i < 10; i++) want += i + rep;
-  t.equal(r.out.trim(), String(want));
-});
+    );
+    t.equal(r.code, 0, r.err);
+    let want = 0;
+    for (let rep = 0; rep < 7; rep++) for (let i = 0; i < 110; i++) want += i + rep;
+    for (let rep = 0; rep < 7; rep++) for (let i = 0; i < 10; i++) want += i + rep;
+    t.equal(r.out.trim(), String(want));
+  },
+);
 
 t.test('psycopg 3 at its defaults: DEALLOCATE ALL after a DROP and after a ROLLBACK, then preparing again', todo, async (t) => {
   await using proxy = await pooled();
