@@ -2,9 +2,11 @@
 // psycopg 3 preparing on its own (threshold 5, a cache of 100, DEALLOCATE when full and DEALLOCATE ALL after
 // a DROP or ROLLBACK), psycopg with prepare_threshold 0 and in pipeline mode, libpq through psycopg's pgconn
 // (PQprepare with the unnamed statement and with names, PQexecParams COPY), node-postgres whose query timed
-// out (it destroys its socket: the server must be freed at once), pgjdbc batches with an error inside.
+// out (it destroys its socket: the server must be freed at once), postgres.js pipelining prepared queries
+// with errors among them over one server, pgjdbc batches with an error inside.
 import t from 'tap';
 import pg from 'pg';
+import postgres from 'postgres';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -246,6 +248,32 @@ t.test('node-postgres query_timeout: the client destroys its socket, its server 
   t.equal(left, '0', 'the abandoned query runs no more');
   await b.end();
   await a.end().catch(() => undefined);
+});
+
+t.test('postgres.js: pipelined prepared queries with errors among them, two connections over one server', async (t) => {
+  await using proxy = await pooled({ size: 1 });
+  const sql = postgres({
+    host: '127.0.0.1',
+    port: proxy.port,
+    user: 'iam_user',
+    database: 'orders',
+    max: 2,
+    prepare: true,
+    onnotice: () => undefined,
+  });
+  for (let round = 0; round < 3; round++) {
+    const settled = await Promise.allSettled(
+      Array.from({ length: 40 }, (_, i) =>
+        i % 7 === 3 ? sql`SELECT 1/${i - i}::int AS n` : sql`SELECT ${i}::int AS n, ${`r${round}`}::text AS r`,
+      ),
+    );
+    const wrong = settled.flatMap((s, i) => {
+      if (i % 7 === 3) return s.status === 'rejected' && /division by zero/.test(String(s.reason)) ? [] : [`${i}: ${JSON.stringify(s)}`];
+      return s.status === 'fulfilled' && s.value[0]?.n === i && s.value[0]?.r === `r${round}` ? [] : [`${i}: ${JSON.stringify(s)}`];
+    });
+    t.same(wrong, [], `round ${round}: every query its own answer, every error its own`);
+  }
+  await sql.end();
 });
 
 const jdbc = '/usr/share/java/postgresql.jar';

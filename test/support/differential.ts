@@ -469,7 +469,14 @@ export interface Transcript {
   stoppedAt?: { step: number; stop: string };
 }
 
-export async function runClient(conn: PgConn, c: Client, index: number, waitMs: number, onStuck?: () => void): Promise<Transcript> {
+export async function runClient(
+  conn: PgConn,
+  c: Client,
+  index: number,
+  waitMs: number,
+  onStuck?: () => void,
+  done: (conn: PgConn) => Promise<void> = (conn) => conn.end(),
+): Promise<Transcript> {
   const planned = plan(c, index);
   const out: Transcript = { steps: [], end: 'done' };
   for (let i = 0; i < planned.length; i++) {
@@ -533,7 +540,7 @@ export async function runClient(conn: PgConn, c: Client, index: number, waitMs: 
       if (fenced(got)) break;
     }
   }
-  await conn.end();
+  await done(conn);
   return out;
 }
 
@@ -542,6 +549,8 @@ export interface Harness {
   /** A direct connection (as DIFF_USER) for resets and pg_stat_activity. */
   control: pg.Client;
   waitMs: number;
+  /** Direct connections back from a run, reset (DISCARD ALL): a login costs more than the run's steps. */
+  idle: PgConn[];
   close(): Promise<void>;
 }
 
@@ -563,7 +572,17 @@ export async function harness(db: TestDb, waitMs = Number(process.env.PG_IAM_PRO
   control.on('error', () => undefined);
   await control.connect();
   await control.query("SET lock_timeout = '10s'");
-  return { db, control, waitMs, close: () => control.end() };
+  const idle: PgConn[] = [];
+  return {
+    db,
+    control,
+    waitMs,
+    idle,
+    close: async () => {
+      await Promise.all(idle.splice(0).map((c) => c.end()));
+      await control.end();
+    },
+  };
 }
 
 /** Every client's table back to its three rows. */
@@ -615,7 +634,18 @@ export const params = (_i: number, _via: string) => ({ user: DIFF_USER, database
 /** Each client alone (at the same time: nothing is shared) on its own direct connection. */
 export async function directRun(h: Harness, s: Scenario): Promise<Transcript[]> {
   await resetTables(h, s.clients.length);
-  const out = await Promise.all(s.clients.map(async (c, i) => runClient(await PgConn.direct(h.db, params(i, 'direct')), c, i, h.waitMs)));
+  // A client that ran to its end leaves its connection as new: out of any transaction, and DISCARD ALL
+  // (settings, prepared statements, cursors; a simple Query drops the unnamed statement too).
+  const recycle = async (conn: PgConn) => {
+    const back = await conn.query('ROLLBACK; DISCARD ALL', h.waitMs);
+    if (!back.stop && back.msgs.at(-1)?.code === 'Z' && back.msgs.every((x) => x.code !== 'E')) h.idle.push(conn);
+    else await conn.end();
+  };
+  const out = await Promise.all(
+    s.clients.map(async (c, i) =>
+      runClient(h.idle.pop() ?? (await PgConn.direct(h.db, params(i, 'direct'))), c, i, h.waitMs, undefined, recycle),
+    ),
+  );
   const busy = await settle(h);
   if (busy.length) throw new Error(`direct backends still busy after the run: ${busy.join('; ')}`);
   out.forEach((tr, i) => {
@@ -748,4 +778,61 @@ export async function check(h: Harness, s: Scenario): Promise<void> {
   const expected = await directRun(h, s);
   const verdict = await proxiedRun(h, s, expected);
   if (!verdict.ok) throw new Error(`${verdict.problems.join('\n')}\n--- scenario ---\n${describeScenario(s)}`);
+}
+
+export interface PropertyOptions {
+  modes: PoolMode[];
+  /** Runs searched for a difference (at most). */
+  runs: number;
+  /** Time for the search, then for shrinking what it found (each at most). */
+  searchSeconds: number;
+  shrinkSeconds: number;
+  maxSteps?: number;
+  seed?: number;
+  /** A counterexample path printed by an earlier failure: replays it (and shrinks on). */
+  path?: string;
+}
+
+export interface PropertyResult {
+  runs: number;
+  seed: number;
+  /** The shrunk difference (its problems, its scenario, and how to replay it), when one was found. */
+  failure?: string;
+}
+
+/**
+ * The property, searched then shrunk each in its own time (fast-check's own time limit would leave a
+ * failure found late no time to shrink): the search ends at the first failure, then fast-check replays
+ * its path and shrinks from there.
+ */
+export async function searchAndShrink(h: Harness, o: PropertyOptions): Promise<PropertyResult> {
+  const seed = o.seed ?? Date.now() % 2 ** 31;
+  const arb = scenario({ modes: o.modes, maxSteps: o.maxSteps });
+  let runs = 0;
+  const property = fc.asyncProperty(arb, async (s) => {
+    runs++;
+    await check(h, s);
+  });
+  let path = o.path;
+  if (path === undefined) {
+    const found = await fc.check(property, {
+      numRuns: o.runs,
+      seed,
+      endOnFailure: true,
+      interruptAfterTimeLimit: o.searchSeconds * 1000,
+      markInterruptAsFailure: false,
+    });
+    if (!found.failed) return { runs, seed };
+    path = found.counterexamplePath ?? undefined;
+  }
+  const shrunk = await fc.check(property, { seed, path, interruptAfterTimeLimit: o.shrinkSeconds * 1000, markInterruptAsFailure: false });
+  if (!shrunk.failed) return { runs, seed, failure: `a difference at seed ${seed}, path ${path}, did not come again when replayed` };
+  const error = shrunk.errorInstance instanceof Error ? shrunk.errorInstance.message : String(shrunk.errorInstance);
+  return {
+    runs,
+    seed,
+    failure:
+      `${error}\n--- replay: PG_IAM_PROXY_DIFF_SEED=${seed} PG_IAM_PROXY_DIFF_PATH=${shrunk.counterexamplePath} ` +
+      `(shrunk ${shrunk.numShrinks} times${shrunk.interrupted ? ', then out of time' : ''})`,
+  };
 }
