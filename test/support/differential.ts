@@ -199,18 +199,21 @@ export const step: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ k: fc.constant('cursor' as const), close: fc.boolean() }) },
 );
 
+/** Built from one array of steps with their write options (not a chain: fast-check shrinks those poorly). */
 const client = (maxSteps: number): fc.Arbitrary<Client> =>
-  fc.array(step, { minLength: 1, maxLength: maxSteps }).chain((steps) =>
-    fc.record({
-      steps: fc.constant(steps),
-      split: fc.array(
-        fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.double({ min: 0, max: 1, noNaN: true }) }),
-        {
-          minLength: steps.length,
-          maxLength: steps.length,
-        },
+  fc
+    .record({
+      items: fc.array(
+        fc.record({
+          step,
+          split: fc.oneof(
+            { weight: 3, arbitrary: fc.constant(undefined) },
+            { weight: 1, arbitrary: fc.double({ min: 0, max: 1, noNaN: true }) },
+          ),
+          fenceTogether: fc.boolean(),
+        }),
+        { minLength: 1, maxLength: maxSteps },
       ),
-      fenceTogether: fc.array(fc.boolean(), { minLength: steps.length, maxLength: steps.length }),
       // Most clients stay to the end: one that vanishes ends its sequence early.
       vanish: fc.oneof(
         { weight: 4, arbitrary: fc.constant(undefined) },
@@ -222,8 +225,13 @@ const client = (maxSteps: number): fc.Arbitrary<Client> =>
           }),
         },
       ),
-    }),
-  );
+    })
+    .map(({ items, vanish }) => ({
+      steps: items.map((x) => x.step),
+      split: items.map((x) => x.split),
+      fenceTogether: items.map((x) => x.fenceTogether),
+      ...(vanish ? { vanish } : {}),
+    }));
 
 export function scenario(opts: { modes?: PoolMode[]; maxSteps?: number } = {}): fc.Arbitrary<Scenario> {
   return fc.record({
@@ -670,13 +678,20 @@ export async function proxiedRun(h: Harness, s: Scenario, expected: Transcript[]
     const stuck = () => {
       for (const conn of conns) conn.abort();
     };
+    // A login waiting in the queue waits as long as other clients still get answers.
+    let heard = Date.now();
+    const progress = () => {
+      heard = Date.now();
+    };
+    const othersMoving = () => Date.now() - heard < h.waitMs;
     const got = await Promise.all(
       s.clients.map(async (c, i) => {
         const conn = PgConn.open(proxy.port);
+        conn.heard = progress;
         conns.push(conn);
         try {
           // In session mode a login waits for a server: as long as the clients before it take.
-          await conn.start(params(i, 'proxy'), h.waitMs * 4);
+          await conn.start(params(i, 'proxy'), h.waitMs, othersMoving);
         } catch (err) {
           stuck();
           conn.destroy();

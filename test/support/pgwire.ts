@@ -28,6 +28,7 @@ export class PgConn {
   private constructor(readonly socket: Socket) {
     socket.setNoDelay(true);
     socket.on('data', (d: Buffer) => {
+      this.heard?.();
       this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
       this.wake();
     });
@@ -50,6 +51,8 @@ export class PgConn {
   }
 
   private aborted = false;
+  /** Called whenever bytes come in (a run watches whether any of its clients still gets answers). */
+  heard?: () => void;
 
   /** Every wait, now and later, ends at once as a 'timeout' (another client of the run already failed). */
   abort(): void {
@@ -69,11 +72,16 @@ export class PgConn {
     return new PgConn(tls).start(params);
   }
 
-  async start(params: Record<string, string>, loginMs = 10_000): Promise<PgConn> {
+  /**
+   * Logs in. A wait of `loginMs` without a message fails it, unless `waitOn` says to wait on (in session mode
+   * a login waits for a server while other clients still use them).
+   */
+  async start(params: Record<string, string>, loginMs = 10_000, waitOn?: () => boolean): Promise<PgConn> {
     if (this.socket.connecting) await once(this.socket, 'connect');
     this.write(startupBytes(params));
     for (;;) {
       const m = await this.next(loginMs);
+      if (m === 'timeout' && !this.aborted && waitOn?.()) continue;
       if (typeof m === 'string') throw new Error(`login: ${m}`);
       this.login.push(m);
       if (m.code === 'E') throw new Error(`login refused: ${show(m)}`);
