@@ -9,9 +9,9 @@
 // nothing else (a simple Query would drop the unnamed statement), so four CloseCompletes and a
 // ReadyForQuery end the step. The grammar never closes four names in a row before a Sync, so nothing else
 // looks like it (and were it to, direct and proxied streams would be cut the same way). Every step ends
-// where a Close is read as such (after a Sync, a finished COPY, or a Query), except the Flush step, whose
-// shape is fixed ([Parse] Bind [Describe] Execute Flush: it ends at the Execute's answer or the first
-// error) and which the next step always follows with a Sync.
+// where a Close is read as such (after a Sync, a finished COPY, or a Query). The Flush step waits in the
+// middle: its head has a fixed shape ([Parse] Bind [Describe] Execute Flush), whose answer ends at the
+// Execute's answer or the first error; its rest ends with a Sync and the fence.
 import fc from 'fast-check';
 import pg from 'pg';
 import { serialize } from 'pg-protocol';
@@ -295,7 +295,7 @@ const frontend = (o: Op, table: string): { text: string; bytes: Buffer } => {
 const q = (sql: string) => ({ text: `Query(${JSON.stringify(sql)})`, bytes: serialize.query(sql) });
 
 function fixSql(i: number, state: ClientState): number {
-  return SQL[i]!.show && state.setter ? 2 : i;
+  return SQL[i]!.show && state.setter ? 20 : i;
 }
 
 function fixOps(list: Op[], state: ClientState): Op[] {
