@@ -1,6 +1,8 @@
 // The soak: the real CLI in front of the test database for N minutes of mixed traffic with random
 // faults, sampling the proxy process's resident memory and open file descriptors; fails on growth.
 //   npm run soak -- 60        (an hour; CI runs 2 minutes)
+//   npm run soak -- 60 --differential [transaction|session]: an hour of the pooling differential instead
+//   (diff-soak.ts).
 import pg from 'pg';
 import { once } from 'node:events';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -12,6 +14,11 @@ import { startTestDb } from './testdb.js';
 import { runPg } from './proxy.js';
 
 const minutes = Number(process.argv[2] ?? 2);
+if (process.argv[3] === '--differential') {
+  const { soakDifferential } = await import('./diff-soak.js');
+  const mode = process.argv[4];
+  process.exit(await soakDifferential(minutes, mode === 'transaction' || mode === 'session' ? [mode] : ['transaction', 'session']));
+}
 const db = await startTestDb();
 const cli = await startCli(
   serveArgs(db, '--http', '127.0.0.1:0', '--startup-timeout', '2'),

@@ -1,0 +1,37 @@
+// The differential soak: the property of pool-differential.test.ts for N minutes, with longer sequences,
+// until time is up or a difference is found (then shrunk, printed, and the exit status is 1).
+//   npm run soak -- 30 --differential                 (half an hour; both modes)
+//   npm run soak -- 30 --differential transaction     (one mode)
+//   PG_IAM_PROXY_DIFF_SEED=n [PG_IAM_PROXY_DIFF_PATH=p] replays a failure (the failure prints both).
+import { startTestDb } from './testdb.js';
+import { harness, searchAndShrink, type PropertyResult } from './differential.js';
+import type { PoolMode } from '../../src/pool/pool.js';
+
+export async function soakDifferential(minutes: number, modes: PoolMode[]): Promise<number> {
+  const db = await startTestDb();
+  const h = await harness(db);
+  const started = Date.now();
+  let r: PropertyResult;
+  try {
+    r = await searchAndShrink(h, {
+      modes,
+      runs: Number.MAX_SAFE_INTEGER,
+      searchSeconds: minutes * 60,
+      shrinkSeconds: Math.max(120, minutes * 15),
+      maxSteps: 10,
+      seed: process.env.PG_IAM_PROXY_DIFF_SEED === undefined ? undefined : Number(process.env.PG_IAM_PROXY_DIFF_SEED),
+      path: process.env.PG_IAM_PROXY_DIFF_PATH,
+    });
+  } finally {
+    await h.close();
+    await db.destroy();
+  }
+  console.log(
+    JSON.stringify({ minutes, modes, seed: r.seed, runs: r.runs, seconds: Math.round((Date.now() - started) / 1000), failed: !!r.failure }),
+  );
+  if (r.failure) {
+    console.error(r.failure);
+    return 1;
+  }
+  return 0;
+}
