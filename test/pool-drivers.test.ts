@@ -137,6 +137,8 @@ print(total)
   t.equal(r.out.trim(), String((59 * 60) / 2 + 60 + 59 * 60));
 });
 
+// Statements of a pipeline that fails are not prepared: psycopg 3.1 takes a statement whose Parse the error
+// skipped for prepared (a direct connection then says it does not exist, as the proxy does).
 t.test('psycopg 3 pipeline mode: queries, an error inside the pipeline, and the pipeline going on', todo, async (t) => {
   await using proxy = await pooled();
   const r = await py(
@@ -151,9 +153,9 @@ for rnd in range(3):
         total += sum(c.fetchone()[0] for c in curs)
     try:
         with conn.pipeline() as p:
-            conn.execute("SELECT %s::int", (1,))
+            conn.execute("SELECT %s::int", (1,), prepare=False)
             conn.execute("SELECT 1/0")
-            conn.execute("SELECT %s::int", (2,))
+            conn.execute("SELECT %s::int", (2,), prepare=False)
     except psycopg.errors.DivisionByZero:
         total += 1000
     with conn.pipeline():
@@ -225,12 +227,13 @@ print(total, res.get_value(0, 0).decode())
   t.equal(r.out.trim(), `${19 * 20} 100`);
 });
 
-t.test('node-postgres query_timeout: the client destroys its socket, its server is freed at once', todo, async (t) => {
+t.test('node-postgres query_timeout through pg.Pool: the pool ends the client, its server is freed at once', todo, async (t) => {
   await using proxy = await pooled({ size: 1 });
-  const a = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders', query_timeout: 300 });
-  a.on('error', () => undefined);
-  await a.connect();
-  const err = await a.query('SELECT pg_sleep(20)').then(
+  // pg.Pool ends a client whose query failed with a timeout (release(err)): a Terminate behind a query
+  // still running.
+  const app = new pg.Pool({ host: '127.0.0.1', port: proxy.port, user: 'iam_user', database: 'orders', query_timeout: 300, max: 1 });
+  app.on('error', () => undefined);
+  const err = await app.query('SELECT pg_sleep(20)').then(
     () => undefined,
     (e: Error) => e,
   );
@@ -247,7 +250,7 @@ t.test('node-postgres query_timeout: the client destroys its socket, its server 
   const left = await db.admin("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)'");
   t.equal(left, '0', 'the abandoned query runs no more');
   await b.end();
-  await a.end().catch(() => undefined);
+  await app.end();
 });
 
 t.test('postgres.js: pipelined prepared queries with errors among them, two connections over one server', async (t) => {

@@ -460,7 +460,11 @@ t.test('through the CLI: --pool-mode session, GET /pools and the pool metrics', 
     await cli.line((l) => l.msg === 'pool: server idle' && ++seen === i + 1);
   }
   t.equal((await logins()) - before, 1, 'three psql runs, one login');
-  t.match(await cli.line((l) => l.msg === 'listening'), { poolMode: 'session', poolSize: 1, maxServerConnections: 2 }, 'the cap, shown at start');
+  t.match(
+    await cli.line((l) => l.msg === 'listening'),
+    { poolMode: 'session', poolSize: 1, maxServerConnections: 2 },
+    'the cap, shown at start',
+  );
   // One client holds the pool's only server; the next waits for it.
   const holder = new pg.Client({ host: '127.0.0.1', port: cli.port, user: 'iam_user', database: 'orders', application_name: 'cli-pool' });
   await holder.connect();

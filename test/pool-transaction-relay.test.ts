@@ -630,7 +630,7 @@ t.test("a client's DEALLOCATE and DISCARD ALL act on its own statements, in both
   client.clear();
   // Simple protocol: DEALLOCATE of a name of the client's.
   await client.receive(query('DEALLOCATE _pg3_0'));
-  t.same(a.written(), query('PREPARE pg_iam_proxy_deallocate_q AS SELECT; DEALLOCATE pg_iam_proxy_deallocate_q'));
+  t.same(a.written(), query('PREPARE pg_iam_proxy_deallocate_q AS SELECT;DEALLOCATE pg_iam_proxy_deallocate_q'));
   await a.receive(cat(complete('PREPARE'), complete('DEALLOCATE'), ready('I')));
   t.same(client.written(), cat(complete('DEALLOCATE'), ready('I')), 'the client hears its DEALLOCATE only');
   a.clear();
@@ -784,4 +784,24 @@ t.test('a server message cut anywhere, kept from the client or not: the client g
     t.same(client.written(), expected, `in pieces of ${size}`);
     t.equal(released.length, 2);
   }
+});
+
+t.test('a DEALLOCATE among other statements of one Query: each drop holds once its statement completes', async (t) => {
+  const a = server();
+  const { client } = relay([a]);
+  await client.receive(cat(parse('s1', 'SELECT 1'), parse('s2', 'SELECT 2'), sync));
+  await a.receive(cat(parseComplete, parseComplete, ready('I')));
+  a.clear();
+  client.clear();
+  await client.receive(query("BEGIN; DEALLOCATE s1; SELECT ';'; DEALLOCATE ALL; ROLLBACK"));
+  t.same(
+    a.written(),
+    query("BEGIN;PREPARE pg_iam_proxy_deallocate_q AS SELECT;DEALLOCATE pg_iam_proxy_deallocate_q; SELECT ';'; DEALLOCATE ALL; ROLLBACK"),
+  );
+  // Fails at the SELECT: DEALLOCATE s1 ran (it stays dropped, as PostgreSQL's is not transactional), DEALLOCATE ALL did not.
+  await a.receive(cat(complete('BEGIN'), complete('PREPARE'), complete('DEALLOCATE'), error('XX000'), ready('E')));
+  t.same(client.written(), cat(complete('BEGIN'), complete('DEALLOCATE'), error('XX000'), ready('E')));
+  a.clear();
+  await client.receive(cat(bind('s1'), bind('s2'), sync));
+  t.same(a.written(), cat(bind('s1'), bind('pg_iam_proxy_2'), sync), 's1 is gone, s2 is not');
 });

@@ -33,8 +33,6 @@ const CODE = 0xff;
 const SWALLOW = 0x100;
 /** CopyData went to the server between the request before this one and this one. */
 const AFTER_DATA = 0x200;
-/** A Query whose first CommandComplete answers a statement of the proxy's (kept from the client). */
-const CUT_COMPLETE = 0x400;
 
 const isExtended = (code: number): boolean =>
   code === F.Parse || code === F.Bind || code === F.Describe || code === F.Execute || code === F.Close;
@@ -45,14 +43,19 @@ export interface SentOptions {
   /** The proxy's own request: its answer is not the client's. */
   readonly swallow?: boolean;
   readonly settled?: Settled | undefined;
-  /** A Query's first CommandComplete is not the client's (a statement the proxy put before the client's). */
-  readonly cutFirstComplete?: boolean;
+  /**
+   * A Query's: told of each of its statements' CommandComplete in turn (from 0); true keeps that one from
+   * the client (a statement the proxy put among the client's).
+   */
+  readonly completed?: ((index: number) => boolean) | undefined;
 }
 
 export class Ledger {
   /** Requests sent and not yet answered, oldest at `head`. */
   private requests: number[] = [];
   private settles: Array<Settled | undefined> = [];
+  /** The `completed` hooks of the Queries among them, and how many completions each was told. */
+  private hooks: Array<{ readonly hook: (index: number) => boolean; told: number } | undefined> = [];
   private head = 0;
   /** CopyData went out since the last request. */
   private dataSinceLast = false;
@@ -97,11 +100,11 @@ export class Ledger {
     else if (isCopyEnd(code) && this.owed === 0 && !this.copyIn) return;
     let request = code;
     if (options?.swallow) request |= SWALLOW;
-    if (options?.cutFirstComplete) request |= CUT_COMPLETE;
     if (this.dataSinceLast) request |= AFTER_DATA;
     this.dataSinceLast = false;
     this.requests.push(request);
     this.settles.push(options?.settled);
+    this.hooks.push(options?.completed ? { hook: options.completed, told: 0 } : undefined);
   }
 
   /**
@@ -160,6 +163,7 @@ export class Ledger {
     const request = this.requests[this.head]!;
     const settled = this.settles[this.head];
     this.settles[this.head] = undefined;
+    this.hooks[this.head] = undefined;
     this.head++;
     while (!this.copyIn && isCopyEnd(this.code(0))) {
       this.settles[this.head] = undefined;
@@ -175,10 +179,12 @@ export class Ledger {
     if (this.head === this.requests.length) {
       this.requests.length = 0;
       this.settles.length = 0;
+      this.hooks.length = 0;
       this.head = 0;
     } else if (this.head > 1024 && this.head * 2 > this.requests.length) {
       this.requests.splice(0, this.head);
       this.settles.splice(0, this.head);
+      this.hooks.splice(0, this.head);
       this.head = 0;
     }
   }
@@ -189,6 +195,7 @@ export class Ledger {
     const settled = this.settles[at];
     this.requests.splice(at, 1);
     this.settles.splice(at, 1);
+    this.hooks.splice(at, 1);
     settled?.('skipped');
   }
 
@@ -205,10 +212,8 @@ export class Ledger {
     const code = this.code(0);
     if (code === F.Execute) return (this.pop() & SWALLOW) !== 0;
     if (code === F.Query) {
-      const at = this.head;
-      if ((this.requests[at]! & CUT_COMPLETE) === 0) return false;
-      this.requests[at]! &= ~CUT_COMPLETE;
-      return true;
+      const hook = this.hooks[this.head];
+      return hook ? hook.hook(hook.told++) : false;
     }
     this.distrust('a command completed that no Execute or Query asked for');
     return false;
@@ -267,7 +272,6 @@ export class Ledger {
     if (code === F.Query) {
       // Its statements after the failed one are not run; the one the proxy put first failed with it.
       const at = this.head;
-      this.requests[at]! &= ~CUT_COMPLETE;
       const settled = this.settles[at];
       this.settles[at] = undefined;
       settled?.('failed');

@@ -5,11 +5,22 @@
 // everything, is reset and pooled; one it left with work outstanding is cancelled and closed.
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { BackendCode, FrontendCode } from '../protocol/constants.js';
+import { BackendCode, FrontendCode, HEADER_SIZE, LENGTH_SIZE } from '../protocol/constants.js';
 import { MessageCursor } from '../protocol/framing.js';
 import { holdBack } from '../proxy/splice.js';
+import type { ClientSettings } from './client-settings.js';
 import { Ledger, TxStatus } from './ledger.js';
 import { idleTransactionTimeout } from './pool.js';
+import { peekServer, ServerStream } from './server-stream.js';
+
+export interface SessionRelayOptions {
+  /** The client may hold the server idle in a transaction (or mid-message) this long; undefined: forever. */
+  readonly idleTransactionTimeoutMs?: number | undefined;
+  /** The client's tracked settings (after a reset of its own, told and set as its own again). */
+  readonly settings?: ClientSettings | undefined;
+  /** What the server has set of the tracked settings (PooledServer). */
+  readonly server?: { tracked: ReadonlyMap<string, Buffer>; trackedUnknown: boolean } | undefined;
+}
 
 export interface PooledEnd {
   /** Why the session ended, in the words a log reader wants. */
@@ -34,12 +45,12 @@ export function relayPooled(
   toClient: Buffer,
   toServer: Buffer,
   clientEnded: boolean,
-  /** The client may hold the server idle in a transaction (or mid-message) this long; undefined: forever. */
-  idleTransactionTimeoutMs?: number,
+  options: SessionRelayOptions = {},
 ): Promise<PooledEnd> {
+  const { idleTransactionTimeoutMs, settings, server: pooled } = options;
   return new Promise((resolve) => {
     const fromClient = new MessageCursor();
-    const fromServer = new MessageCursor();
+    const fromServer = new ServerStream(peekServer);
     const ledger = new Ledger();
     let serverGone = false;
     /** Bytes reached the server that leave it mid-message (part of a Terminate, or garbage): not reusable. */
@@ -109,11 +120,34 @@ export function relayPooled(
       }
     };
     const onServerData = (chunk: Buffer) => {
+      let out: Buffer[];
       try {
-        fromServer.walk(chunk, (m) => {
+        out = fromServer.read(chunk, (m) => {
           // An error with nothing asked is a FATAL: the backend is going.
           if (m.code === E && ledger.owed === 0 && !ledger.open) serverGone = true;
-          ledger.answer(m.code, m.first);
+          if (ledger.answer(m.code, m.first)) return true; // the answer to the proxy's own query
+          if (!settings) return false;
+          if (m.code === BackendCode.ParameterStatus)
+            return m.peeked === m.length - LENGTH_SIZE ? settings.onStatus(m.head.subarray(0, HEADER_SIZE + m.peeked)) : false;
+          if (m.code === BackendCode.CommandComplete) {
+            const tag = m.head.toString('latin1', HEADER_SIZE, HEADER_SIZE + m.peeked);
+            settings.onTag(tag.slice(0, tag.indexOf('\0') >>> 0));
+          } else if (m.code === BackendCode.ReadyForQuery && pooled) {
+            // After a reset of the client's own: its values again, before anything else it sends.
+            const again = settings.afterGroup(pooled.trackedUnknown ? new Map() : pooled.tracked);
+            if (again) {
+              pooled.tracked = again.tracked;
+              pooled.trackedUnknown = false;
+              server.write(again.query);
+              ledger.sent(FrontendCode.Query, {
+                swallow: true,
+                settled: (outcome) => {
+                  if (outcome !== 'answered') pooled.trackedUnknown = true;
+                },
+              });
+            }
+          }
+          return false;
         });
       } catch (err) {
         serverGone = true;
@@ -121,7 +155,7 @@ export function relayPooled(
         finish(`the server broke the protocol: ${(err as Error).message}`, err as Error);
         return;
       }
-      client.write(chunk);
+      if (out.length > 0) client.write(out.length === 1 ? out[0]! : Buffer.concat(out));
       watchIdle(idleTransactionTimeoutMs);
       holdBack(server, client, resumeServer);
     };

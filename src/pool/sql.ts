@@ -25,3 +25,64 @@ export function statementCommand(sql: string): StatementCommand | undefined {
   // PostgreSQL folds an unquoted identifier's ASCII letters to lower case.
   return { kind: 'deallocate', name: name.replace(/[A-Z]+/g, (s) => s.toLowerCase()) };
 }
+
+/**
+ * The statements of a simple Query, as PostgreSQL's parser cuts them: at semicolons outside quotes ('',
+ * "", dollar quotes, E'' with its backslashes) and comments; empty ones dropped. Undefined when the text
+ * ends inside a quote or comment (the server will say what is wrong; nothing is rewritten).
+ */
+export function splitStatements(sql: string): string[] | undefined {
+  const out: string[] = [];
+  let start = 0;
+  let i = 0;
+  const push = (end: number) => {
+    const text = sql.slice(start, end);
+    if (/\S/.test(text.replace(/--[^\n]*|\/\*[\s\S]*?\*\//g, ''))) out.push(text);
+  };
+  while (i < sql.length) {
+    const c = sql[i]!;
+    if (c === ';') {
+      push(i);
+      start = ++i;
+    } else if (c === "'") {
+      const escapes = i > 0 && /[eE]/.test(sql[i - 1]!) && (i === 1 || !/[\w$]/.test(sql[i - 2]!));
+      i++;
+      for (;;) {
+        if (i >= sql.length) return undefined;
+        if (escapes && sql[i] === '\\') i += 2;
+        else if (sql[i] === "'") {
+          if (sql[i + 1] === "'") i += 2;
+          else break;
+        } else i++;
+      }
+      i++;
+    } else if (c === '"') {
+      const end = sql.indexOf('"', i + 1);
+      if (end < 0) return undefined;
+      i = end + 1;
+    } else if (c === '-' && sql[i + 1] === '-') {
+      const end = sql.indexOf('\n', i);
+      i = end < 0 ? sql.length : end + 1;
+    } else if (c === '/' && sql[i + 1] === '*') {
+      let depth = 1;
+      i += 2;
+      while (depth > 0) {
+        if (i >= sql.length) return undefined;
+        if (sql.startsWith('/*', i)) depth++, (i += 2);
+        else if (sql.startsWith('*/', i)) depth--, (i += 2);
+        else i++;
+      }
+    } else if (c === '$' && (i === 0 || !/[\w$]/.test(sql[i - 1]!))) {
+      const tag = /^\$(?:[A-Za-z_\u0080-\uffff][\w\u0080-\uffff]*)?\$/.exec(sql.slice(i))?.[0];
+      if (!tag) {
+        i++;
+        continue;
+      }
+      const end = sql.indexOf(tag, i + tag.length);
+      if (end < 0) return undefined;
+      i = end + tag.length;
+    } else i++;
+  }
+  push(sql.length);
+  return out;
+}

@@ -80,8 +80,3 @@ export const DEALLOCATED_CLOSE = closeStatement(DEALLOCATED);
 export const DEALLOCATED_PARSE = frontendMessage(Frontend.Parse, DEALLOCATED, 'SELECT', Buffer.alloc(2));
 /** The client's Parse's SQL becomes this. */
 export const DEALLOCATE_SQL = `DEALLOCATE ${DEALLOCATED}`;
-/**
- * A simple Query: both in one message, under a name of its own (the first CommandComplete, PREPARE's, is
- * kept from the client). Only a cancel between the two could leave it; an error marks the server for reset.
- */
-export const DEALLOCATE_QUERY = frontendMessage(Frontend.Query, `PREPARE ${DEALLOCATED}_q AS SELECT; DEALLOCATE ${DEALLOCATED}_q`);

@@ -12,19 +12,21 @@
 // message assumed (a statement prepared, a name dropped) is undone when the server skips it or it fails.
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { BackendCode as B, CODE_SIZE, HEADER_SIZE, SqlState } from '../protocol/constants.js';
+import { BackendCode as B, HEADER_SIZE, LENGTH_SIZE, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
-import { type MessageStart, MessageCursor } from '../protocol/framing.js';
+import type { MessageStart } from '../protocol/framing.js';
 import { Frontend, FrontendStream, frontendMessage, lengthFor, readCString, STATEMENT } from '../protocol/frontend.js';
 import { holdBack } from '../proxy/splice.js';
-import type { Ledger, SentOptions, Settled } from './ledger.js';
+import type { Ledger, Outcome, SentOptions, Settled } from './ledger.js';
 import { idleTransactionTimeout, MAX_PREPARED_STATEMENTS, type PoolKey, type Pools } from './pool.js';
 import { type PooledServer, TxStatus } from './server.js';
+import { ClientSettings } from './client-settings.js';
 import { settingsQuery } from './params.js';
-import { statementCommand } from './sql.js';
+import { peekServer, ServerStream, type Verdict } from './server-stream.js';
+import { splitStatements, statementCommand } from './sql.js';
 import {
   closeStatement,
-  DEALLOCATE_QUERY,
+  DEALLOCATED,
   DEALLOCATE_SQL,
   DEALLOCATED_CLOSE,
   DEALLOCATED_PARSE,
@@ -76,6 +78,8 @@ export interface TransactionRelayOptions {
   readonly toClient: Buffer;
   readonly pipelined: Buffer;
   readonly clientEnded: boolean;
+  /** The tracked settings the client was greeted with (ClientSettings.greetedIn). */
+  readonly greeted?: ReadonlyMap<string, { readonly name: string; readonly value: string }> | undefined;
   readonly log: Logger;
 }
 
@@ -118,10 +122,10 @@ class TransactionRelay {
   /** Client bytes behind a message held until the server answers (see `changes`). */
   private backlog: Buffer[] = [];
   private readonly fromClient: FrontendStream;
-  /** The server's messages; a CommandComplete's tag and an ErrorResponse's code are peeked at. */
-  private readonly fromServer = new MessageCursor((code) => (code === B.CommandComplete ? 16 : code === B.ErrorResponse ? 40 : 1));
-  /** Bytes of a message kept from the client that are still to come from the server. */
-  private cutRest = 0;
+  /** The server's messages: a CommandComplete's tag, an ErrorResponse's code and a ParameterStatus are read. */
+  private readonly fromServer = new ServerStream(peekServer);
+  /** The client's tracked settings: what it is told of them, and its values now. */
+  private readonly settings: ClientSettings;
   /** Flow control: the client is paused until the server's socket drains. */
   private heldBack = false;
   private server: PooledServer | undefined;
@@ -154,6 +158,7 @@ class TransactionRelay {
     this.statements = o.pools.statements;
     this.maxPrepared = o.pools.settings.maxPreparedStatements ?? MAX_PREPARED_STATEMENTS;
     this.fromClient = new FrontendStream({ rewrite: (c, h, r, out) => this.rewrite(c, h, r, out), passed: (c) => this.passed(c) });
+    this.settings = new ClientSettings(o.key.params, o.greeted ?? new Map());
   }
 
   begin(): void {
@@ -458,12 +463,12 @@ class TransactionRelay {
   }
 
   private query(head: Buffer, rest: number, out: Buffer[]): boolean {
-    const command =
-      rest === 0 && mayDropStatements(head, HEADER_SIZE)
-        ? statementCommand(head.toString('utf8', HEADER_SIZE, head.length - 1))
-        : undefined;
-    const statement = command?.kind === 'deallocate' ? this.named.get(command.name) : undefined;
-    if (this.mustWait('') || (command?.kind === 'deallocate' ? this.mustWait(command.name) : command && this.anyMustWait())) return false;
+    const statements = rest === 0 && mentionsDrops(head) ? splitStatements(head.toString('utf8', HEADER_SIZE, head.length - 1)) : undefined;
+    const commands = statements?.map((sql) => statementCommand(sql));
+    if (this.mustWait('')) return false;
+    for (const command of commands ?? []) {
+      if (command?.kind === 'deallocate' ? this.mustWait(command.name) : command && this.anyMustWait()) return false;
+    }
     const server = this.server!;
     // A simple Query drops the unnamed statement, even one that fails; a skipped one (an earlier error in
     // the pipeline) does not.
@@ -478,18 +483,43 @@ class TransactionRelay {
         server.unnamed = before.server;
       });
     }
-    if (statement) {
-      const dropped = this.drop((command as { name: string }).name, statement);
-      this.send(out, DEALLOCATE_QUERY, Frontend.Query, {
-        cutFirstComplete: true,
-        settled: both(dropped, unnamed, (outcome) => {
-          if (outcome === 'failed') this.settingsChanged = true; // the statement made for it may remain
-        }),
-      });
+    if (!commands?.some((c) => c !== undefined)) {
+      this.send(out, head, Frontend.Query, { settled: unnamed });
       return true;
     }
-    const dropped = command && command.kind !== 'deallocate' ? this.dropAll() : undefined;
-    this.send(out, head, Frontend.Query, { settled: both(dropped, unnamed) });
+    // The client's DEALLOCATE of one of its statements runs as DEALLOCATE of a statement made just before
+    // it (whose CommandComplete is kept from the client); each drop of the client's names holds once its
+    // statement's CommandComplete comes, and is undone if the Query fails before it.
+    const texts: string[] = [];
+    const cut = new Set<number>();
+    const confirm = new Map<number, Settled>();
+    commands.forEach((command, i) => {
+      const statement = command?.kind === 'deallocate' ? this.named.get(command.name) : undefined;
+      if (statement) {
+        cut.add(texts.length);
+        texts.push(`PREPARE ${DEALLOCATED}_q AS SELECT`, `DEALLOCATE ${DEALLOCATED}_q`);
+        confirm.set(texts.length - 1, this.drop((command as { name: string }).name, statement));
+        return;
+      }
+      const dropped = command && command.kind !== 'deallocate' ? this.dropAll() : undefined;
+      if (dropped) confirm.set(texts.length, dropped);
+      texts.push(statements![i]!);
+    });
+    const settle = (outcome: Outcome) => {
+      for (const settled of confirm.values()) settled(outcome);
+      confirm.clear();
+    };
+    this.send(out, frontendMessage(Frontend.Query, texts.join(';')), Frontend.Query, {
+      completed: (index) => {
+        confirm.get(index)?.('answered');
+        confirm.delete(index);
+        return cut.has(index);
+      },
+      settled: both(unnamed, (outcome) => {
+        if (outcome === 'failed' && cut.size > 0) this.settingsChanged = true; // a statement made for a DEALLOCATE may remain
+        settle(outcome);
+      }),
+    });
     return true;
   }
 
@@ -627,26 +657,29 @@ class TransactionRelay {
     this.o.holding.server = server;
     this.settingsChanged = false;
     // The client's tracked parameters (application_name, TimeZone...) first, where the server's differ.
-    const settings = settingsQuery(this.o.key.params, server.tracked, server.trackedUnknown);
-    if (settings) {
-      server.tracked = this.o.key.params;
-      server.trackedUnknown = false;
-      server.socket.write(settings);
-      server.ledger.sent(Frontend.Query, {
-        swallow: true,
-        settled: (outcome) => {
-          if (outcome === 'answered') return;
-          server.trackedUnknown = true;
-          this.settingsChanged = true;
-        },
-      });
-    }
+    const settings = settingsQuery(this.settings.current, server.tracked, server.trackedUnknown);
+    if (settings) this.setTracked(server, settings, this.settings.current);
     const socket = server.socket;
     socket.on('data', this.onServerData);
     socket.on('end', this.onServerEnd);
     socket.on('close', this.onServerEnd);
     socket.on('error', this.onServerError);
     socket.resume();
+  }
+
+  /** The proxy's own query setting the client's tracked values on `server` (its whole answer kept from the client). */
+  private setTracked(server: PooledServer, query: Buffer, tracked: ReadonlyMap<string, Buffer>): void {
+    server.tracked = tracked;
+    server.trackedUnknown = false;
+    server.socket.write(query);
+    server.ledger.sent(Frontend.Query, {
+      swallow: true,
+      settled: (outcome) => {
+        if (outcome === 'answered') return;
+        server.trackedUnknown = true;
+        this.settingsChanged = true;
+      },
+    });
   }
 
   private unlink(): PooledServer {
@@ -672,34 +705,15 @@ class TransactionRelay {
   private readonly onServerData = (chunk: Buffer): void => {
     const server = this.server;
     if (!server || this.done) return;
-    // Messages kept from the client are cut out: `out` gathers what goes, `from` is where the next run starts.
-    const out: Buffer[] = [];
-    let from = 0;
-    if (this.cutRest > 0) {
-      from = Math.min(this.cutRest, chunk.length);
-      this.cutRest -= from;
-    }
+    let out: Buffer[];
     try {
-      this.fromServer.walk(chunk, (m) => {
-        const cut = this.onServerMessage(m, server);
-        // Begun in an earlier chunk: its first bytes were held back there (below), and go now if it is the client's.
-        if (m.at < 0 && !cut) out.push(Buffer.from(m.head.subarray(0, -m.at)));
-        if (!cut) return;
-        if (m.at > from) out.push(chunk.subarray(from, m.at));
-        const end = m.at + CODE_SIZE + m.length;
-        this.cutRest = Math.max(0, end - chunk.length);
-        from = Math.min(end, chunk.length);
-      });
+      out = this.fromServer.read(chunk, (m) => this.onServerMessage(m, server));
     } catch (err) {
       this.serverGone = true;
       server.socket.destroy();
       this.finish(`the server broke the protocol: ${(err as Error).message}`, err as Error);
       return;
     }
-    // A message whose header this chunk cut: held back until it is known whether it is the client's.
-    const partial = this.fromServer.partialAt;
-    const end = partial === undefined ? chunk.length : Math.max(from, partial);
-    if (end > from) out.push(chunk.subarray(from, end));
     if (out.length > 0) this.client.write(out.length === 1 ? out[0]! : Buffer.concat(out));
     if (this.serverGone) {
       this.finish('the server ended the session');
@@ -718,8 +732,8 @@ class TransactionRelay {
     holdBack(server.socket, this.client, this.resumeServer);
   };
 
-  /** What one server message means for the server's state; true when it is kept from the client. */
-  private onServerMessage(m: MessageStart, server: PooledServer): boolean {
+  /** What one server message means for the server's state, and for the client: passed, kept, or replaced. */
+  private onServerMessage(m: MessageStart, server: PooledServer): Verdict {
     const ledger = server.ledger;
     const code = m.code;
     if (code === B.ErrorResponse) {
@@ -737,10 +751,18 @@ class TransactionRelay {
     }
     const cut = ledger.answer(code, m.first);
     if (cut) return true;
-    // A reported setting the client changed: the server is reset before the next client gets it.
-    if (code === B.ParameterStatus) this.settingsChanged = true;
-    else if (code === B.CommandComplete) {
+    if (code === B.ParameterStatus) {
+      // A reported setting the client changed: the server is reset before the next client gets it.
+      this.settingsChanged = true;
+      return m.peeked === m.length - LENGTH_SIZE ? this.settings.onStatus(m.head.subarray(0, HEADER_SIZE + m.peeked)) : false;
+    }
+    if (code === B.ReadyForQuery) {
+      // After a reset of the client's own: its values again, before anything else it sends.
+      const again = this.settings.afterGroup(server.trackedUnknown ? new Map() : server.tracked);
+      if (again) this.setTracked(server, again.query, again.tracked);
+    } else if (code === B.CommandComplete) {
       const tag = m.head.toString('latin1', HEADER_SIZE, HEADER_SIZE + m.peeked);
+      this.settings.onTag(tag.slice(0, tag.indexOf('\0') >>> 0));
       if (DIRTYING.test(tag)) this.settingsChanged = true;
       if (DROPS_STATEMENTS.test(tag)) {
         server.prepared.clear();
@@ -753,14 +775,7 @@ class TransactionRelay {
   /** The server answered everything and is idle, and both streams are between messages: it can go back. */
   private betweenTransactions(): boolean {
     const ledger = this.server!.ledger;
-    return (
-      ledger.settled &&
-      ledger.status === TxStatus.Idle &&
-      this.cutRest === 0 &&
-      this.fromClient.atBoundary &&
-      this.fromServer.atBoundary &&
-      this.fromServer.partialAt === undefined
-    );
+    return ledger.settled && ledger.status === TxStatus.Idle && this.fromClient.atBoundary && this.fromServer.atBoundary;
   }
 
   private releaseServer(): void {
@@ -832,6 +847,18 @@ const CLOSE_UNNAMED = frontendMessage(Frontend.Close, Buffer.of(STATEMENT), '');
 const SHUTTING_DOWN = new WireError(SqlState.AdminShutdown, 'terminating connection: pg-iam-proxy is shutting down', {
   reason: Failure.Shutdown,
 });
+
+/** Whether a Query's text may hold a DEALLOCATE or DISCARD: most do not, and are not decoded. */
+function mentionsDrops(query: Buffer): boolean {
+  return (
+    query.includes('DEALLOCATE') ||
+    query.includes('deallocate') ||
+    query.includes('DISCARD') ||
+    query.includes('discard') ||
+    query.includes('Deallocate') ||
+    query.includes('Discard')
+  );
+}
 
 /** Whether the SQL at `at` starts with a D (DEALLOCATE, DISCARD): most do not, and are not decoded. */
 function mayDropStatements(message: Buffer, at: number): boolean {

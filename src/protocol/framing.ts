@@ -20,10 +20,11 @@ export interface MessageStart {
 }
 
 /**
- * The most body bytes a cursor gathers of one message: enough for a CommandComplete's tag, or an
- * ErrorResponse's fields up to its SQLSTATE (a localized severity, the plain one, the code).
+ * The most body bytes a cursor gathers of one message: enough for a CommandComplete's tag, an
+ * ErrorResponse's fields up to its SQLSTATE (a localized severity, the plain one, the code), or a
+ * ParameterStatus whole (a name, and a value up to PostgreSQL's 63-byte names).
  */
-export const MAX_PEEK = 40;
+export const MAX_PEEK = 96;
 
 /** A message header over this is no PostgreSQL message a proxy relays (the server's own limit is 1 GB). */
 export const MAX_MESSAGE_LENGTH = 0x3fff_ffff + LENGTH_SIZE;

@@ -20,7 +20,7 @@ export const STATEMENT = 0x53;
 export const MAX_GATHERED = 16 * 1024 * 1024;
 
 /** The bytes of a Query's body read before the rest streams on: a whole DEALLOCATE or DISCARD fits. */
-export const QUERY_HEAD = 256;
+export const QUERY_HEAD = 1024;
 
 /** What the relay does with the messages the stream reads. */
 export interface FrontendHandler {

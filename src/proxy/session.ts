@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { backendKeyData, decodeBackendKey } from '../protocol/backend.js';
 import type { PoolKey, Pools } from '../pool/pool.js';
 import { poolKeyOf } from '../pool/params.js';
+import { ClientSettings } from '../pool/client-settings.js';
 import { relayPooled } from '../pool/relay.js';
 import { greeting, type PooledServer } from '../pool/server.js';
 import { type Holding, relayTransactions } from '../pool/transaction.js';
@@ -175,6 +176,7 @@ export class Session {
         toClient: opened.toClient,
         pipelined: opened.pipelined,
         clientEnded: opened.clientEnded,
+        greeted: ClientSettings.greetedIn(opened.toClient),
         log: this.log,
       });
       opened = undefined;
@@ -183,14 +185,11 @@ export class Session {
       this.close(end.reason, end.error);
       return;
     }
-    const relayed = relayPooled(
-      this.client,
-      upstream.server.socket,
-      opened.toClient,
-      opened.pipelined,
-      opened.clientEnded,
-      this.ctx.pools!.settings.idleTransactionTimeoutMs,
-    );
+    const relayed = relayPooled(this.client, upstream.server.socket, opened.toClient, opened.pipelined, opened.clientEnded, {
+      idleTransactionTimeoutMs: this.ctx.pools!.settings.idleTransactionTimeoutMs,
+      settings: new ClientSettings(upstream.key.params, ClientSettings.greetedIn(opened.toClient)),
+      server: upstream.server,
+    });
     opened = undefined;
     const end = await relayed;
     forget();
