@@ -108,7 +108,9 @@ t.test('COPY FROM STDIN in one write with its Sync, then a query while it runs: 
   };
   for (let run = 0; run < 5; run++) {
     await h.control.query("DELETE FROM diff_t0; DELETE FROM diff_t1; INSERT INTO diff_t1 VALUES (1, 'b')");
-    const [wantA, wantB] = await script(await PgConn.direct(db, params(0, 'a')), await PgConn.direct(db, params(1, 'b')));
+    const [directA, directB] = [await PgConn.direct(db, params(0, 'a')), await PgConn.direct(db, params(1, 'b'))];
+    const [wantA, wantB] = await script(directA, directB);
+    await Promise.all([directA.end(), directB.end()]);
     await h.control.query("DELETE FROM diff_t0; DELETE FROM diff_t1; INSERT INTO diff_t1 VALUES (1, 'b')");
     await using proxy = await pooled('transaction', 1);
     const a = await PgConn.proxy(proxy.port, params(0, 'a'));
@@ -124,9 +126,11 @@ t.test('COPY FROM STDIN in one write with its Sync, then a query while it runs: 
     'transaction',
     1,
     [
+      // The grammar's step for it: the COPY with 3,000 rows in one write, the next request once CopyInResponse is in.
       {
-        ...scripted([m.parse('', 'COPY diff_t0 FROM STDIN'), m.bind(''), m.execute(), m.copyData(rows), m.copyDone(), m.sync()]),
         steps: [{ k: 'copyIn', proto: 'ext', rows: [1], bulk: true, end: 'done', syncFirst: false, waitG: 'fence' }],
+        split: [undefined],
+        fenceTogether: [true],
       },
       scripted([bQuery], [bQuery]),
       scripted([bQuery], [bQuery]),

@@ -5,7 +5,8 @@
 //   PG_IAM_PROXY_DIFF_SEED=n [PG_IAM_PROXY_DIFF_PATH=p] replays a failure (the failure prints both).
 import t from 'tap';
 import { startTestDb } from './support/testdb.js';
-import { harness, searchAndShrink } from './support/differential.js';
+import fc from 'fast-check';
+import { compare, describeScenario, directRun, harness, scenario, searchAndShrink } from './support/differential.js';
 
 const runs = Number(process.env.PG_IAM_PROXY_DIFF_RUNS ?? 100);
 const seed = process.env.PG_IAM_PROXY_DIFF_SEED === undefined ? undefined : Number(process.env.PG_IAM_PROXY_DIFF_SEED);
@@ -22,6 +23,18 @@ t.teardown(() => db.destroy());
 const h = await harness(db);
 t.teardown(() => h.close());
 t.setTimeout((2 * (searchSeconds + shrinkSeconds) + 60) * 1000);
+
+t.test('the harness: the same clients run twice directly receive the same bytes (the grammar is deterministic alone)', async (t) => {
+  const samples = fc.sample(scenario({ modes: ['transaction'] }), { numRuns: Number(process.env.PG_IAM_PROXY_DIFF_SELF_RUNS ?? 12), seed });
+  const problems: string[] = [];
+  for (const s of samples) {
+    const first = await directRun(h, s);
+    const again = await directRun(h, s);
+    const diff = compare(first, again);
+    if (diff.length) problems.push(`${diff.join('\n')}\n--- scenario ---\n${describeScenario(s)}`);
+  }
+  t.same(problems, [], `${samples.length} scenarios, each run twice`);
+});
 
 for (const mode of ['transaction', 'session'] as const) {
   t.test(`${mode} pooling: every client receives what it receives alone on a direct connection`, todo, async (t) => {

@@ -700,17 +700,7 @@ export async function proxiedRun(h: Harness, s: Scenario, expected: Transcript[]
         return runClient(conn, c, i, h.waitMs, stuck);
       }),
     );
-    got.forEach((tr, i) => {
-      const want = expected[i]!;
-      for (let j = 0; j < want.steps.length; j++) {
-        const diff = firstDifference(want.steps[j]!, tr.steps[j] ?? []);
-        if (diff) {
-          problems.push(`client ${i}, step ${j}: ${diff}${tr.stoppedAt?.step === j ? ` (then ${tr.stoppedAt.stop})` : ''}`);
-          return;
-        }
-      }
-      if (tr.end !== want.end) problems.push(`client ${i}: ended ${tr.end}, directly ${want.end}`);
-    });
+    problems.push(...compare(expected, got));
     // Every client is gone: no server may still work for one, the pool lends nothing, the next client is served.
     // (Not asked when a client already failed: the run has failed, and these waits would slow shrinking.)
     if (problems.length > 0) return { ok: false, problems };
@@ -749,6 +739,23 @@ async function nextClient(proxy: TestProxy, waitMs: number): Promise<string | un
   } finally {
     await conn?.end();
   }
+}
+
+/** Where two transcripts of the same clients differ (the harness's own check: two direct runs must agree). */
+export function compare(want: Transcript[], got: Transcript[]): string[] {
+  const problems: string[] = [];
+  got.forEach((tr, i) => {
+    const w = want[i]!;
+    for (let j = 0; j < w.steps.length; j++) {
+      const diff = firstDifference(w.steps[j]!, tr.steps[j] ?? []);
+      if (diff) {
+        problems.push(`client ${i}, step ${j}: ${diff}${tr.stoppedAt?.step === j ? ` (then ${tr.stoppedAt.stop})` : ''}`);
+        return;
+      }
+    }
+    if (tr.end !== w.end) problems.push(`client ${i}: ended ${tr.end}, directly ${w.end}`);
+  });
+  return problems;
 }
 
 /** A named test's client: these steps in this order, each in one write with its fence. */
