@@ -15,9 +15,6 @@ import { PgConn, firstDifference, show, type Msg } from './support/pgwire.js';
 import { directRun, harness, m, params, pooling, proxiedRun, scripted, type Client, describeScenario } from './support/differential.js';
 import type { PoolMode } from '../src/pool/pool.js';
 
-/** Fails on the relay as it is; the rewrite removes the mark (PG_IAM_PROXY_RUN_TODO=1 runs them meanwhile). */
-const todo = process.env.PG_IAM_PROXY_RUN_TODO ? {} : { todo: 'fails before the relay rewrite' };
-
 const db = await startTestDb();
 t.teardown(() => db.destroy());
 const h = await harness(db);
@@ -81,7 +78,7 @@ async function served(t: Test, proxy: TestProxy, what: string): Promise<void> {
   await c.end();
 }
 
-t.test('COPY FROM STDIN in one write with its Sync, then a query while it runs: no client gets another client’s rows', todo, async (t) => {
+t.test('COPY FROM STDIN in one write with its Sync, then a query while it runs: no client gets another client’s rows', async (t) => {
   // A: Parse/Bind/Execute of the COPY, its data, CopyDone and Sync in one write; once CopyInResponse is in
   // (the server still busy with the rows), B asks for the server and A sends its next query.
   const rows = Array.from({ length: 5_000 }, (_, n) => `${n}\tfrom A\n`).join('');
@@ -142,7 +139,6 @@ t.test('COPY FROM STDIN in one write with its Sync, then a query while it runs: 
 for (const mode of ['transaction', 'session'] as const) {
   t.test(
     `${mode}: a client that leaves mid-query (socket destroyed): its server is closed at once, the next client is served`,
-    todo,
     async (t) => {
       await using proxy = await pooled(mode);
       const a = await PgConn.proxy(proxy.port, params(0, 'leaver'));
@@ -161,7 +157,7 @@ for (const mode of ['transaction', 'session'] as const) {
     },
   );
 
-  t.test(`${mode}: a clean close (FIN) during COPY FROM STDIN: the backend is gone, the next client is served`, todo, async (t) => {
+  t.test(`${mode}: a clean close (FIN) during COPY FROM STDIN: the backend is gone, the next client is served`, async (t) => {
     await using proxy = await pooled(mode);
     const a = await PgConn.proxy(proxy.port, params(0, 'fin-copy'));
     const pid = Number(await value(a, 'SELECT pg_backend_pid()'));
@@ -175,7 +171,7 @@ for (const mode of ['transaction', 'session'] as const) {
     t.ok(await poolQuiet(proxy), 'nothing left active in the pool');
   });
 
-  t.test(`${mode}: a clean close (FIN) after half a message inside a transaction: the backend is gone`, todo, async (t) => {
+  t.test(`${mode}: a clean close (FIN) after half a message inside a transaction: the backend is gone`, async (t) => {
     await using proxy = await pooled(mode);
     const a = await PgConn.proxy(proxy.port, params(0, 'fin-half'));
     await ask(a, m.query('BEGIN'));
@@ -189,46 +185,41 @@ for (const mode of ['transaction', 'session'] as const) {
     t.ok(await poolQuiet(proxy), 'nothing left active in the pool');
   });
 
-  t.test(
-    `${mode}: a client that closes while queued for a server is dropped from the queue, its query never runs`,
-    mode === 'transaction' ? todo : {},
-    async (t) => {
-      await using proxy = await pooled(mode);
-      const holder = await PgConn.proxy(proxy.port, params(0, 'holder'));
-      await ask(holder, m.query('BEGIN'));
-      const queued =
-        mode === 'session'
-          ? // In session mode the login itself waits for the server: connect by hand.
-            await (async () => {
-              const s = connect({ host: '127.0.0.1', port: proxy.port });
-              s.on('error', () => undefined);
-              await once(s, 'connect');
-              s.write(startupBytes(params(1, 'queued')));
-              return { destroy: () => s.destroy() };
-            })()
-          : await PgConn.proxy(proxy.port, params(1, 'queued'));
-      if (queued instanceof PgConn) await queued.write(serialize.query("INSERT INTO diff_t1 VALUES (42, 'queued')"));
-      t.ok(await eventually(() => snapshot(proxy)[0]?.clients.waiting === 1), 'the client waits for the server');
-      queued.destroy();
-      t.ok(await eventually(() => snapshot(proxy)[0]?.clients.waiting === 0), 'and leaves the queue when it goes');
-      await ask(holder, m.query('COMMIT'));
-      await holder.end();
-      await served(t, proxy, 'the next client is served');
-      if (mode === 'transaction') {
-        t.equal(
-          (await h.control.query('SELECT count(*)::int AS c FROM diff_t1 WHERE n = 42')).rows[0].c,
-          0,
-          'the query of the departed client never ran',
-        );
-      }
-      t.ok(await poolQuiet(proxy), 'nothing left active in the pool');
-    },
-  );
+  t.test(`${mode}: a client that closes while queued for a server is dropped from the queue, its query never runs`, async (t) => {
+    await using proxy = await pooled(mode);
+    const holder = await PgConn.proxy(proxy.port, params(0, 'holder'));
+    await ask(holder, m.query('BEGIN'));
+    const queued =
+      mode === 'session'
+        ? // In session mode the login itself waits for the server: connect by hand.
+          await (async () => {
+            const s = connect({ host: '127.0.0.1', port: proxy.port });
+            s.on('error', () => undefined);
+            await once(s, 'connect');
+            s.write(startupBytes(params(1, 'queued')));
+            return { destroy: () => s.destroy() };
+          })()
+        : await PgConn.proxy(proxy.port, params(1, 'queued'));
+    if (queued instanceof PgConn) await queued.write(serialize.query("INSERT INTO diff_t1 VALUES (42, 'queued')"));
+    t.ok(await eventually(() => snapshot(proxy)[0]?.clients.waiting === 1), 'the client waits for the server');
+    queued.destroy();
+    t.ok(await eventually(() => snapshot(proxy)[0]?.clients.waiting === 0), 'and leaves the queue when it goes');
+    await ask(holder, m.query('COMMIT'));
+    await holder.end();
+    await served(t, proxy, 'the next client is served');
+    if (mode === 'transaction') {
+      t.equal(
+        (await h.control.query('SELECT count(*)::int AS c FROM diff_t1 WHERE n = 42')).rows[0].c,
+        0,
+        'the query of the departed client never ran',
+      );
+    }
+    t.ok(await poolQuiet(proxy), 'nothing left active in the pool');
+  });
 }
 
 t.test(
   "the client's own DEALLOCATE, DEALLOCATE ALL and DISCARD ALL, simple and extended, then the same names prepared again",
-  todo,
   async (t) => {
     const prepare = (name: string, sql: string) => [m.parse(name, sql), m.sync()];
     const use = (name: string) => [m.bind(name), m.execute(), m.sync()];
@@ -313,24 +304,20 @@ t.test(
   },
 );
 
-t.test(
-  'the unnamed statement: Parse("") then Bind("") in later transactions, as PQprepare(conn, "") and PQexecPrepared do',
-  todo,
-  async (t) => {
-    const client = scripted(
-      [m.parse('', 'SELECT $1::int * 3 AS x'), m.sync()],
-      [m.bind('', ['7']), m.describe('P'), m.execute(), m.sync()],
-      [m.describe('S', ''), m.sync()],
-      [m.bind('', ['8']), m.execute(), m.sync()],
-    );
-    await sameAsDirect(t, 'transaction', 1, [client], 'one client, a pool of one');
-    const other = scripted([m.query('BEGIN')], [m.query('SELECT pg_sleep(0.05)')], [m.query('COMMIT')]);
-    await sameAsDirect(t, 'transaction', 2, [client, other], 'while another client takes a server');
-    await sameAsDirect(t, 'transaction', 2, [client, other, other], 'while two other clients take servers');
-  },
-);
+t.test('the unnamed statement: Parse("") then Bind("") in later transactions, as PQprepare(conn, "") and PQexecPrepared do', async (t) => {
+  const client = scripted(
+    [m.parse('', 'SELECT $1::int * 3 AS x'), m.sync()],
+    [m.bind('', ['7']), m.describe('P'), m.execute(), m.sync()],
+    [m.describe('S', ''), m.sync()],
+    [m.bind('', ['8']), m.execute(), m.sync()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [client], 'one client, a pool of one');
+  const other = scripted([m.query('BEGIN')], [m.query('SELECT pg_sleep(0.05)')], [m.query('COMMIT')]);
+  await sameAsDirect(t, 'transaction', 2, [client, other], 'while another client takes a server');
+  await sameAsDirect(t, 'transaction', 2, [client, other, other], 'while two other clients take servers');
+});
 
-t.test('pipelines with errors: what the server skipped, the proxy must not count as done', todo, async (t) => {
+t.test('pipelines with errors: what the server skipped, the proxy must not count as done', async (t) => {
   await sameAsDirect(
     t,
     'transaction',
@@ -387,7 +374,7 @@ t.test('pipelines with errors: what the server skipped, the proxy must not count
   );
 });
 
-t.test('a Parse over 16 MiB in transaction mode is accepted, as PostgreSQL accepts it', todo, async (t) => {
+t.test('a Parse over 16 MiB in transaction mode is accepted, as PostgreSQL accepts it', async (t) => {
   const big = `SELECT length('${'x'.repeat(17 * 1024 * 1024)}') AS len`;
   await sameAsDirect(
     t,
@@ -405,7 +392,7 @@ t.test('a Parse over 16 MiB in transaction mode is accepted, as PostgreSQL accep
   );
 });
 
-t.test('session mode, COPY FROM STDIN over the extended protocol (PQexecParams): Terminate pools the server', todo, async (t) => {
+t.test('session mode, COPY FROM STDIN over the extended protocol (PQexecParams): Terminate pools the server', async (t) => {
   await using proxy = await pooled('session');
   const a = await PgConn.proxy(proxy.port, params(0, 'copy-ext'));
   const pid = Number(await value(a, 'SELECT pg_backend_pid()'));
@@ -419,7 +406,7 @@ t.test('session mode, COPY FROM STDIN over the extended protocol (PQexecParams):
   await b.end();
 });
 
-t.test('session mode, COPY FROM STDIN over the extended protocol, then a half-close: the proxy does not hang', todo, async (t) => {
+t.test('session mode, COPY FROM STDIN over the extended protocol, then a half-close: the proxy does not hang', async (t) => {
   await using proxy = await pooled('session');
   const a = await PgConn.proxy(proxy.port, params(0, 'copy-ext-fin'));
   await a.write(Buffer.concat([m.parse('', 'COPY diff_t0 FROM STDIN').bytes, m.bind('').bytes, m.execute().bytes, m.sync().bytes]));
@@ -431,7 +418,7 @@ t.test('session mode, COPY FROM STDIN over the extended protocol, then a half-cl
   await served(t, proxy, 'the next client is served');
 });
 
-t.test('transaction mode: a cursor WITH HOLD and SQL PREPARE stay with their client, never reach the next one', todo, async (t) => {
+t.test('transaction mode: a cursor WITH HOLD and SQL PREPARE stay with their client, never reach the next one', async (t) => {
   await using proxy = await pooled('transaction');
   const a = await PgConn.proxy(proxy.port, params(0, 'leaves-state'));
   const b = await PgConn.proxy(proxy.port, params(1, 'finds-state'));
@@ -450,43 +437,39 @@ t.test('transaction mode: a cursor WITH HOLD and SQL PREPARE stay with their cli
   await b.end();
 });
 
-t.test(
-  'a Bind naming a proxy statement that is gone (DEALLOCATE ALL inside a DO block): one error, then the pool heals',
-  todo,
-  async (t) => {
-    await using proxy = await pooled('transaction');
-    const a = await PgConn.proxy(proxy.port, params(0, 'heal-a'));
-    const b = await PgConn.proxy(proxy.port, params(1, 'heal-b'));
-    const use = (conn: PgConn) => ask(conn, m.bind('s1'), m.execute(), m.sync());
-    t.same(shown(await ask(a, m.parse('s1', 'SELECT 81 AS v'), m.bind('s1'), m.execute(), m.sync())), [
-      '1',
-      '2',
-      'D(81)',
-      'C(SELECT 1)',
-      'Z(I)',
-    ]);
-    t.same(shown(await ask(b, m.parse('s1', 'SELECT 82 AS v'), m.bind('s1'), m.execute(), m.sync())), [
-      '1',
-      '2',
-      'D(82)',
-      'C(SELECT 1)',
-      'Z(I)',
-    ]);
-    await ask(a, m.query("DO $$BEGIN EXECUTE 'DEALLOCATE ALL'; END$$"));
-    const first = shown(await use(a));
-    t.ok(
-      JSON.stringify(first) === JSON.stringify(['2', 'D(81)', 'C(SELECT 1)', 'Z(I)']) ||
-        (first[0]?.startsWith('E(ERROR 26000') && first.at(-1) === 'Z(I)'),
-      `the first Bind after: its row or one 26000 (${first.join(' ')})`,
-    );
-    t.same(shown(await use(a)), ['2', 'D(81)', 'C(SELECT 1)', 'Z(I)'], 'then it runs');
-    const other = shown(await use(b));
-    t.ok(
-      other.includes('D(82)') || other[0]?.startsWith('E(ERROR 26000'),
-      `another client's statement on that server: its row or one error (${other.join(' ')})`,
-    );
-    t.same(shown(await use(b)), ['2', 'D(82)', 'C(SELECT 1)', 'Z(I)'], 'then it runs too');
-    await a.end();
-    await b.end();
-  },
-);
+t.test('a Bind naming a proxy statement that is gone (DEALLOCATE ALL inside a DO block): one error, then the pool heals', async (t) => {
+  await using proxy = await pooled('transaction');
+  const a = await PgConn.proxy(proxy.port, params(0, 'heal-a'));
+  const b = await PgConn.proxy(proxy.port, params(1, 'heal-b'));
+  const use = (conn: PgConn) => ask(conn, m.bind('s1'), m.execute(), m.sync());
+  t.same(shown(await ask(a, m.parse('s1', 'SELECT 81 AS v'), m.bind('s1'), m.execute(), m.sync())), [
+    '1',
+    '2',
+    'D(81)',
+    'C(SELECT 1)',
+    'Z(I)',
+  ]);
+  t.same(shown(await ask(b, m.parse('s1', 'SELECT 82 AS v'), m.bind('s1'), m.execute(), m.sync())), [
+    '1',
+    '2',
+    'D(82)',
+    'C(SELECT 1)',
+    'Z(I)',
+  ]);
+  await ask(a, m.query("DO $$BEGIN EXECUTE 'DEALLOCATE ALL'; END$$"));
+  const first = shown(await use(a));
+  t.ok(
+    JSON.stringify(first) === JSON.stringify(['2', 'D(81)', 'C(SELECT 1)', 'Z(I)']) ||
+      (first[0]?.startsWith('E(ERROR 26000') && first.at(-1) === 'Z(I)'),
+    `the first Bind after: its row or one 26000 (${first.join(' ')})`,
+  );
+  t.same(shown(await use(a)), ['2', 'D(81)', 'C(SELECT 1)', 'Z(I)'], 'then it runs');
+  const other = shown(await use(b));
+  t.ok(
+    other.includes('D(82)') || other[0]?.startsWith('E(ERROR 26000'),
+    `another client's statement on that server: its row or one error (${other.join(' ')})`,
+  );
+  t.same(shown(await use(b)), ['2', 'D(82)', 'C(SELECT 1)', 'Z(I)'], 'then it runs too');
+  await a.end();
+  await b.end();
+});

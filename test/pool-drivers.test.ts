@@ -15,9 +15,6 @@ import { startTestDb } from './support/testdb.js';
 import { runPg, startProxy, type TestProxy } from './support/proxy.js';
 import type { PoolSettings } from '../src/pool/pool.js';
 
-/** Fails on the relay as it is; the rewrite removes the mark (PG_IAM_PROXY_RUN_TODO=1 runs them meanwhile). */
-const todo = process.env.PG_IAM_PROXY_RUN_TODO ? {} : { todo: 'fails before the relay rewrite' };
-
 const db = await startTestDb();
 t.teardown(() => db.destroy());
 await db.admin(
@@ -53,7 +50,6 @@ function py(proxy: TestProxy, script: string): Promise<{ code: number | null; ou
 
 t.test(
   'psycopg 3 at its defaults: 110 distinct queries, each prepared past the threshold of 5, a cache of 100 that deallocates',
-  todo,
   async (t) => {
     await using proxy = await pooled();
     const r = await py(
@@ -85,7 +81,7 @@ print(total)
   },
 );
 
-t.test('psycopg 3 at its defaults: DEALLOCATE ALL after a DROP and after a ROLLBACK, then preparing again', todo, async (t) => {
+t.test('psycopg 3 at its defaults: DEALLOCATE ALL after a DROP and after a ROLLBACK, then preparing again', async (t) => {
   await using proxy = await pooled();
   const r = await py(
     proxy,
@@ -139,7 +135,7 @@ print(total)
 
 // Statements of a pipeline that fails are not prepared: psycopg 3.1 takes a statement whose Parse the error
 // skipped for prepared (a direct connection then says it does not exist, as the proxy does).
-t.test('psycopg 3 pipeline mode: queries, an error inside the pipeline, and the pipeline going on', todo, async (t) => {
+t.test('psycopg 3 pipeline mode: queries, an error inside the pipeline, and the pipeline going on', async (t) => {
   await using proxy = await pooled();
   const r = await py(
     proxy,
@@ -167,7 +163,7 @@ print(total)
   t.equal(r.out.trim(), String(3 * ((19 * 20) / 2 + 200 + 1000 + 15)));
 });
 
-t.test("libpq (psycopg's pgconn): PQprepare with the unnamed statement, then PQexecPrepared in later transactions", todo, async (t) => {
+t.test("libpq (psycopg's pgconn): PQprepare with the unnamed statement, then PQexecPrepared in later transactions", async (t) => {
   await using proxy = await pooled({ size: 1 });
   const r = await py(
     proxy,
@@ -227,7 +223,7 @@ print(total, res.get_value(0, 0).decode())
   t.equal(r.out.trim(), `${19 * 20} 100`);
 });
 
-t.test('node-postgres query_timeout through pg.Pool: the pool ends the client, its server is freed at once', todo, async (t) => {
+t.test('node-postgres query_timeout through pg.Pool: the pool ends the client, its server is freed at once', async (t) => {
   await using proxy = await pooled({ size: 1 });
   // pg.Pool ends a client whose query failed with a timeout (release(err)): a Terminate behind a query
   // still running.

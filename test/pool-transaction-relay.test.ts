@@ -805,3 +805,27 @@ t.test('a DEALLOCATE among other statements of one Query: each drop holds once i
   await client.receive(cat(bind('s1'), bind('s2'), sync));
   t.same(a.written(), cat(bind('s1'), bind('pg_iam_proxy_2'), sync), 's1 is gone, s2 is not');
 });
+
+t.test("an error naming one of the proxy's statements names it as the client does, wherever reads cut it", async (t) => {
+  const message = (name: string) =>
+    new Bytes()
+      .raw(Buffer.from('S'))
+      .cstring('ERROR')
+      .raw(Buffer.from('C'))
+      .cstring('08P01')
+      .raw(Buffer.from('M'))
+      .cstring(`bind message supplies 1 parameters, but prepared statement "${name}" requires 0`)
+      .raw([0])
+      .join('E');
+  for (const size of [1, 3, 7, 50, 1000]) {
+    const a = server();
+    const { client } = relay([a]);
+    await client.receive(cat(parse('s2', 'SELECT 1'), sync));
+    await a.receive(cat(parseComplete, ready('I')));
+    client.clear();
+    await client.receive(cat(bind('s2'), sync));
+    const answers = cat(message('pg_iam_proxy_1'), ready('I'));
+    for (let at = 0; at < answers.length; at += size) await a.receive(answers.subarray(at, at + size));
+    t.same(client.written(), cat(message('s2'), ready('I')), `in pieces of ${size}`);
+  }
+});

@@ -283,8 +283,12 @@ t.test('a reset that keeps prepared statements (RESET ALL): the proxy drops its 
     ['pg_iam_proxy_1'],
     'one statement: DEALLOCATE ALL ran with the reset',
   );
-  t.equal((await a.query('SHOW DateStyle')).rows[0].DateStyle, 'ISO, MDY', 'the SET was undone');
+  t.equal((await a.query('SHOW DateStyle')).rows[0].DateStyle, 'SQL, DMY', "the client's own SET of a reported setting follows it");
   await a.end();
+  const b = client(proxy, { application_name: 'reset-all' });
+  await b.connect();
+  t.equal((await b.query('SHOW DateStyle')).rows[0].DateStyle, 'ISO, MDY', 'the next client on the server has its own');
+  await b.end();
 });
 
 t.test('a client killed mid-transaction: its server is closed; a server terminated while idle or held is never reused', async (t) => {

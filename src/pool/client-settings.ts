@@ -36,12 +36,19 @@ export class ClientSettings {
   /** Tracked settings a RESET took back, as their ParameterStatus told. */
   private resetNames: string[] | undefined;
 
+  /** The tracked settings' names and values in the client's greeting (as the server spelled them), once asked. */
+  private greetedNow: ReadonlyMap<string, { readonly name: string; readonly value: string }> | undefined;
+
   constructor(
     private readonly startup: ReadonlyMap<string, Buffer>,
-    /** The tracked settings' names and values in the client's greeting (as the server spelled them). */
-    private readonly greeted: ReadonlyMap<string, { readonly name: string; readonly value: string }>,
+    /** Reads the greeting's tracked settings, when first needed (an idle client keeps no copy). */
+    private readonly readGreeted: () => ReadonlyMap<string, { readonly name: string; readonly value: string }>,
   ) {
     this.current = startup;
+  }
+
+  private get greeted(): ReadonlyMap<string, { readonly name: string; readonly value: string }> {
+    return (this.greetedNow ??= this.readGreeted());
   }
 
   /** The tracked settings' ParameterStatus in a greeting (the bytes the client was sent at login). */

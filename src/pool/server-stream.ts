@@ -9,13 +9,18 @@ import { MAX_PEEK, type MessageStart, MessageCursor } from '../protocol/framing.
 export const peekServer = (code: number): number =>
   code === B.CommandComplete ? 16 : code === B.ErrorResponse ? 40 : code === B.ParameterStatus ? MAX_PEEK : 1;
 
-/** What becomes of one message: passed (false), kept from the client (true), or replaced by these bytes. */
-export type Verdict = boolean | Buffer;
+/**
+ * What becomes of one message: passed (false), kept from the client (true), replaced by these bytes, or
+ * gathered whole and handed to this function, whose answer goes in its place (undefined: as it was).
+ */
+export type Verdict = boolean | Buffer | ((whole: Buffer) => Buffer | undefined);
 
 export class ServerStream {
   private readonly cursor: MessageCursor;
   /** Bytes of a message kept from the client that are still to come. */
   private cutRest = 0;
+  /** A message being gathered whole: its pieces so far, and what to do with it. */
+  private gathering: { pieces: Buffer[]; then: (whole: Buffer) => Buffer | undefined } | undefined;
 
   constructor(peek: (code: number) => number) {
     this.cursor = new MessageCursor(peek);
@@ -36,17 +41,26 @@ export class ServerStream {
     if (this.cutRest > 0) {
       from = Math.min(this.cutRest, chunk.length);
       this.cutRest -= from;
+      this.gather(chunk.subarray(0, from), out);
     }
     this.cursor.walk(chunk, (m) => {
       const verdict = each(m);
       // Begun in an earlier chunk: its first bytes were held back there (below); they go if it does.
-      if (m.at < 0 && verdict === false) out.push(Buffer.from(m.head.subarray(0, -m.at)));
-      if (verdict === false) return;
+      const earlier = m.at < 0 ? Buffer.from(m.head.subarray(0, -m.at)) : undefined;
+      if (verdict === false) {
+        if (earlier) out.push(earlier);
+        return;
+      }
       if (m.at > from) out.push(chunk.subarray(from, m.at));
-      if (verdict !== true) out.push(verdict);
+      if (Buffer.isBuffer(verdict)) out.push(verdict);
       const end = m.at + CODE_SIZE + m.length;
       this.cutRest = Math.max(0, end - chunk.length);
+      const start = Math.max(0, m.at);
       from = Math.min(end, chunk.length);
+      if (typeof verdict === 'function') {
+        this.gathering = { pieces: earlier ? [earlier] : [], then: verdict };
+        this.gather(chunk.subarray(start, from), out);
+      }
     });
     // A message whose header this chunk cut: held back until it is known whether it goes.
     const partial = this.cursor.partialAt;
@@ -54,5 +68,16 @@ export class ServerStream {
     if (from === 0 && end === chunk.length && out.length === 0) return [chunk];
     if (end > from) out.push(chunk.subarray(from, end));
     return out;
+  }
+
+  /** More of the message being gathered; once whole, what replaces it goes out. */
+  private gather(bytes: Buffer, out: Buffer[]): void {
+    const gathering = this.gathering;
+    if (!gathering) return;
+    gathering.pieces.push(Buffer.from(bytes));
+    if (this.cutRest > 0) return;
+    this.gathering = undefined;
+    const whole = Buffer.concat(gathering.pieces);
+    out.push(gathering.then(whole) ?? whole);
   }
 }

@@ -78,8 +78,8 @@ export interface TransactionRelayOptions {
   readonly toClient: Buffer;
   readonly pipelined: Buffer;
   readonly clientEnded: boolean;
-  /** The tracked settings the client was greeted with (ClientSettings.greetedIn). */
-  readonly greeted?: ReadonlyMap<string, { readonly name: string; readonly value: string }> | undefined;
+  /** Reads the tracked settings the client was greeted with (ClientSettings.greetedIn), when needed. */
+  readonly greeted?: (() => ReadonlyMap<string, { readonly name: string; readonly value: string }>) | undefined;
   readonly log: Logger;
 }
 
@@ -121,6 +121,11 @@ class TransactionRelay {
   private groups = 0;
   /** Client bytes behind a message held until the server answers (see `changes`). */
   private backlog: Buffer[] = [];
+  /** Statements the client has more than one name for (then its errors are told with the name used). */
+  private aliased: Set<Statement> | undefined;
+  /** The name of the Bind or Describe being sent, for one of those; and of the last one that failed. */
+  private naming: { readonly proxy: string; readonly client: string } | undefined;
+  private failedNaming: { readonly proxy: string; readonly client: string } | undefined;
   private readonly fromClient: FrontendStream;
   /** The server's messages: a CommandComplete's tag, an ErrorResponse's code and a ParameterStatus are read. */
   private readonly fromServer = new ServerStream(peekServer);
@@ -158,7 +163,7 @@ class TransactionRelay {
     this.statements = o.pools.statements;
     this.maxPrepared = o.pools.settings.maxPreparedStatements ?? MAX_PREPARED_STATEMENTS;
     this.fromClient = new FrontendStream({ rewrite: (c, h, r, out) => this.rewrite(c, h, r, out), passed: (c) => this.passed(c) });
-    this.settings = new ClientSettings(o.key.params, o.greeted ?? new Map());
+    this.settings = new ClientSettings(o.key.params, o.greeted ?? (() => new Map()));
   }
 
   begin(): void {
@@ -412,6 +417,8 @@ class TransactionRelay {
     const statement = this.statements.peek(head, name.next);
     if (statement && this.mustWait(serverKey(statement))) return false;
     const held = this.statements.hold(head, name.next);
+    // Another name of the client's for the same statement: an error will say which name it used.
+    if (held.refs > 1 && [...this.named.values()].includes(held)) (this.aliased ??= new Set()).add(held);
     this.named.set(name.value, held);
     // Skipped (an error earlier in the pipeline) or failed: the client has no such statement, as with
     // PostgreSQL itself.
@@ -548,7 +555,7 @@ class TransactionRelay {
     }
     const translated = this.statementFor(head, name.value, portal.next, rest, out);
     if (!translated) return false;
-    this.send(out, translated, Frontend.Bind);
+    this.send(out, translated, Frontend.Bind, this.naming && this.nameOnFailure());
     return true;
   }
 
@@ -556,8 +563,19 @@ class TransactionRelay {
     const name = head[HEADER_SIZE] === STATEMENT ? readCString(head, HEADER_SIZE + 1) : undefined;
     const translated = name ? this.statementFor(head, name.value, HEADER_SIZE + 1, 0, out) : head;
     if (!translated) return false;
-    this.send(out, translated, Frontend.Describe);
+    this.send(out, translated, Frontend.Describe, this.naming && this.nameOnFailure());
     return true;
+  }
+
+  /** A Bind or Describe naming a statement the client has two names for: if it fails, its error says this one. */
+  private nameOnFailure(): SentOptions {
+    const naming = this.naming!;
+    this.naming = undefined;
+    return {
+      settled: (outcome) => {
+        if (outcome === 'failed') this.failedNaming = naming;
+      },
+    };
   }
 
   /**
@@ -575,6 +593,7 @@ class TransactionRelay {
     if (statement) {
       if (this.mustWait(serverKey(statement))) return undefined;
       this.ensure(statement, out);
+      if (this.aliased?.has(statement)) this.naming = { proxy: statement.name, client: name };
       return renamedHead(head, at, statement.name, rest);
     }
     // Never prepared by the client: the server says so in the client's words; a name that could be one of
@@ -751,6 +770,12 @@ class TransactionRelay {
     }
     const cut = ledger.answer(code, m.first);
     if (cut) return true;
+    // An error that names one of the proxy's statements names it as the client does.
+    if (code === B.ErrorResponse && this.named.size > 0) {
+      const naming = this.failedNaming;
+      this.failedNaming = undefined;
+      return (whole) => this.ownNames(whole, naming);
+    }
     if (code === B.ParameterStatus) {
       // A reported setting the client changed: the server is reset before the next client gets it.
       this.settingsChanged = true;
@@ -770,6 +795,25 @@ class TransactionRelay {
       }
     }
     return false;
+  }
+
+  /** A message (whole) with each of the proxy's statement names the client has a name for, in the client's words. */
+  private ownNames(whole: Buffer, naming: { readonly proxy: string; readonly client: string } | undefined): Buffer | undefined {
+    const text = whole.toString('latin1', HEADER_SIZE);
+    if (!text.includes(STATEMENT_PREFIX)) return undefined;
+    const clientName = new Map<string, string>();
+    for (const [name, statement] of this.named) clientName.set(statement.name, name);
+    if (naming) clientName.set(naming.proxy, naming.client);
+    const renamed = text.replace(/"(pg_iam_proxy_\d+)"/g, (quoted, proxy: string) => {
+      const name = clientName.get(proxy);
+      return name === undefined ? quoted : `"${Buffer.from(name, 'utf8').toString('latin1')}"`;
+    });
+    if (renamed === text) return undefined;
+    const out = Buffer.alloc(HEADER_SIZE + Buffer.byteLength(renamed, 'latin1'));
+    out[0] = whole[0]!;
+    out.writeUInt32BE(out.length - 1, 1);
+    out.write(renamed, HEADER_SIZE, 'latin1');
+    return out;
   }
 
   /** The server answered everything and is idle, and both streams are between messages: it can go back. */

@@ -19,7 +19,7 @@ import type { PoolKey, Pools } from '../pool/pool.js';
 import { poolKeyOf } from '../pool/params.js';
 import { ClientSettings } from '../pool/client-settings.js';
 import { relayPooled } from '../pool/relay.js';
-import { greeting, type PooledServer } from '../pool/server.js';
+import { type GreetingTemplate, greeting, type PooledServer } from '../pool/server.js';
 import { type Holding, relayTransactions } from '../pool/transaction.js';
 import { openServer, type LoginTarget } from './login.js';
 import type { LoginResult } from './upstream-auth.js';
@@ -57,7 +57,7 @@ interface Opened {
   readonly upstream:
     | { readonly kind: 'spliced'; readonly server: TLSSocket }
     | { readonly kind: 'pooled'; readonly server: PooledServer; readonly key: PoolKey }
-    | { readonly kind: 'transaction'; readonly key: PoolKey; readonly holding: Holding };
+    | { readonly kind: 'transaction'; readonly key: PoolKey; readonly holding: Holding; readonly template: GreetingTemplate };
   readonly toClient: Buffer;
   readonly pipelined: Buffer;
   /** The client half-closed behind its pipelined bytes: the server gets them, then our FIN. */
@@ -73,6 +73,8 @@ interface Opened {
 interface Lent {
   readonly server?: PooledServer;
   readonly holding?: Holding;
+  /** Transaction mode: what the greeting was made of (the client's own values included). */
+  readonly template?: GreetingTemplate;
   readonly toClient: Buffer;
   readonly forget: () => void;
 }
@@ -176,7 +178,7 @@ export class Session {
         toClient: opened.toClient,
         pipelined: opened.pipelined,
         clientEnded: opened.clientEnded,
-        greeted: ClientSettings.greetedIn(opened.toClient),
+        greeted: () => ClientSettings.greetedIn(Buffer.concat(upstream.template.params)),
         log: this.log,
       });
       opened = undefined;
@@ -187,7 +189,7 @@ export class Session {
     }
     const relayed = relayPooled(this.client, upstream.server.socket, opened.toClient, opened.pipelined, opened.clientEnded, {
       idleTransactionTimeoutMs: this.ctx.pools!.settings.idleTransactionTimeoutMs,
-      settings: new ClientSettings(upstream.key.params, ClientSettings.greetedIn(opened.toClient)),
+      settings: new ClientSettings(upstream.key.params, () => ClientSettings.greetedIn(Buffer.concat(upstream.server.template().params))),
       server: upstream.server,
     });
     opened = undefined;
@@ -295,7 +297,9 @@ export class Session {
         'session opened from the pool',
       );
       return {
-        upstream: lent.server ? { kind: 'pooled', server: lent.server, key } : { kind: 'transaction', key, holding: lent.holding! },
+        upstream: lent.server
+          ? { kind: 'pooled', server: lent.server, key }
+          : { kind: 'transaction', key, holding: lent.holding!, template: lent.template! },
         toClient: lent.toClient,
         forget: lent.forget,
         clientEnded: inbox.ended,
@@ -361,7 +365,7 @@ export class Session {
     const template = await this.ctx.pools!.greeting(key, this.gone.signal);
     const holding: Holding = { server: undefined };
     const { keyData, unregister } = this.proxyKey(template.keyLength, () => holding.server);
-    return { holding, toClient: greeting(template, keyData), forget: unregister };
+    return { holding, template, toClient: greeting(template, keyData), forget: unregister };
   }
 
   /**
