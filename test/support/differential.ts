@@ -40,7 +40,7 @@ interface Sql {
 
 /** Statements a step may run ({t}: the client's table); none is COPY (COPY has its own steps). */
 export const SQL: readonly Sql[] = [
-  { text: 'SELECT n, s FROM {t} ORDER BY n', params: 0 },
+  { text: 'SELECT n, s FROM {t} ORDER BY n, s', params: 0 }, // n repeats (INSERT): s breaks the tie
   { text: "INSERT INTO {t} VALUES ($1::int, 'x') RETURNING n", params: 1 },
   { text: 'SELECT $1::int + 1 AS v', params: 1 },
   { text: 'SELECT generate_series(1, 3) AS g', params: 0 },
@@ -381,7 +381,7 @@ export function plan(c: Client, index: number): Planned[] {
         break;
       }
       case 'copyOut': {
-        const sql = `COPY (SELECT n, s FROM ${t} ORDER BY n) TO STDOUT`;
+        const sql = `COPY (SELECT n, s FROM ${t} ORDER BY n, s) TO STDOUT`;
         if (s.proto === 'simple') parts.push(q(sql));
         else
           parts.push(
