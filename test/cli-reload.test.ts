@@ -4,9 +4,12 @@
 // reloads are counted.
 import t from 'tap';
 import pg from 'pg';
-import { writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:net';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { startTestDb } from './support/testdb.js';
 import { closedPort } from './support/proxy.js';
 import { cleanAwsEnv, startCli } from './support/cli.js';
@@ -102,6 +105,55 @@ t.test('SIGHUP: added, changed, removed and untouched instances; a bad file chan
   t.match(metrics, /^pg_iam_proxy_config_reloads_total\{result="ok"\} 3$/m);
   t.match(metrics, /^pg_iam_proxy_config_reloads_total\{result="error"\} 2$/m);
   await open.end();
+  cli.child.kill('SIGTERM');
+  t.equal(await cli.exit, 0);
+});
+
+/** Whether the OS user `nobody` may connect to the unix socket at `path`: 'connected' or the error's code. */
+async function connectAsNobody(path: string): Promise<string> {
+  const script = `require('net').connect(${JSON.stringify(path)}).on('connect', function () { console.log('connected'); this.destroy(); }).on('error', (e) => console.log(e.code))`;
+  const { stdout } = await promisify(execFile)('/usr/sbin/runuser', ['-u', 'nobody', '--', process.execPath, '-e', script]);
+  return stdout.trim();
+}
+
+t.test('SIGHUP: a narrower unixSocketMode applies to the listening socket', async (t) => {
+  const port = await closedPort();
+  const dir = mkdtempSync(join(tmpdir(), 'pg-iam-proxy-socket-'));
+  chmodSync(dir, 0o755);
+  const withMode = (mode: string) => write(instance(port, [`unixSocket: ${dir}`, `unixSocketMode: '${mode}'`]));
+  withMode('0666');
+  const cli = await startCli(['--config', config], env);
+  t.teardown(() => void cli.child.kill('SIGKILL'));
+  const path = join(dir, `.s.PGSQL.${port}`);
+  t.equal(statSync(path).mode & 0o777, 0o666);
+  t.equal(await connectAsNobody(path), 'connected', 'mode 0666: another local user may connect');
+
+  withMode('0600');
+  // The n-th reload's outcome (cli.line finds lines already read too).
+  const outcomes = () => cli.lines.filter((l) => l.msg === 'configuration reloaded' || /^configuration not reloaded/.test(String(l.msg)));
+  let reloads = 0;
+  const reloaded = (l: Record<string, unknown>) => outcomes().indexOf(l) === reloads - 1;
+  const reload = () => (reloads++, cli.child.kill('SIGHUP'), cli.line(reloaded));
+  t.match(await reload(), { msg: 'configuration reloaded', changed: [/./] });
+  t.equal((statSync(path).mode & 0o777).toString(8), '600', 'the socket now has the mode the file says');
+  t.equal(await connectAsNobody(path), 'EACCES', 'and the other user is refused');
+  const c = new pg.Client({ host: dir, port, user: 'iam_user', database: 'orders' });
+  await c.connect();
+  t.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1, 'the owner still logs in over the socket');
+  await c.end();
+
+  // Another file swapped in at the path is never chmod-ed: the reload is refused, saying why.
+  const victim = join(dir, 'victim');
+  writeFileSync(victim, '', { mode: 0o600 });
+  unlinkSync(path);
+  symlinkSync(victim, path);
+  withMode('0644');
+  t.match(await reload(), {
+    msg: /^configuration not reloaded, nothing changed: unixSocketMode cannot be changed on .* \(the file there is no longer the socket this process made\): restart pg-iam-proxy/,
+  });
+  t.equal(statSync(victim).mode & 0o777, 0o600, 'the file the symlink points at is untouched');
+  unlinkSync(path);
+  t.match(await reload(), { msg: /^configuration not reloaded, nothing changed: unixSocketMode cannot be changed on .* \(ENOENT\)/ });
   cli.child.kill('SIGTERM');
   t.equal(await cli.exit, 0);
 });
