@@ -4,7 +4,7 @@
 // reloads are counted.
 import t from 'tap';
 import pg from 'pg';
-import { chmodSync, mkdtempSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:net';
@@ -154,6 +154,52 @@ t.test('SIGHUP: a narrower unixSocketMode applies to the listening socket', asyn
   t.equal(statSync(victim).mode & 0o777, 0o600, 'the file the symlink points at is untouched');
   unlinkSync(path);
   t.match(await reload(), { msg: /^configuration not reloaded, nothing changed: unixSocketMode cannot be changed on .* \(ENOENT\)/ });
+  cli.child.kill('SIGTERM');
+  t.equal(await cli.exit, 0);
+});
+
+t.test('SIGHUP: a CA bundle replaced at the same path is read again; one that trusts nothing refuses the reload', async (t) => {
+  const port = await closedPort();
+  const bundle = join(db.dir, 'reload-ca.pem');
+  copyFileSync(db.caFile, bundle);
+  write(instance(port).map((l) => l.replace(/caFile: .*/, `caFile: ${bundle}`)));
+  const cli = await startCli(['--config', config], env);
+  t.teardown(() => void cli.child.kill('SIGKILL'));
+  const outcomes = () => cli.lines.filter((l) => l.msg === 'configuration reloaded' || /^configuration not reloaded/.test(String(l.msg)));
+  let reloads = 0;
+  const reload = () => (reloads++, cli.child.kill('SIGHUP'), cli.line((l) => outcomes().indexOf(l) === reloads - 1));
+  const login = async () => {
+    const c = client(port);
+    try {
+      await c.connect();
+      await c.end();
+      return 'ok';
+    } catch (err) {
+      return err as pg.DatabaseError;
+    }
+  };
+  t.equal(await login(), 'ok', 'the bundle trusts the server');
+
+  // Replaced by one that does not trust the server: the reload reads it, new logins are refused before any token goes.
+  copyFileSync(db.otherCaFile, bundle);
+  t.match(await reload(), { msg: 'configuration reloaded', unchanged: [/./] });
+  const attempts = (await db.checkerLog()).length;
+  t.match(await login(), { code: '08001', message: /certificate is not trusted/ }, 'new connections verify against the new bundle');
+  t.equal((await db.checkerLog()).length, attempts, 'no token reached the server');
+
+  // A bundle that trusts nothing: no certificate, or only blocks that are none: the reload is refused, the last bundle stays.
+  copyFileSync(db.caFile, bundle);
+  t.match(await reload(), { msg: 'configuration reloaded' });
+  t.equal(await login(), 'ok', 'trusted again');
+  writeFileSync(bundle, '# emptied by mistake\n');
+  t.match(await reload(), {
+    msg: /^configuration not reloaded, nothing changed: --ca-file .*reload-ca\.pem: no PEM certificate in the file/,
+  });
+  writeFileSync(bundle, '-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n');
+  t.match(await reload(), {
+    msg: /^configuration not reloaded, nothing changed: --ca-file .*reload-ca\.pem: certificate 1 of 1 cannot be read/,
+  });
+  t.equal(await login(), 'ok', 'the bundle read last still serves');
   cli.child.kill('SIGTERM');
   t.equal(await cli.exit, 0);
 });
