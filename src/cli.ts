@@ -12,7 +12,7 @@ import { parseCloudSqlName } from './clouds.js';
 import { Identities, NoCredentialsError } from './aws/identity.js';
 import { terminalMfa } from './aws/mfa.js';
 import { asConfigError, checkNumber, ConfigError, resolveCloud, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
-import { createLogger, redactSecrets, type LogFormat } from './log.js';
+import { createLogger, finishLog, redactSecrets, type LogFormat } from './log.js';
 import { loadConfigFile, type FileSettings } from './config-file.js';
 import {
   choiceList,
@@ -426,7 +426,8 @@ function routeProcessWarnings(log: Logger): void {
   process.on('warning', (warning) => log.info({ warning: { name: warning.name, message: warning.message } }, 'Node.js warning'));
 }
 
-const flush = (log: Logger) => new Promise<void>((resolve) => log.flush(() => resolve()));
+/** The log's last lines, however stderr is connected: never a reason not to exit (finishLog). */
+const flush = (log: Logger) => finishLog(log);
 
 /** Entry point: parse, run, resolve to the exit code. Never throws. */
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {

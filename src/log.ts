@@ -97,6 +97,46 @@ export function createLogger(options: LogOptions, destination?: pino.Destination
   };
   if (destination) return pino(base, destination);
   // For people: formatted in this thread from pino's JSON, one line per event (log-terminal.ts).
-  if (options.format === 'pretty') return pino(base, terminalStream({ level: options.level, color: process.stderr.isTTY === true }));
-  return pino(base, pino.destination({ dest: 2, sync: false }));
+  if (options.format === 'pretty') {
+    // A terminal or pipe that went away (EPIPE) loses the lines, not the process: Node would throw the error.
+    if (!process.stderr.listeners('error').includes(ignore)) process.stderr.on('error', ignore);
+    return pino(base, terminalStream({ level: options.level, color: process.stderr.isTTY === true }));
+  }
+  // Written without blocking: a slow reader of stderr never stalls the proxy.
+  const stderr = pino.destination({ dest: 2, sync: false });
+  const log = pino(base, stderr);
+  toStderr.set(log, stderr);
+  return log;
+}
+
+const ignore = () => undefined;
+
+/** The stderr stream of each JSON logger createLogger made. */
+const toStderr = new WeakMap<Logger, ReturnType<typeof pino.destination>>();
+
+/**
+ * The log's last lines before the process exits: what is queued is written for at most `withinMs`, then
+ * the stream is let go and later lines are dropped. pino's own flush at exit (sonic-boom's flushSync)
+ * retries a failed write until it succeeds: with stderr a pipe whose reader has gone (`2>&1 | tee`, tee
+ * ended by the same Ctrl-C) that is forever, and a reader that stopped reading holds it as long. Here a
+ * broken pipe ends the writing and a stuck one is left behind: whatever stderr is connected to, the
+ * process exits.
+ */
+export async function finishLog(log: Logger, withinMs = 1_000): Promise<void> {
+  const stderr = toStderr.get(log);
+  if (!stderr) return new Promise<void>((resolve) => log.flush(() => resolve()));
+  toStderr.delete(log);
+  let timer: NodeJS.Timeout | undefined;
+  await new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, withinMs);
+    // Everything written (sonic-boom leaves fd 2 open), or a failed write (pino drops the stream's writes after EPIPE).
+    stderr.once('close', resolve);
+    stderr.on('error', () => resolve());
+    stderr.end();
+    // Lines logged from here on (none are expected) go nowhere: an ended stream would throw.
+    stderr.write = () => true;
+  });
+  clearTimeout(timer);
+  // Nothing left for the flush at exit to retry.
+  stderr.flushSync = () => undefined;
 }
