@@ -246,6 +246,26 @@ t.test('serve, Cloud SQL: an http loopback --sqladmin-api-endpoint is never reac
   t.equal(await cli.exit, 0);
 });
 
+t.test('serve, Cloud SQL: a .gserviceaccount.com user is refused before anything is dialled, with --http or without', async (t) => {
+  for (const extra of [[], ['--http', '127.0.0.1:0']]) {
+    const cli = await startCli([...gcp, '--listen', '127.0.0.1:0', '--log-format', 'json', ...extra], env);
+    t.teardown(() => void cli.child.kill('SIGKILL'));
+    const asked = api.count();
+    const checked = (await db.checkerLog()).length;
+    const client = new pg.Client({ host: '127.0.0.1', port: cli.port, user: `${GCP_USER}.gserviceaccount.com`, database: 'orders' });
+    const err = (await client.connect().catch((e: unknown) => e)) as pg.DatabaseError;
+    t.match(
+      err,
+      { code: '28000', message: /Cloud SQL IAM user names leave off \.gserviceaccount\.com: log in as "app-sa@my-project\.iam"/ },
+      `refused ${extra.length ? 'with' : 'without'} --http`,
+    );
+    t.equal(api.count(), asked, 'the SQL Admin API was not asked: nothing was dialled');
+    t.equal((await db.checkerLog()).length, checked, 'and the server checked no token');
+    cli.child.kill('SIGTERM');
+    t.equal(await cli.exit, 0);
+  }
+});
+
 t.test('serve: SIGHUP adds an Azure instance to an AWS one; its token is fetched then, and /readyz and /metrics count it', async (t) => {
   const [aws, az, http] = [await closedPort(), await closedPort(), await closedPort()];
   const file = join(home, 'reload.yaml');

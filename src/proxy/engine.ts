@@ -142,23 +142,14 @@ export class Instance {
     }
     const observer = this.observer;
     if (observer) {
-      const auth = ctx.auth;
       ctx = {
         ...ctx,
-        // The same authenticator, telling the metrics of each token the first time a session uses it.
-        auth: {
-          label: auth.label,
-          token: async (user, notThis) => {
-            const token = await auth.token(user, notThis);
-            if (!countedTokens.has(token)) {
-              countedTokens.add(token);
-              observer.signed();
-            }
-            return token;
-          },
-          tokenTimeout: (ms) => auth.tokenTimeout(ms),
-          rejection: (user, token) => auth.rejection(user, token),
-          notTokenUser: (user, method) => auth.notTokenUser(user, method),
+        // The metrics hear of each token the first time a login gets it, beside the authenticator, which
+        // is the cloud's own, whole (a wrapper re-listing its methods once left out Cloud SQL's refuseUser).
+        tokenHad: (token) => {
+          if (countedTokens.has(token)) return;
+          countedTokens.add(token);
+          observer.signed();
         },
         observer: {
           ready: (seconds) => {
