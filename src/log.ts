@@ -61,6 +61,20 @@ function scrubbed(out: Record<string, unknown>): Record<string, unknown> {
   return out;
 }
 
+/**
+ * An error's message and its causes' (as pino joins them), but a cause whose words the message already
+ * holds is not said again ("no AWS credentials for …: X: X").
+ */
+function withCauses(err: Error): string {
+  let text = err.message;
+  const seen = new Set<unknown>([err]);
+  for (let cause = err.cause; cause instanceof Error && !seen.has(cause); cause = cause.cause) {
+    seen.add(cause);
+    if (cause.message && !text.includes(cause.message)) text += `: ${cause.message}`;
+  }
+  return text;
+}
+
 /** Stacks remembered as already logged; beyond this many, the oldest is forgotten (and logged again). */
 const STACKS_KEPT = 100;
 
@@ -72,7 +86,9 @@ const STACKS_KEPT = 100;
 function errSerializer(): (err: unknown) => unknown {
   const seen = new Set<string>();
   return (err) => {
-    const out = scrubbed(pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown>);
+    const out = pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown>;
+    if (err instanceof Error) out.message = withCauses(err);
+    scrubbed(out);
     if (typeof out.stack !== 'string') return out;
     const hash = createHash('sha256').update(`${out.message}\n${out.stack}`).digest('base64');
     if (seen.has(hash)) {
