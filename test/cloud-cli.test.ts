@@ -266,6 +266,29 @@ t.test('serve, Cloud SQL: a .gserviceaccount.com user is refused before anything
   }
 });
 
+t.test(
+  'serve, Cloud SQL without credentials: the client is told the credentials are missing, not that the API is unreachable',
+  async (t) => {
+    const cli = await startCli([...gcp, '--listen', '127.0.0.1:0', '--log-format', 'json'], {
+      ...env,
+      GCE_METADATA_HOST: `127.0.0.1:${await closedPort()}`,
+    });
+    t.teardown(() => void cli.child.kill('SIGKILL'));
+    const asked = api.count();
+    const client = new pg.Client({ host: '127.0.0.1', port: cli.port, user: GCP_USER, database: 'orders' });
+    const err = (await client.connect().catch((e: unknown) => e)) as pg.DatabaseError;
+    t.match(err, {
+      code: '08001',
+      message: /no Google credentials to ask the SQL Admin API about my-project:us-central1:myinstance/,
+      hint: /^Set up Application Default Credentials where the proxy runs.*gcloud auth application-default login/,
+    });
+    t.notMatch(err.hint, /reachable/, 'not an unreachable API: it was never asked');
+    t.equal(api.count(), asked, 'the API was not asked');
+    cli.child.kill('SIGTERM');
+    t.equal(await cli.exit, 0);
+  },
+);
+
 t.test('serve: SIGHUP adds an Azure instance to an AWS one; its token is fetched then, and /readyz and /metrics count it', async (t) => {
   const [aws, az, http] = [await closedPort(), await closedPort(), await closedPort()];
   const file = join(home, 'reload.yaml');
