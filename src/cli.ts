@@ -12,10 +12,11 @@ import { parseCloudSqlName } from './clouds.js';
 import { Identities, NoCredentialsError } from './aws/identity.js';
 import { terminalMfa } from './aws/mfa.js';
 import { asConfigError, checkNumber, ConfigError, resolveCloud, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
-import { createLogger, redactSecrets, type LogFormat } from './log.js';
+import { createLogger, finishLog, redactSecrets, type LogFormat } from './log.js';
 import { loadConfigFile, type FileSettings } from './config-file.js';
 import {
   choiceList,
+  COMMANDS,
   defaultFor,
   defaultOf,
   describeFor,
@@ -23,6 +24,7 @@ import {
   fileKey,
   isChoice,
   option,
+  OPTIONS,
   rowsIn,
   rowsOf,
   type Args,
@@ -140,11 +142,29 @@ export async function parseCommandLine(
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((message, err) => {
       // A usage error, from yargs' checks or a row's coerce (checkNumber), which yargs wraps.
-      throw new ConfigError(err?.message ?? message);
+      throw new ConfigError(err?.message ?? missingSaid(message, argv) ?? message);
     });
   if (output) await parser.parseAsync([...argv], {}, (_err, _args, text) => output(text));
   else await parser.parseAsync([...argv]);
   return found;
+}
+
+/**
+ * yargs' "Missing required argument: user" as what the command needs it for and how to give it (the
+ * option's row says what it is to the command).
+ */
+function missingSaid(message: string, argv: readonly string[]): string | undefined {
+  const missing = /^Missing required arguments?: (.+)$/.exec(message);
+  const command = argv.find((arg): arg is Command => (COMMANDS as readonly string[]).includes(arg));
+  if (!missing || !command) return undefined;
+  return missing[1]!
+    .split(', ')
+    .map((flag) => {
+      const row = OPTIONS.find((r) => r.flag === flag);
+      const what = row ? describeFor(row, command) : undefined;
+      return `${command} needs --${flag}${what ? ` (${what})` : ''}: pg-iam-proxy ${command} ENDPOINT --${flag} ${flag.toUpperCase()}, or set ${envName(flag)}`;
+    })
+    .join('; ');
 }
 
 /** Seconds, already checked (checkNumber, from the flag or the file), as the engine's milliseconds. */
@@ -426,7 +446,8 @@ function routeProcessWarnings(log: Logger): void {
   process.on('warning', (warning) => log.info({ warning: { name: warning.name, message: warning.message } }, 'Node.js warning'));
 }
 
-const flush = (log: Logger) => new Promise<void>((resolve) => log.flush(() => resolve()));
+/** The log's last lines, however stderr is connected: never a reason not to exit (finishLog). */
+const flush = (log: Logger) => finishLog(log);
 
 /** Entry point: parse, run, resolve to the exit code. Never throws. */
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {

@@ -61,6 +61,20 @@ function scrubbed(out: Record<string, unknown>): Record<string, unknown> {
   return out;
 }
 
+/**
+ * An error's message and its causes' (as pino joins them), but a cause whose words the message already
+ * holds is not said again ("no AWS credentials for …: X: X").
+ */
+function withCauses(err: Error): string {
+  let text = err.message;
+  const seen = new Set<unknown>([err]);
+  for (let cause = err.cause; cause instanceof Error && !seen.has(cause); cause = cause.cause) {
+    seen.add(cause);
+    if (cause.message && !text.includes(cause.message)) text += `: ${cause.message}`;
+  }
+  return text;
+}
+
 /** Stacks remembered as already logged; beyond this many, the oldest is forgotten (and logged again). */
 const STACKS_KEPT = 100;
 
@@ -72,7 +86,9 @@ const STACKS_KEPT = 100;
 function errSerializer(): (err: unknown) => unknown {
   const seen = new Set<string>();
   return (err) => {
-    const out = scrubbed(pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown>);
+    const out = pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown>;
+    if (err instanceof Error) out.message = withCauses(err);
+    scrubbed(out);
     if (typeof out.stack !== 'string') return out;
     const hash = createHash('sha256').update(`${out.message}\n${out.stack}`).digest('base64');
     if (seen.has(hash)) {
@@ -97,6 +113,46 @@ export function createLogger(options: LogOptions, destination?: pino.Destination
   };
   if (destination) return pino(base, destination);
   // For people: formatted in this thread from pino's JSON, one line per event (log-terminal.ts).
-  if (options.format === 'pretty') return pino(base, terminalStream({ level: options.level, color: process.stderr.isTTY === true }));
-  return pino(base, pino.destination({ dest: 2, sync: false }));
+  if (options.format === 'pretty') {
+    // A terminal or pipe that went away (EPIPE) loses the lines, not the process: Node would throw the error.
+    if (!process.stderr.listeners('error').includes(ignore)) process.stderr.on('error', ignore);
+    return pino(base, terminalStream({ level: options.level, color: process.stderr.isTTY === true }));
+  }
+  // Written without blocking: a slow reader of stderr never stalls the proxy.
+  const stderr = pino.destination({ dest: 2, sync: false });
+  const log = pino(base, stderr);
+  toStderr.set(log, stderr);
+  return log;
+}
+
+const ignore = () => undefined;
+
+/** The stderr stream of each JSON logger createLogger made. */
+const toStderr = new WeakMap<Logger, ReturnType<typeof pino.destination>>();
+
+/**
+ * The log's last lines before the process exits: what is queued is written for at most `withinMs`, then
+ * the stream is let go and later lines are dropped. pino's own flush at exit (sonic-boom's flushSync)
+ * retries a failed write until it succeeds: with stderr a pipe whose reader has gone (`2>&1 | tee`, tee
+ * ended by the same Ctrl-C) that is forever, and a reader that stopped reading holds it as long. Here a
+ * broken pipe ends the writing and a stuck one is left behind: whatever stderr is connected to, the
+ * process exits.
+ */
+export async function finishLog(log: Logger, withinMs = 1_000): Promise<void> {
+  const stderr = toStderr.get(log);
+  if (!stderr) return new Promise<void>((resolve) => log.flush(() => resolve()));
+  toStderr.delete(log);
+  let timer: NodeJS.Timeout | undefined;
+  await new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, withinMs);
+    // Everything written (sonic-boom leaves fd 2 open), or a failed write (pino drops the stream's writes after EPIPE).
+    stderr.once('close', resolve);
+    stderr.on('error', () => resolve());
+    stderr.end();
+    // Lines logged from here on (none are expected) go nowhere: an ended stream would throw.
+    stderr.write = () => true;
+  });
+  clearTimeout(timer);
+  // Nothing left for the flush at exit to retry.
+  stderr.flushSync = () => undefined;
 }

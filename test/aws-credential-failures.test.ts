@@ -82,8 +82,7 @@ t.test('a failing credential_process: its arguments and its stderr reach no clie
     const err = await login(cli);
     t.match(err, {
       code: '08001',
-      message:
-        'pg-iam-proxy could not sign an IAM token: no AWS credentials for profile tool: Could not load credentials from any providers',
+      message: 'pg-iam-proxy could not sign an IAM token: no AWS credentials for profile tool: no source tried had any',
       detail: /^Sources tried, in order: .*the shared config and credentials files \(credential_process of profile tool exited 1\)/,
     });
     t.notMatch(`${err?.message} ${err?.detail} ${err?.hint}`, SECRETS, `${level}: the pg client hears neither`);

@@ -33,6 +33,7 @@ import { randomAccessKeyId, randomSecretAccessKey } from './support/aws/keys.js'
 import { startSts } from './support/aws/sts.js';
 import { fakeTime } from './support/fake-time.js';
 import { memoryLog } from './support/memory-log.js';
+import { closedPort } from './support/proxy.js';
 
 const ROLE = 'arn:aws:iam::123456789012:role/app-db';
 
@@ -113,6 +114,8 @@ t.test('the chain trace pairs each source the SDK tried with its reason', async 
   logger.debug('something else entirely');
   logger.debug('@aws-sdk/credential-provider-node - defaultProvider::remoteProvider');
   logger.debug('@aws-sdk/credential-provider-node - remoteProvider::fromInstanceMetadata');
+  // A setting looked up (the same words as a failure) is not why the source failed.
+  logger.debug('@smithy/property-provider -> AWS_EC2_METADATA_V1_DISABLED not set in env, checking config file next.');
   logger.debug('@smithy/property-provider (!) token https://x/?X-Amz-Signature=abc refused');
   logger.trace();
   logger.info();
@@ -124,7 +127,11 @@ t.test('the chain trace pairs each source the SDK tried with its reason', async 
     { source: 'EC2 instance metadata (IMDSv2)', reason: 'token https://x/?X-Amz-Signature=[REDACTED] refused' },
   ]);
   const err = new NoCredentialsError('profile dev', trace.tried(), new Error('Could not load credentials from any providers'));
-  t.equal(err.message, 'no AWS credentials for profile dev: Could not load credentials from any providers');
+  t.equal(
+    err.message,
+    'no AWS credentials for profile dev: no source tried had any',
+    "the chain's last words name no cause: the sources' reasons do",
+  );
   t.match(
     err.describeTried(),
     /^environment variables \(Unable.*\); the shared config and credentials files; EC2 instance metadata \(IMDSv2\) \(token/,
@@ -423,7 +430,7 @@ t.test('a failed credential_process, through the real SDK: clients hear its prof
     (e: unknown) => e,
   )) as NoCredentialsError;
   t.type(err, NoCredentialsError);
-  t.equal(err.message, 'no AWS credentials for profile tool: Could not load credentials from any providers');
+  t.equal(err.message, 'no AWS credentials for profile tool: no source tried had any');
   t.match(err.describeTried(), /the shared config and credentials files \(credential_process of profile tool exited 1\)/);
   const warned = lines().filter((l) => String(l.msg).startsWith('credential_process'));
   t.ok(warned.length >= 1);
@@ -543,4 +550,33 @@ t.test('each identity labels its token cache', async (t) => {
   const identities = new Identities({ providerFor, tokens: { reuseMs: 1_000 } });
   t.equal(identities.for({ profile: 'dev' }, 'us-east-1').tokens.label, 'profile dev');
   t.equal(identities.for({ roleArn: ROLE }, 'us-east-1').tokens.label, `role ${ROLE} assumed from the default credential chain`);
+});
+
+t.test('no credentials anywhere, through the real SDK: each source says why, IMDS too, and the logged error says it once', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'identity-none-'));
+  const restore = isolateAwsEnv(dir, { AWS_EC2_METADATA_SERVICE_ENDPOINT: `http://127.0.0.1:${await closedPort()}` });
+  t.teardown(() => {
+    restore();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const { log, raw } = memoryLog();
+  const err = (await credentialProvider({}, { region: 'us-east-1', log })
+    .provider()
+    .then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as NoCredentialsError;
+  t.equal(err.message, 'no AWS credentials for the default credential chain: no source tried had any');
+  t.match(err.tried.at(-1), {
+    source: 'EC2 instance metadata (IMDSv2)',
+    reason: /^no credentials from the instance metadata service: not an EC2 instance, no instance role attached, or IMDS unreachable/,
+  });
+  t.notMatch(err.describeTried(), /not set in env|checking config file/, "no SDK setting lookup passes for a source's reason");
+  log.warn({ err }, 'fetch failed');
+  const logged = JSON.parse(raw().trim().split('\n').at(-1)!) as { err: { message: string } };
+  t.equal(
+    logged.err.message.match(/Could not load credentials from any providers/g)?.length ?? 0,
+    1,
+    `the cause is said once: ${logged.err.message}`,
+  );
 });

@@ -6,6 +6,8 @@
 // MSAL keeps one managed identity token cache per process.)
 import t from 'tap';
 import pg from 'pg';
+import { copyFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { AZURE_ENDPOINT, AZURE_USER, startTestDb } from './support/testdb.js';
 import { AZURE_ENV, AzureIdentityStandIn, jwtClaimsOf, noTokenIn as noIssuedToken, onlyCloudEnv } from './support/oauth.js';
 import { startCloudProxy } from './support/cloud-proxy.js';
@@ -110,6 +112,22 @@ t.test("Node's public roots trust Azure's CAs, and only them: the test CA is ref
   const client = new pg.Client({ host: '127.0.0.1', port: bare.port, user: AZURE_USER, database: 'orders' });
   const err = (await client.connect().catch((e: unknown) => e)) as pg.DatabaseError;
   t.match(err, { code: '08001', message: /certificate is not trusted/, hint: /DigiCert Global Root G2 or Microsoft RSA Root CA 2017/ });
+});
+
+t.test('a --ca-file replaced at the same path is read again on reload: no token goes to a server it no longer trusts', async (t) => {
+  const bundle = join(db.dir, 'azure-reload-ca.pem');
+  copyFileSync(db.caFile, bundle);
+  const reloading = await startCloudProxy({ ...viaLoopback, caFile: bundle });
+  t.teardown(() => reloading.close());
+  const login = () => new pg.Client({ host: '127.0.0.1', port: reloading.port, user: AZURE_USER, database: 'orders' }).connect();
+  const before = (await db.checkerLog()).length;
+  await login().then((c) => c.end());
+  t.equal((await db.checkerLog()).length, before + 1, 'the bundle trusts the server: the token went');
+  copyFileSync(db.otherCaFile, bundle);
+  t.match(await reloading.proxy.reload(reloading.proxy.config), { unchanged: [/./] });
+  const err = (await login().catch((e: unknown) => e)) as pg.DatabaseError;
+  t.match(err, { code: '08001', message: /certificate is not trusted/ }, 'new connections verify against the new bundle');
+  t.equal((await db.checkerLog()).length, before + 1, 'no token was sent');
 });
 
 t.test('no token reached the logs', async (t) => {

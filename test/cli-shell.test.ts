@@ -49,7 +49,15 @@ t.test('token: one line on stdout that the database accepts as the password', as
     none.stderr,
     /^pg-iam-proxy: cannot sign a token: no AWS credentials for the default credential chain.*\n {2}sources tried: environment variables/s,
   );
-  t.match(await runCli(['token', ENDPOINT], env()), { code: 2, stderr: /Missing required argument: user/ });
+  t.match(await runCli(['token', ENDPOINT], env()), {
+    code: 2,
+    stderr:
+      /^pg-iam-proxy: token needs --user \(the DB user the token is for\): pg-iam-proxy token ENDPOINT --user USER, or set PG_IAM_PROXY_USER\n$/,
+  });
+  t.match(await runCli(['doctor', ENDPOINT], env()), {
+    code: 2,
+    stderr: /^pg-iam-proxy: doctor needs --user \(the DB user to log in as\): pg-iam-proxy doctor ENDPOINT --user USER/,
+  });
 });
 
 t.test('run: psql, pg_dump and a shell get a private socket, and run exits with their status', async (t) => {
@@ -274,7 +282,23 @@ t.test('doctor: each failure found, explained, and the rest skipped', async (t) 
   const nokeys = await doctor([ENDPOINT, ...dial, '--user', 'iam_user'], noKeys());
   t.equal(nokeys.code, 1);
   t.match(nokeys.byId.credentials, { status: 'fail', found: /no AWS credentials.*Sources tried: environment variables/ });
-  t.ok(nokeys.report.checks.slice(1).every((c) => c.status === 'skip'));
+  // What needs no credentials is still checked: the name, DNS, TCP, TLS and the certificate.
+  t.same(
+    nokeys.report.checks.map((c) => [c.id, c.status]),
+    [
+      ['credentials', 'fail'],
+      ['endpoint', 'pass'],
+      ['dns', 'pass'],
+      ['tcp', 'pass'],
+      ['tls', 'pass'],
+      ['certificate', 'pass'],
+      ['clock', 'skip'],
+      ['token', 'skip'],
+      ['login', 'skip'],
+      ['pooling', 'skip'],
+    ],
+  );
+  t.match(nokeys.byId.login, { found: /not checked: it needs AWS credentials/ });
 
   const nosts = await doctor(
     [ENDPOINT, ...dial, '--user', 'iam_user', '--database', 'orders'],

@@ -4,7 +4,8 @@ import t from 'tap';
 import pg from 'pg';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
-import { cleanAwsEnv, runCli, startCli } from './support/cli.js';
+import { spawn } from 'node:child_process';
+import { BIN, cleanAwsEnv, runCli, startCli } from './support/cli.js';
 import { startTestDb } from './support/testdb.js';
 import { runPg } from './support/proxy.js';
 
@@ -88,6 +89,30 @@ t.test('no credentials: the client is told, the proxy keeps serving', async (t) 
   });
   p.child.kill('SIGINT');
   t.equal(await p.exit, 0);
+});
+
+t.test('a closed stdout and stderr never hold up the exit (`2>&1 | tee log`, tee gone first at Ctrl-C)', async (t) => {
+  for (const [format, signal] of [
+    ['json', 'SIGINT'],
+    ['json', 'SIGTERM'],
+    ['pretty', 'SIGINT'],
+  ] as const) {
+    await t.test(`--log-format ${format}, ${signal}`, { timeout: 30_000 }, async (t) => {
+      const args = [...serveArgs().slice(0, -1), format, '--log-level', 'debug', '--connect-to', `127.0.0.1:${db.port}`];
+      const child = spawn(process.execPath, [BIN, ...args], { env: withKeys(), stdio: ['ignore', 'pipe', 'pipe'] });
+      t.teardown(() => void child.kill('SIGKILL'));
+      const exited = once(child, 'exit');
+      // Its signal handlers are in place once it says how to connect.
+      let said = '';
+      for await (const chunk of child.stderr) if (/ready: psql/.test((said += String(chunk)))) break;
+      // The readers go away (breaking out of the loop destroyed stderr's): every later write meets EPIPE.
+      child.stdout.destroy();
+      child.stderr.destroy();
+      child.kill(signal);
+      const [code, killedBy] = (await exited) as [number | null, NodeJS.Signals | null];
+      t.same({ code, killedBy }, { code: 0, killedBy: null }, 'it drained and exited 0, its last lines lost');
+    });
+  }
 });
 
 t.test('configuration errors exit 2 with the reason; a port in use exits 1', async (t) => {

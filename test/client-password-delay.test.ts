@@ -31,8 +31,23 @@ t.test('FailedPasswords: the schedule, the reset, the queue, expiry and the boun
   }
   t.same(holds, [0, 250, 500, 1000, 2000, 4000, 4000, 4000], 'the first failure is answered at once; then 250 ms doubling to a 4 s cap');
   t.equal(failures.verdict('192.0.2.1', true).holdMs, 4000, 'a right password waits as long as a wrong one would: silence is no verdict');
-  t.equal(wrong('192.0.2.1'), 0, 'and clears the record: the next failure is answered at once');
+  now += 4000;
+  t.equal(wrong('192.0.2.1'), 0, 'and, once its verdict is told, clears the record: the next failure is answered at once');
   t.equal(failures.verdict('198.51.100.7', true).holdMs, 0, 'another address is not held');
+
+  // A right password clears nothing before its own verdict is told: guesses queued behind it are held as
+  // if it were wrong, so no earlier answer marks it.
+  now += 10_000;
+  const mixed = [
+    wrong('192.0.2.8'),
+    wrong('192.0.2.8'),
+    failures.verdict('192.0.2.8', true).holdMs,
+    wrong('192.0.2.8'),
+    wrong('192.0.2.8'),
+  ];
+  t.same(mixed, [0, 250, 750, 1750, 3750], 'the right third attempt and those behind it are held as if it were wrong');
+  now += 750;
+  t.equal(wrong('192.0.2.8'), 3000 + 500, 'once it is told, what is still queued behind it counts from it: its failures are cleared');
 
   // Many attempts at the same instant are told one delay apart, not all together.
   now += 10_000;
@@ -242,4 +257,58 @@ t.test('a verdict held past the startup timeout is never told; a client that lea
   await until(() => closedLine() !== undefined);
   t.match(closedLine(), { reason: /client went away during startup/ }, 'the session ended with the client');
   t.ok(Number(closedLine()!.durationMs) < heldMs, 'before the hold was over: nothing is held for a client that left');
+});
+
+/**
+ * One guess as a guesser who does not wait: the SCRAM exchange over plain TCP, then at most `patienceMs`
+ * for the verdict before hanging up. Whether a verdict came in time.
+ */
+async function impatientGuess(port: number, password: string, patienceMs: number): Promise<boolean> {
+  const c = await WireClient.connect(port);
+  try {
+    c.write(startupBytes({ user: 'iam_user', database: 'orders' }));
+    await c.message(); // AuthenticationSASL
+    const session = sasl.startSession(['SCRAM-SHA-256']);
+    const first = Buffer.from(session.response);
+    c.write(new Bytes().cstring('SCRAM-SHA-256').int32(first.length).raw(first).join('p'));
+    const serverFirst = await c.message();
+    await sasl.continueSession(session, password, serverFirst!.bytes.subarray(9).toString());
+    c.write(new Bytes().raw(Buffer.from(session.response)).join('p'));
+    let timer: NodeJS.Timeout | undefined;
+    const verdict = await Promise.race([c.message(), new Promise<'gave up'>((r) => (timer = setTimeout(() => r('gave up'), patienceMs)))]);
+    clearTimeout(timer);
+    return verdict !== 'gave up' && verdict !== undefined;
+  } finally {
+    c.close();
+  }
+}
+
+t.test('a guesser who hangs up each guess early learns nothing: no answer marks the right password', async (t) => {
+  const proxy = await startProxy(db, { clientPasswordFile: passwordFile });
+  t.teardown(() => proxy.close());
+  const guesses = Array.from({ length: 41 }, (_, i) => (i === 19 ? PASSWORD : `guess ${i}`));
+  const answered: number[] = [];
+  const ended = () => proxy.logs().filter((l) => typeof l.durationMs === 'number').length;
+  for (const [i, guess] of guesses.entries()) {
+    if (await impatientGuess(proxy.port, guess, 60)) answered.push(i);
+    // The session is over (the proxy's own account) before the next guess.
+    await until(() => ended() === i + 1);
+  }
+  t.ok(
+    answered.length <= 1 && (answered[0] ?? 0) === 0,
+    `only the first guess (no failure on record) may be answered at once: ${answered.join(',')}`,
+  );
+  const held = holds(proxy);
+  t.same(
+    held.map((h) => h.failuresBefore),
+    Array.from({ length: 40 }, (_, i) => i + 1),
+    'every guess after the first was held, those behind the right password as if it were wrong',
+  );
+  const last = held.at(-1)!.heldMs;
+  t.ok(last >= 60_000, `the 41st verdict would be told only minutes later (${Math.round(last / 1000)} s): the delays are queued`);
+  t.ok(
+    held.every((h, i) => i === 0 || h.heldMs > held[i - 1]!.heldMs),
+    'each verdict is queued behind the one before: the order of answers tells nothing either',
+  );
+  t.notMatch(proxy.rawLogs(), /correct horse|guess \d/, 'no password reaches the log');
 });

@@ -9,14 +9,18 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { startTestDb } from './support/testdb.js';
 import { closedPort, runPg } from './support/proxy.js';
-import { BASE, buildImage, imageSize, podmanEnv, podmanUnavailable, run, standInBase } from './support/image.js';
+import { BASE, buildImage, imageSize, imageTestBound, podmanEnv, podmanUnavailable, run, STEP_MS, standInBase } from './support/image.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const env = podmanEnv();
 const unavailable = await podmanUnavailable(env);
 if (unavailable && process.env.CI) throw new Error(`${unavailable} (CI installs podman and runc: see .ci/run)`);
+// Each step has its own bound (STEP_MS); the file's limit is theirs added up, for the steps left to run
+// (a cached base skips its own), not the suite's 120 s for every file.
+const bound = unavailable ? 0 : await imageTestBound(env);
+if (bound) t.setTimeout(bound);
 
-t.test('the image, built and run', { skip: unavailable ?? false, timeout: 20 * 60_000 }, async (t) => {
+t.test('the image, built and run', { skip: unavailable ?? false, ...(bound ? { timeout: bound } : {}) }, async (t) => {
   const db = await startTestDb();
   t.teardown(() => db.destroy());
   const base = await standInBase(env);
@@ -69,7 +73,12 @@ t.test('the image, built and run', { skip: unavailable ?? false, timeout: 20 * 6
   t.teardown(() => run('podman', ['rm', '-f', name], { env }));
   const libpq = { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'iam_user', PGDATABASE: 'orders' };
   // Ready when it answers: the first psql waits for the listener (libpq retries nothing, so poll the log).
+  const deadline = Date.now() + STEP_MS.container;
   for (;;) {
+    if (Date.now() > deadline) {
+      t.fail(`the container did not say "listening" within ${STEP_MS.container / 1000} s`);
+      return;
+    }
     const logs = await run('podman', ['logs', name], { env });
     if (/"msg":"listening"/.test(logs.stdout + logs.stderr)) break;
     if ((await run('podman', ['inspect', '--format', '{{.State.Running}}', name], { env })).stdout.trim() !== 'true') {
@@ -120,7 +129,7 @@ t.test('the image, built and run', { skip: unavailable ?? false, timeout: 20 * 6
   while ((await db.admin("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1.5)%' AND state = 'active'")) !== '1') {
     await new Promise((r) => setTimeout(r, 50));
   }
-  const stopped = run('podman', ['stop', '-t', '30', name], { env });
+  const stopped = run('podman', ['stop', '-t', '30', name], { env, timeout: STEP_MS.container });
   const [code] = await once(query, 'exit');
   t.equal(code, 0, 'the open query finished');
   t.match(out, /\|42/);

@@ -122,6 +122,37 @@ t.test('Azure: nothing listening fails TCP; a server without TLS fails TLS', asy
   plain.close();
 });
 
+t.test('Azure: no token still checks what needs none (names, TCP, TLS, the certificate)', async (t) => {
+  const { instance } = resolveInstance({ endpoint, listen: null, connectTo: `127.0.0.1:${db.port}`, caFile: db.caFile });
+  const clouds = new CloudCredentials({
+    fetchFor: () => async () => Promise.reject(new Error('DefaultAzureCredential: no credential in the chain gave a token')),
+  });
+  const identities = new Identities();
+  t.teardown(() => (clouds.close(), identities.close()));
+  const report = await runDoctor(instance, {
+    user: AZURE_USER,
+    database: 'orders',
+    connectTimeoutMs: 5_000,
+    identities,
+    configWarnings: [],
+    regionSource: 'env',
+    clouds,
+  });
+  t.equal(report.ok, false);
+  t.same(statuses(report), {
+    credentials: 'fail',
+    endpoint: 'pass',
+    tcp: 'pass',
+    tls: 'pass',
+    certificate: 'pass',
+    login: 'skip',
+    pooling: 'skip',
+  });
+  t.match(check(report, 'credentials'), { found: /gave no token: .*no credential in the chain/, fix: /az login/ });
+  t.match(check(report, 'login'), { found: /not checked: it needs a token/ });
+  t.match(formatReport(report, false), /Stopped at: Azure credentials/);
+});
+
 t.test('Azure: a password user, and a database that does not exist', async (t) => {
   const password = await doctor({ endpoint }, 'pw_user', { ...azure, upn: 'pw_user' });
   t.match(check(password, 'login'), {

@@ -262,8 +262,12 @@ t.test('connect.get read as the connectors read it', async (t) => {
 
 t.test('the SQL Admin API client: each refusal with its advice', async (t) => {
   const instance = { project: 'p', region: 'r', instance: 'i', connectionName: 'p:r:i' };
+  // Credentials that give a token, as GoogleAuth's client does.
+  const client = { getClient: async () => ({ getAccessToken: async () => ({ token: 'ya29.test' }) }) };
   const failing = (status: number | undefined) =>
-    adminApi(async () => ({ request: async () => Promise.reject(Object.assign(new Error(`status ${status}`), { status })) }) as never);
+    adminApi(
+      async () => ({ ...client, request: async () => Promise.reject(Object.assign(new Error(`status ${status}`), { status })) }) as never,
+    );
   const rows: Array<[number | undefined, RegExp]> = [
     [403, /roles\/cloudsql\.client.*gcloud services enable sqladmin\.googleapis\.com/],
     [404, /No instance i in project p/],
@@ -275,8 +279,24 @@ t.test('the SQL Admin API client: each refusal with its advice', async (t) => {
     t.ok(err instanceof AdminApiError, `${status}`);
     t.match(err, { status, hint, message: /the SQL Admin API \(https:\/\/api\) did not describe p:r:i/ });
   }
-  const ok = adminApi(async () => ({ request: async (opts: { url: string }) => ({ data: { region: opts.url } }) }) as never);
+  const ok = adminApi(async () => ({ ...client, request: async (opts: { url: string }) => ({ data: { region: opts.url } }) }) as never);
   t.same(await ok(instance, 'https://api', 1_000), { region: 'https://api/sql/v1beta4/projects/p/instances/i/connectSettings' });
+  // No token: the credentials are the cause, named with their fix; the API was never asked.
+  let asked = 0;
+  const none = adminApi(
+    async () =>
+      ({
+        getClient: async () => ({ getAccessToken: async () => Promise.reject(new Error('Could not load the default credentials.')) }),
+        request: async () => (asked++, { data: {} }),
+      }) as never,
+  );
+  const err = (await none(instance, 'https://api', 1_000).catch((e: unknown) => e)) as AdminApiError;
+  t.match(err, {
+    noCredentials: true,
+    message: /^no Google credentials to ask the SQL Admin API about p:r:i: Could not load the default credentials\.$/,
+    hint: /^Set up Application Default Credentials/,
+  });
+  t.equal(asked, 0);
 });
 
 t.test('the connector: what the API must give, and how long it is trusted', async (t) => {

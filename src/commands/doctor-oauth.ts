@@ -61,11 +61,12 @@ export async function runOAuthDoctor(
   let ok = false;
   try {
     // 1. A token, and who it names.
-    let token: BearerToken;
+    // Without one the walk goes on to what needs none (names, TCP, TLS, the certificate).
+    let token: BearerToken | undefined;
     try {
       token = await tokens.get();
     } catch (err) {
-      throw fail(
+      fail(
         'credentials',
         `${tokens.label} gave no token: ${redactSecrets((err as Error).message).replace(/\s*\n\s*/g, ' ')}`,
         azure
@@ -73,9 +74,11 @@ export async function runOAuthDoctor(
           : 'Make `gcloud auth application-default print-access-token` work here: gcloud auth application-default login, GOOGLE_APPLICATION_CREDENTIALS=key.json, workload identity federation, or the attached service account on GCE, GKE or Cloud Run.',
       );
     }
-    const expires = new Date(token.expiresAt).toISOString();
+    const expires = token && new Date(token.expiresAt).toISOString();
     let principal: string | undefined;
-    if (azure) {
+    if (!token) {
+      // Said above.
+    } else if (azure) {
       const claims = entraClaims(token.value);
       principal = claims.principal;
       const data = { principal: claims.principal, tenant: claims.tenant, audience: claims.audience, expiresAt: expires };
@@ -198,6 +201,11 @@ export async function runOAuthDoctor(
         undefined,
         { subject: cert.subject?.CN, issuer: cert.issuer?.CN, names: cert.subjectaltname, validTo },
       );
+      if (!token) {
+        for (const id of ['login', 'pooling']) set(id, 'skip', 'not checked: it needs a token, which could not be had (above)');
+        throw new Stop();
+      }
+      const had = token;
       // 5. A real login with the token.
       const startup = startupMessage(ProtocolVersion.V3_0, [
         { name: 'user', value: Buffer.from(user) },
@@ -206,10 +214,10 @@ export async function runOAuthDoctor(
       ]);
       let login: Awaited<ReturnType<typeof loginUpstream>>;
       try {
-        login = await loginUpstream(server, startup, { token: async () => token, signal: AbortSignal.timeout(options.connectTimeoutMs) });
+        login = await loginUpstream(server, startup, { token: async () => had, signal: AbortSignal.timeout(options.connectTimeoutMs) });
       } catch (err) {
         if (err instanceof TokenRejected) {
-          const checklist = azure ? entraChecklist(user, entraClaims(token.value)) : cloudSqlChecklist(user, instance.cloudSql?.instance);
+          const checklist = azure ? entraChecklist(user, entraClaims(had.value)) : cloudSqlChecklist(user, instance.cloudSql?.instance);
           throw fail('login', `the server rejected the access token: ${err.message}`, lines(checklist));
         }
         const e =

@@ -51,14 +51,8 @@ export function engineDeps(options: {
  * (Cloud SQL).
  */
 export function oauthSeams(clouds: CloudCredentials): Pick<EngineDeps, 'authenticatorFor' | 'connectorFor'> {
-  const contexts = new Map<string, SecureContext>();
-  const azureTls = (caFile: string | undefined) => {
-    const key = caFile ?? '';
-    let context = contexts.get(key);
-    // No `ca`: Node's public roots (with NODE_EXTRA_CA_CERTS), DigiCert Global Root G2 and Microsoft RSA Root CA 2017 among them.
-    if (!context) contexts.set(key, (context = upstreamContext(caFile ? readCaFile(caFile) : undefined)));
-    return context;
-  };
+  // No `ca`: Node's public roots (with NODE_EXTRA_CA_CERTS), DigiCert Global Root G2 and Microsoft RSA Root CA 2017 among them.
+  const azureTls = trustByFile<SecureContext>((caFile, ca) => upstreamContext(caFile ? ca : undefined));
   return {
     authenticatorFor: (instance): Authenticator =>
       instance.cloud === 'azure'
@@ -78,17 +72,29 @@ export function oauthSeams(clouds: CloudCredentials): Pick<EngineDeps, 'authenti
 }
 
 /**
- * An RDS instance's seams: TLS verify-full against the RDS CAs (one SecureContext per CA file: a bundle
- * is parsed once, not per connection) and tokens from `tokensFor` (one cache per identity).
+ * The trust made from each CA file (none: `undefined`), made again only when the file's certificates
+ * changed: a SecureContext parses its CAs once, not per connection. The file is read each time an
+ * instance's connector is made (at start and on every reload), so a bundle replaced at the same path is
+ * what new connections verify against, and one that cannot be read refuses the reload.
+ */
+function trustByFile<T>(make: (caFile: string | undefined, ca: readonly string[]) => T): (caFile: string | undefined) => T {
+  const made = new Map<string, { text: string; trust: T }>();
+  return (caFile) => {
+    const ca = caFile ? readCaFile(caFile) : [];
+    const text = ca.join('\n');
+    const key = caFile ?? '';
+    let entry = made.get(key);
+    if (entry?.text !== text) made.set(key, (entry = { text, trust: make(caFile, ca) }));
+    return entry.trust;
+  };
+}
+
+/**
+ * An RDS instance's seams: TLS verify-full against the RDS CAs (one SecureContext per CA file's
+ * contents: trustByFile) and tokens from `tokensFor` (one cache per identity).
  */
 export function awsSeams(tokensFor: (instance: InstanceConfig) => TokenSource): Pick<EngineDeps, 'authenticatorFor' | 'connectorFor'> {
-  const contexts = new Map<string, UpstreamTls>();
-  const tlsFor = (caFile: string | undefined) => {
-    const key = caFile ?? '';
-    let tls = contexts.get(key);
-    if (!tls) contexts.set(key, (tls = upstreamTls(caFile)));
-    return tls;
-  };
+  const tlsFor = trustByFile<UpstreamTls>((caFile, ca) => upstreamTls(caFile, caFile ? ca : undefined));
   return {
     authenticatorFor: (instance) => new RdsAuthenticator(tokensFor(instance), instance.endpoint, instance.region),
     connectorFor: (instance, connectTimeoutMs) => {

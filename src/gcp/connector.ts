@@ -34,6 +34,8 @@ export class AdminApiError extends Error {
     message: string,
     readonly status: number | undefined,
     readonly hint: string,
+    /** No token to ask with: the credentials, not the API, are the cause. */
+    readonly noCredentials = false,
   ) {
     super(message);
     this.name = 'AdminApiError';
@@ -44,8 +46,21 @@ export class AdminApiError extends Error {
 export function adminApi(auth = googleAuth(ADMIN_SCOPE)): ConnectSettingsFetch {
   return async (instance, api, timeoutMs) => {
     const url = `${api}/sql/v1beta4/projects/${encodeURIComponent(instance.project)}/instances/${encodeURIComponent(instance.instance)}/connectSettings`;
+    const google = await auth();
     try {
-      const response = await (await auth()).request<ConnectSettings>({ url, method: 'GET', timeout: timeoutMs, retry: false });
+      // The token first (the library keeps it): without credentials the API was never reached, and the
+      // advice is about the credentials.
+      await (await google.getClient()).getAccessToken();
+    } catch (err) {
+      throw new AdminApiError(
+        `no Google credentials to ask the SQL Admin API about ${instance.connectionName}: ${redactSecrets((err as Error).message)}`,
+        undefined,
+        'Set up Application Default Credentials where the proxy runs, as the same user: gcloud auth application-default login, GOOGLE_APPLICATION_CREDENTIALS (a key file or workload identity federation), or the attached service account on GCE, GKE and Cloud Run; `gcloud auth application-default print-access-token` shows that they work.',
+        true,
+      );
+    }
+    try {
+      const response = await google.request<ConnectSettings>({ url, method: 'GET', timeout: timeoutMs, retry: false });
       return response.data;
     } catch (err) {
       const status =
@@ -216,7 +231,7 @@ export class CloudSqlConnector implements Connector {
     } catch (err) {
       const api = err instanceof AdminApiError ? err : undefined;
       throw new WireError(SqlState.UnableToConnect, redactSecrets((err as Error).message), {
-        reason: api?.status === 401 || api?.status === 403 ? Failure.NoCredentials : Failure.UpstreamUnreachable,
+        reason: api?.noCredentials || api?.status === 401 || api?.status === 403 ? Failure.NoCredentials : Failure.UpstreamUnreachable,
         hint: api?.hint,
         cause: err,
       });

@@ -22,13 +22,20 @@ export const SERVICE_ACCOUNT_SUFFIX = '.gserviceaccount.com';
 
 let library: Promise<typeof import('google-auth-library')> | undefined;
 
+/**
+ * A URL on this machine. gaxios sends every request through HTTPS_PROXY/HTTP_PROXY unless NO_PROXY names
+ * it; a loopback --sqladmin-api-endpoint (plain HTTP is allowed there only) would carry its Bearer token
+ * to the proxy host in plaintext. Requests the credentials make themselves go to loopback directly too.
+ */
+const LOOPBACK_URL = /^https?:\/\/(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?(\/|$)/i;
+
 /** Application Default Credentials for one scope, made on first use. */
 export function googleAuth(scope: string): () => Promise<import('google-auth-library').GoogleAuth> {
   let auth: import('google-auth-library').GoogleAuth | undefined;
   return async () => {
     if (!auth) {
       const { GoogleAuth } = await (library ??= import('google-auth-library'));
-      auth = new GoogleAuth({ scopes: [scope] });
+      auth = new GoogleAuth({ scopes: [scope], clientOptions: { transporterOptions: { noProxy: [LOOPBACK_URL] } } });
     }
     return auth;
   };

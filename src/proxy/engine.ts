@@ -1,5 +1,6 @@
 // The engine: one listener per configured instance, sessions counted per instance, a shutdown that
 // stops accepting and waits for open sessions up to a deadline.
+import { chmodSync, closeSync, constants as fsConstants, fstatSync, openSync } from 'node:fs';
 import { lstat, unlink } from 'node:fs/promises';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -56,6 +57,8 @@ export class Instance {
   readonly name: string;
   /** The unix socket's path once listening. */
   socketPath: string | undefined;
+  /** The socket file this process bound (device and inode): a reload's chmod touches that file only. */
+  private socketFile: { dev: number; ino: number } | undefined;
   /** When a TLS handshake with the endpoint last succeeded (a session's or a probe's), ms since the epoch. */
   lastReachableAt = 0;
   /** Shutting down: open sessions may finish, new clients are told so. */
@@ -139,23 +142,14 @@ export class Instance {
     }
     const observer = this.observer;
     if (observer) {
-      const auth = ctx.auth;
       ctx = {
         ...ctx,
-        // The same authenticator, telling the metrics of each token the first time a session uses it.
-        auth: {
-          label: auth.label,
-          token: async (user, notThis) => {
-            const token = await auth.token(user, notThis);
-            if (!countedTokens.has(token)) {
-              countedTokens.add(token);
-              observer.signed();
-            }
-            return token;
-          },
-          tokenTimeout: (ms) => auth.tokenTimeout(ms),
-          rejection: (user, token) => auth.rejection(user, token),
-          notTokenUser: (user, method) => auth.notTokenUser(user, method),
+        // The metrics hear of each token the first time a login gets it, beside the authenticator, which
+        // is the cloud's own, whole (a wrapper re-listing its methods once left out Cloud SQL's refuseUser).
+        tokenHad: (token) => {
+          if (countedTokens.has(token)) return;
+          countedTokens.add(token);
+          observer.signed();
         },
         observer: {
           ready: (seconds) => {
@@ -193,7 +187,9 @@ export class Instance {
     // Everything that can fail (a file read) happens here; what is returned only swaps it in.
     const previous = this.ctx;
     const next = this.context(config, proxy, previous);
+    const socketMode = this.socketModeChange(config);
     return () => {
+      socketMode?.();
       this.ctx = next;
       this.config = config;
       this.maxConnections = proxy.maxConnections ?? Infinity;
@@ -203,6 +199,38 @@ export class Instance {
         else previous.pools.close();
       }
       if (!quiet) next.log.info('configuration reloaded: new sessions get the new settings');
+    };
+  }
+
+  /**
+   * A reload that changes `unixSocketMode`: the socket file is chmod-ed when the reload goes in (a mode
+   * left wider than the file says would let in users it no longer names). The file is reached through a
+   * descriptor opened without following symlinks and checked to be the socket this process bound, so a
+   * symlink or another file swapped in at the path is never changed. Where that cannot be done (no
+   * O_PATH: not Linux), the reload is refused, saying why.
+   */
+  private socketModeChange(config: InstanceConfig): (() => void) | undefined {
+    const path = this.socketPath;
+    const mode = config.unixSocket?.mode;
+    if (!path || mode === undefined || mode === this.config.unixSocket?.mode) return undefined;
+    const chmod = () => {
+      const fd = openBound(path, this.socketFile);
+      try {
+        chmodSync(`/proc/self/fd/${fd}`, mode);
+      } finally {
+        closeSync(fd);
+      }
+    };
+    // Everything that can fail is tried now, with nothing changed.
+    closeSync(openBound(path, this.socketFile));
+    return () => {
+      try {
+        chmod();
+        this.ctx.log.info({ unixSocket: path, mode: `0${mode.toString(8)}` }, 'unix socket mode changed');
+      } catch (err) {
+        /* c8 ignore next 2 -- the file checked a moment before went away or changed: said, not hidden */
+        this.ctx.log.error({ err, unixSocket: path }, `cannot change the unix socket's mode: ${(err as Error).message}`);
+      }
     };
   }
 
@@ -273,6 +301,8 @@ export class Instance {
       }
       await once(unix, 'listening');
       this.socketPath = path;
+      const bound = await lstat(path);
+      this.socketFile = { dev: bound.dev, ino: bound.ino };
     }
     this.ctx.log.info(
       {
@@ -336,6 +366,32 @@ async function removeStaleSocket(path: string): Promise<void> {
   });
   if (live) throw Object.assign(new Error(`another process is listening on ${path}`), { code: 'EADDRINUSE' });
   await unlink(path);
+}
+
+/** Linux's O_PATH: a descriptor naming a file (a socket too) without opening it for reading or writing. */
+const O_PATH = 0o10000000;
+
+/**
+ * A descriptor for the socket file this process bound at `path`, reached without following a symlink;
+ * throws, saying why, when that cannot be had or the file is another.
+ */
+function openBound(path: string, bound: { dev: number; ino: number } | undefined): number {
+  const unchangeable = (why: string) =>
+    new Error(`unixSocketMode cannot be changed on ${path} while listening (${why}): restart pg-iam-proxy to apply it`);
+  /* c8 ignore next -- only where Node has no O_NOFOLLOW or /proc (not Linux) */
+  if (process.platform !== 'linux' || !bound) throw unchangeable('changing it safely needs Linux');
+  let fd: number;
+  try {
+    fd = openSync(path, O_PATH | fsConstants.O_NOFOLLOW);
+  } catch (err) {
+    throw unchangeable((err as NodeJS.ErrnoException).code ?? (err as Error).message);
+  }
+  const stat = fstatSync(fd);
+  if (!stat.isSocket() || stat.dev !== bound.dev || stat.ino !== bound.ino) {
+    closeSync(fd);
+    throw unchangeable('the file there is no longer the socket this process made');
+  }
+  return fd;
 }
 
 /** A stable text of settings (Maps as their entries), for telling whether a reload changed them. */

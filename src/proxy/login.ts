@@ -20,6 +20,8 @@ export interface LoginTarget {
   readonly retryDelayMs: number;
   /** Tokens refused lately, per DB user: then no retry (one check per client). */
   readonly rejections: RecentRejections;
+  /** Told of each token a try got (the metrics count each token once); the Authenticator stays whole. */
+  readonly tokenHad?: ((token: Token) => void) | undefined;
 }
 
 export interface OpenServerOptions {
@@ -77,7 +79,10 @@ async function attempt(target: LoginTarget, options: OpenServerOptions, notThis:
   const ms = target.connectTimeoutMs;
   let tokenSettled = false;
   let passwordAsked = false;
-  const token = target.auth.token(options.user, notThis).finally(() => (tokenSettled = true));
+  const token = target.auth
+    .token(options.user, notThis)
+    .then((had) => (target.tokenHad?.(had), had))
+    .finally(() => (tokenSettled = true));
   token.catch(() => undefined);
   const controller = new AbortController();
   let server: TLSSocket | undefined;

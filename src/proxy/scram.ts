@@ -227,11 +227,13 @@ export interface FailedPasswordsOptions {
 }
 
 interface FailureRecord {
-  /** Consecutive wrong passwords. */
+  /** Consecutive wrong passwords, in the order their verdicts are told; a right one not yet told counts as one. */
   failures: number;
   /** When the last verdict given out is told: the next one waits its own delay after it. */
   toldAt: number;
   lastFailureAt: number;
+  /** A right password whose verdict is not yet told: the failures up to it are cleared at `at`, not before. */
+  clear?: { at: number; failures: number };
 }
 
 /** The record new addresses share once the table is full. */
@@ -240,7 +242,9 @@ const OVERFLOW = '*';
 /**
  * A wrong client password costs the guesser time, as PostgreSQL's auth_delay and pgbouncer's per-address
  * limits make it: with failures on record for an address, its next verdict waits 250 ms, doubling
- * with each further failure up to 4 s; a right password clears the record. An address with no failure
+ * with each further failure up to 4 s; a right password clears the record once its own verdict is told
+ * (until then it counts as a failure, so nothing told before its delay has passed tells it apart). An
+ * address with no failure
  * on record is never held: an honest client's first attempt, and every one after a right password, is
  * answered at once.
  *
@@ -282,12 +286,36 @@ export class FailedPasswords {
     this.forgetOld(now);
     let key = addressKey(address);
     if (!this.records.has(key) && this.records.size >= this.maxAddresses) key = OVERFLOW;
-    const record = this.records.get(key);
+    const record = this.cleared(key, now);
     const before = record?.failures ?? 0;
     const tellAt = Math.max(now, record?.toldAt ?? now) + this.delayAfter(before);
     this.records.delete(key);
-    if (!proven) this.records.set(key, { failures: before + 1, toldAt: tellAt, lastFailureAt: now });
+    // A right password after failures is queued like a wrong one, and the verdicts behind it are held as
+    // if it were wrong, until its own verdict is told: were the record cleared at once, the next guess
+    // would be answered at once, and a guesser hanging up each attempt early would read from that which
+    // guess before it was right.
+    if (!proven || before > 0)
+      this.records.set(key, {
+        failures: before + 1,
+        toldAt: tellAt,
+        lastFailureAt: now,
+        ...(proven ? { clear: { at: tellAt, failures: before + 1 } } : record?.clear ? { clear: record.clear } : {}),
+      });
     return { holdMs: tellAt - now, before };
+  }
+
+  /** The record for `key` once a right password's verdict, told by `now`, has cleared the failures before it. */
+  private cleared(key: string, now: number): FailureRecord | undefined {
+    const record = this.records.get(key);
+    if (!record?.clear || now < record.clear.at) return record;
+    record.failures -= record.clear.failures;
+    delete record.clear;
+    // Nothing queued behind the right password: the address starts afresh.
+    if (record.failures === 0) {
+      this.records.delete(key);
+      return undefined;
+    }
+    return record;
   }
 
   private forgetOld(now: number): void {

