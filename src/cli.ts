@@ -191,6 +191,8 @@ export interface ServeSettings {
   readonly warnings: string[];
   readonly http: HostPort | undefined;
   readonly requireCredentials: boolean;
+  readonly minSigtermDelayMs: number;
+  readonly exitZeroOnSigterm: boolean;
   readonly log: { readonly level: string; readonly format: LogFormat | undefined };
 }
 
@@ -277,6 +279,8 @@ export function serveConfig(
     warnings,
     http: httpText === undefined ? undefined : asConfigError(() => parseHostPort(httpText, '--http', null)),
     requireCredentials: setting('require-credentials') === true,
+    minSigtermDelayMs: ms(setting('min-sigterm-delay')!),
+    exitZeroOnSigterm: setting('exit-zero-on-sigterm') === true,
     // The level has a default for serve and run; both are among their choices, checked above.
     log: { level: setting('log-level')!, format: format !== undefined && isChoice('log-format', format) ? format : undefined },
   };
@@ -295,6 +299,8 @@ async function serveCommand(args: Args<'serve'>, env: NodeJS.ProcessEnv): Promis
   const code = await serve(settings.config, {
     http: settings.http,
     requireCredentials: settings.requireCredentials,
+    minSigtermDelayMs: settings.minSigtermDelayMs,
+    exitZeroOnSigterm: settings.exitZeroOnSigterm,
     log,
     // SIGHUP: the file read again, with the same flags and environment over it.
     reload: args.config ? () => serveConfig(args, env) : undefined,
