@@ -143,6 +143,14 @@ const TABLE = [
     describe:
       "Cloud SQL: the SQL Admin API's base URL, for the instance's addresses and server CA (default: https://sqladmin.googleapis.com)",
   },
+  {
+    flag: 'ip-type',
+    kind: 'string',
+    scope: 'listener',
+    commands: ALL,
+    describe:
+      "Cloud SQL: which of the instance's addresses to dial, public, private or psc (Private Service Connect), or a comma list taken in order (public,private: the first the instance has) (default: public, as cloud-sql-proxy)",
+  },
   { flag: 'db-user', kind: 'string', scope: 'listener', commands: PROXY, describe: 'log in as this DB user whatever the client sends' },
 
   {
