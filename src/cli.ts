@@ -14,6 +14,7 @@ import { terminalMfa } from './aws/mfa.js';
 import { asConfigError, checkNumber, ConfigError, resolveCloud, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
 import { createLogger, redactSecrets, type LogFormat } from './log.js';
 import { loadConfigFile, type FileSettings } from './config-file.js';
+import { version } from './version.js';
 import {
   choiceList,
   defaultFor,
@@ -136,7 +137,7 @@ export async function parseCommandLine(
     )
     .strict()
     .help()
-    .version()
+    .version(version())
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((message, err) => {
       // A usage error, from yargs' checks or a row's coerce (checkNumber), which yargs wraps.
