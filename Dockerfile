@@ -31,8 +31,12 @@ COPY --from=build /app/bin ./bin
 COPY --from=build /app/build/src ./build/src
 USER node
 # Node runs as PID 1 and handles SIGTERM itself: /readyz turns 503, sessions drain for
-# --shutdown-grace seconds, exit 0. It starts no children in serve mode, so nothing needs reaping.
+# --shutdown-grace seconds, exit 0 (143 when the grace cuts the drain short). It starts no children in
+# serve mode, so nothing needs reaping.
 STOPSIGNAL SIGTERM
+# The proxy listens on 127.0.0.1 unless told otherwise, and that is this container's own loopback:
+# EXPOSE (and -p 5432:5432) reach nothing until it listens on 0.0.0.0:5432, which it refuses without
+# --client-password-file; an app sharing the container's network namespace (a pod) needs neither.
 EXPOSE 5432 9090
 # Asks /healthz when PG_IAM_PROXY_HTTP is set (e.g. 127.0.0.1:9090); otherwise liveness is the process.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 CMD ["node", "/app/bin/healthcheck.js"]

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Thin launcher: the compiled CLI lives in build/ (made by `npm ci` through the prepare script).
+// Thin launcher: the compiled CLI lives in build/ (`npm run build` in a clone; the npm package carries it).
 // main() resolves once everything worth saying is flushed; exiting here also ends a drain that a
 // second signal cut short.
 import { setFlagsFromString } from 'node:v8';

@@ -14,6 +14,7 @@ import { terminalMfa } from './aws/mfa.js';
 import { asConfigError, checkNumber, ConfigError, resolveCloud, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
 import { createLogger, finishLog, redactSecrets, type LogFormat } from './log.js';
 import { loadConfigFile, type FileSettings } from './config-file.js';
+import { version } from './version.js';
 import {
   choiceList,
   COMMANDS,
@@ -138,7 +139,7 @@ export async function parseCommandLine(
     )
     .strict()
     .help()
-    .version()
+    .version(version())
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((message, err) => {
       // A usage error, from yargs' checks or a row's coerce (checkNumber), which yargs wraps.
@@ -211,6 +212,8 @@ export interface ServeSettings {
   readonly warnings: string[];
   readonly http: HostPort | undefined;
   readonly requireCredentials: boolean;
+  readonly minSigtermDelayMs: number;
+  readonly exitZeroOnSigterm: boolean;
   readonly log: { readonly level: string; readonly format: LogFormat | undefined };
 }
 
@@ -297,6 +300,8 @@ export function serveConfig(
     warnings,
     http: httpText === undefined ? undefined : asConfigError(() => parseHostPort(httpText, '--http', null)),
     requireCredentials: setting('require-credentials') === true,
+    minSigtermDelayMs: ms(setting('min-sigterm-delay')!),
+    exitZeroOnSigterm: setting('exit-zero-on-sigterm') === true,
     // The level has a default for serve and run; both are among their choices, checked above.
     log: { level: setting('log-level')!, format: format !== undefined && isChoice('log-format', format) ? format : undefined },
   };
@@ -315,6 +320,8 @@ async function serveCommand(args: Args<'serve'>, env: NodeJS.ProcessEnv): Promis
   const code = await serve(settings.config, {
     http: settings.http,
     requireCredentials: settings.requireCredentials,
+    minSigtermDelayMs: settings.minSigtermDelayMs,
+    exitZeroOnSigterm: settings.exitZeroOnSigterm,
     log,
     // SIGHUP: the file read again, with the same flags and environment over it.
     reload: args.config ? () => serveConfig(args, env) : undefined,

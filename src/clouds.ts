@@ -23,6 +23,10 @@ export interface CloudSqlInstance {
   readonly connectionName: string;
 }
 
+/** A Cloud SQL instance's kinds of address, as cloud-sql-proxy names them (--ip-type). */
+export const IP_TYPES = ['public', 'private', 'psc'] as const;
+export type IpType = (typeof IP_TYPES)[number];
+
 /** Azure Database for PostgreSQL (flexible and single server): NAME.postgres.database.azure.com. */
 const AZURE_NAME = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\.(?:privatelink\.)?postgres\.database\.azure\.com\.?$/i;
 

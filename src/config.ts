@@ -3,7 +3,16 @@
 import { isIP } from 'node:net';
 import { isAbsolute, join } from 'node:path';
 import { regionFromEndpoint } from './aws/endpoint.js';
-import { CLOUD_NAMES, cloudOfEndpoint, isAzureServerName, parseCloudSqlName, type CloudName, type CloudSqlInstance } from './clouds.js';
+import {
+  CLOUD_NAMES,
+  cloudOfEndpoint,
+  IP_TYPES,
+  isAzureServerName,
+  parseCloudSqlName,
+  type CloudName,
+  type CloudSqlInstance,
+  type IpType,
+} from './clouds.js';
 import { DEFAULT_PG_PORT, formatHostPort, parseHostPort, type HostPort } from './host-port.js';
 import type { IdentitySpec } from './aws/identity.js';
 import { choiceList, DEFAULT_LISTEN, defaultFor, isChoice, NO_LISTEN, option, type NumberRow, type Settings } from './options.js';
@@ -17,8 +26,11 @@ export interface InstanceConfig {
    * the connection name PROJECT:REGION:INSTANCE as the host (see `cloudSql`).
    */
   readonly endpoint: HostPort;
-  /** Cloud SQL: the instance, and the SQL Admin API that describes it. */
-  readonly cloudSql?: { readonly instance: CloudSqlInstance; readonly api: string } | undefined;
+  /**
+   * Cloud SQL: the instance, the SQL Admin API that describes it, and which of its addresses to dial (the
+   * first kind it has, in this order).
+   */
+  readonly cloudSql?: { readonly instance: CloudSqlInstance; readonly api: string; readonly ipTypes: readonly IpType[] } | undefined;
   /** Where the TCP connection goes (a tunnel, a pinned address); the endpoint by default. */
   readonly connectTo: HostPort;
   /** The TCP listener; none for `run`, which listens only on a private unix socket. */
@@ -117,8 +129,12 @@ export function resolveInstance(input: InstanceInput, envRegion?: string): { ins
   const warnings: string[] = [];
   const cloud = resolveCloud(input);
   if (cloud !== 'aws') return resolveOtherCloud(input, cloud);
-  if (input.sqladminApiEndpoint !== undefined)
-    throw new ConfigError(`--sqladmin-api-endpoint is a Cloud SQL setting; ${input.endpoint} is ${CLOUD_NAMES.aws}`);
+  for (const [key, value] of [
+    ['sqladmin-api-endpoint', input.sqladminApiEndpoint],
+    ['ip-type', input.ipType],
+  ] as const) {
+    if (value !== undefined) throw new ConfigError(`--${key} is a Cloud SQL setting; ${input.endpoint} is ${CLOUD_NAMES.aws}`);
+  }
   const endpoint = asConfigError(() => parseHostPort(input.endpoint, 'endpoint'));
   const { listen, unixSocket } = resolveListeners(input);
   const connectTo = input.connectTo ? asConfigError(() => parseHostPort(input.connectTo!, '--connect-to')) : endpoint;
@@ -207,7 +223,10 @@ function resolveOtherCloud(input: InstanceInput, cloud: 'azure' | 'gcp'): { inst
         `--sqladmin-api-endpoint: "${api}" is plain HTTP to another host; the API gets an access token and names the CA to trust, so it must be https (http only on loopback)`,
       );
     }
-    cloudSql = Object.freeze({ instance: Object.freeze(parsed.instance), api });
+    const ipTypes = parseIpTypes(input.ipType);
+    if (input.ipType !== undefined && input.connectTo !== undefined)
+      throw new ConfigError(`--ip-type and --connect-to both say where to dial ${parsed.instance.connectionName}: give one`);
+    cloudSql = Object.freeze({ instance: Object.freeze(parsed.instance), api, ipTypes });
   } else {
     endpoint = asConfigError(() => parseHostPort(input.endpoint, 'endpoint'));
     if (isIP(endpoint.host)) {
@@ -220,8 +239,13 @@ function resolveOtherCloud(input: InstanceInput, cloud: 'azure' | 'gcp'): { inst
         `endpoint ${endpoint.host} is not a *.postgres.database.azure.com name: its certificate must name it, or the connection is refused.`,
       );
   }
-  if (input.sqladminApiEndpoint !== undefined && cloud !== 'gcp')
-    throw new ConfigError(`--sqladmin-api-endpoint is a Cloud SQL setting; ${input.endpoint} is ${CLOUD_NAMES[cloud]}`);
+  for (const [key, value] of [
+    ['sqladmin-api-endpoint', input.sqladminApiEndpoint],
+    ['ip-type', input.ipType],
+  ] as const) {
+    if (value !== undefined && cloud !== 'gcp')
+      throw new ConfigError(`--${key} is a Cloud SQL setting; ${input.endpoint} is ${CLOUD_NAMES[cloud]}`);
+  }
   const connectTo = input.connectTo ? asConfigError(() => parseHostPort(input.connectTo!, '--connect-to')) : endpoint;
   return finishInstance(
     input,
@@ -309,6 +333,18 @@ function resolvePool(input: InstanceInput): PoolSettings | undefined {
     maxPreparedStatements: input.maxPreparedStatements ?? defaultFor('max-prepared-statements')!,
     idleTransactionTimeoutMs: input.idleTransactionTimeout === undefined ? undefined : Math.round(input.idleTransactionTimeout * 1000),
   });
+}
+
+/** --ip-type: one kind of address or a comma list, each once; public by default, as cloud-sql-proxy. */
+function parseIpTypes(text: string | undefined): readonly IpType[] {
+  if (text === undefined) return Object.freeze(['public'] as const);
+  const types = text.split(',').map((part) => part.trim().toLowerCase());
+  for (const type of types) {
+    if (!(IP_TYPES as readonly string[]).includes(type))
+      throw new ConfigError(`--ip-type: "${text}" is not ${choiceList(IP_TYPES)}, or a comma list of them (e.g. public,private)`);
+  }
+  if (new Set(types).size !== types.length) throw new ConfigError(`--ip-type: "${text}" names a kind of address twice`);
+  return Object.freeze(types as IpType[]);
 }
 
 /** Loopback: only this machine's processes can connect. */

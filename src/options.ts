@@ -143,6 +143,14 @@ const TABLE = [
     describe:
       "Cloud SQL: the SQL Admin API's base URL, for the instance's addresses and server CA (default: https://sqladmin.googleapis.com)",
   },
+  {
+    flag: 'ip-type',
+    kind: 'string',
+    scope: 'listener',
+    commands: ALL,
+    describe:
+      "Cloud SQL: which of the instance's addresses to dial, public, private or psc (Private Service Connect), or a comma list taken in order (public,private: the first the instance has) (default: public, as cloud-sql-proxy)",
+  },
   { flag: 'db-user', kind: 'string', scope: 'listener', commands: PROXY, describe: 'log in as this DB user whatever the client sends' },
 
   {
@@ -346,7 +354,30 @@ const TABLE = [
     default: 30,
     describe: 'on SIGTERM/SIGINT, seconds to wait for sessions to end',
   },
-  { flag: 'http', kind: 'string', scope: 'process', commands: SERVE, describe: 'serve /healthz, /readyz and /metrics on ADDR:PORT' },
+  {
+    flag: 'min-sigterm-delay',
+    kind: 'seconds',
+    range: { min: 0, exclusive: false, max: 86_400 },
+    scope: 'process',
+    commands: SERVE,
+    default: 0,
+    describe: 'after SIGTERM, keep accepting new clients for S seconds (the app may still be finishing requests), then drain',
+  },
+  {
+    flag: 'exit-zero-on-sigterm',
+    kind: 'boolean',
+    scope: 'process',
+    commands: SERVE,
+    default: false,
+    describe: 'exit 0 after SIGTERM or POST /quitquitquit even when the drain is cut short (default: 143)',
+  },
+  {
+    flag: 'http',
+    kind: 'string',
+    scope: 'process',
+    commands: SERVE,
+    describe: 'serve /healthz, /startup, /readyz and /metrics on ADDR:PORT, and POST /quitquitquit to loopback peers',
+  },
   {
     flag: 'require-credentials',
     kind: 'boolean',

@@ -21,6 +21,7 @@ import {
   SqlAdminStandIn,
 } from './support/oauth.js';
 import { startCloudProxy } from './support/cloud-proxy.js';
+import { resolveInstance } from '../src/config.js';
 import { runPg } from './support/proxy.js';
 
 const db = await startTestDb();
@@ -183,6 +184,73 @@ t.test('a legacy instance: CN = PROJECT:INSTANCE, with --connect-to and --ca-fil
   const refused = new pg.Client({ host: '127.0.0.1', port: wrong.port, user: GCP_USER, database: 'orders' });
   const err = (await refused.connect().catch((e: unknown) => e)) as pg.DatabaseError;
   t.match(err, { code: '08001', message: /certificate does not match/, detail: /CN my-project:myinstance is not my-project:other/ });
+});
+
+t.test('--ip-type: the first kind of address the instance has, in the order given; public by default', async (t) => {
+  // 127.0.0.3 is loopback where nothing listens: the database is at the private address, or behind PSC
+  // (its DNS name, localhost here; the certificate still names the instance's CAS DNS name).
+  api.instances.set('my-project/privy', {
+    ...CAS,
+    ipAddresses: [
+      { type: 'PRIMARY', ipAddress: '127.0.0.3' },
+      { type: 'OUTGOING', ipAddress: '127.0.0.4' },
+      { type: 'PRIVATE', ipAddress: '127.0.0.1' },
+    ],
+    serverCaCert: { cert: db.caPem },
+    dnsName: CLOUD_SQL_DNS,
+  });
+  api.instances.set('my-project/behind-psc', {
+    ...CAS,
+    pscEnabled: true,
+    ipAddresses: [{ type: 'PRIMARY', ipAddress: '127.0.0.3' }],
+    serverCaCert: { cert: db.caPem },
+    dnsName: CLOUD_SQL_DNS,
+    dnsNames: [
+      { name: `${CLOUD_SQL_DNS}.`, connectionType: 'PUBLIC', dnsScope: 'INSTANCE' },
+      { name: 'localhost.', connectionType: 'PRIVATE_SERVICE_CONNECT', dnsScope: 'INSTANCE' },
+    ],
+  });
+  const login = async (name: string, ipType?: string) => {
+    const proxy = await startCloudProxy({ endpoint: `my-project:us-central1:${name}:${db.port}`, sqladminApiEndpoint, ipType });
+    t.teardown(() => proxy.close());
+    const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: GCP_USER, database: 'orders' });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      const { rows } = await client.query<{ u: string }>('SELECT current_user AS u');
+      await client.end();
+      return { user: rows[0]!.u };
+    } catch (err) {
+      return { error: err as pg.DatabaseError };
+    }
+  };
+  t.match(
+    await login('privy'),
+    { error: { code: '08001', message: new RegExp(`127\\.0\\.0\\.3:${db.port}`) } },
+    'public by default: nothing listens there',
+  );
+  t.same(await login('privy', 'private'), { user: GCP_USER }, 'the private address');
+  t.same(await login('privy', 'psc,private,public'), { user: GCP_USER }, 'no PSC: the next in order, private');
+  t.same(await login('behind-psc', 'psc'), { user: GCP_USER }, 'PSC: dialled by its DNS name (its public address is dead)');
+  t.match(await login('behind-psc', 'private'), {
+    error: {
+      code: '08001',
+      message: 'the SQL Admin API gives no private address for my-project:us-central1:behind-psc (it has public, psc)',
+      hint: /--ip-type \(public, psc;/,
+    },
+  });
+  t.throws(() => resolveInstance({ endpoint, ipType: 'public,vpn' }), {
+    message: /--ip-type: "public,vpn" is not one of public, private, psc/,
+  });
+  t.throws(() => resolveInstance({ endpoint, ipType: 'private,private' }), { message: /names a kind of address twice/ });
+  t.throws(() => resolveInstance({ endpoint, ipType: 'private', connectTo: '127.0.0.1:1' }), { message: /--ip-type and --connect-to/ });
+  t.throws(() => resolveInstance({ endpoint: 'db.abc.us-east-1.rds.amazonaws.com', ipType: 'private' }), {
+    message: '--ip-type is a Cloud SQL setting; db.abc.us-east-1.rds.amazonaws.com is AWS RDS/Aurora',
+  });
+  t.throws(() => resolveInstance({ endpoint: 'srv.postgres.database.azure.com', ipType: 'private' }), {
+    message: /--ip-type is a Cloud SQL setting/,
+  });
+  t.same(resolveInstance({ endpoint, ipType: ' PSC , public' }).instance.cloudSql!.ipTypes, ['psc', 'public']);
 });
 
 t.test('an instance that requires client certificates: a clear error naming Google’s connector', async (t) => {

@@ -12,6 +12,7 @@ import {
   cloudSqlIdentity,
   CloudSqlConnector,
   pickAddress,
+  addressesOf,
 } from '../src/gcp/connector.js';
 import { cloudSqlChecklist, cloudSqlWords, googleFetch } from '../src/gcp/iam.js';
 import { redactSecrets } from '../src/log.js';
@@ -227,25 +228,36 @@ t.test('an SDK error logged whole: its request, response and aggregated errors l
 });
 
 t.test('connect.get read as the connectors read it', async (t) => {
-  t.equal(
-    pickAddress({
-      ipAddresses: [
-        { type: 'PRIVATE', ipAddress: '10.0.0.2' },
-        { type: 'PRIMARY', ipAddress: '34.1.2.3' },
-      ],
-    }),
-    '34.1.2.3',
-  );
-  t.equal(
-    pickAddress({
-      ipAddresses: [
-        { type: 'OUTGOING', ipAddress: '1.1.1.1' },
-        { type: 'PRIVATE', ipAddress: '10.0.0.2' },
-      ],
-    }),
-    '10.0.0.2',
-  );
-  t.equal(pickAddress({ ipAddresses: [{ type: 'PSC' }, { type: 'OTHER', ipAddress: '10.9.9.9' }] }), '10.9.9.9');
+  const both = {
+    ipAddresses: [
+      { type: 'PRIVATE', ipAddress: '10.0.0.2' },
+      { type: 'OUTGOING', ipAddress: '1.1.1.1' },
+      { type: 'PRIMARY', ipAddress: '34.1.2.3' },
+    ],
+  };
+  t.equal(pickAddress(both), '34.1.2.3', 'public by default');
+  t.equal(pickAddress(both, ['private']), '10.0.0.2');
+  t.equal(pickAddress(both, ['psc', 'private', 'public']), '10.0.0.2', 'the first kind the instance has');
+  const privateOnly = {
+    ipAddresses: [
+      { type: 'OUTGOING', ipAddress: '1.1.1.1' },
+      { type: 'PRIVATE', ipAddress: '10.0.0.2' },
+    ],
+  };
+  t.equal(pickAddress(privateOnly), undefined, 'public by default, and nothing else (an outgoing address is not one to dial)');
+  t.equal(pickAddress(privateOnly, ['public', 'private']), '10.0.0.2', 'public,private: the auto-ip order');
+  const psc = {
+    pscEnabled: true,
+    dnsName: 'legacy.p.sql.goog.',
+    dnsNames: [
+      { name: 'cas.p.sql.goog.', connectionType: 'PUBLIC', dnsScope: 'INSTANCE' },
+      { name: 'abc.psc.p.sql.goog.', connectionType: 'PRIVATE_SERVICE_CONNECT', dnsScope: 'INSTANCE' },
+    ],
+  };
+  t.equal(pickAddress(psc, ['psc']), 'abc.psc.p.sql.goog', 'the PSC DNS name of the instance');
+  t.equal(pickAddress({ ...psc, dnsNames: [] }, ['psc']), 'legacy.p.sql.goog', 'else the legacy dnsName');
+  t.equal(pickAddress({ ...psc, pscEnabled: false }, ['psc']), undefined, 'a CAS instance sets dnsName without PSC');
+  t.same(addressesOf({ ...both, ...psc }), { public: '34.1.2.3', private: '10.0.0.2', psc: 'abc.psc.p.sql.goog' });
   t.equal(pickAddress({}), undefined);
   t.equal(casDnsName({ serverCaMode: 'GOOGLE_MANAGED_INTERNAL_CA', dnsName: 'x.sql.goog' }), undefined, 'a per-instance CA: the CN');
   t.equal(casDnsName({ dnsName: 'x.sql.goog' }), undefined, 'no CA mode: the CN');
@@ -312,7 +324,17 @@ t.test('the connector: what the API must give, and how long it is trusted', asyn
   );
   t.equal(connector.usesApi, true);
   t.equal(connector.connectTo, config.endpoint, 'no address before the API answers');
-  await t.rejects(connector.connect(), { reason: Failure.UpstreamUnreachable, message: /gives no IP address/ });
+  await t.rejects(connector.connect(), {
+    reason: Failure.UpstreamUnreachable,
+    message: 'the SQL Admin API gives no public address for my-project:us-central1:db (it has none)',
+    hint: /Give the instance an IP address/,
+  });
+  answer = { ipAddresses: [{ type: 'PRIVATE', ipAddress: '10.0.0.2' }] };
+  await t.rejects(connector.connect(), {
+    reason: Failure.UpstreamUnreachable,
+    message: 'the SQL Admin API gives no public address for my-project:us-central1:db (it has private)',
+    hint: /Pick one it has with --ip-type \(private;/,
+  });
   answer = { ipAddresses: [{ type: 'PRIMARY', ipAddress: '127.0.0.1' }] };
   await t.rejects(connector.connect(), { reason: Failure.TlsUntrusted, message: /gives no server CA/ });
   answer = { ipAddresses: [{ type: 'PRIMARY', ipAddress: '127.0.0.1' }], serverCaCert: { cert: NOT_A_CA } };
@@ -323,10 +345,10 @@ t.test('the connector: what the API must give, and how long it is trusted', asyn
   });
   t.same(connector.connectTo, { host: '127.0.0.1', port: 1 });
   await t.rejects(connector.connect());
-  t.equal(calls, 3, 'the answer is reused');
+  t.equal(calls, 4, 'the answer is reused');
   clock += 3600_000;
   await t.rejects(connector.connect());
-  t.equal(calls, 4, 'and asked again after an hour');
+  t.equal(calls, 5, 'and asked again after an hour');
   const refusing = new CloudSqlConnector(config, 1_000, async () => {
     throw new AdminApiError('denied', 403, 'grant roles/cloudsql.client');
   });

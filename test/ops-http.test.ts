@@ -16,6 +16,8 @@ import { Metrics } from '../src/ops/metrics.js';
 import type { Engine } from '../src/proxy/engine.js';
 import { cleanAwsEnv, startCli } from './support/cli.js';
 import { closedPort } from './support/proxy.js';
+import { socketStandIn } from './support/socket-stand-in.js';
+import type { Server } from 'node:http';
 
 const ACCOUNT = '123456789012';
 const ROLE_ARN = `arn:aws:iam::${ACCOUNT}:role/orders-db-writer`;
@@ -30,6 +32,7 @@ const KEY = {
 const NEVER = 60_000;
 
 interface Started extends AsyncDisposable {
+  readonly ops: OpsServer;
   readonly port: number;
   readonly logs: Array<Record<string, unknown>>;
   readonly rawLogs: () => string;
@@ -59,6 +62,7 @@ async function startOps(options: Partial<OpsOptions> = {}): Promise<Started> {
   const ops = new OpsServer({ proxy, identities, metrics, log, headersTimeoutMs: NEVER, idleTimeoutMs: NEVER, ...options });
   const { port } = await ops.listen({ host: '127.0.0.1', port: 0 });
   return {
+    ops,
     port,
     async [Symbol.asyncDispose]() {
       identities.close();
@@ -296,4 +300,60 @@ t.test('through the CLI: the HTTP listener closes an idle connection, /readyz na
   t.match(await get(port, '/healthz'), { status: 200, body: 'ok\n' }, 'and still serves');
   cli.child.kill('SIGTERM');
   t.equal(await cli.exit, 0);
+});
+
+/**
+ * One request on a connection injected into the listener from a peer at `address` (Node's HTTP server
+ * takes any Duplex as a connection): how a peer beyond loopback looks, with no traffic off the machine.
+ */
+async function askAs(ops: OpsServer, address: string, request: string): Promise<string> {
+  const { socket, written } = socketStandIn();
+  Object.defineProperty(socket, 'remoteAddress', { value: address });
+  (ops as unknown as { server: Server }).server.emit('connection', socket);
+  socket.push(request);
+  socket.push(null);
+  await once(socket, 'finish');
+  return written().toString('latin1');
+}
+
+t.test('POST /quitquitquit: loopback peers only, POST only', async (t) => {
+  let quits = 0;
+  await using ops = await startOps({ quit: () => void quits++ });
+  const post = 'POST /quitquitquit HTTP/1.1\r\nHost: pod\r\nContent-Length: 0\r\n\r\n';
+  t.match(
+    await askAs(ops.ops, '10.1.2.3', post),
+    /^HTTP\/1\.1 403 .*only a loopback peer may stop the proxy/s,
+    'a peer on the pod network',
+  );
+  t.match(await askAs(ops.ops, '::ffff:10.1.2.3', post), /^HTTP\/1\.1 403 /, 'the same as an IPv4-mapped address');
+  t.match(await askAs(ops.ops, 'fd00::7', post), /^HTTP\/1\.1 403 /);
+  t.equal(quits, 0, 'nobody beyond loopback stopped it');
+  t.match(
+    ops.logs.find((l) => String(l.msg).startsWith('POST /quitquitquit refused')),
+    { peer: '10.1.2.3', level: 40 },
+    'the refusal is logged with the peer',
+  );
+  const get = await fetch(`http://127.0.0.1:${ops.port}/quitquitquit`);
+  t.match(
+    { status: get.status, allow: get.headers.get('allow') },
+    { status: 405, allow: 'POST' },
+    'a GET (a crawler, a probe) does not stop it',
+  );
+  t.equal(quits, 0);
+  const ok = await fetch(`http://127.0.0.1:${ops.port}/quitquitquit`, { method: 'POST' });
+  t.match({ status: ok.status, text: await ok.text() }, { status: 200, text: 'shutting down\n' });
+  t.equal(quits, 1, 'a loopback peer did');
+  t.match(await askAs(ops.ops, '::1', post), /^HTTP\/1\.1 200 /, 'IPv6 loopback too');
+  t.equal(quits, 2);
+});
+
+t.test('without a shutdown to start, /quitquitquit is not there; /startup follows the credentials once', async (t) => {
+  await using ops = await startOps();
+  t.equal((await fetch(`http://127.0.0.1:${ops.port}/quitquitquit`, { method: 'POST' })).status, 405, 'POST elsewhere: 405 as before');
+  t.equal((await fetch(`http://127.0.0.1:${ops.port}/quitquitquit`)).status, 404);
+  const startup = await fetch(`http://127.0.0.1:${ops.port}/startup`);
+  t.match({ status: startup.status, text: await startup.text() }, { status: 200, text: 'started\n' }, 'credentials in hand');
+  ops.ops.drain();
+  t.equal((await fetch(`http://127.0.0.1:${ops.port}/startup`)).status, 200, 'started once is started: a drain does not undo it');
+  t.equal((await fetch(`http://127.0.0.1:${ops.port}/readyz`)).status, 503, 'while /readyz says draining');
 });

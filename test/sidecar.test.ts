@@ -188,7 +188,7 @@ t.test('sessions still open when the grace ends are closed, with the reason logg
   cli.child.kill('SIGTERM');
   await ended;
   await silentClosed;
-  t.equal(await cli.exit, 0);
+  t.equal(await cli.exit, 143, 'a drain cut short: 128 + SIGTERM');
   t.ok(cli.lines.some((l) => /2 connection\(s\) still open after waiting 0\.2 s: closing them/.test(String(l.msg))));
   t.ok(
     cli.lines.some(
@@ -200,6 +200,110 @@ t.test('sessions still open when the grace ends are closed, with the reason logg
     'the reason is logged',
   );
   t.match(errorOf({ code: 'E', bytes: heard }), { code: '57P01', message: /terminating connection: pg-iam-proxy is shutting down/ });
+});
+
+/** A client logged in and holding its session open, for a drain to cut short. */
+async function holding(port: number): Promise<pg.Client> {
+  const client = new pg.Client({ host: '127.0.0.1', port, user: 'iam_user', database: 'orders' });
+  client.on('error', () => undefined);
+  await client.connect();
+  return client;
+}
+
+t.test('a drain cut short: --exit-zero-on-sigterm exits 0, SIGINT 130 whatever it says', async (t) => {
+  const zero = await startCli(serveArgs(db, '--shutdown-grace', '0.2', '--exit-zero-on-sigterm'), env());
+  await holding(zero.port);
+  zero.child.kill('SIGTERM');
+  t.equal(await zero.exit, 0, 'SIGTERM, a session closed at the grace end, exit 0 as asked');
+  t.ok(
+    zero.lines.some((l) => /1 connection\(s\) still open/.test(String(l.msg))),
+    'the drain was cut short',
+  );
+
+  const interrupted = await startCli(serveArgs(db, '--shutdown-grace', '0.2'), env({ PG_IAM_PROXY_EXIT_ZERO_ON_SIGTERM: 'true' }));
+  await holding(interrupted.port);
+  interrupted.child.kill('SIGINT');
+  t.equal(await interrupted.exit, 130, 'SIGINT is a person at a terminal: 128 + 2');
+
+  const clean = await startCli(serveArgs(db, '--shutdown-grace', '5'), env());
+  const client = await holding(clean.port);
+  clean.child.kill('SIGTERM');
+  await clean.line((l) => String(l.msg).startsWith('shutting down'));
+  await client.end();
+  t.equal(await clean.exit, 0, 'every session ended within the grace: 0');
+});
+
+t.test('--min-sigterm-delay: new clients are served after SIGTERM, then the drain; /quitquitquit drains at once', async (t) => {
+  const path = configFile(`http: 127.0.0.1:0
+minSigtermDelay: 3600
+shutdownGrace: 5
+log: { format: json }
+instances:
+  - endpoint: ${ENDPOINT}
+    listen: 127.0.0.1:0
+    connectTo: 127.0.0.1:${db.port}
+    caFile: ${db.caFile}
+`);
+  const cli = await startCli(['--config', path], env());
+  const port = await httpPort(cli);
+  await cli.line((l) => l.msg === 'AWS identity ready');
+  t.same(await get(port, '/startup'), { status: 200, text: 'started\n' });
+  const open = await holding(cli.port);
+  cli.child.kill('SIGTERM');
+  const waiting = await cli.line((l) => String(l.msg).includes('--min-sigterm-delay'));
+  t.match(waiting, {
+    signal: 'SIGTERM',
+    delaySeconds: 3600,
+    msg: 'SIGTERM: still accepting new clients for 3600 s (--min-sigterm-delay), then draining',
+  });
+  t.match(JSON.parse((await get(port, '/readyz')).text), { ready: false, draining: true }, 'not ready: the proxy is going');
+  const late = await runPg('psql', ['-X', '-At', '-c', 'SELECT current_user'], {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(cli.port),
+    PGUSER: 'iam_user',
+    PGDATABASE: 'orders',
+  });
+  t.equal(late.stdout.trim(), 'iam_user', `a client arriving after SIGTERM is served: ${late.stderr}`);
+  t.notOk(
+    cli.lines.some((l) => String(l.msg).startsWith('shutting down')),
+    'no drain yet',
+  );
+  t.equal((await fetch(`http://127.0.0.1:${port}/quitquitquit`)).status, 405, 'GET does not stop it');
+  const quit = await fetch(`http://127.0.0.1:${port}/quitquitquit`, { method: 'POST' });
+  t.equal(quit.status, 200, 'POST from loopback');
+  t.match(await cli.line((l) => String(l.msg).startsWith('shutting down')), { request: 'POST /quitquitquit', graceSeconds: 5 });
+  await open.query('SELECT 1').then(
+    () => t.pass('the open session still runs during the drain'),
+    (err: Error) => t.fail(err.message),
+  );
+  await open.end();
+  t.equal(await cli.exit, 0, 'every session ended in the grace');
+});
+
+t.test('--min-sigterm-delay ends by itself: then the drain as without it', async (t) => {
+  const cli = await startCli(serveArgs(db, '--min-sigterm-delay', '0.3'), env());
+  const open = await holding(cli.port);
+  await open.query('BEGIN');
+  cli.child.kill('SIGTERM');
+  await cli.line((l) => String(l.msg).includes('--min-sigterm-delay'));
+  t.match(await cli.line((l) => String(l.msg).startsWith('shutting down')), { signal: 'SIGTERM' }, 'the delay over, the drain');
+  const late = new pg.Client({ host: '127.0.0.1', port: cli.port, user: 'iam_user', database: 'orders' });
+  await t.rejects(late.connect(), { code: '57P03' }, 'a new client is now told');
+  await open.query('COMMIT');
+  await open.end();
+  t.equal(await cli.exit, 0);
+});
+
+t.test('/quitquitquit with nothing open exits 0 at once; /startup waits for credentials', async (t) => {
+  // No credentials anywhere: the proxy serves, /startup says it is still starting.
+  const bare = await startCli(serveArgs(db, '--http', '127.0.0.1:0', '--min-sigterm-delay', '3600'), cleanAwsEnv(db.dir));
+  const bareHttp = await httpPort(bare);
+  await bare.line((l) => String(l.msg).includes('no AWS credentials'));
+  t.same(await get(bareHttp, '/startup'), { status: 503, text: 'starting\n' }, 'no credentials: a startup probe keeps the app waiting');
+  const res = await fetch(`http://127.0.0.1:${bareHttp}/quitquitquit`, { method: 'POST' });
+  t.same({ status: res.status, text: await res.text() }, { status: 200, text: 'shutting down\n' }, 'the answer arrives before the exit');
+  t.equal(await bare.exit, 0, 'nothing was open: exit 0, no --min-sigterm-delay');
+  t.ok(bare.lines.some((l) => l.msg === 'stopped'));
 });
 
 t.test('configured by the environment alone', async (t) => {

@@ -161,7 +161,7 @@ export async function runOAuthDoctor(
         } catch (err) {
           throw fail('instance', redactSecrets((err as Error).message), (err as { hint?: string }).hint);
         }
-        const address = pickAddress(settings);
+        const address = pickAddress(settings, instance.cloudSql!.ipTypes);
         const dns = casDnsName(settings);
         set(
           'instance',

@@ -14,12 +14,12 @@ import { announceAll, engineDeps } from './wiring.js';
 
 /** Process exit codes a supervisor can act on. */
 export const ExitCode = {
-  Ok: 0,
+  Ok: 0, // a signal or /quitquitquit, and every session ended within the grace
   Failure: 1, // could not start (a port in use, an unreadable CA file)
   Usage: 2, // bad configuration
   NoCredentials: 3, // --require-credentials and none at start
-  Interrupted: 130, // second SIGINT: 128 + 2
-  Terminated: 143, // second SIGTERM: 128 + 15
+  Interrupted: 130, // SIGINT and a drain cut short (by the grace or a second signal): 128 + 2
+  Terminated: 143, // SIGTERM or /quitquitquit and a drain cut short: 128 + 15 (0 with --exit-zero-on-sigterm)
 } as const;
 
 export interface ServeOptions {
@@ -30,6 +30,10 @@ export interface ServeOptions {
   readonly log: Logger;
   /** With --config: the settings read again, for SIGHUP (undefined: SIGHUP keeps its default). */
   readonly reload?: (() => Reread) | undefined;
+  /** After SIGTERM, new clients are still accepted this long before the drain (--min-sigterm-delay). */
+  readonly minSigtermDelayMs?: number;
+  /** A shutdown started by SIGTERM or /quitquitquit exits 0 even when its drain is cut short. */
+  readonly exitZeroOnSigterm?: boolean;
 }
 
 /** Run the proxy until a signal; resolves to the exit code. */
@@ -42,7 +46,17 @@ export async function serve(config: ProxyConfig, options: ServeOptions): Promise
   const proxy = new Engine(config, engineDeps({ identities, clouds, log, observe: metrics?.observe }));
   // From here a SIGHUP reloads (once listening), rather than end the process as by default.
   const hangup = options.reload && reloadOnHangup(proxy, options.reload, { log, identities, clouds, reloaded: metrics?.reloaded });
-  const ops = metrics ? new (await import('../ops/http.js')).OpsServer({ proxy, identities, clouds, metrics, log }) : undefined;
+  const shutdown = new Shutdown(proxy, log, {
+    minSigtermDelayMs: options.minSigtermDelayMs ?? 0,
+    exitZeroOnSigterm: options.exitZeroOnSigterm === true,
+    onStop: () => {
+      hangup?.off(); // a reload no longer: the proxy is going
+      ops?.drain();
+    },
+  });
+  const ops = metrics
+    ? new (await import('../ops/http.js')).OpsServer({ proxy, identities, clouds, metrics, log, quit: () => shutdown.quit() })
+    : undefined;
   const stop = async (code: number) => {
     hangup?.off();
     identities.close();
@@ -72,12 +86,7 @@ export async function serve(config: ProxyConfig, options: ServeOptions): Promise
     return stop(ExitCode.NoCredentials);
   }
   hangup?.listening();
-  return stop(
-    await untilSignal(proxy, log, () => {
-      hangup?.off(); // a reload no longer: the proxy is going
-      ops?.drain();
-    }),
-  );
+  return stop(await shutdown.armed());
 }
 
 /**
@@ -98,30 +107,101 @@ function connectionString(instance: InstanceConfig, address: AddressInfo | undef
 /** A libpq keyword value: quoted when it holds a space, a quote or a backslash. */
 const conninfoValue = (value: string) => (/^[^\s'\\]+$/.test(value) ? value : `'${value.replace(/['\\]/g, '\\$&')}'`);
 
-/** First SIGINT/SIGTERM: drain and exit 0. A second: exit at once with 128 + signal. */
-function untilSignal(proxy: Engine, log: Logger, onDrain: () => void): Promise<number> {
-  return new Promise((resolve) => {
-    let stopping = false;
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (stopping) {
-        log.warn({ signal }, 'second signal: exiting now');
-        resolve(signal === 'SIGINT' ? ExitCode.Interrupted : ExitCode.Terminated);
-        return;
-      }
-      stopping = true;
-      onDrain();
-      log.info(
-        { signal, graceSeconds: proxy.config.shutdownGraceMs / 1000 },
-        'shutting down: no new connections, waiting for sessions to end',
-      );
-      proxy.close().then(() => {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        log.info('stopped');
-        resolve(ExitCode.Ok);
-      });
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  });
+/** What started a shutdown: a signal, or POST /quitquitquit on the HTTP listener. */
+type Stop = NodeJS.Signals | 'quitquitquit';
+
+/**
+ * The shutdown, started by the first SIGINT/SIGTERM or by POST /quitquitquit. After SIGTERM new clients
+ * are still accepted for --min-sigterm-delay (the app may be finishing requests); /quitquitquit, whose
+ * caller says it is done, and SIGINT, a person at a terminal, drain at once. Then open sessions get
+ * --shutdown-grace to end. Exit 0 when they all did (or none was open); when the grace or a second
+ * signal cut the drain short, 128 + the signal, /quitquitquit counting as SIGTERM (0 for both with
+ * --exit-zero-on-sigterm). A second signal exits at once.
+ */
+class Shutdown {
+  private stop: Stop | undefined;
+  /** /quitquitquit asked before the signals were handled (while credentials were fetched at start). */
+  private asked = false;
+  private listening = false;
+  private delay: NodeJS.Timeout | undefined;
+  private draining = false;
+  private resolve!: (code: number) => void;
+  private readonly done = new Promise<number>((resolve) => (this.resolve = resolve));
+
+  constructor(
+    private readonly proxy: Engine,
+    private readonly log: Logger,
+    private readonly options: { readonly minSigtermDelayMs: number; readonly exitZeroOnSigterm: boolean; readonly onStop: () => void },
+  ) {}
+
+  /** From now on SIGINT and SIGTERM shut down; resolves to the exit code. */
+  armed(): Promise<number> {
+    this.listening = true;
+    process.on('SIGINT', this.onSignal);
+    process.on('SIGTERM', this.onSignal);
+    if (this.asked) this.begin('quitquitquit');
+    return this.done;
+  }
+
+  /** POST /quitquitquit: the same shutdown, with no delay; during the delay it drains at once. */
+  quit(): void {
+    if (!this.listening) this.asked = true;
+    else if (this.stop) this.drain('quitquitquit');
+    else this.begin('quitquitquit');
+  }
+
+  private readonly onSignal = (signal: NodeJS.Signals) => {
+    if (!this.stop) {
+      this.begin(signal);
+      return;
+    }
+    this.log.warn({ signal }, 'second signal: exiting now');
+    this.finish(this.cutShortCode(signal));
+  };
+
+  private begin(stop: Stop): void {
+    this.stop = stop;
+    this.options.onStop();
+    const delayMs = stop === 'SIGTERM' ? this.options.minSigtermDelayMs : 0;
+    if (delayMs === 0) {
+      this.drain(stop);
+      return;
+    }
+    this.log.info(
+      { signal: stop, delaySeconds: delayMs / 1000 },
+      `${stop}: still accepting new clients for ${delayMs / 1000} s (--min-sigterm-delay), then draining`,
+    );
+    this.delay = setTimeout(() => this.drain(stop), delayMs);
+  }
+
+  /** The drain, started by the end of the delay or by what `by` names. */
+  private drain(by: Stop): void {
+    clearTimeout(this.delay);
+    if (this.draining) return;
+    this.draining = true;
+    this.log.info(
+      {
+        ...(by === 'quitquitquit' ? { request: 'POST /quitquitquit' } : { signal: by }),
+        graceSeconds: this.proxy.config.shutdownGraceMs / 1000,
+      },
+      'shutting down: no new connections, waiting for sessions to end',
+    );
+    this.proxy.close().then((cutShort) => {
+      this.log.info('stopped');
+      this.finish(cutShort === 0 ? ExitCode.Ok : this.cutShortCode(this.stop!));
+    });
+  }
+
+  /** A drain cut short: 128 + the signal; SIGTERM and /quitquitquit 0 with --exit-zero-on-sigterm. */
+  private cutShortCode(signal: Stop): number {
+    if (signal === 'SIGINT') return ExitCode.Interrupted;
+    return this.options.exitZeroOnSigterm && this.stop !== 'SIGINT' ? ExitCode.Ok : ExitCode.Terminated;
+  }
+
+  private finish(code: number): void {
+    clearTimeout(this.delay);
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
+    this.resolve(code);
+  }
 }

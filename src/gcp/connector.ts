@@ -5,7 +5,7 @@
 import { checkServerIdentity, type PeerCertificate, type TLSSocket } from 'node:tls';
 import { readCaFile, upstreamContext } from '../aws/ca.js';
 import type { ConnectHints, Connector } from '../cloud.js';
-import type { CloudSqlInstance } from '../clouds.js';
+import type { CloudSqlInstance, IpType } from '../clouds.js';
 import type { InstanceConfig } from '../config.js';
 import type { HostPort } from '../host-port.js';
 import { redactSecrets } from '../log.js';
@@ -19,7 +19,8 @@ export interface ConnectSettings {
   readonly ipAddresses?: ReadonlyArray<{ readonly type?: string; readonly ipAddress?: string }>;
   readonly serverCaCert?: { readonly cert?: string };
   readonly dnsName?: string;
-  readonly dnsNames?: ReadonlyArray<{ readonly name?: string }>;
+  readonly dnsNames?: ReadonlyArray<{ readonly name?: string; readonly connectionType?: string; readonly dnsScope?: string }>;
+  readonly pscEnabled?: boolean;
   readonly serverCaMode?: string;
   readonly databaseVersion?: string;
   readonly region?: string;
@@ -83,14 +84,25 @@ function adminHint(status: number | undefined, instance: CloudSqlInstance): stri
   return 'Check that sqladmin.googleapis.com is reachable from here, or give both --connect-to (the instance address) and --ca-file (its server CA) to do without the API.';
 }
 
-/** The address connect.get gives: public first, then private, then anything (PSC). */
-export function pickAddress(settings: ConnectSettings): string | undefined {
-  const addresses = settings.ipAddresses ?? [];
-  return (
-    addresses.find((a) => a.type === 'PRIMARY')?.ipAddress ??
-    addresses.find((a) => a.type === 'PRIVATE')?.ipAddress ??
-    addresses.find((a) => a.ipAddress)?.ipAddress
-  );
+/**
+ * The instance's addresses by kind, as Google's connectors read connect.get: public is the PRIMARY IP,
+ * private the PRIVATE one, PSC (with pscEnabled) the Private Service Connect DNS name of the instance,
+ * else the legacy dnsName (which a CAS-based instance sets without PSC, hence pscEnabled first).
+ */
+export function addressesOf(settings: ConnectSettings): Partial<Record<IpType, string>> {
+  const ip = (type: string) => settings.ipAddresses?.find((a) => a.type === type && a.ipAddress)?.ipAddress;
+  const psc = settings.pscEnabled
+    ? (settings.dnsNames?.find((d) => d.name && d.connectionType === 'PRIVATE_SERVICE_CONNECT' && d.dnsScope === 'INSTANCE')?.name ??
+      settings.dnsName)
+    : undefined;
+  const found: Partial<Record<IpType, string>> = { public: ip('PRIMARY'), private: ip('PRIVATE'), psc: psc?.replace(/\.$/, '') };
+  return Object.fromEntries(Object.entries(found).filter(([, address]) => address)) as Partial<Record<IpType, string>>;
+}
+
+/** The address of the first kind in `ipTypes` (--ip-type) the instance has; public alone by default, as cloud-sql-proxy. */
+export function pickAddress(settings: ConnectSettings, ipTypes: readonly IpType[] = ['public']): string | undefined {
+  const addresses = addressesOf(settings);
+  return ipTypes.map((type) => addresses[type]).find((address) => address !== undefined);
 }
 
 /** The name a CAS-based server certificate carries; undefined for an instance on a per-instance CA (CN check). */
@@ -236,13 +248,22 @@ export class CloudSqlConnector implements Connector {
         cause: err,
       });
     }
-    const address = pickAddress(settings);
+    const { ipTypes } = config.cloudSql!;
+    const address = pickAddress(settings, ipTypes);
     const ca = settings.serverCaCert?.cert;
     if (!this.dial && !address) {
-      throw new WireError(SqlState.UnableToConnect, `the SQL Admin API gives no IP address for ${instance.connectionName}`, {
-        reason: Failure.UpstreamUnreachable,
-        hint: 'Give the instance an IP address (public or private), or dial a Private Service Connect endpoint or a tunnel with --connect-to.',
-      });
+      const has = Object.keys(addressesOf(settings));
+      throw new WireError(
+        SqlState.UnableToConnect,
+        `the SQL Admin API gives no ${ipTypes.join(' or ')} address for ${instance.connectionName} (it has ${has.length > 0 ? has.join(', ') : 'none'})`,
+        {
+          reason: Failure.UpstreamUnreachable,
+          hint:
+            has.length > 0
+              ? `Pick one it has with --ip-type (${has.join(', ')}; a comma list takes the first the instance has), or dial a tunnel with --connect-to.`
+              : 'Give the instance an IP address (public or private) or Private Service Connect, or dial a tunnel with --connect-to.',
+        },
+      );
     }
     if (!config.caFile && !ca) {
       throw new WireError(SqlState.UnableToConnect, `the SQL Admin API gives no server CA for ${instance.connectionName}`, {

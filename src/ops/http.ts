@@ -1,6 +1,8 @@
-// The operations endpoint: /healthz (the process serves), /readyz (credentials in hand, every endpoint
-// reached over TLS recently, not draining), /metrics (Prometheus text), /pools (each pool's servers and
-// clients, when an instance pools).
+// The operations endpoint: /healthz (the process serves), /startup (listening with credentials in hand,
+// once: a startup probe), /readyz (credentials in hand, every endpoint reached over TLS recently, not
+// draining), /metrics (Prometheus text), /pools (each pool's servers and clients, when an instance pools),
+// and POST /quitquitquit (the shutdown a signal starts; from loopback peers only: another container of
+// the pod, never the kubelet or the network).
 //
 // Anyone who reaches the port may call it (in Kubernetes it listens on the pod IP for the kubelet), so
 // it is built for strangers: every connection has a few seconds to ask and a few seconds of silence,
@@ -11,6 +13,7 @@ import { once } from 'node:events';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { formatHostPort, type HostPort } from '../host-port.js';
+import { isLoopback } from '../config.js';
 import type { Identities } from '../aws/identity.js';
 import type { CloudCredentials } from '../oauth/sources.js';
 import type { Engine } from '../proxy/engine.js';
@@ -60,6 +63,8 @@ export interface OpsOptions {
   readonly idleTimeoutMs?: number;
   /** See HTTP_LIMITS. */
   readonly maxConnections?: number;
+  /** POST /quitquitquit from a loopback peer: start the shutdown. */
+  readonly quit?: (() => void) | undefined;
 }
 
 /** How long between two warnings that the HTTP listener is full: one is news, a flood of them is not. */
@@ -68,6 +73,8 @@ const FULL_WARNING_EVERY_MS = 60_000;
 export class OpsServer {
   private readonly server: Server;
   private draining = false;
+  /** Listening, with every identity's credentials in hand at least once: /startup stays 200 from then on. */
+  private startedUp = false;
   private probing: NodeJS.Timeout | undefined;
   private readonly reachableForMs: number;
   private readonly probeEveryMs: number;
@@ -103,7 +110,7 @@ export class OpsServer {
           const left = this.connections.get(socket);
           if (left !== undefined) this.connections.set(socket, left - 1);
         });
-        this.answer(req.method, (req.url ?? '/').split('?')[0]!, res);
+        this.answer(req.method, (req.url ?? '/').split('?')[0]!, res, socket.remoteAddress ?? '');
       },
     );
     // Silence for idleTimeout, before or between requests: Node destroys the socket (no 'timeout' listener).
@@ -111,12 +118,17 @@ export class OpsServer {
     this.server.on('connection', (socket: Socket) => this.admit(socket));
   }
 
-  private answer(method: string | undefined, path: string, res: ServerResponse): void {
+  private answer(method: string | undefined, path: string, res: ServerResponse, peer: string): void {
     const { metrics } = this.options;
-    if (method !== 'GET' && method !== 'HEAD') {
+    if (path === '/quitquitquit' && this.options.quit) {
+      this.quitQuitQuit(this.options.quit, method, res, peer);
+    } else if (method !== 'GET' && method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
     } else if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+    } else if (path === '/startup') {
+      this.startedUp ||= this.readiness().credentials.every((c) => c.ok);
+      res.writeHead(this.startedUp ? 200 : 503, { 'content-type': 'text/plain' }).end(this.startedUp ? 'started\n' : 'starting\n');
     } else if (path === '/readyz') {
       const state = this.readiness();
       res.writeHead(state.ready ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(state)}\n`);
@@ -131,7 +143,24 @@ export class OpsServer {
         (err: Error) => res.writeHead(500).end(err.message),
       );
     } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz, /metrics or /pools\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /startup, /readyz, /metrics or /pools\n');
+    }
+  }
+
+  /**
+   * POST only (a GET from a crawler or a misdirected probe must not end the proxy), and from a loopback
+   * peer only: the listener is on the pod IP for the kubelet, and no one beyond the pod may stop it. The
+   * shutdown starts once the answer is written, so the caller hears it even when the process ends at once.
+   */
+  private quitQuitQuit(quit: () => void, method: string | undefined, res: ServerResponse, peer: string): void {
+    if (method !== 'POST') {
+      res.writeHead(405, { allow: 'POST' }).end();
+    } else if (!isLoopback(peer)) {
+      this.options.log.warn({ peer }, 'POST /quitquitquit refused: only a loopback peer may stop the proxy');
+      res.writeHead(403, { 'content-type': 'text/plain' }).end('forbidden: only a loopback peer may stop the proxy\n');
+    } else {
+      res.once('finish', () => quit());
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('shutting down\n');
     }
   }
 

@@ -322,10 +322,12 @@ export class Instance {
   /**
    * Drain: the sessions open now get up to `graceMs` to end, then are closed. Clients arriving meanwhile
    * are told the proxy is shutting down (57P03, as PostgreSQL says it in its own shutdown): a listener
-   * closed at once would instead reset whatever waited in its backlog, a failure with no words.
+   * closed at once would instead reset whatever waited in its backlog, a failure with no words. Resolves
+   * to the number of sessions the grace cut short.
    */
-  async close(graceMs: number): Promise<void> {
+  async close(graceMs: number): Promise<number> {
     this.draining = true;
+    let cutShort = 0;
     // Idle pooled servers go at once; servers held by clients go as their clients leave.
     this.ctx.pools?.close();
     const open = [...this.sessions];
@@ -336,6 +338,7 @@ export class Instance {
       const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs)));
       if (await Promise.race([drained.then(() => false), timedOut])) {
         const left = open.filter(([client]) => this.sessions.has(client));
+        cutShort = left.length;
         this.ctx.log.warn({ open: left.length }, `${left.length} connection(s) still open after waiting ${graceMs / 1000} s: closing them`);
         for (const [, session] of left) session.terminate(`pg-iam-proxy is shutting down: the ${graceMs / 1000} s grace period is over`);
       }
@@ -347,6 +350,7 @@ export class Instance {
     for (const session of this.sessions.values()) session.terminate('pg-iam-proxy is shutting down');
     await closed;
     await Promise.all(this.running);
+    return cutShort;
   }
 }
 
@@ -542,8 +546,10 @@ export class Engine {
     return addresses;
   }
 
-  async close(graceMs = this.config.shutdownGraceMs): Promise<void> {
+  /** Every instance drained (see Instance.close); resolves to the number of sessions the grace cut short. */
+  async close(graceMs = this.config.shutdownGraceMs): Promise<number> {
     this.closing = true;
-    await Promise.all([...this.list.map((instance) => instance.close(graceMs)), ...this.leaving]);
+    const [cutShort] = await Promise.all([Promise.all(this.list.map((instance) => instance.close(graceMs))), Promise.all(this.leaving)]);
+    return cutShort.reduce((sum, n) => sum + n, 0);
   }
 }

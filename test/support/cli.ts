@@ -56,12 +56,17 @@ export interface StartedCli {
   line(match: (entry: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
 }
 
-/** Start the CLI with JSON logs and wait for its first "listening" line. */
-export async function startCli(args: string[], env: NodeJS.ProcessEnv): Promise<StartedCli> {
+/**
+ * Start the CLI with JSON logs and wait for its first "listening" line. `command`: another executable
+ * that is the CLI (the installed package's bin, the single executable), found on env.PATH.
+ */
+export async function startCli(args: string[], env: NodeJS.ProcessEnv, command?: string): Promise<StartedCli> {
   // The benchmarks measure other Node binaries and flags (a profile: BENCH_NODE_FLAGS=--cpu-prof).
   const node = process.env.BENCH_NODE ?? process.execPath;
   const flags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(node, [...flags, BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = command
+    ? spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(node, [...flags, BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
   child.once('exit', () => running.delete(child));
   const lines: Array<Record<string, unknown>> = [];

@@ -177,6 +177,8 @@ export interface StandInInstance {
   ipAddresses?: Array<{ type: string; ipAddress: string }>;
   serverCaCert?: { cert: string };
   dnsName?: string;
+  dnsNames?: Array<{ name: string; connectionType: string; dnsScope: string }>;
+  pscEnabled?: boolean;
   serverCaMode?: string;
   region?: string;
   databaseVersion?: string;

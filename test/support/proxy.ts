@@ -81,7 +81,7 @@ export async function startProxy(db: TestDb, options: TestProxyOptions = {}): Pr
   };
   const proxy = new Engine(config, { ...awsSeams(() => tokens), log });
   const [address] = await proxy.listen();
-  const close = (graceMs = 1_000) => proxy.close(graceMs);
+  const close = async (graceMs = 1_000) => void (await proxy.close(graceMs));
   return {
     proxy,
     port: address!.port,
