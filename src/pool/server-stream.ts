@@ -20,7 +20,7 @@ export class ServerStream {
   /** Bytes of a message kept from the client that are still to come. */
   private cutRest = 0;
   /** A message being gathered whole: its pieces so far, and what to do with it. */
-  private gathering: { pieces: Buffer[]; then: (whole: Buffer) => Buffer | undefined } | undefined;
+  private gathering: { pieces: Buffer[]; done: (whole: Buffer) => Buffer | undefined } | undefined;
 
   constructor(peek: (code: number) => number) {
     this.cursor = new MessageCursor(peek);
@@ -58,7 +58,7 @@ export class ServerStream {
       const start = Math.max(0, m.at);
       from = Math.min(end, chunk.length);
       if (typeof verdict === 'function') {
-        this.gathering = { pieces: earlier ? [earlier] : [], then: verdict };
+        this.gathering = { pieces: earlier ? [earlier] : [], done: verdict };
         this.gather(chunk.subarray(start, from), out);
       }
     });
@@ -78,6 +78,6 @@ export class ServerStream {
     if (this.cutRest > 0) return;
     this.gathering = undefined;
     const whole = Buffer.concat(gathering.pieces);
-    out.push(gathering.then(whole) ?? whole);
+    out.push(gathering.done(whole) ?? whole);
   }
 }

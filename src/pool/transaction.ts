@@ -764,7 +764,7 @@ class TransactionRelay {
       // One of the proxy's statements was gone (DEALLOCATE ALL where the proxy cannot see it): the
       // server's are forgotten, and prepared again as they are needed.
       if (errorCode(m) === SqlState.InvalidSqlStatementName) {
-        server.prepared.clear();
+        this.forgetStatements(server);
         server.statementsUnsure = true;
       }
     }
@@ -790,8 +790,10 @@ class TransactionRelay {
       this.settings.onTag(tag.slice(0, tag.indexOf('\0') >>> 0));
       if (DIRTYING.test(tag)) this.settingsChanged = true;
       if (DROPS_STATEMENTS.test(tag)) {
-        server.prepared.clear();
+        this.forgetStatements(server);
         server.statementsUnsure = false;
+        // The client's too, but for those it prepared since (their Parse still to be answered).
+        for (const [name, statement] of this.named) if (!this.unsettled.has(name)) this.drop(name, statement)('answered');
       }
     }
     return false;
@@ -814,6 +816,14 @@ class TransactionRelay {
     out.writeUInt32BE(out.length - 1, 1);
     out.write(renamed, HEADER_SIZE, 'latin1');
     return out;
+  }
+
+  /**
+   * The server has none of the proxy's statements it had (a DEALLOCATE ALL ran): the prepared set keeps
+   * only those whose Parse went after it (not answered yet: answers come in order).
+   */
+  private forgetStatements(server: PooledServer): void {
+    for (const statement of [...server.prepared]) if (!this.unsettled.has(serverKey(statement))) server.prepared.delete(statement);
   }
 
   /** The server answered everything and is idle, and both streams are between messages: it can go back. */
