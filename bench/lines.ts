@@ -1,4 +1,4 @@
-// `npm run bench:lines`: the 1:1 proxy on each Node line (issue 14), with the relay's own read buffers and
+// `npm run bench:lines`: the 1:1 proxy on each Node line, with the relay's own read buffers and
 // with Node's streams (PG_IAM_PROXY_USER_BUFFERS=off), each with the launcher's V8 flag and with V8's
 // defaults (PG_IAM_PROXY_V8_DEFAULTS=1), against pgbouncer (session mode) and a direct connection in the
 // same rounds: pgbench select-only at 8 clients (tps, CPU per transaction), a 200 MB COPY out and a

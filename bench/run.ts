@@ -79,7 +79,7 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 say('connection setup');
 
-// --- pooled connect (issue 13): a connect that reuses a logged-in server -------------------------
+// --- pooled connect: a connect that reuses a logged-in server -------------------------
 // The proxy in --pool-mode session against pgbouncer in session mode, one client, a connection per
 // transaction (pgbench -C); and the IAM logins the proxy's connects cost.
 const pooledProxy = await startCli(serveArgs(db, '--client-tls', 'off', '--pool-mode', 'session'), env);
@@ -98,7 +98,7 @@ pooledProxy.child.kill('SIGTERM');
 await pooledProxy.exit;
 say('pooled connect');
 
-// --- transaction pooling (issue 13): 64 clients over a pool of 8 ------------------------------------
+// --- transaction pooling: 64 clients over a pool of 8 ------------------------------------
 // pgbench -S -M prepared through the proxy in --pool-mode transaction against pgbouncer in transaction
 // mode with max_prepared_statements (1.21+: PGBOUNCER_ROOT, see targets.ts; Debian bookworm's 1.18 has
 // none, so it is measured with -M extended, unnamed statements, and the row says so). A thread per
@@ -300,9 +300,9 @@ const lines = [
   `| latency ms | ${f(m(txPooled.pgbouncer, 'latencyMs'), 2)} | ${f(m(txPooled.proxy, 'latencyMs'), 2)} | ${f(m(txPooled.proxyExtended, 'latencyMs'), 2)} | |`,
   `| resident memory per idle client (${IDLE_TX.toLocaleString('en-US')} clients, pool of 10, median of 3) | | ${f(median(perIdleTx) / 1024, 1)} KiB | | |`,
   '',
-  'Targets (issue 13): pooled connect CPU <= pgbouncer, 1,000 connects <= pool-size logins, transaction-mode TPS >= 0.9x pgbouncer, <= 16 KiB per idle transaction-mode client.',
+  'Targets (pooling): pooled connect CPU <= pgbouncer, 1,000 connects <= pool-size logins, transaction-mode TPS >= 0.9x pgbouncer, <= 16 KiB per idle transaction-mode client.',
   '',
-  'Targets (issue 7): CPU/tx <= 1.0x pgbouncer, TPS >= 1.0x pgbouncer at 8 clients, COPY <= 1.05x direct, setup <= direct + 1 ms, <= 32 KiB per idle connection, start <= 250 ms.',
+  'Targets (the 1:1 relay): CPU/tx <= 1.0x pgbouncer, TPS >= 1.0x pgbouncer at 8 clients, COPY <= 1.05x direct, setup <= direct + 1 ms, <= 32 KiB per idle connection, start <= 250 ms.',
   '',
 ];
 mkdirSync(RESULTS, { recursive: true });

@@ -218,7 +218,7 @@ export interface ServeSettings {
 }
 
 /**
- * Cross-field validation in one place (STYLE.md): argv, PG_IAM_PROXY_* (merged by yargs) and the config
+ * Cross-field validation in one place: argv, PG_IAM_PROXY_* (merged by yargs) and the config
  * file in, frozen config out. Precedence: flags > environment > file > defaults.
  */
 export function serveConfig(

@@ -123,7 +123,7 @@ export class ConfigError extends Error {
 
 /**
  * Validate one instance and fill its defaults. `envRegion` is AWS_REGION (or AWS_DEFAULT_REGION), the
- * last resort for the signing region (PROTOCOL.md F1). Returns warnings worth logging at start.
+ * last resort for the signing region (docs/protocol.md F1). Returns warnings worth logging at start.
  */
 export function resolveInstance(input: InstanceInput, envRegion?: string): { instance: InstanceConfig; warnings: string[] } {
   const warnings: string[] = [];

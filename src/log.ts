@@ -8,7 +8,7 @@ export interface LogOptions {
   readonly format: LogFormat;
 }
 
-/** Query parameters of a presigned URL that make it a credential (PROTOCOL.md D7). */
+/** Query parameters of a presigned URL that make it a credential (docs/protocol.md D7). */
 const SECRET_QUERY = /(X-Amz-(?:Signature|Security-Token|Credential)=)[^&\s"']*/gi;
 
 /**

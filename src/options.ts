@@ -1,4 +1,4 @@
-// Every option, one row each (STYLE.md, "An option is one row"): its flag and PG_IAM_PROXY_* variable, its
+// Every option, one row each: its flag and PG_IAM_PROXY_* variable, its
 // key in the config file, the kind of value it takes, where in the configuration it belongs, the
 // commands that have it, its default and its help text. The command line (cli.ts), the file's schema
 // (config-file.ts) and the InstanceInput type (config.ts) are derived from these rows, so a new option is

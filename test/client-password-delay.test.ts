@@ -1,4 +1,4 @@
-// Issue 19: a wrong client password (--client-password-file) costs the guesser time. Consecutive
+// a wrong client password (--client-password-file) costs the guesser time. Consecutive
 // failures from one address hold back that address's next verdicts (250 ms doubling to 4 s); an
 // address with no failure on record is answered at once, and a right password clears the record.
 // The delays asserted are the ones the proxy chose (its log line, or FailedPasswords with a fake

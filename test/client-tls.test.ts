@@ -1,4 +1,4 @@
-// The client side (issue 6): TLS for apps that demand it (auto, a given certificate, off), PostgreSQL
+// The client side : TLS for apps that demand it (auto, a given certificate, off), PostgreSQL
 // 17 direct TLS, no plaintext smuggled across the upgrade, a local SCRAM password, allow-lists, and no
 // listener beyond loopback without a password unless the user says so.
 import t from 'tap';

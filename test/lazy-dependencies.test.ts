@@ -1,4 +1,4 @@
-// Issue 19: what ships for one use loads only for it. @peculiar/x509 with tsyringe and reflect-metadata
+// what ships for one use loads only for it. @peculiar/x509 with tsyringe and reflect-metadata
 // (the --client-tls auto certificate) stay on disk in a proxy with client TLS off, through start, a
 // session and shutdown; the same trace sees them load when they are used, so the first answer is not the
 // trace missing them. (Terminal logs are the proxy's own formatter, src/log-terminal.ts: nothing to load.)
@@ -31,7 +31,7 @@ const ONLY_WHEN_USED: Record<string, RegExp> = {
 };
 const loaded = (modules: string[]) => Object.keys(ONLY_WHEN_USED).filter((name) => modules.some((m) => ONLY_WHEN_USED[name]!.test(m)));
 
-/** Issue 17: each cloud's SDK loads only for an instance of that cloud. */
+/** each cloud's SDK loads only for an instance of that cloud. */
 const CLOUD_SDKS: Record<string, RegExp> = {
   '@azure/identity': /\/node_modules\/@azure\/identity\//,
   '@azure/msal-node': /\/node_modules\/@azure\/msal-node\//,

@@ -70,7 +70,7 @@ const rejects = (bytes: Buffer, code: string, message: RegExp, silent = false) =
   return false;
 };
 
-t.test('malformed packets (PROTOCOL.md B1-B9)', async (t) => {
+t.test('malformed packets (docs/protocol.md B1-B9)', async (t) => {
   t.ok(rejects(Buffer.from('GET / HTTP/1.1\r\n'), '08P01', /invalid length of startup packet/, true), 'HTTP request: silent close');
   t.ok(rejects(new Bytes().uint32(0).join().subarray(0, 4), '08P01', /invalid length/, true) || true);
   t.ok(rejects(Buffer.from([0, 0, 0, 4]), '08P01', /invalid length of startup packet: 4/, true), 'too short');

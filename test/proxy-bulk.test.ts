@@ -1,5 +1,5 @@
 // Bulk transfer through the splice: every byte arrives, in order, both ways, and a client that stops
-// reading stops the server (backpressure end to end, PROTOCOL.md E1) rather than filling the proxy.
+// reading stops the server (backpressure end to end, docs/protocol.md E1) rather than filling the proxy.
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';

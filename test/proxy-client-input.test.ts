@@ -1,4 +1,4 @@
-// What a client can send before it is authenticated (PROTOCOL.md B1-B11), cancel routing, limits.
+// What a client can send before it is authenticated (docs/protocol.md B1-B11), cancel routing, limits.
 import t from 'tap';
 import pg from 'pg';
 import { spawn } from 'node:child_process';

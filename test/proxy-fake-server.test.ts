@@ -1,5 +1,5 @@
 // A server that completes verified TLS with the endpoint's certificate, then misbehaves or asks for
-// something other than a token (PROTOCOL.md D2-D6). What a real PostgreSQL will not do on demand.
+// something other than a token (docs/protocol.md D2-D6). What a real PostgreSQL will not do on demand.
 import t from 'tap';
 import pg from 'pg';
 import { createServer, type Socket } from 'node:net';

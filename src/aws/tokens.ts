@@ -59,7 +59,7 @@ const settled = new WeakMap<Promise<IamToken>, IamToken>();
 
 /**
  * Tokens shared per (host, port, region, user): RDS throttles new IAM logins at about 200 per second,
- * and logins that reuse a token do not count against it (PROTOCOL.md). Single flight per scope.
+ * and logins that reuse a token do not count against it (docs/protocol.md). Single flight per scope.
  */
 export class SharedTokens implements TokenSource {
   private readonly cache = new Map<string, Promise<IamToken>>();

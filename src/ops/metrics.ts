@@ -1,4 +1,4 @@
-// Prometheus metrics (DESIGN.md names), fed by the engine's observers: nothing on the per-byte path.
+// Prometheus metrics (the names the README lists), fed by the engine's observers: nothing on the per-byte path.
 // Bytes are summed at scrape time from the open sessions plus the totals of the closed ones.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { Failure } from '../protocol/errors.js';

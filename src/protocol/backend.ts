@@ -1,4 +1,4 @@
-// The backend's messages the proxy reads before the splice (PROTOCOL.md D2): framing with a size cap,
+// The backend's messages the proxy reads before the splice (docs/protocol.md D2): framing with a size cap,
 // and decoding of the few it acts on. Error fields are decoded by pg-protocol's own parser.
 import { Parser } from 'pg-protocol/dist/parser.js';
 import type { BackendMessage, DatabaseError } from 'pg-protocol/dist/messages.js';

@@ -23,7 +23,7 @@ export const ProtocolVersion = {
 export const SUPPORTED_MAJOR = 3;
 
 /** A startup-phase packet is length + code at least; PostgreSQL's MAX_STARTUP_PACKET_LENGTH is 10000
- * bytes of body, so with the length and code words the whole packet is at most 10004 (PROTOCOL.md B1). */
+ * bytes of body, so with the length and code words the whole packet is at most 10004 (docs/protocol.md B1). */
 export const MIN_STARTUP_PACKET = LENGTH_SIZE + 4;
 export const MAX_STARTUP_PACKET = 10000 + LENGTH_SIZE;
 /** SSLRequest and GSSENCRequest are exactly length + code. */

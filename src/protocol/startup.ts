@@ -1,5 +1,5 @@
 // The client-facing half of the startup phase: packets a frontend sends before it is authenticated
-// (PROTOCOL.md B1-B10). pg-protocol only covers the backend's side, so this is ours.
+// (docs/protocol.md B1-B10). pg-protocol only covers the backend's side, so this is ours.
 import {
   CANCEL_HEADER_SIZE,
   LENGTH_SIZE,
@@ -178,7 +178,7 @@ export function checkUser(user: Buffer): void {
 
 /**
  * Rebuild a StartupMessage with `user` replaced (--db-user), every other parameter byte for byte and in
- * order. Never pg-protocol's serialize.startup: it appends client_encoding (PROTOCOL.md D1).
+ * order. Never pg-protocol's serialize.startup: it appends client_encoding (docs/protocol.md D1).
  */
 export function withUser(message: StartupMessage, user: string): Buffer {
   const userBytes = Buffer.from(user, 'utf8');

@@ -1,4 +1,4 @@
-// CancelRequest routing (PROTOCOL.md B6, C4, E2): a client's cancel goes, over verified TLS, to the
+// CancelRequest routing (docs/protocol.md B6, C4, E2): a client's cancel goes, over verified TLS, to the
 // server of the session that owns the key; an unknown key goes nowhere. The client never gets a reply.
 import { once } from 'node:events';
 import type { Connector } from '../cloud.js';

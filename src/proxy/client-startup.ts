@@ -1,4 +1,4 @@
-// Phase 1: the client's startup packets (PROTOCOL.md B1-B10), up to its StartupMessage or CancelRequest,
+// Phase 1: the client's startup packets (docs/protocol.md B1-B10), up to its StartupMessage or CancelRequest,
 // with the local TLS upgrade: SSLRequest answered 'S' (or 'N' when client TLS is off), and PostgreSQL
 // 17's direct TLS (a ClientHello first, ALPN "postgresql" required).
 import type { Socket } from 'node:net';

@@ -1,4 +1,4 @@
-// The client side's TLS (PROTOCOL.md A, B3-B5): a certificate made at start (ECDSA P-256, self-signed,
+// The client side's TLS (docs/protocol.md A, B3-B5): a certificate made at start (ECDSA P-256, self-signed,
 // held in memory only) or one the user gives, for clients configured with sslmode=require/verify-full.
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';

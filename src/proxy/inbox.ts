@@ -2,7 +2,7 @@ import type { Duplex } from 'node:stream';
 
 /**
  * Buffers what a socket sends while a phase reads it message by message. Reading stops once
- * `highWater` bytes wait unread, so a peer cannot make the proxy hold more than that (PROTOCOL.md B11).
+ * `highWater` bytes wait unread, so a peer cannot make the proxy hold more than that (docs/protocol.md B11).
  * `release()` hands back every byte not consumed, for the next phase to forward first.
  */
 export class Inbox {

@@ -42,7 +42,7 @@ export interface OpenedServer {
 
 /**
  * Connect and log in. A rejected token is tried once more, fresh, after a short delay, while the client
- * has heard nothing (PROTOCOL.md D6; an overloaded instance may refuse a valid token) — unless tokens for
+ * has heard nothing (docs/protocol.md D6; an overloaded instance may refuse a valid token) — unless tokens for
  * this user were refused within the last minute: then each client costs one check (RDS throttles them).
  */
 export async function openServer(target: LoginTarget, options: OpenServerOptions): Promise<OpenedServer> {
@@ -120,7 +120,7 @@ interface TriedToken {
 }
 
 /**
- * A refusal keeps the server's words (DESIGN.md "Errors"); the cloud adds what was signed and the causes
+ * A refusal keeps the server's words (README, Troubleshooting); the cloud adds what was signed and the causes
  * to check, the engine which tokens were tried, how fresh, and the refusals on record.
  */
 function explainRejection(

@@ -1,4 +1,4 @@
-// Phase 4: bytes both ways with backpressure (PROTOCOL.md E1). Client to server, each chunk goes straight
+// Phase 4: bytes both ways with backpressure (docs/protocol.md E1). Client to server, each chunk goes straight
 // on (one read of up to 64 KiB becomes one TLS write). Server to client, TLS hands over its
 // plaintext a record at a time: during a bulk transfer, those of one event-loop turn leave in one writev
 // (one write per read instead of one per record). The cleanup runs once: the first side to end or

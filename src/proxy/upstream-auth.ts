@@ -1,5 +1,5 @@
 // Phase 3: log in upstream. Send the client's StartupMessage, answer the server's cleartext password
-// request (R/3) with a token, then read up to ReadyForQuery (PROTOCOL.md D1-D6, E2).
+// request (R/3) with a token, then read up to ReadyForQuery (docs/protocol.md D1-D6, E2).
 import type { TLSSocket } from 'node:tls';
 import { serialize } from 'pg-protocol';
 import { AuthCode, BackendCode, SqlState } from '../protocol/constants.js';

@@ -1,5 +1,5 @@
 // Phase 2: TCP to the dial address, SSLRequest, exactly one 'S', TLS verify-full for the endpoint name
-// (PROTOCOL.md C1-C4). Never plaintext.
+// (docs/protocol.md C1-C4). Never plaintext.
 import { once } from 'node:events';
 import { connect as tcpConnect, isIP, type Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';

@@ -1,4 +1,4 @@
-// Reads into buffers the relay owns (issue 14): Node's `onread` option, which the public API offers only
+// Reads into buffers the relay owns: Node's `onread` option, which the public API offers only
 // to a socket it constructs, set on sockets that already exist (the client accepted by the server, the
 // TLS socket over the upstream connection). Node's stream path allocates an ArrayBuffer per read (per
 // TLS record) and pushes it through the Readable machinery; here each read lands in a buffer that is
