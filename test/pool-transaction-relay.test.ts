@@ -105,6 +105,23 @@ function relay(
 
 const cat = (...parts: Buffer[]) => Buffer.concat(parts);
 
+/** A relay over pools of the test's own making. */
+function relayOn(pools: Pools) {
+  const client = end();
+  const done = relayTransactions({
+    client: client.socket as unknown as Socket,
+    pools,
+    key: KEY,
+    signal: new AbortController().signal,
+    holding: { server: undefined },
+    toClient: Buffer.alloc(0),
+    pipelined: Buffer.alloc(0),
+    clientEnded: false,
+    log: pino({ level: 'silent' }),
+  });
+  return { client, done };
+}
+
 t.test('a named statement follows its client to another server: prepared there first, its answer kept', async (t) => {
   const a = server();
   const b = server();
@@ -474,18 +491,7 @@ t.test('a client gone while it waited for a server: the server, untouched, goes 
     acquire: () => new Promise<PooledServer>((resolve) => (give = resolve)),
     release: (server: PooledServer, _key: PoolKey, state: string, reset = true) => void released.push({ server, state, reset }),
   } as unknown as Pools;
-  const client = end();
-  const done = relayTransactions({
-    client: client.socket as unknown as Socket,
-    pools,
-    key: KEY,
-    signal: new AbortController().signal,
-    holding: { server: undefined },
-    toClient: Buffer.alloc(0),
-    pipelined: Buffer.alloc(0),
-    clientEnded: false,
-    log: pino({ level: 'silent' }),
-  });
+  const { client, done } = relayOn(pools);
   await client.receive(query('SELECT 1'));
   client.socket.destroy();
   await done;
@@ -748,18 +754,7 @@ t.test('a client that leaves while it waits for a server is dropped from the que
       }),
     release: (server: PooledServer, _key: PoolKey, state: string, reset = true) => void released.push({ server, state, reset }),
   } as unknown as Pools;
-  const client = end();
-  const done = relayTransactions({
-    client: client.socket as unknown as Socket,
-    pools,
-    key: KEY,
-    signal: new AbortController().signal,
-    holding: { server: undefined },
-    toClient: Buffer.alloc(0),
-    pipelined: Buffer.alloc(0),
-    clientEnded: false,
-    log: pino({ level: 'silent' }),
-  });
+  const { client, done } = relayOn(pools);
   await client.receive(query('SELECT 1'));
   t.equal(signal?.aborted, false, 'waiting');
   client.socket.push(null); // a clean FIN, as a client's close while queued sends

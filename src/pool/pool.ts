@@ -353,13 +353,7 @@ export class Pools {
     if (!template || unseen) {
       // A server sets the client's values first: the server says whether it takes them, and how it
       // reports each (its canonical spelling), as it would at a login with them.
-      const server = await this.acquire(key, signal);
-      try {
-        await server.track(key.params, this.target.connectTimeoutMs);
-      } catch (err) {
-        this.release(server, key, 'idle', false);
-        throw err;
-      }
+      const server = await this.acquireFor(key, signal);
       if (this.reported.size > MAX_REPORTED) this.reported.clear();
       for (const [name, value] of key.params) this.reported.set(reportedKey(name, value), server.reported(name) ?? null);
       this.release(server, key, 'idle', false);

@@ -121,6 +121,8 @@ class TransactionRelay {
   private groups = 0;
   /** Client bytes behind a message held until the server answers (see `changes`). */
   private backlog: Buffer[] = [];
+  /** The client's names of statements it dropped lately, by the proxy's name (for errors still to come). */
+  private dropped: Map<string, string> | undefined;
   /** Statements the client has more than one name for (then its errors are told with the name used). */
   private aliased: Set<Statement> | undefined;
   /** The name of the Bind or Describe being sent, for one of those; and of the last one that failed. */
@@ -534,6 +536,9 @@ class TransactionRelay {
   private drop(name: string, statement: Statement): Settled {
     this.named.delete(name);
     this.statements.let(statement);
+    // An error about it may still come (a statement that ran DEALLOCATE ALL on itself): told in the client's name.
+    if ((this.dropped ??= new Map()).size >= 64) this.dropped.clear();
+    this.dropped.set(statement.name, name);
     return this.changes(name, () => {
       if (this.named.has(name)) return; // prepared again since
       this.named.set(name, statement);
@@ -805,6 +810,7 @@ class TransactionRelay {
     if (!text.includes(STATEMENT_PREFIX)) return undefined;
     const clientName = new Map<string, string>();
     for (const [name, statement] of this.named) clientName.set(statement.name, name);
+    for (const [proxy, name] of this.dropped ?? []) if (!clientName.has(proxy)) clientName.set(proxy, name);
     if (naming) clientName.set(naming.proxy, naming.client);
     const renamed = text.replace(/"(pg_iam_proxy_\d+)"/g, (quoted, proxy: string) => {
       const name = clientName.get(proxy);
