@@ -23,7 +23,7 @@ import { type PooledServer, TxStatus } from './server.js';
 import { ClientSettings } from './client-settings.js';
 import { settingsQuery } from './params.js';
 import { peekServer, ServerStream, type Verdict } from './server-stream.js';
-import { splitStatements, statementCommand } from './sql.js';
+import { splitStatements, type StatementCommand, statementCommand } from './sql.js';
 import {
   closeStatement,
   DEALLOCATED,
@@ -105,6 +105,8 @@ const serverKey = (statement: Statement): string => `\0${statement.name}`;
 /** A client's unnamed statement: the Parse that made it. Its identity tells a server whose unnamed statement it holds. */
 interface Unnamed {
   readonly parse: Buffer;
+  /** Its SQL drops statements of the client's (DEALLOCATE, DISCARD ALL): done when it is bound to run. */
+  readonly drops?: StatementCommand | undefined;
 }
 
 class TransactionRelay {
@@ -446,20 +448,17 @@ class TransactionRelay {
    */
   private parseUnnamed(head: Buffer, sqlAt: number, out: Buffer[]): boolean {
     const sql = mayDropStatements(head, sqlAt) ? readCString(head, sqlAt) : undefined;
-    const command = sql && statementCommand(sql.value);
-    const statement = command?.kind === 'deallocate' ? this.named.get(command.name) : undefined;
-    if (command?.kind === 'deallocate' ? this.mustWait(command.name) : command && this.anyMustWait()) return false;
+    const command = (sql && statementCommand(sql.value)) || undefined;
+    if (command?.kind === 'deallocate' && this.mustWait(command.name)) return false;
     const server = this.server!;
     let message = head;
-    let dropped: Settled | undefined;
-    if (statement) {
+    if (command?.kind === 'deallocate' && this.named.has(command.name)) {
       this.send(out, DEALLOCATED_CLOSE, Frontend.Close, { swallow: true });
       this.send(out, DEALLOCATED_PARSE, Frontend.Parse, { swallow: true });
       message = frontendMessage(Frontend.Parse, '', DEALLOCATE_SQL, head.subarray(sql!.next));
-      dropped = this.drop((command as { name: string }).name, statement);
-    } else if (command && command.kind !== 'deallocate') dropped = this.dropAll();
+    }
     const before = { client: this.unnamed, server: server.unnamed };
-    const mine: Unnamed = { parse: message };
+    const mine: Unnamed = { parse: message, drops: command };
     this.unnamed = mine;
     server.unnamed = mine;
     const unnamed = this.changes('', (failed) => {
@@ -467,8 +466,21 @@ class TransactionRelay {
       if (this.unnamed === mine) this.unnamed = failed ? undefined : before.client;
       if (server.unnamed === mine) server.unnamed = failed ? undefined : before.server;
     });
-    this.send(out, message, Frontend.Parse, { settled: both(dropped, unnamed) });
+    this.send(out, message, Frontend.Parse, { settled: unnamed });
     return true;
+  }
+
+  /**
+   * A Bind of the unnamed statement that drops statements of the client's: they are dropped now, until
+   * the server answers the Bind (undefined: nothing to drop; false: a name involved must wait).
+   */
+  private bindDrops(): Settled | undefined | false {
+    const drops = this.unnamed?.drops;
+    if (!drops) return undefined;
+    if (drops.kind !== 'deallocate') return this.anyMustWait() ? false : this.dropAll();
+    if (this.mustWait(drops.name)) return false;
+    const statement = this.named.get(drops.name);
+    return statement && this.drop(drops.name, statement);
   }
 
   private query(head: Buffer, rest: number, out: Buffer[]): boolean {
@@ -558,9 +570,14 @@ class TransactionRelay {
       this.send(out, head, Frontend.Bind);
       return true;
     }
+    const drops = name.value === '' ? this.bindDrops() : undefined;
+    if (drops === false) return false;
     const translated = this.statementFor(head, name.value, portal.next, rest, out);
-    if (!translated) return false;
-    this.send(out, translated, Frontend.Bind, this.naming && this.nameOnFailure());
+    if (!translated) {
+      drops?.('skipped'); // nothing sent: taken back, the Bind comes again
+      return false;
+    }
+    this.send(out, translated, Frontend.Bind, drops ? { settled: drops } : this.naming && this.nameOnFailure());
     return true;
   }
 

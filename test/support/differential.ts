@@ -269,7 +269,10 @@ interface ClientState {
 const frontend = (o: Op, table: string): { text: string; bytes: Buffer } => {
   switch (o.op) {
     case 'P': {
-      const text = SQL[o.sql]!.text.replaceAll('{t}', table);
+      // A DEALLOCATE or DISCARD prepared under a name acts on the server's names, which are the proxy's in
+      // transaction pooling (README, Transaction mode): named, the grammar prepares another statement.
+      const sql = o.name !== '' && /^(DEALLOCATE|DISCARD)\b/.test(SQL[o.sql]!.text) ? SQL[3]! : SQL[o.sql]!;
+      const text = sql.text.replaceAll('{t}', table);
       return { text: `Parse(${JSON.stringify(o.name)}, ${JSON.stringify(text)})`, bytes: serialize.parse({ name: o.name, text }) };
     }
     case 'B': {
