@@ -123,6 +123,8 @@ class TransactionRelay {
   private groups = 0;
   /** Client bytes behind a message held until the server answers (see `changes`). */
   private backlog: Buffer[] = [];
+  /** Drops of the client's statements a Bind of its unnamed DEALLOCATE or DISCARD ALL made, for its Execute. */
+  private dropOnExecute: Settled | undefined;
   /** The client's names of statements it dropped lately, by the proxy's name (for errors still to come). */
   private dropped: Map<string, string> | undefined;
   /** Statements the client has more than one name for (then its errors are told with the name used). */
@@ -343,7 +345,19 @@ class TransactionRelay {
 
   /** A message passed on as it is: the server owes an answer to some of them. */
   private passed(code: number): void {
-    if (code === Frontend.Sync || code === Frontend.FunctionCall) this.groups++;
+    const drops = this.dropOnExecute;
+    if (drops && code === Frontend.Execute) {
+      // The Execute that runs the client's DEALLOCATE or DISCARD ALL: its drops hold once it completes.
+      this.dropOnExecute = undefined;
+      this.ledger.sent(code, { settled: drops });
+      return;
+    }
+    if (code === Frontend.Sync || code === Frontend.FunctionCall) {
+      this.groups++;
+      // Bound, never executed: nothing was dropped.
+      this.dropOnExecute = undefined;
+      drops?.('skipped');
+    }
     this.ledger.sent(code);
   }
 
@@ -491,6 +505,10 @@ class TransactionRelay {
       if (command?.kind === 'deallocate' ? this.mustWait(command.name) : command && this.anyMustWait()) return false;
     }
     const server = this.server!;
+    // A bound DEALLOCATE never executed before this Query: nothing was dropped.
+    const unexecuted = this.dropOnExecute;
+    this.dropOnExecute = undefined;
+    unexecuted?.('skipped');
     // A simple Query drops the unnamed statement, even one that fails; a skipped one (an earlier error in
     // the pipeline) does not.
     let unnamed: Settled | undefined;
@@ -577,7 +595,11 @@ class TransactionRelay {
       drops?.('skipped'); // nothing sent: taken back, the Bind comes again
       return false;
     }
-    this.send(out, translated, Frontend.Bind, drops ? { settled: drops } : this.naming && this.nameOnFailure());
+    this.send(out, translated, Frontend.Bind, this.naming && this.nameOnFailure());
+    if (drops) {
+      this.dropOnExecute?.('skipped');
+      this.dropOnExecute = drops;
+    }
     return true;
   }
 
