@@ -34,6 +34,16 @@ const closeComplete = new Bytes().join('3');
 const commandComplete = new Bytes().cstring('SELECT 1').join('C');
 const ready = (status: string) => new Bytes().raw(Buffer.from(status)).join('Z');
 const error = (code: string) => new Bytes().raw(Buffer.from('S')).cstring('ERROR').raw(Buffer.from('C')).cstring(code).raw([0]).join('E');
+const gone = (message: string) =>
+  new Bytes()
+    .raw(Buffer.from('S'))
+    .cstring('ERROR')
+    .raw(Buffer.from('C'))
+    .cstring('26000')
+    .raw(Buffer.from('M'))
+    .cstring(message)
+    .raw([0])
+    .join('E');
 const parameterStatus = (name: string, value: string) => new Bytes().cstring(name).cstring(value).join('S');
 
 const KEY: PoolKey = { id: 'app\0db', user: 'app', database: 'db', startup: Buffer.alloc(0), params: new Map() };
@@ -727,8 +737,13 @@ t.test(
     await client.receive(cat(parse('s1', 'SELECT 1'), sync));
     await a.receive(cat(parseComplete, ready('I')));
     a.clear();
+    // The unnamed statement's 26000 is not the proxy's business: nothing is forgotten.
+    await client.receive(cat(bind(''), sync));
+    await a.receive(cat(gone('unnamed prepared statement does not exist'), ready('I')));
+    t.equal(a.pooled.statementsUnsure, false);
+    t.equal(a.pooled.prepared.size, 1);
     await client.receive(cat(bind('s1'), execute, sync));
-    await a.receive(cat(error('26000'), ready('I')));
+    await a.receive(cat(gone('prepared statement "pg_iam_proxy_1" does not exist'), ready('I')));
     t.equal(a.pooled.statementsUnsure, true);
     t.equal(a.pooled.prepared.size, 0);
     a.clear();
@@ -736,7 +751,7 @@ t.test(
     t.same(a.written(), cat(close('S', 'pg_iam_proxy_1'), parse('pg_iam_proxy_1', 'SELECT 1'), bind('pg_iam_proxy_1'), execute, sync));
     await a.receive(cat(closeComplete, parseComplete, bindComplete, commandComplete, ready('I')));
     t.same(client.written().subarray(-(bindComplete.length + commandComplete.length + 6)), cat(bindComplete, commandComplete, ready('I')));
-    t.equal(released.length, 3);
+    t.equal(released.length, 4);
   },
 );
 

@@ -805,20 +805,23 @@ class TransactionRelay {
         this.serverGone = true;
         return false;
       }
-      // One of the proxy's statements was gone (DEALLOCATE ALL where the proxy cannot see it): the
-      // server's are forgotten, and prepared again as they are needed.
-      if (errorCode(m) === SqlState.InvalidSqlStatementName) {
-        this.forgetStatements(server);
-        server.statementsUnsure = true;
-      }
     }
     const cut = ledger.answer(code, m.first);
     if (cut) return true;
-    // An error that names one of the proxy's statements names it as the client does.
-    if (code === B.ErrorResponse && this.named.size > 0) {
+    // An error that names one of the proxy's statements names it as the client does; one that says it is
+    // gone (a DEALLOCATE ALL where the proxy cannot see it) makes the server's forgotten, prepared again as
+    // they are needed.
+    const gone = code === B.ErrorResponse && errorCode(m) === SqlState.InvalidSqlStatementName;
+    if (code === B.ErrorResponse && (this.named.size > 0 || gone)) {
       const naming = this.failedNaming;
       this.failedNaming = undefined;
-      return (whole) => this.ownNames(whole, naming);
+      return (whole) => {
+        if (gone && whole.includes(`"${STATEMENT_PREFIX}`)) {
+          this.forgetStatements(server);
+          server.statementsUnsure = true;
+        }
+        return this.ownNames(whole, naming);
+      };
     }
     if (code === B.ParameterStatus) {
       // A reported setting the client changed: the server is reset before the next client gets it.
