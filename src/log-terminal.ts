@@ -65,6 +65,9 @@ const FIELDS: Record<string, (e: Entry) => string | undefined> = {
   endpoint: (e) => text(e.instance),
   // Said only when the connection goes elsewhere than the endpoint (a tunnel).
   'connect-to': (e) => (e.connectTo !== e.instance ? text(e.connectTo) : undefined),
+  'pool-mode': (e) => text(e.poolMode),
+  'pool-size': (e) => text(e.poolSize),
+  'max-server-connections': (e) => text(e.maxServerConnections),
   arn: (e) => text(e.arn),
   source: (e) => text(e.source),
   expires: (e) => text(e.expiration),

@@ -497,7 +497,7 @@ async function checkPooling({ instance, set }: Pick<Context, 'instance' | 'set'>
   const servers = pool.maxServers ?? pool.size;
   const mode =
     pool.mode === 'transaction'
-      ? ' In transaction mode session SET, LISTEN, session advisory locks, WITH HOLD cursors, temporary tables kept across transactions and SQL PREPARE do not work (see the README, Pooling).'
+      ? ' In transaction mode session SET (but of the settings the server reports), LISTEN, session advisory locks, WITH HOLD cursors, temporary tables kept across transactions and SQL PREPARE do not work (see the README, Pooling).'
       : '';
   const found = `--pool-mode ${pool.mode}, --pool-size ${pool.size}${pool.maxServers ? `, --max-server-connections ${pool.maxServers}` : ' per DB user and database (no --max-server-connections)'}; the server allows max_connections ${max} (${reserved} reserved for superusers), ${open} open now.${mode}`;
   const data = {
