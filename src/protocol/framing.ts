@@ -57,14 +57,6 @@ export class MessageCursor {
     return this.have > 0 ? this.begin - this.chunkStart : undefined;
   }
 
-  /** The code of a message whose header the last chunk cut (-1: none), and how many of its bytes came. */
-  get partialCode(): number {
-    return this.have > 0 ? this.head[0]! : -1;
-  }
-  get partialBytes(): number {
-    return this.have;
-  }
-
   /** True between messages: nothing of a message is pending. */
   get atBoundary(): boolean {
     return this.left === 0 && this.have === 0;
