@@ -9,14 +9,21 @@ import { BackendCode as B, FrontendCode as F } from '../src/protocol/constants.j
 import { readStartupPacket, type StartupMessage } from '../src/protocol/startup.js';
 import { Bytes, startupBytes } from './support/bytes.js';
 
+const split = (sql: string) => splitStatements(sql)?.map((s) => s.text);
+
 t.test('statements are cut at semicolons outside quotes, dollar quotes and comments', async (t) => {
-  t.same(splitStatements("SELECT ';'; DEALLOCATE s1"), ["SELECT ';'", ' DEALLOCATE s1']);
-  t.same(splitStatements("SELECT E'it\\'s;'; SELECT 'a''b;'"), ["SELECT E'it\\'s;'", " SELECT 'a''b;'"]);
-  t.same(splitStatements('SELECT "a;b" FROM t; -- a comment; still\nSELECT 2'), ['SELECT "a;b" FROM t', ' -- a comment; still\nSELECT 2']);
-  t.same(splitStatements('/* outer /* inner; */ still; */ SELECT 1;;'), ['/* outer /* inner; */ still; */ SELECT 1']);
-  t.same(splitStatements('SELECT $f$ a; b $f$, $$;$$, x$y; SELECT $1'), ['SELECT $f$ a; b $f$, $$;$$, x$y', ' SELECT $1']);
-  t.same(splitStatements('SELECT 1; -- only a comment'), ['SELECT 1']);
-  for (const open of ["SELECT 'a", 'SELECT "a', 'SELECT $q$ a', '/* a', "SELECT E'\\"]) t.equal(splitStatements(open), undefined, open);
+  t.same(split("SELECT ';'; DEALLOCATE s1"), ["SELECT ';'", ' DEALLOCATE s1']);
+  t.same(split("SELECT E'it\\'s;'; SELECT 'a''b;'"), ["SELECT E'it\\'s;'", " SELECT 'a''b;'"]);
+  t.same(split('SELECT "a;b" FROM t; -- a comment; still\nSELECT 2'), ['SELECT "a;b" FROM t', ' -- a comment; still\nSELECT 2']);
+  t.same(split('/* outer /* inner; */ still; */ SELECT 1;;'), ['/* outer /* inner; */ still; */ SELECT 1']);
+  t.same(split('SELECT $f$ a; b $f$, $$;$$, x$y; SELECT $1'), ['SELECT $f$ a; b $f$, $$;$$, x$y', ' SELECT $1']);
+  t.same(split('SELECT 1; -- only a comment'), ['SELECT 1']);
+  for (const open of ["SELECT 'a", 'SELECT "a', 'SELECT $q$ a', '/* a', "SELECT E'\\"]) t.equal(split(open), undefined, open);
+  t.same(
+    splitStatements('a; b')?.map((s) => s.start),
+    [0, 2],
+    'each with where it starts',
+  );
 });
 
 t.test('the commands that drop prepared statements', async (t) => {

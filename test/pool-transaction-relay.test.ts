@@ -839,3 +839,32 @@ t.test("an error naming one of the proxy's statements names it as the client doe
     t.same(client.written(), cat(message('s2'), ready('I')), `in pieces of ${size}`);
   }
 });
+
+t.test("a syntax error in a Query whose DEALLOCATE was rewritten: its position is in the client's text", async (t) => {
+  const a = server();
+  const { client } = relay([a]);
+  await client.receive(cat(parse('s1', 'SELECT 1'), sync));
+  await a.receive(cat(parseComplete, ready('I')));
+  a.clear();
+  client.clear();
+  const sql = 'DEALLOCATE s1; SELEC 1';
+  await client.receive(query(sql));
+  const sent = a.written().toString('utf8', 5, a.written().length - 1);
+  const syntax = (position: number) =>
+    new Bytes()
+      .raw(Buffer.from('S'))
+      .cstring('ERROR')
+      .raw(Buffer.from('C'))
+      .cstring('42601')
+      .raw(Buffer.from('M'))
+      .cstring('syntax error at or near "SELEC"')
+      .raw(Buffer.from('P'))
+      .cstring(String(position))
+      .raw([0])
+      .join('E');
+  await a.receive(cat(syntax(sent.lastIndexOf('SELEC') + 1), ready('I')));
+  t.same(client.written(), cat(syntax(sql.indexOf('SELEC') + 1), ready('I')));
+  a.clear();
+  await client.receive(cat(bind('s1'), sync));
+  t.same(a.written(), cat(bind('pg_iam_proxy_1'), sync), 'nothing ran: s1 is still there');
+});

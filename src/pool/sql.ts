@@ -31,13 +31,13 @@ export function statementCommand(sql: string): StatementCommand | undefined {
  * "", dollar quotes, E'' with its backslashes) and comments; empty ones dropped. Undefined when the text
  * ends inside a quote or comment (the server will say what is wrong; nothing is rewritten).
  */
-export function splitStatements(sql: string): string[] | undefined {
-  const out: string[] = [];
+export function splitStatements(sql: string): Array<{ readonly text: string; readonly start: number }> | undefined {
+  const out: Array<{ text: string; start: number }> = [];
   let start = 0;
   let i = 0;
   const push = (end: number) => {
     const text = sql.slice(start, end);
-    if (/\S/.test(text.replace(/--[^\n]*|\/\*[\s\S]*?\*\//g, ''))) out.push(text);
+    if (/\S/.test(text.replace(/--[^\n]*|\/\*[\s\S]*?\*\//g, ''))) out.push({ text, start });
   };
   while (i < sql.length) {
     const c = sql[i]!;

@@ -125,6 +125,8 @@ class TransactionRelay {
   private backlog: Buffer[] = [];
   /** Drops of the client's statements a Bind of its unnamed DEALLOCATE or DISCARD ALL made, for its Execute. */
   private dropOnExecute: Settled | undefined;
+  /** Where the last Query that failed was rewritten, for its error's position. */
+  private failedShifts: Shift[] | undefined;
   /** The client's names of statements it dropped lately, by the proxy's name (for errors still to come). */
   private dropped: Map<string, string> | undefined;
   /** Statements the client has more than one name for (then its errors are told with the name used). */
@@ -498,8 +500,9 @@ class TransactionRelay {
   }
 
   private query(head: Buffer, rest: number, out: Buffer[]): boolean {
-    const statements = rest === 0 && mentionsDrops(head) ? splitStatements(head.toString('utf8', HEADER_SIZE, head.length - 1)) : undefined;
-    const commands = statements?.map((sql) => statementCommand(sql));
+    const original = rest === 0 && mentionsDrops(head) ? head.toString('utf8', HEADER_SIZE, head.length - 1) : undefined;
+    const statements = original === undefined ? undefined : splitStatements(original);
+    const commands = statements?.map((statement) => statementCommand(statement.text));
     if (this.mustWait('')) return false;
     for (const command of commands ?? []) {
       if (command?.kind === 'deallocate' ? this.mustWait(command.name) : command && this.anyMustWait()) return false;
@@ -529,33 +532,46 @@ class TransactionRelay {
     // The client's DEALLOCATE of one of its statements runs as DEALLOCATE of a statement made just before
     // it (whose CommandComplete is kept from the client); each drop of the client's names holds once its
     // statement's CommandComplete comes, and is undone if the Query fails before it.
-    const texts: string[] = [];
+    // The text is the client's, each DEALLOCATE replaced where it stood: an error's position (a syntax
+    // error anywhere in it) is told back in the client's text.
+    let text = '';
+    let from = 0;
+    const shifts: Shift[] = [];
+    let completions = 0;
     const cut = new Set<number>();
     const confirm = new Map<number, Settled>();
     commands.forEach((command, i) => {
       const statement = command?.kind === 'deallocate' ? this.named.get(command.name) : undefined;
       if (statement) {
-        cut.add(texts.length);
-        texts.push(`PREPARE ${DEALLOCATED}_q AS SELECT`, `DEALLOCATE ${DEALLOCATED}_q`);
-        confirm.set(texts.length - 1, this.drop((command as { name: string }).name, statement));
+        const { start, text: own } = statements![i]!;
+        const replacement = `PREPARE ${DEALLOCATED}_q AS SELECT;DEALLOCATE ${DEALLOCATED}_q`;
+        text += original!.slice(from, start) + replacement;
+        from = start + own.length;
+        shifts.push({ after: text.length, by: replacement.length - own.length });
+        cut.add(completions++);
+        confirm.set(completions++, this.drop((command as { name: string }).name, statement));
         return;
       }
       const dropped = command && command.kind !== 'deallocate' ? this.dropAll() : undefined;
-      if (dropped) confirm.set(texts.length, dropped);
-      texts.push(statements![i]!);
+      if (dropped) confirm.set(completions, dropped);
+      completions++;
     });
+    text += original!.slice(from);
     const settle = (outcome: Outcome) => {
       for (const settled of confirm.values()) settled(outcome);
       confirm.clear();
     };
-    this.send(out, frontendMessage(Frontend.Query, texts.join(';')), Frontend.Query, {
+    this.send(out, frontendMessage(Frontend.Query, text), Frontend.Query, {
       completed: (index) => {
         confirm.get(index)?.('answered');
         confirm.delete(index);
         return cut.has(index);
       },
       settled: both(unnamed, (outcome) => {
-        if (outcome === 'failed' && cut.size > 0) this.settingsChanged = true; // a statement made for a DEALLOCATE may remain
+        if (outcome === 'failed' && cut.size > 0) {
+          this.settingsChanged = true; // a statement made for a DEALLOCATE may remain
+          if (shifts.length > 0) this.failedShifts = shifts;
+        }
         settle(outcome);
       }),
     });
@@ -812,7 +828,9 @@ class TransactionRelay {
     // gone (a DEALLOCATE ALL where the proxy cannot see it) makes the server's forgotten, prepared again as
     // they are needed.
     const gone = code === B.ErrorResponse && errorCode(m) === SqlState.InvalidSqlStatementName;
-    if (code === B.ErrorResponse && (this.named.size > 0 || gone)) {
+    const shifts = code === B.ErrorResponse ? this.failedShifts : undefined;
+    this.failedShifts = undefined;
+    if (code === B.ErrorResponse && (this.named.size > 0 || gone || shifts)) {
       const naming = this.failedNaming;
       this.failedNaming = undefined;
       return (whole) => {
@@ -820,7 +838,8 @@ class TransactionRelay {
           this.forgetStatements(server);
           server.statementsUnsure = true;
         }
-        return this.ownNames(whole, naming);
+        const renamed = this.ownNames(whole, naming);
+        return shifts ? shiftPosition(renamed ?? whole, shifts) : renamed;
       };
     }
     if (code === B.ParameterStatus) {
@@ -949,6 +968,35 @@ const CLOSE_UNNAMED = frontendMessage(Frontend.Close, Buffer.of(STATEMENT), '');
 const SHUTTING_DOWN = new WireError(SqlState.AdminShutdown, 'terminating connection: pg-iam-proxy is shutting down', {
   reason: Failure.Shutdown,
 });
+
+/** A rewritten Query's text: from `after` (a 0-based offset in it) on, it is `by` characters longer than the client's. */
+interface Shift {
+  readonly after: number;
+  readonly by: number;
+}
+
+/** An ErrorResponse (whole) with its position field ('P') taken back into the client's text. */
+function shiftPosition(whole: Buffer, shifts: readonly Shift[]): Buffer | undefined {
+  for (let at = HEADER_SIZE; at < whole.length && whole[at] !== 0; ) {
+    const end = whole.indexOf(0, at + 1);
+    if (end < 0) return undefined;
+    if (whole[at] === 0x50) {
+      // P
+      const position = Number(whole.toString('latin1', at + 1, end));
+      const back = position - shifts.filter((s) => s.after < position).reduce((n, s) => n + s.by, 0);
+      if (back === position) return undefined;
+      return lengthed(Buffer.concat([whole.subarray(0, at + 1), Buffer.from(String(back), 'latin1'), whole.subarray(end)]));
+    }
+    at = end + 1;
+  }
+  return undefined;
+}
+
+/** A backend message with its length word set from its bytes. */
+function lengthed(message: Buffer): Buffer {
+  message.writeUInt32BE(message.length - 1, 1);
+  return message;
+}
 
 /** Whether a Query's text may hold a DEALLOCATE or DISCARD: most do not, and are not decoded. */
 function mentionsDrops(query: Buffer): boolean {
