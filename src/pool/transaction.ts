@@ -125,6 +125,8 @@ class TransactionRelay {
   private backlog: Buffer[] = [];
   /** Drops of the client's statements a Bind of its unnamed DEALLOCATE or DISCARD ALL made, for its Execute. */
   private dropOnExecute: Settled | undefined;
+  /** DEALLOCATE ALL or DISCARD ALL commands sent and not yet answered (see dropAllPending). */
+  private dropsAllPending = 0;
   /** Where the last Query that failed was rewritten, for its error's position. */
   private failedShifts: Shift[] | undefined;
   /** The client's names of statements it dropped lately, by the proxy's name (for errors still to come). */
@@ -447,7 +449,7 @@ class TransactionRelay {
       this.named.delete(name.value);
       this.statements.let(held);
     });
-    if (this.server!.prepared.has(held)) {
+    if (this.server!.prepared.has(held) && this.dropsAllPending === 0) {
       // Already there (another client prepared the same SQL): the client's ParseComplete comes from a
       // throwaway statement, in order and skipped on an error as a real one would be.
       this.touch(held);
@@ -493,7 +495,7 @@ class TransactionRelay {
   private bindDrops(): Settled | undefined | false {
     const drops = this.unnamed?.drops;
     if (!drops) return undefined;
-    if (drops.kind !== 'deallocate') return this.anyMustWait() ? false : this.dropAll();
+    if (drops.kind !== 'deallocate') return this.anyMustWait() ? false : this.dropAllPending();
     if (this.mustWait(drops.name)) return false;
     const statement = this.named.get(drops.name);
     return statement && this.drop(drops.name, statement);
@@ -552,7 +554,7 @@ class TransactionRelay {
         confirm.set(completions++, this.drop((command as { name: string }).name, statement));
         return;
       }
-      const dropped = command && command.kind !== 'deallocate' ? this.dropAll() : undefined;
+      const dropped = command && command.kind !== 'deallocate' ? this.dropAllPending() : undefined;
       if (dropped) confirm.set(completions, dropped);
       completions++;
     });
@@ -590,6 +592,20 @@ class TransactionRelay {
       this.named.set(name, statement);
       this.statements.rehold(statement);
     });
+  }
+
+  /**
+   * A DEALLOCATE ALL or DISCARD ALL the server has not run yet: every statement of the client's is dropped
+   * until the server answers, and until then the proxy prepares a statement again (Close first) wherever
+   * it is needed, rather than count on what the server has (which that command may drop before or after).
+   */
+  private dropAllPending(): Settled {
+    this.dropsAllPending++;
+    const dropped = this.dropAll();
+    return (outcome) => {
+      this.dropsAllPending--;
+      dropped?.(outcome);
+    };
   }
 
   /** Every statement of the client's is dropped (DEALLOCATE ALL, DISCARD ALL), until the server answers. */
@@ -702,7 +718,7 @@ class TransactionRelay {
 
   /** The statement is prepared on the held server, or a Parse for it goes first (its answer kept). */
   private ensure(statement: Statement, out: Buffer[]): void {
-    if (this.server!.prepared.has(statement)) this.touch(statement);
+    if (this.server!.prepared.has(statement) && this.dropsAllPending === 0) this.touch(statement);
     else this.prepare(statement, true, out);
   }
 
@@ -723,9 +739,15 @@ class TransactionRelay {
       this.send(out, closeStatement(oldest.name), Frontend.Close, { swallow: true, settled: evicted });
     }
     // Where a statement the server was said to have was gone, one it is not said to have may be there.
-    if (server.statementsUnsure) this.send(out, closeStatement(statement.name), Frontend.Close, { swallow: true });
+    if (server.statementsUnsure || this.dropsAllPending > 0)
+      this.send(out, closeStatement(statement.name), Frontend.Close, { swallow: true });
+    // Prepared again (a DEALLOCATE ALL pending): not done, the server may have it or not.
+    const had = prepared.has(statement);
     prepared.add(statement);
-    const made = this.changes(serverKey(statement), () => prepared.delete(statement));
+    const made = this.changes(serverKey(statement), () => {
+      if (had) server.statementsUnsure = true;
+      else prepared.delete(statement);
+    });
     this.send(out, statement.parse, Frontend.Parse, { swallow: injected, settled: both(made, settled) });
   }
 
