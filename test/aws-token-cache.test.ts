@@ -3,7 +3,7 @@
 import t from 'tap';
 import { CredentialsHolder } from '../src/aws/credentials.js';
 import { SharedTokens, type TokenScope } from '../src/aws/tokens.js';
-import { RecentRejections } from '../src/proxy/rejections.js';
+import { RecentRejections } from '../src/upstream/rejections.js';
 
 const key = { accessKeyId: 'AKIAEXAMPLE000000001', secretAccessKey: 'secret-never-shown' };
 const scope = (user: string): TokenScope => ({ host: 'db.abc.us-east-1.rds.amazonaws.com', port: 5432, region: 'us-east-1', user });

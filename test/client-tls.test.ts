@@ -10,7 +10,7 @@ import { connect as tlsConnect, TLSSocket } from 'node:tls';
 import { connect, createServer, Socket } from 'node:net';
 import { fileClientTls, selfSignedPem } from '../src/proxy/client-tls.js';
 import { readClientStartup, type ClientLink } from '../src/proxy/client-startup.js';
-import { Inbox } from '../src/proxy/inbox.js';
+import { Inbox } from '../src/net/inbox.js';
 import { resolveInstance } from '../src/config.js';
 import { startTestDb } from './support/testdb.js';
 import { runPg, startProxy } from './support/proxy.js';

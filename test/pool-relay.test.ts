@@ -4,7 +4,7 @@ import t from 'tap';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { Duplex } from 'node:stream';
-import { relayPooled } from '../src/pool/relay.js';
+import { relayPooled } from '../src/pool/session-relay.js';
 import { Bytes } from './support/bytes.js';
 import { socketStandIn } from './support/socket-stand-in.js';
 

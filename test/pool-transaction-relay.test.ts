@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import pino from 'pino';
-import { relayTransactions, type Holding } from '../src/pool/transaction.js';
+import { relayTransactions, type Holding } from '../src/pool/transaction-relay.js';
 import { PooledServer } from '../src/pool/server.js';
 import { NEVER_PREPARED, SCRATCH, StatementRegistry } from '../src/pool/statements.js';
 import type { PoolKey, Pools } from '../src/pool/pool.js';

@@ -35,7 +35,7 @@ t.test('BackendKeyData keeps pid and a key of any length', async (t) => {
 });
 
 t.test('a rejected-token error never serializes the token', async (t) => {
-  const { TokenRejected } = await import('../src/proxy/upstream-auth.js');
+  const { TokenRejected } = await import('../src/upstream/auth.js');
   const token = {
     value: 'host:5432/?X-Amz-Signature=abc',
     scope: { host: 'h', port: 1, region: 'r', user: 'u' },

@@ -15,7 +15,7 @@ import type { CloudCredentials } from '../oauth/sources.js';
 import { Failure, type WireError } from '../protocol/errors.js';
 import { ProtocolVersion, TERMINATE_MESSAGE } from '../protocol/constants.js';
 import { startupMessage } from '../protocol/startup.js';
-import { loginUpstream, PasswordMethodRefused, TokenRejected } from '../proxy/upstream-auth.js';
+import { loginUpstream, PasswordMethodRefused, TokenRejected } from '../upstream/auth.js';
 import { oauthSeams } from './wiring.js';
 import type { Check, CheckStatus, DoctorOptions, DoctorReport } from './doctor.js';
 

@@ -22,11 +22,11 @@ import type { InstanceConfig } from '../config.js';
 import type { CloudCredentials } from '../oauth/sources.js';
 import { redactSecrets } from '../log.js';
 import { BackendCode, HEADER_SIZE, NegotiationReply, ProtocolVersion, TERMINATE_MESSAGE } from '../protocol/constants.js';
-import { simpleQuery } from '../proxy/simple-query.js';
+import { simpleQuery } from '../upstream/simple-query.js';
 import type { WireError } from '../protocol/errors.js';
 import { startupMessage } from '../protocol/startup.js';
-import { SSL_REQUEST, connectUpstream } from '../proxy/upstream-connect.js';
-import { loginUpstream, PasswordMethodRefused, TokenRejected } from '../proxy/upstream-auth.js';
+import { SSL_REQUEST, connectUpstream } from '../upstream/connect.js';
+import { loginUpstream, PasswordMethodRefused, TokenRejected } from '../upstream/auth.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
 

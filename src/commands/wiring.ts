@@ -18,7 +18,7 @@ import { announce, type Identities } from '../aws/identity.js';
 import type { TokenSource } from '../aws/tokens.js';
 import type { InstanceConfig, ProxyConfig } from '../config.js';
 import type { EngineDeps, Instance, InstanceObserver } from '../proxy/engine.js';
-import { pgTlsConnector } from '../proxy/upstream-connect.js';
+import { pgTlsConnector } from '../upstream/connect.js';
 
 /** What the engine needs, for the instances of this process: one place decides how each is served. */
 export function engineDeps(options: {

@@ -11,7 +11,7 @@ import type { HostPort } from '../host-port.js';
 import { redactSecrets } from '../log.js';
 import { SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
-import { connectUpstream, type UpstreamTarget } from '../proxy/upstream-connect.js';
+import { connectUpstream, type UpstreamTarget } from '../upstream/connect.js';
 import { ADMIN_SCOPE, googleAuth } from './iam.js';
 
 /** What connect.get answers (sql/v1beta4 ConnectSettings), the fields the proxy reads. */

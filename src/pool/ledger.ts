@@ -13,7 +13,7 @@
 // - In COPY FROM STDIN the server ignores Sync and Flush; CopyDone ends the copy (CommandComplete),
 //   CopyFail or any other message ends it with an error. After that error an Execute's COPY skips to the
 //   next Sync, a Query's is over. CopyData, CopyDone and CopyFail outside a copy are ignored.
-import { BackendCode as B, FrontendCode as F } from '../protocol/constants.js';
+import { BackendCode, FrontendCode } from '../protocol/constants.js';
 
 /** How a request ended: answered as asked, run and failed, or skipped (an earlier error, ignored in a COPY). */
 export type Outcome = 'answered' | 'failed' | 'skipped';
@@ -35,9 +35,14 @@ const SWALLOW = 0x100;
 const AFTER_DATA = 0x200;
 
 const isExtended = (code: number): boolean =>
-  code === F.Parse || code === F.Bind || code === F.Describe || code === F.Execute || code === F.Close;
-const endsGroup = (code: number): boolean => code === F.Sync || code === F.Query || code === F.FunctionCall;
-const isCopyEnd = (code: number): boolean => code === F.CopyDone || code === F.CopyFail;
+  code === FrontendCode.Parse ||
+  code === FrontendCode.Bind ||
+  code === FrontendCode.Describe ||
+  code === FrontendCode.Execute ||
+  code === FrontendCode.Close;
+const endsGroup = (code: number): boolean =>
+  code === FrontendCode.Sync || code === FrontendCode.Query || code === FrontendCode.FunctionCall;
+const isCopyEnd = (code: number): boolean => code === FrontendCode.CopyDone || code === FrontendCode.CopyFail;
 
 export interface SentOptions {
   /** The proxy's own request: its answer is not the client's. */
@@ -82,13 +87,13 @@ export class Ledger {
 
   /** A message went to the server (its code); Terminate is not a request and is never passed here. */
   sent(code: number, options?: SentOptions): void {
-    if (code === F.CopyData) {
+    if (code === FrontendCode.CopyData) {
       this.dataSinceLast = true;
       return;
     }
-    if (code === F.Flush) return;
+    if (code === FrontendCode.Flush) return;
     if (this.skipping) {
-      if (code !== F.Sync) {
+      if (code !== FrontendCode.Sync) {
         options?.settled?.('skipped');
         return;
       }
@@ -113,35 +118,35 @@ export class Ledger {
    */
   answer(code: number, first: number): boolean {
     // A Query of the proxy's own (the settings of a client lent the server): all of its answer is the proxy's.
-    if (this.head < this.requests.length && (this.requests[this.head]! & (CODE | SWALLOW)) === (F.Query | SWALLOW)) {
-      if (code === B.ReadyForQuery) this.ready(first);
-      else if (code === B.ErrorResponse) this.failed();
+    if (this.head < this.requests.length && (this.requests[this.head]! & (CODE | SWALLOW)) === (FrontendCode.Query | SWALLOW)) {
+      if (code === BackendCode.ReadyForQuery) this.ready(first);
+      else if (code === BackendCode.ErrorResponse) this.failed();
       return true;
     }
     switch (code) {
-      case B.ParseComplete:
-        return this.settle(F.Parse, 'ParseComplete');
-      case B.BindComplete:
-        return this.settle(F.Bind, 'BindComplete');
-      case B.CloseComplete:
-        return this.settle(F.Close, 'CloseComplete');
-      case B.NoData:
-        return this.settle(F.Describe, 'NoData');
-      case B.RowDescription:
+      case BackendCode.ParseComplete:
+        return this.settle(FrontendCode.Parse, 'ParseComplete');
+      case BackendCode.BindComplete:
+        return this.settle(FrontendCode.Bind, 'BindComplete');
+      case BackendCode.CloseComplete:
+        return this.settle(FrontendCode.Close, 'CloseComplete');
+      case BackendCode.NoData:
+        return this.settle(FrontendCode.Describe, 'NoData');
+      case BackendCode.RowDescription:
         // A Describe's answer, or the head of a Query's rows.
-        return this.code(0) === F.Describe ? this.settle(F.Describe, 'RowDescription') : false;
-      case B.CommandComplete:
-      case B.EmptyQueryResponse:
-      case B.PortalSuspended:
+        return this.code(0) === FrontendCode.Describe ? this.settle(FrontendCode.Describe, 'RowDescription') : false;
+      case BackendCode.CommandComplete:
+      case BackendCode.EmptyQueryResponse:
+      case BackendCode.PortalSuspended:
         return this.completed();
-      case B.CopyInResponse:
-      case B.CopyBothResponse:
+      case BackendCode.CopyInResponse:
+      case BackendCode.CopyBothResponse:
         this.copyStarted(code);
         return false;
-      case B.ErrorResponse:
+      case BackendCode.ErrorResponse:
         this.failed();
         return false;
-      case B.ReadyForQuery:
+      case BackendCode.ReadyForQuery:
         return this.ready(first);
       default:
         return false;
@@ -210,8 +215,8 @@ export class Ledger {
   private completed(): boolean {
     if (this.copyIn) this.copyDone();
     const code = this.code(0);
-    if (code === F.Execute) return (this.pop() & SWALLOW) !== 0;
-    if (code === F.Query) {
+    if (code === FrontendCode.Execute) return (this.pop() & SWALLOW) !== 0;
+    if (code === FrontendCode.Query) {
       const hook = this.hooks[this.head];
       return hook ? hook.hook(hook.told++) : false;
     }
@@ -221,8 +226,9 @@ export class Ledger {
 
   private copyStarted(code: number): void {
     const owner = this.code(0);
-    if (code === B.CopyBothResponse) this.distrust('a replication stream (CopyBoth) started');
-    else if (owner !== F.Execute && owner !== F.Query) this.distrust('a COPY started that no Execute or Query asked for');
+    if (code === BackendCode.CopyBothResponse) this.distrust('a replication stream (CopyBoth) started');
+    else if (owner !== FrontendCode.Execute && owner !== FrontendCode.Query)
+      this.distrust('a COPY started that no Execute or Query asked for');
     this.copyIn = true;
   }
 
@@ -231,9 +237,9 @@ export class Ledger {
     this.copyIn = false;
     for (;;) {
       const code = this.code(1);
-      if (code === F.Sync) this.removeAt(1);
+      if (code === FrontendCode.Sync) this.removeAt(1);
       else {
-        if (code === F.CopyDone) this.removeAt(1);
+        if (code === FrontendCode.CopyDone) this.removeAt(1);
         else this.distrust('a COPY ended without the CopyDone that ends it');
         return;
       }
@@ -252,15 +258,15 @@ export class Ledger {
       const code = this.code(1);
       if (code === -1) return;
       const afterData = (this.requests[this.head + 1]! & AFTER_DATA) !== 0;
-      if (code === F.Sync && !afterData) {
+      if (code === FrontendCode.Sync && !afterData) {
         this.removeAt(1);
         continue;
       }
-      if (code === F.Sync) this.distrust('a Sync sent among the CopyData of a COPY that failed');
+      if (code === FrontendCode.Sync) this.distrust('a Sync sent among the CopyData of a COPY that failed');
       else if (isCopyEnd(code)) {
         // Read in the copy (its end) or after the error (ignored): never answered.
-        if (owner === F.Query) this.removeAt(1);
-      } else if (owner === F.Query) this.distrust('a message sent inside a COPY that failed');
+        if (owner === FrontendCode.Query) this.removeAt(1);
+      } else if (owner === FrontendCode.Query) this.distrust('a message sent inside a COPY that failed');
       return;
     }
   }
@@ -269,7 +275,7 @@ export class Ledger {
     if (this.copyIn) this.copyFailed();
     const code = this.code(0);
     if (code === -1) return; // nothing asked: the relay reads it as a FATAL
-    if (code === F.Query) {
+    if (code === FrontendCode.Query) {
       // Its statements after the failed one are not run; the one the proxy put first failed with it.
       const at = this.head;
       const settled = this.settles[at];
@@ -280,7 +286,7 @@ export class Ledger {
     if (!isExtended(code)) return; // a FunctionCall's or a Sync's: its ReadyForQuery follows
     // The server skips to the next Sync: what the skipped messages assumed is undone, latest first.
     let end = this.head;
-    while (end < this.requests.length && (this.requests[end]! & CODE) !== F.Sync) end++;
+    while (end < this.requests.length && (this.requests[end]! & CODE) !== FrontendCode.Sync) end++;
     const settles = this.settles.slice(this.head, end);
     this.skipping = end === this.requests.length;
     this.head = end;

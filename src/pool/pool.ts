@@ -7,9 +7,9 @@
 import type { Logger } from 'pino';
 import { HEADER_SIZE, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
-import { sendCancel } from '../proxy/cancel.js';
-import { openServer, type LoginTarget } from '../proxy/login.js';
-import { UpstreamError } from '../proxy/upstream-auth.js';
+import { sendCancel } from '../upstream/cancel.js';
+import { openServer, type LoginTarget } from '../upstream/login.js';
+import { UpstreamError } from '../upstream/auth.js';
 import { type GreetingTemplate, PooledServer } from './server.js';
 import { StatementRegistry } from './statements.js';
 

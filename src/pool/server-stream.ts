@@ -2,12 +2,12 @@
 // to the proxy's own requests) or replaced (a setting the client must see as its own). Nothing is copied
 // when nothing is kept: the chunk goes on as it came. A message whose header a chunk cuts is held back
 // until it is known whether it goes (its first bytes live in the cursor's own buffer meanwhile).
-import { BackendCode as B, CODE_SIZE } from '../protocol/constants.js';
+import { BackendCode, CODE_SIZE } from '../protocol/constants.js';
 import { MAX_PEEK, type MessageStart, MessageCursor } from '../protocol/framing.js';
 
 /** How much of each server message the pooled relays read: a CommandComplete's tag, an ErrorResponse's code, a ParameterStatus whole. */
 export const peekServer = (code: number): number =>
-  code === B.CommandComplete ? 16 : code === B.ErrorResponse ? 40 : code === B.ParameterStatus ? MAX_PEEK : 1;
+  code === BackendCode.CommandComplete ? 16 : code === BackendCode.ErrorResponse ? 40 : code === BackendCode.ParameterStatus ? MAX_PEEK : 1;
 
 /**
  * What becomes of one message: passed (false), kept from the client (true), replaced by these bytes, or

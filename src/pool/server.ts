@@ -4,7 +4,7 @@ import type { TLSSocket } from 'node:tls';
 import { BackendCode, CANCEL_HEADER_SIZE, HEADER_SIZE, LENGTH_SIZE, RequestCode, SqlState } from '../protocol/constants.js';
 import { authenticationOk, readBackendFrame, readyForQuery } from '../protocol/backend.js';
 import { Failure, WireError } from '../protocol/errors.js';
-import { simpleQuery } from '../proxy/simple-query.js';
+import { simpleQuery } from '../upstream/simple-query.js';
 import type { Statement } from './statements.js';
 
 let nextServerId = 1;

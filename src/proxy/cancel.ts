@@ -1,20 +1,13 @@
 // CancelRequest routing (docs/protocol.md B6, C4, E2): a client's cancel goes, over verified TLS, to the
 // server of the session that owns the key; an unknown key goes nowhere. The client never gets a reply.
-import { once } from 'node:events';
 import type { Connector } from '../cloud.js';
 import { LENGTH_SIZE } from '../protocol/constants.js';
 import type { CancelRequest } from '../protocol/startup.js';
+import type { CancelRoute } from '../relay.js';
+import { sendCancel } from '../upstream/cancel.js';
 
 /** Where pid + key start in a CancelRequest: after its length and request code. */
 const CANCEL_KEY_OFFSET = LENGTH_SIZE + 4;
-
-/** A pooled server a cancel can go to (PooledServer). */
-export interface CancelRoute {
-  /** The CancelRequest with the server's own key. */
-  cancelRequest(): Buffer | undefined;
-  /** Keep the server from passing to another client until the returned function is called. */
-  beginCancel(): () => void;
-}
 
 /** Where a cancel goes: the server's connector, and for a pooled client the server it holds. */
 export interface CancelTarget {
@@ -62,23 +55,5 @@ export async function forwardCancel(request: CancelRequest, target: CancelTarget
     });
   } finally {
     done?.();
-  }
-}
-
-/**
- * Send a CancelRequest (`request()`, asked once connected) over a fresh verified connection; wait until
- * the server closes it, for at most `timeoutMs`.
- */
-export async function sendCancel(connector: Connector, timeoutMs: number, request: () => Buffer): Promise<void> {
-  const server = await connector.connect();
-  const signal = AbortSignal.timeout(timeoutMs);
-  try {
-    server.end(request());
-    server.resume();
-    await once(server, 'close', { signal }).catch((err: Error) => {
-      throw signal.aborted ? new Error(`the server did not close the cancel connection within ${timeoutMs / 1000} s`) : err;
-    });
-  } finally {
-    server.destroy();
   }
 }

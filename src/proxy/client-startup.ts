@@ -8,7 +8,7 @@ import { NegotiationReply, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { readStartupPacket, type CancelRequest, type StartupMessage } from '../protocol/startup.js';
 import type { ClientTls } from './client-tls.js';
-import { Inbox } from './inbox.js';
+import { Inbox } from '../net/inbox.js';
 
 const DECLINE = Buffer.from([NegotiationReply.Decline]);
 const ACCEPT = Buffer.from([NegotiationReply.Accept]);

@@ -12,11 +12,13 @@ import type { InstanceConfig, ProxyConfig } from '../config.js';
 import { SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { CancelRegistry } from './cancel.js';
-import { RecentRejections } from './rejections.js';
+import { RecentRejections } from '../upstream/rejections.js';
 import { fileClientTls, generatedClientTls, type ClientTls } from './client-tls.js';
 import { ScramSecret } from './scram.js';
 import { Session, type SessionContext, type SessionObserver } from './session.js';
 import { Pools, type PoolObserver } from '../pool/pool.js';
+import { POOL_MODES } from '../pool/modes.js';
+import { directRelay } from './direct.js';
 import { readPath } from './user-buffer.js';
 
 /** A login rejected with 28000 is tried once more, with a fresh token, after this many ms. */
@@ -54,6 +56,8 @@ export class Instance {
   /** Sessions' run() promises: close() waits for them, so every session's last log line is written. */
   private readonly running = new Set<Promise<void>>();
   private ctx: SessionContext;
+  /** The instance's pools, when it pools: where ctx.relay's servers come from. */
+  private pooled: Pools | undefined;
   readonly name: string;
   /** The unix socket's path once listening. */
   socketPath: string | undefined;
@@ -80,7 +84,7 @@ export class Instance {
     this.config = config;
     this.maxConnections = proxy.maxConnections ?? Infinity;
     this.observer = deps.observe?.(this);
-    this.ctx = this.context(config, proxy, undefined);
+    ({ ctx: this.ctx, pools: this.pooled } = this.context(config, proxy, undefined));
     const observer = this.observer;
     const accept = (client: Socket) => {
       const max = this.maxConnections;
@@ -114,18 +118,23 @@ export class Instance {
    * What this instance's sessions share, from its settings. `previous`: the context a reload replaces: its
    * pools are kept when the pool settings did not change, its local TLS certificate always.
    */
-  private context(config: InstanceConfig, proxy: ProxyConfig, previous: SessionContext | undefined): SessionContext {
+  private context(
+    config: InstanceConfig,
+    proxy: ProxyConfig,
+    previous: { ctx: SessionContext; pools: Pools | undefined } | undefined,
+  ): { ctx: SessionContext; pools: Pools | undefined } {
     const deps = this.deps;
-    let ctx: SessionContext = {
+    const before = previous?.ctx;
+    let ctx: Omit<SessionContext, 'relay'> = {
       connector: deps.connectorFor(config, proxy.connectTimeoutMs),
       auth: deps.authenticatorFor(config),
       connectTimeoutMs: proxy.connectTimeoutMs,
       dbUser: config.dbUser,
-      cancels: previous?.cancels ?? new CancelRegistry(),
+      cancels: before?.cancels ?? new CancelRegistry(),
       startupTimeoutMs: proxy.startupTimeoutMs,
       retryDelayMs: LOGIN_RETRY_DELAY_MS,
-      rejections: previous?.rejections ?? new RecentRejections(),
-      log: previous?.log ?? deps.log.child({ instance: this.name }),
+      rejections: before?.rejections ?? new RecentRejections(),
+      log: before?.log ?? deps.log.child({ instance: this.name }),
       allowUsers: config.allowUsers,
       allowDatabases: config.allowDatabases,
     };
@@ -135,9 +144,9 @@ export class Instance {
       ctx = { ...ctx, clientPassword: secret };
     }
     if (config.clientTls.mode === 'files') ctx = { ...ctx, clientTls: fileClientTls(config.clientTls.cert, config.clientTls.key) };
-    else if (config.clientTls.mode === 'auto' && previous) {
+    else if (config.clientTls.mode === 'auto' && before) {
       // The process's one generated certificate: kept from before, or taken now (off or files before).
-      const made = this.config.clientTls.mode === 'auto' ? previous.clientTls : this.generated?.();
+      const made = this.config.clientTls.mode === 'auto' ? before.clientTls : this.generated?.();
       if (made) ctx = { ...ctx, clientTls: made };
     }
     const observer = this.observer;
@@ -160,13 +169,15 @@ export class Instance {
         },
       };
     }
-    // Pooled: servers are lent to clients from here (after the metrics wrap: a pool's logins count too).
-    if (config.pool) {
-      const same =
-        previous?.pools && settingsKey(previous.pools.settings) === settingsKey(config.pool) && !this.loginChanged(config, proxy);
-      ctx = { ...ctx, pools: same ? previous.pools : new Pools(ctx, config.pool, ctx.log, observer?.pool, previous?.pools?.statements) };
-    }
-    return ctx;
+    // Pooled: servers are lent to clients from the pools (made after the metrics wrap: a pool's logins
+    // count too), by the pool mode's relay; else each client logs in a server of its own.
+    if (!config.pool) return { ctx: { ...ctx, relay: directRelay(ctx) }, pools: undefined };
+    const old = previous?.pools;
+    const pools =
+      old && settingsKey(old.settings) === settingsKey(config.pool) && !this.loginChanged(config, proxy)
+        ? old
+        : new Pools(ctx, config.pool, ctx.log, observer?.pool, old?.statements);
+    return { ctx: { ...ctx, relay: pools === old ? previous!.ctx.relay : POOL_MODES[config.pool.mode](pools) }, pools };
   }
 
   /**
@@ -185,12 +196,13 @@ export class Instance {
    */
   prepare(config: InstanceConfig, proxy: ProxyConfig, quiet = false): () => void {
     // Everything that can fail (a file read) happens here; what is returned only swaps it in.
-    const previous = this.ctx;
+    const previous = { ctx: this.ctx, pools: this.pooled };
     const next = this.context(config, proxy, previous);
     const socketMode = this.socketModeChange(config);
     return () => {
       socketMode?.();
-      this.ctx = next;
+      this.ctx = next.ctx;
+      this.pooled = next.pools;
       this.config = config;
       this.maxConnections = proxy.maxConnections ?? Infinity;
       // Replaced pools: their clients go on, and get their next servers from the new ones.
@@ -198,7 +210,7 @@ export class Instance {
         if (next.pools) previous.pools.replaceWith(next.pools);
         else previous.pools.close();
       }
-      if (!quiet) next.log.info('configuration reloaded: new sessions get the new settings');
+      if (!quiet) next.ctx.log.info('configuration reloaded: new sessions get the new settings');
     };
   }
 
@@ -236,7 +248,7 @@ export class Instance {
 
   /** The instance's pools, when it pools (GET /pools, the pool gauges). */
   get pools(): Pools | undefined {
-    return this.ctx.pools;
+    return this.pooled;
   }
 
   /** Bytes of the sessions open now (closed ones were reported to the observer). */
@@ -329,7 +341,7 @@ export class Instance {
     this.draining = true;
     let cutShort = 0;
     // Idle pooled servers go at once; servers held by clients go as their clients leave.
-    this.ctx.pools?.close();
+    this.pooled?.close();
     const open = [...this.sessions];
     for (const [, session] of open) session.drain();
     if (open.length > 0) {

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { AuthCode, BackendCode, FrontendCode, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
-import { InboxClosed, type Inbox } from './inbox.js';
+import { InboxClosed, type Inbox } from '../net/inbox.js';
 
 export const SCRAM_SHA_256 = 'SCRAM-SHA-256';
 const ITERATIONS = 4096;

@@ -2,27 +2,17 @@
 // client as one FATAL ErrorResponse, then a close.
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import type { TLSSocket } from 'node:tls';
 import { formatHostPort } from '../host-port.js';
-import { BackendCode, SqlState, TERMINATE_MESSAGE } from '../protocol/constants.js';
+import { SqlState, TERMINATE_MESSAGE } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { withUser, type CancelRequest, type StartupMessage } from '../protocol/startup.js';
 import { type CancelRegistry, forwardCancel } from './cancel.js';
 import { readClientStartup, type ClientLink } from './client-startup.js';
 import type { ClientTls } from './client-tls.js';
 import { authenticateClient, type ScramSecret } from './scram.js';
-import { Inbox, InboxClosed } from './inbox.js';
-import { splice } from './splice.js';
-import { randomBytes } from 'node:crypto';
-import { backendKeyData, decodeBackendKey } from '../protocol/backend.js';
-import type { PoolKey, Pools } from '../pool/pool.js';
-import { poolKeyOf } from '../pool/params.js';
-import { ClientSettings } from '../pool/client-settings.js';
-import { relayPooled } from '../pool/relay.js';
-import { type GreetingTemplate, greeting, type PooledServer } from '../pool/server.js';
-import { type Holding, relayTransactions } from '../pool/transaction.js';
-import { openServer, type LoginTarget } from './login.js';
-import type { LoginResult } from './upstream-auth.js';
+import { Inbox, InboxClosed } from '../net/inbox.js';
+import type { Lease, Relay } from '../relay.js';
+import type { LoginTarget } from '../upstream/login.js';
 
 /** What a session needs from its instance: the login's seams and settings, and the client side's. */
 export interface SessionContext extends LoginTarget {
@@ -31,8 +21,8 @@ export interface SessionContext extends LoginTarget {
   readonly cancels: CancelRegistry;
   readonly startupTimeoutMs: number;
   readonly log: Logger;
-  /** Pooling (--pool-mode session|transaction): servers are lent from here instead of logged in per client. */
-  readonly pools?: Pools | undefined;
+  /** How a client is served once it is in: its own server, spliced (direct.ts), or a pool mode's. */
+  readonly relay: Relay;
   /** Answer SSLRequest with 'S' and direct TLS with this certificate; undefined: decline ('N'). */
   readonly clientTls?: ClientTls | Promise<ClientTls> | undefined;
   /** Demand this password (SCRAM-SHA-256) before anything goes upstream. */
@@ -51,32 +41,12 @@ export interface SessionObserver {
   failed(reason: Failure): void;
 }
 
-/** A logged-in session, handed from the startup and login phases to the relay. */
+/** A client let in, with its lease, handed from the startup and login phases to the relay. */
 interface Opened {
-  /** The server: the session's own (spliced byte for byte), or one lent by the pool. */
-  readonly upstream:
-    | { readonly kind: 'spliced'; readonly server: TLSSocket }
-    | { readonly kind: 'pooled'; readonly server: PooledServer; readonly key: PoolKey }
-    | { readonly kind: 'transaction'; readonly key: PoolKey; readonly holding: Holding; readonly template: GreetingTemplate };
-  readonly toClient: Buffer;
+  readonly lease: Lease;
   readonly pipelined: Buffer;
-  /** The client half-closed behind its pipelined bytes: the server gets them, then our FIN. */
+  /** The client half-closed behind its pipelined bytes. */
   readonly clientEnded: boolean;
-  /** Drops the session's cancel key. */
-  readonly forget: () => void;
-}
-
-/**
- * A pooled server lent to this client (session mode) or the holding it will be lent through (transaction
- * mode), with the greeting it hears and how to drop its cancel key.
- */
-interface Lent {
-  readonly server?: PooledServer;
-  readonly holding?: Holding;
-  /** Transaction mode: what the greeting was made of (the client's own values included). */
-  readonly template?: GreetingTemplate;
-  readonly toClient: Buffer;
-  readonly forget: () => void;
 }
 
 interface StartupSummary {
@@ -156,46 +126,20 @@ export class Session {
       return;
     }
     if (!opened) return;
-    // Only the two sockets stay referenced while the session is relayed: everything the startup and
-    // login needed was local to open() and is garbage now (an idle session is small).
-    const { upstream, forget } = opened;
-    if (upstream.kind === 'spliced') {
-      const spliced = splice(this.client, upstream.server, opened.toClient, opened.pipelined, opened.clientEnded);
-      opened = undefined;
-      const end = await spliced;
-      forget();
-      this.close(end.reason, end.error);
-      return;
-    }
-    if (upstream.kind === 'transaction') {
-      const relayed = relayTransactions({
-        client: this.client,
-        pools: this.ctx.pools!,
-        key: upstream.key,
-        signal: this.gone.signal,
-        drain: { draining: () => this.draining, onDrain: (listener) => (this.onDrain = listener) },
-        holding: upstream.holding,
-        toClient: opened.toClient,
-        pipelined: opened.pipelined,
-        clientEnded: opened.clientEnded,
-        greeted: () => ClientSettings.greetedIn(Buffer.concat(upstream.template.params)),
-        log: this.log,
-      });
-      opened = undefined;
-      const end = await relayed;
-      forget();
-      this.close(end.reason, end.error);
-      return;
-    }
-    const relayed = relayPooled(this.client, upstream.server.socket, opened.toClient, opened.pipelined, opened.clientEnded, {
-      idleTransactionTimeoutMs: this.ctx.pools!.settings.idleTransactionTimeoutMs,
-      settings: new ClientSettings(upstream.key.params, () => ClientSettings.greetedIn(Buffer.concat(upstream.server.template().params))),
-      server: upstream.server,
+    // Only what the relay keeps stays referenced while the session is relayed: everything the startup and
+    // login needed was local to open(), and the lease and first bytes are dropped here (an idle session is
+    // small).
+    const relayed = opened.lease.run({
+      client: this.client,
+      toClient: opened.lease.toClient,
+      pipelined: opened.pipelined,
+      clientEnded: opened.clientEnded,
+      signal: this.gone.signal,
+      log: this.log,
+      drain: { draining: () => this.draining, onDrain: (listener) => (this.onDrain = listener) },
     });
     opened = undefined;
     const end = await relayed;
-    forget();
-    this.ctx.pools!.release(upstream.server, upstream.key, end.serverGone ? 'gone' : end.serverIdle ? 'idle' : 'busy');
     this.close(end.reason, end.error);
   }
 
@@ -265,122 +209,49 @@ export class Session {
     // Terminate) pipelined is gone: the login stops, and no server stays logged in for nobody. A pooled
     // client's FIN ends its session whatever it pipelined (nobody would read the answers): it leaves the
     // queue for a server at once.
+    const relay = this.ctx.relay;
     const onEnd = () => {
-      if (this.ctx.pools || isNothingOrTerminate(inbox.buffered)) this.gone.abort(new Error('client closed the connection'));
+      if (!relay.keepsHalfClosed || isNothingOrTerminate(inbox.buffered)) this.gone.abort(new Error('client closed the connection'));
     };
     this.client.on('end', onEnd);
     const user = this.ctx.dbUser ?? packet.user;
-    const startup = this.ctx.dbUser ? withUser(packet, this.ctx.dbUser) : packet.bytes;
-    if (this.ctx.pools) {
-      const key = poolKeyOf(packet, user);
-      let lent: Lent;
-      try {
-        lent = this.ctx.pools.settings.mode === 'transaction' ? await this.attach(key) : await this.borrow(key);
-      } finally {
-        this.client.off('end', onEnd);
-      }
-      if (this.gone.signal.aborted) {
-        // Lent to a client that left before hearing of it: untouched, so it goes straight back.
-        lent.forget();
-        if (lent.server) this.ctx.pools.release(lent.server, key, 'idle');
-        throw this.gone.signal.reason;
-      }
-      this.phase = 'ready';
-      this.ctx.observer?.ready((performance.now() - this.started) / 1000);
-      this.log.info(
-        {
-          startup: this.startup,
-          endpoint: formatHostPort(this.ctx.connector.endpoint),
-          readyMs: this.elapsedMs(),
-          ...(lent.server ? { pooled: lent.server.id } : { pooled: 'transaction' }),
-        },
-        'session opened from the pool',
-      );
-      return {
-        upstream: lent.server
-          ? { kind: 'pooled', server: lent.server, key }
-          : { kind: 'transaction', key, holding: lent.holding!, template: lent.template! },
-        toClient: lent.toClient,
-        forget: lent.forget,
-        clientEnded: inbox.ended,
-        pipelined: inbox.release(),
-      };
-    }
-    let login: LoginResult;
-    let server: TLSSocket;
+    let lease: Lease;
     try {
-      ({ server, login } = await openServer(this.ctx, { startup, user, signal: this.gone.signal, log: this.log }));
+      lease = await relay.lease({
+        packet,
+        user,
+        startup: this.ctx.dbUser ? withUser(packet, this.ctx.dbUser) : packet.bytes,
+        signal: this.gone.signal,
+        log: this.log,
+        registerCancel: (backendKey, route) =>
+          this.ctx.cancels.register(backendKey, route ? { connector: this.ctx.connector, held: route } : { connector: this.ctx.connector }),
+      });
     } finally {
       this.client.off('end', onEnd);
     }
     if (this.gone.signal.aborted) {
-      server.destroy();
+      // Served to a client that left before hearing of it.
+      lease.abandon();
       throw this.gone.signal.reason;
     }
     const clientEnded = inbox.ended;
     const pipelined = inbox.release();
-    const forget =
-      login.backendKey && !login.failure ? this.ctx.cancels.register(login.backendKey, { connector: this.ctx.connector }) : () => undefined;
     this.phase = 'ready';
     const fields = {
       startup: this.startup,
       endpoint: formatHostPort(this.ctx.connector.endpoint),
       readyMs: this.elapsedMs(),
-      ...(login.token ? login.token.signer : { auth: 'none' }),
+      ...lease.fields,
     };
-    if (login.failure) {
+    if (lease.refused) {
       // Logged in, then refused by the server (no such database, too many connections): not a session.
       this.ctx.observer?.failed(Failure.UpstreamError);
-      this.log.info(fields, `server ended the session at startup: ${login.failure}`);
+      this.log.info(fields, `server ended the session at startup: ${lease.refused}`);
     } else {
       this.ctx.observer?.ready((performance.now() - this.started) / 1000);
-      this.log.info(fields, login.token ? 'session opened' : 'session opened: the server asked for no password, so no token was sent');
+      this.log.info(fields, lease.opened);
     }
-    return { upstream: { kind: 'spliced', server }, toClient: login.toClient, pipelined, clientEnded, forget };
-  }
-
-  /**
-   * A server from the pool, and the greeting the client gets instead of a login. The client's cancel key
-   * is the proxy's own (a server passes from client to client: an old key must never reach a new
-   * client's query); a cancel with it goes to the server this client holds, with the server's key.
-   */
-  private async borrow(key: PoolKey): Promise<Lent> {
-    const server = await this.ctx.pools!.acquireFor(key, this.gone.signal);
-    // A cancel that arrives late (its connection made after this client let the server go) must not reach
-    // the query of the server's next client: the target asks whether this client still holds it.
-    let held = true;
-    const { keyData, unregister } = this.proxyKey(server.backendKey?.length ?? 8, () => (held ? server : undefined));
-    const forget = () => {
-      held = false;
-      unregister();
-    };
-    return { server, toClient: server.greeting(keyData), forget };
-  }
-
-  /**
-   * Transaction mode: the greeting, with no server held (the pool's first login gave its values); a
-   * cancel goes to whichever server the client holds when it comes, if any.
-   */
-  private async attach(key: PoolKey): Promise<Lent> {
-    const template = await this.ctx.pools!.greeting(key, this.gone.signal);
-    const holding: Holding = { server: undefined };
-    const { keyData, unregister } = this.proxyKey(template.keyLength, () => holding.server);
-    return { holding, template, toClient: greeting(template, keyData), forget: unregister };
-  }
-
-  /**
-   * The BackendKeyData a pooled client gets: the proxy's own (a server passes from client to client, so
-   * an old key must never reach a new client's query), as long as the server's (4-byte secret in protocol
-   * 3.0, longer only where the server's is), registered so a cancel with it goes where `held` says.
-   */
-  private proxyKey(length: number, held: () => PooledServer | undefined): { keyData: Buffer; unregister: () => void } {
-    const bytes = randomKeyBytes(length);
-    const keyData = backendKeyData(bytes.readUInt32BE(0) & 0x7fff_ffff || 1, bytes.subarray(4));
-    const unregister = this.ctx.cancels.register(decodeBackendKey({ code: BackendCode.BackendKeyData, bytes: keyData }), {
-      connector: this.ctx.connector,
-      held,
-    });
-    return { keyData, unregister };
+    return { lease, pipelined, clientEnded };
   }
 
   /** The allow-lists: refused before any AWS or upstream work (28000). */
@@ -483,20 +354,6 @@ export class Session {
   private elapsedMs(): number {
     return Math.round(performance.now() - this.started);
   }
-}
-
-/** Cryptographic random bytes for the proxy's cancel keys, drawn from 4 KiB at a time (not one call per session). */
-let randomPool = Buffer.alloc(0);
-let randomAt = 0;
-function randomKeyBytes(n: number): Buffer {
-  if (randomAt + n > randomPool.length) {
-    randomPool = randomBytes(Math.max(4096, n));
-    randomAt = 0;
-  }
-  const out = Buffer.from(randomPool.subarray(randomAt, randomAt + n));
-  randomPool.fill(0, randomAt, randomAt + n); // a key handed out is not kept here
-  randomAt += n;
-  return out;
 }
 
 /** What a client that has left may leave behind: nothing, or its Terminate. */

@@ -6,6 +6,7 @@
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { encrypts, reads, useUserBuffer } from './user-buffer.js';
+import { holdBack } from '../net/backpressure.js';
 
 export interface SpliceEnd {
   /** Why the session ended, in the words a log reader wants ("client closed the connection"). */
@@ -76,19 +77,6 @@ const CORK_LIMIT = 256 * 1024;
  * turn's wait cost a small reply more than they save). A few closures per direction, no pipe() state:
  * an idle session holds little.
  */
-/**
- * Backpressure: `from` pauses while `to` holds more than its high-water mark, and `resume` runs on its
- * 'drain', once however often this is asked meanwhile (a paused TLS socket goes on decrypting the records
- * it has, each a read that asks again). A destroyed `to` keeps its unsent length but will never drain:
- * what `from` sends now is dropped.
- */
-export function holdBack(from: Socket, to: Socket, resume: () => void): void {
-  if (to.writableLength > to.writableHighWaterMark && !to.destroyed && !to.listeners('drain').includes(resume)) {
-    from.pause();
-    to.once('drain', resume);
-  }
-}
-
 function relay(from: Socket, to: Socket, byTurn: boolean): void {
   const resume = () => from.resume();
   const hold = () => holdBack(from, to, resume);

@@ -8,7 +8,7 @@ import type { Authenticator, Connector, Token } from '../cloud.js';
 import { SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import type { RecentRejections, Rejections } from './rejections.js';
-import { TokenRejected, loginUpstream, PasswordMethodRefused, type LoginResult } from './upstream-auth.js';
+import { TokenRejected, loginUpstream, PasswordMethodRefused, type LoginResult } from './auth.js';
 
 /** What opening a server for an instance needs. */
 export interface LoginTarget {

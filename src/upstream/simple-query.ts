@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { serialize } from 'pg-protocol';
 import { type BackendFrame, decodeError, readBackendFrame } from '../protocol/backend.js';
 import { BackendCode, HEADER_SIZE } from '../protocol/constants.js';
-import { Inbox } from './inbox.js';
+import { Inbox } from '../net/inbox.js';
 
 export interface QueryOutcome {
   /** The ReadyForQuery status byte (I, T, E). */

@@ -12,11 +12,12 @@
 // message assumed (a statement prepared, a name dropped) is undone when the server skips it or it fails.
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { BackendCode as B, HEADER_SIZE, LENGTH_SIZE, SqlState } from '../protocol/constants.js';
+import { BackendCode, HEADER_SIZE, LENGTH_SIZE, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import type { MessageStart } from '../protocol/framing.js';
 import { Frontend, FrontendStream, frontendMessage, lengthFor, readCString, STATEMENT } from '../protocol/frontend.js';
-import { holdBack } from '../proxy/splice.js';
+import { holdBack } from '../net/backpressure.js';
+import type { Drain } from '../relay.js';
 import type { Ledger, Outcome, SentOptions, Settled } from './ledger.js';
 import { idleTransactionTimeout, MAX_PREPARED_STATEMENTS, type PoolKey, type Pools } from './pool.js';
 import { type PooledServer, TxStatus } from './server.js';
@@ -59,12 +60,6 @@ const DROPS_STATEMENTS = /^(DEALLOCATE ALL|DISCARD ALL)\0/;
 
 /** The most bytes of a client's kept while it waits for a server; beyond, it is not read until it has one. */
 const QUEUED_LIMIT = 1024 * 1024;
-
-/** Whether the proxy is draining, and who to tell when it starts (undefined: no one). */
-export interface Drain {
-  draining(): boolean;
-  onDrain(listener: (() => void) | undefined): void;
-}
 
 export interface TransactionRelayOptions {
   readonly client: Socket;
@@ -158,7 +153,7 @@ class TransactionRelay {
   private done = false;
 
   /** What the relay keeps of its options for the client's whole life: not the greeting or pipelined bytes. */
-  private readonly o: Pick<TransactionRelayOptions, 'pools' | 'key' | 'signal' | 'holding' | 'drain'>;
+  private readonly kept: Pick<TransactionRelayOptions, 'pools' | 'key' | 'signal' | 'holding' | 'drain'>;
   /** The first bytes each way, dropped once sent: an idle client holds no buffer. */
   private start: Pick<TransactionRelayOptions, 'toClient' | 'pipelined' | 'clientEnded'> | undefined;
 
@@ -167,7 +162,7 @@ class TransactionRelay {
     private readonly resolve: (end: TransactionEnd) => void,
   ) {
     const o = options;
-    this.o = { pools: o.pools, key: o.key, signal: o.signal, holding: o.holding, drain: o.drain };
+    this.kept = { pools: o.pools, key: o.key, signal: o.signal, holding: o.holding, drain: o.drain };
     this.start = { toClient: o.toClient, pipelined: o.pipelined, clientEnded: o.clientEnded };
     this.client = o.client;
     this.statements = o.pools.statements;
@@ -187,8 +182,8 @@ class TransactionRelay {
     if (first.pipelined.length > 0) this.onClientData(first.pipelined);
     if (first.clientEnded) this.onClientEnd();
     if (!this.done && !this.fromClient.holding) this.client.resume();
-    if (this.o.drain?.draining()) this.onDrain();
-    else this.o.drain?.onDrain(this.onDrain);
+    if (this.kept.drain?.draining()) this.onDrain();
+    else this.kept.drain?.onDrain(this.onDrain);
   }
 
   /** Shutting down: a client between transactions goes now; one in a transaction at its end. */
@@ -210,7 +205,7 @@ class TransactionRelay {
         this.finish('client closed the connection');
         return;
       }
-      const idle = this.o.pools.tryAcquire(this.o.key);
+      const idle = this.kept.pools.tryAcquire(this.kept.key);
       if (idle) {
         this.link(idle);
         this.forward(chunk);
@@ -237,14 +232,14 @@ class TransactionRelay {
   private acquire(): void {
     const waiting = new AbortController();
     this.waiting = waiting;
-    const onShutdown = () => waiting.abort(this.o.signal.reason);
-    this.o.signal.addEventListener('abort', onShutdown, { once: true });
-    this.o.pools.acquire(this.o.key, waiting.signal).then(
+    const onShutdown = () => waiting.abort(this.kept.signal.reason);
+    this.kept.signal.addEventListener('abort', onShutdown, { once: true });
+    this.kept.pools.acquire(this.kept.key, waiting.signal).then(
       (server) => {
-        this.o.signal.removeEventListener('abort', onShutdown);
+        this.kept.signal.removeEventListener('abort', onShutdown);
         this.waiting = undefined;
         if (this.done || this.clientEnded) {
-          this.o.pools.release(server, this.o.key, 'idle', false); // untouched
+          this.kept.pools.release(server, this.kept.key, 'idle', false); // untouched
           this.finish('client closed the connection while waiting for a server');
           return;
         }
@@ -256,7 +251,7 @@ class TransactionRelay {
         if (!this.done && !this.heldBack && !this.fromClient.holding) this.client.resume();
       },
       (err: Error) => {
-        this.o.signal.removeEventListener('abort', onShutdown);
+        this.kept.signal.removeEventListener('abort', onShutdown);
         this.waiting = undefined;
         this.queued = [];
         if (this.clientEnded) this.finish('client closed the connection while waiting for a server');
@@ -286,7 +281,7 @@ class TransactionRelay {
 
   /** Holding its server with nothing owed (idle in a transaction, or mid-message): the client has so long. */
   private watchIdle(): void {
-    const ms = this.o.pools.settings.idleTransactionTimeoutMs;
+    const ms = this.kept.pools.settings.idleTransactionTimeoutMs;
     if (ms === undefined) return;
     clearTimeout(this.idleTimer);
     const ledger = this.server?.ledger;
@@ -755,7 +750,7 @@ class TransactionRelay {
 
   private link(server: PooledServer): void {
     this.server = server;
-    this.o.holding.server = server;
+    this.kept.holding.server = server;
     this.settingsChanged = false;
     // The client's tracked parameters (application_name, TimeZone...) first, where the server's differ.
     const settings = settingsQuery(this.settings.current, server.tracked, server.trackedUnknown);
@@ -795,7 +790,7 @@ class TransactionRelay {
     this.client.off('drain', this.resumeServer);
     // Not paused: the pool parks it (and listens) in this turn, or pauses it itself.
     this.server = undefined;
-    this.o.holding.server = undefined;
+    this.kept.holding.server = undefined;
     return server;
   }
 
@@ -837,7 +832,7 @@ class TransactionRelay {
   private onServerMessage(m: MessageStart, server: PooledServer): Verdict {
     const ledger = server.ledger;
     const code = m.code;
-    if (code === B.ErrorResponse) {
+    if (code === BackendCode.ErrorResponse) {
       // With nothing asked, a FATAL: the backend is going.
       if (ledger.owed === 0 && !ledger.open) {
         this.serverGone = true;
@@ -849,10 +844,10 @@ class TransactionRelay {
     // An error that names one of the proxy's statements names it as the client does; one that says it is
     // gone (a DEALLOCATE ALL where the proxy cannot see it) makes the server's forgotten, prepared again as
     // they are needed.
-    const gone = code === B.ErrorResponse && errorCode(m) === SqlState.InvalidSqlStatementName;
-    const shifts = code === B.ErrorResponse ? this.failedShifts : undefined;
+    const gone = code === BackendCode.ErrorResponse && errorCode(m) === SqlState.InvalidSqlStatementName;
+    const shifts = code === BackendCode.ErrorResponse ? this.failedShifts : undefined;
     this.failedShifts = undefined;
-    if (code === B.ErrorResponse && (this.named.size > 0 || gone || shifts)) {
+    if (code === BackendCode.ErrorResponse && (this.named.size > 0 || gone || shifts)) {
       const naming = this.failedNaming;
       this.failedNaming = undefined;
       return (whole) => {
@@ -864,16 +859,16 @@ class TransactionRelay {
         return shifts ? shiftPosition(renamed ?? whole, shifts) : renamed;
       };
     }
-    if (code === B.ParameterStatus) {
+    if (code === BackendCode.ParameterStatus) {
       // A reported setting the client changed: the server is reset before the next client gets it.
       this.settingsChanged = true;
       return m.peeked === m.length - LENGTH_SIZE ? this.settings.onStatus(m.head.subarray(0, HEADER_SIZE + m.peeked)) : false;
     }
-    if (code === B.ReadyForQuery) {
+    if (code === BackendCode.ReadyForQuery) {
       // After a reset of the client's own: its values again, before anything else it sends.
       const again = this.settings.afterGroup(server.trackedUnknown ? new Map() : server.tracked);
       if (again) this.setTracked(server, again.query, again.tracked);
-    } else if (code === B.CommandComplete) {
+    } else if (code === BackendCode.CommandComplete) {
       const tag = m.head.toString('latin1', HEADER_SIZE, HEADER_SIZE + m.peeked);
       this.settings.onTag(tag.slice(0, tag.indexOf('\0') >>> 0));
       if (DIRTYING.test(tag)) this.settingsChanged = true;
@@ -925,8 +920,8 @@ class TransactionRelay {
     clearTimeout(this.idleTimer);
     const changed = this.settingsChanged;
     const server = this.unlink();
-    this.o.pools.release(server, this.o.key, 'idle', changed);
-    if (this.o.drain?.draining()) this.fail(SHUTTING_DOWN);
+    this.kept.pools.release(server, this.kept.key, 'idle', changed);
+    if (this.kept.drain?.draining()) this.fail(SHUTTING_DOWN);
     else this.client.resume(); // if it waited for the server's drain: that server is no longer its concern
   }
 
@@ -949,7 +944,7 @@ class TransactionRelay {
       err instanceof WireError
         ? err
         : new WireError(SqlState.ConnectionFailure, `pg-iam-proxy could not get a server: ${err.message}`, { reason: Failure.Internal });
-    if (!this.client.destroyed && !this.o.signal.aborted) this.client.write(wire.toBuffer());
+    if (!this.client.destroyed && !this.kept.signal.aborted) this.client.write(wire.toBuffer());
     this.finish(wire.message, err instanceof WireError ? undefined : err);
   }
 
@@ -962,7 +957,7 @@ class TransactionRelay {
     if (this.done) return;
     this.done = true;
     clearTimeout(this.idleTimer);
-    this.o.drain?.onDrain(undefined);
+    this.kept.drain?.onDrain(undefined);
     this.waiting?.abort(new Error(reason));
     this.client.off('data', this.onClientData);
     this.client.off('end', this.onClientEnd);
@@ -972,7 +967,7 @@ class TransactionRelay {
       const idle = !this.serverGone && this.betweenTransactions();
       const changed = this.settingsChanged;
       const server = this.unlink();
-      this.o.pools.release(server, this.o.key, this.serverGone ? 'gone' : idle ? 'idle' : 'busy', changed);
+      this.kept.pools.release(server, this.kept.key, this.serverGone ? 'gone' : idle ? 'idle' : 'busy', changed);
     }
     for (const statement of this.named.values()) this.statements.let(statement);
     this.named.clear();

@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { BackendCode, FrontendCode, HEADER_SIZE, LENGTH_SIZE } from '../protocol/constants.js';
 import { MessageCursor } from '../protocol/framing.js';
-import { holdBack } from '../proxy/splice.js';
+import { holdBack } from '../net/backpressure.js';
 import type { ClientSettings } from './client-settings.js';
 import { Ledger, TxStatus } from './ledger.js';
 import { idleTransactionTimeout } from './pool.js';
@@ -31,9 +31,6 @@ export interface PooledEnd {
   /** The server closed, failed, or said FATAL unasked (terminated by an administrator, shutting down). */
   readonly serverGone: boolean;
 }
-
-const { Terminate: X } = FrontendCode;
-const { ErrorResponse: E } = BackendCode;
 
 /**
  * Relay until the client leaves or the server goes. `toClient` (the greeting) and `toServer` (what the
@@ -99,7 +96,7 @@ export function relayPooled(
       try {
         fromClient.walk(chunk, (m) => {
           if (cut < chunk.length) return; // nothing counts after the Terminate
-          if (m.code === X) {
+          if (m.code === FrontendCode.Terminate) {
             // A Terminate whose first bytes went out with an earlier chunk has reached the server in
             // part: that server cannot be handed on.
             if (m.at < 0) serverPoisoned = true;
@@ -124,7 +121,7 @@ export function relayPooled(
       try {
         out = fromServer.read(chunk, (m) => {
           // An error with nothing asked is a FATAL: the backend is going.
-          if (m.code === E && ledger.owed === 0 && !ledger.open) serverGone = true;
+          if (m.code === BackendCode.ErrorResponse && ledger.owed === 0 && !ledger.open) serverGone = true;
           if (ledger.answer(m.code, m.first)) return true; // the answer to the proxy's own query
           if (!settings) return false;
           if (m.code === BackendCode.ParameterStatus)

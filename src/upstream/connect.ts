@@ -7,7 +7,7 @@ import type { ConnectHints, Connector } from '../cloud.js';
 import { formatHostPort, type HostPort } from '../host-port.js';
 import { LENGTH_SIZE, NegotiationReply, RequestCode, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
-import { Inbox } from './inbox.js';
+import { Inbox } from '../net/inbox.js';
 
 export interface UpstreamTarget {
   /** The name the certificate must carry (and tokens are signed for). */

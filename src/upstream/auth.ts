@@ -6,7 +6,7 @@ import { AuthCode, BackendCode, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import { authCode, authMethodName, decodeBackendKey, decodeError, readBackendFrame, type BackendFrame } from '../protocol/backend.js';
 import type { Token } from '../cloud.js';
-import { Inbox } from './inbox.js';
+import { Inbox } from '../net/inbox.js';
 
 /** The server refused the token: SQLSTATE 28000 after the password message. Retryable while the client knows nothing. */
 export class TokenRejected extends WireError {
