@@ -342,6 +342,14 @@ t.test('lifetime, idle timeout and a failing reset retire servers', async (t) =>
   await b.end();
   t.ok(await idle.line((l) => l.msg === 'pool: server closed' && l.reason === 'server idle timeout'));
 
+  // Parked, then past its lifetime while idle: the janitor closes it without waiting for a client.
+  await using aging = await pooled({ lifetimeMs: 5_000 });
+  const d = client(aging, { application_name: 'aging' });
+  await d.connect();
+  await d.end();
+  await parked(aging);
+  t.ok(await aging.line((l) => l.msg === 'pool: server closed' && l.reason === 'server lifetime reached'), 'closed while parked');
+
   await using failing = await pooled({ resetQuery: 'SELECT 1/0' });
   const c = client(failing, { application_name: 'reset' });
   await c.connect();

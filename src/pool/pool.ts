@@ -7,6 +7,7 @@
 import type { Logger } from 'pino';
 import { HEADER_SIZE, SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
+import { Janitor } from './janitor.js';
 import { sendCancel } from '../upstream/cancel.js';
 import { openServer, type LoginTarget } from '../upstream/login.js';
 import { UpstreamError } from '../upstream/auth.js';
@@ -175,6 +176,8 @@ export class Pools {
    * (and by the pools a reload puts in their place: clients keep theirs).
    */
   readonly statements: StatementRegistry;
+  /** Closes servers idle too long, or too old, while any are parked. */
+  private readonly janitor: Janitor;
 
   constructor(
     private readonly target: LoginTarget,
@@ -184,6 +187,32 @@ export class Pools {
     statements?: StatementRegistry,
   ) {
     this.statements = statements ?? new StatementRegistry();
+    this.janitor = new Janitor((now) => this.sweep(now), Math.min(settings.idleTimeoutMs, settings.lifetimeMs));
+  }
+
+  /**
+   * The janitor's round: a parked server idle for --server-idle-timeout, or older than --server-lifetime,
+   * is closed. Says whether any server is left parked (else the janitor sleeps until one is).
+   */
+  private sweep(now: number): boolean {
+    let parked = false;
+    for (const pool of [...this.pools.values()]) {
+      for (const server of [...pool.idle]) {
+        const why =
+          now - server.lastUsedAt >= this.settings.idleTimeoutMs
+            ? 'server idle timeout'
+            : now - server.createdAt >= this.settings.lifetimeMs
+              ? 'server lifetime reached'
+              : undefined;
+        if (!why) {
+          parked = true;
+          continue;
+        }
+        pool.idle.splice(pool.idle.indexOf(server), 1);
+        this.retire(pool, server, why);
+      }
+    }
+    return parked;
   }
 
   /** Servers of the instance, in every pool, open or opening. */
@@ -465,6 +494,7 @@ export class Pools {
   replaceWith(successor: Pools): void {
     this.successor = successor;
     this.closing = true;
+    this.janitor.stop();
     this.closingReason = 'the configuration was reloaded';
     for (const pool of this.pools.values()) {
       clearTimeout(pool.retryTimer);
@@ -476,6 +506,7 @@ export class Pools {
   /** Close every idle server now; busy ones close as their clients leave. */
   close(): void {
     this.closing = true;
+    this.janitor.stop();
     clearTimeout(this.rebalanceTimer);
     for (const pool of this.pools.values()) {
       clearTimeout(pool.retryTimer);
@@ -616,7 +647,8 @@ export class Pools {
     if (!this.instanceHasRoom() && [...this.pools.values()].some((other) => other !== pool && other.waiting.length > 0))
       this.rebalanceSoon(EVICT_GRACE_MS);
     this.log.debug({ server: server.id, user: pool.key.user, database: pool.key.database, idle: pool.idle.length }, 'pool: server idle');
-    server.watch(this.settings.idleTimeoutMs, (why) => {
+    this.janitor.wake();
+    server.watch((why) => {
       const at = pool.idle.indexOf(server);
       if (at < 0) return;
       pool.idle.splice(at, 1);

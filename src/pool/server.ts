@@ -172,14 +172,16 @@ export class PooledServer {
     return undefined;
   }
 
-  /** The listeners and timer of an idle server, removed when a client gets it. */
+  /** The listeners of an idle server, removed when a client gets it. */
   private watching: { readonly off: () => void } | undefined;
+  /** When it was last parked, ms since the epoch (the janitor's idle timeout counts from here). */
+  idleSince = 0;
 
   /**
    * While idle: anything the server sends, its EOF or its close means it is gone (an administrator's FATAL,
-   * a failover), and so does the idle timeout. `gone` is told once, with why.
+   * a failover). `gone` is told once, with why; the pools' janitor (janitor.ts) looks after its idle time.
    */
-  watch(idleTimeoutMs: number, gone: (why: string) => void): void {
+  watch(gone: (why: string) => void): void {
     const socket = this.socket;
     let told = false;
     const tell = (why: string) => () => {
@@ -191,14 +193,13 @@ export class PooledServer {
     // Still reading when it comes straight from a transaction: resume() is then a no-op.
     const onData = tell('it spoke while idle (terminated or failing over)');
     const onEnd = tell('it closed while idle');
-    const timer = setTimeout(tell('server idle timeout'), idleTimeoutMs).unref();
     socket.on('data', onData);
     socket.on('end', onEnd);
     socket.on('close', onEnd);
     socket.resume();
+    this.idleSince = Date.now();
     this.watching = {
       off: () => {
-        clearTimeout(timer);
         socket.off('data', onData);
         socket.off('end', onEnd);
         socket.off('close', onEnd);
