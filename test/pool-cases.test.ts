@@ -374,6 +374,27 @@ t.test('pipelines with errors: what the server skipped, the proxy must not count
   );
 });
 
+t.test('a Parse in a failed transaction of a statement the server already has: refused (25P02) as PostgreSQL refuses it', async (t) => {
+  // p1 leaves the statement prepared on the server; in a failed transaction the client parses the same
+  // SQL under another name: PostgreSQL refuses the Parse itself (only COMMIT and ROLLBACK parse there),
+  // and the proxy's own answer for a statement the server has must not say otherwise.
+  const failed = scripted(
+    [m.parse('p1', 'SELECT 41 + 1 AS answer'), m.sync()],
+    [m.query('BEGIN')],
+    [m.query('SELECT 1/0')],
+    [m.parse('p2', 'SELECT 41 + 1 AS answer'), m.bind('p2'), m.execute(), m.sync()],
+    [m.parse('r', 'ROLLBACK'), m.bind('r'), m.execute(), m.sync()],
+    [m.parse('p2', 'SELECT 41 + 1 AS answer'), m.bind('p2'), m.execute(), m.sync()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [failed], 'a failed transaction, then a ROLLBACK parsed in it, then the statement again');
+  const pipelined = scripted(
+    [m.parse('p1', 'SELECT 41 + 1 AS answer'), m.sync()],
+    [m.query('BEGIN')],
+    [m.bind('nope'), m.sync(), m.parse('p3', 'SELECT 41 + 1 AS answer'), m.bind('p3'), m.execute(), m.sync(), m.query('ROLLBACK')],
+  );
+  await sameAsDirect(t, 'transaction', 1, [pipelined], 'the transaction failing in a group still unanswered when the Parse is sent');
+});
+
 t.test('a Parse over 16 MiB in transaction mode is accepted, as PostgreSQL accepts it', async (t) => {
   const big = `SELECT length('${'x'.repeat(17 * 1024 * 1024)}') AS len`;
   await sameAsDirect(

@@ -80,6 +80,16 @@ export class Ledger {
     return this.requests.length - this.head;
   }
 
+  /**
+   * Whether the transaction status the next request meets is known: `status`, with no Sync, Query or
+   * FunctionCall still unanswered (one of those may end in a failed transaction). Requests of the open
+   * group since cannot fail the transaction without the server skipping what follows them.
+   */
+  get statusKnown(): boolean {
+    for (let i = this.head; i < this.requests.length; i++) if (endsGroup(this.requests[i]! & CODE)) return false;
+    return true;
+  }
+
   /** Nothing owed, nothing open, the count trusted: with an idle status, the server is between transactions. */
   get settled(): boolean {
     return this.owed === 0 && !this.open && !this.copyIn && this.doubt === undefined;

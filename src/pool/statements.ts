@@ -3,6 +3,7 @@
 // client that prepares the same thing, as pgbouncer's max_prepared_statements does. Each server keeps at
 // most a set number, least recently used closed first.
 import { Frontend, frontendMessage } from '../protocol/frontend.js';
+import { HEADER_SIZE } from '../protocol/constants.js';
 
 /** Server-side names start with this; a client's names never reach a server. */
 export const STATEMENT_PREFIX = 'pg_iam_proxy_';
@@ -69,6 +70,9 @@ export const closeStatement = (name: string): Buffer => frontendMessage(Frontend
 /** Parse(SCRATCH, "") + Close(SCRATCH): the first answers the client's Parse in its place, the second undoes it. */
 export const SCRATCH_PARSE = frontendMessage(Frontend.Parse, SCRATCH, '', Buffer.alloc(2));
 export const SCRATCH_CLOSE = closeStatement(SCRATCH);
+/** Parse(SCRATCH) of the statement's own SQL and types: refused where the client's Parse would be (25P02). */
+export const scratchParse = (statement: Statement): Buffer =>
+  frontendMessage(Frontend.Parse, SCRATCH, statement.parse.subarray(HEADER_SIZE + Buffer.byteLength(statement.name) + 1));
 
 /**
  * A client's DEALLOCATE of one of its statements runs on the server as DEALLOCATE of this statement, made

@@ -34,6 +34,7 @@ import {
   NEVER_PREPARED,
   SCRATCH_CLOSE,
   SCRATCH_PARSE,
+  scratchParse,
   STATEMENT_PREFIX,
   type Statement,
   type StatementRegistry,
@@ -446,9 +447,13 @@ class TransactionRelay {
     });
     if (this.server!.prepared.has(held) && this.dropsAllPending === 0) {
       // Already there (another client prepared the same SQL): the client's ParseComplete comes from a
-      // throwaway statement, in order and skipped on an error as a real one would be.
+      // throwaway statement, in order and skipped on an error as a real one would be. In a failed
+      // transaction (or where one may have failed), the throwaway carries the client's SQL: the server
+      // refuses it (25P02) as it would the client's, or accepts it if it is a COMMIT or ROLLBACK.
       this.touch(held);
-      this.send(out, SCRATCH_PARSE, Frontend.Parse, { settled });
+      const ledger = this.server!.ledger;
+      const mayHaveFailed = ledger.status === TxStatus.Failed || !ledger.statusKnown;
+      this.send(out, mayHaveFailed ? scratchParse(held) : SCRATCH_PARSE, Frontend.Parse, { settled });
       this.send(out, SCRATCH_CLOSE, Frontend.Close, { swallow: true });
     } else this.prepare(held, false, out, settled);
     return true;
