@@ -9,10 +9,9 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { startTestDb } from './support/testdb.js';
-import { runPg, startProxy, type TestProxy } from './support/proxy.js';
+import { startProxy, type TestProxy } from './support/proxy.js';
+import { jdbcSkip, runJdbc } from './support/jdbc.js';
 import type { PoolSettings } from '../src/pool/pool.js';
 
 const db = await startTestDb();
@@ -275,25 +274,16 @@ t.test('postgres.js: pipelined prepared queries with errors among them, two conn
   await sql.end();
 });
 
-const jdbc = '/usr/share/java/postgresql.jar';
 t.test(
   'pgjdbc: prepareThreshold=1, a batch with an error inside, then the same statements again on two connections',
-  {
-    skip:
-      !process.env.CI && (!existsSync(jdbc) || !process.env.PATH?.split(':').some((d) => existsSync(`${d}/java`)))
-        ? 'needs java and the pgjdbc jar (.ci/run installs them)'
-        : false,
-  },
+  { skip: jdbcSkip() },
   async (t) => {
     await using proxy = await pooled({ size: 1 });
-    const source = join(db.dir, 'JdbcBatch.java');
-    await writeFile(
-      source,
-      `import java.sql.*;
-public class JdbcBatch {
-  public static void main(String[] a) throws Exception {
-    String url = "jdbc:postgresql://127.0.0.1:${proxy.port}/orders?user=iam_user&prepareThreshold=1&sslmode=disable";
-    Connection c1 = DriverManager.getConnection(url);
+    const r = await runJdbc(
+      db.dir,
+      'JdbcBatch',
+      proxy.port,
+      `    Connection c1 = DriverManager.getConnection(url);
     Connection c2 = DriverManager.getConnection(url);
     long total = 0;
     for (int round = 0; round < 3; round++) {
@@ -307,12 +297,8 @@ public class JdbcBatch {
         }
       }
     }
-    System.out.println(total);
-  }
-}
-`,
+    System.out.println(total);`,
     );
-    const r = await runPg('java', ['-cp', jdbc, source], {});
     t.equal(r.code, 0, r.stderr);
     t.equal(r.stdout.trim(), String(3 * (1000 + 2 * 15)));
   },

@@ -12,6 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startTestDb } from './support/testdb.js';
 import { runPg, startProxy, type TestProxy } from './support/proxy.js';
+import { jdbcSkip, runJdbc } from './support/jdbc.js';
 import type { PoolSettings } from '../src/pool/pool.js';
 import { WireClient, errorOf } from './support/wire.js';
 import { startupBytes, cancelRequest } from './support/bytes.js';
@@ -445,26 +446,13 @@ print(total)
   t.equal(r.out.trim(), String((49 * 50) / 2 + 50 + 500), 'the sums, and 500 rows copied in');
 });
 
-const jdbc = '/usr/share/java/postgresql.jar';
-t.test(
-  'pgjdbc: prepareThreshold=1, server-side statements across transactions',
-  {
-    // CI installs both (.ci/run): there it never skips.
-    skip:
-      !process.env.CI && (!existsSync(jdbc) || !process.env.PATH?.split(':').some((d) => existsSync(`${d}/java`)))
-        ? 'needs java and the pgjdbc jar (.ci/run installs them)'
-        : false,
-  },
-  async (t) => {
-    await using proxy = await pooled({ size: 2 });
-    const source = join(db.dir, 'Jdbc.java');
-    await writeFile(
-      source,
-      `import java.sql.*;
-public class Jdbc {
-  public static void main(String[] a) throws Exception {
-    String url = "jdbc:postgresql://127.0.0.1:${proxy.port}/orders?user=iam_user&prepareThreshold=1&sslmode=disable";
-    long total = 0;
+t.test('pgjdbc: prepareThreshold=1, server-side statements across transactions', { skip: jdbcSkip() }, async (t) => {
+  await using proxy = await pooled({ size: 2 });
+  const r = await runJdbc(
+    db.dir,
+    'Jdbc',
+    proxy.port,
+    `    long total = 0;
     Connection[] cs = new Connection[3];
     for (int i = 0; i < cs.length; i++) cs[i] = DriverManager.getConnection(url);
     for (int i = 0; i < 60; i++) {
@@ -478,16 +466,11 @@ public class Jdbc {
     PreparedStatement ps = c.prepareStatement("SELECT ?::int * 2");
     for (int i = 0; i < 5; i++) { ps.setInt(1, i); ResultSet rs = ps.executeQuery(); rs.next(); total += rs.getInt(1); }
     c.commit();
-    System.out.println(total);
-  }
-}
-`,
-    );
-    const r = await runPg('java', ['-cp', jdbc, source], {});
-    t.equal(r.code, 0, r.stderr);
-    t.equal(r.stdout.trim(), String((59 * 60) / 2 + 60 + 20));
-  },
-);
+    System.out.println(total);`,
+  );
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout.trim(), String((59 * 60) / 2 + 60 + 20));
+});
 
 t.test('through the CLI: --pool-mode transaction, pgbench -C, GET /pools', async (t) => {
   const { cleanAwsEnv, serveArgs, startCli } = await import('./support/cli.js');
