@@ -169,3 +169,17 @@ t.test('a long pipeline is compacted as it is answered', async (t) => {
   l.answer(B.ReadyForQuery, I);
   t.ok(l.settled);
 });
+
+t.test('the status the next request meets is known only with no Sync, Query or FunctionCall unanswered', async (t) => {
+  const l = new Ledger();
+  t.ok(l.statusKnown, 'nothing sent');
+  run(l, 'PB', '');
+  t.ok(l.statusKnown, 'requests of the open group cannot fail the transaction without skipping what follows');
+  run(l, 'S', '12');
+  t.notOk(l.statusKnown, 'a Sync unanswered: the group may end in a failed transaction');
+  run(l, '', 'ZE');
+  t.ok(l.statusKnown);
+  t.equal(l.status, TxStatus.Failed);
+  run(l, 'Q', '');
+  t.notOk(l.statusKnown);
+});
