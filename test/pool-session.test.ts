@@ -121,8 +121,14 @@ t.test('startup parameters hold per client on one pool: a different TimeZone or 
     PGOPTIONS: '-c TimeZone=Asia/Tokyo',
   });
   t.equal(r.stdout.trim(), 'Asia/Tokyo', `psql with PGOPTIONS: ${r.stderr}`);
-  t.equal(await backends('tz'), '0');
   t.equal(Number(await db.admin("SELECT count(*) FROM pg_stat_activity WHERE usename = 'iam_user'")), 1, 'one server all along');
+  // Reset after psql left, with psql's values set again for the next client like it: parked, idle.
+  await parked(proxy, 3);
+  t.equal(
+    await db.admin("SELECT state FROM pg_stat_activity WHERE usename = 'iam_user' AND application_name = 'tz'"),
+    'idle',
+    "idle in the pool under the last client's name",
+  );
 });
 
 t.test('60 connects with distinct application names through a pool of 1: one backend, each client its own name', async (t) => {

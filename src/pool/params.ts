@@ -110,8 +110,17 @@ export function settingsQuery(
   /** What the server holds is not known (a reset query that may not reset): RESET ALL first. */
   resetAll = false,
 ): Buffer | undefined {
-  const parts: Buffer[] = resetAll ? [Buffer.from('RESET ALL;')] : [];
-  if (resetAll) have = new Map();
+  const sql = settingsSql(want, resetAll ? new Map() : have);
+  if (!resetAll && !sql) return undefined;
+  return frontendMessage(
+    Frontend.Query,
+    Buffer.concat([...(resetAll ? [Buffer.from('RESET ALL;')] : []), ...(sql ? [sql] : []), Buffer.of(0)]),
+  );
+}
+
+/** The statements of settingsQuery: SET or RESET for each tracked value that differs; undefined: none. */
+export function settingsSql(want: ReadonlyMap<string, Buffer>, have: ReadonlyMap<string, Buffer>): Buffer | undefined {
+  const parts: Buffer[] = [];
   const names = [...new Set([...want.keys(), ...have.keys()])].sort((a, b) =>
     a === 'client_encoding' ? -1 : b === 'client_encoding' ? 1 : a < b ? -1 : 1,
   );
@@ -125,7 +134,7 @@ export function settingsQuery(
       parts.push(Buffer.from(`SET ${name} TO ${tag}`), value, Buffer.from(`${tag};`));
     }
   }
-  return parts.length === 0 ? undefined : frontendMessage(Frontend.Query, Buffer.concat([...parts, Buffer.of(0)]));
+  return parts.length === 0 ? undefined : Buffer.concat(parts);
 }
 
 /** A dollar-quote tag that does not occur in `value`. */

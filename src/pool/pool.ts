@@ -13,6 +13,8 @@ import { openServer, type LoginTarget } from '../upstream/login.js';
 import { UpstreamError } from '../upstream/auth.js';
 import { type GreetingTemplate, PooledServer } from './server.js';
 import { StatementRegistry } from './statements.js';
+import { settingsSql } from './params.js';
+import { Frontend, frontendMessage } from '../protocol/frontend.js';
 
 export type PoolMode = 'session' | 'transaction';
 
@@ -138,6 +140,8 @@ const poolId = (key: PoolKey): string => key.id;
 
 /** The reported-values cache is cleared when it grows past this (clients that vary application_name per request). */
 const MAX_REPORTED = 10_000;
+/** A reset query that takes a server back to how it started, tracked settings included. */
+const FULL_RESET = /\b(discard|reset)\s+all\b/i;
 const reportedKey = (name: string, value: Buffer): string => `${name}\0${value.toString('latin1')}`;
 
 /** A greeting with the client's own values of the tracked parameters the server reports, where they differ. */
@@ -451,7 +455,7 @@ export class Pools {
         this.park(pool, server);
         return;
       }
-      this.reset(server).then(
+      this.reset(server, key).then(
         () => {
           pool.active.delete(server);
           server.lastUsedAt = Date.now();
@@ -465,14 +469,27 @@ export class Pools {
     });
   }
 
-  /** The reset query; in transaction mode the proxy's statements go too (DISCARD ALL drops them already). */
-  private async reset(server: PooledServer): Promise<void> {
-    await server.run(this.settings.resetQuery, this.target.connectTimeoutMs);
-    // Back to how the server started (without the tracked parameters), unless the reset query does not say.
-    if (/\b(discard|reset)\s+all\b/i.test(this.settings.resetQuery)) server.tracked = new Map();
+  /**
+   * The reset query; in transaction mode the proxy's statements go too (DISCARD ALL drops them already).
+   * A reset that takes the server back to how it started (DISCARD ALL, RESET ALL) sets the tracked values
+   * of the client that left again, in the same round trip: the next client is most often the same program,
+   * with the same values, and is then lent the server without a query of its own.
+   */
+  private async reset(server: PooledServer, key: PoolKey): Promise<void> {
+    const query = this.settings.resetQuery;
+    const full = FULL_RESET.test(query);
+    const again = full ? settingsSql(key.params, new Map()) : undefined;
+    if (again) {
+      // Two Queries in one write (DISCARD ALL cannot share a Query with other statements): one round trip.
+      const messages = Buffer.concat([frontendMessage(Frontend.Query, query), frontendMessage(Frontend.Query, again, Buffer.of(0))]);
+      await server.run(messages, this.target.connectTimeoutMs, `${query}, then the client's settings`, 2);
+    } else await server.run(query, this.target.connectTimeoutMs);
+    // Back to how the server started (without the tracked parameters) and the client's values set again,
+    // unless the reset query does not say.
+    if (full) server.tracked = again ? key.params : new Map();
     else server.trackedUnknown = true;
     if (server.prepared.size === 0 && !server.statementsUnsure) return;
-    if (!/^\s*discard\s+all\s*;?\s*$/i.test(this.settings.resetQuery)) await server.run('DEALLOCATE ALL', this.target.connectTimeoutMs);
+    if (!/^\s*discard\s+all\s*;?\s*$/i.test(query)) await server.run('DEALLOCATE ALL', this.target.connectTimeoutMs);
     server.prepared.clear();
     server.statementsUnsure = false;
   }

@@ -122,19 +122,26 @@ export class PooledServer {
   }
 
   /**
-   * Run `sql` as a simple query and read to its ReadyForQuery: the reset between clients, or the check
+   * Run `sql` (or `queries` whole Query messages, `what` in words) as a simple query and read to its ReadyForQuery:
+   * the reset between clients, or the check
    * of a server idle for long. Resolves only when the server ends idle ('I') with no error; the
    * ParameterStatus it sends on the way (RESET ALL changes reported values) are learnt.
    */
-  async run(sql: string, timeoutMs: number): Promise<void> {
-    const { status, error } = await simpleQuery(this.socket, sql, timeoutMs, (frame) => {
-      if (frame.code === BackendCode.ParameterStatus) this.learn(frame.bytes);
-    });
+  async run(sql: string | Buffer, timeoutMs: number, what = sql as string, queries = 1): Promise<void> {
+    const { status, error } = await simpleQuery(
+      this.socket,
+      sql,
+      timeoutMs,
+      (frame) => {
+        if (frame.code === BackendCode.ParameterStatus) this.learn(frame.bytes);
+      },
+      queries,
+    );
     this.unnamed = undefined; // a simple Query drops the unnamed statement
     if (error !== undefined || status !== TxStatus.Idle) {
       throw new WireError(
         SqlState.ConnectionFailure,
-        `the server did not come back idle from ${JSON.stringify(sql)}: ${error ?? `status ${String.fromCharCode(status)}`}`,
+        `the server did not come back idle from ${JSON.stringify(what)}: ${error ?? `status ${String.fromCharCode(status)}`}`,
         { reason: Failure.UpstreamProtocol },
       );
     }

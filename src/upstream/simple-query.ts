@@ -19,10 +19,11 @@ export interface QueryOutcome {
  */
 export async function simpleQuery(
   socket: Socket,
-  /** The SQL, or a whole Query message. */
+  /** The SQL, or whole Query messages (`queries` of them, sent in one write: the outcome is the last's). */
   sql: string | Buffer,
   timeoutMs: number,
   each?: (frame: BackendFrame) => void,
+  queries = 1,
 ): Promise<QueryOutcome> {
   const inbox = new Inbox(socket, 64 * 1024);
   const timer = setTimeout(() => inbox.fail(new Error(`no answer to ${JSON.stringify(sql)} within ${timeoutMs / 1000} s`)), timeoutMs);
@@ -37,6 +38,7 @@ export async function simpleQuery(
       }
       inbox.consume(frame.bytes.length);
       if (frame.code === BackendCode.ErrorResponse) error ??= decodeError(frame).message;
+      else if (frame.code === BackendCode.ReadyForQuery && --queries > 0) continue;
       else if (frame.code === BackendCode.ReadyForQuery) {
         if (inbox.buffered.length > 0) throw new Error('the server sent more after ReadyForQuery');
         return { status: frame.bytes[HEADER_SIZE]!, error };
