@@ -395,6 +395,27 @@ t.test('a Parse in a failed transaction of a statement the server already has: r
   await sameAsDirect(t, 'transaction', 1, [pipelined], 'the transaction failing in a group still unanswered when the Parse is sent');
 });
 
+t.test(
+  "the client's own DISCARD ALL, then its unnamed statement again: the proxy's query that sets its values back drops it, and it is parsed again",
+  async (t) => {
+    // DISCARD ALL takes the settings back; the proxy sets the client's values again with a Query of its own,
+    // which drops the server's unnamed statement: the client's next Bind of it must still find it.
+    const discards = scripted(
+      [m.parse('', 'DISCARD ALL'), m.bind(''), m.execute(), m.flush(), m.sync()],
+      [m.bind(''), m.sync()],
+      [m.query('SELECT 1 AS x')],
+    );
+    const other = scripted([m.parse('', 'DEALLOCATE s1'), m.bind(''), m.execute('', 1), m.sync()]);
+    for (let round = 0; round < 5; round++)
+      await sameAsDirect(t, 'transaction', 1, [other, discards], `with another client, round ${round}`);
+    const pipelined = scripted(
+      [m.parse('', 'DISCARD ALL'), m.bind(''), m.execute(), m.sync(), m.parse('', 'SELECT 2 AS y'), m.bind(''), m.execute(), m.sync()],
+      [m.bind(''), m.execute(), m.sync()],
+    );
+    await sameAsDirect(t, 'transaction', 1, [pipelined], 'an unnamed statement made in the same write after the DISCARD ALL');
+  },
+);
+
 t.test('a Parse over 16 MiB in transaction mode is accepted, as PostgreSQL accepts it', async (t) => {
   const big = `SELECT length('${'x'.repeat(17 * 1024 * 1024)}') AS len`;
   await sameAsDirect(

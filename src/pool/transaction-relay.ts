@@ -772,11 +772,16 @@ class TransactionRelay {
   private setTracked(server: PooledServer, query: Buffer, tracked: ReadonlyMap<string, Buffer>): void {
     server.tracked = tracked;
     server.trackedUnknown = false;
+    // A Query drops the unnamed statement, the client's included (made by messages written before it):
+    // its next Bind of it gets its Parse again. Skipped (an error in what the client pipelined), it does not.
+    const unnamed = server.unnamed;
+    server.unnamed = undefined;
     server.socket.write(query);
     server.ledger.sent(Frontend.Query, {
       swallow: true,
       settled: (outcome) => {
         if (outcome === 'answered') return;
+        if (outcome === 'skipped' && server.unnamed === undefined) server.unnamed = unnamed;
         server.trackedUnknown = true;
         this.settingsChanged = true;
       },
