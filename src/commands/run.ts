@@ -4,7 +4,9 @@ import { constants } from 'node:os';
 import type { Logger } from 'pino';
 import type { Identities } from '../aws/identity.js';
 import type { ProxyConfig } from '../config.js';
-import { CloudCredentials } from '../oauth/sources.js';
+import { CloudCredentials } from '../clouds/credentials.js';
+import { CLOUDS } from '../clouds/names.js';
+import { cloudOf } from '../clouds/table.js';
 import { Engine } from '../proxy/engine.js';
 import { announceAll, engineDeps } from './wiring.js';
 
@@ -30,26 +32,13 @@ const FROM_TERMINAL: readonly NodeJS.Signals[] = ['SIGINT', 'SIGQUIT'];
 const BYPASS = ['PGHOSTADDR', 'PGSERVICE', 'PGSERVICEFILE', 'PGSSLNEGOTIATION', 'PGREQUIRESSL'];
 
 /**
- * Cloud credentials themselves, as the SDKs read them from the environment. The proxy signs for the
- * command, which needs none of them; an environment is inherited by every process the command starts
- * and shows up in `env` output, crash reports and /proc/PID/environ. What only names or points at a
- * credential (AWS_PROFILE, AWS_REGION, AWS_WEB_IDENTITY_TOKEN_FILE, PG_IAM_PROXY_*) stays: it is no
- * secret, and the files it names are the same user's to read anyway.
+ * Cloud credentials themselves, as the SDKs read them from the environment, every cloud's. The proxy
+ * signs for the command, which needs none of them; an environment is inherited by every process the
+ * command starts and shows up in `env` output, crash reports and /proc/PID/environ. What only names or
+ * points at a credential (AWS_PROFILE, AWS_REGION, AWS_WEB_IDENTITY_TOKEN_FILE, PG_IAM_PROXY_*) stays: it is
+ * no secret, and the files it names are the same user's to read anyway.
  */
-const AWS_CREDENTIALS = [
-  'AWS_ACCESS_KEY_ID',
-  'AWS_SECRET_ACCESS_KEY',
-  'AWS_SESSION_TOKEN',
-  'AWS_SECURITY_TOKEN', // the older name of AWS_SESSION_TOKEN, still read by boto
-  'AWS_CREDENTIAL_EXPIRATION', // goes with the keys above
-  'AWS_CONTAINER_AUTHORIZATION_TOKEN', // the bearer token for the ECS / EKS Pod Identity credentials endpoint
-  // Azure's secrets as @azure/identity reads them (the proxy gets the command's tokens for it too).
-  'AZURE_CLIENT_SECRET',
-  'AZURE_CLIENT_CERTIFICATE_PASSWORD',
-  'AZURE_PASSWORD',
-  'IDENTITY_HEADER', // the managed identity endpoint's secret (App Service, Functions, Arc)
-  'MSI_SECRET', // its older name
-];
+const CLOUD_CREDENTIALS: readonly string[] = CLOUDS.flatMap((cloud) => cloudOf(cloud).credentialVariables);
 
 /**
  * Start the proxy, run the command against it, stop the proxy when the command ends. Resolves to the
@@ -70,7 +59,7 @@ export async function runWithProxy(config: ProxyConfig, options: RunOptions): Pr
   await announceAll(config, identities, log, clouds);
   const instance = proxy.instances[0]!;
   const socket = instance.socketPath!;
-  const withheld = options.keepAwsEnv ? [] : AWS_CREDENTIALS.filter((name) => options.env[name] !== undefined);
+  const withheld = options.keepAwsEnv ? [] : CLOUD_CREDENTIALS.filter((name) => options.env[name] !== undefined);
   if (withheld.length > 0)
     log.debug({ withheld }, "cloud credentials kept out of the command's environment (--keep-aws-env passes them on)");
   const env: NodeJS.ProcessEnv = {

@@ -3,11 +3,12 @@
 // federation, the metadata server on GCE, GKE and Cloud Run, `gcloud auth application-default login`).
 // User names are service accounts without `.gserviceaccount.com` and users' emails. The library loads on
 // the first fetch: an AWS-only proxy never loads it. What Cloud SQL says when a login fails is here too.
-import { quoteIdent } from '../aws/hints.js';
-import type { CloudSqlInstance } from '../clouds.js';
+import { quoteIdent } from '../sql-quote.js';
+import type { CloudSqlInstance } from './instance.js';
 import { SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
-import type { BearerWords } from '../oauth/authenticator.js';
+import type { TokenErrorWording } from '../oauth/authenticator.js';
+import type { BearerSource } from '../oauth/bearer-cloud.js';
 import type { BearerFetch, BearerToken } from '../oauth/tokens.js';
 
 /** The scope of tokens that log in to Cloud SQL, and the one the SQL Admin API wants (Google's connectors ask for it). */
@@ -53,6 +54,25 @@ export function googleFetch(scope: string, auth = googleAuth(scope)): BearerFetc
   };
 }
 
+/**
+ * Application Default Credentials for logins, one per process: the tokens, and the account they stand for
+ * (a service account key, the metadata server's account); no account when they do not say (a person's
+ * gcloud login).
+ */
+export function googleSource(): BearerSource {
+  const login = googleAuth(LOGIN_SCOPE);
+  return {
+    fetch: googleFetch(LOGIN_SCOPE, login),
+    async account() {
+      try {
+        return (await (await login()).getCredentials()).client_email ?? undefined;
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}
+
 /** The causes of a refused token, most likely first. */
 export function cloudSqlChecklist(user: string, instance: CloudSqlInstance | undefined): string {
   const name = instance?.instance ?? 'INSTANCE';
@@ -67,8 +87,8 @@ export function cloudSqlChecklist(user: string, instance: CloudSqlInstance | und
   ].join(' ');
 }
 
-/** A Cloud SQL instance's words; `instance` names it in the advice. */
-export function cloudSqlWords(instance: CloudSqlInstance | undefined): BearerWords {
+/** Cloud SQL's words for a token that cannot be had or is refused; `instance` names it in the advice. */
+export function cloudSqlWording(instance: CloudSqlInstance | undefined): TokenErrorWording {
   return {
     tokenName: 'a Google OAuth2 access token',
     tryCommand: 'gcloud auth application-default print-access-token',
