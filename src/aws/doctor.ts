@@ -23,6 +23,12 @@ import { GLOBAL_BUNDLE_URL, notIamUser, rdsConnectHints, rejectionFixes } from '
 import { CLOCK_SKEW_WARN_MS, callerIdentity, NoCredentialsError, type CallerIdentity, type SignerIdentity } from './identity.js';
 import type { IamToken } from './tokens.js';
 
+const DAY_MS = 86_400_000;
+/** A server certificate this close to its end is warned of: time to rotate the instance's CA. */
+const CERT_EXPIRY_WARN_DAYS = 30;
+/** AWS refuses a signature dated more than 5 minutes off its own clock. */
+const SIGNATURE_SKEW_MAX_MS = 5 * 60_000;
+
 /** The RDS walk: each step one or more checks, in the order the troubleshooting page takes them. */
 export const awsDoctor: CloudDoctor<AwsProcess> = (instance, options, { identities }) => {
   const now = options.now ?? Date.now;
@@ -173,9 +179,12 @@ async function checkEndpoint({ instance, options, set, fail }: Context): Promise
   set('endpoint', 'pass', `${region}; ${host} is an RDS endpoint name`);
 }
 
+/** CNAMEs followed from the endpoint at most: a longer chain is a loop, or nothing an RDS name ends. */
+const MAX_CNAME_HOPS = 8;
+
 async function cnameTarget(host: string): Promise<string | undefined> {
   let name = host;
-  for (let hop = 0; hop < 8; hop++) {
+  for (let hop = 0; hop < MAX_CNAME_HOPS; hop++) {
     const next = (await resolveCname(name).catch(() => []))[0];
     if (!next) break;
     name = next;
@@ -298,8 +307,8 @@ async function checkCertificate(
       data,
     );
   }
-  const daysLeft = (Date.parse(cert.valid_to) - Date.now()) / 86_400_000;
-  if (daysLeft < 30) {
+  const daysLeft = (Date.parse(cert.valid_to) - Date.now()) / DAY_MS;
+  if (daysLeft < CERT_EXPIRY_WARN_DAYS) {
     return set(
       'certificate',
       'warn',
@@ -323,7 +332,7 @@ function checkClock({ set, fail, now }: Context, who: CallerIdentity | undefined
   }
   const skewS = Math.round((now() - who.serverDate.getTime()) / 1000);
   const found = `this clock is ${Math.abs(skewS)} s ${skewS >= 0 ? 'ahead of' : 'behind'} STS's`;
-  if (Math.abs(skewS) > 300)
+  if (Math.abs(skewS) * 1000 > SIGNATURE_SKEW_MAX_MS)
     throw fail('clock', found, 'AWS rejects signatures more than 5 minutes off: synchronize the clock (NTP, chrony).');
   else if (Math.abs(skewS) * 1000 > CLOCK_SKEW_WARN_MS)
     set('clock', 'warn', found, 'Synchronize the clock (NTP, chrony): tokens are dated by it.');

@@ -28,6 +28,14 @@ export interface RunOptions {
 const FORWARDED: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
 const FROM_TERMINAL: readonly NodeJS.Signals[] = ['SIGINT', 'SIGQUIT'];
 
+/** The shell's exit statuses: a command not found, one that cannot be run, and the base of a death by signal. */
+const NOT_FOUND = 127;
+const CANNOT_RUN = 126;
+const SIGNAL_BASE = 128;
+
+/** What a background child the command left behind gets once the command is gone. */
+const LEFT_BEHIND_GRACE_MS = 2_000;
+
 /** libpq settings that would send the command somewhere other than the proxy. */
 const BYPASS = ['PGHOSTADDR', 'PGSERVICE', 'PGSERVICEFILE', 'PGSSLNEGOTIATION', 'PGREQUIRESSL'];
 
@@ -82,13 +90,13 @@ export async function runWithProxy(config: ProxyConfig, options: RunOptions): Pr
     child.once('error', (err: NodeJS.ErrnoException) => {
       log.error({ err }, `cannot run ${options.command}: ${err.message}`);
       process.stderr.write(`pg-iam-proxy: cannot run ${options.command}: ${err.code === 'ENOENT' ? 'command not found' : err.message}\n`);
-      resolve(err.code === 'ENOENT' ? 127 : 126);
+      resolve(err.code === 'ENOENT' ? NOT_FOUND : CANNOT_RUN);
     });
-    child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0)));
+    child.once('exit', (code, signal) => resolve(code ?? SIGNAL_BASE + (signal ? constants.signals[signal] : 0)));
   });
   for (const signal of [...FORWARDED, ...FROM_TERMINAL]) process.off(signal, pass);
   // The command is gone; anything it left behind (a background child's session) gets a short grace.
-  await proxy.close(Math.min(config.shutdownGraceMs, 2_000));
+  await proxy.close(Math.min(config.shutdownGraceMs, LEFT_BEHIND_GRACE_MS));
   clouds.close();
   return status;
 }

@@ -21,6 +21,9 @@ export const GOOGLE_LABEL = 'Application Default Credentials';
 /** What every service account's email ends with, and a Cloud SQL user name must not. */
 export const SERVICE_ACCOUNT_SUFFIX = '.gserviceaccount.com';
 
+/** How long Google's access tokens live unless they say otherwise: an hour. */
+const GOOGLE_TOKEN_LIFETIME_MS = 60 * 60_000;
+
 let library: Promise<typeof import('google-auth-library')> | undefined;
 
 /**
@@ -48,8 +51,8 @@ export function googleFetch(scope: string, auth = googleAuth(scope)): BearerFetc
     const client = await (await auth()).getClient();
     const { token } = await client.getAccessToken();
     if (!token) throw new Error('Application Default Credentials returned no access token');
-    // The library records the end of the token it hands out; an hour is what Google issues when it does not.
-    const expiresAt = client.credentials.expiry_date ?? Date.now() + 3600_000;
+    // The library records the end of the token it hands out; when it does not, the lifetime Google issues.
+    const expiresAt = client.credentials.expiry_date ?? Date.now() + GOOGLE_TOKEN_LIFETIME_MS;
     return { value: token, expiresAt, signer: { identity: GOOGLE_LABEL } };
   };
 }
