@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { regionFromEndpoint } from './aws/endpoint.js';
 import { DEFAULT_PG_PORT, formatHostPort, parseHostPort, type HostPort } from './host-port.js';
-import { parseCloudSqlName } from './clouds.js';
+import { parseCloudSqlName } from './gcp/instance.js';
 import { Identities, NoCredentialsError } from './aws/identity.js';
 import { terminalMfa } from './aws/mfa.js';
 import { asConfigError, checkNumber, ConfigError, resolveCloud, resolveInstance, type InstanceInput, type ProxyConfig } from './config.js';
@@ -362,7 +362,7 @@ async function token(args: Args<'token'>, env: NodeJS.ProcessEnv): Promise<numbe
   for (const warning of warnings) log.warn(warning);
   routeProcessWarnings(log);
   const identities = new Identities({ mfa: terminalMfa() });
-  const { CloudCredentials } = await import('./oauth/sources.js');
+  const { CloudCredentials } = await import('./clouds/credentials.js');
   const clouds = new CloudCredentials();
   try {
     const { signToken } = await import('./commands/token.js');
@@ -424,7 +424,7 @@ async function doctor(args: Args<'doctor'>, env: NodeJS.ProcessEnv): Promise<num
   const log = createLogger({ level: 'silent', format: 'json' });
   routeProcessWarnings(log);
   const identities = new Identities({ mfa: terminalMfa() });
-  const { CloudCredentials } = await import('./oauth/sources.js');
+  const { CloudCredentials } = await import('./clouds/credentials.js');
   const clouds = new CloudCredentials();
   try {
     const { formatReport, runDoctor } = await import('./commands/doctor.js');

@@ -1,19 +1,11 @@
 // The engine's configuration: plain frozen data, built and validated by the CLI (the only reader of argv,
 // environment and files), so the engine never sees yargs.
-import { isIP } from 'node:net';
 import { isAbsolute, join } from 'node:path';
-import { regionFromEndpoint } from './aws/endpoint.js';
-import {
-  CLOUD_NAMES,
-  cloudOfEndpoint,
-  IP_TYPES,
-  isAzureServerName,
-  parseCloudSqlName,
-  type CloudName,
-  type CloudSqlInstance,
-  type IpType,
-} from './clouds.js';
-import { DEFAULT_PG_PORT, formatHostPort, parseHostPort, type HostPort } from './host-port.js';
+import type { SettingsContext } from './cloud.js';
+import type { CloudName } from './clouds/names.js';
+import { cloudOf, cloudOfEndpoint, CLOUD_TABLE } from './clouds/table.js';
+import type { CloudSqlInstance, IpType } from './gcp/instance.js';
+import { formatHostPort, parseHostPort, type HostPort } from './host-port.js';
 import type { IdentitySpec } from './aws/identity.js';
 import { choiceList, DEFAULT_LISTEN, defaultFor, isChoice, NO_LISTEN, option, type NumberRow, type Settings } from './options.js';
 import type { PoolSettings } from './pool/pool.js';
@@ -126,33 +118,29 @@ export class ConfigError extends Error {
  * last resort for the signing region (docs/protocol.md F1). Returns warnings worth logging at start.
  */
 export function resolveInstance(input: InstanceInput, envRegion?: string): { instance: InstanceConfig; warnings: string[] } {
-  const warnings: string[] = [];
-  const cloud = resolveCloud(input);
-  if (cloud !== 'aws') return resolveOtherCloud(input, cloud);
-  for (const [key, value] of [
-    ['sqladmin-api-endpoint', input.sqladminApiEndpoint],
-    ['ip-type', input.ipType],
-  ] as const) {
-    if (value !== undefined) throw new ConfigError(`--${key} is a Cloud SQL setting; ${input.endpoint} is ${CLOUD_NAMES.aws}`);
+  const name = resolveCloud(input);
+  const cloud = cloudOf(name);
+  // Another cloud's own settings (an AWS profile, Cloud SQL's --ip-type) say the instance is not what it seems.
+  for (const other of Object.values(CLOUD_TABLE)) {
+    if (other === cloud) continue;
+    const refused = other.settings.refuseOn(input, { title: cloud.title, credentialsFrom: cloud.settings.credentialsFrom });
+    if (refused !== undefined) throw new ConfigError(refused);
   }
-  const endpoint = asConfigError(() => parseHostPort(input.endpoint, 'endpoint'));
   const { listen, unixSocket } = resolveListeners(input);
-  const connectTo = input.connectTo ? asConfigError(() => parseHostPort(input.connectTo!, '--connect-to')) : endpoint;
-  const region = input.region ?? regionFromEndpoint(endpoint.host) ?? envRegion;
-  if (!region) {
-    throw new ConfigError(
-      `cannot tell the signing region for ${endpoint.host}: it is not an RDS endpoint name (NAME.ID.REGION.rds.amazonaws.com); pass --region or set AWS_REGION`,
-    );
-  }
-  if (!/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) throw new ConfigError(`--region: "${region}" is not an AWS region name (e.g. us-east-1)`);
-  if (isIP(endpoint.host)) {
-    warnings.push(
-      `endpoint ${endpoint.host} is an IP address: RDS accepts only tokens signed for the endpoint name, and its certificate names that too. Pass the RDS endpoint name and --connect-to ${formatHostPort(endpoint)}.`,
-    );
-  } else if (!regionFromEndpoint(endpoint.host)) {
-    warnings.push(`endpoint ${endpoint.host} is not an *.rds.amazonaws.com name: tokens for a CNAME or custom domain are rejected by RDS.`);
-  }
-  return finishInstance(input, { cloud, endpoint, connectTo, listen, unixSocket, region, identity: resolveIdentity(input) }, warnings);
+  const warnings: string[] = [];
+  const context: SettingsContext = {
+    envRegion,
+    fail: (message) => new ConfigError(message),
+    hostPort: (text, what) => asConfigError(() => parseHostPort(text, what)),
+    isLoopback,
+    identity: () => resolveIdentity(input),
+  };
+  const { endpoint, connectTo, region, identity, cloudSql } = cloud.settings.resolve(input, context, warnings);
+  return finishInstance(
+    input,
+    { cloud: name, endpoint, connectTo, listen, unixSocket, region, identity, ...(cloudSql ? { cloudSql } : {}) },
+    warnings,
+  );
 }
 
 /** The TCP listener and the unix socket. */
@@ -177,90 +165,6 @@ export function resolveCloud(input: Pick<InstanceInput, 'cloud' | 'endpoint'>): 
     return given;
   }
   return cloudOfEndpoint(input.endpoint) ?? 'aws';
-}
-
-/** The default SQL Admin API, where Google's connectors ask for an instance's addresses and server CA. */
-export const SQLADMIN_API = 'https://sqladmin.googleapis.com';
-
-/** The settings that name an AWS identity: refused for another cloud, whose identity comes from its own SDK's chain. */
-const AWS_ONLY = ['region', 'profile', 'roleArn', 'roleSessionName', 'externalId', 'mfaSerial'] as const;
-
-/**
- * An Azure or Cloud SQL instance: the endpoint's own form (a server name, a connection name), no AWS
- * identity settings (the cloud's SDK finds its credentials: DefaultAzureCredential, Application Default
- * Credentials), no per-user identities.
- */
-function resolveOtherCloud(input: InstanceInput, cloud: 'azure' | 'gcp'): { instance: InstanceConfig; warnings: string[] } {
-  const warnings: string[] = [];
-  const flags: Readonly<Record<string, unknown>> = input;
-  for (const key of AWS_ONLY) {
-    if (flags[key] !== undefined) {
-      const flag = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-      throw new ConfigError(
-        `--${flag} is an AWS setting, and ${input.endpoint} is ${CLOUD_NAMES[cloud]}: its credentials come from ${cloud === 'azure' ? 'DefaultAzureCredential (az login, a managed identity, AZURE_* variables)' : 'Application Default Credentials (gcloud auth application-default login, GOOGLE_APPLICATION_CREDENTIALS, the metadata server)'}`,
-      );
-    }
-  }
-  if (input.users && Object.keys(input.users).length > 0)
-    throw new ConfigError(`users: identities per DB user are AWS identities; ${input.endpoint} is ${CLOUD_NAMES[cloud]}`);
-  const { listen, unixSocket } = resolveListeners(input);
-  let endpoint: HostPort;
-  let cloudSql: InstanceConfig['cloudSql'];
-  if (cloud === 'gcp') {
-    const parsed = parseCloudSqlName(input.endpoint);
-    if (!parsed) {
-      throw new ConfigError(
-        `endpoint: "${input.endpoint}" is not a Cloud SQL instance connection name (PROJECT:REGION:INSTANCE, as the console and \`gcloud sql instances describe\` show it)`,
-      );
-    }
-    endpoint = { host: parsed.instance.connectionName, port: parsed.port ?? DEFAULT_PG_PORT };
-    const api = (input.sqladminApiEndpoint ?? SQLADMIN_API).replace(/\/+$/, '');
-    if (!/^https?:\/\/[^/\s]+/.test(api)) throw new ConfigError(`--sqladmin-api-endpoint: "${api}" is not an http(s) URL`);
-    // The API is sent an access token and names the CA the server is checked against: plain HTTP only to
-    // this host (a stand-in, a local forwarder), never across a network.
-    if (api.startsWith('http:') && !isLoopback(new URL(api).hostname.replace(/^\[|\]$/g, ''))) {
-      throw new ConfigError(
-        `--sqladmin-api-endpoint: "${api}" is plain HTTP to another host; the API gets an access token and names the CA to trust, so it must be https (http only on loopback)`,
-      );
-    }
-    const ipTypes = parseIpTypes(input.ipType);
-    if (input.ipType !== undefined && input.connectTo !== undefined)
-      throw new ConfigError(`--ip-type and --connect-to both say where to dial ${parsed.instance.connectionName}: give one`);
-    cloudSql = Object.freeze({ instance: Object.freeze(parsed.instance), api, ipTypes });
-  } else {
-    endpoint = asConfigError(() => parseHostPort(input.endpoint, 'endpoint'));
-    if (isIP(endpoint.host)) {
-      throw new ConfigError(
-        `endpoint ${endpoint.host} is an IP address: Azure's certificate names the server (NAME.postgres.database.azure.com). Pass the server name and --connect-to ${formatHostPort(endpoint)}.`,
-      );
-    }
-    if (!isAzureServerName(endpoint.host))
-      warnings.push(
-        `endpoint ${endpoint.host} is not a *.postgres.database.azure.com name: its certificate must name it, or the connection is refused.`,
-      );
-  }
-  for (const [key, value] of [
-    ['sqladmin-api-endpoint', input.sqladminApiEndpoint],
-    ['ip-type', input.ipType],
-  ] as const) {
-    if (value !== undefined && cloud !== 'gcp')
-      throw new ConfigError(`--${key} is a Cloud SQL setting; ${input.endpoint} is ${CLOUD_NAMES[cloud]}`);
-  }
-  const connectTo = input.connectTo ? asConfigError(() => parseHostPort(input.connectTo!, '--connect-to')) : endpoint;
-  return finishInstance(
-    input,
-    {
-      cloud,
-      endpoint,
-      connectTo,
-      listen,
-      unixSocket,
-      region: cloudSql?.instance.region ?? '',
-      identity: Object.freeze({}),
-      ...(cloudSql ? { cloudSql } : {}),
-    },
-    warnings,
-  );
 }
 
 /** What every cloud's instance shares once its endpoint, dial address and identity are known. */
@@ -333,18 +237,6 @@ function resolvePool(input: InstanceInput): PoolSettings | undefined {
     maxPreparedStatements: input.maxPreparedStatements ?? defaultFor('max-prepared-statements')!,
     idleTransactionTimeoutMs: input.idleTransactionTimeout === undefined ? undefined : Math.round(input.idleTransactionTimeout * 1000),
   });
-}
-
-/** --ip-type: one kind of address or a comma list, each once; public by default, as cloud-sql-proxy. */
-function parseIpTypes(text: string | undefined): readonly IpType[] {
-  if (text === undefined) return Object.freeze(['public'] as const);
-  const types = text.split(',').map((part) => part.trim().toLowerCase());
-  for (const type of types) {
-    if (!(IP_TYPES as readonly string[]).includes(type))
-      throw new ConfigError(`--ip-type: "${text}" is not ${choiceList(IP_TYPES)}, or a comma list of them (e.g. public,private)`);
-  }
-  if (new Set(types).size !== types.length) throw new ConfigError(`--ip-type: "${text}" names a kind of address twice`);
-  return Object.freeze(types as IpType[]);
 }
 
 /** Loopback: only this machine's processes can connect. */

@@ -3,7 +3,7 @@
 // commands that have it, its default and its help text. The command line (cli.ts), the file's schema
 // (config-file.ts) and the InstanceInput type (config.ts) are derived from these rows, so a new option is
 // one row here and the code that reads its value.
-import { CLOUDS } from './clouds.js';
+import { CLOUDS } from './clouds/names.js';
 
 export const COMMANDS = ['serve', 'run', 'token', 'doctor'] as const;
 export type Command = (typeof COMMANDS)[number];

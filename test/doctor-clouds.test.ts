@@ -7,7 +7,7 @@ import { createServer } from 'node:net';
 import { resolveInstance, type InstanceInput } from '../src/config.js';
 import { formatReport, runDoctor, type DoctorReport } from '../src/commands/doctor.js';
 import { Identities } from '../src/aws/identity.js';
-import { CloudCredentials } from '../src/oauth/sources.js';
+import { CloudCredentials } from '../src/clouds/credentials.js';
 import { closedPort } from './support/proxy.js';
 import { testJwt } from './support/oauth.js';
 import { AZURE_ENDPOINT, AZURE_USER, CLOUD_SQL_NAME, GCP_USER, startTestDb } from './support/testdb.js';

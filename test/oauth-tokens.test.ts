@@ -2,7 +2,7 @@
 // renewal failures, refused tokens), each cloud's words, and the Cloud SQL connector's reading of connect.get.
 import t from 'tap';
 import { type PeerCertificate, rootCertificates } from 'node:tls';
-import { azureConnectHints, entraClaims, entraSigner, entraWords } from '../src/azure/entra.js';
+import { azureConnectHints, entraClaims, entraSigner, entraWording } from '../src/azure/entra.js';
 import { resolveInstance } from '../src/config.js';
 import {
   adminApi,
@@ -14,10 +14,10 @@ import {
   pickAddress,
   addressesOf,
 } from '../src/gcp/connector.js';
-import { cloudSqlChecklist, cloudSqlWords, googleFetch } from '../src/gcp/iam.js';
+import { cloudSqlChecklist, cloudSqlWording, googleFetch } from '../src/gcp/iam.js';
 import { redactSecrets } from '../src/log.js';
 import { BearerAuthenticator } from '../src/oauth/authenticator.js';
-import { CloudCredentials } from '../src/oauth/sources.js';
+import { CloudCredentials } from '../src/clouds/credentials.js';
 import { BearerTokens, jwtClaims, type BearerFetch } from '../src/oauth/tokens.js';
 import { Failure, type WireError } from '../src/protocol/errors.js';
 import { memoryLog } from './support/memory-log.js';
@@ -126,13 +126,17 @@ t.test("Azure's words", async (t) => {
     signedAt: 0,
     signer: {},
   };
-  const { detail, hint } = entraWords.rejection('alice@example.com', token, 'DefaultAzureCredential');
+  const { detail, hint } = entraWording.rejection('alice@example.com', token, 'DefaultAzureCredential');
   t.match(detail, /The token is for https:\/\/management\.azure\.com\/, not Azure Database for PostgreSQL/);
   t.match(detail, /differs from the token's principal in case only: log in as "Alice@Example\.com"/);
   t.match(hint, /pgaadauth_create_principal\('alice@example\.com', false, false\)/);
   const right = { ...token, value: testJwt(KEY, { aud: 'https://ossrdbms-aad.database.windows.net/', upn: 'alice@example.com' }) };
-  t.notMatch(entraWords.rejection('alice@example.com', right, 'x').detail, /not Azure Database|case only/, 'v2 audiences end with a slash');
-  t.match(entraWords.notTokenUser("o'brien", 'SCRAM-SHA-256'), {
+  t.notMatch(
+    entraWording.rejection('alice@example.com', right, 'x').detail,
+    /not Azure Database|case only/,
+    'v2 audiences end with a slash',
+  );
+  t.match(entraWording.notTokenUser("o'brien", 'SCRAM-SHA-256'), {
     code: '28000',
     reason: Failure.NotIamUser,
     message: /user "o'brien" is not set up for Microsoft Entra authentication: the server asked for SCRAM-SHA-256/,
@@ -143,7 +147,7 @@ t.test("Azure's words", async (t) => {
 });
 
 t.test("Cloud SQL's words", async (t) => {
-  const words = cloudSqlWords(undefined);
+  const words = cloudSqlWording(undefined);
   t.match(words.notTokenUser('bob@example.com', 'MD5 password'), {
     reason: Failure.NotIamUser,
     message: /not set up for IAM database authentication: the server asked for MD5 password/,
@@ -164,7 +168,7 @@ t.test('the authenticator: no token, a slow source', async (t) => {
     { label: 'Application Default Credentials' },
   );
   t.teardown(() => tokens.close());
-  const auth = new BearerAuthenticator(tokens, cloudSqlWords(undefined));
+  const auth = new BearerAuthenticator(tokens, cloudSqlWording(undefined));
   t.equal(auth.label, 'Application Default Credentials');
   const err = (await auth.token('u').catch((e: unknown) => e)) as WireError;
   t.match(err, { code: '08001', reason: Failure.NoCredentials, hint: /gcloud auth application-default print-access-token/ });
@@ -178,7 +182,7 @@ t.test('the authenticator: no token, a slow source', async (t) => {
       },
       { label: 'DefaultAzureCredential' },
     ),
-    entraWords,
+    entraWording,
   );
   t.match(await chained.token('u').catch((e: unknown) => e), {
     message: 'pg-iam-proxy could not get a Microsoft Entra ID access token: ChainedTokenCredential authentication failed.',
@@ -192,7 +196,7 @@ t.test('the authenticator: no token, a slow source', async (t) => {
       },
       { label: 'x' },
     ),
-    entraWords,
+    entraWording,
   );
   t.match(await silent.token('u').catch((e: unknown) => e), { message: /: no reason given$/ });
   t.match(auth.tokenTimeout(10_000), {
@@ -372,7 +376,7 @@ t.test('the clouds: one holder per cloud, made on first use', async (t) => {
   t.same(clouds.all(), []);
   t.equal(clouds.tokens('azure'), clouds.tokens('azure'));
   t.same(made, ['azure']);
-  t.equal(await clouds.googleAccount(), undefined, 'no account from a swapped SDK');
+  t.equal(await clouds.account('gcp'), undefined, 'no account from a swapped SDK');
   const { log, lines } = memoryLog();
   t.equal(await clouds.announce('gcp', log), true);
   t.match(lines(), [{ msg: 'access tokens from Application Default Credentials', signer: { identity: 'gcp' } }]);
@@ -422,6 +426,6 @@ t.test('no Google account is named when Application Default Credentials have non
   // Nothing to find: no key file, no gcloud login, no metadata server (not even pinged).
   Object.assign(process.env, { CLOUDSDK_CONFIG: '/nonexistent/gcloud', METADATA_SERVER_DETECTION: 'none' });
   const clouds = new CloudCredentials();
-  t.equal(await clouds.googleAccount(), undefined);
+  t.equal(await clouds.account('gcp'), undefined);
   clouds.close();
 });

@@ -6,7 +6,8 @@ import type { HostPort } from '../host-port.js';
 import { redactSecrets } from '../log.js';
 import { SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
-import { notIamUser, quoteIdent, rejectionChecklist } from './hints.js';
+import { quoteIdent } from '../sql-quote.js';
+import { notIamUser, rejectionChecklist } from './hints.js';
 import { NoCredentialsError } from './identity.js';
 import type { IamToken, TokenScope, TokenSource } from './tokens.js';
 

@@ -3,6 +3,7 @@
 import type { ConnectHints } from '../cloud.js';
 import { SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
+import { quoteIdent } from '../sql-quote.js';
 import type { CaSource } from './ca.js';
 
 /** AWS's bundle of every commercial region's RDS CAs. */
@@ -27,9 +28,6 @@ export function rdsConnectHints(source: CaSource): ConnectHints {
       'IAM authentication requires TLS and pg-iam-proxy never falls back to plaintext: RDS always offers TLS, so check that --connect-to points at the database.',
   };
 }
-
-/** "user" quoted as PostgreSQL quotes an identifier. */
-export const quoteIdent = (name: string): string => `"${name.replaceAll('"', '""')}"`;
 
 /** The grant that makes a role an IAM user. */
 export const grantRdsIam = (user: string): string => `GRANT rds_iam TO ${quoteIdent(user)};`;

@@ -36,6 +36,11 @@ export const scopeKey = (scope: TokenScope): string => `${scope.host}\0${scope.p
 /** Static credentials are dropped after a rejected token at most this often. */
 const INVALIDATE_EVERY_MS = 60_000;
 
+/** Defaults of SharedTokensOptions (what each is for is said there). */
+const DEFAULT_REUSE_MS = 10 * 60_000;
+const DEFAULT_MIN_VALIDITY_MS = 60_000;
+const DEFAULT_MAX_ENTRIES = 1_000;
+
 /** RDS accepts a token for 900 s after X-Amz-Date. */
 export const TOKEN_LIFETIME_MS = 900_000;
 
@@ -76,11 +81,11 @@ export class SharedTokens implements TokenSource {
     private readonly credentials: CredentialsHolder,
     private readonly options: SharedTokensOptions = {},
   ) {
-    this.reuseMs = options.reuseMs ?? 10 * 60_000;
-    this.minValidityMs = options.minValidityMs ?? 60_000;
+    this.reuseMs = options.reuseMs ?? DEFAULT_REUSE_MS;
+    this.minValidityMs = options.minValidityMs ?? DEFAULT_MIN_VALIDITY_MS;
     this.now = options.now ?? Date.now;
     this.sign = options.sign ?? signWithSdk;
-    this.maxEntries = options.maxEntries ?? 1_000;
+    this.maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
     this.label = options.label;
   }
 

@@ -4,10 +4,10 @@
 // pgaadauth_create_principal, case-sensitive. The SDK loads on the first fetch: an AWS-only proxy never
 // loads it. What Azure says when a login fails is here too.
 import type { ConnectHints } from '../cloud.js';
-import { quoteIdent } from '../aws/hints.js';
+import { quoteIdent, quoteLiteral } from '../sql-quote.js';
 import { SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
-import type { BearerWords } from '../oauth/authenticator.js';
+import type { TokenErrorWording } from '../oauth/authenticator.js';
 import { type BearerFetch, type BearerToken, jwtClaims } from '../oauth/tokens.js';
 
 /** The resource Azure Database for PostgreSQL accepts tokens for, and the scope that asks for it. */
@@ -66,9 +66,8 @@ const rightAudience = (audience: string | undefined) => audience === undefined |
 /** The causes of a refused Entra ID token, most likely first. */
 export function entraChecklist(user: string, claims: EntraClaims): string {
   const quoted = quoteIdent(user);
-  const literal = `'${user.replaceAll("'", "''")}'`;
   return [
-    `Check, most likely first: 1) the role was created for this principal by a Microsoft Entra administrator of the server, in the postgres database: SELECT * FROM pgaadauth_create_principal(${literal}, false, false); (a service principal or managed identity: pgaadauth_create_principal_with_oid with its object ID; a group: the group's name).`,
+    `Check, most likely first: 1) the role was created for this principal by a Microsoft Entra administrator of the server, in the postgres database: SELECT * FROM pgaadauth_create_principal(${quoteLiteral(user)}, false, false); (a service principal or managed identity: pgaadauth_create_principal_with_oid with its object ID; a group: the group's name).`,
     `2) The user name is the principal's name exactly, case included: Entra names are case-sensitive here (${quoted}; the token names ${claims.principal}).`,
     `3) The token is for the right resource (${AZURE_RESOURCE}) and the server's tenant: set AZURE_TENANT_ID or log in to that tenant (az login --tenant).`,
     '4) A new member of a group the role was created for can log in only once the server has synchronized the group, a while after the change.',
@@ -76,7 +75,8 @@ export function entraChecklist(user: string, claims: EntraClaims): string {
   ].join(' ');
 }
 
-export const entraWords: BearerWords = {
+/** Azure's words for a token that cannot be had or is refused. */
+export const entraWording: TokenErrorWording = {
   tokenName: 'a Microsoft Entra ID access token',
   tryCommand: `az account get-access-token --scope ${AZURE_SCOPE}`,
   rejection(user: string, token: BearerToken, label: string) {
@@ -102,7 +102,7 @@ export const entraWords: BearerWords = {
         reason: Failure.NotIamUser,
         detail:
           'With Entra authentication the server asks for a cleartext password, which pg-iam-proxy answers with an access token. Any other request means a password role, which the proxy does not relay.',
-        hint: `Create the role for the Entra principal (SELECT * FROM pgaadauth_create_principal('${user.replaceAll("'", "''")}', false, false); as an Entra administrator) and enable Microsoft Entra authentication on the server.`,
+        hint: `Create the role for the Entra principal (SELECT * FROM pgaadauth_create_principal(${quoteLiteral(user)}, false, false); as an Entra administrator) and enable Microsoft Entra authentication on the server.`,
       },
     );
   },

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { Identities } from '../aws/identity.js';
 import { announceAll } from './wiring.js';
 import type { ProxyConfig } from '../config.js';
-import type { CloudCredentials } from '../oauth/sources.js';
+import type { CloudCredentials } from '../clouds/credentials.js';
 import type { Engine } from '../proxy/engine.js';
 
 /** What a reload reads: the settings serve started with, from the file as it is now. */

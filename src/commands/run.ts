@@ -4,7 +4,9 @@ import { constants } from 'node:os';
 import type { Logger } from 'pino';
 import type { Identities } from '../aws/identity.js';
 import type { ProxyConfig } from '../config.js';
-import { CloudCredentials } from '../oauth/sources.js';
+import { CloudCredentials } from '../clouds/credentials.js';
+import { CLOUDS } from '../clouds/names.js';
+import { cloudOf } from '../clouds/table.js';
 import { Engine } from '../proxy/engine.js';
 import { announceAll, engineDeps } from './wiring.js';
 
@@ -26,30 +28,25 @@ export interface RunOptions {
 const FORWARDED: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
 const FROM_TERMINAL: readonly NodeJS.Signals[] = ['SIGINT', 'SIGQUIT'];
 
+/** The shell's exit statuses: a command not found, one that cannot be run, and the base of a death by signal. */
+const NOT_FOUND = 127;
+const CANNOT_RUN = 126;
+const SIGNAL_BASE = 128;
+
+/** What a background child the command left behind gets once the command is gone. */
+const LEFT_BEHIND_GRACE_MS = 2_000;
+
 /** libpq settings that would send the command somewhere other than the proxy. */
 const BYPASS = ['PGHOSTADDR', 'PGSERVICE', 'PGSERVICEFILE', 'PGSSLNEGOTIATION', 'PGREQUIRESSL'];
 
 /**
- * Cloud credentials themselves, as the SDKs read them from the environment. The proxy signs for the
- * command, which needs none of them; an environment is inherited by every process the command starts
- * and shows up in `env` output, crash reports and /proc/PID/environ. What only names or points at a
- * credential (AWS_PROFILE, AWS_REGION, AWS_WEB_IDENTITY_TOKEN_FILE, PG_IAM_PROXY_*) stays: it is no
- * secret, and the files it names are the same user's to read anyway.
+ * Cloud credentials themselves, as the SDKs read them from the environment, every cloud's. The proxy
+ * signs for the command, which needs none of them; an environment is inherited by every process the
+ * command starts and shows up in `env` output, crash reports and /proc/PID/environ. What only names or
+ * points at a credential (AWS_PROFILE, AWS_REGION, AWS_WEB_IDENTITY_TOKEN_FILE, PG_IAM_PROXY_*) stays: it is
+ * no secret, and the files it names are the same user's to read anyway.
  */
-const AWS_CREDENTIALS = [
-  'AWS_ACCESS_KEY_ID',
-  'AWS_SECRET_ACCESS_KEY',
-  'AWS_SESSION_TOKEN',
-  'AWS_SECURITY_TOKEN', // the older name of AWS_SESSION_TOKEN, still read by boto
-  'AWS_CREDENTIAL_EXPIRATION', // goes with the keys above
-  'AWS_CONTAINER_AUTHORIZATION_TOKEN', // the bearer token for the ECS / EKS Pod Identity credentials endpoint
-  // Azure's secrets as @azure/identity reads them (the proxy gets the command's tokens for it too).
-  'AZURE_CLIENT_SECRET',
-  'AZURE_CLIENT_CERTIFICATE_PASSWORD',
-  'AZURE_PASSWORD',
-  'IDENTITY_HEADER', // the managed identity endpoint's secret (App Service, Functions, Arc)
-  'MSI_SECRET', // its older name
-];
+const CLOUD_CREDENTIALS: readonly string[] = CLOUDS.flatMap((cloud) => cloudOf(cloud).credentialVariables);
 
 /**
  * Start the proxy, run the command against it, stop the proxy when the command ends. Resolves to the
@@ -70,7 +67,7 @@ export async function runWithProxy(config: ProxyConfig, options: RunOptions): Pr
   await announceAll(config, identities, log, clouds);
   const instance = proxy.instances[0]!;
   const socket = instance.socketPath!;
-  const withheld = options.keepAwsEnv ? [] : AWS_CREDENTIALS.filter((name) => options.env[name] !== undefined);
+  const withheld = options.keepAwsEnv ? [] : CLOUD_CREDENTIALS.filter((name) => options.env[name] !== undefined);
   if (withheld.length > 0)
     log.debug({ withheld }, "cloud credentials kept out of the command's environment (--keep-aws-env passes them on)");
   const env: NodeJS.ProcessEnv = {
@@ -93,13 +90,13 @@ export async function runWithProxy(config: ProxyConfig, options: RunOptions): Pr
     child.once('error', (err: NodeJS.ErrnoException) => {
       log.error({ err }, `cannot run ${options.command}: ${err.message}`);
       process.stderr.write(`pg-iam-proxy: cannot run ${options.command}: ${err.code === 'ENOENT' ? 'command not found' : err.message}\n`);
-      resolve(err.code === 'ENOENT' ? 127 : 126);
+      resolve(err.code === 'ENOENT' ? NOT_FOUND : CANNOT_RUN);
     });
-    child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0)));
+    child.once('exit', (code, signal) => resolve(code ?? SIGNAL_BASE + (signal ? constants.signals[signal] : 0)));
   });
   for (const signal of [...FORWARDED, ...FROM_TERMINAL]) process.off(signal, pass);
   // The command is gone; anything it left behind (a background child's session) gets a short grace.
-  await proxy.close(Math.min(config.shutdownGraceMs, 2_000));
+  await proxy.close(Math.min(config.shutdownGraceMs, LEFT_BEHIND_GRACE_MS));
   clouds.close();
   return status;
 }

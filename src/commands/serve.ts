@@ -7,7 +7,7 @@ import { terminalMfa } from '../aws/mfa.js';
 import type { InstanceConfig, ProxyConfig } from '../config.js';
 import { formatHostPort, type HostPort } from '../host-port.js';
 import type { Metrics } from '../ops/metrics.js';
-import { CloudCredentials } from '../oauth/sources.js';
+import { CloudCredentials } from '../clouds/credentials.js';
 import { Engine } from '../proxy/engine.js';
 import { type Reread, reloadOnHangup } from './reload.js';
 import { announceAll, engineDeps } from './wiring.js';

@@ -3,9 +3,9 @@
 // --connect-to and --ca-file say where and whom to trust. The certificate's identity is checked the way the
 // connectors check it: the instance's DNS name when its CA is CAS-based, else CN = PROJECT:INSTANCE.
 import { checkServerIdentity, type PeerCertificate, type TLSSocket } from 'node:tls';
-import { readCaFile, upstreamContext } from '../aws/ca.js';
+import { readCaFile, upstreamContext } from '../tls/upstream.js';
 import type { ConnectHints, Connector } from '../cloud.js';
-import type { CloudSqlInstance, IpType } from '../clouds.js';
+import type { CloudSqlInstance, IpType } from './instance.js';
 import type { InstanceConfig } from '../config.js';
 import type { HostPort } from '../host-port.js';
 import { redactSecrets } from '../log.js';

@@ -3,11 +3,12 @@
 // federation, the metadata server on GCE, GKE and Cloud Run, `gcloud auth application-default login`).
 // User names are service accounts without `.gserviceaccount.com` and users' emails. The library loads on
 // the first fetch: an AWS-only proxy never loads it. What Cloud SQL says when a login fails is here too.
-import { quoteIdent } from '../aws/hints.js';
-import type { CloudSqlInstance } from '../clouds.js';
+import { quoteIdent } from '../sql-quote.js';
+import type { CloudSqlInstance } from './instance.js';
 import { SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
-import type { BearerWords } from '../oauth/authenticator.js';
+import type { TokenErrorWording } from '../oauth/authenticator.js';
+import type { BearerSource } from '../oauth/bearer-cloud.js';
 import type { BearerFetch, BearerToken } from '../oauth/tokens.js';
 
 /** The scope of tokens that log in to Cloud SQL, and the one the SQL Admin API wants (Google's connectors ask for it). */
@@ -19,6 +20,9 @@ export const GOOGLE_LABEL = 'Application Default Credentials';
 
 /** What every service account's email ends with, and a Cloud SQL user name must not. */
 export const SERVICE_ACCOUNT_SUFFIX = '.gserviceaccount.com';
+
+/** How long Google's access tokens live unless they say otherwise: an hour. */
+const GOOGLE_TOKEN_LIFETIME_MS = 60 * 60_000;
 
 let library: Promise<typeof import('google-auth-library')> | undefined;
 
@@ -47,9 +51,28 @@ export function googleFetch(scope: string, auth = googleAuth(scope)): BearerFetc
     const client = await (await auth()).getClient();
     const { token } = await client.getAccessToken();
     if (!token) throw new Error('Application Default Credentials returned no access token');
-    // The library records the end of the token it hands out; an hour is what Google issues when it does not.
-    const expiresAt = client.credentials.expiry_date ?? Date.now() + 3600_000;
+    // The library records the end of the token it hands out; when it does not, the lifetime Google issues.
+    const expiresAt = client.credentials.expiry_date ?? Date.now() + GOOGLE_TOKEN_LIFETIME_MS;
     return { value: token, expiresAt, signer: { identity: GOOGLE_LABEL } };
+  };
+}
+
+/**
+ * Application Default Credentials for logins, one per process: the tokens, and the account they stand for
+ * (a service account key, the metadata server's account); no account when they do not say (a person's
+ * gcloud login).
+ */
+export function googleSource(): BearerSource {
+  const login = googleAuth(LOGIN_SCOPE);
+  return {
+    fetch: googleFetch(LOGIN_SCOPE, login),
+    async account() {
+      try {
+        return (await (await login()).getCredentials()).client_email ?? undefined;
+      } catch {
+        return undefined;
+      }
+    },
   };
 }
 
@@ -67,8 +90,8 @@ export function cloudSqlChecklist(user: string, instance: CloudSqlInstance | und
   ].join(' ');
 }
 
-/** A Cloud SQL instance's words; `instance` names it in the advice. */
-export function cloudSqlWords(instance: CloudSqlInstance | undefined): BearerWords {
+/** Cloud SQL's words for a token that cannot be had or is refused; `instance` names it in the advice. */
+export function cloudSqlWording(instance: CloudSqlInstance | undefined): TokenErrorWording {
   return {
     tokenName: 'a Google OAuth2 access token',
     tryCommand: 'gcloud auth application-default print-access-token',

@@ -1,14 +1,14 @@
-// An OAuth access token as the password, behind the engine's Authenticator seam: Azure's Entra ID tokens
-// and Cloud SQL's IAM logins work alike (one token per identity, whatever the DB user; the server checks
-// the principal against the user). What differs is what each cloud says when a login fails: its words.
+// An OAuth access token as the password, behind the engine's Authenticator seam: the clouds that log in
+// with one work alike (one token per identity, whatever the DB user; the server checks the principal
+// against the user). What differs is what each cloud says when a login fails: its TokenErrorWording.
 import type { Authenticator, Token } from '../cloud.js';
 import { redactSecrets } from '../log.js';
 import { SqlState } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
 import type { BearerToken, BearerTokens } from './tokens.js';
 
-/** What only the cloud can say. */
-export interface BearerWords {
+/** What only the cloud can say when its token cannot be had or is refused, in the client's error. */
+export interface TokenErrorWording {
   /** The token, in people's words ("a Microsoft Entra ID access token"). */
   readonly tokenName: string;
   /** What to run where the proxy runs to see that credentials can be had. */
@@ -21,7 +21,7 @@ export interface BearerWords {
 export class BearerAuthenticator implements Authenticator {
   constructor(
     private readonly tokens: BearerTokens,
-    private readonly words: BearerWords,
+    private readonly wording: TokenErrorWording,
   ) {}
 
   get label(): string {
@@ -36,10 +36,10 @@ export class BearerAuthenticator implements Authenticator {
       const [first, ...tried] = redactSecrets((err as Error).message)
         .split('\n')
         .filter(Boolean);
-      throw new WireError(SqlState.UnableToConnect, `pg-iam-proxy could not get ${this.words.tokenName}: ${first ?? 'no reason given'}`, {
+      throw new WireError(SqlState.UnableToConnect, `pg-iam-proxy could not get ${this.wording.tokenName}: ${first ?? 'no reason given'}`, {
         reason: Failure.NoCredentials,
         detail: tried.length > 0 ? `Credentials from ${this.label}, tried in order: ${tried.join(' ')}` : `Credentials from ${this.label}.`,
-        hint: `Check that \`${this.words.tryCommand}\` works where the proxy runs, as the same user. The proxy keeps serving and logs in as soon as a token can be had.`,
+        hint: `Check that \`${this.wording.tryCommand}\` works where the proxy runs, as the same user. The proxy keeps serving and logs in as soon as a token can be had.`,
         cause: err,
       });
     }
@@ -48,19 +48,19 @@ export class BearerAuthenticator implements Authenticator {
   tokenTimeout(ms: number): WireError {
     return new WireError(SqlState.UnableToConnect, `pg-iam-proxy got no access token from ${this.label} within ${ms / 1000} s`, {
       reason: Failure.CredentialsTimeout,
-      hint: `The credential source is slow or hanging. The proxy keeps trying; check that \`${this.words.tryCommand}\` answers quickly where the proxy runs, or raise --connect-timeout.`,
+      hint: `The credential source is slow or hanging. The proxy keeps trying; check that \`${this.wording.tryCommand}\` answers quickly where the proxy runs, or raise --connect-timeout.`,
     });
   }
 
   rejection(user: string, token: Token): { detail: string; hint: string } {
-    return this.words.rejection(user, token as BearerToken, this.label);
+    return this.wording.rejection(user, token as BearerToken, this.label);
   }
 
   notTokenUser(user: string, method: string): WireError {
-    return this.words.notTokenUser(user, method);
+    return this.wording.notTokenUser(user, method);
   }
 
   refuseUser(user: string): WireError | undefined {
-    return this.words.refuseUser?.(user);
+    return this.wording.refuseUser?.(user);
   }
 }

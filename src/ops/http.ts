@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import { formatHostPort, type HostPort } from '../host-port.js';
 import { isLoopback } from '../config.js';
 import type { Identities } from '../aws/identity.js';
-import type { CloudCredentials } from '../oauth/sources.js';
+import type { CloudCredentials } from '../clouds/credentials.js';
 import type { Engine } from '../proxy/engine.js';
 import type { Metrics } from './metrics.js';
 

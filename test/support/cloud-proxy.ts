@@ -4,7 +4,7 @@ import { Identities } from '../../src/aws/identity.js';
 import { engineDeps } from '../../src/commands/wiring.js';
 import { resolveInstance, type InstanceInput, type ProxyConfig } from '../../src/config.js';
 import { memoryLog } from './memory-log.js';
-import { CloudCredentials, type CloudCredentialsOptions } from '../../src/oauth/sources.js';
+import { CloudCredentials, type CloudCredentialsOptions } from '../../src/clouds/credentials.js';
 import { Engine } from '../../src/proxy/engine.js';
 
 export interface CloudProxy {

@@ -9,7 +9,7 @@ import { resolveInstance, type InstanceInput, type ProxyConfig } from '../../src
 import { memoryLog } from './memory-log.js';
 import { Engine } from '../../src/proxy/engine.js';
 import type { PoolSettings } from '../../src/pool/pool.js';
-import { awsSeams } from '../../src/commands/wiring.js';
+import { awsSeams } from '../../src/aws/seams.js';
 import type { AwsKey, TestDb } from './testdb.js';
 
 export interface TestProxy {

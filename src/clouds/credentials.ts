@@ -1,13 +1,16 @@
-// The access tokens of the clouds that log in with OAuth (Azure, Cloud SQL): one holder per cloud per
-// process, made when an instance of that cloud first wants one, so that a hundred Azure instances still
-// fetch one token, and a proxy without them loads none of the SDKs. The seam tests use to swap the SDKs.
+// The access tokens of the clouds that log in with one (their table entries have a `bearer`): one holder
+// per cloud per process, made when an instance of that cloud first wants one, so that a hundred Azure
+// instances still fetch one token, and a proxy without them loads none of the SDKs. The seam tests use to
+// swap the SDKs.
 import type { Logger } from 'pino';
-import { AZURE_LABEL, azureFetch } from '../azure/entra.js';
-import { adminApi, type ConnectSettingsFetch } from '../gcp/connector.js';
-import { GOOGLE_LABEL, googleAuth, googleFetch, LOGIN_SCOPE } from '../gcp/iam.js';
-import { type BearerFetch, BearerTokens, type BearerTokensOptions } from './tokens.js';
+import type { ConnectSettingsFetch } from '../gcp/connector.js';
+import { adminApi } from '../gcp/connector.js';
+import type { BearerSource } from '../oauth/bearer-cloud.js';
+import { type BearerFetch, BearerTokens, type BearerTokensOptions } from '../oauth/tokens.js';
+import { type BearerCloudName, CLOUD_TABLE } from './table.js';
 
-export type OAuthCloud = 'azure' | 'gcp';
+/** A cloud whose password is an access token (Azure, Cloud SQL). */
+export type OAuthCloud = BearerCloudName;
 
 export interface CloudCredentialsOptions {
   readonly log?: Logger | undefined;
@@ -20,25 +23,33 @@ export interface CloudCredentialsOptions {
   readonly connectSettings?: ConnectSettingsFetch;
 }
 
-const LABELS: Readonly<Record<OAuthCloud, string>> = { azure: AZURE_LABEL, gcp: GOOGLE_LABEL };
-
 export class CloudCredentials {
   private readonly holders = new Map<OAuthCloud, BearerTokens>();
+  /** Each cloud's SDK source, made on first use: its tokens and the account they stand for share it. */
+  private readonly sources = new Map<OAuthCloud, BearerSource>();
   private settings: ConnectSettingsFetch | undefined;
-  /** Application Default Credentials for logins: the tokens' and the principal's. */
-  private readonly googleLogin = googleAuth(LOGIN_SCOPE);
 
   constructor(private readonly options: CloudCredentialsOptions = {}) {}
+
+  private source(cloud: OAuthCloud): BearerSource {
+    let source = this.sources.get(cloud);
+    if (!source) {
+      source = CLOUD_TABLE[cloud].bearer.source();
+      this.sources.set(cloud, source);
+    }
+    return source;
+  }
 
   /** The cloud's token holder, made on first use. */
   tokens(cloud: OAuthCloud): BearerTokens {
     let holder = this.holders.get(cloud);
     if (!holder) {
-      const fetch = this.options.fetchFor?.(cloud) ?? (cloud === 'azure' ? azureFetch() : googleFetch(LOGIN_SCOPE, this.googleLogin));
+      const { label } = CLOUD_TABLE[cloud].bearer;
+      const fetch = this.options.fetchFor?.(cloud) ?? this.source(cloud).fetch;
       holder = new BearerTokens(fetch, {
         ...this.options.holder,
-        label: LABELS[cloud],
-        log: this.options.log?.child({ identity: LABELS[cloud] }),
+        label,
+        log: this.options.log?.child({ identity: label }),
         onRefresh: () => this.options.onRefresh?.(cloud),
       });
       this.holders.set(cloud, holder);
@@ -51,17 +62,10 @@ export class CloudCredentials {
     return (this.settings ??= this.options.connectSettings ?? adminApi());
   }
 
-  /**
-   * Google: the email of the account Application Default Credentials stand for (a service account key,
-   * the metadata server's account); undefined when they do not say (a person's gcloud login).
-   */
-  async googleAccount(): Promise<string | undefined> {
+  /** The account the cloud's credentials stand for, when they say; never from a swapped SDK. */
+  async account(cloud: OAuthCloud): Promise<string | undefined> {
     if (this.options.fetchFor) return undefined;
-    try {
-      return (await (await this.googleLogin()).getCredentials()).client_email ?? undefined;
-    } catch {
-      return undefined;
-    }
+    return this.source(cloud).account?.();
   }
 
   /** The holders in use, by cloud (readiness). */

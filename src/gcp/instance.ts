@@ -1,17 +1,4 @@
-// Which cloud an endpoint is in, told by its form: RDS endpoint names, Azure Database for PostgreSQL
-// server names, and Cloud SQL instance connection names each look like nothing else. `--cloud` decides
-// when the name cannot (a private DNS zone, a custom domain in front of Azure).
-import { regionFromEndpoint } from './aws/endpoint.js';
-
-export const CLOUDS = ['aws', 'azure', 'gcp'] as const;
-export type CloudName = (typeof CLOUDS)[number];
-
-/** The clouds in people's words. */
-export const CLOUD_NAMES: Readonly<Record<CloudName, string>> = {
-  aws: 'AWS RDS/Aurora',
-  azure: 'Azure Database for PostgreSQL',
-  gcp: 'Google Cloud SQL',
-};
+// Cloud SQL instances by their connection name, and their kinds of address.
 
 /** A Cloud SQL instance, by its connection name `PROJECT:REGION:INSTANCE`. */
 export interface CloudSqlInstance {
@@ -26,9 +13,6 @@ export interface CloudSqlInstance {
 /** A Cloud SQL instance's kinds of address, as cloud-sql-proxy names them (--ip-type). */
 export const IP_TYPES = ['public', 'private', 'psc'] as const;
 export type IpType = (typeof IP_TYPES)[number];
-
-/** Azure Database for PostgreSQL (flexible and single server): NAME.postgres.database.azure.com. */
-const AZURE_NAME = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\.(?:privatelink\.)?postgres\.database\.azure\.com\.?$/i;
 
 /**
  * `[DOMAIN:]PROJECT:REGION:INSTANCE[:PORT]`: project IDs are 6 to 30 lowercase letters, digits and hyphens
@@ -46,16 +30,4 @@ export function parseCloudSqlName(text: string): { instance: CloudSqlInstance; p
     instance: { project, region, instance, connectionName: `${project}:${region}:${instance}` },
     port: port === undefined ? undefined : Number(port),
   };
-}
-
-/** Whether a host name is an Azure Database for PostgreSQL server name. */
-export const isAzureServerName = (host: string): boolean => AZURE_NAME.test(host);
-
-/** The cloud an endpoint's form names, or undefined when it names none. */
-export function cloudOfEndpoint(text: string): CloudName | undefined {
-  if (parseCloudSqlName(text)) return 'gcp';
-  const host = text.trim().replace(/:\d+$/, '');
-  if (isAzureServerName(host)) return 'azure';
-  if (regionFromEndpoint(host)) return 'aws';
-  return undefined;
 }
