@@ -10,6 +10,7 @@ import { WakeWatch, type WakeWatchOptions } from './wake.js';
 import { redactSecrets } from '../log.js';
 import { CredentialsHolder, type CredentialsHolderOptions } from './credentials.js';
 import { SharedTokens, type SharedTokensOptions } from './tokens.js';
+import { timerDelay } from '../renewing.js';
 
 // The SDK's credential providers and STS client load on first use: start-up to listening stays short.
 type CredentialProviders = typeof import('@aws-sdk/credential-providers');
@@ -579,7 +580,7 @@ export function watchSsoSession(profile: string | undefined, log: Logger, env: N
   // One warning timer per profile: announced again (a reload), the last reading of the cache stands.
   clearTimeout(ssoTimers.get(profile ?? ''));
   if (at <= 0) warn();
-  else ssoTimers.set(profile ?? '', setTimeout(warn, Math.min(at, 2 ** 31 - 1)).unref());
+  else ssoTimers.set(profile ?? '', setTimeout(warn, timerDelay(at)).unref());
 }
 const ssoTimers = new Map<string, NodeJS.Timeout>();
 
