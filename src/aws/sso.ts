@@ -6,6 +6,8 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { timerDelay } from '../renewing.js';
 
 /** Warn this long before an SSO session ends. */
 export const SSO_WARN_AHEAD_MS = 10 * 60_000;
@@ -76,3 +78,28 @@ export function ssoSession(profile: string | undefined, env: NodeJS.ProcessEnv =
     return undefined;
   }
 }
+
+/**
+ * An SSO profile whose session token cannot be refreshed: warn ten minutes before it ends, with the
+ * command to run (at once when it is that close already). The timer never holds the process.
+ */
+export function watchSsoSession(profile: string | undefined, log: Logger, env: NodeJS.ProcessEnv = process.env, now = Date.now()): void {
+  const session = ssoSession(profile, env);
+  if (!session || session.refreshable) return;
+  const end = session.end.getTime();
+  const warn = () => {
+    const left = Math.round((end - Date.now()) / 60_000);
+    log.warn(
+      { ssoSessionEnds: session.end.toISOString() },
+      left > 0
+        ? `the SSO session ends in ${left} min (${session.end.toISOString()}): run \`${session.command}\` before then, or renewals fail`
+        : `the SSO session has ended (${session.end.toISOString()}): run \`${session.command}\``,
+    );
+  };
+  const at = end - SSO_WARN_AHEAD_MS - now;
+  // One warning timer per profile: announced again (a reload), the last reading of the cache stands.
+  clearTimeout(ssoTimers.get(profile ?? ''));
+  if (at <= 0) warn();
+  else ssoTimers.set(profile ?? '', setTimeout(warn, timerDelay(at)).unref());
+}
+const ssoTimers = new Map<string, NodeJS.Timeout>();
