@@ -1,18 +1,32 @@
-// The SDK's default credential chain (fromNodeProviderChain), followed through its logger so that a
-// failure can name every source tried and its reason.
+// The SDK's default credential chain (defaultProvider in @aws-sdk/credential-provider-node, which
+// fromNodeProviderChain wraps), built again from the single providers of @aws-sdk/credential-providers: the
+// same order, the same conditions, each provider given the chain's settings as the SDK gives them, so that
+// the proxy knows every source it tried and why each gave nothing. In the SDK's order:
+//   1. environment variables (AWS_ACCESS_KEY_ID), unless a profile is named (--profile or AWS_PROFILE);
+//   2. SSO settings, only when the chain is given some (an SSO profile is read by the next step);
+//   3. the shared config and credentials files: the profile's static keys, role, SSO session,
+//      credential_process, web identity token or `aws login` session;
+//   4. the profile's credential_process;
+//   5. a web identity token file (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN: EKS IRSA);
+//   6. when AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI is set, the container endpoint (fromHttp,
+//      then fromContainerMetadata); else EC2 instance metadata, unless AWS_EC2_METADATA_DISABLED.
+// A source whose error has tryNextLink passes to the next one; any other error ends the chain, as in the SDK.
 import type { AwsCredentialIdentity, AwsIdentityProperties } from '@aws-sdk/types';
 import type { Logger } from 'pino';
+import { processProfile, profileName } from './profiles.js';
 import {
   CHAIN_EXHAUSTED,
+  failedCommand,
   messageOf,
   NoCredentialsError,
   processFailure,
   processOutcome,
+  REASON_MAX_CHARS,
   type SourceAttempt,
   safeReason,
   sourceReason,
-  watchChildExits,
 } from './reasons.js';
+import { ShellRuns } from './shell-runs.js';
 import { sourceOf } from './source-names.js';
 
 type CredentialProviders = typeof import('@aws-sdk/credential-providers');
@@ -21,118 +35,55 @@ let providers: Promise<CredentialProviders> | undefined;
 /** The SDK's credential providers load on first use: start-up to listening stays short. */
 export const credentialProviders = (): Promise<CredentialProviders> => (providers ??= import('@aws-sdk/credential-providers'));
 
-/** What the SDK's default chain is given (its DefaultProviderInit). */
+/** What the SDK's default chain is given (its DefaultProviderInit); every source is given the same. */
 export type ChainInit = NonNullable<Parameters<CredentialProviders['fromNodeProviderChain']>[0]>;
 
-const REMOTE = 'the container endpoint or EC2 instance metadata';
+/** The sources of the chain as people read them in "Sources tried". */
+export const CHAIN_SOURCES = {
+  env: 'environment variables',
+  sso: 'SSO settings',
+  ini: 'the shared config and credentials files',
+  process: 'credential_process',
+  tokenFile: 'a web identity token file',
+  container: 'the ECS/EKS container endpoint',
+  containerMetadata: 'the container endpoint, as the older container provider reads it',
+  imds: 'EC2 instance metadata (IMDSv2)',
+} as const;
 
-/** The chain's debug lines name each provider as it starts; these are their names for people. */
-const CHAIN_STEPS: ReadonlyArray<readonly [marker: string, name: string]> = [
-  ['defaultProvider::fromEnv', 'environment variables'],
-  ['defaultProvider::fromSSO', 'SSO settings'],
-  ['defaultProvider::fromIni', 'the shared config and credentials files'],
-  ['defaultProvider::fromProcess', 'credential_process'],
-  ['defaultProvider::fromTokenFile', 'a web identity token file'],
-  ['defaultProvider::remoteProvider', REMOTE],
-  ['remoteProvider::fromHttp', 'the ECS/EKS container endpoint'],
-  ['remoteProvider::fromInstanceMetadata', 'EC2 instance metadata (IMDSv2)'],
-];
-const PROVIDER_ERROR = /^@smithy\/property-provider (?:->|\(!\)) (.*)$/s;
-/**
- * A setting looked up in the environment, then the config file (the SDK says so in the same words as a
- * source's failure): not why the source failed.
- */
-const SETTING_LOOKUP = /not set in env, checking config file next|^Not found in (?:ENV|config files)\b/i;
-/** Why a remote source that said nothing failed (the SDK keeps its error to itself). */
-const REMOTE_SILENT: Record<string, string> = {
-  'EC2 instance metadata (IMDSv2)':
-    'no credentials from the instance metadata service: not an EC2 instance, no instance role attached, or IMDS unreachable; AWS_EC2_METADATA_DISABLED=true skips it',
-  'the ECS/EKS container endpoint': 'no credentials from the container credentials endpoint: it did not answer',
-};
-/** A role profile's base: the SDK names the profile it turns to next. */
-const SOURCE_PROFILE = /finding credential resolver using source_profile=\[([^\]]*)\]/;
+/** Why instance metadata gave nothing, for people: the SDK's own text ("Unable to connect ...") says little. */
+const IMDS_NOTHING =
+  'no credentials from the instance metadata service: not an EC2 instance, no instance role attached, or IMDS unreachable';
 
-/**
- * Follows the SDK chain through its logger: which sources it tried, and each one's reason for passing.
- * The SDK writes these at debug level; the proxy keeps them for the error a client sees.
- */
-export class ChainTrace {
-  private attempts: SourceAttempt[] = [];
-  /** The profile the step under way reads: the chain's own, or a role profile's source_profile. */
-  private reading: string | undefined;
+/** The settings that make the SDK's chain ask SSO itself (its step 2); without one, that step passes. */
+const SSO_SETTINGS = ['ssoStartUrl', 'ssoAccountId', 'ssoRegion', 'ssoRoleName', 'ssoSession'] as const;
 
-  /** `profile`: the one the chain was given (else AWS_PROFILE or "default", as the SDK picks it). */
-  constructor(
-    private readonly log?: Logger,
-    private readonly profile?: string,
-  ) {
-    watchChildExits();
+/** A source the chain passes over on the SDK's own conditions: a CredentialsProviderError with tryNextLink, as the SDK throws. */
+class PassedOver extends Error {
+  override readonly name = 'CredentialsProviderError';
+  readonly tryNextLink = true;
+}
+
+/** The chain's last link, when every source passed: the SDK's own words, and no next link. */
+class ChainExhausted extends Error {
+  override readonly name = 'CredentialsProviderError';
+  readonly tryNextLink = false;
+
+  constructor() {
+    super(CHAIN_EXHAUSTED);
   }
+}
 
-  readonly logger = {
-    trace: () => undefined,
-    debug: (...args: unknown[]) => this.note(String(args[0])),
-    info: () => undefined,
-    warn: (...args: unknown[]) => this.log?.warn(safeReason(args.map(String).join(' '))),
-    error: () => undefined,
-  };
+/** Whether the chain goes on after `err`, as the SDK's chain decides it. */
+const tryNext = (err: unknown): boolean => Boolean((err as { tryNextLink?: unknown } | null | undefined)?.tryNextLink);
 
-  reset(): void {
-    this.attempts = [];
-    this.reading = undefined;
-  }
-
-  tried(): readonly SourceAttempt[] {
-    return this.attempts;
-  }
-
-  /** An SDK error text as a source's reason: safe to show, at most 300 characters. */
-  reason(text: string): string {
-    return sourceReason(text, this.currentProfile());
-  }
-
-  private currentProfile(): string {
-    return this.reading ?? (this.profile || process.env.AWS_PROFILE || 'default');
-  }
-
-  private note(line: string): void {
-    const step = CHAIN_STEPS.find(([marker]) => line.includes(marker));
-    const last = this.attempts.at(-1);
-    if (step) {
-      this.reading = undefined;
-      // The remote step names which remote source it chose in a second line: say that one.
-      if (step[0].startsWith('remoteProvider::') && last?.source === REMOTE && last.reason === undefined) this.attempts.pop();
-      this.attempts.push({ source: step[1] });
-      return;
-    }
-    const base = SOURCE_PROFILE.exec(line);
-    if (base) this.reading = base[1];
-    const failure = PROVIDER_ERROR.exec(line);
-    if (!failure || SETTING_LOOKUP.test(failure[1]!)) return;
-    // The operator hears which program failed and how, each time it does; clients only the reason.
-    const run = processFailure(failure[1]!);
-    if (run) {
-      const profile = this.currentProfile();
-      this.log?.warn(
-        {
-          profile,
-          program: run.program,
-          ...(run.exitCode !== undefined ? { exitCode: run.exitCode } : {}),
-          ...(run.signal ? { signal: run.signal } : {}),
-          stderr: `[not logged, ${run.stderrBytes} bytes: it may hold secrets; run the program by hand to read it]`,
-        },
-        `credential_process of profile ${profile} ${processOutcome(run)}`,
-      );
-    }
-    if (last && last.reason === undefined && !failure[1]!.startsWith(CHAIN_EXHAUSTED)) last.reason = this.reason(failure[1]!);
-  }
-
-  /** The chain failed with `text`: the last source tried, if it gave no reason, gets one. */
-  failed(text: string): void {
-    const last = this.attempts.at(-1);
-    if (!last || last.reason !== undefined) return;
-    last.reason = text.startsWith(CHAIN_EXHAUSTED) ? (REMOTE_SILENT[last.source] ?? 'no credentials there') : this.reason(text);
-  }
+/** One source of the chain: its name for people, and how it is asked. */
+interface Step {
+  readonly source: string;
+  readonly fetch: () => Promise<AwsCredentialIdentity>;
+  /** For a source that may run a credential_process: the profile a failed command line belongs to. */
+  readonly processProfile?: (commandLine: string) => string;
+  /** The reason from the SDK's text (made safe), for a source whose text says too little on its own. */
+  readonly reason?: (said: string) => string;
 }
 
 export interface ChainOptions {
@@ -148,21 +99,136 @@ export interface ChainCredentials {
   readonly source: string;
 }
 
-/** The default chain for `init`; a failure is a NoCredentialsError naming every source tried and its reason. */
+const ignore = (): undefined => undefined;
+
+/**
+ * The default chain for `init`. Each call runs it from the first source (no memo: the holder holds); a
+ * failure is a NoCredentialsError naming every source tried and its reason.
+ */
 export function defaultChain(init: ChainInit, options: ChainOptions): (props?: AwsIdentityProperties) => Promise<ChainCredentials> {
-  const trace = new ChainTrace(options.log, init.profile);
-  let chain: ReturnType<CredentialProviders['fromNodeProviderChain']> | undefined;
-  return async (props) => {
-    trace.reset();
-    try {
-      chain ??= (await credentialProviders()).fromNodeProviderChain({ ...init, logger: trace.logger });
-      const credentials = await chain(props);
-      // The chain's last step tried is the one that answered.
-      return { credentials, source: sourceOf(credentials) ?? trace.tried().at(-1)?.source ?? 'static credentials' };
-    } catch (err) {
-      // A step that stops the chain (an MFA code that cannot be asked) says why only in its error.
-      trace.failed(messageOf(err));
-      throw new NoCredentialsError(options.label, trace.tried(), err);
-    }
+  const log = options.log;
+  // The providers warn through the logger they are given (else on the console, which would break JSON logs).
+  const sdkLogger = {
+    trace: ignore,
+    debug: ignore,
+    info: ignore,
+    warn: (...args: unknown[]) => log?.warn(safeReason(args.map(String).join(' '))),
+    error: ignore,
   };
+  const given: ChainInit = { ...init, logger: sdkLogger };
+  let warnedBoth = false;
+  const bothSet = (profile: string) => {
+    if (warnedBoth) return;
+    warnedBoth = true;
+    log?.warn(
+      { profile },
+      'a profile (--profile or AWS_PROFILE) and AWS_ACCESS_KEY_ID with AWS_SECRET_ACCESS_KEY are both set: the profile is used, the environment keys are not',
+    );
+  };
+  return async (props) => {
+    const sdk = await credentialProviders();
+    const tried: SourceAttempt[] = [];
+    for (const step of chainSteps(sdk, given, props, bothSet)) {
+      const runs = step.processProfile ? new ShellRuns() : undefined;
+      try {
+        const credentials = await (runs ? runs.watch(step.fetch) : step.fetch());
+        return { credentials, source: sourceOf(credentials) ?? step.source };
+      } catch (err) {
+        tried.push({ source: step.source, reason: reasonFor(step, err, runs, log) });
+        if (!tryNext(err)) throw new NoCredentialsError(options.label, tried, err);
+      }
+    }
+    throw new NoCredentialsError(options.label, tried, new ChainExhausted());
+  };
+}
+
+/** The SDK's sources in its order; the remote ones are chosen when the chain reaches them, as the SDK chooses. */
+function* chainSteps(
+  sdk: CredentialProviders,
+  init: ChainInit,
+  props: AwsIdentityProperties | undefined,
+  bothSet: (profile: string) => void,
+): Generator<Step> {
+  // The profile the SDK's file and process providers read: the chain's, else the caller's, else AWS_PROFILE.
+  const profile = () => profileName(init.profile ?? (props?.callerClientConfig as { profile?: string } | undefined)?.profile);
+  yield {
+    source: CHAIN_SOURCES.env,
+    fetch: async () => {
+      const named = init.profile ?? process.env.AWS_PROFILE;
+      if (named) {
+        if (process.env.AWS_ACCESS_KEY_ID && process.env.AWS_SECRET_ACCESS_KEY) bothSet(named);
+        throw new PassedOver(`skipped: a profile is named (${named}), and a named profile comes before environment keys`);
+      }
+      return sdk.fromEnv(init)();
+    },
+  };
+  yield {
+    source: CHAIN_SOURCES.sso,
+    fetch: async () => {
+      if (!SSO_SETTINGS.some((setting) => init[setting])) {
+        throw new PassedOver('skipped: the chain is given no SSO settings; an SSO profile is read with the shared files, next');
+      }
+      return sdk.fromSSO(init)(props);
+    },
+  };
+  yield {
+    source: CHAIN_SOURCES.ini,
+    // A role profile reaches the credential_process of its source_profile: name the one that ran it.
+    processProfile: (commandLine) => processProfile(commandLine, profile()),
+    fetch: () => sdk.fromIni(init)(props),
+  };
+  yield { source: CHAIN_SOURCES.process, processProfile: profile, fetch: () => sdk.fromProcess(init)(props) };
+  yield { source: CHAIN_SOURCES.tokenFile, fetch: () => sdk.fromTokenFile(init)(props) };
+  yield* remoteSteps(sdk, init);
+}
+
+/** The SDK's remote step: the container endpoint when one is set, else instance metadata (never both). */
+function* remoteSteps(sdk: CredentialProviders, init: ChainInit): Generator<Step> {
+  const env = process.env;
+  if (env.AWS_CONTAINER_CREDENTIALS_RELATIVE_URI || env.AWS_CONTAINER_CREDENTIALS_FULL_URI) {
+    yield { source: CHAIN_SOURCES.container, fetch: () => sdk.fromHttp(init)() };
+    yield { source: CHAIN_SOURCES.containerMetadata, fetch: () => sdk.fromContainerMetadata(init)() };
+    return;
+  }
+  yield {
+    source: CHAIN_SOURCES.container,
+    fetch: async () => {
+      throw new PassedOver('skipped: neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor AWS_CONTAINER_CREDENTIALS_FULL_URI is set');
+    },
+  };
+  yield {
+    source: CHAIN_SOURCES.imds,
+    reason: (said) => `${IMDS_NOTHING} (${said}); AWS_EC2_METADATA_DISABLED=true skips it`,
+    fetch: async () => {
+      const disabled = env.AWS_EC2_METADATA_DISABLED;
+      if (disabled && disabled !== 'false') throw new PassedOver('skipped: AWS_EC2_METADATA_DISABLED is set');
+      return sdk.fromInstanceMetadata(init)();
+    },
+  };
+}
+
+/**
+ * Why a source gave nothing, safe to show. A failed credential_process is named by its profile and how
+ * it ended; the operator hears its program too, each time it fails (clients hear only the reason).
+ */
+function reasonFor(step: Step, err: unknown, runs: ShellRuns | undefined, log: Logger | undefined): string {
+  const text = messageOf(err);
+  const commandLine = step.processProfile && failedCommand(text);
+  if (commandLine !== undefined && step.processProfile) {
+    const profile = step.processProfile(commandLine);
+    const run = processFailure(text, runs)!;
+    log?.warn(
+      {
+        profile,
+        program: run.program,
+        ...(run.exitCode !== undefined ? { exitCode: run.exitCode } : {}),
+        ...(run.signal ? { signal: run.signal } : {}),
+        stderr: `[not logged, ${run.stderrBytes} bytes: it may hold secrets; run the program by hand to read it]`,
+      },
+      `credential_process of profile ${profile} ${processOutcome(run)}`,
+    );
+    return sourceReason(text, profile, runs);
+  }
+  const said = safeReason(text);
+  return (err instanceof PassedOver || !step.reason ? said : step.reason(said)).slice(0, REASON_MAX_CHARS);
 }

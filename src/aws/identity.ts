@@ -1,6 +1,7 @@
 // Which AWS identity signs: one credentials holder and one token cache per identity, however many
 // instances sign as it. The pieces live by job under src/aws/: spec.ts (an identity as configured and its
-// names), chain.ts (the SDK's default chain), assume-role.ts, provider.ts (the two put together),
+// names), chain.ts (the SDK's default chain, source by source, with profiles.ts for the shared files and
+// shell-runs.ts for how a credential_process ended), assume-role.ts, provider.ts (the two put together),
 // reasons.ts (why there are no credentials, made safe to show), source-names.ts, caller.ts (who am I, the
 // clock), announce.ts (what is logged at start), sso.ts; this module exports their public names too.
 import type { Logger } from 'pino';
@@ -14,7 +15,6 @@ import type { MfaPrompt } from './assume-role.js';
 
 export { announce } from './announce.js';
 export type { MfaPrompt } from './assume-role.js';
-export { ChainTrace } from './chain.js';
 export { CLOCK_SKEW_WARN_MS, type CallerIdentity, callerIdentity, warnOfClockSkew } from './caller.js';
 export { credentialProvider, type ProviderOptions, type TracedProvider } from './provider.js';
 export {

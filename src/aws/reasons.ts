@@ -1,14 +1,13 @@
 // Why there are no AWS credentials, in words fit for clients and logs: each source tried and its reason,
 // the SDK's error texts made safe (a failed credential_process said by program and exit status, never its
 // arguments or output; JSON pieces and URL passwords cut out), and the error that carries them.
-import type { ChildProcess } from 'node:child_process';
-import { subscribe } from 'node:diagnostics_channel';
 import { redactSecrets } from '../log.js';
+import type { ShellExit } from './shell-runs.js';
 
 /** One source of a credential chain and why it gave nothing. */
 export interface SourceAttempt {
   readonly source: string;
-  reason?: string;
+  readonly reason?: string;
 }
 
 /**
@@ -20,32 +19,13 @@ export const REASON_MAX_CHARS = 300;
 /** The chain's own last words (the SDK's, kept): no source had credentials. Each source's reason says why, not this. */
 export const CHAIN_EXHAUSTED = 'Could not load credentials from any providers';
 
-/**
- * How each shell command this process ran last ended, by its command line. The SDK runs credential_process
- * with exec (`/bin/sh -c LINE`) and keeps only the error's message, "Command failed: LINE\nSTDERR", which
- * has no exit status; Node's child_process diagnostics channel (documented, observe-only) still sees the
- * child. Bounded: one entry per distinct command, the oldest dropped first.
- */
-const shellExits = new Map<string, { readonly code: number | null; readonly signal: NodeJS.Signals | null }>();
-let watchingChildren = false;
-
-export function watchChildExits(): void {
-  if (watchingChildren) return;
-  watchingChildren = true;
-  subscribe('child_process', (message) => {
-    const child = (message as { process?: ChildProcess }).process;
-    child?.once('exit', (code, signal) => {
-      const [, flag, line] = child.spawnargs;
-      if (flag !== '-c' || line === undefined) return;
-      shellExits.delete(line);
-      shellExits.set(line, { code, signal });
-      if (shellExits.size > 32) shellExits.delete(shellExits.keys().next().value!);
-    });
-  });
-}
-
 /** Node's exec error text; the command line has no newline (it is one line of an INI file). */
 const COMMAND_FAILED = /^Command failed: ([^\n]*)\n?([\s\S]*)$/;
+
+/** The command line of a failed shell command in an SDK error text (Node's exec error), if that is what it is. */
+export function failedCommand(text: string): string | undefined {
+  return COMMAND_FAILED.exec(text)?.[1];
+}
 
 /** A failed credential_process run, as much of it as may be shown: never its arguments, never its output. */
 export interface ProcessFailure {
@@ -57,12 +37,17 @@ export interface ProcessFailure {
   readonly stderrBytes: number;
 }
 
-/** The credential_process failure in an SDK error text, if that is what it is. */
-export function processFailure(text: string): ProcessFailure | undefined {
+/** How the shell commands ended, by command line (src/aws/shell-runs.ts). */
+export interface ShellExits {
+  exit(commandLine: string): ShellExit | undefined;
+}
+
+/** The credential_process failure in an SDK error text, if that is what it is; `runs` may say how it ended. */
+export function processFailure(text: string, runs?: ShellExits): ProcessFailure | undefined {
   const failed = COMMAND_FAILED.exec(text);
   if (!failed) return undefined;
   const line = failed[1]!;
-  const exit = shellExits.get(line);
+  const exit = runs?.exit(line);
   return {
     program: firstShellWord(line),
     ...(typeof exit?.code === 'number' ? { exitCode: exit.code } : {}),
@@ -118,15 +103,15 @@ const URL_USERINFO = /(\/\/)[^/\s@]+@/g;
  * becomes its source's name and outcome ("credential_process of profile dev exited 1"): Node's text holds
  * the whole command line (an --api-key=... argument) and the program's stderr (a token printed on failure).
  */
-export function safeReason(text: string, profile?: string): string {
-  const failure = processFailure(text);
+export function safeReason(text: string, profile?: string, runs?: ShellExits): string {
+  const failure = processFailure(text, runs);
   if (failure) return `credential_process${profile ? ` of profile ${profile}` : ''} ${processOutcome(failure)}`;
   return redactSecrets(text.replace(JSON_SNIPPET, 'the text is not valid JSON').replace(URL_USERINFO, '$1[REDACTED]@'));
 }
 
 /** An SDK error text as one source's reason: safe to show, at most REASON_MAX_CHARS. */
-export function sourceReason(text: string, profile?: string): string {
-  return safeReason(text, profile).slice(0, REASON_MAX_CHARS);
+export function sourceReason(text: string, profile?: string, runs?: ShellExits): string {
+  return safeReason(text, profile, runs).slice(0, REASON_MAX_CHARS);
 }
 
 /** An error's message, or what was thrown, as text. */
