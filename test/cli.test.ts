@@ -80,7 +80,7 @@ t.test('no credentials: the client is told, the proxy keeps serving', async (t) 
     code: '08001',
     message: /could not sign an IAM token: no AWS credentials for the default credential chain/,
     detail:
-      /^Sources tried, in order: environment variables \(Unable to find environment variable credentials\.\); SSO settings.*; the shared config and credentials files.*; credential_process.*; a web identity token file.*; the container endpoint or EC2 instance metadata \(EC2 Instance Metadata Service access disabled\)\.$/,
+      /^Sources tried, in order: environment variables \(Unable to find environment variable credentials\.\); SSO settings.*; the shared config and credentials files.*; credential_process.*; a web identity token file.*; the ECS\/EKS container endpoint \(skipped: neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor AWS_CONTAINER_CREDENTIALS_FULL_URI is set\); EC2 instance metadata \(IMDSv2\) \(skipped: AWS_EC2_METADATA_DISABLED is set\)\.$/,
     hint: /aws sts get-caller-identity/,
   });
   // The log line may reach us after the client's error: wait for it.

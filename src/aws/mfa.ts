@@ -1,6 +1,6 @@
 // Asking a person for an MFA code, on the terminal the proxy was started from.
 import { createInterface } from 'node:readline/promises';
-import type { MfaPrompt } from './identity.js';
+import type { MfaPrompt } from './assume-role.js';
 
 const CODE = /^\d{6}$/;
 

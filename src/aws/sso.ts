@@ -6,32 +6,12 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { timerDelay } from '../renewing.js';
+import { iniSections } from './profiles.js';
 
 /** Warn this long before an SSO session ends. */
 export const SSO_WARN_AHEAD_MS = 10 * 60_000;
-
-/** The [profile NAME] and [sso-session NAME] sections of an AWS config file, key = value each. */
-function configSections(text: string): Map<string, Record<string, string>> {
-  const sections = new Map<string, Record<string, string>>();
-  let current: Record<string, string> | undefined;
-  for (const raw of text.split(/\r?\n/)) {
-    // Whole-line comments, and inline ones after a space (a start URL may hold '#').
-    const line = raw
-      .trim()
-      .replace(/^[#;].*$/, '')
-      .replace(/\s[#;].*$/, '')
-      .trim();
-    const header = /^\[\s*(.+?)\s*\]$/.exec(line);
-    if (header) {
-      current = {};
-      sections.set(header[1]!.replace(/\s+/g, ' '), current);
-    } else if (current && line.includes('=')) {
-      const at = line.indexOf('=');
-      current[line.slice(0, at).trim()] = line.slice(at + 1).trim();
-    }
-  }
-  return sections;
-}
 
 export interface SsoSession {
   /** When the cached SSO token ends. */
@@ -55,7 +35,7 @@ export function ssoSession(profile: string | undefined, env: NodeJS.ProcessEnv =
   } catch {
     return undefined;
   }
-  const sections = configSections(text);
+  const sections = iniSections(text);
   const settings = sections.get(name === 'default' ? 'default' : `profile ${name}`) ?? sections.get(`profile ${name}`);
   if (!settings) return undefined;
   // A named sso-session (the CLI's current form) is cached under its name; the legacy form under its start URL.
@@ -76,3 +56,28 @@ export function ssoSession(profile: string | undefined, env: NodeJS.ProcessEnv =
     return undefined;
   }
 }
+
+/**
+ * An SSO profile whose session token cannot be refreshed: warn ten minutes before it ends, with the
+ * command to run (at once when it is that close already). The timer never holds the process.
+ */
+export function watchSsoSession(profile: string | undefined, log: Logger, env: NodeJS.ProcessEnv = process.env, now = Date.now()): void {
+  const session = ssoSession(profile, env);
+  if (!session || session.refreshable) return;
+  const end = session.end.getTime();
+  const warn = () => {
+    const left = Math.round((end - Date.now()) / 60_000);
+    log.warn(
+      { ssoSessionEnds: session.end.toISOString() },
+      left > 0
+        ? `the SSO session ends in ${left} min (${session.end.toISOString()}): run \`${session.command}\` before then, or renewals fail`
+        : `the SSO session has ended (${session.end.toISOString()}): run \`${session.command}\``,
+    );
+  };
+  const at = end - SSO_WARN_AHEAD_MS - now;
+  // One warning timer per profile: announced again (a reload), the last reading of the cache stands.
+  clearTimeout(ssoTimers.get(profile ?? ''));
+  if (at <= 0) warn();
+  else ssoTimers.set(profile ?? '', setTimeout(warn, timerDelay(at)).unref());
+}
+const ssoTimers = new Map<string, NodeJS.Timeout>();

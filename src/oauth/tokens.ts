@@ -1,11 +1,11 @@
 // OAuth access tokens as passwords (Azure's Entra ID tokens, Cloud SQL's IAM logins): one token per
-// identity, whatever the DB user (the server checks the principal against the user), held and renewed
-// before it expires the way the AWS credentials holder keeps credentials: single flight for a burst of
-// logins, a background renewal ahead of expiry, and after a failure the still-valid token kept and the
-// fetch retried with backoff.
+// identity, whatever the DB user (the server checks the principal against the user), held by the renewing
+// holder (src/renewing.ts) as the AWS credentials are: single flight for a burst of logins, a background
+// renewal ahead of expiry, and after a failure the still-valid token kept and the fetch retried with backoff.
 import type { Logger } from 'pino';
 import type { Token } from '../cloud.js';
 import { redactSecrets } from '../log.js';
+import { Renewing } from '../renewing.js';
 
 /** A token from the cloud's SDK. `value` is never logged nor put in an error. */
 export interface BearerToken extends Token {
@@ -16,14 +16,21 @@ export interface BearerToken extends Token {
 /** One fetch from the cloud's SDK: the token, its end, and who it names (log fields, never a secret). */
 export type BearerFetch = () => Promise<{ value: string; expiresAt: number; signer: Readonly<Record<string, string>> }>;
 
+/**
+ * The SDKs (MSAL, google-auth-library) hand back their cached token until it is within five minutes of its
+ * end, and fetch a new one only then.
+ */
+const SDK_CACHE_MARGIN_MS = 5 * 60_000;
+/**
+ * Renew once fewer than 4.5 minutes remain: inside the SDKs' five-minute margin, so that a renewal gets a
+ * new token rather than the cached one back, with room for the renewal before the token ends.
+ */
+export const BEARER_REFRESH_AHEAD_MS = SDK_CACHE_MARGIN_MS - 30_000;
+
 export interface BearerTokensOptions {
   /** Who the tokens are from, in people's words (the credential chain), for the log and errors. */
   readonly label: string;
-  /**
-   * Renew in the background once fewer than this many ms remain: 4.5 minutes by default, inside the 5
-   * minutes within which the SDKs (MSAL, google-auth-library) stop handing out their cached token, so that
-   * a renewal gets a new one.
-   */
+  /** Renew in the background once fewer than this many ms remain (BEARER_REFRESH_AHEAD_MS). */
   readonly refreshAheadMs?: number;
   /** A token with fewer ms left than this is never used: it must outlive the login. */
   readonly minValidityMs?: number;
@@ -40,31 +47,47 @@ export interface BearerTokensOptions {
 const REFETCH_EVERY_MS = 60_000;
 
 export class BearerTokens {
-  private current: BearerToken | undefined;
-  private inflight: Promise<BearerToken> | undefined;
-  private lastError: unknown;
-  private nextAttemptAt = 0;
-  private refreshAt = Infinity;
-  private retryMs: number;
+  private readonly held: Renewing<BearerToken>;
   private refetchedAt = -Infinity;
-  private timer: NodeJS.Timeout | undefined;
-  private readonly refreshAheadMs: number;
-  private readonly minValidityMs: number;
-  private readonly baseRetryMs: number;
-  private readonly maxRetryMs: number;
-  private readonly now: () => number;
   readonly label: string;
 
-  constructor(
-    private readonly fetchToken: BearerFetch,
-    private readonly options: BearerTokensOptions,
-  ) {
-    this.label = options.label;
-    this.refreshAheadMs = options.refreshAheadMs ?? 270_000;
-    this.minValidityMs = options.minValidityMs ?? 60_000;
-    this.baseRetryMs = this.retryMs = options.retryMs ?? 1_000;
-    this.maxRetryMs = options.maxRetryMs ?? 60_000;
-    this.now = options.now ?? Date.now;
+  constructor(fetchToken: BearerFetch, options: BearerTokensOptions) {
+    const label = (this.label = options.label);
+    const log = options.log;
+    const now = options.now ?? Date.now;
+    const fetch = async (): Promise<BearerToken> => {
+      const signedAt = now();
+      const got = await fetchToken();
+      if (typeof got.value !== 'string' || got.value === '') throw new Error(`${label} returned an empty token`);
+      return { value: got.value, expiresAt: got.expiresAt, signedAt, signer: got.signer };
+    };
+    this.held = new Renewing(fetch, {
+      expiresAt: (token) => token.expiresAt,
+      refreshAheadMs: options.refreshAheadMs ?? BEARER_REFRESH_AHEAD_MS,
+      minValidityMs: options.minValidityMs,
+      retryMs: options.retryMs,
+      maxRetryMs: options.maxRetryMs,
+      now,
+      tooShort: (token) =>
+        new Error(
+          `${label} returned a token that expires at ${new Date(token.expiresAt).toISOString()}, too soon to log in with; renew the credentials where they come from`,
+        ),
+      fetched: (token, recovered) => {
+        if (recovered) log?.info({ signer: token.signer }, 'access tokens available again');
+        options.onRefresh?.();
+        log?.debug({ signer: token.signer, expiresAt: new Date(token.expiresAt).toISOString() }, 'access token fetched');
+      },
+      failed: (err, { stillValid, retryInMs }) => {
+        log?.warn(
+          {
+            reason: redactSecrets((err as Error).message),
+            keepUsing: stillValid !== undefined,
+            retryInSeconds: Math.round(retryInMs / 1000),
+          },
+          stillValid ? `${label}: token renewal failed; still using the current token` : `${label}: no access token`,
+        );
+      },
+    });
   }
 
   /**
@@ -72,24 +95,18 @@ export class BearerTokens {
    * server refused it, so a new one is fetched (at most once a minute; the SDK may still hand back the same).
    */
   async get(notThis?: Token): Promise<BearerToken> {
-    const current = this.peek();
-    if (current && notThis?.value === current.value && this.now() - this.refetchedAt >= REFETCH_EVERY_MS) {
-      this.refetchedAt = this.now();
-      return this.refresh();
+    const current = this.held.peek();
+    const now = this.held.now();
+    if (current && notThis?.value === current.value && now - this.refetchedAt >= REFETCH_EVERY_MS) {
+      this.refetchedAt = now;
+      return this.held.refresh();
     }
-    if (current) {
-      if (this.now() >= this.refreshAt && this.now() >= this.nextAttemptAt) this.refresh().catch(() => undefined);
-      return current;
-    }
-    // Without a usable token, a burst of clients must not become a burst of fetches: within the backoff
-    // after a failure, everyone hears that failure.
-    if (this.lastError !== undefined && this.now() < this.nextAttemptAt && !this.inflight) throw this.lastError;
-    return this.refresh();
+    return this.held.get();
   }
 
   /** The token in hand, if still usable, without fetching (readiness). */
   peek(): BearerToken | undefined {
-    return this.current && this.current.expiresAt - this.now() > this.minValidityMs ? this.current : undefined;
+    return this.held.peek();
   }
 
   /** Fetch at start, so the first client does not wait; resolves to whether a token came. */
@@ -102,69 +119,7 @@ export class BearerTokens {
 
   /** Stop the background renewal (at shutdown). */
   close(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-  }
-
-  private refresh(): Promise<BearerToken> {
-    this.inflight ??= this.fetch().finally(() => (this.inflight = undefined));
-    return this.inflight;
-  }
-
-  private wakeAt(at: number): void {
-    clearTimeout(this.timer);
-    // unref: a pending renewal never keeps the process alive; capped at what timers take.
-    this.timer = setTimeout(() => this.refresh().catch(() => undefined), Math.min(Math.max(0, at - this.now()), 2 ** 31 - 1)).unref();
-  }
-
-  /**
-   * `refreshAheadMs` before the end; a token issued with less life than that is renewed halfway through its
-   * usable time instead, never sooner than the base retry delay.
-   */
-  private refreshTime(expiresAt: number): number {
-    const now = this.now();
-    const ahead = expiresAt - this.refreshAheadMs;
-    return ahead > now ? ahead : now + Math.max(this.baseRetryMs, (expiresAt - this.minValidityMs - now) / 2);
-  }
-
-  private async fetch(): Promise<BearerToken> {
-    try {
-      const signedAt = this.now();
-      const got = await this.fetchToken();
-      if (typeof got.value !== 'string' || got.value === '') throw new Error(`${this.label} returned an empty token`);
-      if (got.expiresAt - this.now() <= this.minValidityMs) {
-        throw new Error(
-          `${this.label} returned a token that expires at ${new Date(got.expiresAt).toISOString()}, too soon to log in with; renew the credentials where they come from`,
-        );
-      }
-      const token: BearerToken = { value: got.value, expiresAt: got.expiresAt, signedAt, signer: got.signer };
-      if (this.lastError !== undefined) this.options.log?.info({ signer: token.signer }, 'access tokens available again');
-      this.current = token;
-      this.lastError = undefined;
-      this.retryMs = this.baseRetryMs;
-      this.nextAttemptAt = 0;
-      this.refreshAt = this.refreshTime(token.expiresAt);
-      this.wakeAt(this.refreshAt);
-      this.options.onRefresh?.();
-      this.options.log?.debug({ signer: token.signer, expiresAt: new Date(token.expiresAt).toISOString() }, 'access token fetched');
-      return token;
-    } catch (err) {
-      this.lastError = err;
-      this.nextAttemptAt = this.now() + this.retryMs;
-      this.retryMs = Math.min(this.retryMs * 2, this.maxRetryMs);
-      this.wakeAt(this.nextAttemptAt);
-      const stillValid = this.peek();
-      this.options.log?.warn(
-        {
-          reason: redactSecrets((err as Error).message),
-          keepUsing: stillValid !== undefined,
-          retryInSeconds: Math.round((this.nextAttemptAt - this.now()) / 1000),
-        },
-        stillValid ? `${this.label}: token renewal failed; still using the current token` : `${this.label}: no access token`,
-      );
-      if (stillValid) return stillValid;
-      throw err;
-    }
+    this.held.close();
   }
 }
 
