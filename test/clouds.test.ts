@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cloudOfEndpoint, parseCloudSqlName } from '../src/clouds.js';
 import { ConfigError, resolveInstance, type InstanceInput } from '../src/config.js';
-import { parseCommandLine, serveConfig } from '../src/cli.js';
+import { parseCommandLine } from '../src/cli.js';
+import { serveConfig } from '../src/commands/settings.js';
 import type { Args } from '../src/options.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pg-iam-proxy-clouds-'));
