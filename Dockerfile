@@ -31,8 +31,13 @@ COPY --from=build /app/bin ./bin
 COPY --from=build /app/build/src ./build/src
 USER node
 # Node runs as PID 1 and handles SIGTERM itself: /readyz turns 503, sessions drain for
-# --shutdown-grace seconds, exit 0 (143 when the grace cuts the drain short). It starts no children in
-# serve mode, so nothing needs reaping.
+# --shutdown-grace seconds, exit 0 (143 when the grace cuts the drain short).
+# It does start children when credentials come from a program: a profile's credential_process (through
+# /bin/sh), the Azure CLI, azd or PowerShell (DefaultAzureCredential), an executable source of Google's
+# workload identity federation. Node waits for its own children but not for what they leave behind: an
+# orphan is re-parented to PID 1 and, never waited for, stays a zombie. With such a credential source run
+# the image under an init that reaps: `docker run --init` (tini), `podman run --init` (catatonit),
+# Compose's `init: true`, or in Kubernetes `shareProcessNamespace: true` (the pod's pause process is PID 1).
 STOPSIGNAL SIGTERM
 # The proxy listens on 127.0.0.1 unless told otherwise, and that is this container's own loopback:
 # EXPOSE (and -p 5432:5432) reach nothing until it listens on 0.0.0.0:5432, which it refuses without

@@ -130,4 +130,10 @@ export interface Cloud<Process> {
   doctor(): Promise<CloudDoctor<Process>>;
   /** The environment variables that hold its credentials themselves: `run` keeps them from the command. */
   readonly credentialVariables: readonly string[];
+  /** What its credentials are called in messages ("AWS credentials"). */
+  readonly credentialsNoun: string;
+  /** How it comes by a token: signs one itself, or gets one from its identity service. */
+  readonly tokenVerb: 'sign' | 'get';
+  /** Whether the config file's top-level `aws:` identity is its instances' identity. */
+  readonly fileAwsIdentity: boolean;
 }

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { cloudOfEndpoint } from '../src/clouds/table.js';
 import { parseCloudSqlName } from '../src/gcp/instance.js';
 import { ConfigError, resolveInstance, type InstanceInput } from '../src/config.js';
-import { parseCommandLine, serveConfig } from '../src/cli.js';
+import { parseCommandLine } from '../src/cli.js';
+import { serveConfig } from '../src/commands/settings.js';
 import type { Args } from '../src/options.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pg-iam-proxy-clouds-'));

@@ -12,7 +12,7 @@ import { Job } from 'kubernetes-models/batch/v1/Job';
 import { Pod } from 'kubernetes-models/v1/Pod';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { loadConfigFile } from '../src/config-file.js';
-import { serveConfig } from '../src/cli.js';
+import { serveConfig } from '../src/commands/settings.js';
 import { envName, OPTIONS, rowsOf } from '../src/options.js';
 
 const examples = fileURLToPath(new URL('../../examples/', import.meta.url));

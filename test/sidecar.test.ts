@@ -14,7 +14,7 @@ import { startTestDb } from './support/testdb.js';
 import { closedPort, runPg } from './support/proxy.js';
 import { startSts } from './support/aws/sts.js';
 import { loadConfigFile } from '../src/config-file.js';
-import { serveConfig } from '../src/cli.js';
+import { serveConfig } from '../src/commands/settings.js';
 
 const db = await startTestDb();
 t.teardown(() => db.destroy());

@@ -13,6 +13,9 @@ export interface AwsProcess {
 
 export const awsCloud: Cloud<AwsProcess> = {
   title: 'AWS RDS/Aurora',
+  credentialsNoun: 'AWS credentials',
+  tokenVerb: 'sign',
+  fileAwsIdentity: true,
   recognises: (endpoint) => isRdsEndpointName(endpoint.trim().replace(/:\d+$/, '')),
   settings: awsSettings,
   seams: ({ identities }) => awsSeams((instance) => tokensOf(identities, instance)),

@@ -39,6 +39,9 @@ const settings: CloudSettings = {
 
 export const azureCloud: BearerCloud<AzureProcess> = {
   title: 'Azure Database for PostgreSQL',
+  credentialsNoun: 'credentials or access token',
+  tokenVerb: 'get',
+  fileAwsIdentity: false,
   recognises: (endpoint) => isAzureServerName(endpoint.trim().replace(/:\d+$/, '')),
   settings,
   bearer: { label: AZURE_LABEL, source: () => ({ fetch: azureFetch() }) },

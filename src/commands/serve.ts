@@ -1,5 +1,6 @@
 // `pg-iam-proxy serve` (the default command): the engine on its listeners, /healthz /readyz /metrics when
 // asked for, credentials fetched at start, and a drain on the first SIGTERM/SIGINT.
+import { cloudOf } from '../clouds/table.js';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { Identities } from '../aws/identity.js';
@@ -80,8 +81,9 @@ export async function serve(config: ProxyConfig, options: ServeOptions): Promise
   // told why, /readyz says not ready) unless --require-credentials asks for an exit a supervisor sees.
   const announced = announceAll(config, identities, log, clouds);
   if (options.requireCredentials && (await announced).includes(false)) {
-    const aws = config.instances.every((instance) => instance.cloud === 'aws');
-    log.fatal(`no ${aws ? 'AWS credentials' : 'credentials or access token'} at start, and --require-credentials is set: exiting`);
+    const nouns = new Set(config.instances.map((instance) => cloudOf(instance.cloud).credentialsNoun));
+    const noun = nouns.size === 1 ? [...nouns][0] : 'credentials or access token';
+    log.fatal(`no ${noun} at start, and --require-credentials is set: exiting`);
     await proxy.close(0);
     return stop(ExitCode.NoCredentials);
   }

@@ -15,6 +15,9 @@ export interface CloudSqlProcess {
 
 export const cloudSqlCloud: BearerCloud<CloudSqlProcess> = {
   title: 'Google Cloud SQL',
+  credentialsNoun: 'credentials or access token',
+  tokenVerb: 'get',
+  fileAwsIdentity: false,
   recognises: (endpoint) => parseCloudSqlName(endpoint) !== undefined,
   settings: cloudSqlSettings,
   bearer: { label: GOOGLE_LABEL, source: googleSource },
