@@ -9,7 +9,7 @@ import type { CloudCredentials } from '../clouds/credentials.js';
 import type { Engine } from '../proxy/engine.js';
 
 /** What a reload reads: the settings serve started with, from the file as it is now. */
-export interface Reread {
+export interface ReloadedSettings {
   readonly config: ProxyConfig;
   readonly warnings: readonly string[];
   readonly log: { readonly level: string };
@@ -30,14 +30,14 @@ export interface ReloadOptions {
  */
 export function reloadOnHangup(
   proxy: Engine,
-  reread: () => Reread,
+  reread: () => ReloadedSettings,
   options: ReloadOptions,
 ): { off: () => void; listening: () => void; idle: () => Promise<void> } {
   const { log } = options;
   let listening!: () => void;
   let chain = new Promise<void>((resolve) => (listening = resolve));
   const reload = async () => {
-    let settings: Reread;
+    let settings: ReloadedSettings;
     try {
       settings = reread();
     } catch (err) {

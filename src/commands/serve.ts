@@ -10,7 +10,7 @@ import { formatHostPort, type HostPort } from '../host-port.js';
 import type { Metrics } from '../ops/metrics.js';
 import { CloudCredentials } from '../clouds/credentials.js';
 import { Engine } from '../proxy/engine.js';
-import { type Reread, reloadOnHangup } from './reload.js';
+import { type ReloadedSettings, reloadOnHangup } from './reload.js';
 import { announceAll, engineDeps } from './wiring.js';
 
 /** Process exit codes a supervisor can act on. */
@@ -30,7 +30,7 @@ export interface ServeOptions {
   readonly requireCredentials: boolean;
   readonly log: Logger;
   /** With --config: the settings read again, for SIGHUP (undefined: SIGHUP keeps its default). */
-  readonly reload?: (() => Reread) | undefined;
+  readonly reload?: (() => ReloadedSettings) | undefined;
   /** After SIGTERM, new clients are still accepted this long before the drain (--min-sigterm-delay). */
   readonly minSigtermDelayMs?: number;
   /** A shutdown started by SIGTERM or /quitquitquit exits 0 even when its drain is cut short. */
