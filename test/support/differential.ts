@@ -245,8 +245,10 @@ export function scenario(opts: { modes?: PoolMode[]; maxSteps?: number } = {}): 
 // From a step to bytes. A few rules keep each client's answers its own business and deterministic alone:
 // - a named Parse is preceded by a Close of that name (a Parse over a live name is refused differently by
 //   pgbouncer-style poolers, on purpose);
-// - a client that SET extra_float_digits never looks at it again (in transaction mode its own SET may stay
-//   on a server it no longer holds); clients that never set it look at it freely: they must see the default;
+// - a client that SETs extra_float_digits never looks at it otherwise (in transaction mode its own SET of
+//   a setting the server does not report lasts until its transaction ends, as the README says), not even
+//   through a statement prepared before the SET; clients that never set it look at it freely: they must
+//   see the default;
 // - an SQL prepared statement or WITH HOLD cursor a client leaves behind is never used by that client again
 //   (it lives on one server); other clients use the same names and must not find them.
 
@@ -319,7 +321,8 @@ function simpleText(i: number, v: number, t: string): string {
 
 export function plan(c: Client, index: number): Planned[] {
   const t = table(index);
-  const state: ClientState = { setter: false, burned: new Set() };
+  // A client that SETs anywhere never looks, not even through a statement it prepared before the SET.
+  const state: ClientState = { setter: c.steps.some((s) => s.k === 'set'), burned: new Set() };
   return c.steps.map((s): Planned => {
     const parts: Array<{ text: string; bytes: Buffer }> = [];
     let wait: Planned['wait'] = 'fence';
@@ -414,7 +417,6 @@ export function plan(c: Client, index: number): Planned[] {
         parts.push(...s.parts);
         break;
       case 'set':
-        state.setter = true;
         parts.push(q(`SET extra_float_digits = ${s.value}; SHOW extra_float_digits`));
         break;
       case 'cursor':
