@@ -416,6 +416,30 @@ t.test(
   },
 );
 
+t.test(
+  "session mode: the client's own DISCARD ALL, then its unnamed statement: setting its values again leaves the statement",
+  async (t) => {
+    const discards = scripted(
+      [m.parse('', 'DISCARD ALL'), m.bind(''), m.execute(), m.bind(''), m.sync()],
+      [m.describe('S', ''), m.parse('', 'SELECT 2 AS y'), m.bind(''), m.execute(), m.sync()],
+      [m.query("SELECT current_setting('application_name') AS app")],
+    );
+    const other = scripted([m.query('SELECT 1 AS x')]);
+    await sameAsDirect(t, 'session', 1, [discards, other], 'a pool of one, another client after');
+    const pipelined = scripted([
+      m.query('RESET application_name'),
+      m.parse('', 'SELECT 3 AS z'),
+      m.bind(''),
+      m.execute(),
+      m.sync(),
+      m.bind(''),
+      m.execute(),
+      m.sync(),
+    ]);
+    await sameAsDirect(t, 'session', 1, [pipelined], 'a RESET with an unnamed statement made behind it in the same write');
+  },
+);
+
 t.test('a Parse over 16 MiB in transaction mode is accepted, as PostgreSQL accepts it', async (t) => {
   const big = `SELECT length('${'x'.repeat(17 * 1024 * 1024)}') AS len`;
   await sameAsDirect(

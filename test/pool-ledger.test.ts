@@ -183,3 +183,24 @@ t.test('the status the next request meets is known only with no Sync, Query or F
   run(l, 'Q', '');
   t.notOk(l.statusKnown);
 });
+
+t.test("a group of the proxy's own: everything said while it is the oldest request is kept, and it settles as usual", async (t) => {
+  const l = new Ledger();
+  run(l, 'PBE', '');
+  for (const c of 'PBECCS') l.sent(c.charCodeAt(0), { own: true });
+  t.same(run(l, '', '12C'), [false, false, false], "the client's answers pass");
+  t.same(
+    run(l, '', '12CS33ZI'),
+    [true, true, true, true, true, true, true],
+    'the group, a ParameterStatus in it and its ReadyForQuery are kept',
+  );
+  t.ok(l.settled);
+  const failed = new Ledger();
+  const outcomes: string[] = [];
+  failed.sent(F.Parse, { own: true });
+  failed.sent(F.Execute, { own: true, settled: (o) => outcomes.push(o) });
+  failed.sent(F.Sync, { own: true });
+  t.same(run(failed, '', 'EZI'), [true, true], 'its error too');
+  t.same(outcomes, ['skipped']);
+  t.ok(failed.settled);
+});

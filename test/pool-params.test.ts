@@ -2,7 +2,7 @@
 // parameters tracked per client, the settings query, and what a client is told of its settings.
 import t from 'tap';
 import { splitStatements, statementCommand } from '../src/pool/sql.js';
-import { poolKeyOf, settingsQuery, splitStartup } from '../src/pool/params.js';
+import { poolKeyOf, SETTINGS_NAME, settingsGroup, settingsQuery, splitStartup } from '../src/pool/params.js';
 import { ClientSettings, readStatus } from '../src/pool/client-settings.js';
 import { Ledger } from '../src/pool/ledger.js';
 import { BackendCode as B, FrontendCode as F } from '../src/protocol/constants.js';
@@ -104,4 +104,20 @@ t.test('a COPY that completes without the CopyDone that ends it: the ledger is i
   l.answer(B.CopyInResponse, -1);
   l.answer(B.CommandComplete, -1);
   t.match(l.doubt, /without the CopyDone/);
+});
+
+t.test("the settings as a group of the proxy's own: a DO block under its own name, or nothing", async (t) => {
+  const want = new Map([['application_name', Buffer.from('app')]]);
+  const group = settingsGroup(want, new Map());
+  t.ok(group);
+  t.same(group!.codes.map((c) => String.fromCharCode(c)).join(''), 'PBECCS');
+  const text = group!.bytes.toString('latin1');
+  t.match(text, /DO \$pg_iam_proxy_do\$BEGIN SET application_name TO \$p\$app\$p\$; END\$pg_iam_proxy_do\$/);
+  t.match(text, new RegExp(SETTINGS_NAME));
+  t.equal(settingsGroup(want, want), undefined, 'nothing differs');
+  t.equal(
+    settingsGroup(new Map([['application_name', Buffer.from('$pg_iam_proxy_do$')]]), new Map()),
+    undefined,
+    "a value holding the block's quote: a Query",
+  );
 });

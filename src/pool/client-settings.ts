@@ -103,7 +103,9 @@ export class ClientSettings {
    * values again on a server holding `tracked` (what the reset left: none after DISCARD ALL); the caller
    * sends it, its answer kept from the client. Undefined: nothing to set.
    */
-  afterGroup(tracked: ReadonlyMap<string, Buffer>): { query: Buffer; tracked: ReadonlyMap<string, Buffer> } | undefined {
+  afterGroup(
+    tracked: ReadonlyMap<string, Buffer>,
+  ): { query: Buffer; tracked: ReadonlyMap<string, Buffer>; left: ReadonlyMap<string, Buffer> } | undefined {
     const reset = this.reset;
     if (!reset) return undefined;
     this.reset = undefined;
@@ -125,6 +127,6 @@ export class ClientSettings {
       this.current = current;
     }
     const query = settingsQuery(this.current, left);
-    return query ? { query, tracked: this.current } : undefined;
+    return query ? { query, tracked: this.current, left } : undefined;
   }
 }

@@ -33,6 +33,8 @@ const CODE = 0xff;
 const SWALLOW = 0x100;
 /** CopyData went to the server between the request before this one and this one. */
 const AFTER_DATA = 0x200;
+/** Of a group the proxy sends on its own: while it is the oldest, everything the server says is the proxy's. */
+const OWN = 0x400;
 
 const isExtended = (code: number): boolean =>
   code === FrontendCode.Parse ||
@@ -47,6 +49,11 @@ const isCopyEnd = (code: number): boolean => code === FrontendCode.CopyDone || c
 export interface SentOptions {
   /** The proxy's own request: its answer is not the client's. */
   readonly swallow?: boolean;
+  /**
+   * One of a group of the proxy's own, up to its own Sync: nothing the server says while it is the oldest
+   * request reaches the client (errors, ParameterStatus, rows), and it is settled as any request is.
+   */
+  readonly own?: boolean;
   readonly settled?: Settled | undefined;
   /**
    * A Query's: told of each of its statements' CommandComplete in turn (from 0); true keeps that one from
@@ -115,6 +122,7 @@ export class Ledger {
     else if (isCopyEnd(code) && this.owed === 0 && !this.copyIn) return;
     let request = code;
     if (options?.swallow) request |= SWALLOW;
+    if (options?.own) request |= SWALLOW | OWN;
     if (this.dataSinceLast) request |= AFTER_DATA;
     this.dataSinceLast = false;
     this.requests.push(request);
@@ -127,12 +135,19 @@ export class Ledger {
    * when it answers a request of the proxy's and is not the client's to see.
    */
   answer(code: number, first: number): boolean {
+    const head = this.head < this.requests.length ? this.requests[this.head]! : 0;
     // A Query of the proxy's own (the settings of a client lent the server): all of its answer is the proxy's.
-    if (this.head < this.requests.length && (this.requests[this.head]! & (CODE | SWALLOW)) === (FrontendCode.Query | SWALLOW)) {
+    if ((head & (CODE | SWALLOW)) === (FrontendCode.Query | SWALLOW)) {
       if (code === BackendCode.ReadyForQuery) this.ready(first);
       else if (code === BackendCode.ErrorResponse) this.failed();
       return true;
     }
+    const passed = this.settleBy(code, first);
+    return (head & OWN) !== 0 || passed;
+  }
+
+  /** Settle what `code` answers; true when the answer is the proxy's. */
+  private settleBy(code: number, first: number): boolean {
     switch (code) {
       case BackendCode.ParseComplete:
         return this.settle(FrontendCode.Parse, 'ParseComplete');

@@ -137,6 +137,34 @@ export function settingsSql(want: ReadonlyMap<string, Buffer>, have: ReadonlyMap
   return parts.length === 0 ? undefined : Buffer.concat(parts);
 }
 
+/** The statement and portal of the proxy's own group in a session (the client's names reach the server). */
+export const SETTINGS_NAME = 'pg_iam_proxy_settings';
+const DO_TAG = '$pg_iam_proxy_do$';
+
+/**
+ * The settings of settingsQuery as a group of the extended protocol whose messages touch neither the
+ * client's unnamed statement nor its portals (a Query would drop its unnamed statement): Parse and Bind of
+ * a DO block under the proxy's own name, Execute, Close of both, Sync. Undefined: nothing differs, or a
+ * value holds the block's quote (then a Query it is).
+ */
+export function settingsGroup(
+  want: ReadonlyMap<string, Buffer>,
+  have: ReadonlyMap<string, Buffer>,
+): { readonly bytes: Buffer; readonly codes: readonly number[] } | undefined {
+  const sql = settingsSql(want, have);
+  if (!sql || sql.includes(DO_TAG)) return undefined;
+  const body = Buffer.concat([Buffer.from(`DO ${DO_TAG}BEGIN `), sql, Buffer.from(` END${DO_TAG}`)]);
+  const messages: Array<[number, Buffer]> = [
+    [Frontend.Parse, frontendMessage(Frontend.Parse, SETTINGS_NAME, body, Buffer.alloc(3))],
+    [Frontend.Bind, frontendMessage(Frontend.Bind, SETTINGS_NAME, SETTINGS_NAME, Buffer.alloc(6))],
+    [Frontend.Execute, frontendMessage(Frontend.Execute, SETTINGS_NAME, Buffer.alloc(4))],
+    [Frontend.Close, frontendMessage(Frontend.Close, Buffer.of(0x50), SETTINGS_NAME)],
+    [Frontend.Close, frontendMessage(Frontend.Close, Buffer.of(0x53), SETTINGS_NAME)],
+    [Frontend.Sync, frontendMessage(Frontend.Sync)],
+  ];
+  return { bytes: Buffer.concat(messages.map(([, m]) => m)), codes: messages.map(([code]) => code) };
+}
+
 /** A dollar-quote tag that does not occur in `value`. */
 function dollarTag(value: Buffer): string {
   for (let n = 0; ; n++) {

@@ -9,7 +9,8 @@ import { BackendCode, FrontendCode, HEADER_SIZE, LENGTH_SIZE } from '../protocol
 import { MessageCursor } from '../protocol/framing.js';
 import { holdBack } from '../net/backpressure.js';
 import type { ClientSettings } from './client-settings.js';
-import { Ledger, TxStatus } from './ledger.js';
+import { Ledger, type Outcome, TxStatus } from './ledger.js';
+import { settingsGroup } from './params.js';
 import { idleTransactionTimeout } from './pool.js';
 import { peekServer, ServerStream } from './server-stream.js';
 
@@ -52,6 +53,8 @@ export function relayPooled(
     let serverGone = false;
     /** Bytes reached the server that leave it mid-message (part of a Terminate, or garbage): not reusable. */
     let serverPoisoned = false;
+    /** The client's values to set again after its own reset, waiting for its pipeline to close. */
+    let again: ReturnType<ClientSettings['afterGroup']>;
     let done = false;
     let idleTimer: NodeJS.Timeout | undefined;
     /** Nothing owed, but a transaction (or a message) left open: the client has so long to go on. */
@@ -130,18 +133,27 @@ export function relayPooled(
             const tag = m.head.toString('latin1', HEADER_SIZE, HEADER_SIZE + m.peeked);
             settings.onTag(tag.slice(0, tag.indexOf('\0') >>> 0));
           } else if (m.code === BackendCode.ReadyForQuery && pooled) {
-            // After a reset of the client's own: its values again, before anything else it sends.
-            const again = settings.afterGroup(pooled.trackedUnknown ? new Map() : pooled.tracked);
-            if (again) {
-              pooled.tracked = again.tracked;
+            // After a reset of the client's own: its values again, before anything else it sends, between
+            // its groups (never inside a pipeline it left open: that would end its implicit transaction).
+            again = settings.afterGroup(pooled.trackedUnknown ? new Map() : pooled.tracked) ?? again;
+            if (again && !ledger.open) {
+              const { tracked, left, query } = again;
+              again = undefined;
+              pooled.tracked = tracked;
               pooled.trackedUnknown = false;
-              server.write(again.query);
-              ledger.sent(FrontendCode.Query, {
-                swallow: true,
-                settled: (outcome) => {
-                  if (outcome !== 'answered') pooled.trackedUnknown = true;
-                },
-              });
+              const settled = (outcome: Outcome) => {
+                if (outcome !== 'answered') pooled.trackedUnknown = true;
+              };
+              // Not a Query where it can be helped: that would drop the client's unnamed statement.
+              const group = settingsGroup(tracked, left);
+              if (group) {
+                server.write(group.bytes);
+                for (const code of group.codes)
+                  ledger.sent(code, { own: true, settled: code === FrontendCode.Execute ? settled : undefined });
+              } else {
+                server.write(query);
+                ledger.sent(FrontendCode.Query, { swallow: true, settled });
+              }
             }
           }
           return false;
