@@ -440,6 +440,24 @@ t.test(
   },
 );
 
+t.test('an unnamed DEALLOCATE ALL bound but not executed drops nothing: a Bind after it still finds the names', async (t) => {
+  const client = scripted(
+    [
+      m.parse('', 'DEALLOCATE ALL'),
+      m.bind(''),
+      m.execute(),
+      m.close('S', 's2'),
+      m.parse('s2', 'SELECT 2 AS y'),
+      m.bind('', [], ''),
+      m.sync(),
+    ],
+    [m.bind(''), m.bind('s2'), m.execute(), m.sync()],
+    [m.bind(''), m.execute(), m.bind('s2'), m.sync()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [client], 'bound twice, executed once');
+  await sameAsDirect(t, 'transaction', 1, [client, scripted([m.query('SELECT 1 AS x')])], 'with another client');
+});
+
 t.test('a Parse over 16 MiB in transaction mode is accepted, as PostgreSQL accepts it', async (t) => {
   const big = `SELECT length('${'x'.repeat(17 * 1024 * 1024)}') AS len`;
   await sameAsDirect(

@@ -119,8 +119,8 @@ class TransactionRelay {
   private groups = 0;
   /** Client bytes behind a message held until the server answers (see `changes`). */
   private backlog: Buffer[] = [];
-  /** Drops of the client's statements a Bind of its unnamed DEALLOCATE or DISCARD ALL made, for its Execute. */
-  private dropOnExecute: Settled | undefined;
+  /** What a Bind of the client's unnamed DEALLOCATE or DISCARD ALL drops, done when its Execute is sent. */
+  private dropOnExecute: (() => Settled | undefined) | undefined;
   /** DEALLOCATE ALL or DISCARD ALL commands sent and not yet answered (see dropAllPending). */
   private dropsAllPending = 0;
   /** Where the last Query that failed was rewritten, for its error's position. */
@@ -347,16 +347,15 @@ class TransactionRelay {
   private passed(code: number): void {
     const drops = this.dropOnExecute;
     if (drops && code === Frontend.Execute) {
-      // The Execute that runs the client's DEALLOCATE or DISCARD ALL: its drops hold once it completes.
+      // The Execute that runs the client's DEALLOCATE or DISCARD ALL: the names are dropped from here on
+      // (a Bind before it still found them), and the drops hold once it completes.
       this.dropOnExecute = undefined;
-      this.ledger.sent(code, { settled: drops });
+      this.ledger.sent(code, { settled: drops() });
       return;
     }
     if (code === Frontend.Sync || code === Frontend.FunctionCall) {
       this.groups++;
-      // Bound, never executed: nothing was dropped.
-      this.dropOnExecute = undefined;
-      drops?.('skipped');
+      this.dropOnExecute = undefined; // bound, never executed: nothing was dropped
     }
     this.ledger.sent(code);
   }
@@ -492,13 +491,16 @@ class TransactionRelay {
    * A Bind of the unnamed statement that drops statements of the client's: they are dropped now, until
    * the server answers the Bind (undefined: nothing to drop; false: a name involved must wait).
    */
-  private bindDrops(): Settled | undefined | false {
+  private bindDrops(): (() => Settled | undefined) | undefined | false {
     const drops = this.unnamed?.drops;
     if (!drops) return undefined;
-    if (drops.kind !== 'deallocate') return this.anyMustWait() ? false : this.dropAllPending();
+    if (drops.kind !== 'deallocate') return this.anyMustWait() ? false : () => this.dropAllPending();
     if (this.mustWait(drops.name)) return false;
-    const statement = this.named.get(drops.name);
-    return statement && this.drop(drops.name, statement);
+    const name = drops.name;
+    return () => {
+      const statement = this.named.get(name);
+      return statement && this.drop(name, statement);
+    };
   }
 
   private query(head: Buffer, rest: number, out: Buffer[]): boolean {
@@ -511,9 +513,7 @@ class TransactionRelay {
     }
     const server = this.server!;
     // A bound DEALLOCATE never executed before this Query: nothing was dropped.
-    const unexecuted = this.dropOnExecute;
     this.dropOnExecute = undefined;
-    unexecuted?.('skipped');
     // A simple Query drops the unnamed statement, even one that fails; a skipped one (an earlier error in
     // the pipeline) does not.
     let unnamed: Settled | undefined;
@@ -623,13 +623,9 @@ class TransactionRelay {
     const drops = name.value === '' ? this.bindDrops() : undefined;
     if (drops === false) return false;
     const translated = this.statementFor(head, name.value, portal.next, rest, out);
-    if (!translated) {
-      drops?.('skipped'); // nothing sent: taken back, the Bind comes again
-      return false;
-    }
+    if (!translated) return false; // nothing sent: the Bind comes again
     this.send(out, translated, Frontend.Bind, this.naming && this.nameOnFailure());
     if (drops) {
-      this.dropOnExecute?.('skipped');
       this.dropOnExecute = drops;
     }
     return true;
