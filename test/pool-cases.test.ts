@@ -458,6 +458,22 @@ t.test('an unnamed DEALLOCATE ALL bound but not executed drops nothing: a Bind a
   await sameAsDirect(t, 'transaction', 1, [client, scripted([m.query('SELECT 1 AS x')])], 'with another client');
 });
 
+t.test('a Bind in a failed transaction on a server that lost the statement: the same error, found by the Parse sent first', async (t) => {
+  // The reset after a WITH HOLD cursor drops the server's statements; in the failed transaction the
+  // proxy's Parse is refused (25P02) where PostgreSQL refuses the client's Bind: same code and message,
+  // another server routine (compared without the server's source location, test/support/pgwire.ts).
+  const client = scripted(
+    [m.parse('s2', 'SELECT 2 AS y'), m.sync()],
+    [m.query('BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; COMMIT')],
+    [m.query('BEGIN')],
+    [m.query('SELECT 1/0')],
+    [m.bind('s2'), m.execute(), m.sync()],
+    [m.query('ROLLBACK')],
+    [m.bind('s2'), m.execute(), m.sync()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [client], 'one client, a pool of one');
+});
+
 t.test('a Parse over 16 MiB in transaction mode is accepted, as PostgreSQL accepts it', async (t) => {
   const big = `SELECT length('${'x'.repeat(17 * 1024 * 1024)}') AS len`;
   await sameAsDirect(

@@ -225,11 +225,29 @@ export function show(m: Msg): string {
 }
 
 /** Equal bytes; else where the two lists part, shown. */
+/**
+ * An ErrorResponse or NoticeResponse without its F, L and R fields (the server's source file, line and
+ * routine): which of the server's functions found an error is no client's business, and a pooler that
+ * prepares a statement first may have the same error found by another (the Parse rather than the Bind
+ * refusing a failed transaction). Every field a client reads must still match. Other messages as they are.
+ */
+function comparable(m: Msg): Buffer {
+  if (m.code !== 'E' && m.code !== 'N') return m.bytes;
+  const fields: Buffer[] = [];
+  for (let at = 5; at < m.bytes.length && m.bytes[at] !== 0; ) {
+    const end = m.bytes.indexOf(0, at);
+    const type = String.fromCharCode(m.bytes[at]!);
+    if (type !== 'F' && type !== 'L' && type !== 'R') fields.push(m.bytes.subarray(at, end + 1));
+    at = end + 1;
+  }
+  return Buffer.concat([Buffer.from(m.code), ...fields]);
+}
+
 export function firstDifference(a: Msg[], b: Msg[]): string | undefined {
   for (let i = 0; i < Math.max(a.length, b.length); i++) {
     const x = a[i];
     const y = b[i];
-    if (x && y && x.bytes.equals(y.bytes)) continue;
+    if (x && y && (x.bytes.equals(y.bytes) || comparable(x).equals(comparable(y)))) continue;
     const around = (l: Msg[]) =>
       l
         .slice(Math.max(0, i - 3), i + 3)
