@@ -474,6 +474,21 @@ t.test('a Bind in a failed transaction on a server that lost the statement: the 
   await sameAsDirect(t, 'transaction', 1, [client], 'one client, a pool of one');
 });
 
+t.test(
+  "the client's own DISCARD ALL, then BEGIN in the same pipeline: its values are set again once the transaction is over",
+  async (t) => {
+    const client = scripted(
+      [m.parse('', 'DISCARD ALL'), m.bind(''), m.execute(), m.parse('', 'BEGIN'), m.bind(''), m.execute(), m.sync()],
+      [m.execute(), m.sync()],
+      [m.query('ROLLBACK')],
+      [m.query("SELECT current_setting('application_name') AS app")],
+    );
+    for (const mode of ['transaction', 'session'] as const) {
+      await sameAsDirect(t, mode, 1, [client], `${mode} mode: the portal stays for the transaction, the values come back after it`);
+    }
+  },
+);
+
 t.test('a Parse over 16 MiB in transaction mode is accepted, as PostgreSQL accepts it', async (t) => {
   const big = `SELECT length('${'x'.repeat(17 * 1024 * 1024)}') AS len`;
   await sameAsDirect(

@@ -133,10 +133,11 @@ export function relayPooled(
             const tag = m.head.toString('latin1', HEADER_SIZE, HEADER_SIZE + m.peeked);
             settings.onTag(tag.slice(0, tag.indexOf('\0') >>> 0));
           } else if (m.code === BackendCode.ReadyForQuery && pooled) {
-            // After a reset of the client's own: its values again, before anything else it sends, between
-            // its groups (never inside a pipeline it left open: that would end its implicit transaction).
+            // After a reset of the client's own: its values again, between its groups, once its transaction
+            // is over (in it, a ROLLBACK or an error would take them back; a pipeline it left open would
+            // end its implicit transaction).
             again = settings.afterGroup(pooled.trackedUnknown ? new Map() : pooled.tracked) ?? again;
-            if (again && !ledger.open) {
+            if (again && ledger.status === TxStatus.Idle && !ledger.open) {
               const { tracked, left, query } = again;
               again = undefined;
               pooled.tracked = tracked;

@@ -132,6 +132,8 @@ class TransactionRelay {
   /** The name of the Bind or Describe being sent, for one of those; and of the last one that failed. */
   private naming: { readonly proxy: string; readonly client: string } | undefined;
   private failedNaming: { readonly proxy: string; readonly client: string } | undefined;
+  /** The client's values to set again after a reset of its own, waiting for its transaction to end. */
+  private again: ReturnType<ClientSettings['afterGroup']>;
   private readonly fromClient: FrontendStream;
   /** The server's messages: a CommandComplete's tag, an ErrorResponse's code and a ParameterStatus are read. */
   private readonly fromServer = new ServerStream(peekServer);
@@ -871,9 +873,12 @@ class TransactionRelay {
       return m.peeked === m.length - LENGTH_SIZE ? this.settings.onStatus(m.head.subarray(0, HEADER_SIZE + m.peeked)) : false;
     }
     if (code === BackendCode.ReadyForQuery) {
-      // After a reset of the client's own: its values again, before anything else it sends.
-      const again = this.settings.afterGroup(server.trackedUnknown ? new Map() : server.tracked);
-      if (again) this.setTracked(server, again.query, again.tracked);
+      // After a reset of the client's own: its values again, once its transaction is over (in it, a
+      // ROLLBACK or an error would take them back) and no pipeline of its is open.
+      const again = this.settings.afterGroup(server.trackedUnknown ? new Map() : server.tracked) ?? this.again;
+      this.again = undefined;
+      if (again && server.ledger.status === TxStatus.Idle && !server.ledger.open) this.setTracked(server, again.query, again.tracked);
+      else this.again = again;
     } else if (code === BackendCode.CommandComplete) {
       const tag = m.head.toString('latin1', HEADER_SIZE, HEADER_SIZE + m.peeked);
       this.settings.onTag(tag.slice(0, tag.indexOf('\0') >>> 0));
