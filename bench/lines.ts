@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { runPg } from '../test/support/proxy.js';
 import { serveArgs, startCli } from '../test/support/cli.js';
-import { say, startTargets } from './targets.js';
+import { inBatches, say, startTargets } from './targets.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const SECONDS = Number(process.env.SECONDS ?? 5);
@@ -67,7 +67,7 @@ async function idleKiB(port: number, pid: number): Promise<number> {
   await (await open()).end();
   await settle(500); // its start-up garbage collected
   const before = rss(pid);
-  const idle = await Promise.all(Array.from({ length: IDLE }, open));
+  const idle = await inBatches(IDLE, 25, open);
   await settle(1_000);
   const kib = (rss(pid) - before) / IDLE / 1024;
   await Promise.all(idle.map((c) => c.end()));

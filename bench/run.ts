@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { runPg } from '../test/support/proxy.js';
 import { BIN, serveArgs, startCli } from '../test/support/cli.js';
-import { say, startBouncer, startTargets, type Target } from './targets.js';
+import { inBatches, say, startBouncer, startTargets, type Target } from './targets.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const SECONDS = Number(process.env.SECONDS ?? 5);
@@ -148,15 +148,12 @@ for (let round = 0; round < 3; round++) {
   await warm.end();
   await new Promise((r) => setTimeout(r, 500)); // its start-up garbage collected
   const before = rss(fresh.child.pid!);
-  const clients: pg.Client[] = [];
-  for (let i = 0; i < IDLE_TX; i += 100) {
-    const batch = Array.from(
-      { length: 100 },
-      () => new pg.Client({ host: '127.0.0.1', port: fresh.port, user: 'iam_user', database: 'orders' }),
-    );
-    await Promise.all(batch.map(async (c) => (await c.connect(), await c.query('SELECT 1'))));
-    clients.push(...batch);
-  }
+  const clients = await inBatches(IDLE_TX, 100, async () => {
+    const c = new pg.Client({ host: '127.0.0.1', port: fresh.port, user: 'iam_user', database: 'orders' });
+    await c.connect();
+    await c.query('SELECT 1');
+    return c;
+  });
   await new Promise((r) => setTimeout(r, 1_000)); // settled
   perIdleTx.push((rss(fresh.child.pid!) - before) / IDLE_TX);
   await Promise.all(clients.map((c) => c.end()));
@@ -205,9 +202,7 @@ for (let round = 0; round < 3; round++) {
   await (await connectIdle(fresh.port)).end();
   await new Promise((r) => setTimeout(r, 500)); // its start-up garbage collected
   const before = rss(fresh.child.pid!);
-  // In batches: 150 logins at once keep the test database's PAM token checks past the login timeout.
-  const idle: pg.Client[] = [];
-  for (let i = 0; i < IDLE; i += 25) idle.push(...(await Promise.all(Array.from({ length: 25 }, () => connectIdle(fresh.port)))));
+  const idle = await inBatches(IDLE, 25, () => connectIdle(fresh.port));
   await new Promise((r) => setTimeout(r, 1_000)); // settled
   perIdle.push((rss(fresh.child.pid!) - before) / IDLE);
   await Promise.all(idle.map((c) => c.end()));

@@ -28,6 +28,16 @@ export interface Targets {
 
 export const say = (text: string) => process.stderr.write(`bench: ${text}\n`);
 
+/**
+ * `count` of `open()`, `size` at a time: many logins at once keep the test database's PAM token checks
+ * past the login timeout.
+ */
+export async function inBatches<T>(count: number, size: number, open: () => Promise<T>): Promise<T[]> {
+  const out: T[] = [];
+  for (let i = 0; i < count; i += size) out.push(...(await Promise.all(Array.from({ length: Math.min(size, count - i) }, open))));
+  return out;
+}
+
 /** `proxyArgs` are added to the proxy's command line (e.g. to try an option). */
 export async function startTargets(proxyArgs: readonly string[] = []): Promise<Targets> {
   if (!existsSync('/usr/sbin/pgbouncer')) {

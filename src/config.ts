@@ -1,5 +1,5 @@
-// The engine's configuration: plain frozen data, built and validated by the CLI (the only reader of argv,
-// environment and files), so the engine never sees yargs.
+// The engine's configuration: plain frozen data, built and validated from argv, the environment and the
+// file by the commands (commands/settings.ts), so the engine never sees yargs.
 import { isAbsolute, join } from 'node:path';
 import type { SettingsContext } from './cloud.js';
 import type { CloudName } from './clouds/names.js';
@@ -213,13 +213,16 @@ function finishInstance(
 /** Servers per instance by default, as a multiple of --pool-size. */
 const MAX_SERVERS_PER_POOL_SIZE = 2;
 
+/** Seconds, already checked (checkNumber, from the flag or the file), as the engine's milliseconds. */
+export const ms = (seconds: number) => Math.round(seconds * 1000);
+
 /** The pooling settings, or undefined with --pool-mode off (the 1:1 splice). */
 function resolvePool(input: InstanceInput): PoolSettings | undefined {
   const mode = input.poolMode ?? defaultFor('pool-mode')!;
   if (!isChoice('pool-mode', mode)) throw new ConfigError(`--pool-mode: "${mode}" is not ${choiceList(option('pool-mode').choices)}`);
   if (mode === 'off') return undefined;
-  const ms = (value: number | undefined, flag: 'pool-wait-timeout' | 'server-idle-timeout' | 'server-lifetime') =>
-    Math.round((value ?? defaultFor(flag)!) * 1000);
+  const msOr = (value: number | undefined, flag: 'pool-wait-timeout' | 'server-idle-timeout' | 'server-lifetime') =>
+    ms(value ?? defaultFor(flag)!);
   const resetQuery = input.serverResetQuery ?? defaultFor('server-reset-query')!;
   if (resetQuery.trim() === '')
     throw new ConfigError('--server-reset-query: a query is needed (DISCARD ALL brings a server back to how its clients started it)');
@@ -230,12 +233,12 @@ function resolvePool(input: InstanceInput): PoolSettings | undefined {
     // Bounded by default: twice a pool's size over all the instance's pools (pools are per DB user and
     // database, so one user and database never reaches it).
     maxServers: input.maxServerConnections ?? size * MAX_SERVERS_PER_POOL_SIZE,
-    waitTimeoutMs: ms(input.poolWaitTimeout, 'pool-wait-timeout'),
-    idleTimeoutMs: ms(input.serverIdleTimeout, 'server-idle-timeout'),
-    lifetimeMs: ms(input.serverLifetime, 'server-lifetime'),
+    waitTimeoutMs: msOr(input.poolWaitTimeout, 'pool-wait-timeout'),
+    idleTimeoutMs: msOr(input.serverIdleTimeout, 'server-idle-timeout'),
+    lifetimeMs: msOr(input.serverLifetime, 'server-lifetime'),
     resetQuery,
     maxPreparedStatements: input.maxPreparedStatements ?? defaultFor('max-prepared-statements')!,
-    idleTransactionTimeoutMs: input.idleTransactionTimeout === undefined ? undefined : Math.round(input.idleTransactionTimeout * 1000),
+    idleTransactionTimeoutMs: input.idleTransactionTimeout === undefined ? undefined : ms(input.idleTransactionTimeout),
   });
 }
 

@@ -24,9 +24,16 @@ const BEARER = /\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*|\bya29\.[\w.-]+|(?<=\bBearer\s
 const OAUTH_FIELD =
   /((?:client_secret|refresh_token|client_assertion|assertion|access_token|id_token)(?:=|"\s*:\s*")|x-identity-header["']?\s*[:=]\s*["']?)[^&\s"',]+/gi;
 
+/** A URL's password (`scheme://user:password@host`), as a user may give one in an endpoint option. */
+const URL_PASSWORD = /(\/\/[^/\s@:]+:)[^/\s@]+@/g;
+
 /** Blank the credential parts of any text that might hold a token (error messages from SDKs, URLs). */
 export const redactSecrets = (text: string): string =>
-  text.replace(SECRET_QUERY, '$1[REDACTED]').replace(OAUTH_FIELD, '$1[REDACTED]').replace(BEARER, '[REDACTED]');
+  text
+    .replace(SECRET_QUERY, '$1[REDACTED]')
+    .replace(OAUTH_FIELD, '$1[REDACTED]')
+    .replace(BEARER, '[REDACTED]')
+    .replace(URL_PASSWORD, '$1[REDACTED]@');
 
 /** Paths that could hold a secret if someone ever logged the wrong object. */
 const REDACT_PATHS = [

@@ -7,7 +7,7 @@
 export type Clock = () => number;
 
 /** Node's timers take a delay of at most 2^31 - 1 ms (a signed 32-bit count); a longer one fires at once. */
-export const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
+const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
 
 /** A delay for setTimeout until `ms` from now: never negative, never longer than timers take. */
 export const timerDelay = (ms: number): number => Math.min(Math.max(0, ms), MAX_TIMER_DELAY_MS);
@@ -18,9 +18,9 @@ export const timerDelay = (ms: number): number => Math.min(Math.max(0, ms), MAX_
  */
 export const MIN_VALIDITY_MS = 60_000;
 /** The first retry after a failed fetch comes this soon: a blip (a refused connection) is over by then. */
-export const RETRY_MS = 1_000;
+const RETRY_MS = 1_000;
 /** Retries double up to this: a source down for long is asked once a minute, not hammered. */
-export const MAX_RETRY_MS = 60_000;
+const MAX_RETRY_MS = 60_000;
 
 export interface RenewingOptions<T> {
   /** When `value` stops working, ms since the epoch; Infinity for a value that never ends. */

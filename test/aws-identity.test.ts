@@ -8,21 +8,11 @@ import { PassThrough, Writable } from 'node:stream';
 import type { AwsCredentialIdentity } from '@aws-sdk/types';
 import { CredentialsHolder } from '../src/aws/credentials.js';
 import { SharedTokens } from '../src/aws/tokens.js';
-import {
-  announce,
-  callerIdentity,
-  credentialProvider,
-  defaultRoleSessionName,
-  firstShellWord,
-  Identities,
-  identityKey,
-  identityLabel,
-  NoCredentialsError,
-  renewalAdvice,
-  safeReason,
-  sourceOf,
-  type TracedProvider,
-} from '../src/aws/identity.js';
+import { announce, callerIdentity, Identities, NoCredentialsError } from '../src/aws/identity.js';
+import { credentialProvider, type TracedProvider } from '../src/aws/provider.js';
+import { firstShellWord, safeReason } from '../src/aws/reasons.js';
+import { renewalAdvice, sourceOf } from '../src/aws/source-names.js';
+import { defaultRoleSessionName, identityKey, identityLabel } from '../src/aws/spec.js';
 import { terminalMfa } from '../src/aws/mfa.js';
 import { ConfigError, resolveIdentity } from '../src/config.js';
 import { createLogger } from '../src/log.js';

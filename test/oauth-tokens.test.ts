@@ -216,6 +216,11 @@ t.test('redactSecrets blanks OAuth tokens', async (t) => {
     'grant_type=x&client_secret=[REDACTED]&refresh_token=[REDACTED]&client_assertion=[REDACTED] {"access_token":"[REDACTED]"}',
   );
   t.equal(redactSecrets('headers: { "x-identity-header": "hdr-secret" }'), 'headers: { "x-identity-header": "[REDACTED]" }');
+  t.equal(
+    redactSecrets('the SQL Admin API (https://me:pa55w0rd@sqladmin.example.com) failed; postgresql://app@db/orders'),
+    'the SQL Admin API (https://me:[REDACTED]@sqladmin.example.com) failed; postgresql://app@db/orders',
+    "a URL's password, not its user alone",
+  );
 });
 
 t.test('an SDK error logged whole: its request, response and aggregated errors leave no secret', async (t) => {

@@ -49,7 +49,7 @@ t.test("no cloud imports another cloud's folder", async (t) => {
     [],
   );
   t.notOk(
-    ['aws', 'azure', 'gcp'].some((cloud) => edges.get('oauth')?.has(cloud)),
+    CLOUDS.some((cloud) => edges.get('oauth')?.has(cloud)),
     'the shared token machinery knows no cloud',
   );
 });

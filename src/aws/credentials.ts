@@ -2,13 +2,11 @@ import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-
 import type { Logger } from 'pino';
 import { type Clock, MIN_VALIDITY_MS, Renewing } from '../renewing.js';
 
-export type { Clock } from '../renewing.js';
-
 /**
  * Renew AWS credentials once fewer than this many ms remain (docs/protocol.md F2): ten minutes leave room
  * for a source that is down to come back, retried with backoff, before the credentials in hand stop working.
  */
-export const AWS_REFRESH_AHEAD_MS = 10 * 60_000;
+const AWS_REFRESH_AHEAD_MS = 10 * 60_000;
 
 export interface CredentialsHolderOptions {
   /** Refresh in the background once fewer than this many ms remain (AWS_REFRESH_AHEAD_MS). */

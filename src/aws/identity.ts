@@ -13,20 +13,12 @@ import { SharedTokens, type SharedTokensOptions } from './tokens.js';
 import { WakeWatch, type WakeWatchOptions } from './wake.js';
 import type { MfaPrompt } from './assume-role.js';
 
+// What the rest of the tree takes from here, besides the holder of identities below.
 export { announce } from './announce.js';
-export type { MfaPrompt } from './assume-role.js';
 export { CLOCK_SKEW_WARN_MS, type CallerIdentity, callerIdentity, warnOfClockSkew } from './caller.js';
-export { credentialProvider, type ProviderOptions, type TracedProvider } from './provider.js';
-export {
-  firstShellWord,
-  NoCredentialsError,
-  type ProcessFailure,
-  processFailure,
-  type SourceAttempt,
-  safeReason,
-} from './reasons.js';
-export { renewalAdvice, sourceOf } from './source-names.js';
-export { defaultRoleSessionName, identityKey, identityLabel, type IdentitySpec } from './spec.js';
+export type { TracedProvider } from './provider.js';
+export { NoCredentialsError } from './reasons.js';
+export type { IdentitySpec } from './spec.js';
 export { watchSsoSession } from './sso.js';
 
 /** An identity's credentials holder and token cache, shared by every instance that signs as it. */

@@ -6,8 +6,6 @@ import { assumeRole, type MfaPrompt } from './assume-role.js';
 import { defaultChain } from './chain.js';
 import { identityLabel, type IdentitySpec } from './spec.js';
 
-export type { MfaPrompt } from './assume-role.js';
-
 export interface ProviderOptions {
   /** Region for STS (assume role); the instance's signing region. */
   readonly region: string;

@@ -1,6 +1,7 @@
 import type { AwsCredentialIdentity } from '@aws-sdk/types';
 import type { Token } from '../cloud.js';
-import type { Clock, CredentialsHolder } from './credentials.js';
+import { type Clock, MIN_VALIDITY_MS } from '../renewing.js';
+import type { CredentialsHolder } from './credentials.js';
 
 // The RDS signer loads on first use: start-up to listening stays short.
 let signer: Promise<typeof import('@aws-sdk/rds-signer')> | undefined;
@@ -38,7 +39,6 @@ const INVALIDATE_EVERY_MS = 60_000;
 
 /** Defaults of SharedTokensOptions (what each is for is said there). */
 const DEFAULT_REUSE_MS = 10 * 60_000;
-const DEFAULT_MIN_VALIDITY_MS = 60_000;
 const DEFAULT_MAX_ENTRIES = 1_000;
 
 /** RDS accepts a token for 900 s after X-Amz-Date. */
@@ -82,7 +82,7 @@ export class SharedTokens implements TokenSource {
     private readonly options: SharedTokensOptions = {},
   ) {
     this.reuseMs = options.reuseMs ?? DEFAULT_REUSE_MS;
-    this.minValidityMs = options.minValidityMs ?? DEFAULT_MIN_VALIDITY_MS;
+    this.minValidityMs = options.minValidityMs ?? MIN_VALIDITY_MS;
     this.now = options.now ?? Date.now;
     this.sign = options.sign ?? signWithSdk;
     this.maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;

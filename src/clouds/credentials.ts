@@ -10,7 +10,7 @@ import { type BearerFetch, BearerTokens, type BearerTokensOptions } from '../oau
 import { type BearerCloudName, CLOUD_TABLE } from './table.js';
 
 /** A cloud whose password is an access token (Azure, Cloud SQL). */
-export type OAuthCloud = BearerCloudName;
+type OAuthCloud = BearerCloudName;
 
 export interface CloudCredentialsOptions {
   readonly log?: Logger | undefined;

@@ -3,11 +3,12 @@
 import { regionFromEndpoint } from '../aws/endpoint.js';
 import { Identities } from '../aws/identity.js';
 import { terminalMfa } from '../aws/mfa.js';
+import { ms } from '../config.js';
 import { createLogger } from '../log.js';
 import { defaultFor, type Args } from '../options.js';
 import { routeProcessWarnings } from './command-log.js';
 import { ExitCode } from './serve.js';
-import { commandInstance, ms } from './settings.js';
+import { commandInstance } from './settings.js';
 
 /** `doctor`: exit 0 only when a real login succeeded. */
 export async function doctorCommand(args: Args<'doctor'>, env: NodeJS.ProcessEnv): Promise<number> {

@@ -6,9 +6,9 @@ import { join, resolve } from 'node:path';
 import { Identities } from '../aws/identity.js';
 import { terminalMfa } from '../aws/mfa.js';
 import { ConfigError } from '../config.js';
-import { createLogger, finishLog } from '../log.js';
+import { finishLog } from '../log.js';
 import type { Args } from '../options.js';
-import { logOptions, routeProcessWarnings } from './command-log.js';
+import { commandLog } from './command-log.js';
 import { serveConfig } from './settings.js';
 
 /** run's options, and the command after `--` (yargs' populate--). */
@@ -28,23 +28,23 @@ export async function runCommand(args: RunArgs, env: NodeJS.ProcessEnv): Promise
   }
   try {
     const { config, warnings, log: logSettings } = serveConfig(args, env, { listen: null, unixSocket: dir, unixSocketMode: '0600' }, 'run');
-    const log = createLogger(logOptions(logSettings));
-    for (const warning of warnings) log.warn(warning);
-    routeProcessWarnings(log);
+    const log = commandLog(logSettings, warnings);
     const identities = new Identities({ log, mfa: terminalMfa() });
-    const { runWithProxy } = await import('./run.js');
-    const code = await runWithProxy(config, {
-      command,
-      args: commandArgs,
-      user: args.user,
-      env,
-      log,
-      identities,
-      keepAwsEnv: args['keep-aws-env'] === true,
-    });
-    identities.close();
-    await finishLog(log);
-    return code;
+    try {
+      const { runWithProxy } = await import('./run.js');
+      return await runWithProxy(config, {
+        command,
+        args: commandArgs,
+        user: args.user,
+        env,
+        log,
+        identities,
+        keepAwsEnv: args['keep-aws-env'] === true,
+      });
+    } finally {
+      identities.close();
+      await finishLog(log);
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

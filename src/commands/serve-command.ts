@@ -1,17 +1,15 @@
 // `pg-iam-proxy serve` from the command line: its settings (settings.ts), its log, then the proxy
 // (serve.ts) until a signal, with SIGHUP reading the --config file again.
-import { createLogger, finishLog } from '../log.js';
+import { finishLog } from '../log.js';
 import type { Args } from '../options.js';
-import { logOptions, routeProcessWarnings } from './command-log.js';
+import { commandLog } from './command-log.js';
 import { serve } from './serve.js';
 import { serveConfig } from './settings.js';
 
 /** `serve`: the proxy until a signal; resolves to the exit code. */
 export async function serveCommand(args: Args<'serve'>, env: NodeJS.ProcessEnv): Promise<number> {
   const settings = serveConfig(args, env);
-  const log = createLogger(logOptions(settings.log));
-  for (const warning of settings.warnings) log.warn(warning);
-  routeProcessWarnings(log);
+  const log = commandLog(settings.log, settings.warnings);
   const code = await serve(settings.config, {
     http: settings.http,
     requireCredentials: settings.requireCredentials,

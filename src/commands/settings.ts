@@ -3,7 +3,7 @@
 // validation happens here, once, for every command; what comes out is frozen.
 import { cloudOf } from '../clouds/table.js';
 import { parseCloudSqlName } from '../gcp/instance.js';
-import { asConfigError, ConfigError, resolveCloud, resolveInstance, type InstanceInput, type ProxyConfig } from '../config.js';
+import { asConfigError, ConfigError, ms, resolveCloud, resolveInstance, type InstanceInput, type ProxyConfig } from '../config.js';
 import { loadConfigFile, type FileSettings } from '../config-file.js';
 import { DEFAULT_PG_PORT, formatHostPort, parseHostPort, type HostPort } from '../host-port.js';
 import type { LogFormat } from '../log.js';
@@ -20,9 +20,6 @@ import {
   type OptionRow,
   type ValueOf,
 } from '../options.js';
-
-/** Seconds, already checked (checkNumber, from the flag or the file), as the engine's milliseconds. */
-export const ms = (seconds: number) => Math.round(seconds * 1000);
 
 /** The instance as the command line and PG_IAM_PROXY_* describe it: each instance row's flag, under its file key. */
 function instanceInput(args: Args<Command>): InstanceInput {

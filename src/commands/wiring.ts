@@ -19,11 +19,11 @@ export function engineDeps(options: {
   log: Logger;
   observe?: ((instance: Instance) => InstanceObserver) | undefined;
 }): EngineDeps {
-  const process: CloudProcess = { identities: options.identities, clouds: options.clouds };
+  const held: CloudProcess = { identities: options.identities, clouds: options.clouds };
   const made = new Map<CloudName, CloudSeams>();
   const seams = (cloud: CloudName) => {
     let these = made.get(cloud);
-    if (!these) made.set(cloud, (these = cloudOf(cloud).seams(process)));
+    if (!these) made.set(cloud, (these = cloudOf(cloud).seams(held)));
     return these;
   };
   return {
@@ -46,6 +46,6 @@ export async function announceAll(
   /** Identities and clouds announced already (a reload): not asked again. */
   seen: Set<unknown> = new Set(),
 ): Promise<boolean[]> {
-  const process: CloudProcess = { identities, clouds };
-  return Promise.all(config.instances.flatMap((instance) => cloudOf(instance.cloud).announce(process, instance, log, seen)));
+  const held: CloudProcess = { identities, clouds };
+  return Promise.all(config.instances.flatMap((instance) => cloudOf(instance.cloud).announce(held, instance, log, seen)));
 }

@@ -3,6 +3,7 @@
 // the rest meaningless. Each cloud says its steps (its doctor.ts); commands/doctor.ts runs them.
 import { ProtocolVersion } from '../protocol/constants.js';
 import { startupMessage } from '../protocol/startup.js';
+import { quoteIdent } from '../sql-quote.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
 
@@ -101,7 +102,7 @@ export function doctorStartup(user: string, database: string): Buffer {
 /** The fix for a login the server ended after accepting the token: a database that does not exist. */
 export function missingDatabaseFix(failure: string, database: string): string | undefined {
   return /database ".*" does not exist/.test(failure)
-    ? `Pick an existing database with --database (e.g. postgres), or create it: CREATE DATABASE "${database}";`
+    ? `Pick an existing database with --database (e.g. postgres), or create it: CREATE DATABASE ${quoteIdent(database)};`
     : undefined;
 }
 

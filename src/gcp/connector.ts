@@ -67,7 +67,7 @@ export function adminApi(auth = googleAuth(ADMIN_SCOPE)): ConnectSettingsFetch {
       const status =
         (err as { status?: number; response?: { status?: number } }).status ?? (err as { response?: { status?: number } }).response?.status;
       throw new AdminApiError(
-        `the SQL Admin API (${api}) did not describe ${instance.connectionName}: ${redactSecrets((err as Error).message)}`,
+        `the SQL Admin API (${redactSecrets(api)}) did not describe ${instance.connectionName}: ${redactSecrets((err as Error).message)}`,
         status,
         adminHint(status, instance),
       );

@@ -2,6 +2,7 @@
 // and which of its addresses to dial; and those settings, Cloud SQL's own.
 import type { CloudSettings } from '../cloud.js';
 import { DEFAULT_PG_PORT } from '../host-port.js';
+import { redactSecrets } from '../log.js';
 import { choiceList } from '../options.js';
 import { IP_TYPES, type IpType, parseCloudSqlName } from './instance.js';
 
@@ -43,12 +44,12 @@ export const cloudSqlSettings: CloudSettings = {
     }
     const endpoint = { host: parsed.instance.connectionName, port: parsed.port ?? DEFAULT_PG_PORT };
     const api = (input.sqladminApiEndpoint ?? SQLADMIN_API).replace(/\/+$/, '');
-    if (!/^https?:\/\/[^/\s]+/.test(api)) throw fail(`--sqladmin-api-endpoint: "${api}" is not an http(s) URL`);
+    if (!/^https?:\/\/[^/\s]+/.test(api)) throw fail(`--sqladmin-api-endpoint: "${redactSecrets(api)}" is not an http(s) URL`);
     // The API is sent an access token and names the CA the server is checked against: plain HTTP only to
     // this host (a stand-in, a local forwarder), never across a network.
     if (api.startsWith('http:') && !isLoopback(new URL(api).hostname.replace(/^\[|\]$/g, ''))) {
       throw fail(
-        `--sqladmin-api-endpoint: "${api}" is plain HTTP to another host; the API gets an access token and names the CA to trust, so it must be https (http only on loopback)`,
+        `--sqladmin-api-endpoint: "${redactSecrets(api)}" is plain HTTP to another host; the API gets an access token and names the CA to trust, so it must be https (http only on loopback)`,
       );
     }
     const ipTypes = parseIpTypes(input.ipType, fail);

@@ -25,7 +25,7 @@ const SDK_CACHE_MARGIN_MS = 5 * 60_000;
  * Renew once fewer than 4.5 minutes remain: inside the SDKs' five-minute margin, so that a renewal gets a
  * new token rather than the cached one back, with room for the renewal before the token ends.
  */
-export const BEARER_REFRESH_AHEAD_MS = SDK_CACHE_MARGIN_MS - 30_000;
+const BEARER_REFRESH_AHEAD_MS = SDK_CACHE_MARGIN_MS - 30_000;
 
 export interface BearerTokensOptions {
   /** Who the tokens are from, in people's words (the credential chain), for the log and errors. */

@@ -181,8 +181,6 @@ export class PooledServer {
 
   /** The listeners of an idle server, removed when a client gets it. */
   private watching: { readonly off: () => void } | undefined;
-  /** When it was last parked, ms since the epoch (the janitor's idle timeout counts from here). */
-  idleSince = 0;
 
   /**
    * While idle: anything the server sends, its EOF or its close means it is gone (an administrator's FATAL,
@@ -204,7 +202,6 @@ export class PooledServer {
     socket.on('end', onEnd);
     socket.on('close', onEnd);
     socket.resume();
-    this.idleSince = Date.now();
     this.watching = {
       off: () => {
         socket.off('data', onData);

@@ -490,8 +490,8 @@ class TransactionRelay {
   }
 
   /**
-   * A Bind of the unnamed statement that drops statements of the client's: they are dropped now, until
-   * the server answers the Bind (undefined: nothing to drop; false: a name involved must wait).
+   * A Bind of the unnamed statement that drops statements of the client's: what drops them when its
+   * Execute is sent (undefined: nothing to drop; false: a name involved must wait).
    */
   private bindDrops(): (() => Settled | undefined) | undefined | false {
     const drops = this.unnamed?.drops;
@@ -627,9 +627,7 @@ class TransactionRelay {
     const translated = this.statementFor(head, name.value, portal.next, rest, out);
     if (!translated) return false; // nothing sent: the Bind comes again
     this.send(out, translated, Frontend.Bind, this.naming && this.nameOnFailure());
-    if (drops) {
-      this.dropOnExecute = drops;
-    }
+    if (drops) this.dropOnExecute = drops;
     return true;
   }
 

@@ -11,7 +11,7 @@ import { readClientStartup, type ClientLink } from './client-startup.js';
 import type { ClientTls } from './client-tls.js';
 import { authenticateClient, type ScramSecret } from './scram.js';
 import { Inbox, InboxClosed } from '../net/inbox.js';
-import type { Lease, Relay } from '../relay.js';
+import type { Drain, Lease, Relay } from '../relay.js';
 import type { LoginTarget } from '../upstream/login.js';
 
 /** What a session needs from its instance: the login's seams and settings, and the client side's. */
@@ -62,7 +62,7 @@ export type Phase = 'startup' | 'login' | 'ready' | 'closed';
 /** Grace for a client to read a FATAL before its socket is destroyed. */
 const ERROR_LINGER_MS = 2_000;
 
-export class Session {
+export class Session implements Drain {
   phase: Phase = 'startup';
   private readonly started = performance.now();
   private readonly log: Logger;
@@ -109,12 +109,20 @@ export class Session {
    * it holds no server); other sessions run on until they end or the grace period is over.
    */
   drain(): void {
-    this.draining = true;
-    this.onDrain?.();
+    this.drainingNow = true;
+    this.drainListener?.();
   }
-  private draining = false;
+  private drainingNow = false;
   /** The relay's part of a drain (transaction pooling); a callback, not an AbortSignal: idle sessions stay small. */
-  private onDrain: (() => void) | undefined;
+  private drainListener: (() => void) | undefined;
+
+  // The session is its relay's Drain (relay.ts): no object or closures of its own per session.
+  draining(): boolean {
+    return this.drainingNow;
+  }
+  onDrain(listener: (() => void) | undefined): void {
+    this.drainListener = listener;
+  }
 
   /** Serve the client until the session ends; never rejects. */
   async run(): Promise<void> {
@@ -136,7 +144,7 @@ export class Session {
       clientEnded: opened.clientEnded,
       signal: this.gone.signal,
       log: this.log,
-      drain: { draining: () => this.draining, onDrain: (listener) => (this.onDrain = listener) },
+      drain: this,
     });
     opened = undefined;
     const end = await relayed;

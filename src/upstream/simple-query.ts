@@ -26,7 +26,13 @@ export async function simpleQuery(
   queries = 1,
 ): Promise<QueryOutcome> {
   const inbox = new Inbox(socket, 64 * 1024);
-  const timer = setTimeout(() => inbox.fail(new Error(`no answer to ${JSON.stringify(sql)} within ${timeoutMs / 1000} s`)), timeoutMs);
+  const timer = setTimeout(
+    () =>
+      inbox.fail(
+        new Error(`no answer to ${typeof sql === 'string' ? JSON.stringify(sql) : "the proxy's query"} within ${timeoutMs / 1000} s`),
+      ),
+    timeoutMs,
+  );
   try {
     socket.write(typeof sql === 'string' ? serialize.query(sql) : sql);
     let error: string | undefined;

@@ -224,7 +224,6 @@ export function show(m: Msg): string {
   }
 }
 
-/** Equal bytes; else where the two lists part, shown. */
 /**
  * An ErrorResponse or NoticeResponse without its F, L and R fields (the server's source file, line and
  * routine): which of the server's functions found an error is no client's business, and a pooler that
@@ -243,6 +242,7 @@ function comparable(m: Msg): Buffer {
   return Buffer.concat([Buffer.from(m.code), ...fields]);
 }
 
+/** Equal bytes (errors and notices: comparable()); else where the two lists part, shown. */
 export function firstDifference(a: Msg[], b: Msg[]): string | undefined {
   for (let i = 0; i < Math.max(a.length, b.length); i++) {
     const x = a[i];
