@@ -472,6 +472,21 @@ t.test('a Bind in a failed transaction on a server that lost the statement: the 
     [m.bind('s2'), m.execute(), m.sync()],
   );
   await sameAsDirect(t, 'transaction', 1, [client], 'one client, a pool of one');
+  // A SET resets the server after the transaction; a Bind with one parameter too many in the failed
+  // transaction then gets 25P02 from the proxy's Parse, where PostgreSQL counts the parameters first
+  // (08P01): refused either way, the one difference the README names and the comparison accepts.
+  const wrongCount = scripted(
+    [m.parse('s2', 'SELECT 1'), m.sync()],
+    [m.query('SET extra_float_digits = 0')],
+    [m.query('BEGIN'), m.query('SELECT 1/0')],
+    [m.bind('s2', ['0']), m.execute(), m.sync()],
+    [m.query('ROLLBACK')],
+    [m.bind('s2'), m.execute(), m.sync()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [wrongCount], 'a Bind with the wrong number of parameters');
+  const s = { mode: 'transaction' as const, size: 1 as const, clients: [wrongCount] };
+  const proxied = await proxiedRun(h, s, await directRun(h, s));
+  t.match(shown(proxied.transcripts[0]!.steps[3]!), ['E(ERROR 25P02 current transaction is aborted, commands ignored until end of transaction block)', 'Z(E)']);
 });
 
 t.test(

@@ -670,6 +670,8 @@ export async function directRun(h: Harness, s: Scenario): Promise<Transcript[]> 
 export interface Verdict {
   ok: boolean;
   problems: string[];
+  /** What each client received through the proxy. */
+  transcripts: Transcript[];
 }
 
 /** The scenario through a fresh proxy; every difference from `expected`, and what the pool was left with. */
@@ -677,6 +679,7 @@ export async function proxiedRun(h: Harness, s: Scenario, expected: Transcript[]
   await resetTables(h, s.clients.length);
   const proxy: TestProxy = await startProxy(h.db, { pool: pooling(s.mode, s.size) });
   const problems: string[] = [];
+  let got: Transcript[] = [];
   try {
     // Once one client is stuck the run has failed: the others stop waiting too (shrinking stays fast).
     const conns: PgConn[] = [];
@@ -689,7 +692,7 @@ export async function proxiedRun(h: Harness, s: Scenario, expected: Transcript[]
       heard = Date.now();
     };
     const othersMoving = () => Date.now() - heard < h.waitMs;
-    const got = await Promise.all(
+    got = await Promise.all(
       s.clients.map(async (c, i) => {
         const conn = PgConn.open(proxy.port);
         conn.heard = progress;
@@ -708,7 +711,7 @@ export async function proxiedRun(h: Harness, s: Scenario, expected: Transcript[]
     problems.push(...compare(expected, got));
     // Every client is gone: no server may still work for one, the pool lends nothing, the next client is served.
     // (Not asked when a client already failed: the run has failed, and these waits would slow shrinking.)
-    if (problems.length > 0) return { ok: false, problems };
+    if (problems.length > 0) return { ok: false, problems, transcripts: got };
     const busy = await settle(h);
     if (busy.length) problems.push(`servers still busy after every client left: ${busy.join('; ')}`);
     const pool = await poolIdle(proxy);
@@ -718,7 +721,7 @@ export async function proxiedRun(h: Harness, s: Scenario, expected: Transcript[]
   } finally {
     await proxy.close(200);
   }
-  return { ok: problems.length === 0, problems };
+  return { ok: problems.length === 0, problems, transcripts: got };
 }
 
 async function poolIdle(proxy: TestProxy, ms = 3_000): Promise<string | undefined> {
@@ -751,8 +754,10 @@ export function compare(want: Transcript[], got: Transcript[]): string[] {
   const problems: string[] = [];
   got.forEach((tr, i) => {
     const w = want[i]!;
+    let failed = false;
     for (let j = 0; j < w.steps.length; j++) {
-      const diff = firstDifference(w.steps[j]!, tr.steps[j] ?? []);
+      const diff = firstDifference(w.steps[j]!, tr.steps[j] ?? [], failed);
+      for (const x of w.steps[j]!) if (x.code === 'Z') failed = x.bytes[5] === 0x45;
       if (diff) {
         problems.push(`client ${i}, step ${j}: ${diff}${tr.stoppedAt?.step === j ? ` (then ${tr.stoppedAt.stop})` : ''}`);
         return;

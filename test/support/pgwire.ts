@@ -242,12 +242,43 @@ function comparable(m: Msg): Buffer {
   return Buffer.concat([Buffer.from(m.code), ...fields]);
 }
 
-/** Equal bytes (errors and notices: comparable()); else where the two lists part, shown. */
-export function firstDifference(a: Msg[], b: Msg[]): string | undefined {
+const field = (m: Msg, type: string): string | undefined => {
+  for (let at = 5; at < m.bytes.length && m.bytes[at] !== 0; ) {
+    const end = m.bytes.indexOf(0, at);
+    if (m.bytes[at] === type.charCodeAt(0)) return m.bytes.toString('utf8', at + 1, end);
+    at = end + 1;
+  }
+  return undefined;
+};
+
+/**
+ * The one difference a pooler cannot avoid (the README's Pooling section): in a failed transaction, on a
+ * server that lacks the client's statement, the proxy's Parse of it is refused with 25P02, where PostgreSQL
+ * checks a Bind's number of parameters (08P01) before the transaction's state. The Bind is refused either way.
+ */
+function failedTransactionBind(direct: Msg, proxied: Msg, failed: boolean): boolean {
+  return (
+    failed &&
+    direct.code === 'E' &&
+    proxied.code === 'E' &&
+    field(direct, 'C') === '08P01' &&
+    /^bind message (supplies|has) /.test(field(direct, 'M') ?? '') &&
+    field(proxied, 'C') === '25P02'
+  );
+}
+
+/**
+ * Equal bytes (errors and notices: comparable()); else where the two lists part, shown. `failed`: the
+ * transaction had failed before the first message (the last ReadyForQuery said E).
+ */
+export function firstDifference(a: Msg[], b: Msg[], failed = false): string | undefined {
   for (let i = 0; i < Math.max(a.length, b.length); i++) {
     const x = a[i];
     const y = b[i];
-    if (x && y && (x.bytes.equals(y.bytes) || comparable(x).equals(comparable(y)))) continue;
+    if (x && y && (x.bytes.equals(y.bytes) || comparable(x).equals(comparable(y)) || failedTransactionBind(x, y, failed))) {
+      if (x.code === 'Z') failed = x.bytes[5] === 0x45;
+      continue;
+    }
     const around = (l: Msg[]) =>
       l
         .slice(Math.max(0, i - 3), i + 3)
