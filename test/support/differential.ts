@@ -266,6 +266,12 @@ export interface Planned {
 interface ClientState {
   setter: boolean;
   burned: Set<string>;
+  /**
+   * The unnamed statement may be a COPY FROM STDIN (an extended COPY step made it): a Bind of it would start
+   * a COPY nobody feeds, and the client would wait forever. Until a simple Query drops it, each Bind of
+   * the unnamed statement gets a Parse of its own first.
+   */
+  unnamedCopy: boolean;
 }
 
 const frontend = (o: Op, table: string): { text: string; bytes: Buffer } => {
@@ -306,7 +312,8 @@ function fixSql(i: number, state: ClientState): number {
 function fixOps(list: Op[], state: ClientState): Op[] {
   const out: Op[] = [];
   for (const o of list) {
-    if (o.op === 'P') {
+    if (o.op === 'B' && o.stmt === '' && state.unnamedCopy) out.push({ op: 'P', name: '', sql: 0 }, o);
+    else if (o.op === 'P') {
       const fixed = { ...o, sql: fixSql(o.sql, state) };
       if (o.name !== '') out.push({ op: 'C', kind: 'S', name: o.name });
       out.push(fixed);
@@ -322,11 +329,15 @@ function simpleText(i: number, v: number, t: string): string {
 export function plan(c: Client, index: number): Planned[] {
   const t = table(index);
   // A client that SETs anywhere never looks, not even through a statement it prepared before the SET.
-  const state: ClientState = { setter: c.steps.some((s) => s.k === 'set'), burned: new Set() };
+  const state: ClientState = { setter: c.steps.some((s) => s.k === 'set'), burned: new Set(), unnamedCopy: false };
   return c.steps.map((s): Planned => {
     const parts: Array<{ text: string; bytes: Buffer }> = [];
     let wait: Planned['wait'] = 'fence';
     let after: Array<{ text: string; bytes: Buffer }> | undefined;
+    // A simple Query drops the unnamed statement (each of these steps is one).
+    const simpleQuery =
+      s.k === 'simple' || s.k === 'sqlPrepare' || s.k === 'set' || s.k === 'cursor' || ((s.k === 'copyIn' || s.k === 'copyOut') && s.proto === 'simple');
+    if (simpleQuery) state.unnamedCopy = false;
     switch (s.k) {
       case 'simple':
         parts.push(q(s.sqls.map((i) => simpleText(fixSql(i, state), s.value, t)).join('; ')));
@@ -378,6 +389,7 @@ export function plan(c: Client, index: number): Planned[] {
             frontend({ op: 'B', portal: '', stmt: '', params: 0, value: 0 }, t),
             frontend({ op: 'E', portal: '', rows: 0 }, t),
           );
+          state.unnamedCopy = true;
           if (s.syncFirst) parts.push(frontend({ op: 'S' }, t));
           const rest = [...tail, frontend({ op: 'S' }, t)];
           if (s.waitG === 'data') after = rest;
@@ -662,7 +674,9 @@ export async function directRun(h: Harness, s: Scenario): Promise<Transcript[]> 
   const busy = await settle(h);
   if (busy.length) throw new Error(`direct backends still busy after the run: ${busy.join('; ')}`);
   out.forEach((tr, i) => {
-    if (tr.stoppedAt) throw new Error(`the grammar made client ${i} wait forever directly (step ${tr.stoppedAt.step}): fix the grammar`);
+    if (tr.stoppedAt) throw new Error(
+        `the grammar made client ${i} wait forever directly (step ${tr.stoppedAt.step}): fix the grammar\n--- scenario ---\n${describeScenario(s)}`,
+      );
   });
   return out;
 }
