@@ -486,7 +486,10 @@ t.test('a Bind in a failed transaction on a server that lost the statement: the 
   await sameAsDirect(t, 'transaction', 1, [wrongCount], 'a Bind with the wrong number of parameters');
   const s = { mode: 'transaction' as const, size: 1 as const, clients: [wrongCount] };
   const proxied = await proxiedRun(h, s, await directRun(h, s));
-  t.match(shown(proxied.transcripts[0]!.steps[3]!), ['E(ERROR 25P02 current transaction is aborted, commands ignored until end of transaction block)', 'Z(E)']);
+  t.match(shown(proxied.transcripts[0]!.steps[3]!), [
+    'E(ERROR 25P02 current transaction is aborted, commands ignored until end of transaction block)',
+    'Z(E)',
+  ]);
 });
 
 t.test(

@@ -196,6 +196,36 @@ t.test('a read queued behind a TLS write is copied: the next read into the share
   await b.ended;
 });
 
+t.test('idle TLS sockets share a read buffer: a write that holds it moves the others, whose reads never reach it', async (t) => {
+  // Two splices of TLS servers to plain clients, both idle: their next reads land in one buffer.
+  const pair = async () => {
+    const p = await splicePair(t);
+    const got: Buffer[] = [];
+    p.outside.on('data', (c: Buffer) => got.push(c));
+    return { ...p, got: () => Buffer.concat(got), ended: splice(p.inside, p.upstream, Buffer.alloc(0), Buffer.alloc(0)) };
+  };
+  const a = await pair();
+  const b = await pair();
+  const before = snapshot();
+  a.inside.cork(); // a's write to its client waits, holding the bytes it was given
+  a.peer.write(Buffer.alloc(100, 'a'));
+  await turns(() => a.inside.writableLength === 100);
+  t.ok(reads.repointed > before.repointed, 'the other sockets of the group read into a new buffer');
+  b.peer.write(Buffer.alloc(100, 'b'));
+  await turns(() => b.got().length === 100);
+  t.same(b.got(), Buffer.alloc(100, 'b'), "b's client gets b's bytes");
+  a.inside.uncork();
+  await turns(() => a.got().length === 100);
+  t.same(a.got(), Buffer.alloc(100, 'a'), "a's client gets a's bytes, not b's read over them");
+  a.peer.write(Buffer.alloc(100, 'c'));
+  b.peer.write(Buffer.alloc(100, 'd'));
+  await turns(() => a.got().length === 200 && b.got().length === 200);
+  t.same(a.got().subarray(100), Buffer.alloc(100, 'c'), 'a, idle again, shares a buffer again: its next read arrives');
+  t.same(b.got().subarray(100), Buffer.alloc(100, 'd'));
+  for (const p of [a, b]) p.outside.destroy();
+  await Promise.all([a.ended, b.ended]);
+});
+
 t.test('bytes a TLS client sent before the splice (held by its stream) go to the server before later ones', async (t) => {
   const { outside, inside, upstream, peer } = await splicePair(t, { tlsClient: true });
   const got: Buffer[] = [];

@@ -5,7 +5,7 @@
 // fail decides the close reason.
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { encrypts, reads, useUserBuffer } from './user-buffer.js';
+import { encrypts, pointAt, reads, useUserBuffer } from './user-buffer.js';
 import { holdBack } from '../net/backpressure.js';
 
 export interface SpliceEnd {
@@ -126,11 +126,41 @@ function relayStream(from: Socket, to: Socket, byTurn: boolean, hold: () => void
 const SHARED_SIZE = 64 * 1024;
 let shared: Buffer | undefined;
 /**
- * A TLS socket's own buffer between bursts: PostgreSQL flushes at most 8 KiB at a time (its send buffer),
- * one TLS record, except for a message longer than that (records up to 16 KiB, read in two). An idle
- * session holds this one buffer.
+ * Between bursts a TLS socket reads into a buffer of this size: PostgreSQL flushes at most 8 KiB at a time
+ * (its send buffer), one TLS record, except for a message longer than that (records up to 16 KiB, read in
+ * two).
  */
 const OWN = 8 * 1024;
+/**
+ * Idle sockets share their read buffer, a group of at most this many: a read is written on at once, so the
+ * buffer is free again unless that write holds it (a client that reads slowly). Then the holder keeps it and
+ * the rest of its group are pointed at a new one: a cost bounded by the group's size, paid only then.
+ */
+const GROUP = 64;
+interface ReadGroup {
+  buffer: Buffer;
+  readonly members: Set<Socket>;
+}
+let joining: ReadGroup | undefined;
+
+/** A group's buffer for `socket` to read into next. */
+function joinGroup(socket: Socket): ReadGroup {
+  if (!joining || joining.members.size >= GROUP) joining = { buffer: Buffer.allocUnsafeSlow(OWN), members: new Set() };
+  joining.members.add(socket);
+  return joining;
+}
+
+/** `holder`'s write holds its group's buffer: it keeps it, the others read into a new one. */
+function leaveHeld(group: ReadGroup, holder: Socket): void {
+  group.members.delete(holder);
+  if (group.members.size === 0) return;
+  group.buffer = Buffer.allocUnsafeSlow(OWN);
+  for (const member of group.members) {
+    reads.repointed++;
+    pointAt(member, group.buffer);
+  }
+}
+
 /** Room a burst buffer keeps for the next read: one TLS record's plaintext (TLS caps it at 16 KiB). */
 const RECORD = 16 * 1024;
 /** During a burst, the records of a turn gather in one buffer of this size and leave in one write. */
@@ -147,7 +177,8 @@ const MAX_SPARE_BURSTS = 8;
  *
  * - A plain client to a TLS server: every read goes on at once, so all clients share one buffer; a read
  *   that would be queued behind an earlier write is copied.
- * - A TLS socket (the server; a TLS client): its own buffer, kept while its writes go out at once. With
+ * - A TLS socket (the server; a TLS client): between bursts, its group's buffer (joinGroup), shared while
+ *   its writes go out at once; a write that holds it makes it this socket's own (leaveHeld). With
  *   `byTurn`, a full record (a bulk transfer) starts a burst: the next reads land one after the other in a
  *   64 KiB buffer and leave together at the end of the turn, or when it is full; a short read ends it.
  */
@@ -166,7 +197,9 @@ function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean, hold: () => 
     if (!useUserBuffer(from, buffer, onRead, () => undefined)) return false;
   } else {
     const toEncrypts = encrypts(to);
-    let buffer: Buffer = Buffer.allocUnsafeSlow(OWN);
+    /** The idle buffer's group while this socket reads into it, else undefined (a buffer of its own). */
+    let group: ReadGroup | undefined = joinGroup(from);
+    let buffer: Buffer = group.buffer;
     /** Where the next read lands; bytes from `sent` to `at` are read and not yet written. */
     let at = 0;
     let sent = 0;
@@ -183,6 +216,10 @@ function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean, hold: () => 
       if (toEncrypts ? queued : to.writableLength > 0) {
         if (!held) reads.held++;
         held = true;
+        if (group) {
+          leaveHeld(group, from);
+          group = undefined;
+        }
       }
       hold();
     };
@@ -191,6 +228,8 @@ function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean, hold: () => 
       flush();
     };
     const onRead = (n: number) => {
+      // The group's buffer may be a new one since (another member's write held the last): the read is in it.
+      if (group) buffer = group.buffer;
       at += n;
       if (burst && n >= BULK_CHUNK && buffer.length - at >= RECORD) {
         // More records are likely decrypted in this turn: they gather behind this one.
@@ -206,18 +245,37 @@ function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean, hold: () => 
     const next = (): Buffer => {
       if (sent < at) return buffer.subarray(at); // gathering: room for a record was checked
       if (!held) at = sent = 0;
+      if (group) {
+        if (!burst) return (buffer = group.buffer); // idle: free again (a write that held it left the group)
+        group.members.delete(from);
+        group = undefined;
+      }
+      if (!burst && !held) {
+        if (buffer.length === BURST && spareBursts.length < MAX_SPARE_BURSTS) spareBursts.push(buffer);
+        group = joinGroup(from);
+        buffer = group.buffer;
+        at = sent = 0;
+        return buffer;
+      }
       const size = burst ? BURST : OWN;
       if (buffer.length !== size || (held && buffer.length - at < RECORD)) {
         if (!held && buffer.length === BURST && spareBursts.length < MAX_SPARE_BURSTS) spareBursts.push(buffer);
-        buffer = (size === BURST && spareBursts.pop()) || Buffer.allocUnsafeSlow(size);
+        if (size === OWN) {
+          group = joinGroup(from);
+          buffer = group.buffer;
+        } else buffer = spareBursts.pop() || Buffer.allocUnsafeSlow(size);
         at = sent = 0;
         held = false;
       }
       return at === 0 ? buffer : buffer.subarray(at);
     };
-    if (!useUserBuffer(from, buffer, onRead, next)) return false;
+    if (!useUserBuffer(from, buffer, onRead, next)) {
+      group.members.delete(from);
+      return false;
+    }
     // The end of the stream comes after the last read: what gathers goes out before our FIN.
     from.on('end', flush);
+    from.on('close', () => group?.members.delete(from));
   }
   // Reads that arrive by the stream path all the same (the hooks did not engage) are relayed as ever.
   relayStream(from, to, byTurn, hold);

@@ -64,9 +64,10 @@ export function detectReadPath(): ReadPath {
 
 /**
  * Since start: reads delivered by each path; buffers given up because a write still held them; reads
- * copied because a write was queued before them (the tests read these).
+ * copied because a write was queued before them; sockets pointed at a new idle buffer because a write held
+ * their group's (the tests read these).
  */
-export const reads = { userBuffer: 0, stream: 0, held: 0, copied: 0 };
+export const reads = { userBuffer: 0, stream: 0, held: 0, copied: 0, repointed: 0 };
 
 interface Handle {
   useUserBuffer?: (buffer: Uint8Array) => void;
@@ -91,6 +92,12 @@ export function useUserBuffer(socket: Socket, first: Buffer, onRead: (n: number)
   slots[h.buffer] = first;
   handle.useUserBuffer(first);
   return true;
+}
+
+/** Point `socket` (set up by useUserBuffer) at `buffer` for its next read. */
+export function pointAt(socket: Socket, buffer: Buffer): void {
+  (socket as unknown as Record<symbol, unknown>)[(hooks as Hooks).buffer] = buffer;
+  (socket as unknown as { _handle: Required<Handle> | null })._handle?.useUserBuffer(buffer);
 }
 
 /** A socket whose writes are encrypted as they are made: the bytes are copied by SSL_write, not kept. */

@@ -336,7 +336,11 @@ export function plan(c: Client, index: number): Planned[] {
     let after: Array<{ text: string; bytes: Buffer }> | undefined;
     // A simple Query drops the unnamed statement (each of these steps is one).
     const simpleQuery =
-      s.k === 'simple' || s.k === 'sqlPrepare' || s.k === 'set' || s.k === 'cursor' || ((s.k === 'copyIn' || s.k === 'copyOut') && s.proto === 'simple');
+      s.k === 'simple' ||
+      s.k === 'sqlPrepare' ||
+      s.k === 'set' ||
+      s.k === 'cursor' ||
+      ((s.k === 'copyIn' || s.k === 'copyOut') && s.proto === 'simple');
     if (simpleQuery) state.unnamedCopy = false;
     switch (s.k) {
       case 'simple':
@@ -674,7 +678,8 @@ export async function directRun(h: Harness, s: Scenario): Promise<Transcript[]> 
   const busy = await settle(h);
   if (busy.length) throw new Error(`direct backends still busy after the run: ${busy.join('; ')}`);
   out.forEach((tr, i) => {
-    if (tr.stoppedAt) throw new Error(
+    if (tr.stoppedAt)
+      throw new Error(
         `the grammar made client ${i} wait forever directly (step ${tr.stoppedAt.step}): fix the grammar\n--- scenario ---\n${describeScenario(s)}`,
       );
   });
