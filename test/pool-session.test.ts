@@ -61,6 +61,36 @@ t.test('pgbench -C: 200 connects through the pool cost at most pool-size logins'
   t.ok(proxy.logs().filter((l) => l.msg === 'session opened from the pool').length >= 200);
 });
 
+t.test('a client that comes while the last server is being reset waits for it; for a new one only past a short grace', async (t) => {
+  await using quick = await pooled({ resetQuery: 'SELECT pg_sleep(0.1)' });
+  const a = client(quick, { application_name: 'returning' });
+  await a.connect();
+  const pid = (await a.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+  const before = await logins();
+  await a.end(); // the reset (a tenth of a second) starts now
+  const b = client(quick, { application_name: 'returning' });
+  await b.connect();
+  t.equal((await b.query('SELECT pg_backend_pid() AS pid')).rows[0].pid, pid, 'the server on its way back, reused');
+  t.equal((await logins()) - before, 0, 'no login for the client that came during the reset');
+  await b.end();
+
+  // A reset slower than the grace: the client gets a new server while the old one still resets.
+  await using slow = await pooled({ resetQuery: 'SELECT pg_sleep(5)' });
+  const c = client(slow, { application_name: 'returning-slow' });
+  await c.connect();
+  const first = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+  await c.end();
+  const d = client(slow, { application_name: 'returning-slow' });
+  await d.connect();
+  const second = (await d.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+  t.not(second, first, 'a new server');
+  t.equal(await db.admin(`SELECT state FROM pg_stat_activity WHERE pid = ${first}`), 'active', 'served while the reset still ran');
+  await d.end();
+  // Both backends would sleep on in their resets into the next test.
+  await db.admin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${first}, ${second})`);
+  await waitFor(async () => (await db.admin(`SELECT count(*) FROM pg_stat_activity WHERE pid IN (${first}, ${second})`)) === '0');
+});
+
 t.test("a client's session state is gone for the next client on the same server", async (t) => {
   await using proxy = await pooled();
   const a = client(proxy, { application_name: 'isolation' });

@@ -82,6 +82,12 @@ const LOGIN_BACKOFF_MAX_MS = 10_000;
 
 /** At the instance's cap, an idle server of one pool gives way to another pool's waiting client after this long idle. */
 const EVICT_GRACE_MS = 500;
+/**
+ * A client that finds no idle server while one is on its way back (its reset query, a cancel) waits this
+ * long for it before a new server is opened: a reset is one round trip, a login a handshake, an IAM token
+ * and the server's check of it.
+ */
+const RETURN_GRACE_MS = 250;
 
 /** A waiting client of a pool that a reload replaced: it waits in the new pools instead. */
 const MOVED = new Error('the pool was replaced by a reload');
@@ -115,6 +121,8 @@ class Pool {
   readonly waiting: Waiter[] = [];
   /** Logins under way. */
   opening = 0;
+  /** Servers a client gave back that are on their way to the pool (reset query, cancels): in `active`. */
+  returning = 0;
   /** Idle servers taken out for their check (an empty query) before a client gets them. */
   checking = 0;
   /** Servers held by clients now (active also counts those being reset). */
@@ -341,7 +349,8 @@ export class Pools {
     // At the instance's cap, an idle server of another pool gives way: idle servers of a pool no client
     // uses now must not keep this one's clients waiting.
     if (pool.servers < this.settings.size && !this.instanceHasRoom()) this.evictIdleElsewhere(pool);
-    if (this.hasRoom(pool)) {
+    // A server on its way back comes sooner than a new one would: wait for it (a short while).
+    if (this.hasRoom(pool) && pool.returning <= pool.waiting.length) {
       try {
         return this.lend(pool, await this.open(pool, signal));
       } catch (err) {
@@ -353,7 +362,7 @@ export class Pools {
       }
     }
     try {
-      return await this.wait(pool, signal);
+      return await this.wait(pool, signal, this.hasRoom(pool) ? RETURN_GRACE_MS : undefined);
     } catch (err) {
       if (err === MOVED) return this.successor!.acquire(key, signal);
       throw err;
@@ -448,24 +457,17 @@ export class Pools {
     }
     server.socket.pause(); // not listened to until it is parked or reset
     pool.active.add(server); // still ours while it resets, or while a cancel is on its way to it
+    pool.returning++;
+    const back = (failure?: Error) => {
+      pool.active.delete(server);
+      pool.returning--;
+      if (failure) return this.retire(pool, server, `reset failed: ${failure.message}`);
+      server.lastUsedAt = Date.now();
+      this.park(pool, server);
+    };
     server.whenCancelsDone(() => {
-      if (!reset) {
-        pool.active.delete(server);
-        server.lastUsedAt = Date.now();
-        this.park(pool, server);
-        return;
-      }
-      this.reset(server, key).then(
-        () => {
-          pool.active.delete(server);
-          server.lastUsedAt = Date.now();
-          this.park(pool, server);
-        },
-        (err: Error) => {
-          pool.active.delete(server);
-          this.retire(pool, server, `reset failed: ${err.message}`);
-        },
-      );
+      if (!reset) back();
+      else this.reset(server, key).then(() => back(), back);
     });
   }
 
@@ -598,12 +600,18 @@ export class Pools {
     }
   }
 
-  private wait(pool: Pool, signal: AbortSignal): Promise<PooledServer> {
+  /**
+   * The next server parked in `pool`, within the wait timeout. `graceMs`: the client waits for a server on
+   * its way back while the pool has room; past this, the waiting clients get new servers (serveWaiters).
+   */
+  private wait(pool: Pool, signal: AbortSignal, graceMs?: number): Promise<PooledServer> {
     // A client gone while its server was being checked: an abort that came first is heard by no listener.
     signal.throwIfAborted();
     return new Promise((resolve, reject) => {
       const since = performance.now();
+      const grace = graceMs === undefined ? undefined : setTimeout(() => this.serveWaiters(), graceMs);
       const done = () => {
+        clearTimeout(grace);
         clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
         pool.waiting.splice(pool.waiting.indexOf(waiter), 1);
