@@ -211,16 +211,26 @@ t.test('idle TLS sockets share a read buffer: a write that holds it moves the ot
   a.peer.write(Buffer.alloc(100, 'a'));
   await turns(() => a.inside.writableLength === 100);
   t.ok(reads.repointed > before.repointed, 'the other sockets of the group read into a new buffer');
+  const moved = reads.repointed;
+  for (const fill of ['x', 'y', 'z']) {
+    a.peer.write(Buffer.alloc(100, fill));
+    await turns(() => a.inside.writableLength === 100 * ('axyz'.indexOf(fill) + 1));
+  }
+  t.equal(reads.repointed, moved, 'while its client is slow, a reads into buffers of its own: its group is not moved again');
   b.peer.write(Buffer.alloc(100, 'b'));
   await turns(() => b.got().length === 100);
   t.same(b.got(), Buffer.alloc(100, 'b'), "b's client gets b's bytes");
   a.inside.uncork();
-  await turns(() => a.got().length === 100);
-  t.same(a.got(), Buffer.alloc(100, 'a'), "a's client gets a's bytes, not b's read over them");
+  await turns(() => a.got().length === 400);
+  t.same(
+    a.got(),
+    Buffer.concat(['a', 'x', 'y', 'z'].map((fill) => Buffer.alloc(100, fill))),
+    "a's client gets a's bytes, not b's read over them",
+  );
   a.peer.write(Buffer.alloc(100, 'c'));
   b.peer.write(Buffer.alloc(100, 'd'));
-  await turns(() => a.got().length === 200 && b.got().length === 200);
-  t.same(a.got().subarray(100), Buffer.alloc(100, 'c'), 'a, idle again, shares a buffer again: its next read arrives');
+  await turns(() => a.got().length === 500 && b.got().length === 200);
+  t.same(a.got().subarray(400), Buffer.alloc(100, 'c'), 'a, idle again, shares a buffer again: its next read arrives');
   t.same(b.got().subarray(100), Buffer.alloc(100, 'd'));
   for (const p of [a, b]) p.outside.destroy();
   await Promise.all([a.ended, b.ended]);

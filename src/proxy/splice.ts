@@ -142,6 +142,8 @@ interface ReadGroup {
   readonly members: Set<Socket>;
 }
 let joining: ReadGroup | undefined;
+/** No buffer: a socket that left its group has none of its own yet. */
+const NONE = Buffer.alloc(0);
 
 /** A group's buffer for `socket` to read into next. */
 function joinGroup(socket: Socket): ReadGroup {
@@ -245,12 +247,16 @@ function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean, hold: () => 
     const next = (): Buffer => {
       if (sent < at) return buffer.subarray(at); // gathering: room for a record was checked
       if (!held) at = sent = 0;
+      // A write now would wait behind what the client has not taken yet: while it is slow, this socket reads
+      // into buffers of its own (a group's would be held at each read, and its group moved each time).
+      const waits = to.writableLength > 0 || to.writableCorked;
       if (group) {
-        if (!burst) return (buffer = group.buffer); // idle: free again (a write that held it left the group)
+        if (!burst && !waits) return (buffer = group.buffer); // idle: free again (a write that held it left the group)
         group.members.delete(from);
         group = undefined;
+        buffer = NONE; // the group's buffer stays the group's
       }
-      if (!burst && !held) {
+      if (!burst && !held && !waits) {
         if (buffer.length === BURST && spareBursts.length < MAX_SPARE_BURSTS) spareBursts.push(buffer);
         group = joinGroup(from);
         buffer = group.buffer;
@@ -260,10 +266,7 @@ function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean, hold: () => 
       const size = burst ? BURST : OWN;
       if (buffer.length !== size || (held && buffer.length - at < RECORD)) {
         if (!held && buffer.length === BURST && spareBursts.length < MAX_SPARE_BURSTS) spareBursts.push(buffer);
-        if (size === OWN) {
-          group = joinGroup(from);
-          buffer = group.buffer;
-        } else buffer = spareBursts.pop() || Buffer.allocUnsafeSlow(size);
+        buffer = (size === BURST && spareBursts.pop()) || Buffer.allocUnsafeSlow(size);
         at = sent = 0;
         held = false;
       }
