@@ -456,6 +456,27 @@ t.test('an unnamed DEALLOCATE ALL bound but not executed drops nothing: a Bind a
   );
   await sameAsDirect(t, 'transaction', 1, [client], 'bound twice, executed once');
   await sameAsDirect(t, 'transaction', 1, [client, scripted([m.query('SELECT 1 AS x')])], 'with another client');
+  // Only an Execute of the DEALLOCATE's own portal runs it: not once another Bind replaced that portal, not
+  // an Execute of another portal, not after a Close of it.
+  const sel = 'SELECT 2 AS y';
+  const replaced = scripted(
+    [m.parse('', 'DEALLOCATE ALL'), m.bind(''), m.execute(), m.sync()],
+    [m.parse('s2', sel), m.bind('s2'), m.execute(), m.bind(''), m.parse('', sel), m.bind(''), m.execute(), m.sync()],
+    [m.bind('s2'), m.execute(), m.sync()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [replaced], 'the portal replaced by a Bind of another statement');
+  const otherPortal = scripted(
+    [m.parse('', 'DEALLOCATE ALL'), m.parse('s2', sel), m.sync()],
+    [m.bind('s2', [], 'p1'), m.bind(''), m.execute('p1'), m.sync()],
+    [m.bind('s2'), m.execute(), m.sync()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [otherPortal], 'an Execute of another portal');
+  const closed = scripted(
+    [m.parse('', 'DEALLOCATE ALL'), m.parse('s2', sel), m.sync()],
+    [m.bind(''), m.close('P', ''), m.execute(), m.sync()],
+    [m.bind('s2'), m.execute(), m.sync()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [closed], 'the portal closed before its Execute');
 });
 
 t.test('a Bind in a failed transaction on a server that lost the statement: the same error, found by the Parse sent first', async (t) => {

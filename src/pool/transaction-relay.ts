@@ -119,8 +119,11 @@ class TransactionRelay {
   private groups = 0;
   /** Client bytes behind a message held until the server answers (see `changes`). */
   private backlog: Buffer[] = [];
-  /** What a Bind of the client's unnamed DEALLOCATE or DISCARD ALL drops, done when its Execute is sent. */
-  private dropOnExecute: (() => Settled | undefined) | undefined;
+  /**
+   * A Bind of the client's unnamed DEALLOCATE or DISCARD ALL: its portal, and what it drops, done when an
+   * Execute of that portal is sent (a Bind that replaces the portal, its Close, a Sync or a Query: never).
+   */
+  private dropOnExecute: { readonly portal: string; readonly drops: () => Settled | undefined } | undefined;
   /** DEALLOCATE ALL or DISCARD ALL commands sent and not yet answered (see dropAllPending). */
   private dropsAllPending = 0;
   /** Where the last Query that failed was rewritten, for its error's position. */
@@ -170,7 +173,11 @@ class TransactionRelay {
     this.client = o.client;
     this.statements = o.pools.statements;
     this.maxPrepared = o.pools.settings.maxPreparedStatements ?? MAX_PREPARED_STATEMENTS;
-    this.fromClient = new FrontendStream({ rewrite: (c, h, r, out) => this.rewrite(c, h, r, out), passed: (c) => this.passed(c) });
+    this.fromClient = new FrontendStream({
+      rewrite: (c, h, r, out) => this.rewrite(c, h, r, out),
+      passed: (c) => this.passed(c),
+      readsExecute: () => this.dropOnExecute !== undefined,
+    });
     this.settings = new ClientSettings(o.key.params, o.greeted ?? (() => new Map()));
   }
 
@@ -347,14 +354,6 @@ class TransactionRelay {
 
   /** A message passed on as it is: the server owes an answer to some of them. */
   private passed(code: number): void {
-    const drops = this.dropOnExecute;
-    if (drops && code === Frontend.Execute) {
-      // The Execute that runs the client's DEALLOCATE or DISCARD ALL: the names are dropped from here on
-      // (a Bind before it still found them), and the drops hold once it completes.
-      this.dropOnExecute = undefined;
-      this.ledger.sent(code, { settled: drops() });
-      return;
-    }
     if (code === Frontend.Sync || code === Frontend.FunctionCall) {
       this.groups++;
       this.dropOnExecute = undefined; // bound, never executed: nothing was dropped
@@ -407,7 +406,20 @@ class TransactionRelay {
     if (code === Frontend.Bind) return this.bind(head, rest, out);
     if (code === Frontend.Query) return this.query(head, rest, out);
     if (code === Frontend.Close) return this.close(head, out);
+    if (code === Frontend.Execute) return this.execute(head, out);
     return this.describe(head, out);
+  }
+
+  /** An Execute, read while a bound DEALLOCATE or DISCARD ALL waits for the Execute of its portal. */
+  private execute(head: Buffer, out: Buffer[]): boolean {
+    const pending = this.dropOnExecute;
+    if (pending && readCString(head, HEADER_SIZE)?.value === pending.portal) {
+      // The Execute that runs the client's DEALLOCATE or DISCARD ALL: the names are dropped from here on
+      // (a Bind before it still found them), and the drops hold once it completes.
+      this.dropOnExecute = undefined;
+      this.send(out, head, Frontend.Execute, { settled: pending.drops() });
+    } else this.send(out, head, Frontend.Execute);
+    return true;
   }
 
   private parse(head: Buffer, out: Buffer[]): boolean {
@@ -627,7 +639,10 @@ class TransactionRelay {
     const translated = this.statementFor(head, name.value, portal.next, rest, out);
     if (!translated) return false; // nothing sent: the Bind comes again
     this.send(out, translated, Frontend.Bind, this.naming && this.nameOnFailure());
-    if (drops) this.dropOnExecute = drops;
+    // A Bind of the unnamed portal replaces it (one of a named portal that exists fails, and so does
+    // everything up to the Sync).
+    if (portal.value === '' && this.dropOnExecute?.portal === '') this.dropOnExecute = undefined;
+    if (drops) this.dropOnExecute = { portal: portal.value, drops };
     return true;
   }
 
@@ -691,6 +706,9 @@ class TransactionRelay {
     const name = head[HEADER_SIZE] === STATEMENT ? readCString(head, HEADER_SIZE + 1) : undefined;
     if (!name) {
       this.send(out, head, Frontend.Close); // a portal's
+      if (head[HEADER_SIZE] !== STATEMENT && readCString(head, HEADER_SIZE + 1)?.value === this.dropOnExecute?.portal) {
+        this.dropOnExecute = undefined; // a bound DEALLOCATE closed, never executed
+      }
       return true;
     }
     if (this.mustWait(name.value)) return false;

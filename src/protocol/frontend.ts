@@ -36,6 +36,11 @@ export interface FrontendHandler {
   rewrite(code: number, head: Buffer, rest: number, out: Buffer[]): boolean | undefined;
   /** A message passed on as it is (its code: Sync, Query, Execute, CopyData...). */
   passed(code: number): void;
+  /**
+   * Whether the next Execute is read whole and handed to `rewrite` (to learn which portal it runs) rather
+   * than passed: asked at each Execute, so the hot path stays a slice while nobody needs its portal.
+   */
+  readsExecute?(): boolean;
 }
 
 export class FrontendStream {
@@ -88,7 +93,7 @@ export class FrontendStream {
     if (this.held) return 0;
     let at = 0;
     /** Start of the run of bytes passed as they are; -1 while a message to rewrite is gathered. */
-    let run = this.gathering || (this.have > 0 && isRewritten(this.header[0]!)) ? -1 : 0;
+    let run = this.gathering || (this.have > 0 && this.reads(this.header[0]!)) ? -1 : 0;
     const flush = (to: number) => {
       if (run >= 0 && to > run) out.push(chunk.subarray(run, to));
     };
@@ -113,7 +118,7 @@ export class FrontendStream {
           this.terminated = true;
           break;
         }
-        if (isRewritten(code)) {
+        if (this.reads(code)) {
           flush(at);
           run = -1;
         }
@@ -127,7 +132,7 @@ export class FrontendStream {
       const length = this.header.readUInt32BE(CODE_SIZE);
       if (length < LENGTH_SIZE || length > MAX_MESSAGE_LENGTH) throw new Error(`invalid message length ${length}`);
       this.have = 0;
-      if (isRewritten(code)) {
+      if (this.reads(code)) {
         this.gathering = [Buffer.from(this.header)];
         this.gathered = HEADER_SIZE;
         this.nuls = 0;
@@ -144,6 +149,11 @@ export class FrontendStream {
     }
     if (!this.terminated) flush(chunk.length);
     return chunk.length;
+  }
+
+  /** Whether a message of `code` is gathered for the handler's `rewrite` (else passed as it is). */
+  private reads(code: number): boolean {
+    return isRewritten(code) || (code === Frontend.Execute && this.handler.readsExecute?.() === true);
   }
 
   /** Take bytes of the message being gathered; hand it over once it has what the handler needs. */
