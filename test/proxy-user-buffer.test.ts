@@ -236,6 +236,53 @@ t.test('idle TLS sockets share a read buffer: a write that holds it moves the ot
   await Promise.all([a.ended, b.ended]);
 });
 
+t.test('a socket moved again and again reads into a buffer of its own: what each move leaves stays bounded', async (t) => {
+  const pair = async () => {
+    const p = await splicePair(t);
+    const got: Buffer[] = [];
+    p.outside.on('data', (c: Buffer) => got.push(c));
+    return { ...p, got: () => Buffer.concat(got), ended: splice(p.inside, p.upstream, Buffer.alloc(0), Buffer.alloc(0)) };
+  };
+  const a = await pair();
+  const b = await pair(); // idle in a's group: moved each time a's write holds their buffer
+  const before = snapshot();
+  let sent = 0;
+  const through = async (fill: string, corked: boolean) => {
+    if (corked) a.inside.cork();
+    a.peer.write(Buffer.alloc(10, fill));
+    sent += 10;
+    if (corked) {
+      await turns(() => a.inside.writableLength === 10);
+      a.inside.uncork();
+    }
+    await turns(() => a.got().length === sent);
+  };
+  let holds = 0;
+  while (reads.ownForGood === before.ownForGood && holds < 20) {
+    await through('r', false); // its client keeps up: a reads into its group's buffer again
+    await through('h', true); // a write that holds it: the others move
+    holds++;
+  }
+  t.equal(reads.ownForGood - before.ownForGood, 1, `b reads into its own buffer after ${holds} moves`);
+  const moved = reads.repointed;
+  await through('r', false);
+  await through('h', true);
+  t.equal(reads.repointed, moved, 'and is not moved again');
+  b.peer.write(Buffer.alloc(100, 'b'));
+  await turns(() => b.got().length === 100);
+  t.same(b.got(), Buffer.alloc(100, 'b'), "b's bytes arrive");
+  t.equal(
+    a.got().toString(),
+    'r'
+      .repeat(10)
+      .concat('h'.repeat(10))
+      .repeat(holds + 1),
+    "a's bytes arrive, in order",
+  );
+  for (const p of [a, b]) p.outside.destroy();
+  await Promise.all([a.ended, b.ended]);
+});
+
 t.test('bytes a TLS client sent before the splice (held by its stream) go to the server before later ones', async (t) => {
   const { outside, inside, upstream, peer } = await splicePair(t, { tlsClient: true });
   const got: Buffer[] = [];

@@ -137,29 +137,46 @@ const OWN = 8 * 1024;
  * the rest of its group are pointed at a new one: a cost bounded by the group's size, paid only then.
  */
 const GROUP = 64;
+/**
+ * Pointing a socket at another buffer leaves a small native record behind for the socket's life (Node's
+ * `useUserBuffer` stacks a listener per call; user-buffer.ts): a socket moved this many times reads into a
+ * buffer of its own from then on, so what it leaves stays bounded.
+ */
+const MAX_MOVES = 8;
+interface Member {
+  readonly socket: Socket;
+  moves: number;
+  /** Read into a buffer of its own from now on (pointed at it). */
+  own(): void;
+}
 interface ReadGroup {
   buffer: Buffer;
-  readonly members: Set<Socket>;
+  readonly members: Set<Member>;
 }
 let joining: ReadGroup | undefined;
 /** No buffer: a socket that left its group has none of its own yet. */
 const NONE = Buffer.alloc(0);
 
-/** A group's buffer for `socket` to read into next. */
-function joinGroup(socket: Socket): ReadGroup {
+/** A group's buffer for `member` to read into next. */
+function joinGroup(member: Member): ReadGroup {
   if (!joining || joining.members.size >= GROUP) joining = { buffer: Buffer.allocUnsafeSlow(OWN), members: new Set() };
-  joining.members.add(socket);
+  joining.members.add(member);
   return joining;
 }
 
 /** `holder`'s write holds its group's buffer: it keeps it, the others read into a new one. */
-function leaveHeld(group: ReadGroup, holder: Socket): void {
+function leaveHeld(group: ReadGroup, holder: Member): void {
   group.members.delete(holder);
   if (group.members.size === 0) return;
   group.buffer = Buffer.allocUnsafeSlow(OWN);
   for (const member of group.members) {
     reads.repointed++;
-    pointAt(member, group.buffer);
+    if (++member.moves < MAX_MOVES) pointAt(member.socket, group.buffer);
+    else {
+      group.members.delete(member);
+      reads.ownForGood++;
+      member.own();
+    }
   }
 }
 
@@ -199,8 +216,20 @@ function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean, hold: () => 
     if (!useUserBuffer(from, buffer, onRead, () => undefined)) return false;
   } else {
     const toEncrypts = encrypts(to);
+    /** Moved too often (MAX_MOVES): its own buffers for good. */
+    let alone = false;
+    const member: Member = {
+      socket: from,
+      moves: 0,
+      own: () => {
+        group = undefined;
+        alone = true;
+        buffer = Buffer.allocUnsafeSlow(OWN);
+        pointAt(from, buffer); // between reads: nothing read is waiting in the group's buffer
+      },
+    };
     /** The idle buffer's group while this socket reads into it, else undefined (a buffer of its own). */
-    let group: ReadGroup | undefined = joinGroup(from);
+    let group: ReadGroup | undefined = joinGroup(member);
     let buffer: Buffer = group.buffer;
     /** Where the next read lands; bytes from `sent` to `at` are read and not yet written. */
     let at = 0;
@@ -219,7 +248,7 @@ function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean, hold: () => 
         if (!held) reads.held++;
         held = true;
         if (group) {
-          leaveHeld(group, from);
+          leaveHeld(group, member);
           group = undefined;
         }
       }
@@ -252,13 +281,13 @@ function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean, hold: () => 
       const waits = to.writableLength > 0 || to.writableCorked;
       if (group) {
         if (!burst && !waits) return (buffer = group.buffer); // idle: free again (a write that held it left the group)
-        group.members.delete(from);
+        group.members.delete(member);
         group = undefined;
         buffer = NONE; // the group's buffer stays the group's
       }
-      if (!burst && !held && !waits) {
+      if (!burst && !held && !waits && !alone) {
         if (buffer.length === BURST && spareBursts.length < MAX_SPARE_BURSTS) spareBursts.push(buffer);
-        group = joinGroup(from);
+        group = joinGroup(member);
         buffer = group.buffer;
         at = sent = 0;
         return buffer;
@@ -273,12 +302,12 @@ function relayOwnBuffers(from: Socket, to: Socket, byTurn: boolean, hold: () => 
       return at === 0 ? buffer : buffer.subarray(at);
     };
     if (!useUserBuffer(from, buffer, onRead, next)) {
-      group.members.delete(from);
+      group.members.delete(member);
       return false;
     }
     // The end of the stream comes after the last read: what gathers goes out before our FIN.
     from.on('end', flush);
-    from.on('close', () => group?.members.delete(from));
+    from.on('close', () => group?.members.delete(member));
   }
   // Reads that arrive by the stream path all the same (the hooks did not engage) are relayed as ever.
   relayStream(from, to, byTurn, hold);
