@@ -11,11 +11,17 @@ import { startTestDb } from './support/testdb.js';
 import { cleanAwsEnv, serveArgs, startCli } from './support/cli.js';
 import { growthPerConnection } from './support/idle-floor.js';
 
-const SESSIONS = 100;
+const SESSIONS = 150;
+/**
+ * Resident growth moves in steps as the heaps grow, so the bound is generous: measured ratios 0.75-1.25 on
+ * Node 20, 22, 24 and 26. Losing the relay's own buffers or the launcher's V8 flag (100-122 KiB a session)
+ * still fails it.
+ */
+const BOUND = 1.5;
 const db = await startTestDb();
 t.teardown(() => db.destroy());
 
-t.test('an idle session costs no more resident memory than a bare TLS connection to PostgreSQL', async (t) => {
+t.test('an idle session costs at most 1.5x the resident memory of a bare TLS connection to PostgreSQL', async (t) => {
   const floorScript = fileURLToPath(new URL('./support/idle-floor.js', import.meta.url));
   // The launcher's V8 flag (bin/pg-iam-proxy.js), so that both processes grow their heaps alike.
   const floorRun = await promisify(execFile)(process.execPath, [
@@ -45,5 +51,5 @@ t.test('an idle session costs no more resident memory than a bare TLS connection
   const { bytes, held } = await growthPerConnection(cli.child.pid!, SESSIONS, open);
   await Promise.all(held.map((c) => c.end()));
   const kib = (n: number) => `${(n / 1024).toFixed(1)} KiB`;
-  t.ok(bytes <= floor, `an idle session: ${kib(bytes)} of the proxy's resident memory; a bare TLS connection: ${kib(floor)}`);
+  t.ok(bytes <= floor * BOUND, `an idle session: ${kib(bytes)} of the proxy's resident memory; a bare TLS connection: ${kib(floor)}`);
 });
