@@ -477,6 +477,13 @@ t.test('an unnamed DEALLOCATE ALL bound but not executed drops nothing: a Bind a
     [m.bind('s2'), m.execute(), m.sync()],
   );
   await sameAsDirect(t, 'transaction', 1, [closed], 'the portal closed before its Execute');
+  // An error about a statement, answered after a DEALLOCATE ALL sent behind it dropped every name: in the
+  // client's words still.
+  const errorBehind = scripted(
+    [m.parse('s2', 'SELECT $1::int AS v'), m.sync()],
+    [m.bind('s2'), m.sync(), m.parse('', 'DEALLOCATE ALL'), m.bind(''), m.execute(), m.sync()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [errorBehind], "a Bind's error answered after the names were dropped");
 });
 
 t.test('a Bind in a failed transaction on a server that lost the statement: the same error, found by the Parse sent first', async (t) => {

@@ -871,7 +871,7 @@ class TransactionRelay {
     const gone = code === BackendCode.ErrorResponse && errorCode(m) === SqlState.InvalidSqlStatementName;
     const shifts = code === BackendCode.ErrorResponse ? this.failedShifts : undefined;
     this.failedShifts = undefined;
-    if (code === BackendCode.ErrorResponse && (this.named.size > 0 || gone || shifts)) {
+    if (code === BackendCode.ErrorResponse && (this.named.size > 0 || (this.dropped?.size ?? 0) > 0 || gone || shifts)) {
       const naming = this.failedNaming;
       this.failedNaming = undefined;
       return (whole) => {
