@@ -166,18 +166,21 @@ async function splicePair(t: { teardown: (fn: () => void) => void }, options: { 
   return { outside, inside, upstream, peer: await accepted };
 }
 
+/** A splicePair spliced, with what `side` (the TLS server's end, or the client's) receives gathered. */
+async function spliced(t: { teardown: (fn: () => void) => void }, side: 'peer' | 'outside') {
+  const p = await splicePair(t);
+  const got: Buffer[] = [];
+  p[side].on('data', (c: Buffer) => got.push(c));
+  return { ...p, got: () => Buffer.concat(got), ended: splice(p.inside, p.upstream, Buffer.alloc(0), Buffer.alloc(0)) };
+}
+
 const turns = async (done: () => boolean) => {
   while (!done()) await new Promise<void>((wake) => setImmediate(wake));
 };
 
 t.test('a read queued behind a TLS write is copied: the next read into the shared buffer does not reach it', async (t) => {
   // Two splices of plain clients, whose reads share one buffer, each to a TLS server that records what it gets.
-  const pair = async () => {
-    const p = await splicePair(t);
-    const got: Buffer[] = [];
-    p.peer.on('data', (c: Buffer) => got.push(c));
-    return { ...p, got: () => Buffer.concat(got), ended: splice(p.inside, p.upstream, Buffer.alloc(0), Buffer.alloc(0)) };
-  };
+  const pair = () => spliced(t, 'peer');
   const a = await pair();
   const b = await pair();
   const before = snapshot();
@@ -198,12 +201,7 @@ t.test('a read queued behind a TLS write is copied: the next read into the share
 
 t.test('idle TLS sockets share a read buffer: a write that holds it moves the others, whose reads never reach it', async (t) => {
   // Two splices of TLS servers to plain clients, both idle: their next reads land in one buffer.
-  const pair = async () => {
-    const p = await splicePair(t);
-    const got: Buffer[] = [];
-    p.outside.on('data', (c: Buffer) => got.push(c));
-    return { ...p, got: () => Buffer.concat(got), ended: splice(p.inside, p.upstream, Buffer.alloc(0), Buffer.alloc(0)) };
-  };
+  const pair = () => spliced(t, 'outside');
   const a = await pair();
   const b = await pair();
   const before = snapshot();
@@ -237,12 +235,7 @@ t.test('idle TLS sockets share a read buffer: a write that holds it moves the ot
 });
 
 t.test('a socket moved again and again reads into a buffer of its own: what each move leaves stays bounded', async (t) => {
-  const pair = async () => {
-    const p = await splicePair(t);
-    const got: Buffer[] = [];
-    p.outside.on('data', (c: Buffer) => got.push(c));
-    return { ...p, got: () => Buffer.concat(got), ended: splice(p.inside, p.upstream, Buffer.alloc(0), Buffer.alloc(0)) };
-  };
+  const pair = () => spliced(t, 'outside');
   const a = await pair();
   const b = await pair(); // idle in a's group: moved each time a's write holds their buffer
   const before = snapshot();

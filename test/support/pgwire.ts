@@ -242,15 +242,6 @@ function comparable(m: Msg): Buffer {
   return Buffer.concat([Buffer.from(m.code), ...fields]);
 }
 
-const field = (m: Msg, type: string): string | undefined => {
-  for (let at = 5; at < m.bytes.length && m.bytes[at] !== 0; ) {
-    const end = m.bytes.indexOf(0, at);
-    if (m.bytes[at] === type.charCodeAt(0)) return m.bytes.toString('utf8', at + 1, end);
-    at = end + 1;
-  }
-  return undefined;
-};
-
 /**
  * The one difference a pooler cannot avoid (the README's Pooling section): in a failed transaction, on a
  * server that lacks the client's statement, the proxy's Parse of it is refused with 25P02, where PostgreSQL
@@ -261,9 +252,9 @@ function failedTransactionBind(direct: Msg, proxied: Msg, failed: boolean): bool
     failed &&
     direct.code === 'E' &&
     proxied.code === 'E' &&
-    field(direct, 'C') === '08P01' &&
-    /^bind message (supplies|has) /.test(field(direct, 'M') ?? '') &&
-    field(proxied, 'C') === '25P02'
+    fields(direct).C === '08P01' &&
+    /^bind message (supplies|has) /.test(fields(direct).M ?? '') &&
+    fields(proxied).C === '25P02'
   );
 }
 
