@@ -634,3 +634,27 @@ t.test('a Bind naming a proxy statement that is gone (DEALLOCATE ALL inside a DO
   await a.end();
   await b.end();
 });
+
+t.test(
+  'a Parse sent again behind a DEALLOCATE ALL and skipped after an error: the server no longer has it, its next Parse is sent',
+  async (t) => {
+    // Client a keeps SQL X prepared on the one server (its statement outlives b's names). b drops every
+    // statement, then its Parse of X, sent again behind the DEALLOCATE ALL, is skipped after an error in
+    // the same pipeline: the server lacks X now, though it had it when that Parse went.
+    await using proxy = await pooled('transaction');
+    const x = 'SELECT 7 AS seven';
+    const a = await PgConn.proxy(proxy.port, params(0, 'holds-x'));
+    const b = await PgConn.proxy(proxy.port, params(1, 'drops-all'));
+    t.same(shown(await ask(a, m.parse('a1', x), m.sync())), ['1', 'Z(I)']);
+    const steps = [
+      [m.parse('', 'DEALLOCATE ALL'), m.bind(''), m.execute(), m.parse('', 'SELEC 1'), m.parse('s2', x), m.sync()],
+      [m.parse('s2', x), m.bind('s2'), m.execute(), m.sync()],
+    ];
+    const want = await direct(...steps);
+    for (const [i, step] of steps.entries()) sameMessages(t, want[i]!, await ask(b, ...step), `step ${i + 1} as on a direct connection`);
+    t.same(shown(want[1]!), ['1', '2', 'D(7)', 'C(SELECT 1)', 'Z(I)'], 'and that is: X runs');
+    t.same(shown(await ask(a, m.bind('a1'), m.execute(), m.sync())), ['2', 'D(7)', 'C(SELECT 1)', 'Z(I)'], 'a still runs its own');
+    await a.end();
+    await b.end();
+  },
+);

@@ -755,12 +755,13 @@ class TransactionRelay {
     // Where a statement the server was said to have was gone, one it is not said to have may be there.
     if (server.statementsUnsure || this.dropsAllPending > 0)
       this.send(out, closeStatement(statement.name), Frontend.Close, { swallow: true });
-    // Prepared again (a DEALLOCATE ALL pending): not done, the server may have it or not.
+    // Not made (an error skipped it): the server lacks it, or, where it had it before (a DEALLOCATE ALL
+    // pending, maybe skipped too), may still have it; either way a later Parse of it is sent, after a Close.
     const had = prepared.has(statement);
     prepared.add(statement);
     const made = this.changes(serverKey(statement), () => {
+      prepared.delete(statement);
       if (had) server.statementsUnsure = true;
-      else prepared.delete(statement);
     });
     this.send(out, statement.parse, Frontend.Parse, { swallow: injected, settled: both(made, settled) });
   }
