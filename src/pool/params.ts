@@ -120,6 +120,7 @@ export function settingsQuery(
 
 /** The statements of settingsQuery: SET or RESET for each tracked value that differs; undefined: none. */
 export function settingsSql(want: ReadonlyMap<string, Buffer>, have: ReadonlyMap<string, Buffer>): Buffer | undefined {
+  if (sameValues(want, have)) return undefined; // the common case, at every lend: checked without sorting
   const parts: Buffer[] = [];
   const names = [...new Set([...want.keys(), ...have.keys()])].sort((a, b) =>
     a === 'client_encoding' ? -1 : b === 'client_encoding' ? 1 : a < b ? -1 : 1,
@@ -135,6 +136,13 @@ export function settingsSql(want: ReadonlyMap<string, Buffer>, have: ReadonlyMap
     }
   }
   return parts.length === 0 ? undefined : Buffer.concat(parts);
+}
+
+function sameValues(a: ReadonlyMap<string, Buffer>, b: ReadonlyMap<string, Buffer>): boolean {
+  if (a === b) return true;
+  if (a.size !== b.size) return false;
+  for (const [name, value] of a) if (!b.get(name)?.equals(value)) return false;
+  return true;
 }
 
 /** The statement and portal of the proxy's own group in a session (the client's names reach the server). */

@@ -11,6 +11,13 @@ let nextServerId = 1;
 
 import { Ledger, TxStatus } from './ledger.js';
 import { settingsQuery } from './params.js';
+import { reads, useUserBuffer } from '../proxy/user-buffer.js';
+
+/**
+ * A pooled server's read buffer: TLS hands over its plaintext at most a record (16 KiB) at a time, and a
+ * server is one of few (a pool's), so each has its own.
+ */
+const READ_BUFFER = 16 * 1024;
 
 export { TxStatus };
 
@@ -49,6 +56,17 @@ export class PooledServer {
   private cancelling = 0;
   private afterCancels: (() => void) | undefined;
 
+  /**
+   * Transaction pooling: the relay that holds the server reads its bytes as they come, in the server's
+   * own buffer (valid during the call only), and says whether it kept them (a write to its client still
+   * holds them: the next read lands in a new buffer). With none, or while the socket is paused or its
+   * stream still holds earlier bytes, a read goes through the stream ('data') as a copy, in order.
+   */
+  reader: ((chunk: Buffer) => boolean) | undefined;
+  /** The buffer reads land in, and whether the last read's bytes were kept (then the next gets a new one). */
+  private buffer: Buffer | undefined;
+  private kept = false;
+
   constructor(
     readonly socket: TLSSocket,
     /** pid + secret key from the server's BackendKeyData: what a CancelRequest for it must carry. */
@@ -58,7 +76,26 @@ export class PooledServer {
     this.learn(greeting);
     socket.once('close', () => (this.broken = true));
     socket.on('error', () => (this.broken = true));
+    const buffer = Buffer.allocUnsafeSlow(READ_BUFFER);
+    if (useUserBuffer(socket, buffer, this.onRead, this.nextBuffer)) this.buffer = buffer;
   }
+
+  private readonly onRead = (n: number): void => {
+    const chunk = this.buffer!.subarray(0, n);
+    const socket = this.socket;
+    if (this.reader && socket.readableLength === 0 && !socket.isPaused()) this.kept = this.reader(chunk);
+    else {
+      reads.copied++;
+      socket.push(Buffer.from(chunk));
+    }
+  };
+
+  private readonly nextBuffer = (): Buffer | undefined => {
+    if (!this.kept) return undefined;
+    this.kept = false;
+    reads.held++;
+    return (this.buffer = Buffer.allocUnsafeSlow(READ_BUFFER));
+  };
 
   /** Note every ParameterStatus in `bytes` (whole messages): the server's values change with SET, RESET. */
   learn(bytes: Buffer): void {

@@ -17,6 +17,7 @@ import { Failure, WireError } from '../protocol/errors.js';
 import type { MessageStart } from '../protocol/framing.js';
 import { Frontend, FrontendStream, frontendMessage, lengthFor, readCString, STATEMENT } from '../protocol/frontend.js';
 import { holdBack } from '../net/backpressure.js';
+import { encrypts, useUserBuffer } from '../proxy/user-buffer.js';
 import type { Drain } from '../relay.js';
 import type { Ledger, Outcome, SentOptions, Settled } from './ledger.js';
 import { idleTransactionTimeout, MAX_PREPARED_STATEMENTS, type PoolKey, type Pools } from './pool.js';
@@ -150,6 +151,11 @@ class TransactionRelay {
   private queuedBytes = 0;
   /** Stops the wait for a server when the client leaves; set while waiting. */
   private waiting: AbortController | undefined;
+  /** The client's reads land in the buffer plain clients share (readIntoShared): nothing of one is kept as it is. */
+  private readsShared = false;
+  /** The controller of the next wait (kept while none is aborted), and whether a shutdown aborts it. */
+  private waitController: AbortController | undefined;
+  private hearsShutdown = false;
   /** Something the next client could see changed (a setting, a cursor...): the server is reset. */
   private settingsChanged = false;
   private clientEnded = false;
@@ -191,9 +197,30 @@ class TransactionRelay {
     if (first.toClient.length > 0) this.client.write(first.toClient);
     if (first.pipelined.length > 0) this.onClientData(first.pipelined);
     if (first.clientEnded) this.onClientEnd();
+    if (!this.done) this.readIntoShared();
     if (!this.done && !this.fromClient.holding) this.client.resume();
     if (this.kept.drain?.draining()) this.onDrain();
     else this.kept.drain?.onDrain(this.onDrain);
+  }
+
+  /**
+   * A plain client's reads land in one buffer shared by every such client (each read is handled before
+   * the next): what leaves the read is copied (bytes queued for a server or behind a held message, what
+   * is written to the server). What the socket's stream already holds goes first.
+   */
+  private readIntoShared(): void {
+    const client = this.client;
+    if (encrypts(client)) return;
+    // read() hands each chunk it returns to the 'data' listener (onClientData).
+    while (!this.done && client.read() !== null);
+    if (this.done) return;
+    const buffer = (sharedClientBuffer ??= Buffer.allocUnsafeSlow(SHARED_CLIENT_BUFFER));
+    this.readsShared = useUserBuffer(
+      client,
+      buffer,
+      (n) => this.onClientData(buffer.subarray(0, n)),
+      () => undefined,
+    );
   }
 
   /** Shutting down: a client between transactions goes now; one in a transaction at its end. */
@@ -224,7 +251,7 @@ class TransactionRelay {
       this.acquire();
     }
     // Kept until a server comes; the client is still read (its leaving is seen) up to a limit.
-    this.queued.push(chunk);
+    this.queued.push(this.readsShared ? Buffer.from(chunk) : chunk);
     this.queuedBytes += chunk.length;
     if (this.queuedBytes > QUEUED_LIMIT) this.client.pause();
   };
@@ -238,16 +265,22 @@ class TransactionRelay {
   private readonly onClientError = (err: Error): void => this.finish(`error on the client connection: ${err.message}`, err);
   private readonly onClientClose = (): void => this.finish('client closed the connection');
 
+  private readonly onShutdown = (): void => this.waiting?.abort(this.kept.signal.reason);
+
   /** Wait for a server, then send what the client queued meanwhile. */
   private acquire(): void {
-    const waiting = new AbortController();
+    // One controller for every wait of the client's life until one is aborted: a controller and its
+    // signal per transaction are most of what waiting costs in JavaScript.
+    const waiting = (this.waitController ??= new AbortController());
     this.waiting = waiting;
-    const onShutdown = () => waiting.abort(this.kept.signal.reason);
-    this.kept.signal.addEventListener('abort', onShutdown, { once: true });
+    if (!this.hearsShutdown) {
+      this.hearsShutdown = true;
+      this.kept.signal.addEventListener('abort', this.onShutdown, { once: true });
+    }
     this.kept.pools.acquire(this.kept.key, waiting.signal).then(
       (server) => {
-        this.kept.signal.removeEventListener('abort', onShutdown);
         this.waiting = undefined;
+        if (waiting.signal.aborted) this.waitController = undefined;
         if (this.done || this.clientEnded) {
           this.kept.pools.release(server, this.kept.key, 'idle', false); // untouched
           this.finish('client closed the connection while waiting for a server');
@@ -261,8 +294,8 @@ class TransactionRelay {
         if (!this.done && !this.heldBack && !this.fromClient.holding) this.client.resume();
       },
       (err: Error) => {
-        this.kept.signal.removeEventListener('abort', onShutdown);
         this.waiting = undefined;
+        if (waiting.signal.aborted) this.waitController = undefined;
         this.queued = [];
         if (this.clientEnded) this.finish('client closed the connection while waiting for a server');
         else this.fail(err);
@@ -273,7 +306,7 @@ class TransactionRelay {
   /** Client bytes to the held server, statement names translated; behind a held message, they wait. */
   private forward(chunk: Buffer): void {
     if (this.fromClient.holding) {
-      this.backlog.push(chunk);
+      this.backlog.push(this.readsShared ? Buffer.from(chunk) : chunk);
       return;
     }
     const out: Buffer[] = [];
@@ -284,7 +317,7 @@ class TransactionRelay {
       this.broken(err);
       return;
     }
-    if (took < chunk.length) this.backlog.push(chunk.subarray(took));
+    if (took < chunk.length) this.backlog.push(this.readsShared ? Buffer.from(chunk.subarray(took)) : chunk.subarray(took));
     this.toServer(out);
     this.watchIdle();
   }
@@ -329,7 +362,10 @@ class TransactionRelay {
 
   private toServer(out: Buffer[]): void {
     const server = this.server!;
-    if (out.length > 0) server.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out));
+    // One piece may be a slice of the client's read in the shared buffer: a write that waits (behind
+    // another to the server) would keep it, so it goes as a copy (small: from Node's pool).
+    if (out.length === 1) server.socket.write(this.readsShared ? Buffer.from(out[0]!) : out[0]!);
+    else if (out.length > 1) server.socket.write(Buffer.concat(out));
     if (this.fromClient.terminated) {
       this.finish('client closed the connection');
       return;
@@ -776,6 +812,7 @@ class TransactionRelay {
     const settings = settingsQuery(this.settings.current, server.tracked, server.trackedUnknown);
     if (settings) this.setTracked(server, settings, this.settings.current);
     const socket = server.socket;
+    server.reader = this.onServerRead;
     socket.on('data', this.onServerData);
     socket.on('end', this.onServerEnd);
     socket.on('close', this.onServerEnd);
@@ -806,6 +843,7 @@ class TransactionRelay {
   private unlink(): PooledServer {
     const server = this.server!;
     const socket = server.socket;
+    server.reader = undefined;
     socket.off('data', this.onServerData);
     socket.off('end', this.onServerEnd);
     socket.off('close', this.onServerEnd);
@@ -821,6 +859,12 @@ class TransactionRelay {
 
   private readonly resumeServer = (): void => {
     this.server?.socket.resume();
+  };
+
+  /** A read in the server's own buffer: whether a write to the client still holds its bytes. */
+  private readonly onServerRead = (chunk: Buffer): boolean => {
+    this.onServerData(chunk);
+    return this.client.writableLength > 0;
   };
 
   private readonly onServerData = (chunk: Buffer): void => {
@@ -987,6 +1031,7 @@ class TransactionRelay {
     clearTimeout(this.idleTimer);
     this.kept.drain?.onDrain(undefined);
     this.waiting?.abort(new Error(reason));
+    if (this.hearsShutdown) this.kept.signal.removeEventListener('abort', this.onShutdown);
     this.client.off('data', this.onClientData);
     this.client.off('end', this.onClientEnd);
     this.client.off('error', this.onClientError);
@@ -1005,6 +1050,10 @@ class TransactionRelay {
     this.resolve({ reason, error });
   }
 }
+
+/** The buffer plain clients of transaction pooling read into, one read at a time, and its size. */
+const SHARED_CLIENT_BUFFER = 64 * 1024;
+let sharedClientBuffer: Buffer | undefined;
 
 /** Close of the unnamed statement. */
 const CLOSE_UNNAMED = frontendMessage(Frontend.Close, Buffer.of(STATEMENT), '');

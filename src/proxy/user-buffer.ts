@@ -64,8 +64,9 @@ export function detectReadPath(): ReadPath {
 
 /**
  * Since start: reads delivered by each path; buffers given up because a write still held them; reads
- * copied because a write was queued before them; sockets pointed at a new idle buffer because a write held
- * their group's, and those moved so often they read into their own from then on (the tests read these).
+ * copied because a write was queued before them (or, for a pooled server, because no relay took the read
+ * at once: it went on through the socket's stream); sockets pointed at a new idle buffer because a write
+ * held their group's, and those moved so often they read into their own from then on (the tests read these).
  */
 export const reads = { userBuffer: 0, stream: 0, held: 0, copied: 0, repointed: 0, ownForGood: 0 };
 

@@ -575,8 +575,8 @@ export async function runClient(
 
 export interface Harness {
   db: TestDb;
-  /** A direct connection (as DIFF_USER) for resets and pg_stat_activity. */
-  control: pg.Client;
+  /** A direct connection (as DIFF_USER) for resets and pg_stat_activity, opened again if it fails. */
+  control: { query(sql: string, values?: unknown[]): Promise<pg.QueryResult> };
   waitMs: number;
   /** Direct connections back from a run, reset (DISCARD ALL): a login costs more than the run's steps. */
   idle: PgConn[];
@@ -590,17 +590,28 @@ export async function harness(db: TestDb, waitMs = Number(process.env.PG_IAM_PRO
     (_, i) => `CREATE TABLE ${table(i)} (n int, s text); GRANT ALL ON ${table(i)} TO ${DIFF_USER}, iam_user;`,
   ).join('\n');
   await db.admin(`GRANT USAGE ON SCHEMA public TO ${DIFF_USER}; ${ddl}`, DIFF_DATABASE);
-  const control = new pg.Client({
-    host: '127.0.0.1',
-    port: db.port,
-    user: DIFF_USER,
-    database: DIFF_DATABASE,
-    ssl: { ca: db.caPem, servername: db.endpoint },
-    application_name: 'diff-control',
-  });
-  control.on('error', () => undefined);
-  await control.connect();
-  await control.query("SET lock_timeout = '10s'");
+  // A failure of this connection is the harness's, not a difference the proxy made: it is said on stderr
+  // (a long soak's log shows it) and the next query opens another.
+  let client: pg.Client | undefined;
+  const open = async (): Promise<pg.Client> => {
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: db.port,
+      user: DIFF_USER,
+      database: DIFF_DATABASE,
+      ssl: { ca: db.caPem, servername: db.endpoint },
+      application_name: 'diff-control',
+    });
+    c.on('error', (err) => {
+      process.stderr.write(`harness: the control connection failed (${err.message}); the next query opens another\n`);
+      if (client === c) client = undefined;
+    });
+    await c.connect();
+    await c.query("SET lock_timeout = '10s'");
+    return c;
+  };
+  client = await open();
+  const control = { query: async (sql: string, values?: unknown[]) => (client ??= await open()).query(sql, values) };
   const idle: PgConn[] = [];
   return {
     db,
@@ -609,7 +620,7 @@ export async function harness(db: TestDb, waitMs = Number(process.env.PG_IAM_PRO
     idle,
     close: async () => {
       await Promise.all(idle.splice(0).map((c) => c.end()));
-      await control.end();
+      await client?.end();
     },
   };
 }
