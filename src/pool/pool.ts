@@ -569,7 +569,9 @@ export class Pools {
       this.observer?.login(pool.key);
       pool.failures = 0;
       pool.retryAt = 0;
-      const pooled = new PooledServer(server, login.backendKey, login.toClient);
+      // Transaction mode reads into the server's own buffer; in session mode a server is paused and resumed
+      // at every client's connect and leave, which on such a socket stops and starts reading in the kernel.
+      const pooled = new PooledServer(server, login.backendKey, login.toClient, this.settings.mode === 'transaction');
       pool.template ??= pooled.template();
       this.log.info({ server: pooled.id, user: pool.key.user, database: pool.key.database }, 'pool: server opened');
       return pooled;

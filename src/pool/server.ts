@@ -72,12 +72,14 @@ export class PooledServer {
     /** pid + secret key from the server's BackendKeyData: what a CancelRequest for it must carry. */
     readonly backendKey: Buffer | undefined,
     greeting: Buffer,
+    /** Reads land in a buffer of the server's own, for a `reader` (else through the socket's stream). */
+    ownBuffer = false,
   ) {
     this.learn(greeting);
     socket.once('close', () => (this.broken = true));
     socket.on('error', () => (this.broken = true));
-    const buffer = Buffer.allocUnsafeSlow(READ_BUFFER);
-    if (useUserBuffer(socket, buffer, this.onRead, this.nextBuffer)) this.buffer = buffer;
+    const buffer = ownBuffer ? Buffer.allocUnsafeSlow(READ_BUFFER) : undefined;
+    if (buffer && useUserBuffer(socket, buffer, this.onRead, this.nextBuffer)) this.buffer = buffer;
   }
 
   private readonly onRead = (n: number): void => {

@@ -20,9 +20,7 @@ export interface SessionRelayOptions {
   /** The client's tracked settings (after a reset of its own, told and set as its own again). */
   readonly settings?: ClientSettings | undefined;
   /** What the server has set of the tracked settings (PooledServer). */
-  readonly server?:
-    | { tracked: ReadonlyMap<string, Buffer>; trackedUnknown: boolean; reader?: ((chunk: Buffer) => boolean) | undefined }
-    | undefined;
+  readonly server?: { tracked: ReadonlyMap<string, Buffer>; trackedUnknown: boolean } | undefined;
 }
 
 export interface PooledEnd {
@@ -79,7 +77,6 @@ export function relayPooled(
       done = true;
       clearTimeout(idleTimer);
       for (const [socket, event, listener] of listeners) socket.off(event, listener);
-      if (pooled) pooled.reader = undefined;
       client.off('drain', resumeServer);
       server.off('drain', resumeClient);
       server.pause();
@@ -199,12 +196,6 @@ export function relayPooled(
       [server, 'close', onServerEnd],
     ];
     for (const [socket, event, listener] of listeners) socket.on(event, listener);
-    // Reads in the server's own buffer (server.ts), handled at once; whether a write to the client holds them.
-    if (pooled)
-      pooled.reader = (chunk) => {
-        onServerData(chunk);
-        return client.writableLength > 0;
-      };
     if (toClient.length > 0) client.write(toClient);
     if (toServer.length > 0) onClientData(toServer);
     if (clientEnded) onClientEnd();
