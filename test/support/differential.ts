@@ -272,6 +272,14 @@ interface ClientState {
    * the unnamed statement gets a Parse of its own first.
    */
   unnamedCopy: boolean;
+  /**
+   * A simple Query ran since the unnamed portal was last bound or closed. PostgreSQL 15.18 crashes (a
+   * segfault, which restarts every session of the server) on `Query("BEGIN; DEALLOCATE s1")` with no s1,
+   * then another Query, then `Execute("")`: the failed portal outlives the memory its statement was in.
+   * Any client does that on a direct connection as well, so it says nothing of the proxy; the grammar
+   * closes the unnamed portal before an Execute of one a Query may have left (docs/architecture.md).
+   */
+  portalAfterQuery: boolean;
 }
 
 const frontend = (o: Op, table: string): { text: string; bytes: Buffer } => {
@@ -312,6 +320,10 @@ function fixSql(i: number, state: ClientState): number {
 function fixOps(list: Op[], state: ClientState): Op[] {
   const out: Op[] = [];
   for (const o of list) {
+    const executesUnnamed = o.op === 'E' && o.portal === '';
+    if (executesUnnamed && state.portalAfterQuery) out.push({ op: 'C', kind: 'P', name: '' });
+    if (executesUnnamed || (o.op === 'B' && o.portal === '') || (o.op === 'C' && o.kind === 'P' && o.name === ''))
+      state.portalAfterQuery = false;
     if (o.op === 'B' && o.stmt === '' && state.unnamedCopy) out.push({ op: 'P', name: '', sql: 0 }, o);
     else if (o.op === 'P') {
       const fixed = { ...o, sql: fixSql(o.sql, state) };
@@ -329,7 +341,7 @@ function simpleText(i: number, v: number, t: string): string {
 export function plan(c: Client, index: number): Planned[] {
   const t = table(index);
   // A client that SETs anywhere never looks, not even through a statement it prepared before the SET.
-  const state: ClientState = { setter: c.steps.some((s) => s.k === 'set'), burned: new Set(), unnamedCopy: false };
+  const state: ClientState = { setter: c.steps.some((s) => s.k === 'set'), burned: new Set(), unnamedCopy: false, portalAfterQuery: false };
   return c.steps.map((s): Planned => {
     const parts: Array<{ text: string; bytes: Buffer }> = [];
     let wait: Planned['wait'] = 'fence';
@@ -341,7 +353,10 @@ export function plan(c: Client, index: number): Planned[] {
       s.k === 'set' ||
       s.k === 'cursor' ||
       ((s.k === 'copyIn' || s.k === 'copyOut') && s.proto === 'simple');
-    if (simpleQuery) state.unnamedCopy = false;
+    if (simpleQuery) {
+      state.unnamedCopy = false;
+      state.portalAfterQuery = true;
+    }
     switch (s.k) {
       case 'simple':
         parts.push(q(s.sqls.map((i) => simpleText(fixSql(i, state), s.value, t)).join('; ')));
@@ -354,6 +369,7 @@ export function plan(c: Client, index: number): Planned[] {
       }
       case 'flush': {
         const sql = fixSql(s.sql, state);
+        if (s.portal === '') state.portalAfterQuery = false; // bound here first
         const head: Op[] = [
           ...(s.parse || s.stmt === '' ? fixOps([{ op: 'P', name: s.stmt, sql }], state) : []),
           { op: 'B', portal: s.portal, stmt: s.stmt, params: SQL[sql]!.params, value: s.value },
