@@ -128,7 +128,9 @@ for (const clients of TX_CLIENTS) {
           await pgbenchOn('tx proxy extended', txEnv(txProxy.port), txProxy.child.pid, clients, ['-S', '-M', 'extended'], clients),
         ),
       async () =>
-        runsOf.pgbouncer.push(await pgbenchOn('tx pgbouncer', txEnv(txBouncer.port), txBouncer.pid, clients, ['-S', '-M', bouncerTxMode], clients)),
+        runsOf.pgbouncer.push(
+          await pgbenchOn('tx pgbouncer', txEnv(txBouncer.port), txBouncer.pid, clients, ['-S', '-M', bouncerTxMode], clients),
+        ),
     ];
     for (let i = 0; i < runs.length; i++) await runs[(i + round) % runs.length]!();
     say(`transaction pooling, ${clients} clients, round ${round + 1}/${ROUNDS}`);
