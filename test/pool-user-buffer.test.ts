@@ -5,7 +5,7 @@
 import t from 'tap';
 import { once } from 'node:events';
 import { connect } from 'node:net';
-import { readPath, reads } from '../src/proxy/user-buffer.js';
+import { readPath, reads } from '../src/net/user-buffer.js';
 import type { PoolMode } from '../src/pool/pool.js';
 import { Bytes, startupBytes } from './support/bytes.js';
 import { pooling } from './support/differential.js';

@@ -13,7 +13,7 @@ import pg from 'pg';
 import { prefixed } from '../src/proxy/client-startup.js';
 import { selfSignedPem } from '../src/proxy/client-tls.js';
 import { splice } from '../src/proxy/splice.js';
-import { detectReadPath, readPath, reads } from '../src/proxy/user-buffer.js';
+import { detectReadPath, readPath, reads } from '../src/net/user-buffer.js';
 import { Bytes, startupBytes } from './support/bytes.js';
 import { runPg, startProxy } from './support/proxy.js';
 import { rowReader } from './support/wire.js';

@@ -11,7 +11,7 @@ let nextServerId = 1;
 
 import { Ledger, TxStatus } from './ledger.js';
 import { settingsQuery } from './params.js';
-import { reads, useUserBuffer } from '../proxy/user-buffer.js';
+import { reads, useUserBuffer } from '../net/user-buffer.js';
 
 /**
  * A pooled server's read buffer: TLS hands over its plaintext at most a record (16 KiB) at a time, and a

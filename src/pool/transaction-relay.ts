@@ -17,7 +17,7 @@ import { Failure, WireError } from '../protocol/errors.js';
 import type { MessageStart } from '../protocol/framing.js';
 import { Frontend, FrontendStream, frontendMessage, lengthFor, readCString, STATEMENT } from '../protocol/frontend.js';
 import { holdBack } from '../net/backpressure.js';
-import { encrypts, useUserBuffer } from '../proxy/user-buffer.js';
+import { encrypts, useUserBuffer } from '../net/user-buffer.js';
 import type { Drain } from '../relay.js';
 import type { Ledger, Outcome, SentOptions, Settled } from './ledger.js';
 import { idleTransactionTimeout, MAX_PREPARED_STATEMENTS, type PoolKey, type Pools } from './pool.js';

@@ -19,7 +19,7 @@ import { Session, type SessionContext, type SessionObserver } from './session.js
 import { Pools, type PoolObserver } from '../pool/pool.js';
 import { POOL_MODES } from '../pool/modes.js';
 import { directRelay } from './direct.js';
-import { readPath } from './user-buffer.js';
+import { readPath } from '../net/user-buffer.js';
 
 /** A login rejected with 28000 is tried once more, with a fresh token, after this many ms. */
 export const LOGIN_RETRY_DELAY_MS = 250;

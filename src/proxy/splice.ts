@@ -5,7 +5,7 @@
 // fail decides the close reason.
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { encrypts, pointAt, reads, useUserBuffer } from './user-buffer.js';
+import { encrypts, pointAt, reads, useUserBuffer } from '../net/user-buffer.js';
 import { holdBack } from '../net/backpressure.js';
 
 export interface SpliceEnd {
