@@ -30,7 +30,7 @@ const seaConfig = `${dist}sea-config.json`;
 // The same start as bin/pg-iam-proxy.js: V8's young generation fixed before the CLI loads, then main().
 const entry = `
 import { setFlagsFromString } from 'node:v8';
-import { readPath } from './build/src/proxy/user-buffer.js';
+import { readPath } from './build/src/net/user-buffer.js';
 if (process.env.PG_IAM_PROXY_V8_DEFAULTS !== '1' && readPath().kind === 'user-buffer') setFlagsFromString('--semi-space-growth-factor=1');
 import('./build/src/cli.js').then(({ main }) => main(process.argv.slice(2))).then((code) => process.exit(code));
 `;
