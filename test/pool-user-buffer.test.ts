@@ -3,16 +3,14 @@
 // write to a slow client still holds, let a read overtake bytes the socket's stream still holds (a paused
 // server), or hand a read to a relay that no longer holds the server.
 import t from 'tap';
-import { once } from 'node:events';
-import { connect } from 'node:net';
 import { readPath, reads } from '../src/net/user-buffer.js';
 import type { PoolMode } from '../src/pool/pool.js';
-import { Bytes, startupBytes } from './support/bytes.js';
+import { Bytes } from './support/bytes.js';
 import { pooling } from './support/differential.js';
 import { PgConn } from './support/pgwire.js';
 import { startProxy } from './support/proxy.js';
 import { startTestDb } from './support/testdb.js';
-import { rowReader } from './support/wire.js';
+import { stalledReader } from './support/wire.js';
 
 const db = await startTestDb();
 t.teardown(() => db.destroy());
@@ -25,28 +23,15 @@ for (const mode of ['transaction', 'session'] as const satisfies readonly PoolMo
   t.test(`${mode} mode: a client that stops reading gets every byte, in order; another client's rows stay its own`, async (t) => {
     await using proxy = await startProxy(db, { pool: pooling(mode, 2) });
     const before = { ...reads };
-    const ROWS = 30_000;
-    const query = `SELECT repeat(md5(i::text), 32) FROM generate_series(1, ${ROWS}) i`;
-    const app = `pool-ub-slow-${mode}`;
-    const socket = connect({ host: '127.0.0.1', port: proxy.port });
-    await once(socket, 'connect');
-    const { rows, digest, readyFor } = rowReader(socket, (text) => t.fail(text));
-    socket.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: app }));
-    await readyFor(1);
-    socket.write(new Bytes().cstring(query).join('Q'));
-    socket.pause();
     // The backend blocks once the proxy stops taking its rows: the proxy's writes to the stalled client
     // wait, holding a read's buffer, and the server is paused (its stream keeps what TLS still decrypts).
-    for (;;) {
-      const state = await db.admin(`SELECT wait_event FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'active'`);
-      if (state === 'ClientWrite') break;
-    }
+    const reader = await stalledReader(t, db, proxy.port, `pool-ub-slow-${mode}`, 30_000);
     if (mode === 'transaction') {
       while (reads.held === before.held) await db.admin('SELECT 1');
       t.pass('a write to the stalled client held a buffer: the next read went elsewhere');
     }
     // Meanwhile another client's queries, on the pool's other server, get their own rows.
-    const other = await PgConn.proxy(proxy.port, { user: 'iam_user', database: 'orders', application_name: `${app}-other` });
+    const other = await PgConn.proxy(proxy.port, { user: 'iam_user', database: 'orders', application_name: `pool-ub-slow-${mode}-other` });
     for (let i = 0; i < 20; i++) {
       const r = await other.query(`SELECT ${i} AS n, repeat('y', ${i * 500}) AS pad`);
       const row = r.msgs.find((m) => m.code === 'D')!;
@@ -54,18 +39,10 @@ for (const mode of ['transaction', 'session'] as const satisfies readonly PoolMo
       t.same([row.bytes.toString('utf8', 11, 11 + n), row.bytes.readInt32BE(11 + n)], [String(i), i * 500], `query ${i}: its own row`);
     }
     await other.end();
-    socket.resume();
-    await readyFor(2);
-    t.equal(rows(), ROWS, 'every row');
-    const expected = await db.admin(
-      `SELECT encode(sha256(convert_to(string_agg(repeat(md5(i::text), 32), '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, ${ROWS}) i`,
-    );
-    t.equal(digest(), expected, 'every byte, in order');
+    await reader.finish();
     // Session mode reads through the stream (src/pool/pool.ts says why): the same bytes either way.
     if (mode === 'transaction') t.ok(reads.userBuffer > before.userBuffer, 'the server reads landed in its own buffers');
     else t.equal(reads.userBuffer, before.userBuffer, 'session mode: through the stream');
-    socket.end(new Bytes().join('X'));
-    await once(socket, 'close');
   });
 }
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { startTestDb } from './support/testdb.js';
 import { runPg, startProxy } from './support/proxy.js';
 import { Bytes, startupBytes } from './support/bytes.js';
-import { rowReader } from './support/wire.js';
+import { stalledReader } from './support/wire.js';
 
 const db = await startTestDb();
 t.teardown(() => db.destroy());
@@ -51,31 +51,10 @@ t.test('COPY in: a 12 MB file lands intact', async (t) => {
 
 t.test('a client that stops reading stops the server; when it reads again, nothing is lost', async (t) => {
   // About 60 MB of result: more than every socket buffer between the server and the client.
-  const ROWS = 60_000;
-  const query = `SELECT repeat(md5(i::text), 32) FROM generate_series(1, ${ROWS}) i`;
-  const socket = connect({ host: '127.0.0.1', port: proxy.port });
-  await once(socket, 'connect');
-  const { rows, digest, readyFor } = rowReader(socket, (text) => t.fail(text));
-  socket.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: 'slow-reader' }));
-  await readyFor(1);
-
-  socket.write(new Bytes().cstring(query).join('Q'));
-  socket.pause();
   // The server blocks writing to the proxy only if the proxy stopped reading from it.
-  for (;;) {
-    const state = await db.admin("SELECT wait_event FROM pg_stat_activity WHERE application_name = 'slow-reader' AND state = 'active'");
-    if (state === 'ClientWrite') break;
-  }
+  const reader = await stalledReader(t, db, proxy.port, 'slow-reader', 60_000);
   t.pass('the server waits in ClientWrite while the client does not read');
-  socket.resume();
-  await readyFor(2);
-  t.equal(rows(), ROWS, 'every row');
-  const expected = await db.admin(
-    `SELECT encode(sha256(convert_to(string_agg(repeat(md5(i::text), 32), '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, ${ROWS}) i`,
-  );
-  t.equal(digest(), expected, 'every byte, in order');
-  socket.end(new Bytes().join('X'));
-  await once(socket, 'close');
+  await reader.finish();
 });
 
 t.test('an upload stalled behind a locked table ends cleanly when the server dies', async (t) => {

@@ -14,9 +14,8 @@ import { prefixed } from '../src/proxy/client-startup.js';
 import { selfSignedPem } from '../src/proxy/client-tls.js';
 import { splice } from '../src/proxy/splice.js';
 import { detectReadPath, readPath, reads } from '../src/net/user-buffer.js';
-import { Bytes, startupBytes } from './support/bytes.js';
 import { runPg, startProxy } from './support/proxy.js';
-import { rowReader } from './support/wire.js';
+import { stalledReader } from './support/wire.js';
 import { startTestDb } from './support/testdb.js';
 
 const db = await startTestDb();
@@ -100,32 +99,12 @@ for (const sslmode of ['disable', 'require']) {
 
 t.test('a client that stops reading: buffers a write holds are not used again, and every byte arrives', async (t) => {
   const before = snapshot();
-  const ROWS = 30_000;
-  const query = `SELECT repeat(md5(i::text), 32) FROM generate_series(1, ${ROWS}) i`;
-  const socket = connect({ host: '127.0.0.1', port: proxy.port });
-  await once(socket, 'connect');
-  const { rows, digest, readyFor } = rowReader(socket, (text) => t.fail(text));
-  socket.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: 'ub-slow-reader' }));
-  await readyFor(1);
-  socket.write(new Bytes().cstring(query).join('Q'));
-  socket.pause();
-  for (;;) {
-    const state = await db.admin("SELECT wait_event FROM pg_stat_activity WHERE application_name = 'ub-slow-reader' AND state = 'active'");
-    if (state === 'ClientWrite') break;
-  }
+  const reader = await stalledReader(t, db, proxy.port, 'ub-slow-reader', 30_000);
   // The backend blocks as soon as the proxy is slower than it; the proxy's writes to the client, which
   // reads nothing, wait soon after (each turn asks the database once: no sleep).
   while (reads.held === before.held) await db.admin('SELECT 1');
   t.pass('a write to the stalled client held a buffer: the next read went elsewhere');
-  socket.resume();
-  await readyFor(2);
-  t.equal(rows(), ROWS, 'every row');
-  const expected = await db.admin(
-    `SELECT encode(sha256(convert_to(string_agg(repeat(md5(i::text), 32), '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, ${ROWS}) i`,
-  );
-  t.equal(digest(), expected, 'every byte, in order');
-  socket.end(new Bytes().join('X'));
-  await once(socket, 'close');
+  await reader.finish();
 });
 
 /**

@@ -223,6 +223,11 @@ class TransactionRelay {
     );
   }
 
+  /** Bytes of the client's read that outlive it: a copy where the read is in the shared buffer. */
+  private keep(bytes: Buffer): Buffer {
+    return this.readsShared ? Buffer.from(bytes) : bytes;
+  }
+
   /** Shutting down: a client between transactions goes now; one in a transaction at its end. */
   private readonly onDrain = (): void => {
     if (!this.server && !this.waiting) this.fail(SHUTTING_DOWN);
@@ -251,7 +256,7 @@ class TransactionRelay {
       this.acquire();
     }
     // Kept until a server comes; the client is still read (its leaving is seen) up to a limit.
-    this.queued.push(this.readsShared ? Buffer.from(chunk) : chunk);
+    this.queued.push(this.keep(chunk));
     this.queuedBytes += chunk.length;
     if (this.queuedBytes > QUEUED_LIMIT) this.client.pause();
   };
@@ -306,7 +311,7 @@ class TransactionRelay {
   /** Client bytes to the held server, statement names translated; behind a held message, they wait. */
   private forward(chunk: Buffer): void {
     if (this.fromClient.holding) {
-      this.backlog.push(this.readsShared ? Buffer.from(chunk) : chunk);
+      this.backlog.push(this.keep(chunk));
       return;
     }
     const out: Buffer[] = [];
@@ -317,7 +322,7 @@ class TransactionRelay {
       this.broken(err);
       return;
     }
-    if (took < chunk.length) this.backlog.push(this.readsShared ? Buffer.from(chunk.subarray(took)) : chunk.subarray(took));
+    if (took < chunk.length) this.backlog.push(this.keep(chunk.subarray(took)));
     this.toServer(out);
     this.watchIdle();
   }
@@ -364,7 +369,7 @@ class TransactionRelay {
     const server = this.server!;
     // One piece may be a slice of the client's read in the shared buffer: a write that waits (behind
     // another to the server) would keep it, so it goes as a copy (small: from Node's pool).
-    if (out.length === 1) server.socket.write(this.readsShared ? Buffer.from(out[0]!) : out[0]!);
+    if (out.length === 1) server.socket.write(this.keep(out[0]!));
     else if (out.length > 1) server.socket.write(Buffer.concat(out));
     if (this.fromClient.terminated) {
       this.finish('client closed the connection');

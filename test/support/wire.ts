@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { decodeError, readBackendFrame } from '../../src/protocol/backend.js';
+import { Bytes, startupBytes } from './bytes.js';
+import type { TestDb } from './testdb.js';
 
 export interface Message {
   code: string;
@@ -139,6 +141,45 @@ export function rowReader(socket: Socket, onError: (text: string) => void) {
     digest: () => hash.digest('hex'),
     readyFor: async (n: number) => {
       while (ready < n) await new Promise<void>((wake) => waiters.push(wake));
+    },
+  };
+}
+
+/**
+ * A client that asks for `rows` rows of 1 kB and stops reading: resolves once the backend waits in
+ * ClientWrite (each turn asks the database once: no sleep). `finish` reads on and asserts every row and
+ * the database's own digest of them, in order, then says goodbye.
+ */
+export async function stalledReader(
+  t: { fail: (text: string) => void; equal: (a: unknown, b: unknown, what: string) => void },
+  db: Pick<TestDb, 'admin'>,
+  port: number,
+  app: string,
+  rows: number,
+): Promise<{ finish: () => Promise<void> }> {
+  const query = `SELECT repeat(md5(i::text), 32) FROM generate_series(1, ${rows}) i`;
+  const socket = connect({ host: '127.0.0.1', port });
+  await once(socket, 'connect');
+  const reader = rowReader(socket, (text) => t.fail(text));
+  socket.write(startupBytes({ user: 'iam_user', database: 'orders', application_name: app }));
+  await reader.readyFor(1);
+  socket.write(new Bytes().cstring(query).join('Q'));
+  socket.pause();
+  for (;;) {
+    const state = await db.admin(`SELECT wait_event FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'active'`);
+    if (state === 'ClientWrite') break;
+  }
+  return {
+    finish: async () => {
+      socket.resume();
+      await reader.readyFor(2);
+      t.equal(reader.rows(), rows, 'every row');
+      const expected = await db.admin(
+        `SELECT encode(sha256(convert_to(string_agg(repeat(md5(i::text), 32), '' ORDER BY i), 'UTF8')), 'hex') FROM generate_series(1, ${rows}) i`,
+      );
+      t.equal(reader.digest(), expected, 'every byte, in order');
+      socket.end(new Bytes().join('X'));
+      await once(socket, 'close');
     },
   };
 }
