@@ -3,9 +3,13 @@
 // write to a slow client still holds, let a read overtake bytes the socket's stream still holds (a paused
 // server), or hand a read to a relay that no longer holds the server.
 import t from 'tap';
+import pg from 'pg';
+import { createHash } from 'node:crypto';
 import { readPath, reads } from '../src/net/user-buffer.js';
 import type { PoolMode } from '../src/pool/pool.js';
-import { Bytes } from './support/bytes.js';
+import { serialize } from 'pg-protocol';
+import { once } from 'node:events';
+import { Bytes, startupBytes } from './support/bytes.js';
 import { pooling } from './support/differential.js';
 import { PgConn } from './support/pgwire.js';
 import { startProxy } from './support/proxy.js';
@@ -39,6 +43,15 @@ for (const mode of ['transaction', 'session'] as const satisfies readonly PoolMo
       t.same([row.bytes.toString('utf8', 11, 11 + n), row.bytes.readInt32BE(11 + n)], [String(i), i * 500], `query ${i}: its own row`);
     }
     await other.end();
+    // All that while the proxy read no further than its stream's mark: a paused server's socket takes the
+    // few records TLS had decrypted, then stops, and the backend still waits to write.
+    const app = `pool-ub-slow-${mode}`;
+    t.equal(
+      await db.admin(`SELECT wait_event FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'active'`),
+      'ClientWrite',
+      'the backend is still held back',
+    );
+    t.ok(reads.copied - before.copied < 100, `${reads.copied - before.copied} reads copied while paused: bounded`);
     await reader.finish();
     // Session mode reads through the stream (src/pool/pool.ts says why): the same bytes either way.
     if (mode === 'transaction') t.ok(reads.userBuffer > before.userBuffer, 'the server reads landed in its own buffers');
@@ -138,5 +151,84 @@ t.test('transaction mode: COPY FROM STDIN while the server takes nothing for a w
   const sum = await db.admin(`SELECT count(*) || ' ' || sum(i) || ' ' || bool_and(t = repeat('z', i % 200) || i) FROM pub_in`, 'orders');
   t.equal(sum, `${ROWS} ${(ROWS * (ROWS + 1)) / 2} true`, 'every row, as sent');
   await c.end();
+  await blocker.end();
+});
+
+t.test("transaction mode, a TLS client: its writes take a read's bytes as they are made; every row intact", async (t) => {
+  await using proxy = await startProxy(db, { pool: pooling('transaction', 1) });
+  const before = { ...reads };
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port: proxy.port,
+    user: 'iam_user',
+    database: 'orders',
+    ssl: { rejectUnauthorized: false },
+  });
+  await client.connect();
+  const rows = 20_000;
+  const sql = `SELECT i, repeat(md5(i::text), 32) AS r FROM generate_series(1, ${rows}) i`;
+  const got = await client.query<{ i: number; r: string }>(sql);
+  const expected = await db.admin(`SELECT encode(sha256(convert_to(string_agg(r, '' ORDER BY i), 'UTF8')), 'hex') FROM (${sql}) q`);
+  t.equal(
+    createHash('sha256')
+      .update(got.rows.map((row) => row.r).join(''))
+      .digest('hex'),
+    expected,
+    'every byte, in order',
+  );
+  t.same(got.rows.at(-1)?.i, rows);
+  // SSL_write copies what it encrypts: a server read's buffer is used again unless a write was queued.
+  const served = reads.userBuffer - before.userBuffer;
+  t.ok(served > 100, `${served} server reads in its own buffer, ${reads.held - before.held} of them held`);
+  await client.end();
+});
+
+t.test('transaction mode: a client whose first bytes leave a message held is not read on meanwhile', async (t) => {
+  // Its first bytes, pipelined behind the startup, go to an idle server at once, and the last of them (a
+  // Parse of a name whose Close is not answered yet) is held; the INSERT before it waits on a row lock.
+  // Everything the client sends after must wait in the sockets, not in the proxy.
+  await db.admin('CREATE TABLE pub_hold (i int PRIMARY KEY); GRANT INSERT ON pub_hold TO iam_user;', 'orders');
+  await using proxy = await startProxy(db, { pool: pooling('transaction', 1) });
+  await using unpooled = await startProxy(db);
+  const blocker = await PgConn.proxy(unpooled.port, { user: 'iam_user', database: 'orders', application_name: 'hold-blocker' });
+  await blocker.query('BEGIN');
+  await blocker.query('INSERT INTO pub_hold VALUES (1)');
+  // The pool's one server, logged in and idle: the next client is lent it as its first bytes come.
+  const warm = await PgConn.proxy(proxy.port, { user: 'iam_user', database: 'orders' });
+  await warm.query('SELECT 1');
+  const c = PgConn.open(proxy.port);
+  await once(c.socket, 'connect');
+  const first = [
+    serialize.query('INSERT INTO pub_hold VALUES (1)'),
+    serialize.parse({ name: 's1', text: 'SELECT 1', types: [] }),
+    serialize.sync(),
+    serialize.close({ type: 'S', name: 's1' }),
+    serialize.sync(),
+    serialize.parse({ name: 's1', text: 'SELECT 2', types: [] }),
+    serialize.sync(),
+  ];
+  void c.write(Buffer.concat([startupBytes({ user: 'iam_user', database: 'orders', application_name: 'held-first' }), ...first]));
+  // Then 32 MB of queries: more than the sockets between here and the proxy hold.
+  const big = serialize.query(`SELECT 1 -- ${'x'.repeat(1024 * 1024)}`);
+  for (let i = 0; i < 32; i++) void c.write(big);
+  const live = () => proxy.proxy.instances[0]!.liveBytes().fromClient;
+  for (;;) {
+    const before = live();
+    const waits = await db.admin("SELECT wait_event_type FROM pg_stat_activity WHERE application_name = 'held-first' AND state = 'active'");
+    if (waits === 'Lock' && live() === before && c.socket.writableLength > 0) break;
+  }
+  t.pass('the proxy stopped reading the client while its message was held');
+  await blocker.query('ROLLBACK');
+  // Then every answer, in order: the greeting, the INSERT, Parse, Close, Parse (each with its Sync), the queries.
+  let codes = '';
+  for (let z = 0; z < 1 + 4 + 32; ) {
+    const m = await c.next(30_000);
+    if (typeof m === 'string') break;
+    codes += m.code;
+    if (m.code === 'Z') z++;
+  }
+  t.equal(codes.slice(codes.indexOf('Z') + 1), `CZ1Z3Z1Z${'TDCZ'.repeat(32)}`, 'every answer, in order');
+  await c.end();
+  await warm.end();
   await blocker.end();
 });

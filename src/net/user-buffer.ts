@@ -76,10 +76,16 @@ interface Handle {
 
 /**
  * Have `socket` read into `first`: `onRead(n)` gets each read's length (the bytes are at the start of the
- * buffer last handed over), then `next()` names the buffer for the following read (undefined: the same
- * one). False when the hooks or this socket's handle do not allow it: the socket reads the public way.
+ * buffer last handed over; it returns false to stop reading until the socket is resumed), then `next()`
+ * names the buffer for the following read (undefined: the same one). False when the hooks or this
+ * socket's handle do not allow it: the socket reads the public way.
  */
-export function useUserBuffer(socket: Socket, first: Buffer, onRead: (n: number) => void, next: () => Buffer | undefined): boolean {
+export function useUserBuffer(
+  socket: Socket,
+  first: Buffer,
+  onRead: (n: number) => unknown,
+  next: () => Buffer | undefined,
+): boolean {
   if (readPath().kind !== 'user-buffer') return false;
   const h = hooks as Hooks;
   const handle = (socket as unknown as { _handle: Handle | null })._handle;
@@ -87,7 +93,7 @@ export function useUserBuffer(socket: Socket, first: Buffer, onRead: (n: number)
   const slots = socket as unknown as Record<symbol, unknown>;
   slots[h.callback] = (n: number) => {
     reads.userBuffer++;
-    onRead(n);
+    return onRead(n) !== false;
   };
   slots[h.generator] = next;
   slots[h.buffer] = first;

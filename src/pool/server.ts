@@ -82,14 +82,20 @@ export class PooledServer {
     if (buffer && useUserBuffer(socket, buffer, this.onRead, this.nextBuffer)) this.buffer = buffer;
   }
 
-  private readonly onRead = (n: number): void => {
+  /** A read's bytes, at the start of the buffer; false stops reading (Node's readStop) until the next resume(). */
+  private readonly onRead = (n: number): boolean => {
     const chunk = this.buffer!.subarray(0, n);
     const socket = this.socket;
-    if (this.reader && socket.readableLength === 0 && !socket.isPaused()) this.kept = this.reader(chunk);
-    else {
-      reads.copied++;
-      socket.push(Buffer.from(chunk));
+    if (this.reader && socket.readableLength === 0 && !socket.isPaused()) {
+      this.kept = this.reader(chunk);
+      return true;
     }
+    reads.copied++;
+    // As the stream path does: once the stream holds its high-water mark, reading stops. A paused socket
+    // still gets the records TLS had already decrypted, and a push below the mark has Node read on (its
+    // read(0) starts the handle again): without the stop, a client that reads slowly would have the
+    // server's whole answer read into memory, the server never held back.
+    return socket.push(Buffer.from(chunk));
   };
 
   private readonly nextBuffer = (): Buffer | undefined => {

@@ -198,7 +198,12 @@ class TransactionRelay {
     if (first.pipelined.length > 0) this.onClientData(first.pipelined);
     if (first.clientEnded) this.onClientEnd();
     if (!this.done) this.readIntoShared();
-    if (!this.done && !this.fromClient.holding) this.client.resume();
+    // A pause made above, before the switch to the shared buffer, did not stop the socket reading (the
+    // stream's pause does not): made again now that it does.
+    if (!this.done) {
+      if (this.fromClient.holding || this.heldBack || this.queuedBytes > QUEUED_LIMIT) this.client.pause();
+      else this.client.resume();
+    }
     if (this.kept.drain?.draining()) this.onDrain();
     else this.kept.drain?.onDrain(this.onDrain);
   }
@@ -868,8 +873,12 @@ class TransactionRelay {
 
   /** A read in the server's own buffer: whether a write to the client still holds its bytes. */
   private readonly onServerRead = (chunk: Buffer): boolean => {
+    const client = this.client;
+    // A TLS client's write is encrypted as it is made (the bytes copied) unless it queues behind an
+    // earlier one; a plain client's keeps the bytes while any of it is unwritten.
+    const queued = client.writableLength > 0;
     this.onServerData(chunk);
-    return this.client.writableLength > 0;
+    return encrypts(client) ? queued : client.writableLength > 0;
   };
 
   private readonly onServerData = (chunk: Buffer): void => {
