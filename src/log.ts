@@ -119,47 +119,42 @@ export function createLogger(options: LogOptions, destination?: pino.Destination
     serializers: { err: errSerializer() },
   };
   if (destination) return pino(base, destination);
-  // For people: formatted in this thread from pino's JSON, one line per event (log-terminal.ts).
-  if (options.format === 'pretty') {
-    // A terminal or pipe that went away (EPIPE) loses the lines, not the process: Node would throw the error.
-    if (!process.stderr.listeners('error').includes(ignore)) process.stderr.on('error', ignore);
-    return pino(base, terminalStream({ level: options.level, color: process.stderr.isTTY === true }));
-  }
-  // Written without blocking: a slow reader of stderr never stalls the proxy.
-  const stderr = pino.destination({ dest: 2, sync: false });
-  const log = pino(base, stderr);
-  toStderr.set(log, stderr);
+  // A terminal or pipe that went away (EPIPE) loses the lines, not the process: Node would throw the error.
+  if (!process.stderr.listeners('error').includes(ignore)) process.stderr.on('error', ignore);
+  // Either format, each line is one write on stderr as Node opens it. A pipe or a socket (a container's
+  // log, journald) is non-blocking: what a slow reader has not taken waits in memory, and the proxy never
+  // stalls on it. A file is written in place, a terminal as Node writes to one. No thread hand-off:
+  // pino's asynchronous file destination costs a thread-pool round trip per line (about 100 µs of CPU a
+  // line measured, two lines a session; docs/performance.md).
+  const log =
+    options.format === 'pretty'
+      ? // For people: formatted in this thread from pino's JSON, one line per event (log-terminal.ts).
+        pino(base, terminalStream({ level: options.level, color: process.stderr.isTTY === true }))
+      : pino(base, process.stderr);
+  toStderr.add(log);
   return log;
 }
 
 const ignore = () => undefined;
 
-/** The stderr stream of each JSON logger createLogger made. */
-const toStderr = new WeakMap<Logger, ReturnType<typeof pino.destination>>();
+/** The loggers createLogger made, writing to process.stderr. */
+const toStderr = new WeakSet<Logger>();
 
 /**
- * The log's last lines before the process exits: what is queued is written for at most `withinMs`, then
- * the stream is let go and later lines are dropped. pino's own flush at exit (sonic-boom's flushSync)
- * retries a failed write until it succeeds: with stderr a pipe whose reader has gone (`2>&1 | tee`, tee
- * ended by the same Ctrl-C) that is forever, and a reader that stopped reading holds it as long. Here a
- * broken pipe ends the writing and a stuck one is left behind: whatever stderr is connected to, the
- * process exits.
+ * The log's last lines before the process exits: what stderr has queued is written for at most
+ * `withinMs`, then left. With stderr a pipe whose reader has gone (`2>&1 | tee`, tee ended by the same
+ * Ctrl-C) the write fails (EPIPE) and the lines are lost; a reader that stopped reading holds them until
+ * the time is up. Whatever stderr is connected to, the process exits.
  */
 export async function finishLog(log: Logger, withinMs = 1_000): Promise<void> {
-  const stderr = toStderr.get(log);
-  if (!stderr) return new Promise<void>((resolve) => log.flush(() => resolve()));
-  toStderr.delete(log);
+  if (!toStderr.has(log)) return new Promise<void>((resolve) => log.flush(() => resolve()));
+  const stderr = process.stderr;
+  if (stderr.writableLength === 0 || stderr.destroyed) return;
   let timer: NodeJS.Timeout | undefined;
+  // Called once everything before it is written, or at once with an error (stderr broken, destroyed).
   await new Promise<void>((resolve) => {
     timer = setTimeout(resolve, withinMs);
-    // Everything written (sonic-boom leaves fd 2 open), or a failed write (pino drops the stream's writes after EPIPE).
-    stderr.once('close', resolve);
-    stderr.on('error', () => resolve());
-    stderr.end();
-    // Lines logged from here on (none are expected) go nowhere: an ended stream would throw.
-    stderr.write = () => true;
+    stderr.write('', () => resolve());
   });
   clearTimeout(timer);
-  // Nothing left for the flush at exit to retry.
-  stderr.flushSync = () => undefined;
 }

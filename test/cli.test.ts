@@ -3,7 +3,7 @@
 import t from 'tap';
 import pg from 'pg';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { spawn } from 'node:child_process';
 import { BIN, cleanAwsEnv, runCli, startCli } from './support/cli.js';
 import { startTestDb } from './support/testdb.js';
@@ -113,6 +113,59 @@ t.test('a closed stdout and stderr never hold up the exit (`2>&1 | tee log`, tee
       t.same({ code, killedBy }, { code: 0, killedBy: null }, 'it drained and exited 0, its last lines lost');
     });
   }
+});
+
+t.test('a log reader that stops reading stalls neither the proxy nor its exit', { timeout: 120_000 }, async (t) => {
+  const args = [...serveArgs().slice(0, -1), 'json', '--log-level', 'debug', '--connect-to', `127.0.0.1:${db.port}`];
+  const child = spawn(process.execPath, [BIN, ...args], { env: withKeys(), stdio: ['ignore', 'ignore', 'pipe'] });
+  t.teardown(() => void child.kill('SIGKILL'));
+  const exited = once(child, 'exit');
+  let said = '';
+  let bytes = 0;
+  child.stderr.on('data', (chunk: Buffer) => {
+    bytes += chunk.length;
+    if (said.length < 100_000) said += String(chunk);
+  });
+  while (!/"msg":"listening"/.test(said)) await once(child.stderr, 'data');
+  const port = Number(/"listen":"127\.0\.0\.1:(\d+)"/.exec(said)![1]);
+  // Nobody reads the proxy's stderr now: the pipe fills after 64 KiB, and every line after that waits in
+  // the proxy. Sessions go on all the same, each logging a few debug lines.
+  child.stderr.pause();
+  const before = bytes;
+  // Clients with a startup of an unknown protocol version: each is answered with a FATAL and logged.
+  const refused = async (n: number) => {
+    const bad = Buffer.from([0, 0, 0, 8, 0, 9, 0, 9]);
+    let answered = 0;
+    for (let i = 0; i < n; i++) {
+      const socket = connect({ host: '127.0.0.1', port });
+      const got: Buffer[] = [];
+      socket.on('data', (chunk: Buffer) => got.push(chunk));
+      socket.end(bad);
+      await once(socket, 'close');
+      if (Buffer.concat(got).subarray(0, 1).toString() === 'E') answered++;
+    }
+    return answered;
+  };
+  const session = async () => {
+    const client = new pg.Client({ host: '127.0.0.1', port, user: 'iam_user', database: 'orders' });
+    await client.connect();
+    const { rows } = await client.query('SELECT 1 AS one');
+    await client.end();
+    return rows;
+  };
+  t.equal(await refused(400), 400, 'every client answered while nobody read the log');
+  t.same(await session(), [{ one: 1 }], 'and a login served');
+  t.equal(bytes, before, 'nothing was read meanwhile');
+  // Reading again: everything the proxy wrote comes, more than the pipe could hold.
+  child.stderr.resume();
+  while (!said.slice(-2000).includes('"msg":"session closed"') || bytes - before < 100 * 1024) await once(child.stderr, 'data');
+  t.ok(bytes - before > 64 * 1024, `${bytes - before} bytes of log waited, more than a pipe holds`);
+  // Stopped again with lines waiting: the exit does not wait for a reader.
+  child.stderr.pause();
+  t.equal(await refused(400), 400);
+  child.kill('SIGTERM');
+  const [code] = (await exited) as [number | null];
+  t.equal(code, 0, 'drained and exited, its last lines left unread');
 });
 
 t.test('configuration errors exit 2 with the reason; a port in use exits 1', async (t) => {
