@@ -80,12 +80,7 @@ interface Handle {
  * names the buffer for the following read (undefined: the same one). False when the hooks or this
  * socket's handle do not allow it: the socket reads the public way.
  */
-export function useUserBuffer(
-  socket: Socket,
-  first: Buffer,
-  onRead: (n: number) => unknown,
-  next: () => Buffer | undefined,
-): boolean {
+export function useUserBuffer(socket: Socket, first: Buffer, onRead: (n: number) => unknown, next: () => Buffer | undefined): boolean {
   if (readPath().kind !== 'user-buffer') return false;
   const h = hooks as Hooks;
   const handle = (socket as unknown as { _handle: Handle | null })._handle;
