@@ -658,3 +658,25 @@ t.test(
     await b.end();
   },
 );
+
+t.test(
+  'an unnamed Parse of DEALLOCATE in a failed transaction: refused, and the unnamed statement gone, as on a direct connection',
+  async (t) => {
+    // PostgreSQL refuses the Parse (25P02) after dropping the old unnamed statement: a Describe of it then
+    // says it does not exist. The proxy runs the client's DEALLOCATE of s1 on a statement of its own, made
+    // after the client's Parse: made before, that Parse would be refused instead, the client's skipped, and
+    // the old unnamed statement would still be there (the Describe's answer: 25P02).
+    const client = scripted(
+      [m.parse('s1', 'SELECT 1 AS one'), m.sync()],
+      [m.parse('', 'BEGIN'), m.bind(''), m.execute(), m.sync()],
+      // The unnamed statement, kept by the server; its Execute fails the transaction.
+      [m.parse('', 'SELECT 1/0 AS boom'), m.bind(''), m.execute(), m.sync()],
+      [m.parse('', 'DEALLOCATE s1'), m.bind(''), m.execute(), m.sync()],
+      [m.describe('S', ''), m.sync()],
+      [m.query('ROLLBACK')],
+      [m.parse('', 'DEALLOCATE s1'), m.bind(''), m.execute(), m.sync()],
+      [m.bind('s1'), m.execute(), m.sync()],
+    );
+    await sameAsDirect(t, 'transaction', 1, [client], 'refused in the failed transaction, then run after the ROLLBACK');
+  },
+);

@@ -528,12 +528,8 @@ class TransactionRelay {
     const command = (sql && statementCommand(sql.value)) || undefined;
     if (command?.kind === 'deallocate' && this.mustWait(command.name)) return false;
     const server = this.server!;
-    let message = head;
-    if (command?.kind === 'deallocate' && this.named.has(command.name)) {
-      this.send(out, DEALLOCATED_CLOSE, Frontend.Close, { swallow: true });
-      this.send(out, DEALLOCATED_PARSE, Frontend.Parse, { swallow: true });
-      message = frontendMessage(Frontend.Parse, '', DEALLOCATE_SQL, head.subarray(sql!.next));
-    }
+    const deallocates = command?.kind === 'deallocate' && this.named.has(command.name);
+    const message = deallocates ? frontendMessage(Frontend.Parse, '', DEALLOCATE_SQL, head.subarray(sql!.next)) : head;
     const before = { client: this.unnamed, server: server.unnamed };
     const mine: Unnamed = { parse: message, drops: command };
     this.unnamed = mine;
@@ -544,6 +540,14 @@ class TransactionRelay {
       if (server.unnamed === mine) server.unnamed = failed ? undefined : before.server;
     });
     this.send(out, message, Frontend.Parse, { settled: unnamed });
+    if (deallocates) {
+      // The statement the DEALLOCATE names, made after its Parse: it is looked up only when executed. Not
+      // before: in a failed transaction the client's Parse must be the one refused (25P02), dropping the
+      // unnamed statement as it does on a direct connection; made first, this Parse would be refused in its
+      // place, and the client's skipped would leave the old unnamed statement on the server.
+      this.send(out, DEALLOCATED_CLOSE, Frontend.Close, { swallow: true });
+      this.send(out, DEALLOCATED_PARSE, Frontend.Parse, { swallow: true });
+    }
     return true;
   }
 
