@@ -680,3 +680,35 @@ t.test(
     await sameAsDirect(t, 'transaction', 1, [client], 'refused in the failed transaction, then run after the ROLLBACK');
   },
 );
+
+t.test('a portal bound to DEALLOCATE ALL drops the names only if that portal is executed: bound again, or kept past a Sync', async (t) => {
+  // A COMMIT inside the pipeline ends its transaction, and with it the portal p1 bound to DEALLOCATE ALL:
+  // p1 bound again runs a SELECT, and s1 stays.
+  const rebound = scripted(
+    [m.parse('s1', 'SELECT 1 AS one'), m.sync()],
+    [
+      m.parse('', 'DEALLOCATE ALL'),
+      m.bind('', [], 'p1'),
+      m.parse('', 'COMMIT'),
+      m.bind(''),
+      m.execute(''),
+      m.parse('', 'SELECT 2 AS two'),
+      m.bind('', [], 'p1'),
+      m.execute('p1'),
+      m.sync(),
+    ],
+    [m.bind('s1'), m.execute(), m.sync()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [rebound], 'p1 bound again after the COMMIT: s1 kept');
+  // In a transaction block p1 outlives the Sync: its Execute in the next group runs DEALLOCATE ALL.
+  const kept = scripted(
+    [m.parse('s1', 'SELECT 1 AS one'), m.sync()],
+    [m.query('BEGIN')],
+    [m.parse('', 'DEALLOCATE ALL'), m.bind('', [], 'p1'), m.sync()],
+    [m.execute('p1'), m.sync()],
+    [m.query('COMMIT')],
+    [m.bind('s1'), m.execute(), m.sync()],
+    [m.parse('s1', 'SELECT 3 AS three'), m.bind('s1'), m.execute(), m.sync()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [kept], 'p1 executed after the Sync: s1 gone, then prepared again');
+});

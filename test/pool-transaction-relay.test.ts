@@ -651,20 +651,21 @@ t.test("a client's DEALLOCATE and DISCARD ALL act on its own statements, in both
   t.same(client.written(), cat(complete('DEALLOCATE'), ready('I')), 'the client hears its DEALLOCATE only');
   a.clear();
   client.clear();
-  // Extended protocol (psycopg in a pipeline): the unnamed Parse's SQL names a statement made for it.
+  // Extended protocol (psycopg in a pipeline): the unnamed Parse's SQL names a statement made for it
+  // after it (found when the DEALLOCATE is executed).
   await client.receive(cat(parse('', 'DEALLOCATE _pg3_1'), bind(''), execute, sync));
   t.same(
     a.written(),
     cat(
+      parse('', 'DEALLOCATE pg_iam_proxy_deallocate'),
       close('S', 'pg_iam_proxy_deallocate'),
       parse('pg_iam_proxy_deallocate', 'SELECT'),
-      parse('', 'DEALLOCATE pg_iam_proxy_deallocate'),
       bind(''),
       execute,
       sync,
     ),
   );
-  await a.receive(cat(closeComplete, parseComplete, parseComplete, bindComplete, complete('DEALLOCATE'), ready('I')));
+  await a.receive(cat(parseComplete, closeComplete, parseComplete, bindComplete, complete('DEALLOCATE'), ready('I')));
   t.same(client.written(), cat(parseComplete, bindComplete, complete('DEALLOCATE'), ready('I')));
   a.clear();
   // Both names are free again: Parse them anew, no 42P05.

@@ -121,10 +121,13 @@ class TransactionRelay {
   /** Client bytes behind a message held until the server answers (see `changes`). */
   private backlog: Buffer[] = [];
   /**
-   * A Bind of the client's unnamed DEALLOCATE or DISCARD ALL: its portal, and what it drops, done when an
-   * Execute of that portal is sent (a Bind that replaces the portal, its Close, a Sync or a Query: never).
+   * Portals bound to the client's unnamed DEALLOCATE or DISCARD ALL, and what each drops: done when an
+   * Execute of that portal is sent, and undone if the server says it failed or skipped it (the portal was
+   * gone: its transaction ended). A Bind that replaces the portal or its Close forgets it; so does a
+   * simple Query for the unnamed portal, and the server's return to its pool for all (no portal outlives
+   * its transaction). Created at the first such Bind.
    */
-  private dropOnExecute: { readonly portal: string; readonly drops: () => Settled | undefined } | undefined;
+  private dropsOnExecute: Map<string, () => Settled | undefined> | undefined;
   /** DEALLOCATE ALL or DISCARD ALL commands sent and not yet answered (see dropAllPending). */
   private dropsAllPending = 0;
   /** Where the last Query that failed was rewritten, for its error's position. */
@@ -182,7 +185,7 @@ class TransactionRelay {
     this.fromClient = new FrontendStream({
       rewrite: (c, h, r, out) => this.rewrite(c, h, r, out),
       passed: (c) => this.passed(c),
-      readsExecute: () => this.dropOnExecute !== undefined,
+      readsExecute: () => this.dropsOnExecute !== undefined && this.dropsOnExecute.size > 0,
     });
     this.settings = new ClientSettings(o.key.params, o.greeted ?? (() => new Map()));
   }
@@ -400,10 +403,7 @@ class TransactionRelay {
 
   /** A message passed on as it is: the server owes an answer to some of them. */
   private passed(code: number): void {
-    if (code === Frontend.Sync || code === Frontend.FunctionCall) {
-      this.groups++;
-      this.dropOnExecute = undefined; // bound, never executed: nothing was dropped
-    }
+    if (code === Frontend.Sync || code === Frontend.FunctionCall) this.groups++;
     this.ledger.sent(code);
   }
 
@@ -458,12 +458,13 @@ class TransactionRelay {
 
   /** An Execute, read while a bound DEALLOCATE or DISCARD ALL waits for the Execute of its portal. */
   private execute(head: Buffer, out: Buffer[]): boolean {
-    const pending = this.dropOnExecute;
-    if (pending && readCString(head, HEADER_SIZE)?.value === pending.portal) {
+    const portal = readCString(head, HEADER_SIZE)?.value;
+    const drops = portal === undefined ? undefined : this.dropsOnExecute?.get(portal);
+    if (drops) {
       // The Execute that runs the client's DEALLOCATE or DISCARD ALL: the names are dropped from here on
       // (a Bind before it still found them), and the drops hold once it completes.
-      this.dropOnExecute = undefined;
-      this.send(out, head, Frontend.Execute, { settled: pending.drops() });
+      this.dropsOnExecute!.delete(portal!);
+      this.send(out, head, Frontend.Execute, { settled: drops() });
     } else this.send(out, head, Frontend.Execute);
     return true;
   }
@@ -576,8 +577,8 @@ class TransactionRelay {
       if (command?.kind === 'deallocate' ? this.mustWait(command.name) : command && this.anyMustWait()) return false;
     }
     const server = this.server!;
-    // A bound DEALLOCATE never executed before this Query: nothing was dropped.
-    this.dropOnExecute = undefined;
+    // The unnamed portal is the Query's now: a DEALLOCATE bound to it was never executed.
+    this.dropsOnExecute?.delete('');
     // A simple Query drops the unnamed statement, even one that fails; a skipped one (an earlier error in
     // the pipeline) does not.
     let unnamed: Settled | undefined;
@@ -689,10 +690,10 @@ class TransactionRelay {
     const translated = this.statementFor(head, name.value, portal.next, rest, out);
     if (!translated) return false; // nothing sent: the Bind comes again
     this.send(out, translated, Frontend.Bind, this.naming && this.nameOnFailure());
-    // A Bind of the unnamed portal replaces it (one of a named portal that exists fails, and so does
-    // everything up to the Sync).
-    if (portal.value === '' && this.dropOnExecute?.portal === '') this.dropOnExecute = undefined;
-    if (drops) this.dropOnExecute = { portal: portal.value, drops };
+    // A Bind replaces the portal: the unnamed one always, a named one once its transaction ended (if it
+    // still exists, the Bind fails, and so does everything up to the Sync: its Execute too).
+    this.dropsOnExecute?.delete(portal.value);
+    if (drops) (this.dropsOnExecute ??= new Map()).set(portal.value, drops);
     return true;
   }
 
@@ -756,9 +757,9 @@ class TransactionRelay {
     const name = head[HEADER_SIZE] === STATEMENT ? readCString(head, HEADER_SIZE + 1) : undefined;
     if (!name) {
       this.send(out, head, Frontend.Close); // a portal's
-      if (head[HEADER_SIZE] !== STATEMENT && readCString(head, HEADER_SIZE + 1)?.value === this.dropOnExecute?.portal) {
-        this.dropOnExecute = undefined; // a bound DEALLOCATE closed, never executed
-      }
+      // A bound DEALLOCATE closed, never executed.
+      const portal = head[HEADER_SIZE] !== STATEMENT ? readCString(head, HEADER_SIZE + 1) : undefined;
+      if (portal) this.dropsOnExecute?.delete(portal.value);
       return true;
     }
     if (this.mustWait(name.value)) return false;
@@ -858,6 +859,7 @@ class TransactionRelay {
     const server = this.server!;
     const socket = server.socket;
     server.reader = undefined;
+    this.dropsOnExecute = undefined; // the server's portals end with its transaction
     socket.off('data', this.onServerData);
     socket.off('end', this.onServerEnd);
     socket.off('close', this.onServerEnd);
