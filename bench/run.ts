@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { runPg } from '../test/support/proxy.js';
+import { closedPort, runPg } from '../test/support/proxy.js';
 import { BIN, serveArgs, startCli } from '../test/support/cli.js';
 import { inBatches, say, startBouncer, startTargets, type Target } from './targets.js';
 
@@ -84,7 +84,17 @@ say('connection setup');
 // transaction (pgbench -C); and the IAM logins the proxy's connects cost.
 const pooledProxy = await startCli(serveArgs(db, '--client-tls', 'off', '--pool-mode', 'session'), env);
 const pooledEnv = { PGHOST: '127.0.0.1', PGPORT: String(pooledProxy.port), PGSSLMODE: 'disable', PGUSER: 'iam_user', PGDATABASE: 'orders' };
-const pooledConnect: Record<'proxy' | 'pgbouncer', Run[]> = { proxy: [], pgbouncer: [] };
+// Beside them, Node's floor (floor.ts): the same connects with nothing but Node's own work, on the
+// proxy's Node line.
+const floorPort = await closedPort();
+const floor = spawn(
+  process.env.BENCH_NODE ?? process.execPath,
+  [fileURLToPath(new URL('floor.js', import.meta.url)), String(floorPort), String(db.port), db.endpoint, db.caFile],
+  { env: { ...process.env, FLOOR_TOKEN: await token() }, stdio: ['ignore', 'pipe', 'inherit'] },
+);
+await once(floor.stdout, 'data');
+const floorEnv = { ...pooledEnv, PGPORT: String(floorPort) };
+const pooledConnect: Record<'proxy' | 'pgbouncer' | 'floor', Run[]> = { proxy: [], pgbouncer: [], floor: [] };
 const loginsBefore = (await db.checkerLog()).length;
 let pooledConnects = 0;
 for (let round = 0; round < ROUNDS; round++) {
@@ -92,8 +102,10 @@ for (let round = 0; round < ROUNDS; round++) {
   pooledConnects += Math.round(proxyRun.tps * SECONDS);
   pooledConnect.proxy.push(proxyRun);
   pooledConnect.pgbouncer.push(await pgbench('pgbouncer', 1, ['-C', '-f', script]));
+  pooledConnect.floor.push(await pgbenchOn('floor', floorEnv, floor.pid, 1, ['-C', '-f', script]));
 }
-const pooledLogins = (await db.checkerLog()).length - loginsBefore;
+const pooledLogins = (await db.checkerLog()).length - loginsBefore - 1; // the floor's one login
+floor.kill();
 pooledProxy.child.kill('SIGTERM');
 await pooledProxy.exit;
 say('pooled connect');
@@ -287,6 +299,8 @@ const lines = [
   `| ms per connection (latency) | ${f(m(pooledConnect.pgbouncer, 'latencyMs'), 3)} | ${f(m(pooledConnect.proxy, 'latencyMs'), 3)} | ${f(m(pooledConnect.proxy, 'latencyMs') / m(pooledConnect.pgbouncer, 'latencyMs'), 2)} |`,
   `| CPU µs per connection | ${f(m(pooledConnect.pgbouncer, 'cpuUsPerTx'), 1)} | ${f(m(pooledConnect.proxy, 'cpuUsPerTx'), 1)} | ${f(m(pooledConnect.proxy, 'cpuUsPerTx') / m(pooledConnect.pgbouncer, 'cpuUsPerTx'), 2)} |`,
   `| IAM logins for the proxy's ${pooledConnects.toLocaleString('en-US')} connects | | ${pooledLogins} | |`,
+  '',
+  `Node's floor (bench/floor.ts: one kept TLS server connection, a canned greeting, each Query passed on, DISCARD ALL after each client; no logs, statement names, settings, cancel keys or metrics): ${f(m(pooledConnect.floor, 'tps'), 1)} connections/s, ${f(m(pooledConnect.floor, 'cpuUsPerTx'), 1)} µs of CPU each (${f(m(pooledConnect.floor, 'cpuUsPerTx') / m(pooledConnect.pgbouncer, 'cpuUsPerTx'), 2)}x pgbouncer's; the proxy ${f(m(pooledConnect.proxy, 'cpuUsPerTx') / m(pooledConnect.floor, 'cpuUsPerTx'), 2)}x the floor's).`,
   '',
   `## Transaction pooling, pgbench -S, ${TX_CLIENTS.join(' and ')} clients over a pool of ${TX_POOL}`,
   '',
