@@ -663,9 +663,9 @@ t.test(
   'an unnamed Parse of DEALLOCATE in a failed transaction: refused, and the unnamed statement gone, as on a direct connection',
   async (t) => {
     // PostgreSQL refuses the Parse (25P02) after dropping the old unnamed statement: a Describe of it then
-    // says it does not exist. The proxy runs the client's DEALLOCATE of s1 on a statement of its own, made
-    // after the client's Parse: made before, that Parse would be refused instead, the client's skipped, and
-    // the old unnamed statement would still be there (the Describe's answer: 25P02).
+    // says it does not exist. The proxy's own messages for the DEALLOCATE must not come before the
+    // client's Parse: refused in its place, they would leave the client's skipped and the old unnamed
+    // statement on the server (the Describe's answer: 25P02).
     const client = scripted(
       [m.parse('s1', 'SELECT 1 AS one'), m.sync()],
       [m.parse('', 'BEGIN'), m.bind(''), m.execute(), m.sync()],
@@ -711,4 +711,48 @@ t.test('a portal bound to DEALLOCATE ALL drops the names only if that portal is 
     [m.parse('s1', 'SELECT 3 AS three'), m.bind('s1'), m.execute(), m.sync()],
   );
   await sameAsDirect(t, 'transaction', 1, [kept], 'p1 executed after the Sync: s1 gone, then prepared again');
+});
+
+t.test('an unnamed DEALLOCATE name finds the name when it runs, as PostgreSQL does, not when it was parsed', async (t) => {
+  const P = m.parse;
+  const B = m.bind;
+  const E = m.execute;
+  const S = m.sync;
+  const cases: Array<[string, Client]> = [
+    [
+      'run twice: the second time the statement is gone',
+      scripted([P('s1', 'SELECT 1 AS a'), S()], [P('', 'DEALLOCATE s1'), B(''), E(), S()], [B(''), E(), S()]),
+    ],
+    [
+      'bound to two portals, both run',
+      scripted([P('s1', 'SELECT 1 AS a'), S()], [P('', 'DEALLOCATE s1'), B('', [], 'p1'), B('', [], 'p2'), E('p1'), E('p2'), S()]),
+    ],
+    [
+      'two DEALLOCATEs bound, then both run',
+      scripted(
+        [P('s1', 'SELECT 1 AS a'), P('s2', 'SELECT 2 AS b'), S()],
+        [P('', 'DEALLOCATE s1'), B('', [], 'p1'), P('', 'DEALLOCATE s2'), B('', [], 'p2'), E('p1'), E('p2'), S()],
+        [B('s2'), E(), S()],
+      ),
+    ],
+    [
+      'parsed before the statement was prepared',
+      scripted([P('', 'DEALLOCATE s1'), S()], [P('s1', 'SELECT 1 AS a'), S()], [B(''), E(), S()], [B('s1'), E(), S()]),
+    ],
+    [
+      'parsed, the statement closed, then run',
+      scripted([P('s1', 'SELECT 1 AS a'), S()], [P('', 'DEALLOCATE s1'), S()], [m.close('S', 's1'), S()], [B(''), E(), S()]),
+    ],
+    [
+      'parsed, the server reset between (a SET), then run',
+      scripted(
+        [P('s1', 'SELECT 1 AS a'), S()],
+        [P('', 'DEALLOCATE s1'), S()],
+        [P('x', 'SET extra_float_digits = 1'), B('x'), E(), S()],
+        [B(''), E(), S()],
+        [B('s1'), E(), S()],
+      ),
+    ],
+  ];
+  for (const [what, client] of cases) await sameAsDirect(t, 'transaction', 1, [client], what);
 });

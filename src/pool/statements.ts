@@ -75,12 +75,8 @@ export const scratchParse = (statement: Statement): Buffer =>
   frontendMessage(Frontend.Parse, SCRATCH, statement.parse.subarray(HEADER_SIZE + Buffer.byteLength(statement.name) + 1));
 
 /**
- * A client's DEALLOCATE of one of its statements runs on the server as DEALLOCATE of this statement, made
- * just before: the client hears DEALLOCATE, and the proxy's statement stays for other clients.
+ * A client's DEALLOCATE of one of its statements in a simple Query runs on the server as DEALLOCATE of a
+ * statement of this name made just before it: the client hears DEALLOCATE, and the proxy's statement
+ * stays for other clients.
  */
 export const DEALLOCATED = `${STATEMENT_PREFIX}deallocate`;
-/** Extended protocol: Close (nothing there is no error) and Parse of DEALLOCATED, before the client's Parse. */
-export const DEALLOCATED_CLOSE = closeStatement(DEALLOCATED);
-export const DEALLOCATED_PARSE = frontendMessage(Frontend.Parse, DEALLOCATED, 'SELECT', Buffer.alloc(2));
-/** The client's Parse's SQL becomes this. */
-export const DEALLOCATE_SQL = `DEALLOCATE ${DEALLOCATED}`;

@@ -29,9 +29,6 @@ import { splitStatements, type StatementCommand, statementCommand } from './sql.
 import {
   closeStatement,
   DEALLOCATED,
-  DEALLOCATE_SQL,
-  DEALLOCATED_CLOSE,
-  DEALLOCATED_PARSE,
   NEVER_PREPARED,
   SCRATCH_CLOSE,
   SCRATCH_PARSE,
@@ -102,7 +99,7 @@ const serverKey = (statement: Statement): string => `\0${statement.name}`;
 /** A client's unnamed statement: the Parse that made it. Its identity tells a server whose unnamed statement it holds. */
 interface Unnamed {
   readonly parse: Buffer;
-  /** Its SQL drops statements of the client's (DEALLOCATE, DISCARD ALL): done when it is bound to run. */
+  /** Its SQL drops statements of the client's (DEALLOCATE, DISCARD ALL): done when a portal of it runs. */
   readonly drops?: StatementCommand | undefined;
 }
 
@@ -127,7 +124,7 @@ class TransactionRelay {
    * simple Query for the unnamed portal, and the server's return to its pool for all (no portal outlives
    * its transaction). Created at the first such Bind.
    */
-  private dropsOnExecute: Map<string, () => Settled | undefined> | undefined;
+  private dropsOnExecute: Map<string, StatementCommand> | undefined;
   /** DEALLOCATE ALL or DISCARD ALL commands sent and not yet answered (see dropAllPending). */
   private dropsAllPending = 0;
   /** Where the last Query that failed was rewritten, for its error's position. */
@@ -459,13 +456,40 @@ class TransactionRelay {
   /** An Execute, read while a bound DEALLOCATE or DISCARD ALL waits for the Execute of its portal. */
   private execute(head: Buffer, out: Buffer[]): boolean {
     const portal = readCString(head, HEADER_SIZE)?.value;
-    const drops = portal === undefined ? undefined : this.dropsOnExecute?.get(portal);
-    if (drops) {
-      // The Execute that runs the client's DEALLOCATE or DISCARD ALL: the names are dropped from here on
-      // (a Bind before it still found them), and the drops hold once it completes.
-      this.dropsOnExecute!.delete(portal!);
-      this.send(out, head, Frontend.Execute, { settled: drops() });
-    } else this.send(out, head, Frontend.Execute);
+    const command = portal === undefined ? undefined : this.dropsOnExecute?.get(portal);
+    if (!command) {
+      this.send(out, head, Frontend.Execute);
+      return true;
+    }
+    // The Execute that runs the client's DEALLOCATE or DISCARD ALL: the names are dropped from here on (a
+    // Bind before it still found them), and the drops hold once it completes. What it drops is decided
+    // now, as PostgreSQL looks the name up when the statement runs, not when it was parsed.
+    if (command.kind === 'deallocate' ? this.mustWait(command.name) : this.anyMustWait()) return false;
+    this.dropsOnExecute!.delete(portal!);
+    if (command.kind !== 'deallocate') {
+      this.send(out, head, Frontend.Execute, { settled: this.dropAllPending() });
+      return true;
+    }
+    const name = command.name;
+    const statement = this.named.get(name);
+    if (!statement) {
+      // Not one of the client's statements: the server finds one of that name (a SQL PREPARE) or says
+      // there is none, in the client's words.
+      this.send(out, head, Frontend.Execute);
+      return true;
+    }
+    // The client's statement lives on the server under the proxy's name, for other clients too: the
+    // DEALLOCATE runs on a statement of the client's name made for it just before.
+    this.send(out, closeStatement(name), Frontend.Close, { swallow: true });
+    this.send(out, frontendMessage(Frontend.Parse, name, 'SELECT', Buffer.alloc(2)), Frontend.Parse, { swallow: true });
+    const dropped = this.drop(name, statement);
+    this.send(out, head, Frontend.Execute, {
+      settled: (outcome) => {
+        // Not run: the statement made for it may remain on the server, where the next client must not find it.
+        if (outcome !== 'answered') this.settingsChanged = true;
+        dropped(outcome);
+      },
+    });
     return true;
   }
 
@@ -521,18 +545,15 @@ class TransactionRelay {
 
   /**
    * The unnamed statement outlives the transaction on the server, until the next unnamed Parse or Query:
-   * the server remembers whose it is. A DEALLOCATE of one of the client's statements becomes one of a
-   * statement made for it (the client's own lives on under the proxy's name for other clients).
+   * the server remembers whose it is. Its SQL goes as the client wrote it: a DEALLOCATE or DISCARD ALL in
+   * it acts when a portal bound to it runs (execute()).
    */
   private parseUnnamed(head: Buffer, sqlAt: number, out: Buffer[]): boolean {
     const sql = mayDropStatements(head, sqlAt) ? readCString(head, sqlAt) : undefined;
     const command = (sql && statementCommand(sql.value)) || undefined;
-    if (command?.kind === 'deallocate' && this.mustWait(command.name)) return false;
     const server = this.server!;
-    const deallocates = command?.kind === 'deallocate' && this.named.has(command.name);
-    const message = deallocates ? frontendMessage(Frontend.Parse, '', DEALLOCATE_SQL, head.subarray(sql!.next)) : head;
     const before = { client: this.unnamed, server: server.unnamed };
-    const mine: Unnamed = { parse: message, drops: command };
+    const mine: Unnamed = { parse: head, drops: command };
     this.unnamed = mine;
     server.unnamed = mine;
     const unnamed = this.changes('', (failed) => {
@@ -540,32 +561,8 @@ class TransactionRelay {
       if (this.unnamed === mine) this.unnamed = failed ? undefined : before.client;
       if (server.unnamed === mine) server.unnamed = failed ? undefined : before.server;
     });
-    this.send(out, message, Frontend.Parse, { settled: unnamed });
-    if (deallocates) {
-      // The statement the DEALLOCATE names, made after its Parse: it is looked up only when executed. Not
-      // before: in a failed transaction the client's Parse must be the one refused (25P02), dropping the
-      // unnamed statement as it does on a direct connection; made first, this Parse would be refused in its
-      // place, and the client's skipped would leave the old unnamed statement on the server.
-      this.send(out, DEALLOCATED_CLOSE, Frontend.Close, { swallow: true });
-      this.send(out, DEALLOCATED_PARSE, Frontend.Parse, { swallow: true });
-    }
+    this.send(out, head, Frontend.Parse, { settled: unnamed });
     return true;
-  }
-
-  /**
-   * A Bind of the unnamed statement that drops statements of the client's: what drops them when its
-   * Execute is sent (undefined: nothing to drop; false: a name involved must wait).
-   */
-  private bindDrops(): (() => Settled | undefined) | undefined | false {
-    const drops = this.unnamed?.drops;
-    if (!drops) return undefined;
-    if (drops.kind !== 'deallocate') return this.anyMustWait() ? false : () => this.dropAllPending();
-    if (this.mustWait(drops.name)) return false;
-    const name = drops.name;
-    return () => {
-      const statement = this.named.get(name);
-      return statement && this.drop(name, statement);
-    };
   }
 
   private query(head: Buffer, rest: number, out: Buffer[]): boolean {
@@ -685,8 +682,8 @@ class TransactionRelay {
       this.send(out, head, Frontend.Bind);
       return true;
     }
-    const drops = name.value === '' ? this.bindDrops() : undefined;
-    if (drops === false) return false;
+    // A Bind of the unnamed statement whose SQL drops statements of the client's: they go when the portal runs.
+    const drops = name.value === '' ? this.unnamed?.drops : undefined;
     const translated = this.statementFor(head, name.value, portal.next, rest, out);
     if (!translated) return false; // nothing sent: the Bind comes again
     this.send(out, translated, Frontend.Bind, this.naming && this.nameOnFailure());
