@@ -756,3 +756,15 @@ t.test('an unnamed DEALLOCATE name finds the name when it runs, as PostgreSQL do
   ];
   for (const [what, client] of cases) await sameAsDirect(t, 'transaction', 1, [client], what);
 });
+
+t.test('a DEALLOCATE with comments around it (query tags) acts on the client’s statement, in both protocols', async (t) => {
+  const client = scripted(
+    [m.parse('s1', 'SELECT 1 AS a'), m.parse('s2', 'SELECT 2 AS b'), m.sync()],
+    [m.query('/* app:web */ DEALLOCATE s1')],
+    [m.bind('s1'), m.execute(), m.sync()],
+    [m.parse('', '-- tag\nDEALLOCATE s2 /* done */'), m.bind(''), m.execute(), m.sync()],
+    [m.bind('s2'), m.execute(), m.sync()],
+    [m.parse('s1', 'SELECT 3 AS c'), m.parse('s2', 'SELECT 4 AS d'), m.sync()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [client], 'both dropped, both free to prepare again');
+});

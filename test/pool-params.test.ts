@@ -32,7 +32,20 @@ t.test('the commands that drop prepared statements', async (t) => {
   t.same(statementCommand('DEALLOCATE "My ""S"'), { kind: 'deallocate', name: 'My "S' });
   t.same(statementCommand('DEALLOCATE ALL'), { kind: 'deallocate-all' });
   t.same(statementCommand('Discard All;'), { kind: 'discard-all' });
-  for (const other of ['SELECT 1', 'DISCARD PLANS', 'DEALLOCATE', 'DELETE FROM t', '-- DEALLOCATE s1'])
+  // Comments around it, as an ORM's query tags put them (a block comment may nest).
+  t.same(statementCommand('/* app:web */ DEALLOCATE s1'), { kind: 'deallocate', name: 's1' });
+  t.same(statementCommand('-- tag\nDEALLOCATE s1; -- done'), { kind: 'deallocate', name: 's1' });
+  t.same(statementCommand('/* a /* nested */ one */DISCARD/**/ALL'), { kind: 'discard-all' });
+  t.same(statementCommand('DEALLOCATE "a--b"'), { kind: 'deallocate', name: 'a--b' }, 'no comment inside quotes');
+  for (const other of [
+    'SELECT 1',
+    'DISCARD PLANS',
+    'DEALLOCATE',
+    'DELETE FROM t',
+    '-- DEALLOCATE s1',
+    '/* DEALLOCATE s1',
+    "SELECT '/*' DEALLOCATE",
+  ])
     t.equal(statementCommand(other), undefined, other);
 });
 

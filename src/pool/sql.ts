@@ -1,7 +1,7 @@
 // The few SQL commands a transaction-pooling relay must recognise in a client's Query or Parse: the ones
 // that drop the client's prepared statements, which live on servers under the proxy's names. Only a
-// command alone in its message is recognised (whitespace and one trailing semicolon allowed); anything
-// else passes as it is, and the server's CommandComplete tags tell the rest.
+// command alone in its message is recognised (whitespace, comments and one trailing semicolon allowed);
+// anything else passes as it is, and the server's CommandComplete tags tell the rest.
 
 export type StatementCommand =
   | { readonly kind: 'deallocate'; readonly name: string }
@@ -12,7 +12,8 @@ const DEALLOCATE = /^\s*deallocate\s+(?:prepare\s+)?(all|[a-z_\u0080-\uffff][\w$
 const DISCARD_ALL = /^\s*discard\s+all\s*;?\s*$/i;
 
 /** What `sql` does to prepared statements, if it is one of the commands that drop them. */
-export function statementCommand(sql: string): StatementCommand | undefined {
+export function statementCommand(text: string): StatementCommand | undefined {
+  const sql = withoutComments(text);
   const first = sql.charCodeAt(sql.search(/\S/));
   // Most queries start with neither letter: no regular expression runs for them.
   if (first !== 0x44 && first !== 0x64) return undefined; // D d
@@ -24,6 +25,40 @@ export function statementCommand(sql: string): StatementCommand | undefined {
   if (name.toLowerCase() === 'all') return { kind: 'deallocate-all' };
   // PostgreSQL folds an unquoted identifier's ASCII letters to lower case.
   return { kind: 'deallocate', name: name.replace(/[A-Z]+/g, (s) => s.toLowerCase()) };
+}
+
+/**
+ * `sql` with its comments (`-- ...` to the line's end, `/* ... *\/` nested) blanked, when it has any
+ * outside quotes; as it is otherwise (a quote or comment left open: the server will say what is wrong).
+ */
+function withoutComments(sql: string): string {
+  if (!sql.includes('--') && !sql.includes('/*')) return sql;
+  let out = '';
+  let from = 0;
+  for (let i = 0; i < sql.length; ) {
+    const c = sql[i]!;
+    if (c === "'" || c === '"') {
+      const end = sql.indexOf(c, i + 1);
+      if (end < 0) return sql;
+      i = end + 1; // a doubled quote is two quoted runs: the same text
+    } else if (c === '-' && sql[i + 1] === '-') {
+      const end = sql.indexOf('\n', i);
+      out += `${sql.slice(from, i)} `;
+      i = from = end < 0 ? sql.length : end + 1;
+    } else if (c === '/' && sql[i + 1] === '*') {
+      let depth = 1;
+      let j = i + 2;
+      while (depth > 0) {
+        if (j >= sql.length) return sql;
+        if (sql.startsWith('/*', j)) depth++, (j += 2);
+        else if (sql.startsWith('*/', j)) depth--, (j += 2);
+        else j++;
+      }
+      out += `${sql.slice(from, i)} `;
+      i = from = j;
+    } else i++;
+  }
+  return out + sql.slice(from);
 }
 
 /**

@@ -1121,10 +1121,11 @@ function mentionsDrops(query: Buffer): boolean {
   );
 }
 
-/** Whether the SQL at `at` starts with a D (DEALLOCATE, DISCARD): most do not, and are not decoded. */
+/** Whether the SQL at `at` starts with a D (DEALLOCATE, DISCARD) or a comment: most do not, and are not decoded. */
 function mayDropStatements(message: Buffer, at: number): boolean {
   while (at < message.length && (message[at] === 0x20 || (message[at]! >= 0x09 && message[at]! <= 0x0d))) at++;
-  return (message[at]! | 0x20) === 0x64; // d or D
+  const c = message[at]!;
+  return (c | 0x20) === 0x64 || c === 0x2d || c === 0x2f; // d or D, - or /
 }
 
 /** The SQLSTATE of an ErrorResponse, from the fields the cursor peeked at (undefined if they did not reach it). */
