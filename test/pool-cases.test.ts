@@ -768,3 +768,33 @@ t.test('a DEALLOCATE with comments around it (query tags) acts on the client’s
   );
   await sameAsDirect(t, 'transaction', 1, [client], 'both dropped, both free to prepare again');
 });
+
+t.test('a Bind that fails to replace a portal bound to DEALLOCATE leaves it as it was: its Execute still drops the name', async (t) => {
+  // The second Bind of p1 fails (the portal exists: 42P03); rolled back to the savepoint, p1 is still the
+  // DEALLOCATE, and its Execute runs it.
+  const P = m.parse;
+  const B = m.bind;
+  const E = m.execute;
+  const S = m.sync;
+  const Q = m.query;
+  const stepwise = scripted(
+    [P('s1', 'SELECT 1 AS a'), S()],
+    [Q('BEGIN')],
+    [P('', 'DEALLOCATE s1'), B('', [], 'p1'), S()],
+    [Q('SAVEPOINT sp')],
+    [P('', 'SELECT 2 AS b'), B('', [], 'p1'), S()],
+    [Q('ROLLBACK TO SAVEPOINT sp')],
+    [E('p1'), S()],
+    [Q('COMMIT')],
+    [B('s1'), E(), S()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [stepwise], 'each step answered before the next');
+  // The same in one pipeline: the Execute waits for the failed Bind's answer.
+  const pipelined = scripted(
+    [P('s1', 'SELECT 1 AS a'), S()],
+    [Q('BEGIN')],
+    [P('', 'DEALLOCATE s1'), B('', [], 'p1'), S(), Q('SAVEPOINT sp'), P('', 'SELECT 2 AS b'), B('', [], 'p1'), S()],
+    [Q('ROLLBACK TO SAVEPOINT sp'), E('p1'), S(), Q('COMMIT'), B('s1'), E(), S()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [pipelined], 'pipelined');
+});

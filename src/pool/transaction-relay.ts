@@ -93,6 +93,9 @@ function both(...settles: Array<Settled | undefined>): Settled | undefined {
   };
 }
 
+/** The key of what the relay assumes of a portal of the client's (a statement's key never starts with two NULs). */
+const portalKey = (portal: string): string => `\0\0${portal}`;
+
 /** The key of what the relay assumes of a statement on the held server (client names never hold a NUL). */
 const serverKey = (statement: Statement): string => `\0${statement.name}`;
 
@@ -125,6 +128,8 @@ class TransactionRelay {
    * its transaction). Created at the first such Bind.
    */
   private dropsOnExecute: Map<string, StatementCommand> | undefined;
+  /** Binds sent that replaced or made such a portal and are not answered yet (an Execute behind one may wait). */
+  private portalBinds = 0;
   /** DEALLOCATE ALL or DISCARD ALL commands sent and not yet answered (see dropAllPending). */
   private dropsAllPending = 0;
   /** Where the last Query that failed was rewritten, for its error's position. */
@@ -182,7 +187,7 @@ class TransactionRelay {
     this.fromClient = new FrontendStream({
       rewrite: (c, h, r, out) => this.rewrite(c, h, r, out),
       passed: (c) => this.passed(c),
-      readsExecute: () => this.dropsOnExecute !== undefined && this.dropsOnExecute.size > 0,
+      readsExecute: () => this.portalBinds > 0 || (this.dropsOnExecute !== undefined && this.dropsOnExecute.size > 0),
     });
     this.settings = new ClientSettings(o.key.params, o.greeted ?? (() => new Map()));
   }
@@ -456,6 +461,8 @@ class TransactionRelay {
   /** An Execute, read while a bound DEALLOCATE or DISCARD ALL waits for the Execute of its portal. */
   private execute(head: Buffer, out: Buffer[]): boolean {
     const portal = readCString(head, HEADER_SIZE)?.value;
+    // A Bind of this portal in an earlier group not yet answered: whether it replaced the portal decides.
+    if (portal !== undefined && this.mustWait(portalKey(portal))) return false;
     const command = portal === undefined ? undefined : this.dropsOnExecute?.get(portal);
     if (!command) {
       this.send(out, head, Frontend.Execute);
@@ -684,11 +691,27 @@ class TransactionRelay {
     }
     // A Bind of the unnamed statement whose SQL drops statements of the client's: they go when the portal runs.
     const drops = name.value === '' ? this.unnamed?.drops : undefined;
+    const key = portalKey(portal.value);
+    if (this.mustWait(key)) return false;
     const translated = this.statementFor(head, name.value, portal.next, rest, out);
     if (!translated) return false; // nothing sent: the Bind comes again
-    this.send(out, translated, Frontend.Bind, this.naming && this.nameOnFailure());
-    // A Bind replaces the portal: the unnamed one always, a named one once its transaction ended (if it
-    // still exists, the Bind fails, and so does everything up to the Sync: its Execute too).
+    // A Bind replaces the portal: the unnamed one always, a named one once its transaction ended. If it
+    // fails (a named portal that still exists, under a savepoint rolled back to) or is skipped, the portal
+    // is what it was.
+    const previous = this.dropsOnExecute?.get(portal.value);
+    let replaced: Settled | undefined;
+    if (previous || drops) {
+      const undo = this.changes(key, () => {
+        if (previous) (this.dropsOnExecute ??= new Map()).set(portal.value, previous);
+        else if (this.dropsOnExecute?.get(portal.value) === drops) this.dropsOnExecute!.delete(portal.value);
+      });
+      this.portalBinds++;
+      replaced = (outcome) => {
+        this.portalBinds--;
+        undo(outcome);
+      };
+    }
+    this.send(out, translated, Frontend.Bind, { settled: both(this.naming && this.nameOnFailure().settled, replaced) });
     this.dropsOnExecute?.delete(portal.value);
     if (drops) (this.dropsOnExecute ??= new Map()).set(portal.value, drops);
     return true;
