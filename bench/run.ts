@@ -92,7 +92,12 @@ const floor = spawn(
   [fileURLToPath(new URL('floor.js', import.meta.url)), String(floorPort), String(db.port), db.endpoint, db.caFile],
   { env: { ...process.env, FLOOR_TOKEN: await token() }, stdio: ['ignore', 'pipe', 'inherit'] },
 );
-await once(floor.stdout, 'data');
+await Promise.race([
+  once(floor.stdout, 'data'),
+  once(floor, 'exit').then(() => {
+    throw new Error('bench: the floor (floor.ts) did not start');
+  }),
+]);
 const floorEnv = { ...pooledEnv, PGPORT: String(floorPort) };
 const pooledConnect: Record<'proxy' | 'pgbouncer' | 'floor', Run[]> = { proxy: [], pgbouncer: [], floor: [] };
 const loginsBefore = (await db.checkerLog()).length;
