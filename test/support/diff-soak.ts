@@ -3,6 +3,8 @@
 //   npm run soak -- 30 --differential                 (half an hour; both modes)
 //   npm run soak -- 30 --differential transaction     (one mode)
 //   PG_IAM_PROXY_DIFF_SEED=n [PG_IAM_PROXY_DIFF_PATH=p] replays a failure (the failure prints both).
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { startTestDb } from './testdb.js';
 import { harness, searchAndShrink, type PropertyResult } from './differential.js';
 import type { PoolMode } from '../../src/pool/pool.js';
@@ -24,6 +26,12 @@ export async function soakDifferential(minutes: number, modes: PoolMode[]): Prom
     });
   } finally {
     await h.close();
+    // A server process that crashed (the soak has met PostgreSQL's own segfaults): what it was running.
+    const log = await readFile(join(db.dir, 'postgres.log'), 'utf8').catch(() => '');
+    const lines = log.split('\n');
+    for (const [i, line] of lines.entries()) {
+      if (/terminated by signal/.test(line)) process.stderr.write(`postgres.log: ${line}\n${lines[i + 1] ?? ''}\n`);
+    }
     await db.destroy();
   }
   console.log(
