@@ -654,10 +654,7 @@ t.test("a client's DEALLOCATE and DISCARD ALL act on its own statements, in both
   // Extended protocol (psycopg in a pipeline): the unnamed Parse goes as written; when its portal runs,
   // a statement of the client's name is made just before, for the DEALLOCATE to find.
   await client.receive(cat(parse('', 'DEALLOCATE _pg3_1'), bind(''), execute, sync));
-  t.same(
-    a.written(),
-    cat(parse('', 'DEALLOCATE _pg3_1'), bind(''), close('S', '_pg3_1'), parse('_pg3_1', 'SELECT'), execute, sync),
-  );
+  t.same(a.written(), cat(parse('', 'DEALLOCATE _pg3_1'), bind(''), close('S', '_pg3_1'), parse('_pg3_1', 'SELECT'), execute, sync));
   await a.receive(cat(parseComplete, bindComplete, closeComplete, parseComplete, complete('DEALLOCATE'), ready('I')));
   t.same(client.written(), cat(parseComplete, bindComplete, complete('DEALLOCATE'), ready('I')));
   a.clear();
