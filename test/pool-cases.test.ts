@@ -31,6 +31,8 @@ async function sameAsDirect(t: Test, mode: PoolMode, size: 1 | 2, clients: Clien
 
 const pooled = (mode: PoolMode, size = 1) => startProxy(db, { pool: pooling(mode, size) });
 const shown = (msgs: Msg[]) => msgs.map(show);
+/** Short names for long scripted sequences. */
+const { parse: P, bind: B, execute: E, sync: S, query: Q } = m;
 /** Writes the messages, reads up to the next ReadyForQuery. */
 async function ask(conn: PgConn, ...parts: Array<{ bytes: Buffer }>): Promise<Msg[]> {
   await conn.write(Buffer.concat(parts.map((p) => p.bytes)));
@@ -714,10 +716,6 @@ t.test('a portal bound to DEALLOCATE ALL drops the names only if that portal is 
 });
 
 t.test('an unnamed DEALLOCATE name finds the name when it runs, as PostgreSQL does, not when it was parsed', async (t) => {
-  const P = m.parse;
-  const B = m.bind;
-  const E = m.execute;
-  const S = m.sync;
   const cases: Array<[string, Client]> = [
     [
       'run twice: the second time the statement is gone',
@@ -772,11 +770,6 @@ t.test('a DEALLOCATE with comments around it (query tags) acts on the client’s
 t.test('a Bind that fails to replace a portal bound to DEALLOCATE leaves it as it was: its Execute still drops the name', async (t) => {
   // The second Bind of p1 fails (the portal exists: 42P03); rolled back to the savepoint, p1 is still the
   // DEALLOCATE, and its Execute runs it.
-  const P = m.parse;
-  const B = m.bind;
-  const E = m.execute;
-  const S = m.sync;
-  const Q = m.query;
   const stepwise = scripted(
     [P('s1', 'SELECT 1 AS a'), S()],
     [Q('BEGIN')],

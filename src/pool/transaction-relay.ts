@@ -458,6 +458,12 @@ class TransactionRelay {
     return this.describe(head, out);
   }
 
+  /** A throwaway statement under the client's own name `name` (any of that name closed first), its answers kept from the client. */
+  private makeUnderClientName(name: string, out: Buffer[]): void {
+    this.send(out, closeStatement(name), Frontend.Close, { swallow: true });
+    this.send(out, frontendMessage(Frontend.Parse, name, 'SELECT', Buffer.alloc(2)), Frontend.Parse, { swallow: true });
+  }
+
   /** An Execute, read while a bound DEALLOCATE or DISCARD ALL waits for the Execute of its portal. */
   private execute(head: Buffer, out: Buffer[]): boolean {
     const portal = readCString(head, HEADER_SIZE)?.value;
@@ -487,8 +493,7 @@ class TransactionRelay {
     }
     // The client's statement lives on the server under the proxy's name, for other clients too: the
     // DEALLOCATE runs on a statement of the client's name made for it just before.
-    this.send(out, closeStatement(name), Frontend.Close, { swallow: true });
-    this.send(out, frontendMessage(Frontend.Parse, name, 'SELECT', Buffer.alloc(2)), Frontend.Parse, { swallow: true });
+    this.makeUnderClientName(name, out);
     const dropped = this.drop(name, statement);
     this.send(out, head, Frontend.Execute, {
       settled: (outcome) => {
@@ -518,8 +523,7 @@ class TransactionRelay {
       // The server answers as it would (42P05, or the SQL's own error first), from a statement of that
       // name made just before; the server is reset once the client is done with it.
       this.settingsChanged = true;
-      this.send(out, closeStatement(name.value), Frontend.Close, { swallow: true });
-      this.send(out, frontendMessage(Frontend.Parse, name.value, 'SELECT', Buffer.alloc(2)), Frontend.Parse, { swallow: true });
+      this.makeUnderClientName(name.value, out);
       this.send(out, head, Frontend.Parse);
       return true;
     }
