@@ -60,6 +60,9 @@ export class PgConn {
     this.wake();
   }
 
+  /** The server process ids of every direct connection made (BackendKeyData), so a crash can be placed. */
+  static readonly directPids = new Set<number>();
+
   /** A client of the test database itself (TLS, as its pg_hba.conf demands), logged in. */
   static async direct(db: TestDb, params: Record<string, string>): Promise<PgConn> {
     const raw = tcpConnect({ host: '127.0.0.1', port: db.port });
@@ -69,7 +72,10 @@ export class PgConn {
     if (answer[0] !== 0x53) throw new Error(`the database refused TLS: ${answer.toString('latin1')}`);
     const tls = tlsConnect({ socket: raw, ca: db.caPem, servername: db.endpoint });
     await once(tls, 'secureConnect');
-    return new PgConn(tls).start(params);
+    const conn = await new PgConn(tls).start(params);
+    const key = conn.login.find((m) => m.code === 'K');
+    if (key) PgConn.directPids.add(key.bytes.readInt32BE(5));
+    return conn;
   }
 
   /**

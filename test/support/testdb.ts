@@ -145,7 +145,11 @@ let templateDir: string | undefined;
 /** Databases not yet destroyed, for the process-exit safety net. */
 const live = new Set<{ dir: string; pgdata: string; pamFile: string }>();
 
-export async function startTestDb(): Promise<TestDb> {
+/**
+ * `diagnostics` (the differential soak's): every statement's parse, bind and execute in postgres.log, and a
+ * core file in pgdata from a server process that crashes.
+ */
+export async function startTestDb(options: { diagnostics?: boolean } = {}): Promise<TestDb> {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
     throw new Error(
       'startTestDb() must run as root: it runs PostgreSQL as the postgres OS user via runuser ' +
@@ -256,6 +260,7 @@ export async function startTestDb(): Promise<TestDb> {
           'max_connections = 200',
           "password_encryption = 'scram-sha-256'",
           'log_connections = on',
+          ...(options.diagnostics ? ['log_min_duration_statement = 0'] : []),
           '',
         ].join('\n'),
         ids,
@@ -271,7 +276,7 @@ export async function startTestDb(): Promise<TestDb> {
       await writeConfig();
       await writeServerConfig(port);
       try {
-        await startServer(pgdata, dir);
+        await startServer(pgdata, dir, options.diagnostics);
         break;
       } catch (err) {
         if (attempt >= 10 || !/Address already in use/.test((err as Error).message)) throw err;
@@ -395,14 +400,16 @@ async function makeTemplate(ids: PostgresIds): Promise<string> {
   return pgdata;
 }
 
-async function startServer(pgdata: string, dir: string): Promise<void> {
+async function startServer(pgdata: string, dir: string, cores = false): Promise<void> {
   const logFile = join(dir, 'postgres.log');
   const logStart = await stat(logFile).then(
     (s) => s.size,
     () => 0,
   );
   try {
-    await run(join(PG_BIN, 'pg_ctl'), ['start', '-w', '-t', '60', '-s', '-D', pgdata, '-l', logFile], { asPostgres: true });
+    await run(join(PG_BIN, 'pg_ctl'), ['start', '-w', '-t', '60', '-s', ...(cores ? ['-c'] : []), '-D', pgdata, '-l', logFile], {
+      asPostgres: true,
+    });
   } catch (err) {
     // pg_ctl only says "could not start server"; the reason is in the log.
     const log = await readFile(logFile).then(
