@@ -791,3 +791,33 @@ t.test('a Bind that fails to replace a portal bound to DEALLOCATE leaves it as i
   );
   await sameAsDirect(t, 'transaction', 1, [pipelined], 'pipelined');
 });
+
+t.test('in a failed transaction, a Parse of a name the client has gets 42P05 if its SQL is a ROLLBACK, 25P02 if not', async (t) => {
+  // PostgreSQL refuses every Parse in a failed transaction but a COMMIT's or a ROLLBACK's, and a name in use
+  // only after that: the statement the proxy makes under the client's name first must not be refused earlier.
+  const client = scripted(
+    [P('r', 'ROLLBACK'), P('s1', 'SELECT 1 AS a'), S()],
+    [Q('BEGIN')],
+    [Q('SELECT 1/0')],
+    [P('r', 'ROLLBACK'), S()],
+    [P('s1', 'SELECT 1 AS a'), S()],
+    [P('r', 'COMMIT'), B('r'), E(), S()],
+    [B('r'), E(), S()],
+    [B('s1'), E(), S()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [client], 'each refused as PostgreSQL refuses it, the statements kept');
+});
+
+t.test('statement names longer than 63 bytes: PostgreSQL compares the first 63, so does the proxy', async (t) => {
+  const stem = 'n'.repeat(63);
+  const client = scripted(
+    [P(`${stem}a`, 'SELECT 1 AS a'), S()],
+    [B(`${stem}b`), E(), S()],
+    [P(`${stem}c`, 'SELECT 2 AS b'), S()],
+    [m.close('S', `${stem}d`), S()],
+    [B(stem), E(), S()],
+    [P(stem, 'SELECT 3 AS c'), B(`${stem}zz`), E(), S()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [client], 'one statement under all those names');
+  await sameAsDirect(t, 'session', 1, [client], 'session mode: passed as written');
+});

@@ -2,6 +2,7 @@
 // parameters tracked per client, the settings query, and what a client is told of its settings.
 import t from 'tap';
 import { splitStatements, statementCommand } from '../src/pool/sql.js';
+import { nameKey } from '../src/pool/statements.js';
 import { poolKeyOf, SETTINGS_NAME, settingsGroup, settingsQuery, splitStartup } from '../src/pool/params.js';
 import { ClientSettings, readStatus } from '../src/pool/client-settings.js';
 import { Ledger } from '../src/pool/ledger.js';
@@ -37,6 +38,14 @@ t.test('the commands that drop prepared statements', async (t) => {
   t.same(statementCommand('-- tag\nDEALLOCATE s1; -- done'), { kind: 'deallocate', name: 's1' });
   t.same(statementCommand('/* a /* nested */ one */DISCARD/**/ALL'), { kind: 'discard-all' });
   t.same(statementCommand('DEALLOCATE "a--b"'), { kind: 'deallocate', name: 'a--b' }, 'no comment inside quotes');
+  t.same(
+    statementCommand(`DEALLOCATE ${'x'.repeat(70)}`),
+    { kind: 'deallocate', name: 'x'.repeat(63) },
+    'a name is its first 63 bytes, as PostgreSQL finds it',
+  );
+  t.equal(nameKey(`${'é'.repeat(40)}`), `${'é'.repeat(31)}\ufffd`, 'cut at the 63rd byte, as the server compares');
+  t.equal(nameKey('short'), 'short');
+  t.equal(nameKey('é'.repeat(31)), 'é'.repeat(31), '62 bytes: whole');
   for (const other of [
     'SELECT 1',
     'DISCARD PLANS',

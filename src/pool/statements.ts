@@ -5,6 +5,18 @@
 import { Frontend, frontendMessage } from '../protocol/frontend.js';
 import { HEADER_SIZE } from '../protocol/constants.js';
 
+/**
+ * How PostgreSQL tells statements (and portals) apart: by the first 63 bytes of their names (NAMEDATALEN - 1,
+ * the key of its hash tables), so longer names that agree there are one. The proxy keys a client's names so.
+ */
+export function nameKey(name: string): string {
+  // At most 15 characters are at most 60 bytes in UTF-8: the common case needs no encoding.
+  if (name.length <= 15) return name;
+  const bytes = Buffer.from(name, 'utf8');
+  return bytes.length <= NAME_BYTES ? name : bytes.toString('utf8', 0, NAME_BYTES);
+}
+const NAME_BYTES = 63;
+
 /** Server-side names start with this; a client's names never reach a server. */
 export const STATEMENT_PREFIX = 'pg_iam_proxy_';
 /** A statement name the proxy never prepares: a client's Close goes to it (CloseComplete, nothing closed). */

@@ -32,11 +32,23 @@ import {
   NEVER_PREPARED,
   SCRATCH_CLOSE,
   SCRATCH_PARSE,
+  nameKey,
   scratchParse,
   STATEMENT_PREFIX,
   type Statement,
   type StatementRegistry,
 } from './statements.js';
+
+/** A statement or portal name in a client's message: as spelled, the key PostgreSQL finds it by, and what follows. */
+interface Name {
+  readonly value: string;
+  readonly key: string;
+  readonly next: number;
+}
+function readName(buf: Buffer, at: number): Name | undefined {
+  const name = readCString(buf, at);
+  return name && { ...name, key: nameKey(name.value) };
+}
 
 export interface TransactionEnd {
   readonly reason: string;
@@ -458,15 +470,19 @@ class TransactionRelay {
     return this.describe(head, out);
   }
 
-  /** A throwaway statement under the client's own name `name` (any of that name closed first), its answers kept from the client. */
+  /**
+   * A throwaway statement under the client's own name `name` (any of that name closed first), its answers
+   * kept from the client. It is a ROLLBACK, never run: PostgreSQL parses one even in a failed transaction,
+   * where it refuses any other Parse before looking at the name.
+   */
   private makeUnderClientName(name: string, out: Buffer[]): void {
     this.send(out, closeStatement(name), Frontend.Close, { swallow: true });
-    this.send(out, frontendMessage(Frontend.Parse, name, 'SELECT', Buffer.alloc(2)), Frontend.Parse, { swallow: true });
+    this.send(out, frontendMessage(Frontend.Parse, name, 'ROLLBACK', Buffer.alloc(2)), Frontend.Parse, { swallow: true });
   }
 
   /** An Execute, read while a bound DEALLOCATE or DISCARD ALL waits for the Execute of its portal. */
   private execute(head: Buffer, out: Buffer[]): boolean {
-    const portal = readCString(head, HEADER_SIZE)?.value;
+    const portal = readName(head, HEADER_SIZE)?.key;
     // A Bind of this portal in an earlier group not yet answered: whether it replaced the portal decides.
     if (portal !== undefined && this.mustWait(portalKey(portal))) return false;
     const command = portal === undefined ? undefined : this.dropsOnExecute?.get(portal);
@@ -506,24 +522,24 @@ class TransactionRelay {
   }
 
   private parse(head: Buffer, out: Buffer[]): boolean {
-    const name = readCString(head, HEADER_SIZE);
+    const name = readName(head, HEADER_SIZE);
     if (!name) {
       this.send(out, head, Frontend.Parse); // the server says what is wrong with it
       return true;
     }
-    if (this.mustWait(name.value)) return false;
-    if (name.value === '') return this.parseUnnamed(head, name.next, out);
-    if (name.value.startsWith(STATEMENT_PREFIX)) {
-      throw new WireError(SqlState.DuplicatePreparedStatement, `prepared statement "${name.value}" already exists`, {
+    if (this.mustWait(name.key)) return false;
+    if (name.key === '') return this.parseUnnamed(head, name.next, out);
+    if (name.key.startsWith(STATEMENT_PREFIX)) {
+      throw new WireError(SqlState.DuplicatePreparedStatement, `prepared statement "${name.key}" already exists`, {
         reason: Failure.ClientProtocol,
         hint: `Names starting with ${STATEMENT_PREFIX} are the proxy's own in transaction pooling.`,
       });
     }
-    if (this.named.has(name.value)) {
+    if (this.named.has(name.key)) {
       // The server answers as it would (42P05, or the SQL's own error first), from a statement of that
       // name made just before; the server is reset once the client is done with it.
       this.settingsChanged = true;
-      this.makeUnderClientName(name.value, out);
+      this.makeUnderClientName(name.key, out);
       this.send(out, head, Frontend.Parse);
       return true;
     }
@@ -532,12 +548,12 @@ class TransactionRelay {
     const held = this.statements.hold(head, name.next);
     // Another name of the client's for the same statement: an error will say which name it used.
     if (held.refs > 1 && [...this.named.values()].includes(held)) (this.aliased ??= new Set()).add(held);
-    this.named.set(name.value, held);
+    this.named.set(name.key, held);
     // Skipped (an error earlier in the pipeline) or failed: the client has no such statement, as with
     // PostgreSQL itself.
-    const settled = this.changes(name.value, () => {
-      if (this.named.get(name.value) !== held) return;
-      this.named.delete(name.value);
+    const settled = this.changes(name.key, () => {
+      if (this.named.get(name.key) !== held) return;
+      this.named.delete(name.key);
       this.statements.let(held);
     });
     if (this.server!.prepared.has(held) && this.dropsAllPending === 0) {
@@ -687,27 +703,27 @@ class TransactionRelay {
   }
 
   private bind(head: Buffer, rest: number, out: Buffer[]): boolean {
-    const portal = readCString(head, HEADER_SIZE);
-    const name = portal && readCString(head, portal.next);
+    const portal = readName(head, HEADER_SIZE);
+    const name = portal && readName(head, portal.next);
     if (!name) {
       this.send(out, head, Frontend.Bind);
       return true;
     }
     // A Bind of the unnamed statement whose SQL drops statements of the client's: they go when the portal runs.
-    const drops = name.value === '' ? this.unnamed?.drops : undefined;
-    const key = portalKey(portal.value);
+    const drops = name.key === '' ? this.unnamed?.drops : undefined;
+    const key = portalKey(portal.key);
     if (this.mustWait(key)) return false;
-    const translated = this.statementFor(head, name.value, portal.next, rest, out);
+    const translated = this.statementFor(head, name, portal.next, rest, out);
     if (!translated) return false; // nothing sent: the Bind comes again
     // A Bind replaces the portal: the unnamed one always, a named one once its transaction ended. If it
     // fails (a named portal that still exists, under a savepoint rolled back to) or is skipped, the portal
     // is what it was.
-    const previous = this.dropsOnExecute?.get(portal.value);
+    const previous = this.dropsOnExecute?.get(portal.key);
     let replaced: Settled | undefined;
     if (previous || drops) {
       const undo = this.changes(key, () => {
-        if (previous) (this.dropsOnExecute ??= new Map()).set(portal.value, previous);
-        else if (this.dropsOnExecute?.get(portal.value) === drops) this.dropsOnExecute!.delete(portal.value);
+        if (previous) (this.dropsOnExecute ??= new Map()).set(portal.key, previous);
+        else if (this.dropsOnExecute?.get(portal.key) === drops) this.dropsOnExecute!.delete(portal.key);
       });
       this.portalBinds++;
       replaced = (outcome) => {
@@ -716,14 +732,14 @@ class TransactionRelay {
       };
     }
     this.send(out, translated, Frontend.Bind, { settled: both(this.naming && this.nameOnFailure().settled, replaced) });
-    this.dropsOnExecute?.delete(portal.value);
-    if (drops) (this.dropsOnExecute ??= new Map()).set(portal.value, drops);
+    this.dropsOnExecute?.delete(portal.key);
+    if (drops) (this.dropsOnExecute ??= new Map()).set(portal.key, drops);
     return true;
   }
 
   private describe(head: Buffer, out: Buffer[]): boolean {
-    const name = head[HEADER_SIZE] === STATEMENT ? readCString(head, HEADER_SIZE + 1) : undefined;
-    const translated = name ? this.statementFor(head, name.value, HEADER_SIZE + 1, 0, out) : head;
+    const name = head[HEADER_SIZE] === STATEMENT ? readName(head, HEADER_SIZE + 1) : undefined;
+    const translated = name ? this.statementFor(head, name, HEADER_SIZE + 1, 0, out) : head;
     if (!translated) return false;
     this.send(out, translated, Frontend.Describe, this.naming && this.nameOnFailure());
     return true;
@@ -745,7 +761,7 @@ class TransactionRelay {
    * of the client's, prepared first where the server lacks it; the unnamed statement, the client's own.
    * Undefined: it must wait for the server's answers.
    */
-  private statementFor(head: Buffer, name: string, at: number, rest: number, out: Buffer[]): Buffer | undefined {
+  private statementFor(head: Buffer, { key: name, value: spelled }: Name, at: number, rest: number, out: Buffer[]): Buffer | undefined {
     if (this.mustWait(name)) return undefined;
     if (name === '') {
       this.ensureUnnamed(out);
@@ -755,12 +771,12 @@ class TransactionRelay {
     if (statement) {
       if (this.mustWait(serverKey(statement))) return undefined;
       this.ensure(statement, out);
-      if (this.aliased?.has(statement)) this.naming = { proxy: statement.name, client: name };
+      if (this.aliased?.has(statement)) this.naming = { proxy: statement.name, client: spelled };
       return renamedHead(head, at, statement.name, rest);
     }
     // Never prepared by the client: the server says so in the client's words; a name that could be one of
     // the proxy's is kept from the server.
-    return name.startsWith(STATEMENT_PREFIX) ? renamedHead(head, at, NEVER_PREPARED, rest) : head;
+    return spelled.startsWith(STATEMENT_PREFIX) ? renamedHead(head, at, NEVER_PREPARED, rest) : head;
   }
 
   /** The server holds the client's unnamed statement, or none at all (then it says so, as it would directly). */
@@ -778,16 +794,16 @@ class TransactionRelay {
   }
 
   private close(head: Buffer, out: Buffer[]): boolean {
-    const name = head[HEADER_SIZE] === STATEMENT ? readCString(head, HEADER_SIZE + 1) : undefined;
+    const name = head[HEADER_SIZE] === STATEMENT ? readName(head, HEADER_SIZE + 1) : undefined;
     if (!name) {
       this.send(out, head, Frontend.Close); // a portal's
       // A bound DEALLOCATE closed, never executed.
-      const portal = head[HEADER_SIZE] !== STATEMENT ? readCString(head, HEADER_SIZE + 1) : undefined;
-      if (portal) this.dropsOnExecute?.delete(portal.value);
+      const portal = head[HEADER_SIZE] !== STATEMENT ? readName(head, HEADER_SIZE + 1) : undefined;
+      if (portal) this.dropsOnExecute?.delete(portal.key);
       return true;
     }
-    if (this.mustWait(name.value)) return false;
-    if (name.value === '') {
+    if (this.mustWait(name.key)) return false;
+    if (name.key === '') {
       const server = this.server!;
       const before = { client: this.unnamed, server: server.unnamed };
       this.unnamed = undefined;
@@ -799,9 +815,9 @@ class TransactionRelay {
       this.send(out, head, Frontend.Close, { settled });
       return true;
     }
-    const statement = this.named.get(name.value);
+    const statement = this.named.get(name.key);
     // The server keeps the statement for other clients; the client gets its CloseComplete in order.
-    this.send(out, closeStatement(NEVER_PREPARED), Frontend.Close, { settled: statement && this.drop(name.value, statement) });
+    this.send(out, closeStatement(NEVER_PREPARED), Frontend.Close, { settled: statement && this.drop(name.key, statement) });
     return true;
   }
 
