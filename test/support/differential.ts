@@ -273,11 +273,13 @@ interface ClientState {
    */
   unnamedCopy: boolean;
   /**
-   * A simple Query ran since the unnamed portal was last bound or closed. PostgreSQL 15.18 crashes (a
-   * segfault, which restarts every session of the server) on `Query("BEGIN; DEALLOCATE s1")` with no s1,
-   * then another Query, then `Execute("")`: the failed portal outlives the memory its statement was in.
-   * Any client does that on a direct connection as well, so it says nothing of the proxy; the grammar
-   * closes the unnamed portal before an Execute of one a Query may have left (docs/architecture.md).
+   * A simple Query ran since the unnamed portal was last closed. PostgreSQL 15.18 crashes (a segfault,
+   * which restarts every session of the server) on an `Execute("")` of the portal a simple Query left when
+   * it failed inside a transaction block (`BEGIN`, then `SELECT 1/0`): that portal outlives the memory its
+   * statement was in. Any client does that on a direct connection as well, so it says nothing of the proxy.
+   * A Bind of the unnamed portal in between does not prevent it (the Bind may fail, and leave the portal),
+   * so the first step after such a Query that executes the unnamed portal starts with a Close of it, which
+   * nothing before it in its pipeline can skip (docs/architecture.md).
    */
   portalAfterQuery: boolean;
 }
@@ -320,10 +322,6 @@ function fixSql(i: number, state: ClientState): number {
 function fixOps(list: Op[], state: ClientState): Op[] {
   const out: Op[] = [];
   for (const o of list) {
-    const executesUnnamed = o.op === 'E' && o.portal === '';
-    if (executesUnnamed && state.portalAfterQuery) out.push({ op: 'C', kind: 'P', name: '' });
-    if (executesUnnamed || (o.op === 'B' && o.portal === '') || (o.op === 'C' && o.kind === 'P' && o.name === ''))
-      state.portalAfterQuery = false;
     if (o.op === 'B' && o.stmt === '' && state.unnamedCopy) out.push({ op: 'P', name: '', sql: 0 }, o);
     else if (o.op === 'P') {
       const fixed = { ...o, sql: fixSql(o.sql, state) };
@@ -332,6 +330,13 @@ function fixOps(list: Op[], state: ClientState): Op[] {
     } else out.push(o);
   }
   return out;
+}
+
+/** A Close of the unnamed portal to start a step that executes it, after a simple Query (ClientState.portalAfterQuery). */
+function closeFailedPortal(state: ClientState, ops: Op[]): Op[] {
+  if (!state.portalAfterQuery || !ops.some((o) => o.op === 'E' && o.portal === '')) return [];
+  state.portalAfterQuery = false;
+  return [{ op: 'C', kind: 'P', name: '' }];
 }
 
 function simpleText(i: number, v: number, t: string): string {
@@ -362,15 +367,15 @@ export function plan(c: Client, index: number): Planned[] {
         parts.push(q(s.sqls.map((i) => simpleText(fixSql(i, state), s.value, t)).join('; ')));
         break;
       case 'ext': {
-        const list = fixOps(s.ops, state);
+        const list = fixOps([...closeFailedPortal(state, s.ops), ...s.ops], state);
         if (list.at(-1)?.op !== 'S') list.push({ op: 'S' });
         parts.push(...list.map((o) => frontend(o, t)));
         break;
       }
       case 'flush': {
         const sql = fixSql(s.sql, state);
-        if (s.portal === '') state.portalAfterQuery = false; // bound here first
         const head: Op[] = [
+          ...closeFailedPortal(state, [...s.rest, ...(s.portal === '' ? [{ op: 'E' as const, portal: '', rows: 0 }] : [])]),
           ...(s.parse || s.stmt === '' ? fixOps([{ op: 'P', name: s.stmt, sql }], state) : []),
           { op: 'B', portal: s.portal, stmt: s.stmt, params: SQL[sql]!.params, value: s.value },
           ...(s.describe ? [{ op: 'D' as const, kind: 'P' as const, name: s.portal }] : []),
