@@ -821,3 +821,18 @@ t.test('statement names longer than 63 bytes: PostgreSQL compares the first 63, 
   await sameAsDirect(t, 'transaction', 1, [client], 'one statement under all those names');
   await sameAsDirect(t, 'session', 1, [client], 'session mode: passed as written');
 });
+
+t.test('the statement made under a client’s name for its duplicate Parse never acts: a SQL EXECUTE of the name fails', async (t) => {
+  // The client's protocol statements live under the proxy's names; what a SQL EXECUTE of "s1" finds on the
+  // server in that transaction is the proxy's stand-in, which must not roll the transaction back.
+  await using proxy = await pooled('transaction');
+  const c = await PgConn.proxy(proxy.port, params(0, 'proxy'));
+  await ask(c, P('s1', 'SELECT 1 AS a'), S());
+  await ask(c, Q('BEGIN; SAVEPOINT sp'));
+  t.same(shown(await ask(c, P('s1', 'SELECT 2 AS b'), S())), ['E(ERROR 42P05 prepared statement "s1" already exists)', 'Z(E)']);
+  await ask(c, Q('ROLLBACK TO SAVEPOINT sp'));
+  const executed = shown(await ask(c, Q('EXECUTE s1')));
+  t.match(executed, [/^E\(ERROR 3B001 /, 'Z(E)'], 'an error: the transaction is failed, not ended');
+  t.same(shown(await ask(c, Q('COMMIT'))), ['C(ROLLBACK)', 'Z(I)'], 'the client hears its transaction was rolled back');
+  await c.end();
+});

@@ -338,7 +338,7 @@ t.test('a Parse of a name in use: the server says 42P05 in its own words, from a
   a.clear();
   client.clear();
   await client.receive(cat(parse('s1', 'SELECT 2'), sync));
-  t.same(a.written(), cat(close('S', 's1'), parse('s1', 'ROLLBACK'), parse('s1', 'SELECT 2'), sync));
+  t.same(a.written(), cat(close('S', 's1'), parse('s1', 'ROLLBACK TO SAVEPOINT pg_iam_proxy_none'), parse('s1', 'SELECT 2'), sync));
   await a.receive(cat(closeComplete, parseComplete, error('42P05'), ready('I')));
   t.same(client.written(), cat(error('42P05'), ready('I')), "only the error is the client's");
   t.match(released.at(-1), { state: 'idle', reset: true }, 'the server is reset: its statement "s1" goes');
@@ -654,7 +654,17 @@ t.test("a client's DEALLOCATE and DISCARD ALL act on its own statements, in both
   // Extended protocol (psycopg in a pipeline): the unnamed Parse goes as written; when its portal runs,
   // a statement of the client's name is made just before, for the DEALLOCATE to find.
   await client.receive(cat(parse('', 'DEALLOCATE _pg3_1'), bind(''), execute, sync));
-  t.same(a.written(), cat(parse('', 'DEALLOCATE _pg3_1'), bind(''), close('S', '_pg3_1'), parse('_pg3_1', 'ROLLBACK'), execute, sync));
+  t.same(
+    a.written(),
+    cat(
+      parse('', 'DEALLOCATE _pg3_1'),
+      bind(''),
+      close('S', '_pg3_1'),
+      parse('_pg3_1', 'ROLLBACK TO SAVEPOINT pg_iam_proxy_none'),
+      execute,
+      sync,
+    ),
+  );
   await a.receive(cat(parseComplete, bindComplete, closeComplete, parseComplete, complete('DEALLOCATE'), ready('I')));
   t.same(client.written(), cat(parseComplete, bindComplete, complete('DEALLOCATE'), ready('I')));
   a.clear();

@@ -39,6 +39,9 @@ import {
   type StatementRegistry,
 } from './statements.js';
 
+/** The SQL of a statement made under a client's name (makeUnderClientName): parsed anywhere, never effective. */
+const STAND_IN = `ROLLBACK TO SAVEPOINT ${NEVER_PREPARED}`;
+
 /** A statement or portal name in a client's message: as spelled, the key PostgreSQL finds it by, and what follows. */
 interface Name {
   readonly value: string;
@@ -472,12 +475,13 @@ class TransactionRelay {
 
   /**
    * A throwaway statement under the client's own name `name` (any of that name closed first), its answers
-   * kept from the client. It is a ROLLBACK, never run: PostgreSQL parses one even in a failed transaction,
-   * where it refuses any other Parse before looking at the name.
+   * kept from the client. PostgreSQL parses only a COMMIT or a ROLLBACK in a failed transaction (it refuses
+   * any other Parse before it looks at the name), so the statement is a ROLLBACK TO a savepoint that does
+   * not exist: run by mistake (a SQL EXECUTE of the name), it fails and changes nothing.
    */
   private makeUnderClientName(name: string, out: Buffer[]): void {
     this.send(out, closeStatement(name), Frontend.Close, { swallow: true });
-    this.send(out, frontendMessage(Frontend.Parse, name, 'ROLLBACK', Buffer.alloc(2)), Frontend.Parse, { swallow: true });
+    this.send(out, frontendMessage(Frontend.Parse, name, STAND_IN, Buffer.alloc(2)), Frontend.Parse, { swallow: true });
   }
 
   /** An Execute, read while a bound DEALLOCATE or DISCARD ALL waits for the Execute of its portal. */
