@@ -2,6 +2,7 @@
 // client as one FATAL ErrorResponse, then a close.
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { isLoopback } from '../config.js';
 import { formatHostPort } from '../host-port.js';
 import { SqlState, TERMINATE_MESSAGE } from '../protocol/constants.js';
 import { Failure, WireError } from '../protocol/errors.js';
@@ -59,6 +60,12 @@ interface StartupSummary {
 /** The single phase value of a session; everything else is derived from it. */
 export type Phase = 'startup' | 'login' | 'ready' | 'closed';
 
+/**
+ * The reason a session's signal gives when its client has gone: one shared Error, not one per session (an
+ * Error's stack is captured when it is made, at a cost every connection would pay). Read, never changed.
+ */
+const CLIENT_CLOSED = new Error('client closed the connection');
+
 /** Grace for a client to read a FATAL before its socket is destroyed. */
 const ERROR_LINGER_MS = 2_000;
 
@@ -82,10 +89,12 @@ export class Session implements Drain {
   ) {
     this.log = ctx.log.child({ conn: id, client: `${client.remoteAddress ?? 'local'}:${client.remotePort ?? ''}` });
     client.setNoDelay(true);
-    client.setKeepAlive(true, 60_000);
+    // Keepalive finds a peer whose machine or network went away. A loopback peer is on this machine: its
+    // kernel closes a dead process's sockets itself, so the probes' system calls buy nothing there.
+    if (client.remoteAddress !== undefined && !isLoopback(client.remoteAddress)) client.setKeepAlive(true, 60_000);
     // Stays for the whole life of the socket: an error between phases must not crash the process.
     client.on('error', (err) => this.gone.abort(err));
-    client.on('close', () => this.gone.abort(new Error('client closed the connection')));
+    client.on('close', () => this.gone.abort(CLIENT_CLOSED));
   }
 
   /**
@@ -219,7 +228,7 @@ export class Session implements Drain {
     // queue for a server at once.
     const relay = this.ctx.relay;
     const onEnd = () => {
-      if (!relay.keepsHalfClosed || isNothingOrTerminate(inbox.buffered)) this.gone.abort(new Error('client closed the connection'));
+      if (!relay.keepsHalfClosed || isNothingOrTerminate(inbox.buffered)) this.gone.abort(CLIENT_CLOSED);
     };
     this.client.on('end', onEnd);
     const user = this.ctx.dbUser ?? packet.user;
