@@ -15,7 +15,7 @@ export function nameKey(name: string): string {
   const bytes = Buffer.from(name, 'utf8');
   return bytes.length <= NAME_BYTES ? name : bytes.toString('utf8', 0, NAME_BYTES);
 }
-const NAME_BYTES = 63;
+export const NAME_BYTES = 63;
 
 /** Server-side names start with this; a client's names never reach a server. */
 export const STATEMENT_PREFIX = 'pg_iam_proxy_';

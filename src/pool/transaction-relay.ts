@@ -32,6 +32,7 @@ import {
   NEVER_PREPARED,
   SCRATCH_CLOSE,
   SCRATCH_PARSE,
+  NAME_BYTES,
   nameKey,
   scratchParse,
   STATEMENT_PREFIX,
@@ -49,8 +50,11 @@ interface Name {
   readonly next: number;
 }
 function readName(buf: Buffer, at: number): Name | undefined {
-  const name = readCString(buf, at);
-  return name && { ...name, key: nameKey(name.value) };
+  const end = buf.indexOf(0, at);
+  if (end < 0) return undefined;
+  if (end === at) return { value: '', key: '', next: end + 1 }; // the unnamed one: most drivers' every message
+  const value = buf.toString('utf8', at, end);
+  return { value, key: end - at <= NAME_BYTES ? value : nameKey(value), next: end + 1 };
 }
 
 export interface TransactionEnd {
