@@ -820,6 +820,23 @@ t.test('statement names longer than 63 bytes: PostgreSQL compares the first 63, 
   );
   await sameAsDirect(t, 'transaction', 1, [client], 'one statement under all those names');
   await sameAsDirect(t, 'session', 1, [client], 'session mode: passed as written');
+  // The 63rd byte inside a character: PostgreSQL compares the bytes, a cut character included.
+  const x = 'x'.repeat(62);
+  const bytes = scripted(
+    [P(`${x}éa`, 'SELECT 1 AS a'), S()],
+    [P(`${x}中a`, 'SELECT 2 AS b'), S()],
+    [B(`${x}中a`), E(), S()],
+    [B(`${x}éz`), E(), S()],
+    [P(`${x}éa`, 'SELECT 3 AS c'), S()],
+    [P('', `DEALLOCATE "${x}éa"`), B(''), E(), S()],
+    [P(x, 'SELECT 4 AS d'), S()],
+    [P('', `DEALLOCATE "${x}éa"`), B(''), E(), S()],
+    [B(x), E(), S()],
+  );
+  await sameAsDirect(t, 'transaction', 1, [bytes], 'names that differ only in a character cut at byte 63 are two');
+  // An error names the statement as the client's message spelled it, not by its key.
+  const spelled = scripted([P(`${'n'.repeat(63)}a`, 'SELECT $1::int AS a'), S()], [B(`${'n'.repeat(63)}b`), E(), S()]);
+  await sameAsDirect(t, 'transaction', 1, [spelled], "an error says the Bind's own spelling");
 });
 
 t.test('the statement made under a client’s name for its duplicate Parse never acts: a SQL EXECUTE of the name fails', async (t) => {

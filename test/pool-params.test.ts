@@ -2,7 +2,7 @@
 // parameters tracked per client, the settings query, and what a client is told of its settings.
 import t from 'tap';
 import { splitStatements, statementCommand } from '../src/pool/sql.js';
-import { nameKey } from '../src/pool/statements.js';
+import { identifierKey } from '../src/pool/statements.js';
 import { poolKeyOf, SETTINGS_NAME, settingsGroup, settingsQuery, splitStartup } from '../src/pool/params.js';
 import { ClientSettings, readStatus } from '../src/pool/client-settings.js';
 import { Ledger } from '../src/pool/ledger.js';
@@ -43,9 +43,13 @@ t.test('the commands that drop prepared statements', async (t) => {
     { kind: 'deallocate', name: 'x'.repeat(63) },
     'a name is its first 63 bytes, as PostgreSQL finds it',
   );
-  t.equal(nameKey(`${'é'.repeat(40)}`), `${'é'.repeat(31)}\ufffd`, 'cut at the 63rd byte, as the server compares');
-  t.equal(nameKey('short'), 'short');
-  t.equal(nameKey('é'.repeat(31)), 'é'.repeat(31), '62 bytes: whole');
+  // Keys are bytes, one character each (latin1): PostgreSQL cuts an identifier back to whole characters.
+  const bytes = (text: string) => Buffer.from(text, 'utf8').toString('latin1');
+  t.equal(identifierKey('é'.repeat(40)), bytes('é'.repeat(31)), '62 bytes: the 32nd é would pass the 63rd');
+  t.equal(identifierKey(`${'x'.repeat(62)}éa`), 'x'.repeat(62), 'the é that crosses byte 63 goes whole');
+  t.equal(identifierKey(`${'x'.repeat(61)}éa`), bytes(`${'x'.repeat(61)}é`), 'one that ends at byte 63 stays');
+  t.equal(identifierKey('short'), 'short');
+  t.same(statementCommand('DEALLOCATE "é1"'), { kind: 'deallocate', name: bytes('é1') });
   for (const other of [
     'SELECT 1',
     'DISCARD PLANS',

@@ -3,8 +3,9 @@
 // command alone in its message is recognised (whitespace, comments and one trailing semicolon allowed);
 // anything else passes as it is, and the server's CommandComplete tags tell the rest.
 
-import { nameKey } from './statements.js';
+import { identifierKey } from './statements.js';
 
+/** A command that drops statements; a DEALLOCATE's `name` is the key of the one it names (statements.ts, identifierKey). */
 export type StatementCommand =
   | { readonly kind: 'deallocate'; readonly name: string }
   | { readonly kind: 'deallocate-all' }
@@ -23,10 +24,10 @@ export function statementCommand(text: string): StatementCommand | undefined {
   const match = DEALLOCATE.exec(sql);
   if (!match) return undefined;
   const name = match[1]!;
-  if (name.startsWith('"')) return { kind: 'deallocate', name: nameKey(name.slice(1, -1).replaceAll('""', '"')) };
+  if (name.startsWith('"')) return { kind: 'deallocate', name: identifierKey(name.slice(1, -1).replaceAll('""', '"')) };
   if (name.toLowerCase() === 'all') return { kind: 'deallocate-all' };
   // PostgreSQL folds an unquoted identifier's ASCII letters to lower case.
-  return { kind: 'deallocate', name: nameKey(name.replace(/[A-Z]+/g, (s) => s.toLowerCase())) };
+  return { kind: 'deallocate', name: identifierKey(name.replace(/[A-Z]+/g, (s) => s.toLowerCase())) };
 }
 
 /**

@@ -7,15 +7,24 @@ import { HEADER_SIZE } from '../protocol/constants.js';
 
 /**
  * How PostgreSQL tells statements (and portals) apart: by the first 63 bytes of their names (NAMEDATALEN - 1,
- * the key of its hash tables), so longer names that agree there are one. The proxy keys a client's names so.
+ * the key of its hash tables), so longer names that agree there are one. The proxy keys a client's names
+ * by those bytes, one character per byte (latin1): a name's key is its first 63 bytes as they came, a cut
+ * through a character included, and distinct bytes are never merged (exact where the client's encoding is
+ * the server's, UTF-8 by default; PostgreSQL counts the bytes after converting them).
  */
-export function nameKey(name: string): string {
-  // At most 15 characters are at most 60 bytes in UTF-8: the common case needs no encoding.
-  if (name.length <= 15) return name;
-  const bytes = Buffer.from(name, 'utf8');
-  return bytes.length <= NAME_BYTES ? name : bytes.toString('utf8', 0, NAME_BYTES);
-}
 export const NAME_BYTES = 63;
+
+/**
+ * The key of a name in a SQL command (`DEALLOCATE name`): PostgreSQL's parser cuts an identifier back to
+ * whole characters within 63 bytes (UTF-8 here), and looks that up.
+ */
+export function identifierKey(identifier: string): string {
+  const bytes = Buffer.from(identifier, 'utf8');
+  let end = Math.min(bytes.length, NAME_BYTES);
+  // A continuation byte just past the cut: the character it belongs to started before it, and goes.
+  if (end < bytes.length) while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.toString('latin1', 0, end);
+}
 
 /** Server-side names start with this; a client's names never reach a server. */
 export const STATEMENT_PREFIX = 'pg_iam_proxy_';

@@ -33,7 +33,6 @@ import {
   SCRATCH_CLOSE,
   SCRATCH_PARSE,
   NAME_BYTES,
-  nameKey,
   scratchParse,
   STATEMENT_PREFIX,
   type Statement,
@@ -43,19 +42,24 @@ import {
 /** The SQL of a statement made under a client's name (makeUnderClientName): parsed anywhere, never effective. */
 const STAND_IN = `ROLLBACK TO SAVEPOINT ${NEVER_PREPARED}`;
 
-/** A statement or portal name in a client's message: as spelled, the key PostgreSQL finds it by, and what follows. */
+/**
+ * A statement or portal name in a client's message: its bytes as the client sent them and the key
+ * PostgreSQL finds it by (its first 63 bytes), each one character per byte (latin1), and where it ends.
+ */
 interface Name {
-  readonly value: string;
+  readonly raw: string;
   readonly key: string;
   readonly next: number;
 }
 function readName(buf: Buffer, at: number): Name | undefined {
   const end = buf.indexOf(0, at);
   if (end < 0) return undefined;
-  if (end === at) return { value: '', key: '', next: end + 1 }; // the unnamed one: most drivers' every message
-  const value = buf.toString('utf8', at, end);
-  return { value, key: end - at <= NAME_BYTES ? value : nameKey(value), next: end + 1 };
+  if (end === at) return { raw: '', key: '', next: end + 1 }; // the unnamed one: most drivers' every message
+  const raw = buf.toString('latin1', at, end);
+  return { raw, key: end - at <= NAME_BYTES ? raw : raw.slice(0, NAME_BYTES), next: end + 1 };
 }
+/** A name's bytes (latin1, as readName gives them) as text, for the proxy's own words. */
+const asText = (raw: string): string => Buffer.from(raw, 'latin1').toString('utf8');
 
 export interface TransactionEnd {
   readonly reason: string;
@@ -481,10 +485,12 @@ class TransactionRelay {
    * A throwaway statement under the client's own name `name` (any of that name closed first), its answers
    * kept from the client. PostgreSQL parses only a COMMIT or a ROLLBACK in a failed transaction (it refuses
    * any other Parse before it looks at the name), so the statement is a ROLLBACK TO a savepoint that does
-   * not exist: run by mistake (a SQL EXECUTE of the name), it fails and changes nothing.
+   * not exist (its name is in the proxy's prefix): run by mistake (a SQL EXECUTE of the name), it fails and
+   * changes nothing.
    */
-  private makeUnderClientName(name: string, out: Buffer[]): void {
-    this.send(out, closeStatement(name), Frontend.Close, { swallow: true });
+  private makeUnderClientName(raw: string, out: Buffer[]): void {
+    const name = Buffer.from(`${raw}\0`, 'latin1'); // the client's bytes, as it sent them
+    this.send(out, frontendMessage(Frontend.Close, Buffer.of(STATEMENT), name), Frontend.Close, { swallow: true });
     this.send(out, frontendMessage(Frontend.Parse, name, STAND_IN, Buffer.alloc(2)), Frontend.Parse, { swallow: true });
   }
 
@@ -538,7 +544,7 @@ class TransactionRelay {
     if (this.mustWait(name.key)) return false;
     if (name.key === '') return this.parseUnnamed(head, name.next, out);
     if (name.key.startsWith(STATEMENT_PREFIX)) {
-      throw new WireError(SqlState.DuplicatePreparedStatement, `prepared statement "${name.key}" already exists`, {
+      throw new WireError(SqlState.DuplicatePreparedStatement, `prepared statement "${asText(name.raw)}" already exists`, {
         reason: Failure.ClientProtocol,
         hint: `Names starting with ${STATEMENT_PREFIX} are the proxy's own in transaction pooling.`,
       });
@@ -547,7 +553,7 @@ class TransactionRelay {
       // The server answers as it would (42P05, or the SQL's own error first), from a statement of that
       // name made just before; the server is reset once the client is done with it.
       this.settingsChanged = true;
-      this.makeUnderClientName(name.key, out);
+      this.makeUnderClientName(name.raw, out);
       this.send(out, head, Frontend.Parse);
       return true;
     }
@@ -769,7 +775,7 @@ class TransactionRelay {
    * of the client's, prepared first where the server lacks it; the unnamed statement, the client's own.
    * Undefined: it must wait for the server's answers.
    */
-  private statementFor(head: Buffer, { key: name, value: spelled }: Name, at: number, rest: number, out: Buffer[]): Buffer | undefined {
+  private statementFor(head: Buffer, { key: name, raw }: Name, at: number, rest: number, out: Buffer[]): Buffer | undefined {
     if (this.mustWait(name)) return undefined;
     if (name === '') {
       this.ensureUnnamed(out);
@@ -779,12 +785,14 @@ class TransactionRelay {
     if (statement) {
       if (this.mustWait(serverKey(statement))) return undefined;
       this.ensure(statement, out);
-      if (this.aliased?.has(statement)) this.naming = { proxy: statement.name, client: spelled };
+      // Its error names it as this message does: the client has another name for it, or this one is longer
+      // than the key.
+      if (raw !== name || this.aliased?.has(statement)) this.naming = { proxy: statement.name, client: raw };
       return renamedHead(head, at, statement.name, rest);
     }
     // Never prepared by the client: the server says so in the client's words; a name that could be one of
     // the proxy's is kept from the server.
-    return spelled.startsWith(STATEMENT_PREFIX) ? renamedHead(head, at, NEVER_PREPARED, rest) : head;
+    return raw.startsWith(STATEMENT_PREFIX) ? renamedHead(head, at, NEVER_PREPARED, rest) : head;
   }
 
   /** The server holds the client's unnamed statement, or none at all (then it says so, as it would directly). */
@@ -1032,7 +1040,7 @@ class TransactionRelay {
     if (naming) clientName.set(naming.proxy, naming.client);
     const renamed = text.replace(/"(pg_iam_proxy_\d+)"/g, (quoted, proxy: string) => {
       const name = clientName.get(proxy);
-      return name === undefined ? quoted : `"${Buffer.from(name, 'utf8').toString('latin1')}"`;
+      return name === undefined ? quoted : `"${name}"`;
     });
     if (renamed === text) return undefined;
     const out = Buffer.alloc(HEADER_SIZE + Buffer.byteLength(renamed, 'latin1'));

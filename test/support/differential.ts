@@ -275,8 +275,9 @@ interface ClientState {
   /**
    * A simple Query ran since the unnamed portal was last closed. PostgreSQL 15.18 crashes (a segfault,
    * which restarts every session of the server) on an `Execute("")` of the portal a simple Query left when
-   * it failed inside a transaction block (`BEGIN`, then `SELECT 1/0`): that portal outlives the memory its
-   * statement was in. Any client does that on a direct connection as well, so it says nothing of the proxy.
+   * its statement failed while running inside a transaction block (`BEGIN; DEALLOCATE s1` with no s1; a
+   * statement refused before it runs, as `SELECT 1/0` is at planning, leaves none): that portal outlives
+   * the memory its statement was in. Any client does that on a direct connection as well, so it says nothing of the proxy.
    * A Bind of the unnamed portal in between does not prevent it (the Bind may fail, and leave the portal),
    * so the first step after such a Query that executes the unnamed portal starts with a Close of it, which
    * nothing before it in its pipeline can skip (docs/architecture.md).
