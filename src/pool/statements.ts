@@ -85,8 +85,8 @@ export class StatementRegistry {
   }
 }
 
-/** A Close of the statement `name`. */
-export const closeStatement = (name: string): Buffer => frontendMessage(Frontend.Close, Buffer.of(0x53), name);
+/** A Close of the statement `name` (text, or the bytes a client sent with their NUL). */
+export const closeStatement = (name: string | Buffer): Buffer => frontendMessage(Frontend.Close, Buffer.of(0x53), name);
 
 /** Parse(SCRATCH, "") + Close(SCRATCH): the first answers the client's Parse in its place, the second undoes it. */
 export const SCRATCH_PARSE = frontendMessage(Frontend.Parse, SCRATCH, '', Buffer.alloc(2));

@@ -490,7 +490,7 @@ class TransactionRelay {
    */
   private makeUnderClientName(raw: string, out: Buffer[]): void {
     const name = Buffer.from(`${raw}\0`, 'latin1'); // the client's bytes, as it sent them
-    this.send(out, frontendMessage(Frontend.Close, Buffer.of(STATEMENT), name), Frontend.Close, { swallow: true });
+    this.send(out, closeStatement(name), Frontend.Close, { swallow: true });
     this.send(out, frontendMessage(Frontend.Parse, name, STAND_IN, Buffer.alloc(2)), Frontend.Parse, { swallow: true });
   }
 

@@ -87,12 +87,12 @@ export class Session implements Drain {
     /** Set when the instance is over --max-connections: the client hears 53300 after its startup. */
     private readonly refusal?: WireError,
   ) {
-    this.log = ctx.log.child({ conn: id, client: `${client.remoteAddress ?? 'local'}:${client.remotePort ?? ''}` });
+    const address = client.remoteAddress; // the peer, read once (undefined: a unix socket, or a client gone)
+    this.log = ctx.log.child({ conn: id, client: `${address ?? 'local'}:${client.remotePort ?? ''}` });
     client.setNoDelay(true);
     // Keepalive finds a peer whose machine or network went away. A loopback peer is on this machine: its
-    // kernel closes a dead process's sockets itself, so the probes' system calls buy nothing there. (No
-    // address: a unix socket, or a client already gone.)
-    if (client.remoteAddress !== undefined && !isLoopback(client.remoteAddress)) client.setKeepAlive(true, 60_000);
+    // kernel closes a dead process's sockets itself, so the probes' system calls buy nothing there.
+    if (address !== undefined && !isLoopback(address)) client.setKeepAlive(true, 60_000);
     // Stays for the whole life of the socket: an error between phases must not crash the process.
     client.on('error', (err) => this.gone.abort(err));
     client.on('close', () => this.gone.abort(CLIENT_CLOSED));
