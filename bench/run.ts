@@ -132,10 +132,24 @@ const txEnv = (port: number) => ({
   PGDATABASE: 'orders',
 });
 const bouncerTxMode = txBouncer.preparedStatements ? 'prepared' : 'extended';
-type TxRuns = Record<'proxy' | 'proxyExtended' | 'pgbouncer', Run[]>;
+// Node's floor for transaction pooling (floor-tx.ts), on the proxy's Node line: unnamed statements only, so
+// it is compared with pgbouncer and the proxy under -M extended.
+const txFloorPort = await closedPort();
+const txFloor = spawn(
+  process.env.BENCH_NODE ?? process.execPath,
+  [fileURLToPath(new URL('floor-tx.js', import.meta.url)), String(txFloorPort), String(db.port), db.endpoint, db.caFile, String(TX_POOL)],
+  { env: { ...process.env, FLOOR_TOKEN: await token() }, stdio: ['ignore', 'pipe', 'inherit'] },
+);
+await Promise.race([
+  once(txFloor.stdout, 'data'),
+  once(txFloor, 'exit').then(() => {
+    throw new Error('bench: the transaction-mode floor (floor-tx.ts) did not start');
+  }),
+]);
+type TxRuns = Record<'proxy' | 'proxyExtended' | 'pgbouncer' | 'pgbouncerExtended' | 'floor', Run[]>;
 const txPooled: Record<number, TxRuns> = {};
 for (const clients of TX_CLIENTS) {
-  const runsOf: TxRuns = (txPooled[clients] = { proxy: [], proxyExtended: [], pgbouncer: [] });
+  const runsOf: TxRuns = (txPooled[clients] = { proxy: [], proxyExtended: [], pgbouncer: [], pgbouncerExtended: [], floor: [] });
   for (let round = 0; round < ROUNDS; round++) {
     const runs = [
       async () =>
@@ -148,12 +162,19 @@ for (const clients of TX_CLIENTS) {
         runsOf.pgbouncer.push(
           await pgbenchOn('tx pgbouncer', txEnv(txBouncer.port), txBouncer.pid, clients, ['-S', '-M', bouncerTxMode], clients),
         ),
+      async () =>
+        runsOf.pgbouncerExtended.push(
+          await pgbenchOn('tx pgbouncer extended', txEnv(txBouncer.port), txBouncer.pid, clients, ['-S', '-M', 'extended'], clients),
+        ),
+      async () =>
+        runsOf.floor.push(await pgbenchOn('tx floor', txEnv(txFloorPort), txFloor.pid!, clients, ['-S', '-M', 'extended'], clients)),
     ];
     for (let i = 0; i < runs.length; i++) await runs[(i + round) % runs.length]!();
     say(`transaction pooling, ${clients} clients, round ${round + 1}/${ROUNDS}`);
   }
 }
 txBouncer.stop();
+txFloor.kill();
 
 // Idle clients of transaction pooling: 1,000 clients (each ran one query) over a pool of 10 hold no
 // server; the proxy's resident set grows by this much per client.
@@ -311,16 +332,16 @@ const lines = [
   '',
   `pgbouncer: ${txBouncer.version}, pool_mode = transaction${txBouncer.preparedStatements ? ', max_prepared_statements = 200, -M prepared' : ' (no max_prepared_statements before 1.21: -M extended)'}.`,
   '',
-  '| clients | measure | pgbouncer | proxy -M prepared | proxy -M extended | proxy prepared / pgbouncer |',
-  '|---:|---|---:|---:|---:|---:|',
+  '| clients | measure | pgbouncer | proxy -M prepared | proxy prepared / pgbouncer | pgbouncer -M extended | proxy -M extended | floor -M extended | floor / pgbouncer, extended |',
+  '|---:|---|---:|---:|---:|---:|---:|---:|---:|',
   ...TX_CLIENTS.flatMap((clients) => {
     const r = txPooled[clients]!;
-    return [
-      `| ${clients} | tps | ${f(m(r.pgbouncer, 'tps'))} | ${f(m(r.proxy, 'tps'))} | ${f(m(r.proxyExtended, 'tps'))} | ${f(m(r.proxy, 'tps') / m(r.pgbouncer, 'tps'), 2)} |`,
-      `| ${clients} | CPU µs per transaction | ${f(m(r.pgbouncer, 'cpuUsPerTx'), 1)} | ${f(m(r.proxy, 'cpuUsPerTx'), 1)} | ${f(m(r.proxyExtended, 'cpuUsPerTx'), 1)} | ${f(m(r.proxy, 'cpuUsPerTx') / m(r.pgbouncer, 'cpuUsPerTx'), 2)} |`,
-      `| ${clients} | latency ms | ${f(m(r.pgbouncer, 'latencyMs'), 2)} | ${f(m(r.proxy, 'latencyMs'), 2)} | ${f(m(r.proxyExtended, 'latencyMs'), 2)} | |`,
-    ];
+    const row = (measure: string, key: keyof Run, digits: number, ratios: boolean) =>
+      `| ${clients} | ${measure} | ${f(m(r.pgbouncer, key), digits)} | ${f(m(r.proxy, key), digits)} | ${ratios ? f(m(r.proxy, key) / m(r.pgbouncer, key), 2) : ''} | ${f(m(r.pgbouncerExtended, key), digits)} | ${f(m(r.proxyExtended, key), digits)} | ${f(m(r.floor, key), digits)} | ${ratios ? f(m(r.floor, key) / m(r.pgbouncerExtended, key), 2) : ''} |`;
+    return [row('tps', 'tps', 0, true), row('CPU µs per transaction', 'cpuUsPerTx', 1, true), row('latency ms', 'latencyMs', 2, false)];
   }),
+  '',
+  "Node's floor for transaction pooling (bench/floor-tx.ts: the pool's servers logged in once and kept, a canned greeting, each client's transaction passed to an idle server or queued for the next, the server lent on at its ReadyForQuery idle; no statement names, settings, ledger, logs, timeouts or metrics): the least a Node program spends per transaction here.",
   '',
   `Resident memory per idle transaction-mode client (${IDLE_TX.toLocaleString('en-US')} clients, pool of 10, median of 3): ${f(median(perIdleTx) / 1024, 1)} KiB.`,
   '',

@@ -109,8 +109,9 @@ export interface PoolSnapshot {
 }
 
 interface Waiter {
-  /** When it began to wait (ms since the epoch). */
+  /** When it began to wait, and when its wait times out (ms since the epoch). */
   readonly since: number;
+  readonly deadline: number;
   give(server: PooledServer): void;
   fail(err: Error): void;
 }
@@ -133,6 +134,8 @@ class Pool {
   failures = 0;
   retryAt = 0;
   retryTimer: NodeJS.Timeout | undefined;
+  /** Set while clients wait: the wait timeout's one timer (Pools.expire). */
+  expiry: NodeJS.Timeout | undefined;
 
   constructor(
     readonly id: string,
@@ -517,6 +520,8 @@ export class Pools {
     this.closingReason = 'the configuration was reloaded';
     for (const pool of this.pools.values()) {
       clearTimeout(pool.retryTimer);
+      clearTimeout(pool.expiry);
+      pool.expiry = undefined;
       for (const server of pool.idle.splice(0)) this.retire(pool, server, 'the configuration was reloaded');
       for (const waiter of pool.waiting.splice(0)) waiter.fail(MOVED);
     }
@@ -529,6 +534,8 @@ export class Pools {
     clearTimeout(this.rebalanceTimer);
     for (const pool of this.pools.values()) {
       clearTimeout(pool.retryTimer);
+      clearTimeout(pool.expiry);
+      pool.expiry = undefined;
       for (const server of pool.idle.splice(0)) this.retire(pool, server, 'shutting down');
       for (const waiter of pool.waiting.splice(0))
         waiter.fail(new WireError(SqlState.CannotConnectNow, 'pg-iam-proxy is shutting down', { reason: Failure.Shutdown }));
@@ -614,12 +621,13 @@ export class Pools {
       const grace = graceMs === undefined ? undefined : setTimeout(() => this.serveWaiters(), graceMs);
       const done = () => {
         clearTimeout(grace);
-        clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
         pool.waiting.splice(pool.waiting.indexOf(waiter), 1);
       };
+      const now = Date.now();
       const waiter: Waiter = {
-        since: Date.now(),
+        since: now,
+        deadline: now + this.settings.waitTimeoutMs,
         give: (server) => {
           done();
           this.observer?.waited(pool.key, (performance.now() - since) / 1000);
@@ -631,24 +639,35 @@ export class Pools {
         },
       };
       const onAbort = () => waiter.fail(signal.reason as Error);
-      const timer = setTimeout(
-        () =>
-          waiter.fail(
-            new WireError(
-              SqlState.TooManyConnections,
-              `no server free in the pool for user "${pool.key.user}", database "${pool.key.database}" within ${this.settings.waitTimeoutMs / 1000} s`,
-              {
-                reason: Failure.PoolTimeout,
-                hint: `All ${this.settings.size} servers of the pool are in use (--pool-size). Raise --pool-size or --pool-wait-timeout, or have clients hold servers for less time.`,
-              },
-            ),
-          ),
-        this.settings.waitTimeoutMs,
-      );
       signal.addEventListener('abort', onAbort, { once: true });
       pool.waiting.push(waiter);
+      pool.expiry ??= setTimeout(() => this.expire(pool), this.settings.waitTimeoutMs).unref();
       this.log.debug({ user: pool.key.user, database: pool.key.database, waiting: pool.waiting.length }, 'pool: waiting for a server');
     });
+  }
+
+  /**
+   * The pool's wait timeout: its waiting clients whose time is up hear 53300. One timer per pool, for its
+   * first waiter's deadline (all wait as long, in order), not one per wait: a client of transaction pooling
+   * may wait at every transaction. Unreferenced: a waiting client's socket keeps the process up.
+   */
+  private expire(pool: Pool): void {
+    pool.expiry = undefined;
+    const now = Date.now();
+    while (pool.waiting.length > 0 && pool.waiting[0]!.deadline <= now) {
+      pool.waiting[0]!.fail(
+        new WireError(
+          SqlState.TooManyConnections,
+          `no server free in the pool for user "${pool.key.user}", database "${pool.key.database}" within ${this.settings.waitTimeoutMs / 1000} s`,
+          {
+            reason: Failure.PoolTimeout,
+            hint: `All ${this.settings.size} servers of the pool are in use (--pool-size). Raise --pool-size or --pool-wait-timeout, or have clients hold servers for less time.`,
+          },
+        ),
+      );
+    }
+    const next = pool.waiting[0];
+    if (next) pool.expiry = setTimeout(() => this.expire(pool), Math.max(1, next.deadline - now)).unref();
   }
 
   /** Idle: to the first waiting client, else into the pool, watched for its EOF and its idle timeout. */

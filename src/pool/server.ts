@@ -57,12 +57,14 @@ export class PooledServer {
   private afterCancels: (() => void) | undefined;
 
   /**
-   * Transaction pooling: the relay that holds the server reads its bytes as they come, in the server's
-   * own buffer (valid during the call only), and says whether it kept them (a write to its client still
-   * holds them: the next read lands in a new buffer). With none, or while the socket is paused or its
-   * stream still holds earlier bytes, a read goes through the stream ('data') as a copy, in order.
+   * Who hears the socket now: the transaction relay that holds the server, or the pool watching it idle;
+   * undefined while a session relay or one of the proxy's own queries listens to the socket itself. The
+   * socket's listeners are attached once, here, and tell whoever that is: a server handed from client to
+   * client at every transaction does not have listeners added and removed each time.
    */
-  reader: ((chunk: Buffer) => boolean) | undefined;
+  private holder: ServerListener | undefined;
+  /** The pool's word for an idle server that is gone (it spoke or closed), while it is watched. */
+  private idleGone: ((why: string) => void) | undefined;
   /** The buffer reads land in, and whether the last read's bytes were kept (then the next gets a new one). */
   private buffer: Buffer | undefined;
   private kept = false;
@@ -76,8 +78,16 @@ export class PooledServer {
     ownBuffer = false,
   ) {
     this.learn(greeting);
-    socket.once('close', () => (this.broken = true));
-    socket.on('error', () => (this.broken = true));
+    socket.on('data', (chunk: Buffer) => this.holder?.serverData(chunk));
+    socket.on('end', () => this.holder?.serverEnded());
+    socket.on('close', () => {
+      this.broken = true;
+      this.holder?.serverEnded();
+    });
+    socket.on('error', (err: Error) => {
+      this.broken = true;
+      this.holder?.serverFailed(err);
+    });
     const buffer = ownBuffer ? Buffer.allocUnsafeSlow(READ_BUFFER) : undefined;
     if (buffer && useUserBuffer(socket, buffer, this.onRead, this.nextBuffer)) this.buffer = buffer;
   }
@@ -86,8 +96,9 @@ export class PooledServer {
   private readonly onRead = (n: number): boolean => {
     const chunk = this.buffer!.subarray(0, n);
     const socket = this.socket;
-    if (this.reader && socket.readableLength === 0 && !socket.isPaused()) {
-      this.kept = this.reader(chunk);
+    const read = this.holder?.serverRead;
+    if (read && socket.readableLength === 0 && !socket.isPaused()) {
+      this.kept = read.call(this.holder, chunk);
       return true;
     }
     reads.copied++;
@@ -224,45 +235,47 @@ export class PooledServer {
     return undefined;
   }
 
-  /** The listeners of an idle server, removed when a client gets it. */
-  private watching: { readonly off: () => void } | undefined;
+  /** A relay holds the server: from now on the socket's bytes, EOF and errors are told to it. */
+  hold(listener: ServerListener): void {
+    this.holder = listener;
+  }
+
+  /** The relay lets the server go: nothing it says is heard until it is held or watched again. */
+  letGo(): void {
+    this.holder = undefined;
+  }
 
   /**
    * While idle: anything the server sends, its EOF or its close means it is gone (an administrator's FATAL,
    * a failover). `gone` is told once, with why; the pools' janitor (janitor.ts) looks after its idle time.
    */
   watch(gone: (why: string) => void): void {
-    const socket = this.socket;
-    let told = false;
-    const tell = (why: string) => () => {
-      if (told) return;
-      told = true;
-      this.unwatch();
-      gone(why);
-    };
+    this.idleGone = gone;
+    this.holder = this.idle;
     // Still reading when it comes straight from a transaction: resume() is then a no-op.
-    const onData = tell('it spoke while idle (terminated or failing over)');
-    const onEnd = tell('it closed while idle');
-    socket.on('data', onData);
-    socket.on('end', onEnd);
-    socket.on('close', onEnd);
-    socket.resume();
-    this.watching = {
-      off: () => {
-        socket.off('data', onData);
-        socket.off('end', onEnd);
-        socket.off('close', onEnd);
-      },
-    };
+    this.socket.resume();
+  }
+
+  private readonly idle: ServerListener = {
+    serverData: () => this.tellGone('it spoke while idle (terminated or failing over)'),
+    serverEnded: () => this.tellGone('it closed while idle'),
+    serverFailed: () => undefined, // its close follows
+  };
+
+  private tellGone(why: string): void {
+    const gone = this.idleGone;
+    if (!gone) return;
+    this.unwatch();
+    gone(why);
   }
 
   /**
-   * Stop watching (a client gets the server, or it is checked). `pause` false: the caller listens to the
-   * socket at once, in this same turn (a transaction relay), so reading need not stop and start again.
+   * Stop watching (a client gets the server, or it is checked). `pause` false: the caller holds the
+   * server at once, in this same turn (a transaction relay), so reading need not stop and start again.
    */
   unwatch(pause = true): void {
-    this.watching?.off();
-    this.watching = undefined;
+    if (this.holder === this.idle) this.holder = undefined;
+    this.idleGone = undefined;
     // Also when it was not watched (straight from a transaction to a waiting client): nothing it says
     // may be read before its next listener is there.
     if (pause) this.socket.pause();
@@ -278,6 +291,20 @@ export class PooledServer {
     this.broken = true;
     this.socket.destroy();
   }
+}
+
+/** Who hears a pooled server's socket (PooledServer.hold): its bytes, its EOF or close, its errors. */
+export interface ServerListener {
+  /** A read through the socket's stream (a copy, or the stream path). */
+  serverData(chunk: Buffer): void;
+  /**
+   * A read in the server's own buffer (valid during the call only): whether a write still holds its bytes
+   * (then the next read lands in a new buffer). Without it, reads go through the stream, to serverData.
+   */
+  serverRead?(chunk: Buffer): boolean;
+  /** Its EOF, or its close (either may come alone, or both). */
+  serverEnded(): void;
+  serverFailed(err: Error): void;
 }
 
 /** What a pool's clients are told at login: from its first server's login. */

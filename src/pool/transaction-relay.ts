@@ -21,7 +21,7 @@ import { encrypts, useUserBuffer } from '../net/user-buffer.js';
 import type { Drain } from '../relay.js';
 import type { Ledger, Outcome, SentOptions, Settled } from './ledger.js';
 import { idleTransactionTimeout, MAX_PREPARED_STATEMENTS, type PoolKey, type Pools } from './pool.js';
-import { type PooledServer, TxStatus } from './server.js';
+import { type PooledServer, type ServerListener, TxStatus } from './server.js';
 import { ClientSettings } from './client-settings.js';
 import { settingsQuery } from './params.js';
 import { peekServer, ServerStream, type Verdict } from './server-stream.js';
@@ -129,7 +129,7 @@ interface Unnamed {
   readonly drops?: StatementCommand | undefined;
 }
 
-class TransactionRelay {
+class TransactionRelay implements ServerListener {
   private readonly client: Socket;
   private readonly statements: StatementRegistry;
   private readonly maxPrepared: number;
@@ -882,13 +882,8 @@ class TransactionRelay {
     // The client's tracked parameters (application_name, TimeZone...) first, where the server's differ.
     const settings = settingsQuery(this.settings.current, server.tracked, server.trackedUnknown);
     if (settings) this.setTracked(server, settings, this.settings.current);
-    const socket = server.socket;
-    server.reader = this.onServerRead;
-    socket.on('data', this.onServerData);
-    socket.on('end', this.onServerEnd);
-    socket.on('close', this.onServerEnd);
-    socket.on('error', this.onServerError);
-    socket.resume();
+    server.hold(this);
+    server.socket.resume();
   }
 
   /** The proxy's own query setting the client's tracked values on `server` (its whole answer kept from the client). */
@@ -913,14 +908,9 @@ class TransactionRelay {
 
   private unlink(): PooledServer {
     const server = this.server!;
-    const socket = server.socket;
-    server.reader = undefined;
+    server.letGo();
     this.dropsOnExecute = undefined; // the server's portals end with its transaction
-    socket.off('data', this.onServerData);
-    socket.off('end', this.onServerEnd);
-    socket.off('close', this.onServerEnd);
-    socket.off('error', this.onServerError);
-    socket.off('drain', this.resumeClient);
+    if (this.heldBack) server.socket.off('drain', this.resumeClient);
     this.heldBack = false;
     this.client.off('drain', this.resumeServer);
     // Not paused: the pool parks it (and listens) in this turn, or pauses it itself.
@@ -933,17 +923,19 @@ class TransactionRelay {
     this.server?.socket.resume();
   };
 
+  // The server's socket tells the relay that holds it (ServerListener, server.ts).
+
   /** A read in the server's own buffer: whether a write to the client still holds its bytes. */
-  private readonly onServerRead = (chunk: Buffer): boolean => {
+  serverRead(chunk: Buffer): boolean {
     const client = this.client;
     // A TLS client's write is encrypted as it is made (the bytes copied) unless it queues behind an
     // earlier one; a plain client's keeps the bytes while any of it is unwritten.
     const queued = client.writableLength > 0;
-    this.onServerData(chunk);
+    this.serverData(chunk);
     return encrypts(client) ? queued : client.writableLength > 0;
-  };
+  }
 
-  private readonly onServerData = (chunk: Buffer): void => {
+  serverData(chunk: Buffer): void {
     const server = this.server;
     if (!server || this.done) return;
     let out: Buffer[];
@@ -971,7 +963,7 @@ class TransactionRelay {
     }
     this.watchIdle();
     holdBack(server.socket, this.client, this.resumeServer);
-  };
+  }
 
   /** What one server message means for the server's state, and for the client: passed, kept, or replaced. */
   private onServerMessage(m: MessageStart, server: PooledServer): Verdict {
@@ -1073,15 +1065,15 @@ class TransactionRelay {
     else this.client.resume(); // if it waited for the server's drain: that server is no longer its concern
   }
 
-  private readonly onServerEnd = (): void => {
+  serverEnded(): void {
     this.serverGone = true;
     this.finish('server closed the connection');
-  };
+  }
 
-  private readonly onServerError = (err: Error): void => {
+  serverFailed(err: Error): void {
     this.serverGone = true;
     this.finish(`error on the server connection: ${err.message}`, err);
-  };
+  }
 
   // The end.
 
