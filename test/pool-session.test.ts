@@ -266,6 +266,28 @@ t.test('a server terminated while held: the client hears it, the server is not p
   await b.end();
 });
 
+t.test('a wait times out on the monotonic clock: a wall clock stepped back moves no deadline', async (t) => {
+  await using proxy = await pooled({ size: 1, waitTimeoutMs: 300 });
+  const holder = client(proxy, { application_name: 'clock' });
+  await holder.connect();
+  const refused = client(proxy, { application_name: 'clock' });
+  const failing = refused.connect().then(
+    () => undefined,
+    (e: pg.DatabaseError) => e,
+  );
+  await proxy.line((l) => l.msg === 'pool: waiting for a server' && l.waiting === 1);
+  // An administrator (or NTP) sets the clock an hour back while the client waits.
+  const realNow = Date.now;
+  Date.now = () => realNow() - 3_600_000;
+  t.teardown(() => {
+    Date.now = realNow;
+  });
+  const err = await failing;
+  Date.now = realNow;
+  t.match(err, { code: '53300' }, 'refused at its time, not an hour later');
+  await holder.end();
+});
+
 t.test('the pool size holds; a client beyond waits, then gets the server released first', async (t) => {
   await using proxy = await pooled({ size: 1, waitTimeoutMs: 300 });
   const holder = client(proxy, { application_name: 'size' });

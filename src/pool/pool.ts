@@ -109,8 +109,9 @@ export interface PoolSnapshot {
 }
 
 interface Waiter {
-  /** When it began to wait, and when its wait times out (ms since the epoch). */
+  /** When it began to wait (ms since the epoch). */
   readonly since: number;
+  /** When its wait times out, on the monotonic clock (performance.now()): a step of the wall clock moves no deadline. */
   readonly deadline: number;
   give(server: PooledServer): void;
   fail(err: Error): void;
@@ -624,10 +625,9 @@ export class Pools {
         signal.removeEventListener('abort', onAbort);
         pool.waiting.splice(pool.waiting.indexOf(waiter), 1);
       };
-      const now = Date.now();
       const waiter: Waiter = {
-        since: now,
-        deadline: now + this.settings.waitTimeoutMs,
+        since: Date.now(),
+        deadline: since + this.settings.waitTimeoutMs,
         give: (server) => {
           done();
           this.observer?.waited(pool.key, (performance.now() - since) / 1000);
@@ -653,7 +653,7 @@ export class Pools {
    */
   private expire(pool: Pool): void {
     pool.expiry = undefined;
-    const now = Date.now();
+    const now = performance.now();
     while (pool.waiting.length > 0 && pool.waiting[0]!.deadline <= now) {
       pool.waiting[0]!.fail(
         new WireError(

@@ -241,8 +241,8 @@ export class PooledServer {
   }
 
   /** The relay lets the server go: nothing it says is heard until it is held or watched again. */
-  letGo(): void {
-    this.holder = undefined;
+  letGo(listener: ServerListener): void {
+    if (this.holder === listener) this.holder = undefined;
   }
 
   /**

@@ -908,7 +908,7 @@ class TransactionRelay implements ServerListener {
 
   private unlink(): PooledServer {
     const server = this.server!;
-    server.letGo();
+    server.letGo(this);
     this.dropsOnExecute = undefined; // the server's portals end with its transaction
     if (this.heldBack) server.socket.off('drain', this.resumeClient);
     this.heldBack = false;
