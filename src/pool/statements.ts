@@ -40,6 +40,8 @@ export class Statement {
   readonly name: string;
   /** The Parse message that prepares it on a server, under `name`. */
   readonly parse: Buffer;
+  /** `name` and its NUL, as a message carries them (a view of `parse`): what a Bind of it is given. */
+  readonly nameBytes: Buffer;
 
   constructor(
     readonly id: number,
@@ -49,6 +51,7 @@ export class Statement {
   ) {
     this.name = `${STATEMENT_PREFIX}${id}`;
     this.parse = frontendMessage(Frontend.Parse, this.name, body);
+    this.nameBytes = this.parse.subarray(HEADER_SIZE, HEADER_SIZE + this.name.length + 1); // the name is ASCII
   }
 }
 

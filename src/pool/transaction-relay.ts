@@ -39,6 +39,9 @@ import {
   type StatementRegistry,
 } from './statements.js';
 
+/** NEVER_PREPARED and its NUL, as a message carries them. */
+const NEVER_PREPARED_BYTES = Buffer.from(`${NEVER_PREPARED}\0`, 'latin1');
+
 /** The SQL of a statement made under a client's name (makeUnderClientName): parsed anywhere, never effective. */
 const STAND_IN = `ROLLBACK TO SAVEPOINT ${NEVER_PREPARED}`;
 
@@ -77,6 +80,31 @@ export interface Holding {
  * before it is lent again.
  */
 const DIRTYING = /^(SET|RESET|LISTEN|DISCARD|PREPARE|DECLARE|CREATE TABLE)\b/;
+/**
+ * Whether a CommandComplete's tag may be one the relay acts on (DIRTYING, DROPS_STATEMENTS, a RESET or
+ * DISCARD ALL for the client's settings), from its first bytes: most are SELECT, INSERT, UPDATE, DELETE,
+ * BEGIN, COMMIT, and are passed without a string made of them.
+ */
+function mayMatter(m: MessageStart): boolean {
+  if (m.peeked < 3) return true;
+  const second = m.head[HEADER_SIZE + 1];
+  const third = m.head[HEADER_SIZE + 2];
+  const E = 0x45;
+  switch (m.head[HEADER_SIZE]) {
+    case 0x53: // SET, not SELECT
+    case 0x44: // DISCARD, DECLARE, DEALLOCATE, not DELETE
+      return second !== E || third !== 0x4c;
+    case 0x52: // RESET, not ROLLBACK
+      return second === E;
+    case 0x43: // CREATE TABLE, not COMMIT or COPY
+      return second === 0x52;
+    case 0x4c: // LISTEN
+    case 0x50: // PREPARE
+      return true;
+    default:
+      return false;
+  }
+}
 /** Tags after which the server has none of the proxy's prepared statements. */
 const DROPS_STATEMENTS = /^(DEALLOCATE ALL|DISCARD ALL)\0/;
 
@@ -775,7 +803,7 @@ class TransactionRelay implements ServerListener {
    * of the client's, prepared first where the server lacks it; the unnamed statement, the client's own.
    * Undefined: it must wait for the server's answers.
    */
-  private statementFor(head: Buffer, { key: name, raw }: Name, at: number, rest: number, out: Buffer[]): Buffer | undefined {
+  private statementFor(head: Buffer, { key: name, raw, next }: Name, at: number, rest: number, out: Buffer[]): Buffer | undefined {
     if (this.mustWait(name)) return undefined;
     if (name === '') {
       this.ensureUnnamed(out);
@@ -788,11 +816,11 @@ class TransactionRelay implements ServerListener {
       // Its error names it as this message does: the client has another name for it, or this one is longer
       // than the key.
       if (raw !== name || this.aliased?.has(statement)) this.naming = { proxy: statement.name, client: raw };
-      return renamedHead(head, at, statement.name, rest);
+      return renamedHead(head, at, next, statement.nameBytes, rest);
     }
     // Never prepared by the client: the server says so in the client's words; a name that could be one of
     // the proxy's is kept from the server.
-    return raw.startsWith(STATEMENT_PREFIX) ? renamedHead(head, at, NEVER_PREPARED, rest) : head;
+    return raw.startsWith(STATEMENT_PREFIX) ? renamedHead(head, at, next, NEVER_PREPARED_BYTES, rest) : head;
   }
 
   /** The server holds the client's unnamed statement, or none at all (then it says so, as it would directly). */
@@ -1008,7 +1036,7 @@ class TransactionRelay implements ServerListener {
       this.again = undefined;
       if (again && server.ledger.status === TxStatus.Idle && !server.ledger.open) this.setTracked(server, again.query, again.tracked);
       else this.again = again;
-    } else if (code === BackendCode.CommandComplete) {
+    } else if (code === BackendCode.CommandComplete && mayMatter(m)) {
       const tag = m.head.toString('latin1', HEADER_SIZE, HEADER_SIZE + m.peeked);
       this.settings.onTag(tag.slice(0, tag.indexOf('\0') >>> 0));
       if (DIRTYING.test(tag)) this.settingsChanged = true;
@@ -1191,13 +1219,11 @@ function errorCode(m: MessageStart): string | undefined {
   return undefined;
 }
 
-/** A Bind, Describe or Close head with the string at `at` (a statement name) replaced by `name`. */
-function renamedHead(head: Buffer, at: number, name: string, rest: number): Buffer {
-  const end = head.indexOf(0, at);
-  const out = Buffer.allocUnsafe(at + Buffer.byteLength(name) + 1 + (head.length - end - 1));
+/** A Bind or Describe head with the statement name at `at` (ending before `next`) replaced by `name` (its NUL included). */
+function renamedHead(head: Buffer, at: number, next: number, name: Buffer, rest: number): Buffer {
+  const out = Buffer.allocUnsafe(at + name.length + (head.length - next));
   head.copy(out, 0, 0, at);
-  let to = at + out.write(name, at, 'utf8');
-  out[to++] = 0;
-  head.copy(out, to, end + 1);
+  name.copy(out, at);
+  head.copy(out, at + name.length, next);
   return lengthFor(out, rest);
 }
