@@ -35,4 +35,15 @@ export function parseHostPort(text: string, what: string, defaultPort: number | 
   return { host, port: n };
 }
 
-export const formatHostPort = ({ host, port }: HostPort): string => `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
+/** Each HostPort's text, made once: a session names its endpoint in two log lines, and isIP is a long regular expression. */
+const formatted = new WeakMap<HostPort, string>();
+
+export function formatHostPort(hostPort: HostPort): string {
+  let text = formatted.get(hostPort);
+  if (text === undefined) {
+    const { host, port } = hostPort;
+    text = `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
+    formatted.set(hostPort, text);
+  }
+  return text;
+}

@@ -19,6 +19,9 @@ t.test('host:port parsing', async (t) => {
   t.throws(() => parseHostPort('db', '--listen', null), /needs a port/);
   t.equal(formatHostPort({ host: '::1', port: 1 }), '[::1]:1');
   t.equal(formatHostPort({ host: 'a', port: 1 }), 'a:1');
+  const endpoint = { host: 'fe80::1', port: 5432 };
+  t.equal(formatHostPort(endpoint), '[fe80::1]:5432');
+  t.equal(formatHostPort(endpoint), '[fe80::1]:5432', 'the same endpoint again: its text as made the first time');
 });
 
 t.test('region from the endpoint name', async (t) => {
