@@ -853,3 +853,30 @@ t.test('the statement made under a client’s name for its duplicate Parse never
   t.same(shown(await ask(c, Q('COMMIT'))), ['C(ROLLBACK)', 'Z(I)'], 'the client hears its transaction was rolled back');
   await c.end();
 });
+
+t.test(
+  'a client’s own DISCARD ALL in a pipeline with a BEGIN behind it: its settings are set again after its transaction, not inside it',
+  async (t) => {
+    for (const mode of ['transaction', 'session'] as const) {
+      for (let round = 0; round < 10; round++) {
+        await sameAsDirect(
+          t,
+          mode,
+          1,
+          [
+            scripted([m.query('PREPARE q1 AS SELECT $1::int * 2 AS twice; EXECUTE q1(0)')]),
+            scripted(
+              [
+                ...[m.parse('', 'DISCARD ALL'), m.bind(''), m.execute()],
+                ...[m.parse('', 'SELECT 1/0 AS boom'), m.bind(''), m.execute(), m.sync()],
+                ...[m.parse('', 'BEGIN'), m.bind(''), m.execute(), m.sync()],
+              ],
+              [m.parse('', 'DISCARD ALL'), m.bind(''), m.execute(), m.sync()],
+            ),
+          ],
+          `${mode} mode, round ${round + 1}: every message as on a direct connection`,
+        );
+      }
+    }
+  },
+);

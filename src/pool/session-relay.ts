@@ -135,9 +135,10 @@ export function relayPooled(
           } else if (m.code === BackendCode.ReadyForQuery && pooled) {
             // After a reset of the client's own: its values again, between its groups, once its transaction
             // is over (in it, a ROLLBACK or an error would take them back; a pipeline it left open would
-            // end its implicit transaction).
+            // end its implicit transaction) and nothing more of its is on the way (a BEGIN it pipelined
+            // behind would run first, and the settings inside its transaction).
             again = settings.afterGroup(pooled.trackedUnknown ? new Map() : pooled.tracked) ?? again;
-            if (again && ledger.status === TxStatus.Idle && !ledger.open) {
+            if (again && ledger.status === TxStatus.Idle && !ledger.open && ledger.owed === 0) {
               const { tracked, left, query } = again;
               again = undefined;
               pooled.tracked = tracked;

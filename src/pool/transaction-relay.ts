@@ -1031,10 +1031,13 @@ class TransactionRelay implements ServerListener {
     }
     if (code === BackendCode.ReadyForQuery) {
       // After a reset of the client's own: its values again, once its transaction is over (in it, a
-      // ROLLBACK or an error would take them back) and no pipeline of its is open.
+      // ROLLBACK or an error would take them back) and nothing more of its is on the way to the server: a
+      // group it pipelined behind (a BEGIN) would run first, and the SET inside its transaction.
       const again = this.settings.afterGroup(server.trackedUnknown ? new Map() : server.tracked) ?? this.again;
       this.again = undefined;
-      if (again && server.ledger.status === TxStatus.Idle && !server.ledger.open) this.setTracked(server, again.query, again.tracked);
+      const ledger = server.ledger;
+      if (again && ledger.status === TxStatus.Idle && !ledger.open && ledger.owed === 0)
+        this.setTracked(server, again.query, again.tracked);
       else this.again = again;
     } else if (code === BackendCode.CommandComplete && mayMatter(m)) {
       const tag = m.head.toString('latin1', HEADER_SIZE, HEADER_SIZE + m.peeked);
