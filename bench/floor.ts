@@ -8,14 +8,16 @@
 // small): a floor, not a proxy.
 //   node build/bench/floor.js PORT DB_PORT ENDPOINT CA_FILE   (the token in FLOOR_TOKEN)
 import { createServer, type Socket } from 'node:net';
-import { cstrings, floorLogin, message } from './floor-login.js';
+import { FrontendCode } from '../src/protocol/constants.js';
+import { frontendMessage } from '../src/protocol/frontend.js';
+import { floorLogin } from './floor-login.js';
 
 const [port, dbPort, endpoint, caFile] = process.argv.slice(2) as [string, string, string, string];
 const token = process.env.FLOOR_TOKEN ?? '';
 delete process.env.FLOOR_TOKEN;
 
 const { socket: server, greeting: canned } = await floorLogin(Number(dbPort), endpoint, caFile, token);
-const DISCARD = message('Q', cstrings('DISCARD ALL'));
+const DISCARD = frontendMessage(FrontendCode.Query, 'DISCARD ALL');
 
 let client: Socket | undefined;
 /** The server's answer to DISCARD ALL is read, not passed on: it ends with ReadyForQuery. */

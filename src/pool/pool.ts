@@ -618,7 +618,7 @@ export class Pools {
     // A client gone while its server was being checked: an abort that came first is heard by no listener.
     signal.throwIfAborted();
     return new Promise((resolve, reject) => {
-      const since = performance.now();
+      const began = performance.now(); // monotonic: the wait's length and its deadline
       const grace = graceMs === undefined ? undefined : setTimeout(() => this.serveWaiters(), graceMs);
       const done = () => {
         clearTimeout(grace);
@@ -627,10 +627,10 @@ export class Pools {
       };
       const waiter: Waiter = {
         since: Date.now(),
-        deadline: since + this.settings.waitTimeoutMs,
+        deadline: began + this.settings.waitTimeoutMs,
         give: (server) => {
           done();
-          this.observer?.waited(pool.key, (performance.now() - since) / 1000);
+          this.observer?.waited(pool.key, (performance.now() - began) / 1000);
           resolve(this.lend(pool, server));
         },
         fail: (err) => {

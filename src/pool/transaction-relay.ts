@@ -79,34 +79,23 @@ export interface Holding {
  * LISTEN, a cursor or SQL-prepared statement that outlives the transaction, a temporary table. It is reset
  * before it is lent again.
  */
-const DIRTYING = /^(SET|RESET|LISTEN|DISCARD|PREPARE|DECLARE|CREATE TABLE)\b/;
-/**
- * Whether a CommandComplete's tag may be one the relay acts on (DIRTYING, DROPS_STATEMENTS, a RESET or
- * DISCARD ALL for the client's settings), from its first bytes: most are SELECT, INSERT, UPDATE, DELETE,
- * BEGIN, COMMIT, and are passed without a string made of them.
- */
-function mayMatter(m: MessageStart): boolean {
-  if (m.peeked < 3) return true;
-  const second = m.head[HEADER_SIZE + 1];
-  const third = m.head[HEADER_SIZE + 2];
-  const E = 0x45;
-  switch (m.head[HEADER_SIZE]) {
-    case 0x53: // SET, not SELECT
-    case 0x44: // DISCARD, DECLARE, DEALLOCATE, not DELETE
-      return second !== E || third !== 0x4c;
-    case 0x52: // RESET, not ROLLBACK
-      return second === E;
-    case 0x43: // CREATE TABLE, not COMMIT or COPY
-      return second === 0x52;
-    case 0x4c: // LISTEN
-    case 0x50: // PREPARE
-      return true;
-    default:
-      return false;
-  }
-}
+const DIRTYING_TAGS = ['SET', 'RESET', 'LISTEN', 'DISCARD', 'PREPARE', 'DECLARE', 'CREATE TABLE'];
+const DIRTYING = new RegExp(`^(${DIRTYING_TAGS.join('|')})\\b`);
 /** Tags after which the server has none of the proxy's prepared statements. */
-const DROPS_STATEMENTS = /^(DEALLOCATE ALL|DISCARD ALL)\0/;
+const DROPPING_TAGS = ['DEALLOCATE ALL', 'DISCARD ALL'];
+const DROPS_STATEMENTS = new RegExp(`^(${DROPPING_TAGS.join('|')})\0`);
+/** A tag's first three bytes, as one number. */
+const tagStart = (b0: number, b1: number, b2: number): number => (b0 << 16) | (b1 << 8) | b2;
+/**
+ * The first three bytes of every tag the relay acts on (the lists above; the client's RESET and DISCARD ALL,
+ * ClientSettings.onTag, are among them): most tags (SELECT, INSERT, UPDATE, DELETE, BEGIN, COMMIT) start
+ * otherwise and are passed without a string made of them.
+ */
+const ACTED_ON = new Set(
+  [...DIRTYING_TAGS, ...DROPPING_TAGS].map((tag) => tagStart(tag.charCodeAt(0), tag.charCodeAt(1), tag.charCodeAt(2))),
+);
+const mayMatter = (m: MessageStart): boolean =>
+  m.peeked < 3 || ACTED_ON.has(tagStart(m.head[HEADER_SIZE]!, m.head[HEADER_SIZE + 1]!, m.head[HEADER_SIZE + 2]!));
 
 /** The most bytes of a client's kept while it waits for a server; beyond, it is not read until it has one. */
 const QUEUED_LIMIT = 1024 * 1024;
